@@ -1,0 +1,184 @@
+//! Agent settings: flags, each with an environment variable (the DaemonSet
+//! sets `NODE_NAME` and `NODE_IP` from the downward API).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Parser;
+
+pub const ENV_NODE_NAME: &str = "NODE_NAME";
+pub const ENV_NODE_IP: &str = "NODE_IP";
+pub const ENV_AGGREGATOR: &str = "NETAWARE_AGGREGATOR";
+pub const ENV_STAMP_PORT: &str = "NETAWARE_STAMP_PORT";
+pub const ENV_STAMP_BIND: &str = "NETAWARE_STAMP_BIND";
+pub const ENV_ICMP: &str = "NETAWARE_ICMP";
+pub const ENV_MAX_PROBE_RATE: &str = "NETAWARE_MAX_PROBE_RATE";
+pub const ENV_MAX_BUFFERED_WINDOWS: &str = "NETAWARE_MAX_BUFFERED_WINDOWS";
+pub const ENV_BACKOFF_INITIAL: &str = "NETAWARE_BACKOFF_INITIAL";
+pub const ENV_BACKOFF_MAX: &str = "NETAWARE_BACKOFF_MAX";
+
+pub const DEFAULT_AGGREGATOR: &str = "http://netaware-aggregator:7400";
+/// STAMP's registered port is 862, which needs CAP_NET_BIND_SERVICE; the
+/// agent runs with NET_RAW only, so it defaults to an unprivileged port.
+pub const DEFAULT_STAMP_PORT: u16 = 8620;
+pub const DEFAULT_STAMP_BIND: &str = "0.0.0.0";
+pub const DEFAULT_MAX_PROBE_RATE: f64 = 1000.0;
+pub const DEFAULT_MAX_BUFFERED_WINDOWS: usize = 4096;
+pub const DEFAULT_BACKOFF_INITIAL: &str = "500ms";
+pub const DEFAULT_BACKOFF_MAX: &str = "30s";
+
+/// netaware-agent: measures RTT, jitter and loss to peer nodes and streams
+/// the results to the aggregator.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "netaware-agent", version)]
+pub struct Config {
+    /// Kubernetes Node name this agent runs on (a DNS subdomain).
+    #[arg(long, env = ENV_NODE_NAME, value_parser = parse_node_name)]
+    pub node_name: String,
+
+    /// Address peers probe this node on (the node IP).
+    #[arg(long, env = ENV_NODE_IP)]
+    pub node_ip: IpAddr,
+
+    /// Aggregator's agent-facing gRPC endpoint.
+    #[arg(long, env = ENV_AGGREGATOR, default_value = DEFAULT_AGGREGATOR, value_parser = parse_endpoint)]
+    pub aggregator: String,
+
+    /// UDP port of this agent's STAMP reflector.
+    #[arg(long, env = ENV_STAMP_PORT, default_value_t = DEFAULT_STAMP_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub stamp_port: u16,
+
+    /// Address the STAMP reflector binds to.
+    #[arg(long, env = ENV_STAMP_BIND, default_value = DEFAULT_STAMP_BIND)]
+    pub stamp_bind: IpAddr,
+
+    /// Probe with ICMP echo as well as STAMP (needs CAP_NET_RAW or a
+    /// ping_group_range that covers the agent's group).
+    #[arg(long, env = ENV_ICMP, default_value_t = true, action = clap::ArgAction::Set)]
+    pub icmp: bool,
+
+    /// Upper bound on probes per second to all peers together; a plan asking
+    /// for more is slowed down to this rate.
+    #[arg(long, env = ENV_MAX_PROBE_RATE, default_value_t = DEFAULT_MAX_PROBE_RATE, value_parser = parse_positive_rate)]
+    pub max_probe_rate: f64,
+
+    /// Report windows kept while the aggregator is unreachable; beyond this
+    /// the oldest are dropped (and counted).
+    #[arg(long, env = ENV_MAX_BUFFERED_WINDOWS, default_value_t = DEFAULT_MAX_BUFFERED_WINDOWS, value_parser = parse_nonzero_usize)]
+    pub max_buffered_windows: usize,
+
+    /// First reconnect delay; doubles per failure up to --backoff-max.
+    #[arg(long, env = ENV_BACKOFF_INITIAL, default_value = DEFAULT_BACKOFF_INITIAL, value_parser = parse_nonzero_duration)]
+    pub backoff_initial: Duration,
+
+    /// Largest reconnect delay.
+    #[arg(long, env = ENV_BACKOFF_MAX, default_value = DEFAULT_BACKOFF_MAX, value_parser = parse_nonzero_duration)]
+    pub backoff_max: Duration,
+}
+
+impl Config {
+    /// Where the reflector listens.
+    pub fn stamp_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.stamp_bind, self.stamp_port)
+    }
+}
+
+/// A Kubernetes Node name: DNS subdomain (RFC 1123), at most 253 characters.
+pub fn parse_node_name(s: &str) -> Result<String, String> {
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if s.is_empty() || s.len() > 253 || !s.split('.').all(ok_label) {
+        return Err(format!(
+            "'{s}' is not a valid node name (lower-case letters, digits, '-' and '.', at most 253 characters)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_endpoint(s: &str) -> Result<String, String> {
+    if !(s.starts_with("http://") || s.starts_with("https://")) {
+        return Err(format!("'{s}' must start with http:// or https://"));
+    }
+    tonic::transport::Endpoint::from_shared(s.to_string())
+        .map(|_| s.to_string())
+        .map_err(|e| format!("'{s}' is not a valid URI: {e}"))
+}
+
+fn parse_positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' must be a positive number")),
+    }
+}
+
+fn parse_nonzero_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("'{s}' must be a whole number greater than zero")),
+    }
+}
+
+/// A duration such as `500ms`, `2s`, `1m`.
+pub fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("'{s}' must be longer than zero")),
+        Err(e) => Err(format!("'{s}' is not a duration like 500ms or 2s: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netaware_common::{ArgsError, parse_args_from};
+
+    #[test]
+    fn node_names_follow_kubernetes_rules() {
+        assert!(parse_node_name("dj-1").is_ok());
+        assert!(parse_node_name("ip-10-0-0-1.ec2.internal").is_ok());
+        for bad in ["", "Dj-1", "-a", "a-", "a..b", "a_b", &"x".repeat(254)] {
+            assert!(parse_node_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_node_ip_names_the_variable() {
+        let r = parse_args_from::<Config, _, _>(["a", "--node-name", "n1", "--node-ip", "nope"]);
+        let Err(ArgsError::Usage(msg)) = r else {
+            panic!("expected usage error")
+        };
+        assert!(msg.contains(ENV_NODE_IP), "{msg}");
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let Ok(c) =
+            parse_args_from::<Config, _, _>(["a", "--node-name", "n1", "--node-ip", "10.0.0.1"])
+        else {
+            panic!("expected success")
+        };
+        assert_eq!(c.stamp_port, DEFAULT_STAMP_PORT);
+        assert_eq!(c.aggregator, DEFAULT_AGGREGATOR);
+        assert!(c.icmp);
+        assert_eq!(c.backoff_max, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn zero_buffer_and_bad_durations_are_rejected() {
+        for args in [
+            ["a", "--node-name", "n1", "--node-ip", "10.0.0.1", "--max-buffered-windows", "0"],
+            ["a", "--node-name", "n1", "--node-ip", "10.0.0.1", "--backoff-max", "soon"],
+            ["a", "--node-name", "n1", "--node-ip", "10.0.0.1", "--aggregator", "grpc://x"],
+        ] {
+            assert!(matches!(
+                parse_args_from::<Config, _, _>(args),
+                Err(ArgsError::Usage(_))
+            ));
+        }
+    }
+}

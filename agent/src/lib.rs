@@ -1,0 +1,72 @@
+//! netaware agent: runs on every node (host network), measures RTT, jitter and
+//! loss to the peers the aggregator names, and streams report windows to it.
+//!
+//! Data flow inside the agent:
+//! ```text
+//! session ──plan──▶ ProbeManager ──spawns──▶ one task per (peer, method)
+//!    ▲                                              │ finished windows
+//!    └──────────────── mpsc ◀───────────────────────┘
+//! ```
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod probe;
+pub mod session;
+pub mod stamp;
+pub mod stats;
+
+use netaware_proto::v1::Hello;
+use tokio::sync::{mpsc, watch};
+use tracing::info;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Agent software version sent in the Hello.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Finished windows queued between the probe tasks and the session.
+const WINDOW_QUEUE: usize = 1024;
+
+/// Run the agent until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let clock = clock::Clock::new();
+    let reflector = probe::bind_reflector(config.stamp_addr()).await?;
+    info!(addr = %config.stamp_addr(), "STAMP reflector listening");
+    let reflector_task = tokio::spawn(probe::run_reflector(reflector, clock));
+
+    let icmp = if config.icmp { probe::open_icmp() } else { None };
+    let (win_tx, win_rx) = mpsc::channel(WINDOW_QUEUE);
+    let manager = probe::ProbeManager::new(clock, icmp, config.max_probe_rate, win_tx);
+    let hello = Hello {
+        node_name: config.node_name.clone(),
+        probe_addresses: vec![config.node_ip.to_string()],
+        stamp_port: u32::from(config.stamp_port),
+        software_version: VERSION.to_string(),
+        capabilities: manager.capabilities().into_iter().map(|m| m as i32).collect(),
+        protocol_version: netaware_proto::PROTOCOL_VERSION,
+        instance_id: rand::random(),
+    };
+    let (plan_tx, plan_rx) = watch::channel(None);
+    let manager_task = tokio::spawn(manager.run(plan_rx));
+
+    let endpoint = tonic::transport::Endpoint::from_shared(config.aggregator.clone())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let cfg = session::SessionConfig {
+        hello,
+        max_buffered_windows: config.max_buffered_windows,
+        backoff_initial: config.backoff_initial,
+        backoff_max: config.backoff_max,
+    };
+    info!(node = %config.node_name, aggregator = %config.aggregator, "agent started");
+    let buffer = session::run_session(cfg, || endpoint.connect(), win_rx, plan_tx, shutdown).await;
+    info!(
+        unsent_windows = buffer.len(),
+        dropped_total = buffer.dropped_total(),
+        "agent stopping"
+    );
+    manager_task.abort();
+    reflector_task.abort();
+    Ok(())
+}

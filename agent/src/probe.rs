@@ -1,0 +1,469 @@
+//! Probing: the STAMP reflector, one task per (peer, method), and the
+//! manager that starts and stops those tasks when a new plan arrives.
+//!
+//! Each peer task is the single owner of its [`ProbeTracker`], so there is no
+//! shared state to lock: replies come in on the task's own connected UDP
+//! socket (STAMP) or from its own ping futures (ICMP), and finished windows
+//! leave through an mpsc channel towards the session.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netaware_proto::v1::{LinkWindow, PeerTarget, ProbePlan};
+use netaware_proto::ProbeMethod;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant as TokioInstant, MissedTickBehavior};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::stamp::{self, NtpTimestamp};
+use crate::stats::{ProbeTracker, WindowSummary};
+
+/// How often a peer task looks for finished windows.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Bind the STAMP reflector socket (done before anything else so a port
+/// conflict is reported at start).
+pub async fn bind_reflector(addr: SocketAddr) -> Result<UdpSocket> {
+    UdpSocket::bind(addr)
+        .await
+        .map_err(|source| Error::BindReflector { addr, source })
+}
+
+/// Answer every STAMP test packet on `socket` (stateless mode) until cancelled.
+pub async fn run_reflector(socket: UdpSocket, clock: Clock) {
+    let mut buf = vec![0u8; stamp::MAX_PACKET_LEN];
+    let mut out = Vec::with_capacity(stamp::MAX_PACKET_LEN);
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(error = %e, "reflector receive failed");
+                continue;
+            }
+        };
+        let t2 = ntp_now(&clock);
+        // The TTL of the test packet is not visible through a plain UDP
+        // socket; 255 says "not measured" to a sender that looks at it.
+        if let Err(e) = stamp::encode_reflection(&buf[..n], t2, 255, &mut out, || ntp_now(&clock))
+        {
+            debug!(%from, error = %e, "ignoring a packet that is not a STAMP test packet");
+            continue;
+        }
+        if let Err(e) = socket.send_to(&out, from).await {
+            debug!(%from, error = %e, "reflector send failed");
+        }
+    }
+}
+
+fn ntp_now(clock: &Clock) -> NtpTimestamp {
+    NtpTimestamp::from_unix(clock.to_unix(clock.now()))
+}
+
+/// Open an ICMP client: raw socket first (CAP_NET_RAW), datagram socket
+/// otherwise (ping_group_range). `None` with a clear log line when neither is
+/// allowed; the UDP method keeps working.
+pub fn open_icmp() -> Option<surge_ping::Client> {
+    let config = surge_ping::Config::builder()
+        .kind(surge_ping::ICMP::V4)
+        .sock_type_hint(socket2::Type::RAW)
+        .build();
+    match surge_ping::Client::new(&config) {
+        Ok(c) => {
+            info!(socket = ?c.get_socket().get_type(), "ICMP probing enabled");
+            Some(c)
+        }
+        Err(e) => {
+            warn!(
+                error = %e,
+                "ICMP probing disabled: the agent needs CAP_NET_RAW or a net.ipv4.ping_group_range \
+                 that includes its group; STAMP/UDP probing continues"
+            );
+            None
+        }
+    }
+}
+
+/// A finished window, ready for the wire.
+pub fn to_wire(clock: &Clock, peer: &str, method: ProbeMethod, w: &WindowSummary) -> LinkWindow {
+    LinkWindow {
+        peer: peer.to_string(),
+        method: method as i32,
+        window_start_unix_us: clock.unix_us(w.start),
+        window_end_unix_us: clock.unix_us(w.end),
+        sent: w.sent,
+        received: w.received,
+        duplicates: w.duplicates,
+        reordered: w.reordered,
+        rtt_min_ns: w.rtt_min_ns,
+        rtt_mean_ns: w.rtt_mean_ns,
+        rtt_p50_ns: w.rtt_p50_ns,
+        rtt_p90_ns: w.rtt_p90_ns,
+        rtt_p99_ns: w.rtt_p99_ns,
+        rtt_max_ns: w.rtt_max_ns,
+        jitter_ns: w.jitter_ns,
+        rtt_histogram: w.histogram.clone(),
+    }
+}
+
+/// Timing of one peer task, derived from the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub probe_interval: Duration,
+    pub window: Duration,
+    pub loss_timeout: Duration,
+    /// Offset of this task's probes inside the interval, so probes to all
+    /// peers are spread evenly instead of bursting together.
+    pub phase: Duration,
+}
+
+/// What a peer task needs to know; a change restarts the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TaskSpec {
+    peer: String,
+    method: ProbeMethod,
+    target: SocketAddr,
+    timing: Timing,
+}
+
+/// Starts, keeps and stops peer tasks according to the current plan.
+pub struct ProbeManager {
+    clock: Clock,
+    icmp: Option<surge_ping::Client>,
+    max_probe_rate: f64,
+    out: mpsc::Sender<LinkWindow>,
+    tasks: HashMap<(String, ProbeMethod), (TaskSpec, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for ProbeManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeManager")
+            .field("icmp", &self.icmp.is_some())
+            .field("tasks", &self.tasks.len())
+            .finish()
+    }
+}
+
+impl ProbeManager {
+    pub fn new(
+        clock: Clock,
+        icmp: Option<surge_ping::Client>,
+        max_probe_rate: f64,
+        out: mpsc::Sender<LinkWindow>,
+    ) -> Self {
+        Self {
+            clock,
+            icmp,
+            max_probe_rate,
+            out,
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Methods this agent can run.
+    pub fn capabilities(&self) -> Vec<ProbeMethod> {
+        let mut m = vec![ProbeMethod::StampUdp];
+        if self.icmp.is_some() {
+            m.push(ProbeMethod::IcmpEcho);
+        }
+        m
+    }
+
+    /// Follow plans from `plans` until the sender is dropped.
+    pub async fn run(mut self, mut plans: watch::Receiver<Option<ProbePlan>>) {
+        loop {
+            let plan = plans.borrow_and_update().clone();
+            if let Some(plan) = plan {
+                self.apply(&plan);
+            }
+            if plans.changed().await.is_err() {
+                break;
+            }
+        }
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        for (_, (_, h)) in self.tasks.drain() {
+            h.abort();
+        }
+    }
+
+    /// The task specs a plan asks for, with probes spread in time.
+    fn specs(&self, plan: &ProbePlan) -> Vec<TaskSpec> {
+        let mut wanted: Vec<(&PeerTarget, ProbeMethod, SocketAddr)> = Vec::new();
+        for p in &plan.peers {
+            let Ok(ip) = p.address.parse::<IpAddr>() else {
+                warn!(peer = %p.node_name, address = %p.address, "plan has an unparsable address; skipping peer");
+                continue;
+            };
+            let port = u16::try_from(p.stamp_port).unwrap_or(0);
+            for m in p.methods() {
+                let runnable = match m {
+                    ProbeMethod::StampUdp => port != 0,
+                    ProbeMethod::IcmpEcho => self.icmp.is_some(),
+                    _ => false,
+                };
+                if runnable {
+                    wanted.push((p, m, SocketAddr::new(ip, port)));
+                }
+            }
+        }
+        let n = wanted.len().max(1) as u32;
+        let mut interval = Duration::from_micros(plan.probe_interval_us.max(1));
+        // Respect the local rate cap: n streams at 1/interval each.
+        let rate = f64::from(n) / interval.as_secs_f64();
+        if rate > self.max_probe_rate {
+            interval = Duration::from_secs_f64(f64::from(n) / self.max_probe_rate);
+            warn!(
+                asked_per_s = rate,
+                cap_per_s = self.max_probe_rate,
+                "plan asks for more probes than --max-probe-rate allows; slowing down"
+            );
+        }
+        let window = Duration::from_millis(plan.report_interval_ms.max(1));
+        let loss_timeout = Duration::from_millis(plan.loss_timeout_ms.max(1));
+        wanted
+            .into_iter()
+            .enumerate()
+            .map(|(i, (p, method, target))| TaskSpec {
+                peer: p.node_name.clone(),
+                method,
+                target,
+                timing: Timing {
+                    probe_interval: interval,
+                    window,
+                    loss_timeout,
+                    phase: interval * (i as u32) / n,
+                },
+            })
+            .collect()
+    }
+
+    /// Make the running tasks match `plan`.
+    pub fn apply(&mut self, plan: &ProbePlan) {
+        let specs = self.specs(plan);
+        let keep: HashMap<(String, ProbeMethod), TaskSpec> = specs
+            .into_iter()
+            .map(|s| ((s.peer.clone(), s.method), s))
+            .collect();
+        self.tasks.retain(|key, (spec, handle)| {
+            let same = keep.get(key) == Some(spec) && !handle.is_finished();
+            if !same {
+                handle.abort();
+            }
+            same
+        });
+        for (key, spec) in keep {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let handle = self.spawn(spec.clone());
+            self.tasks.insert(key, (spec, handle));
+        }
+        info!(version = plan.version, tasks = self.tasks.len(), "probe plan applied");
+    }
+
+    fn spawn(&self, spec: TaskSpec) -> JoinHandle<()> {
+        let span = info_span!("probe", peer = %spec.peer, method = spec.method.short_name());
+        let clock = self.clock;
+        let out = self.out.clone();
+        match spec.method {
+            ProbeMethod::IcmpEcho => {
+                let client = self.icmp.clone();
+                tokio::spawn(
+                    async move {
+                        if let Some(client) = client {
+                            if let Err(e) = run_icmp(spec, clock, client, out).await {
+                                warn!(error = %e, "ICMP probe task stopped");
+                            }
+                        }
+                    }
+                    .instrument(span),
+                )
+            }
+            _ => tokio::spawn(
+                async move {
+                    if let Err(e) = run_stamp(spec, clock, out).await {
+                        warn!(error = %e, "STAMP probe task stopped");
+                    }
+                }
+                .instrument(span),
+            ),
+        }
+    }
+}
+
+/// Recover a 64-bit sequence number from its low 32 bits, picking the value
+/// closest below `next` (the tracker's next sequence number).
+pub fn unwrap_seq(next: u64, low: u32) -> u64 {
+    let candidate = (next & !0xffff_ffff) | u64::from(low);
+    if candidate >= next {
+        candidate.saturating_sub(1 << 32)
+    } else {
+        candidate
+    }
+}
+
+fn probe_timer(timing: &Timing) -> tokio::time::Interval {
+    let mut t = tokio::time::interval_at(TokioInstant::now() + timing.phase, timing.probe_interval);
+    // After a stall, keep the spacing instead of bursting to catch up.
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+async fn emit(
+    tracker: &mut ProbeTracker,
+    clock: &Clock,
+    spec: &TaskSpec,
+    out: &mpsc::Sender<LinkWindow>,
+) -> Result<bool> {
+    for w in tracker.poll(clock.now())? {
+        if out.send(to_wire(clock, &spec.peer, spec.method, &w)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn run_stamp(spec: TaskSpec, clock: Clock, out: mpsc::Sender<LinkWindow>) -> Result<()> {
+    let bind: SocketAddr = if spec.target.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let socket = UdpSocket::bind(bind).await?;
+    socket.connect(spec.target).await?;
+    let mut tracker = ProbeTracker::new(spec.timing.window, spec.timing.loss_timeout)?;
+    let mut probe = probe_timer(&spec.timing);
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    let mut buf = vec![0u8; stamp::MAX_PACKET_LEN];
+    loop {
+        tokio::select! {
+            _ = probe.tick() => {
+                let now = clock.now();
+                let seq = tracker.on_send(now)?;
+                let packet = stamp::encode_sender(seq as u32, NtpTimestamp::from_unix(clock.to_unix(now)));
+                // A failed send (no route, ICMP unreachable) is a lost probe.
+                if let Err(e) = socket.send(&packet).await {
+                    debug!(error = %e, "send failed");
+                }
+            }
+            r = socket.recv(&mut buf) => {
+                let now = clock.now();
+                let n = match r {
+                    Ok(n) => n,
+                    // ECONNREFUSED from an earlier send: the reflector is not there (yet).
+                    Err(e) => { debug!(error = %e, "receive failed"); continue; }
+                };
+                let Ok(reply) = stamp::decode_reflector(&buf[..n]) else { continue };
+                let seq = unwrap_seq(tracker.next_seq(), reply.sender_seq);
+                let Some(sent) = tracker.sent_at(seq) else { continue };
+                let rtt = now.saturating_sub(sent).saturating_sub(reply.reflector_hold());
+                tracker.on_reply(seq, now, rtt);
+            }
+            _ = poll.tick() => {
+                if !emit(&mut tracker, &clock, &spec, &out).await? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn run_icmp(
+    spec: TaskSpec,
+    clock: Clock,
+    client: surge_ping::Client,
+    out: mpsc::Sender<LinkWindow>,
+) -> Result<()> {
+    let ip = spec.target.ip();
+    // Identifier: any value works for datagram sockets (the kernel sets it);
+    // for raw sockets it keeps our replies apart from other pingers'.
+    let ident = surge_ping::PingIdentifier(rand::random::<u16>());
+    let mut tracker = ProbeTracker::new(spec.timing.window, spec.timing.loss_timeout)?;
+    let mut probe = probe_timer(&spec.timing);
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    let mut in_flight: JoinSet<(u64, Option<Duration>)> = JoinSet::new();
+    let payload = Arc::new([0u8; 16]);
+    loop {
+        tokio::select! {
+            _ = probe.tick() => {
+                let seq = tracker.on_send(clock.now())?;
+                let mut pinger = client.pinger(ip, ident).await;
+                pinger.timeout(spec.timing.loss_timeout);
+                let payload = payload.clone();
+                in_flight.spawn(async move {
+                    // ICMP sequence numbers are 16 bits; the tracker keeps the full count.
+                    let r = pinger.ping(surge_ping::PingSequence(seq as u16), &payload[..]).await;
+                    (seq, r.ok().map(|(_, rtt)| rtt))
+                });
+            }
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Ok((seq, Some(rtt))) = done {
+                    tracker.on_reply(seq, clock.now(), rtt);
+                }
+            }
+            _ = poll.tick() => {
+                if !emit(&mut tracker, &clock, &spec, &out).await? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_unwrap_across_the_32_bit_boundary() {
+        assert_eq!(unwrap_seq(10, 9), 9);
+        assert_eq!(unwrap_seq(10, 0), 0);
+        assert_eq!(unwrap_seq((1 << 32) + 5, 0xffff_fffe), 0xffff_fffe);
+        assert_eq!(unwrap_seq((1 << 32) + 5, 3), (1 << 32) + 3);
+    }
+
+    fn plan(peers: usize, interval_us: u64) -> ProbePlan {
+        ProbePlan {
+            version: 1,
+            peers: (0..peers)
+                .map(|i| PeerTarget {
+                    node_name: format!("n{i}"),
+                    address: format!("10.0.0.{}", i + 1),
+                    stamp_port: 8620,
+                    methods: vec![ProbeMethod::StampUdp as i32, ProbeMethod::IcmpEcho as i32],
+                })
+                .collect(),
+            probe_interval_us: interval_us,
+            report_interval_ms: 1000,
+            loss_timeout_ms: 500,
+        }
+    }
+
+    #[tokio::test]
+    async fn probes_are_spread_evenly_over_the_interval() {
+        let (tx, _rx) = mpsc::channel(1);
+        let m = ProbeManager::new(Clock::new(), None, 1000.0, tx);
+        let specs = m.specs(&plan(4, 200_000));
+        // No ICMP client: only the 4 UDP tasks, phases 0, 50, 100, 150 ms.
+        let phases: Vec<u128> = specs.iter().map(|s| s.timing.phase.as_millis()).collect();
+        assert_eq!(phases, vec![0, 50, 100, 150]);
+        assert!(specs.iter().all(|s| s.method == ProbeMethod::StampUdp));
+    }
+
+    #[tokio::test]
+    async fn the_local_rate_cap_stretches_the_interval() {
+        let (tx, _rx) = mpsc::channel(1);
+        let m = ProbeManager::new(Clock::new(), None, 10.0, tx);
+        // 4 peers at 1 ms = 4000/s, capped at 10/s -> 400 ms per peer.
+        let specs = m.specs(&plan(4, 1_000));
+        assert_eq!(specs[0].timing.probe_interval, Duration::from_millis(400));
+    }
+}

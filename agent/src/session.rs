@@ -1,0 +1,355 @@
+//! The agent's side of the `AgentService.Session` stream: hello, plans,
+//! report batches, acknowledgements, reconnects and the bounded buffer that
+//! lets a short aggregator outage lose nothing.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+
+use netaware_proto::v1::agent_message::Msg as AgentMsg;
+use netaware_proto::v1::agent_service_client::AgentServiceClient;
+use netaware_proto::v1::aggregator_message::Msg as AggMsg;
+use netaware_proto::v1::{AgentMessage, Hello, LinkWindow, ProbePlan, ReportBatch};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tracing::{info, warn};
+
+/// How often buffered windows are sent while connected.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// Most windows in one batch (keeps messages far below gRPC's 4 MiB default).
+const MAX_WINDOWS_PER_BATCH: usize = 1000;
+/// Give up a connection attempt after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Windows waiting to be sent or to be acknowledged, bounded in total.
+#[derive(Debug)]
+pub struct ReportBuffer {
+    capacity: usize,
+    /// Not yet sent on the current stream.
+    pending: VecDeque<LinkWindow>,
+    /// Sent on the current stream, waiting for a ReportAck; by batch_seq.
+    unacked: BTreeMap<u64, Vec<LinkWindow>>,
+    next_batch_seq: u64,
+    dropped_total: u64,
+}
+
+impl ReportBuffer {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            pending: VecDeque::new(),
+            unacked: BTreeMap::new(),
+            next_batch_seq: 1,
+            dropped_total: 0,
+        }
+    }
+
+    /// Windows held (pending and unacknowledged).
+    pub fn len(&self) -> usize {
+        self.pending.len() + self.unacked.values().map(Vec::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Windows dropped since start because the buffer was full.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
+    }
+
+    /// Add a finished window; when full, the oldest window goes first.
+    pub fn push(&mut self, w: LinkWindow) {
+        while self.len() >= self.capacity {
+            self.drop_oldest();
+        }
+        self.pending.push_back(w);
+    }
+
+    fn drop_oldest(&mut self) {
+        // Unacknowledged windows are older than pending ones.
+        if let Some(mut entry) = self.unacked.first_entry() {
+            if !entry.get().is_empty() {
+                entry.get_mut().remove(0);
+            }
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        } else {
+            self.pending.pop_front();
+        }
+        self.dropped_total += 1;
+    }
+
+    /// Move up to [`MAX_WINDOWS_PER_BATCH`] pending windows into a new batch.
+    pub fn take_batch(&mut self) -> Option<ReportBatch> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let n = self.pending.len().min(MAX_WINDOWS_PER_BATCH);
+        let windows: Vec<LinkWindow> = self.pending.drain(..n).collect();
+        let batch_seq = self.next_batch_seq;
+        self.next_batch_seq += 1;
+        self.unacked.insert(batch_seq, windows.clone());
+        Some(ReportBatch {
+            batch_seq,
+            windows,
+            dropped_windows_total: self.dropped_total,
+        })
+    }
+
+    /// The aggregator stored batch `batch_seq`.
+    pub fn ack(&mut self, batch_seq: u64) {
+        self.unacked.remove(&batch_seq);
+    }
+
+    /// The stream broke: everything unacknowledged goes back to the front of
+    /// the queue, in its original order, to be sent again.
+    pub fn requeue_unacked(&mut self) {
+        let unacked = std::mem::take(&mut self.unacked);
+        for w in unacked.into_values().rev().flat_map(|b| b.into_iter().rev()) {
+            self.pending.push_front(w);
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    base: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max: max.max(initial),
+            base: initial,
+        }
+    }
+
+    /// Next delay given a random `unit` in [0, 1): uniformly between half the
+    /// current base and the base ("equal jitter"), so agents restarted
+    /// together do not reconnect in lockstep; the base then doubles up to the cap.
+    pub fn next_delay(&mut self, unit: f64) -> Duration {
+        let base = self.base;
+        self.base = (self.base * 2).min(self.max);
+        base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    }
+
+    /// After a healthy session, start again from the initial delay.
+    pub fn reset(&mut self) {
+        self.base = self.initial;
+    }
+}
+
+/// Settings of a session loop.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub hello: Hello,
+    pub max_buffered_windows: usize,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Why one connected session ended.
+enum Ended {
+    /// Producers are gone or shutdown was asked: stop for good.
+    Stop,
+    /// The stream broke; `healthy` if a plan was received on it.
+    Broken { healthy: bool, why: String },
+}
+
+/// Keep a session to the aggregator open until `shutdown` resolves or the
+/// window producers go away. `connect` opens a new channel (a real endpoint
+/// in production, an in-memory pipe in tests). Plans go out through `plans`.
+pub async fn run_session<F, Fut>(
+    cfg: SessionConfig,
+    connect: F,
+    mut windows: mpsc::Receiver<LinkWindow>,
+    plans: watch::Sender<Option<ProbePlan>>,
+    shutdown: impl Future<Output = ()>,
+) -> ReportBuffer
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Channel, tonic::transport::Error>>,
+{
+    let mut buffer = ReportBuffer::new(cfg.max_buffered_windows);
+    let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
+    tokio::pin!(shutdown);
+    loop {
+        let ended = tokio::select! {
+            e = connected(&cfg.hello, &connect, &mut windows, &plans, &mut buffer) => e,
+            _ = &mut shutdown => Ended::Stop,
+        };
+        match ended {
+            Ended::Stop => return buffer,
+            Ended::Broken { healthy, why } => {
+                buffer.requeue_unacked();
+                if healthy {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay(rand::random::<f64>());
+                warn!(
+                    reason = %why,
+                    retry_in_ms = delay.as_millis() as u64,
+                    buffered = buffer.len(),
+                    dropped_total = buffer.dropped_total(),
+                    "aggregator session lost; measuring on and buffering"
+                );
+                // Keep accepting windows while waiting, so nothing measured is lost.
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        _ = &mut shutdown => return buffer,
+                        w = windows.recv() => match w {
+                            Some(w) => buffer.push(w),
+                            None => return buffer,
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connected<F, Fut>(
+    hello: &Hello,
+    connect: &F,
+    windows: &mut mpsc::Receiver<LinkWindow>,
+    plans: &watch::Sender<Option<ProbePlan>>,
+    buffer: &mut ReportBuffer,
+) -> Ended
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Channel, tonic::transport::Error>>,
+{
+    let broken = |healthy: bool, why: String| Ended::Broken { healthy, why };
+    let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return broken(false, format!("connect: {e}")),
+        Err(_) => return broken(false, "connect: timed out".into()),
+    };
+    let (tx, rx) = mpsc::channel::<AgentMessage>(16);
+    let hello_msg = AgentMessage {
+        msg: Some(AgentMsg::Hello(hello.clone())),
+    };
+    if tx.send(hello_msg).await.is_err() {
+        return broken(false, "stream closed before hello".into());
+    }
+    let mut client = AgentServiceClient::new(channel);
+    let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return broken(false, format!("open session: {s}")),
+    };
+    let mut got_plan = false;
+    let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            m = inbound.message() => match m {
+                Ok(Some(msg)) => match msg.msg {
+                    Some(AggMsg::Plan(plan)) => {
+                        if !got_plan {
+                            info!(version = plan.version, peers = plan.peers.len(), "connected to the aggregator");
+                        }
+                        got_plan = true;
+                        // Receivers only care about the newest plan.
+                        plans.send_replace(Some(plan));
+                    }
+                    Some(AggMsg::Ack(ack)) => buffer.ack(ack.batch_seq),
+                    None => {}
+                },
+                Ok(None) => return broken(got_plan, "aggregator ended the stream".into()),
+                Err(s) => return broken(got_plan, format!("stream error: {s}")),
+            },
+            w = windows.recv() => match w {
+                Some(w) => buffer.push(w),
+                None => return Ended::Stop,
+            },
+            _ = flush.tick() => {
+                while let Some(batch) = buffer.take_batch() {
+                    let msg = AgentMessage { msg: Some(AgentMsg::Reports(batch)) };
+                    if tx.send(msg).await.is_err() {
+                        return broken(got_plan, "send failed".into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(i: u64) -> LinkWindow {
+        LinkWindow {
+            peer: "p".into(),
+            window_start_unix_us: i,
+            ..Default::default()
+        }
+    }
+
+    fn starts(ws: &[LinkWindow]) -> Vec<u64> {
+        ws.iter().map(|w| w.window_start_unix_us).collect()
+    }
+
+    #[test]
+    fn acked_batches_leave_the_buffer() {
+        let mut b = ReportBuffer::new(10);
+        b.push(w(1));
+        b.push(w(2));
+        let batch = b.take_batch().unwrap();
+        assert_eq!(starts(&batch.windows), vec![1, 2]);
+        assert_eq!(b.len(), 2, "unacked windows are still held");
+        b.ack(batch.batch_seq);
+        assert!(b.is_empty());
+        assert!(b.take_batch().is_none());
+    }
+
+    #[test]
+    fn unacked_windows_are_resent_in_order_after_a_break() {
+        let mut b = ReportBuffer::new(10);
+        b.push(w(1));
+        let first = b.take_batch().unwrap();
+        b.push(w(2));
+        let _second = b.take_batch().unwrap();
+        b.push(w(3));
+        b.ack(first.batch_seq);
+        b.requeue_unacked();
+        let again = b.take_batch().unwrap();
+        assert_eq!(starts(&again.windows), vec![2, 3]);
+        assert!(again.batch_seq > first.batch_seq);
+    }
+
+    #[test]
+    fn a_full_buffer_drops_the_oldest_and_counts() {
+        let mut b = ReportBuffer::new(3);
+        b.push(w(1));
+        let _ = b.take_batch(); // 1 is unacked: the oldest
+        b.push(w(2));
+        b.push(w(3));
+        b.push(w(4)); // drops 1
+        b.push(w(5)); // drops 2
+        assert_eq!(b.dropped_total(), 2);
+        b.requeue_unacked();
+        let batch = b.take_batch().unwrap();
+        assert_eq!(starts(&batch.windows), vec![3, 4, 5]);
+        assert_eq!(batch.dropped_windows_total, 2);
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
+        let mut bo = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let d: Vec<u128> = (0..5).map(|_| bo.next_delay(1.0).as_millis()).collect();
+        assert_eq!(d, vec![100, 200, 400, 500, 500]);
+        assert_eq!(bo.next_delay(0.0).as_millis(), 250, "jitter spans half the base");
+        bo.reset();
+        assert_eq!(bo.next_delay(0.999_999).as_millis(), 99);
+    }
+}

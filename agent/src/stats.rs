@@ -1,0 +1,455 @@
+//! Per-peer, per-method probe accounting: which probes were sent in which
+//! report window, which were answered, and the statistics of each window.
+//!
+//! Everything here is pure: the caller passes the current time (`now`, a
+//! monotonic [`Duration`] since the agent's clock origin) into every call, so
+//! the maths is tested with synthetic packet traces and no sleeping.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+
+use crate::error::{Error, Result};
+
+/// Smallest RTT the histogram resolves (1 ns).
+const HIST_LOW_NS: u64 = 1;
+/// Largest RTT the histogram stores (60 s); larger values are clamped.
+const HIST_HIGH_NS: u64 = 60_000_000_000;
+/// Significant decimal digits kept by the histogram (0.1 % resolution).
+const HIST_SIGFIG: u8 = 3;
+/// RFC 3550 §6.4.1: the jitter estimator's gain is 1/16.
+const JITTER_GAIN: f64 = 1.0 / 16.0;
+
+/// An empty RTT histogram with the bounds every window uses.
+pub fn new_histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, HIST_SIGFIG)
+        .map_err(|e| Error::Histogram(e.to_string()))
+}
+
+/// Serialise a histogram in the HdrHistogram V2 format (what `LinkWindow.rtt_histogram` carries).
+pub fn encode_histogram(hist: &Histogram<u64>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    V2Serializer::new()
+        .serialize(hist, &mut out)
+        .map_err(|e| Error::Histogram(format!("{e:?}")))?;
+    Ok(out)
+}
+
+/// Inverse of [`encode_histogram`].
+pub fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>> {
+    Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| Error::Histogram(format!("{e:?}")))
+}
+
+/// RFC 3550 interarrival jitter, applied to a series of round-trip times.
+///
+/// For consecutive answered probes i, j the RFC's D(i,j) = (Rj − Ri) − (Sj − Si)
+/// is the difference of their transit times; with round trips the transit time
+/// is the RTT itself, so D = RTTj − RTTi and no clock synchronisation is needed.
+#[derive(Debug, Clone, Default)]
+pub struct Jitter {
+    jitter_ns: f64,
+    last_rtt_ns: Option<u64>,
+}
+
+impl Jitter {
+    /// Feed the RTT of the next answer, in arrival order.
+    pub fn update(&mut self, rtt_ns: u64) {
+        if let Some(last) = self.last_rtt_ns {
+            let d = (rtt_ns as f64 - last as f64).abs();
+            self.jitter_ns += (d - self.jitter_ns) * JITTER_GAIN;
+        }
+        self.last_rtt_ns = Some(rtt_ns);
+    }
+
+    /// Current estimate in nanoseconds.
+    pub fn value_ns(&self) -> f64 {
+        self.jitter_ns
+    }
+}
+
+/// Finished statistics of one report window (probes *sent* in `[start, end)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSummary {
+    /// Window start, monotonic time since the clock origin.
+    pub start: Duration,
+    /// Window end (exclusive).
+    pub end: Duration,
+    pub sent: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub rtt_min_ns: u64,
+    pub rtt_mean_ns: u64,
+    pub rtt_p50_ns: u64,
+    pub rtt_p90_ns: u64,
+    pub rtt_p99_ns: u64,
+    pub rtt_max_ns: u64,
+    /// RFC 3550 jitter at the time the window was finished.
+    pub jitter_ns: u64,
+    /// The window's RTT histogram, HdrHistogram V2 encoded.
+    pub histogram: Vec<u8>,
+}
+
+impl WindowSummary {
+    /// Lost probes: sent but not answered within the loss timeout.
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.received)
+    }
+}
+
+/// One window under construction. Sequence numbers are assigned in send order,
+/// so a window owns the contiguous range `first_seq .. first_seq + sent`.
+#[derive(Debug)]
+struct OpenWindow {
+    start: Duration,
+    end: Duration,
+    first_seq: u64,
+    /// Send time of each probe, indexed by `seq - first_seq`.
+    sent_at: Vec<Duration>,
+    /// Whether each probe has been answered, indexed like `sent_at`.
+    answered: Vec<bool>,
+    received: u64,
+    duplicates: u64,
+    reordered: u64,
+    hist: Histogram<u64>,
+    rtt_sum_ns: u128,
+}
+
+impl OpenWindow {
+    fn new(start: Duration, len: Duration, first_seq: u64) -> Result<Self> {
+        Ok(Self {
+            start,
+            end: start + len,
+            first_seq,
+            sent_at: Vec::new(),
+            answered: Vec::new(),
+            received: 0,
+            duplicates: 0,
+            reordered: 0,
+            hist: new_histogram()?,
+            rtt_sum_ns: 0,
+        })
+    }
+
+    fn index(&self, seq: u64) -> Option<usize> {
+        let i = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        (i < self.sent_at.len()).then_some(i)
+    }
+
+    fn finish(self, jitter_ns: f64) -> Result<WindowSummary> {
+        let n = self.hist.len();
+        let q = |x: f64| if n == 0 { 0 } else { self.hist.value_at_quantile(x) };
+        Ok(WindowSummary {
+            start: self.start,
+            end: self.end,
+            sent: self.sent_at.len() as u64,
+            received: self.received,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            rtt_min_ns: if n == 0 { 0 } else { self.hist.min() },
+            rtt_mean_ns: if n == 0 {
+                0
+            } else {
+                u64::try_from(self.rtt_sum_ns / u128::from(n)).unwrap_or(u64::MAX)
+            },
+            rtt_p50_ns: q(0.50),
+            rtt_p90_ns: q(0.90),
+            rtt_p99_ns: q(0.99),
+            rtt_max_ns: if n == 0 { 0 } else { self.hist.max() },
+            jitter_ns: jitter_ns.round() as u64,
+            histogram: encode_histogram(&self.hist)?,
+        })
+    }
+}
+
+/// What happened to an answer handed to [`ProbeTracker::on_reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    /// First answer to the probe, within the loss timeout: recorded.
+    Recorded,
+    /// Another copy of an already answered probe.
+    Duplicate,
+    /// Answer after the loss timeout, or to a probe this tracker never sent
+    /// (or whose window is already reported): ignored, the probe counts as lost.
+    Late,
+}
+
+/// Accounting for one (peer, method) pair.
+#[derive(Debug)]
+pub struct ProbeTracker {
+    window_len: Duration,
+    loss_timeout: Duration,
+    next_seq: u64,
+    /// Oldest first; the last one is the window new probes go into.
+    windows: VecDeque<OpenWindow>,
+    highest_answered: Option<u64>,
+    jitter: Jitter,
+}
+
+impl ProbeTracker {
+    /// `window_len` is the report interval; a probe unanswered after
+    /// `loss_timeout` is lost. Windows are aligned to multiples of
+    /// `window_len` since the clock origin, so all peers share boundaries.
+    pub fn new(window_len: Duration, loss_timeout: Duration) -> Result<Self> {
+        if window_len.is_zero() {
+            return Err(Error::Config {
+                name: "report interval",
+                message: "must be greater than zero".into(),
+            });
+        }
+        Ok(Self {
+            window_len,
+            loss_timeout,
+            next_seq: 0,
+            windows: VecDeque::new(),
+            highest_answered: None,
+            jitter: Jitter::default(),
+        })
+    }
+
+    fn aligned_start(&self, now: Duration) -> Duration {
+        let len = self.window_len.as_nanos();
+        let start = now.as_nanos() / len * len;
+        Duration::from_nanos(u64::try_from(start).unwrap_or(u64::MAX))
+    }
+
+    /// Register a probe sent at `now`; returns its sequence number.
+    pub fn on_send(&mut self, now: Duration) -> Result<u64> {
+        let needs_new = self.windows.back().is_none_or(|w| now >= w.end);
+        if needs_new {
+            let start = self.aligned_start(now);
+            self.windows
+                .push_back(OpenWindow::new(start, self.window_len, self.next_seq)?);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(w) = self.windows.back_mut() {
+            w.sent_at.push(now);
+            w.answered.push(false);
+        }
+        Ok(seq)
+    }
+
+    /// Sequence number the next probe will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// When probe `seq` was sent, if it is still being tracked.
+    pub fn sent_at(&self, seq: u64) -> Option<Duration> {
+        let w = self.window_of(seq)?;
+        w.index(seq).map(|i| w.sent_at[i])
+    }
+
+    fn window_of(&self, seq: u64) -> Option<&OpenWindow> {
+        self.windows.iter().find(|w| w.index(seq).is_some())
+    }
+
+    /// Register an answer to probe `seq` arriving at `now` with round-trip time `rtt`.
+    pub fn on_reply(&mut self, seq: u64, now: Duration, rtt: Duration) -> ReplyOutcome {
+        let loss_timeout = self.loss_timeout;
+        let Some(w) = self.windows.iter_mut().find(|w| w.index(seq).is_some()) else {
+            return ReplyOutcome::Late;
+        };
+        let Some(i) = w.index(seq) else {
+            return ReplyOutcome::Late;
+        };
+        if w.answered[i] {
+            w.duplicates += 1;
+            return ReplyOutcome::Duplicate;
+        }
+        if now.saturating_sub(w.sent_at[i]) > loss_timeout {
+            return ReplyOutcome::Late;
+        }
+        w.answered[i] = true;
+        w.received += 1;
+        let rtt_ns = u64::try_from(rtt.as_nanos())
+            .unwrap_or(u64::MAX)
+            .clamp(HIST_LOW_NS, HIST_HIGH_NS);
+        w.hist.saturating_record(rtt_ns);
+        w.rtt_sum_ns += u128::from(rtt_ns);
+        match self.highest_answered {
+            Some(h) if seq < h => w.reordered += 1,
+            _ => self.highest_answered = Some(seq),
+        }
+        self.jitter.update(rtt_ns);
+        ReplyOutcome::Recorded
+    }
+
+    /// Finish every window whose probes have all been answered or timed out
+    /// by `now` (that is, `end + loss_timeout <= now`), oldest first.
+    pub fn poll(&mut self, now: Duration) -> Result<Vec<WindowSummary>> {
+        let mut done = Vec::new();
+        while let Some(w) = self.windows.front() {
+            if w.end + self.loss_timeout > now {
+                break;
+            }
+            if let Some(w) = self.windows.pop_front() {
+                done.push(w.finish(self.jitter.value_ns())?);
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(x: u64) -> Duration {
+        Duration::from_millis(x)
+    }
+    fn us(x: u64) -> Duration {
+        Duration::from_micros(x)
+    }
+
+    fn tracker() -> ProbeTracker {
+        ProbeTracker::new(ms(1000), ms(200)).unwrap()
+    }
+
+    #[test]
+    fn rfc3550_jitter_follows_the_recurrence() {
+        let mut j = Jitter::default();
+        j.update(1000);
+        assert_eq!(j.value_ns(), 0.0);
+        j.update(1160); // |D| = 160 -> J = 10
+        assert!((j.value_ns() - 10.0).abs() < 1e-9);
+        j.update(1000); // |D| = 160 -> J = 10 + 150/16
+        assert!((j.value_ns() - (10.0 + 150.0 / 16.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn constant_rtt_has_zero_jitter_and_exact_percentiles() {
+        let mut t = tracker();
+        for i in 0..10 {
+            let sent = ms(i * 100);
+            let seq = t.on_send(sent).unwrap();
+            assert_eq!(
+                t.on_reply(seq, sent + us(500), us(500)),
+                ReplyOutcome::Recorded
+            );
+        }
+        assert!(t.poll(ms(1199)).unwrap().is_empty(), "not before end+timeout");
+        let w = t.poll(ms(1200)).unwrap();
+        assert_eq!(w.len(), 1);
+        let w = &w[0];
+        assert_eq!((w.start, w.end), (ms(0), ms(1000)));
+        assert_eq!((w.sent, w.received, w.lost()), (10, 10, 0));
+        assert_eq!(w.jitter_ns, 0);
+        // 3 significant digits: 500 µs is stored exactly enough to read back within 0.1 %.
+        for v in [w.rtt_min_ns, w.rtt_p50_ns, w.rtt_p99_ns, w.rtt_max_ns, w.rtt_mean_ns] {
+            assert!((499_500..=500_500).contains(&v), "{v}");
+        }
+    }
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut t = ProbeTracker::new(ms(100_000), ms(200)).unwrap();
+        // RTTs 1..=100 ms, one each.
+        for i in 1..=100u64 {
+            let sent = ms(i * 10);
+            let seq = t.on_send(sent).unwrap();
+            t.on_reply(seq, sent + ms(i), ms(i));
+        }
+        let w = &t.poll(ms(100_200)).unwrap()[0];
+        let near = |got: u64, want_ms: u64| {
+            let want = want_ms * 1_000_000;
+            assert!(got.abs_diff(want) <= want / 500, "got {got}, want {want}");
+        };
+        near(w.rtt_min_ns, 1);
+        near(w.rtt_p50_ns, 50);
+        near(w.rtt_p90_ns, 90);
+        near(w.rtt_p99_ns, 99);
+        near(w.rtt_max_ns, 100);
+        assert!((w.rtt_mean_ns as f64 - 50.5e6).abs() < 50.5e6 * 0.002);
+        let h = decode_histogram(&w.histogram).unwrap();
+        assert_eq!(h.len(), 100);
+    }
+
+    #[test]
+    fn unanswered_and_late_answers_count_as_lost() {
+        let mut t = tracker();
+        let a = t.on_send(ms(0)).unwrap();
+        let b = t.on_send(ms(100)).unwrap();
+        let c = t.on_send(ms(200)).unwrap();
+        assert_eq!(t.on_reply(a, ms(1), ms(1)), ReplyOutcome::Recorded);
+        // b answered after the 200 ms loss timeout: late, lost.
+        assert_eq!(t.on_reply(b, ms(301), ms(201)), ReplyOutcome::Late);
+        // c never answered.
+        let _ = c;
+        let w = &t.poll(ms(1200)).unwrap()[0];
+        assert_eq!((w.sent, w.received, w.lost()), (3, 1, 2));
+        // An answer to a reported window is late too.
+        assert_eq!(t.on_reply(c, ms(1300), ms(1)), ReplyOutcome::Late);
+        assert_eq!(t.on_reply(999, ms(1300), ms(1)), ReplyOutcome::Late);
+    }
+
+    #[test]
+    fn duplicates_are_counted_once_and_not_recorded_twice() {
+        let mut t = tracker();
+        let a = t.on_send(ms(0)).unwrap();
+        assert_eq!(t.on_reply(a, ms(1), ms(1)), ReplyOutcome::Recorded);
+        assert_eq!(t.on_reply(a, ms(2), ms(2)), ReplyOutcome::Duplicate);
+        assert_eq!(t.on_reply(a, ms(3), ms(3)), ReplyOutcome::Duplicate);
+        let w = &t.poll(ms(1200)).unwrap()[0];
+        assert_eq!((w.received, w.duplicates), (1, 2));
+        assert_eq!(decode_histogram(&w.histogram).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn reordering_is_an_answer_older_than_one_already_seen() {
+        let mut t = tracker();
+        let s: Vec<u64> = (0..4).map(|i| t.on_send(ms(i * 10)).unwrap()).collect();
+        // Arrival order: 0, 2, 1, 3 -> one reordered answer (1).
+        t.on_reply(s[0], ms(5), ms(5));
+        t.on_reply(s[2], ms(31), ms(11));
+        t.on_reply(s[1], ms(32), ms(22));
+        t.on_reply(s[3], ms(40), ms(10));
+        let w = &t.poll(ms(1200)).unwrap()[0];
+        assert_eq!((w.received, w.reordered), (4, 1));
+    }
+
+    #[test]
+    fn probes_fall_into_aligned_windows_and_finish_in_order() {
+        let mut t = tracker();
+        // Two probes in [0,1s), one in [1s,2s), none in [2s,3s), one in [3s,4s).
+        let s0 = t.on_send(ms(900)).unwrap();
+        let s1 = t.on_send(ms(950)).unwrap();
+        let s2 = t.on_send(ms(1500)).unwrap();
+        let s3 = t.on_send(ms(3100)).unwrap();
+        // The answer to s1 arrives after the first window ended but within the timeout.
+        assert_eq!(t.on_reply(s1, ms(1100), ms(150)), ReplyOutcome::Recorded);
+        assert_eq!(t.on_reply(s2, ms(1510), ms(10)), ReplyOutcome::Recorded);
+        let _ = (s0, s3);
+        let first = t.poll(ms(2500)).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_eq!((first[0].start, first[0].sent, first[0].received), (ms(0), 2, 1));
+        assert_eq!((first[1].start, first[1].sent, first[1].received), (ms(1000), 1, 1));
+        let last = t.poll(ms(4200)).unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!((last[0].start, last[0].end, last[0].sent), (ms(3000), ms(4000), 1));
+    }
+
+    #[test]
+    fn jitter_of_alternating_rtts_converges_to_their_difference() {
+        let mut t = ProbeTracker::new(ms(100_000), ms(200)).unwrap();
+        for i in 0..400u64 {
+            let sent = ms(i * 10);
+            let seq = t.on_send(sent).unwrap();
+            let rtt = if i % 2 == 0 { us(1000) } else { us(1400) };
+            t.on_reply(seq, sent + rtt, rtt);
+        }
+        let w = &t.poll(ms(100_200)).unwrap()[0];
+        // |D| is always 400 µs, so J converges to 400 µs.
+        assert!((w.jitter_ns as f64 - 400_000.0).abs() < 1_000.0, "{}", w.jitter_ns);
+    }
+
+    #[test]
+    fn zero_window_is_rejected() {
+        assert!(ProbeTracker::new(Duration::ZERO, ms(1)).is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! Pieces every netaware binary shares.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+/// Environment variable that selects the log format (`json` or `text`).
+pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
+/// Environment variable with a `tracing` filter (e.g. `info,netaware_agent=debug`).
+pub const ENV_LOG_FILTER: &str = "RUST_LOG";
+/// Default log filter.
+pub const DEFAULT_LOG_FILTER: &str = "info";
+/// Exit code for a bad command line or environment (sysexits' EX_USAGE).
+pub const EXIT_USAGE: i32 = 64;
+
+/// Install the global `tracing` subscriber: JSON lines when `LOG_FORMAT=json`,
+/// human-readable text otherwise, always on stderr.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_LOG_FILTER)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = std::env::var(ENV_LOG_FORMAT).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    // A second init (tests) fails harmlessly.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Parse arguments and environment; on a bad value print a message naming the
+/// flag *and* its environment variable, then exit with [`EXIT_USAGE`] (64).
+pub fn parse_args_or_exit<T: Parser>() -> T {
+    match parse_args_from::<T, _, _>(std::env::args_os()) {
+        Ok(v) => v,
+        Err(ArgsError::Exit(e)) => e.exit(),
+        Err(ArgsError::Usage(msg)) => {
+            eprintln!("{msg}");
+            std::process::exit(EXIT_USAGE);
+        }
+    }
+}
+
+/// Why [`parse_args_from`] did not return a value.
+#[derive(Debug)]
+pub enum ArgsError {
+    /// Help or version was asked for: print and exit 0.
+    Exit(clap::Error),
+    /// A usage error, already rendered with the environment variable named.
+    Usage(String),
+}
+
+/// Testable core of [`parse_args_or_exit`].
+pub fn parse_args_from<T, I, A>(args: I) -> Result<T, ArgsError>
+where
+    T: Parser,
+    I: IntoIterator<Item = A>,
+    A: Into<OsString> + Clone,
+{
+    match T::try_parse_from(args) {
+        Ok(v) => Ok(v),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            Err(ArgsError::Exit(e))
+        }
+        Err(e) => {
+            let mut msg = e.render().to_string().trim_end().to_string();
+            if let Some(env) = env_var_of_error::<T>(&e) {
+                msg.push_str(&format!(
+                    "\n(the value comes from the flag or from the environment variable {env})"
+                ));
+            }
+            Err(ArgsError::Usage(msg))
+        }
+    }
+}
+
+/// The environment variable behind the argument an error is about, if any.
+fn env_var_of_error<T: Parser>(e: &clap::Error) -> Option<String> {
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // clap renders the argument as "--long <VALUE>" or "<NAME>".
+    let first = arg.split_whitespace().next()?.trim_start_matches('-');
+    T::command()
+        .get_arguments()
+        .find(|a| a.get_long() == Some(first) || a.get_id().as_str() == first)
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+}
+
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Demo {
+        #[arg(long, env = "DEMO_PORT_FOR_TEST")]
+        port: u16,
+    }
+
+    #[test]
+    fn a_bad_value_names_the_environment_variable() {
+        let Err(ArgsError::Usage(msg)) = parse_args_from::<Demo, _, _>(["demo", "--port", "x"])
+        else {
+            panic!("expected a usage error");
+        };
+        assert!(msg.contains("DEMO_PORT_FOR_TEST"), "{msg}");
+        assert!(msg.contains("--port"), "{msg}");
+    }
+
+    #[test]
+    fn a_good_value_parses() {
+        let Ok(d) = parse_args_from::<Demo, _, _>(["demo", "--port", "7"]) else {
+            panic!("expected success");
+        };
+        assert_eq!(d.port, 7);
+    }
+}

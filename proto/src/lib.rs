@@ -1,0 +1,39 @@
+//! The netaware wire contract: message types and gRPC stubs for package
+//! `netaware.v1`, generated at build time from `proto/netaware/v1/netaware.proto`.
+//!
+//! The .proto file is the documentation of every message and field.
+
+#![allow(missing_docs, missing_debug_implementations)]
+
+/// Package `netaware.v1`.
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
+    tonic::include_proto!("netaware.v1");
+}
+
+pub use v1::ProbeMethod;
+
+impl v1::ProbeMethod {
+    /// Short lower-case name used in tables, JSON reports and CLI flags.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::StampUdp => "udp",
+            Self::IcmpEcho => "icmp",
+            Self::TcpThroughput => "tcp",
+        }
+    }
+
+    /// Inverse of [`short_name`](Self::short_name).
+    pub fn from_short_name(name: &str) -> Option<Self> {
+        match name {
+            "udp" => Some(Self::StampUdp),
+            "icmp" => Some(Self::IcmpEcho),
+            "tcp" => Some(Self::TcpThroughput),
+            _ => None,
+        }
+    }
+}
+
+/// Wire protocol version spoken by this crate (`Hello.protocol_version`).
+pub const PROTOCOL_VERSION: u32 = 1;
