@@ -88,7 +88,8 @@ pub fn parse_node_name(s: &str) -> Result<String, String> {
     let ok_label = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -171,9 +172,33 @@ mod tests {
     #[test]
     fn zero_buffer_and_bad_durations_are_rejected() {
         for args in [
-            ["a", "--node-name", "n1", "--node-ip", "10.0.0.1", "--max-buffered-windows", "0"],
-            ["a", "--node-name", "n1", "--node-ip", "10.0.0.1", "--backoff-max", "soon"],
-            ["a", "--node-name", "n1", "--node-ip", "10.0.0.1", "--aggregator", "grpc://x"],
+            [
+                "a",
+                "--node-name",
+                "n1",
+                "--node-ip",
+                "10.0.0.1",
+                "--max-buffered-windows",
+                "0",
+            ],
+            [
+                "a",
+                "--node-name",
+                "n1",
+                "--node-ip",
+                "10.0.0.1",
+                "--backoff-max",
+                "soon",
+            ],
+            [
+                "a",
+                "--node-name",
+                "n1",
+                "--node-ip",
+                "10.0.0.1",
+                "--aggregator",
+                "grpc://x",
+            ],
         ] {
             assert!(matches!(
                 parse_args_from::<Config, _, _>(args),

@@ -35,7 +35,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     info!(addr = %config.stamp_addr(), "STAMP reflector listening");
     let reflector_task = tokio::spawn(probe::run_reflector(reflector, clock));
 
-    let icmp = if config.icmp { probe::open_icmp() } else { None };
+    let icmp = if config.icmp {
+        probe::open_icmp()
+    } else {
+        None
+    };
     let (win_tx, win_rx) = mpsc::channel(WINDOW_QUEUE);
     let manager = probe::ProbeManager::new(clock, icmp, config.max_probe_rate, win_tx);
     let hello = Hello {
@@ -43,7 +47,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         probe_addresses: vec![config.node_ip.to_string()],
         stamp_port: u32::from(config.stamp_port),
         software_version: VERSION.to_string(),
-        capabilities: manager.capabilities().into_iter().map(|m| m as i32).collect(),
+        capabilities: manager
+            .capabilities()
+            .into_iter()
+            .map(|m| m as i32)
+            .collect(),
         protocol_version: netaware_proto::PROTOCOL_VERSION,
         instance_id: rand::random(),
     };

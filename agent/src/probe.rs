@@ -11,8 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netaware_proto::v1::{LinkWindow, PeerTarget, ProbePlan};
 use netaware_proto::ProbeMethod;
+use netaware_proto::v1::{LinkWindow, PeerTarget, ProbePlan};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -50,8 +50,7 @@ pub async fn run_reflector(socket: UdpSocket, clock: Clock) {
         let t2 = ntp_now(&clock);
         // The TTL of the test packet is not visible through a plain UDP
         // socket; 255 says "not measured" to a sender that looks at it.
-        if let Err(e) = stamp::encode_reflection(&buf[..n], t2, 255, &mut out, || ntp_now(&clock))
-        {
+        if let Err(e) = stamp::encode_reflection(&buf[..n], t2, 255, &mut out, || ntp_now(&clock)) {
             debug!(%from, error = %e, "ignoring a packet that is not a STAMP test packet");
             continue;
         }
@@ -266,7 +265,11 @@ impl ProbeManager {
             let handle = self.spawn(spec.clone());
             self.tasks.insert(key, (spec, handle));
         }
-        info!(version = plan.version, tasks = self.tasks.len(), "probe plan applied");
+        info!(
+            version = plan.version,
+            tasks = self.tasks.len(),
+            "probe plan applied"
+        );
     }
 
     fn spawn(&self, spec: TaskSpec) -> JoinHandle<()> {
@@ -278,10 +281,9 @@ impl ProbeManager {
                 let client = self.icmp.clone();
                 tokio::spawn(
                     async move {
-                        if let Some(client) = client {
-                            if let Err(e) = run_icmp(spec, clock, client, out).await {
-                                warn!(error = %e, "ICMP probe task stopped");
-                            }
+                        let Some(client) = client else { return };
+                        if let Err(e) = run_icmp(spec, clock, client, out).await {
+                            warn!(error = %e, "ICMP probe task stopped");
                         }
                     }
                     .instrument(span),
@@ -324,7 +326,11 @@ async fn emit(
     out: &mpsc::Sender<LinkWindow>,
 ) -> Result<bool> {
     for w in tracker.poll(clock.now())? {
-        if out.send(to_wire(clock, &spec.peer, spec.method, &w)).await.is_err() {
+        if out
+            .send(to_wire(clock, &spec.peer, spec.method, &w))
+            .await
+            .is_err()
+        {
             return Ok(false);
         }
     }

@@ -108,7 +108,11 @@ impl ReportBuffer {
     /// the queue, in its original order, to be sent again.
     pub fn requeue_unacked(&mut self) {
         let unacked = std::mem::take(&mut self.unacked);
-        for w in unacked.into_values().rev().flat_map(|b| b.into_iter().rev()) {
+        for w in unacked
+            .into_values()
+            .rev()
+            .flat_map(|b| b.into_iter().rev())
+        {
             self.pending.push_front(w);
         }
     }
@@ -348,7 +352,11 @@ mod tests {
         let mut bo = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
         let d: Vec<u128> = (0..5).map(|_| bo.next_delay(1.0).as_millis()).collect();
         assert_eq!(d, vec![100, 200, 400, 500, 500]);
-        assert_eq!(bo.next_delay(0.0).as_millis(), 250, "jitter spans half the base");
+        assert_eq!(
+            bo.next_delay(0.0).as_millis(),
+            250,
+            "jitter spans half the base"
+        );
         bo.reset();
         assert_eq!(bo.next_delay(0.999_999).as_millis(), 99);
     }

@@ -209,9 +209,18 @@ mod tests {
         assert_eq!(&out[28..36], &0x0102_0304_0506_0708u64.to_be_bytes()); // T1
         assert_eq!(&out[36..38], &[0x80, 0x01]);
         assert_eq!(out[40], 64);
-        assert!(out[14..16].iter().chain(&out[38..40]).chain(&out[41..44]).all(|b| *b == 0));
+        assert!(
+            out[14..16]
+                .iter()
+                .chain(&out[38..40])
+                .chain(&out[41..44])
+                .all(|b| *b == 0)
+        );
         let r = decode_reflector(&out).unwrap();
-        assert_eq!(r.reflector_hold(), NtpTimestamp(0x2222).since(NtpTimestamp(0x1111)));
+        assert_eq!(
+            r.reflector_hold(),
+            NtpTimestamp(0x2222).since(NtpTimestamp(0x1111))
+        );
     }
 
     #[test]
@@ -226,7 +235,10 @@ mod tests {
     fn short_packets_are_rejected() {
         assert!(decode_sender(&[0u8; 43]).is_err());
         let mut out = Vec::new();
-        assert!(encode_reflection(&[0u8; 10], NtpTimestamp(1), 1, &mut out, || NtpTimestamp(2)).is_err());
+        assert!(
+            encode_reflection(&[0u8; 10], NtpTimestamp(1), 1, &mut out, || NtpTimestamp(2))
+                .is_err()
+        );
     }
 
     #[test]
@@ -234,6 +246,9 @@ mod tests {
         let t1 = NtpTimestamp::from_unix(Duration::new(1_800_000_000, 42));
         let p = encode_sender(5, t1);
         let s = decode_sender(&p).unwrap();
-        assert_eq!((s.seq, s.timestamp, s.error_estimate), (5, t1, ERROR_ESTIMATE));
+        assert_eq!(
+            (s.seq, s.timestamp, s.error_estimate),
+            (5, t1, ERROR_ESTIMATE)
+        );
     }
 }

@@ -142,7 +142,13 @@ impl OpenWindow {
 
     fn finish(self, jitter_ns: f64) -> Result<WindowSummary> {
         let n = self.hist.len();
-        let q = |x: f64| if n == 0 { 0 } else { self.hist.value_at_quantile(x) };
+        let q = |x: f64| {
+            if n == 0 {
+                0
+            } else {
+                self.hist.value_at_quantile(x)
+            }
+        };
         Ok(WindowSummary {
             start: self.start,
             end: self.end,
@@ -333,7 +339,10 @@ mod tests {
                 ReplyOutcome::Recorded
             );
         }
-        assert!(t.poll(ms(1199)).unwrap().is_empty(), "not before end+timeout");
+        assert!(
+            t.poll(ms(1199)).unwrap().is_empty(),
+            "not before end+timeout"
+        );
         let w = t.poll(ms(1200)).unwrap();
         assert_eq!(w.len(), 1);
         let w = &w[0];
@@ -341,7 +350,13 @@ mod tests {
         assert_eq!((w.sent, w.received, w.lost()), (10, 10, 0));
         assert_eq!(w.jitter_ns, 0);
         // 3 significant digits: 500 µs is stored exactly enough to read back within 0.1 %.
-        for v in [w.rtt_min_ns, w.rtt_p50_ns, w.rtt_p99_ns, w.rtt_max_ns, w.rtt_mean_ns] {
+        for v in [
+            w.rtt_min_ns,
+            w.rtt_p50_ns,
+            w.rtt_p99_ns,
+            w.rtt_max_ns,
+            w.rtt_mean_ns,
+        ] {
             assert!((499_500..=500_500).contains(&v), "{v}");
         }
     }
@@ -427,11 +442,20 @@ mod tests {
         let _ = (s0, s3);
         let first = t.poll(ms(2500)).unwrap();
         assert_eq!(first.len(), 2);
-        assert_eq!((first[0].start, first[0].sent, first[0].received), (ms(0), 2, 1));
-        assert_eq!((first[1].start, first[1].sent, first[1].received), (ms(1000), 1, 1));
+        assert_eq!(
+            (first[0].start, first[0].sent, first[0].received),
+            (ms(0), 2, 1)
+        );
+        assert_eq!(
+            (first[1].start, first[1].sent, first[1].received),
+            (ms(1000), 1, 1)
+        );
         let last = t.poll(ms(4200)).unwrap();
         assert_eq!(last.len(), 1);
-        assert_eq!((last[0].start, last[0].end, last[0].sent), (ms(3000), ms(4000), 1));
+        assert_eq!(
+            (last[0].start, last[0].end, last[0].sent),
+            (ms(3000), ms(4000), 1)
+        );
     }
 
     #[test]
@@ -445,7 +469,11 @@ mod tests {
         }
         let w = &t.poll(ms(100_200)).unwrap()[0];
         // |D| is always 400 µs, so J converges to 400 µs.
-        assert!((w.jitter_ns as f64 - 400_000.0).abs() < 1_000.0, "{}", w.jitter_ns);
+        assert!(
+            (w.jitter_ns as f64 - 400_000.0).abs() < 1_000.0,
+            "{}",
+            w.jitter_ns
+        );
     }
 
     #[test]

@@ -7,7 +7,12 @@
 
 /// Package `netaware.v1`.
 pub mod v1 {
-    #![allow(clippy::all, clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
+    #![allow(
+        clippy::all,
+        clippy::pedantic,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )]
     tonic::include_proto!("netaware.v1");
 }
 

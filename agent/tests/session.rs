@@ -1,0 +1,394 @@
+//! In-memory gRPC tests of the agent ↔ aggregator Session: the real agent
+//! session loop against the real aggregator services, over `tokio::io::duplex`
+//! pipes (no ports). A small in-memory "network" can be cut to simulate an
+//! aggregator outage.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use netaware_agent::session::{SessionConfig, run_session};
+use netaware_aggregator::matrix::PlanTiming;
+use netaware_aggregator::service::Services;
+use netaware_aggregator::state::{self, Command, StateConfig, StateHandle};
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::AggregatorMessage;
+use netaware_proto::v1::agent_message::Msg as AgentMsg;
+use netaware_proto::v1::agent_service_client::AgentServiceClient;
+use netaware_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
+use netaware_proto::v1::{
+    AgentMessage, GetMatrixResponse, Hello, LinkWindow, ProbePlan, ReportBatch,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::DuplexStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Response, Status, Streaming};
+
+/// An in-memory network between agents and one aggregator that can be cut.
+#[derive(Clone)]
+struct MemNet {
+    server: Arc<Mutex<Option<mpsc::UnboundedSender<DuplexStream>>>>,
+    cut: Arc<watch::Sender<u64>>,
+}
+
+impl MemNet {
+    fn new() -> Self {
+        Self {
+            server: Arc::new(Mutex::new(None)),
+            cut: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Start serving `services` (again).
+    fn up(&self, services: Services) {
+        self.up_with(AgentServiceServer::new(services));
+    }
+
+    /// Start serving any agent-facing service implementation.
+    fn up_with<S: AgentService>(&self, service: AgentServiceServer<S>) {
+        let (tx, rx) = mpsc::unbounded_channel::<DuplexStream>();
+        *self.server.lock().unwrap() = Some(tx);
+        let incoming = UnboundedReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+        tokio::spawn(
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+    }
+
+    /// Refuse new connections and break every open one.
+    fn down(&self) {
+        *self.server.lock().unwrap() = None;
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        let net = self.clone();
+        Endpoint::from_static("http://aggregator.test")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let net = net.clone();
+                async move {
+                    let Some(server) = net.server.lock().unwrap().clone() else {
+                        return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+                    };
+                    // agent <-> pump <-> server, so that `down` can break the pipe.
+                    let (agent_end, mut pump_a) = tokio::io::duplex(1 << 16);
+                    let (mut pump_b, server_end) = tokio::io::duplex(1 << 16);
+                    let mut cut = net.cut.subscribe();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut pump_a, &mut pump_b) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                    server
+                        .send(server_end)
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionRefused))?;
+                    Ok(TokioIo::new(agent_end))
+                }
+            }))
+            .await
+    }
+}
+
+fn state() -> StateHandle {
+    state::spawn(StateConfig {
+        timing: PlanTiming {
+            probe_interval: Duration::from_millis(200),
+            report_interval: Duration::from_secs(1),
+            loss_timeout: Duration::from_millis(500),
+        },
+        smoothing: 0.3,
+        stale_after: Duration::from_secs(30),
+    })
+}
+
+fn hello(node: &str) -> Hello {
+    Hello {
+        node_name: node.into(),
+        probe_addresses: vec!["192.0.2.1".into()],
+        stamp_port: 8620,
+        software_version: "test".into(),
+        capabilities: vec![ProbeMethod::StampUdp as i32],
+        protocol_version: netaware_proto::PROTOCOL_VERSION,
+        instance_id: 1,
+    }
+}
+
+fn window(peer: &str, start_s: u64) -> LinkWindow {
+    LinkWindow {
+        peer: peer.into(),
+        method: ProbeMethod::StampUdp as i32,
+        window_start_unix_us: start_s * 1_000_000,
+        window_end_unix_us: (start_s + 1) * 1_000_000,
+        sent: 5,
+        received: 5,
+        rtt_p50_ns: 1_000_000 + start_s,
+        ..Default::default()
+    }
+}
+
+struct Agent {
+    windows: mpsc::Sender<LinkWindow>,
+    plans: watch::Receiver<Option<ProbePlan>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+fn start_agent(net: &MemNet, node: &str, max_buffered: usize) -> Agent {
+    let (wtx, wrx) = mpsc::channel(64);
+    let (ptx, prx) = watch::channel(None);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let cfg = SessionConfig {
+        hello: hello(node),
+        max_buffered_windows: max_buffered,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+    };
+    let net = net.clone();
+    tokio::spawn(async move {
+        run_session(
+            cfg,
+            move || {
+                let net = net.clone();
+                async move { net.connect().await }
+            },
+            wrx,
+            ptx,
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    Agent {
+        windows: wtx,
+        plans: prx,
+        stop: Some(stop_tx),
+    }
+}
+
+async fn matrix(state: &StateHandle) -> GetMatrixResponse {
+    state
+        .ask(|reply| Command::GetMatrix {
+            method: ProbeMethod::Unspecified,
+            reply,
+        })
+        .await
+        .unwrap()
+}
+
+/// Poll the matrix until `check` holds (or fail after 10 s).
+async fn eventually(
+    state: &StateHandle,
+    what: &str,
+    check: impl Fn(&GetMatrixResponse) -> bool,
+) -> GetMatrixResponse {
+    for _ in 0..500 {
+        let m = matrix(state).await;
+        if check(&m) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "timed out waiting for: {what}; matrix: {:?}",
+        matrix(state).await
+    );
+}
+
+fn windows_total(m: &GetMatrixResponse, src: &str, dst: &str) -> u64 {
+    m.links
+        .iter()
+        .find(|l| l.src == src && l.dst == dst)
+        .map_or(0, |l| l.windows_total)
+}
+
+#[tokio::test]
+async fn agents_get_a_full_mesh_plan_and_their_reports_reach_the_matrix() {
+    let net = MemNet::new();
+    let state = state();
+    net.up(Services::new(state.clone()));
+    let mut a = start_agent(&net, "a", 100);
+    let _b = start_agent(&net, "b", 100);
+    let plan = tokio::time::timeout(
+        Duration::from_secs(10),
+        a.plans
+            .wait_for(|p| p.as_ref().is_some_and(|p| p.peers.len() == 1)),
+    )
+    .await
+    .expect("a plan naming b")
+    .unwrap()
+    .clone()
+    .unwrap();
+    assert_eq!(plan.peers[0].node_name, "b");
+    assert_eq!(plan.probe_interval_us, 200_000);
+    assert_eq!(plan.report_interval_ms, 1000);
+
+    a.windows.send(window("b", 10)).await.unwrap();
+    let m = eventually(&state, "a->b stored", |m| windows_total(m, "a", "b") == 1).await;
+    let link = &m.links[0];
+    assert_eq!(link.latest.as_ref().unwrap().rtt_p50_ns, 1_000_010);
+    assert!(m.nodes.iter().all(|n| n.connected));
+
+    // An agent that stops is shown as disconnected; its link is kept.
+    a.stop.take().unwrap().send(()).unwrap();
+    let m = eventually(&state, "a disconnected", |m| {
+        m.nodes.iter().any(|n| n.node_name == "a" && !n.connected)
+    })
+    .await;
+    assert_eq!(windows_total(&m, "a", "b"), 1);
+}
+
+#[tokio::test]
+async fn windows_measured_during_an_outage_arrive_once_after_reconnecting() {
+    let net = MemNet::new();
+    let state = state();
+    net.up(Services::new(state.clone()));
+    let a = start_agent(&net, "a", 100);
+    a.windows.send(window("b", 1)).await.unwrap();
+    eventually(&state, "first window", |m| windows_total(m, "a", "b") == 1).await;
+
+    net.down();
+    for s in 2..=4 {
+        a.windows.send(window("b", s)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        windows_total(&matrix(&state).await, "a", "b"),
+        1,
+        "nothing arrives while down"
+    );
+
+    net.up(Services::new(state.clone()));
+    let m = eventually(&state, "all four windows", |m| {
+        windows_total(m, "a", "b") == 4
+    })
+    .await;
+    let latest = m.links[0].latest.as_ref().unwrap();
+    assert_eq!(latest.window_start_unix_us, 4_000_000);
+    assert_eq!(m.nodes[0].dropped_windows_total, 0);
+    // Nothing is counted twice, even though unacknowledged windows may be resent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(windows_total(&matrix(&state).await, "a", "b"), 4);
+}
+
+#[tokio::test]
+async fn a_full_buffer_drops_the_oldest_windows_and_reports_how_many() {
+    let net = MemNet::new();
+    let state = state();
+    let a = start_agent(&net, "a", 2);
+    for s in 1..=5 {
+        a.windows.send(window("b", s)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    net.up(Services::new(state.clone()));
+    let m = eventually(&state, "the two newest windows", |m| {
+        windows_total(m, "a", "b") == 2
+    })
+    .await;
+    assert_eq!(
+        m.links[0].latest.as_ref().unwrap().window_start_unix_us,
+        5_000_000
+    );
+    assert_eq!(m.nodes[0].dropped_windows_total, 3);
+}
+
+#[tokio::test]
+async fn a_session_must_open_with_hello() {
+    let net = MemNet::new();
+    net.up(Services::new(state()));
+    let mut client = AgentServiceClient::new(net.connect().await.unwrap());
+    let first = AgentMessage {
+        msg: Some(AgentMsg::Reports(ReportBatch::default())),
+    };
+    let err = client
+        .session(tokio_stream::iter(vec![first]))
+        .await
+        .expect_err("must be refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("Hello"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_wrong_protocol_version_is_refused_with_a_clear_message() {
+    let net = MemNet::new();
+    net.up(Services::new(state()));
+    let mut client = AgentServiceClient::new(net.connect().await.unwrap());
+    let mut h = hello("a");
+    h.protocol_version = 99;
+    let first = AgentMessage {
+        msg: Some(AgentMsg::Hello(h)),
+    };
+    let err = client
+        .session(tokio_stream::iter(vec![first]))
+        .await
+        .expect_err("must be refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("99"), "{}", err.message());
+}
+
+/// An aggregator that takes report batches but never acknowledges them.
+#[derive(Clone, Default)]
+struct SilentAggregator {
+    batches: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl AgentService for SilentAggregator {
+    type SessionStream = tokio_stream::wrappers::ReceiverStream<Result<AggregatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let batches = self.batches.clone();
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let _keep_open = tx;
+            while let Ok(Some(m)) = inbound.message().await {
+                if matches!(m.msg, Some(AgentMsg::Reports(_))) {
+                    batches.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+}
+
+#[tokio::test]
+async fn windows_sent_but_never_acknowledged_are_sent_again_after_a_break() {
+    let net = MemNet::new();
+    let silent = SilentAggregator::default();
+    net.up_with(AgentServiceServer::new(silent.clone()));
+    let a = start_agent(&net, "a", 100);
+    a.windows.send(window("b", 7)).await.unwrap();
+    for _ in 0..500 {
+        if silent.batches.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        silent.batches.load(Ordering::SeqCst),
+        1,
+        "the batch reached the silent aggregator"
+    );
+
+    net.down();
+    let state = state();
+    net.up(Services::new(state.clone()));
+    let m = eventually(&state, "the unacknowledged window", |m| {
+        windows_total(m, "a", "b") == 1
+    })
+    .await;
+    assert_eq!(
+        m.links[0].latest.as_ref().unwrap().window_start_unix_us,
+        7_000_000
+    );
+}

@@ -1,0 +1,18 @@
+//! The aggregator's error type.
+
+/// Everything that can go wrong in the aggregator library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid setting {name}: {message}")]
+    Config { name: &'static str, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Result alias for the aggregator library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,78 @@
+//! netaware aggregator: collects agent report windows into a link-state
+//! matrix and serves it.
+//!
+//! ```text
+//! agents ──Session──▶ service::Services ──Command──▶ state (one task, owns matrix::Matrix)
+//! CLI ────Query─────▶ service::Services ──Command──▶      "
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod matrix;
+pub mod service;
+pub mod state;
+
+use std::future::Future;
+
+use netaware_proto::v1::agent_service_server::AgentServiceServer;
+use netaware_proto::v1::query_service_server::QueryServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// State-owner settings from the command line.
+pub fn state_config(c: &Config) -> state::StateConfig {
+    state::StateConfig {
+        timing: matrix::PlanTiming {
+            probe_interval: c.probe_interval,
+            report_interval: c.report_interval,
+            loss_timeout: c.loss_timeout,
+        },
+        smoothing: c.smoothing,
+        stale_after: c.stale_after,
+    }
+}
+
+async fn listen(addr: std::net::SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// Run both gRPC services until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let agent_listener = listen(config.agent_listen).await?;
+    let query_listener = listen(config.query_listen).await?;
+    let services = service::Services::new(state::spawn(state_config(&config)));
+    info!(agent = %config.agent_listen, query = %config.query_listen, "aggregator listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let agent_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(AgentServiceServer::new(services.clone()))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(agent_listener),
+            stopped(stop_rx.clone()),
+        );
+    let query_server = tonic::transport::Server::builder()
+        .add_service(QueryServiceServer::new(services))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(query_listener), stopped(stop_rx));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (a, q) = tokio::join!(agent_server, query_server);
+    a?;
+    q?;
+    info!("aggregator stopped");
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! The link-state matrix and the full-mesh probe plan, as plain data with
+//! pure methods: every time-dependent method takes `now`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::{
+    GetMatrixResponse, Hello, LinkState, LinkWindow, NodeStatus, PeerTarget, ProbePlan, Smoothed,
+};
+
+/// Key of one directed link measured with one method.
+pub type LinkKey = (String, String, i32);
+
+/// Plan timing, copied into every plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanTiming {
+    pub probe_interval: Duration,
+    pub report_interval: Duration,
+    pub loss_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    latest: LinkWindow,
+    smoothed: Smoothed,
+    windows_total: u64,
+    /// Aggregator-local receive time of the latest window: staleness is
+    /// judged on our clock, so a skewed agent clock cannot hide staleness.
+    received_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    hello: Hello,
+    /// Open sessions for this node (normally one; two briefly while a
+    /// restarted agent's old stream has not yet been noticed as dead).
+    sessions: u32,
+    dropped_windows_total: u64,
+}
+
+/// All measured links and all known nodes.
+#[derive(Debug)]
+pub struct Matrix {
+    links: BTreeMap<LinkKey, Link>,
+    nodes: BTreeMap<String, Node>,
+    /// Weight of the newest window in the smoothed figures (0 < alpha <= 1).
+    alpha: f64,
+    stale_after: Duration,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// Loss of a window in parts per million; `None` when nothing was sent.
+pub fn loss_ppm(w: &LinkWindow) -> Option<f64> {
+    (w.sent > 0).then(|| w.sent.saturating_sub(w.received) as f64 * 1e6 / w.sent as f64)
+}
+
+impl Matrix {
+    pub fn new(alpha: f64, stale_after: Duration) -> Self {
+        Self {
+            links: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            alpha: alpha.clamp(f64::MIN_POSITIVE, 1.0),
+            stale_after,
+        }
+    }
+
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
+    /// A session for `hello.node_name` opened.
+    pub fn connect(&mut self, hello: Hello) {
+        let entry = self.nodes.entry(hello.node_name.clone()).or_insert(Node {
+            hello: hello.clone(),
+            sessions: 0,
+            dropped_windows_total: 0,
+        });
+        entry.hello = hello;
+        entry.sessions += 1;
+    }
+
+    /// A session for `node` closed. The node and its links are kept.
+    pub fn disconnect(&mut self, node: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.sessions = n.sessions.saturating_sub(1);
+        }
+    }
+
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.nodes.get(node).is_some_and(|n| n.sessions > 0)
+    }
+
+    /// Record the dropped-window counter an agent reports.
+    pub fn set_dropped(&mut self, node: &str, dropped_total: u64) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.dropped_windows_total = dropped_total;
+        }
+    }
+
+    /// Store a window from `src`. Returns the link's new state, or `None`
+    /// when the window is not newer than the latest one (a resend after a
+    /// reconnect, which must not be counted twice).
+    pub fn apply(&mut self, src: &str, w: LinkWindow, now: Instant) -> Option<LinkState> {
+        let key = (src.to_string(), w.peer.clone(), w.method);
+        let alpha = self.alpha;
+        let link = match self.links.get_mut(&key) {
+            Some(link) => {
+                if w.window_start_unix_us <= link.latest.window_start_unix_us {
+                    return None;
+                }
+                let s = &mut link.smoothed;
+                let ewma = |old: &mut f64, new: f64| *old += alpha * (new - *old);
+                if w.received > 0 {
+                    ewma(&mut s.rtt_p50_us, us(w.rtt_p50_ns));
+                    ewma(&mut s.rtt_p99_us, us(w.rtt_p99_ns));
+                    ewma(&mut s.jitter_us, us(w.jitter_ns));
+                }
+                if let Some(l) = loss_ppm(&w) {
+                    ewma(&mut s.loss_ppm, l);
+                }
+                link.latest = w;
+                link.windows_total += 1;
+                link.received_at = now;
+                link
+            }
+            None => {
+                let smoothed = Smoothed {
+                    rtt_p50_us: us(w.rtt_p50_ns),
+                    rtt_p99_us: us(w.rtt_p99_ns),
+                    jitter_us: us(w.jitter_ns),
+                    loss_ppm: loss_ppm(&w).unwrap_or(0.0),
+                };
+                self.links.entry(key).or_insert(Link {
+                    latest: w,
+                    smoothed,
+                    windows_total: 1,
+                    received_at: now,
+                })
+            }
+        };
+        Some(Self::state_of(src, link, false))
+    }
+
+    fn state_of(src: &str, link: &Link, stale: bool) -> LinkState {
+        LinkState {
+            src: src.to_string(),
+            dst: link.latest.peer.clone(),
+            method: link.latest.method,
+            latest: Some(link.latest.clone()),
+            smoothed: Some(link.smoothed),
+            stale,
+            windows_total: link.windows_total,
+        }
+    }
+
+    fn is_stale(&self, link: &Link, now: Instant) -> bool {
+        now.saturating_duration_since(link.received_at) > self.stale_after
+    }
+
+    /// Every link (optionally of one method) as of `now`.
+    pub fn links(&self, method: ProbeMethod, now: Instant) -> Vec<LinkState> {
+        self.links
+            .iter()
+            .filter(|((_, _, m), _)| method == ProbeMethod::Unspecified || *m == method as i32)
+            .map(|((src, _, _), link)| Self::state_of(src, link, self.is_stale(link, now)))
+            .collect()
+    }
+
+    /// The query answer for GetMatrix.
+    pub fn snapshot(
+        &self,
+        method: ProbeMethod,
+        now: Instant,
+        now_unix_us: u64,
+    ) -> GetMatrixResponse {
+        GetMatrixResponse {
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(name, n)| NodeStatus {
+                    node_name: name.clone(),
+                    connected: n.sessions > 0,
+                    software_version: n.hello.software_version.clone(),
+                    probe_addresses: n.hello.probe_addresses.clone(),
+                    capabilities: n.hello.capabilities.clone(),
+                    dropped_windows_total: n.dropped_windows_total,
+                })
+                .collect(),
+            links: self.links(method, now),
+            generated_unix_us: now_unix_us,
+            stale_after_ms: u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Full-mesh plan for `node`: every other connected node, with the
+    /// methods both ends support. `None` if the node is not connected.
+    pub fn plan_for(&self, node: &str, version: u64, timing: PlanTiming) -> Option<ProbePlan> {
+        let me = self.nodes.get(node).filter(|n| n.sessions > 0)?;
+        let peers = self
+            .nodes
+            .iter()
+            .filter(|(name, n)| name.as_str() != node && n.sessions > 0)
+            .filter_map(|(name, n)| {
+                let methods: Vec<i32> = [ProbeMethod::StampUdp, ProbeMethod::IcmpEcho]
+                    .into_iter()
+                    .map(|m| m as i32)
+                    .filter(|m| {
+                        me.hello.capabilities.contains(m) && n.hello.capabilities.contains(m)
+                    })
+                    .collect();
+                let address = n.hello.probe_addresses.first()?.clone();
+                (!methods.is_empty()).then(|| PeerTarget {
+                    node_name: name.clone(),
+                    address,
+                    stamp_port: n.hello.stamp_port,
+                    methods,
+                })
+            })
+            .collect();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Some(ProbePlan {
+            version,
+            peers,
+            probe_interval_us: u64::try_from(timing.probe_interval.as_micros()).unwrap_or(u64::MAX),
+            report_interval_ms: ms(timing.report_interval),
+            loss_timeout_ms: ms(timing.loss_timeout),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(name: &str, caps: &[ProbeMethod]) -> Hello {
+        Hello {
+            node_name: name.into(),
+            probe_addresses: vec![format!("10.0.0.{}", name.len())],
+            stamp_port: 8620,
+            capabilities: caps.iter().map(|m| *m as i32).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn window(peer: &str, start: u64, p50_us: u64, sent: u64, received: u64) -> LinkWindow {
+        LinkWindow {
+            peer: peer.into(),
+            method: ProbeMethod::StampUdp as i32,
+            window_start_unix_us: start,
+            window_end_unix_us: start + 1_000_000,
+            sent,
+            received,
+            rtt_p50_ns: p50_us * 1000,
+            rtt_p99_ns: p50_us * 2000,
+            ..Default::default()
+        }
+    }
+
+    const TIMING: PlanTiming = PlanTiming {
+        probe_interval: Duration::from_millis(200),
+        report_interval: Duration::from_secs(5),
+        loss_timeout: Duration::from_secs(1),
+    };
+
+    #[test]
+    fn smoothing_is_an_ewma_and_resends_are_ignored() {
+        let t0 = Instant::now();
+        let mut m = Matrix::new(0.5, Duration::from_secs(30));
+        assert!(m.apply("a", window("b", 1, 100, 10, 10), t0).is_some());
+        let s = m.apply("a", window("b", 2, 200, 10, 5), t0).unwrap();
+        let sm = s.smoothed.unwrap();
+        assert_eq!(sm.rtt_p50_us, 150.0);
+        assert_eq!(sm.loss_ppm, 250_000.0);
+        assert_eq!(s.windows_total, 2);
+        // The same window again (resent after a reconnect): ignored.
+        assert!(m.apply("a", window("b", 2, 900, 10, 0), t0).is_none());
+        assert_eq!(m.links(ProbeMethod::Unspecified, t0)[0].windows_total, 2);
+    }
+
+    #[test]
+    fn links_go_stale_but_are_never_deleted() {
+        let t0 = Instant::now();
+        let mut m = Matrix::new(0.3, Duration::from_secs(30));
+        m.apply("a", window("b", 1, 100, 10, 10), t0);
+        assert!(!m.links(ProbeMethod::Unspecified, t0 + Duration::from_secs(30))[0].stale);
+        let later = m.links(ProbeMethod::Unspecified, t0 + Duration::from_secs(31));
+        assert_eq!(later.len(), 1);
+        assert!(later[0].stale);
+    }
+
+    #[test]
+    fn the_plan_is_a_full_mesh_of_connected_nodes_with_shared_methods() {
+        let mut m = Matrix::new(0.3, Duration::from_secs(30));
+        let both = [ProbeMethod::StampUdp, ProbeMethod::IcmpEcho];
+        m.connect(hello("a", &both));
+        m.connect(hello("bb", &both));
+        m.connect(hello("ccc", &[ProbeMethod::StampUdp]));
+        let p = m.plan_for("a", 7, TIMING).unwrap();
+        assert_eq!(p.version, 7);
+        let peers: Vec<(&str, usize)> = p
+            .peers
+            .iter()
+            .map(|t| (t.node_name.as_str(), t.methods.len()))
+            .collect();
+        assert_eq!(peers, vec![("bb", 2), ("ccc", 1)]);
+        assert_eq!(p.probe_interval_us, 200_000);
+        m.disconnect("bb");
+        let p = m.plan_for("a", 8, TIMING).unwrap();
+        assert_eq!(p.peers.len(), 1);
+        assert!(m.plan_for("bb", 8, TIMING).is_none());
+        // bb is still known, as disconnected.
+        let snap = m.snapshot(ProbeMethod::Unspecified, Instant::now(), 0);
+        assert_eq!(snap.nodes.len(), 3);
+        assert!(!snap.nodes[1].connected);
+    }
+
+    #[test]
+    fn a_second_session_keeps_the_node_connected_when_the_first_closes() {
+        let mut m = Matrix::new(0.3, Duration::from_secs(30));
+        m.connect(hello("a", &[ProbeMethod::StampUdp]));
+        m.connect(hello("a", &[ProbeMethod::StampUdp]));
+        m.disconnect("a");
+        assert!(m.is_connected("a"));
+        m.disconnect("a");
+        assert!(!m.is_connected("a"));
+    }
+
+    #[test]
+    fn snapshot_filters_by_method() {
+        let t0 = Instant::now();
+        let mut m = Matrix::new(0.3, Duration::from_secs(30));
+        m.apply("a", window("b", 1, 100, 10, 10), t0);
+        let mut icmp = window("b", 1, 100, 10, 10);
+        icmp.method = ProbeMethod::IcmpEcho as i32;
+        m.apply("a", icmp, t0);
+        assert_eq!(m.snapshot(ProbeMethod::Unspecified, t0, 0).links.len(), 2);
+        assert_eq!(m.snapshot(ProbeMethod::IcmpEcho, t0, 0).links.len(), 1);
+    }
+}

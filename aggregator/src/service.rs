@@ -1,0 +1,189 @@
+//! gRPC handlers. They validate input, translate to [`Command`]s for the
+//! state owner and translate the answers back; they hold no state.
+
+use std::pin::Pin;
+
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::agent_message::Msg as AgentMsg;
+use netaware_proto::v1::agent_service_server::AgentService;
+use netaware_proto::v1::query_service_server::QueryService;
+use netaware_proto::v1::{
+    AgentMessage, AggregatorMessage, GetMatrixRequest, GetMatrixResponse, GetNodeRequest,
+    GetNodeResponse, LinkUpdate, ListGroupsRequest, ListGroupsResponse, PlaceRequest,
+    PlaceResponse, WatchLinksRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info_span, warn};
+
+use crate::state::{Command, StateHandle};
+
+/// Outbound messages queued per agent session before it counts as stuck.
+const SESSION_QUEUE: usize = 256;
+
+/// Both services share one handle to the state owner.
+#[derive(Debug, Clone)]
+pub struct Services {
+    state: StateHandle,
+}
+
+impl Services {
+    pub fn new(state: StateHandle) -> Self {
+        Self { state }
+    }
+}
+
+fn method_of(raw: i32) -> Result<ProbeMethod, Status> {
+    ProbeMethod::try_from(raw)
+        .map_err(|_| Status::invalid_argument(format!("unknown probe method {raw}")))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl AgentService for Services {
+    type SessionStream = ReceiverStream<Result<AggregatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(AgentMessage {
+                msg: Some(AgentMsg::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a Session must be a Hello",
+                ));
+            }
+        };
+        if hello.node_name.is_empty() {
+            return Err(Status::invalid_argument("Hello.node_name is empty"));
+        }
+        if hello.protocol_version != netaware_proto::PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "agent speaks protocol version {}, this aggregator speaks {}; upgrade the older side",
+                hello.protocol_version,
+                netaware_proto::PROTOCOL_VERSION
+            )));
+        }
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let span = info_span!("session", node = %hello.node_name);
+        let session = self
+            .state
+            .ask(|reply| Command::Connect { hello, tx, reply })
+            .await?;
+        let state = self.state.clone();
+        // Forward the agent's reports until its stream ends, then say so.
+        tokio::spawn(
+            async move {
+                loop {
+                    match inbound.message().await {
+                        Ok(Some(AgentMessage {
+                            msg: Some(AgentMsg::Reports(batch)),
+                        })) => {
+                            if state
+                                .send(Command::Reports { session, batch })
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Ok(Some(_)) => warn!("ignoring an unexpected message (a second Hello?)"),
+                        Ok(None) => break,
+                        Err(e) => {
+                            warn!(error = %e, "agent stream failed");
+                            break;
+                        }
+                    }
+                }
+                let _ = state.send(Command::Disconnect { session }).await;
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn not_yet(call: &str, issue: &str) -> Status {
+    Status::unimplemented(format!(
+        "{call} is part of the contract but not built yet ({issue}); GetMatrix and WatchLinks work now"
+    ))
+}
+
+#[tonic::async_trait]
+impl QueryService for Services {
+    async fn get_matrix(
+        &self,
+        request: Request<GetMatrixRequest>,
+    ) -> Result<Response<GetMatrixResponse>, Status> {
+        let method = method_of(request.into_inner().method)?;
+        let m = self
+            .state
+            .ask(|reply| Command::GetMatrix { method, reply })
+            .await?;
+        Ok(Response::new(m))
+    }
+
+    async fn get_node(
+        &self,
+        _request: Request<GetNodeRequest>,
+    ) -> Result<Response<GetNodeResponse>, Status> {
+        Err(not_yet("GetNode", "comes with the topology labels"))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
+        Err(not_yet("ListGroups", "comes with the topology labels"))
+    }
+
+    async fn place(
+        &self,
+        _request: Request<PlaceRequest>,
+    ) -> Result<Response<PlaceResponse>, Status> {
+        Err(not_yet("Place", "comes with k-node placement"))
+    }
+
+    type WatchLinksStream = BoxStream<LinkUpdate>;
+
+    async fn watch_links(
+        &self,
+        request: Request<WatchLinksRequest>,
+    ) -> Result<Response<Self::WatchLinksStream>, Status> {
+        let req = request.into_inner();
+        let method = method_of(req.method)?;
+        let (initial, rx) = self
+            .state
+            .ask(|reply| Command::Watch {
+                method,
+                send_initial: req.send_initial,
+                reply,
+            })
+            .await?;
+        let wanted = move |m: i32| method == ProbeMethod::Unspecified || m == method as i32;
+        let initial = tokio_stream::iter(
+            initial
+                .into_iter()
+                .map(|link| Ok(LinkUpdate { link: Some(link) })),
+        );
+        let updates = BroadcastStream::new(rx).filter_map(move |r| match r {
+            Ok(link) if wanted(link.method) => Some(Ok(LinkUpdate { link: Some(link) })),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Err(Status::resource_exhausted(
+                format!("watcher fell {n} updates behind; watch again with send_initial"),
+            ))),
+        });
+        // tonic ends the response after the first error, so a lagging watcher
+        // gets one clear status and must resynchronise.
+        Ok(Response::new(Box::pin(initial.chain(updates))))
+    }
+}

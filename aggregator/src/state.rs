@@ -1,0 +1,237 @@
+//! The one owner of the aggregator's state. gRPC handlers send it
+//! [`Command`]s and await replies; nothing else touches the matrix, so there
+//! are no locks to order.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::aggregator_message::Msg as AggMsg;
+use netaware_proto::v1::{
+    AggregatorMessage, GetMatrixResponse, Hello, LinkState, ReportAck, ReportBatch,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::matrix::{Matrix, PlanTiming};
+
+/// Outbound messages of one agent session.
+pub type SessionTx = mpsc::Sender<Result<AggregatorMessage, Status>>;
+/// Identifies one open agent session.
+pub type SessionId = u64;
+
+/// Requests to the state owner.
+#[derive(Debug)]
+pub enum Command {
+    /// An agent said hello; its plans and acks go to `tx`.
+    Connect {
+        hello: Hello,
+        tx: SessionTx,
+        reply: oneshot::Sender<SessionId>,
+    },
+    /// A batch from an open session.
+    Reports {
+        session: SessionId,
+        batch: ReportBatch,
+    },
+    /// A session ended.
+    Disconnect { session: SessionId },
+    GetMatrix {
+        method: ProbeMethod,
+        reply: oneshot::Sender<GetMatrixResponse>,
+    },
+    /// Subscribe to link updates, with the current links if asked.
+    Watch {
+        method: ProbeMethod,
+        send_initial: bool,
+        reply: oneshot::Sender<(Vec<LinkState>, broadcast::Receiver<LinkState>)>,
+    },
+}
+
+#[derive(Debug)]
+struct Session {
+    node: String,
+    tx: SessionTx,
+}
+
+/// Settings of the state owner.
+#[derive(Debug, Clone, Copy)]
+pub struct StateConfig {
+    pub timing: PlanTiming,
+    pub smoothing: f64,
+    pub stale_after: std::time::Duration,
+}
+
+/// Capacity of the link-update broadcast; a watcher further behind is told so.
+const WATCH_CAPACITY: usize = 4096;
+
+/// Handle for sending commands to the state owner.
+#[derive(Debug, Clone)]
+pub struct StateHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl StateHandle {
+    /// Send a command; fails only when the state owner has stopped.
+    pub async fn send(&self, cmd: Command) -> Result<(), Status> {
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| Status::unavailable("aggregator is shutting down"))
+    }
+
+    /// Send a command and await its reply.
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await
+            .map_err(|_| Status::unavailable("aggregator is shutting down"))
+    }
+}
+
+/// Start the state owner task.
+pub fn spawn(config: StateConfig) -> StateHandle {
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(run(config, rx));
+    StateHandle { tx }
+}
+
+fn now_unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+struct Owner {
+    config: StateConfig,
+    matrix: Matrix,
+    sessions: HashMap<SessionId, Session>,
+    next_session: SessionId,
+    plan_version: u64,
+    updates: broadcast::Sender<LinkState>,
+}
+
+async fn run(config: StateConfig, mut rx: mpsc::Receiver<Command>) {
+    let (updates, _) = broadcast::channel(WATCH_CAPACITY);
+    let mut owner = Owner {
+        config,
+        matrix: Matrix::new(config.smoothing, config.stale_after),
+        sessions: HashMap::new(),
+        next_session: 1,
+        plan_version: 0,
+        updates,
+    };
+    while let Some(cmd) = rx.recv().await {
+        owner.handle(cmd, Instant::now());
+    }
+}
+
+impl Owner {
+    fn handle(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Connect { hello, tx, reply } => {
+                let id = self.next_session;
+                self.next_session += 1;
+                info!(node = %hello.node_name, version = %hello.software_version, session = id, "agent connected");
+                self.matrix.connect(hello.clone());
+                self.sessions.insert(
+                    id,
+                    Session {
+                        node: hello.node_name,
+                        tx,
+                    },
+                );
+                let _ = reply.send(id);
+                self.replan();
+            }
+            Command::Reports { session, batch } => self.reports(session, batch, now),
+            Command::Disconnect { session } => self.close(session),
+            Command::GetMatrix { method, reply } => {
+                let _ = reply.send(self.matrix.snapshot(method, now, now_unix_us()));
+            }
+            Command::Watch {
+                method,
+                send_initial,
+                reply,
+            } => {
+                let initial = if send_initial {
+                    self.matrix.links(method, now)
+                } else {
+                    Vec::new()
+                };
+                let _ = reply.send((initial, self.updates.subscribe()));
+            }
+        }
+    }
+
+    fn reports(&mut self, session: SessionId, batch: ReportBatch, now: Instant) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let node = s.node.clone();
+        self.matrix.set_dropped(&node, batch.dropped_windows_total);
+        let mut stored = 0usize;
+        for w in batch.windows {
+            if let Some(state) = self.matrix.apply(&node, w, now) {
+                stored += 1;
+                // No watchers is fine.
+                let _ = self.updates.send(state);
+            }
+        }
+        debug!(%node, batch = batch.batch_seq, stored, "report batch");
+        let ack = AggregatorMessage {
+            msg: Some(AggMsg::Ack(ReportAck {
+                batch_seq: batch.batch_seq,
+            })),
+        };
+        self.push(session, ack);
+    }
+
+    /// Queue a message for a session without ever blocking the owner: an
+    /// agent that does not read its stream is disconnected (it will
+    /// reconnect and resend whatever was not acknowledged).
+    fn push(&mut self, session: SessionId, msg: AggregatorMessage) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        if let Err(e) = s.tx.try_send(Ok(msg)) {
+            warn!(node = %s.node, session, error = %e, "agent session is not keeping up; closing it");
+            self.close(session);
+        }
+    }
+
+    fn close(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.remove(&session) {
+            info!(node = %s.node, session, "agent disconnected");
+            self.matrix.disconnect(&s.node);
+            self.replan();
+        }
+    }
+
+    /// Send every open session its full-mesh plan.
+    fn replan(&mut self) {
+        self.plan_version += 1;
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let Some(node) = self.sessions.get(&id).map(|s| s.node.clone()) else {
+                continue;
+            };
+            if let Some(plan) = self
+                .matrix
+                .plan_for(&node, self.plan_version, self.config.timing)
+            {
+                self.push(
+                    id,
+                    AggregatorMessage {
+                        msg: Some(AggMsg::Plan(plan)),
+                    },
+                );
+            }
+        }
+    }
+}
