@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 //! In-memory gRPC tests of the agent ↔ aggregator Session: the real agent
 //! session loop against the real aggregator services, over `tokio::io::duplex`
 //! pipes (no ports). A small in-memory "network" can be cut to simulate an
