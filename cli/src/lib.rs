@@ -1,0 +1,401 @@
+//! The `netaware` command-line client: talks to the aggregator's query API
+//! and renders answers for people (aligned tables) and machines (JSON).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::query_service_client::QueryServiceClient;
+use netaware_proto::v1::{GetMatrixRequest, GetMatrixResponse, LinkState};
+use serde_json::{Value, json};
+
+pub const ENV_AGGREGATOR: &str = "NETAWARE_QUERY";
+pub const DEFAULT_AGGREGATOR: &str = "http://127.0.0.1:7401";
+/// Exit code when the aggregator cannot be reached (sysexits' EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: i32 = 69;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors of the CLI library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "cannot reach the aggregator at {url}: {reason}\n\
+         Is it running, and is the address right? Set it with --aggregator or {ENV_AGGREGATOR} \
+         (in a cluster: kubectl port-forward svc/netaware-aggregator 7401)."
+    )]
+    Unreachable { url: String, reason: String },
+    #[error("the aggregator answered with an error: {0}")]
+    Status(#[from] tonic::Status),
+}
+
+/// netaware: look at the network as netaware measured it.
+#[derive(Debug, Parser)]
+#[command(name = "netaware", version)]
+pub struct Cli {
+    /// Aggregator query endpoint.
+    #[arg(long, global = true, env = ENV_AGGREGATOR, default_value = DEFAULT_AGGREGATOR)]
+    pub aggregator: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the link-state matrix: one row per source, one column per destination.
+    Matrix(MatrixArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MatrixArgs {
+    /// Figures to show in each cell (comma separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Metric::RttP50, Metric::Loss])]
+    pub metric: Vec<Metric>,
+    /// Probe method to show.
+    #[arg(long, value_enum, default_value_t = Method::Udp)]
+    pub method: Method,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Metric {
+    RttMin,
+    RttMean,
+    RttP50,
+    RttP90,
+    RttP99,
+    RttMax,
+    Jitter,
+    Loss,
+    Samples,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    Udp,
+    Icmp,
+}
+
+impl From<Method> for ProbeMethod {
+    fn from(m: Method) -> Self {
+        match m {
+            Method::Udp => ProbeMethod::StampUdp,
+            Method::Icmp => ProbeMethod::IcmpEcho,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Connect to the query service.
+pub async fn connect(url: &str) -> Result<QueryServiceClient<tonic::transport::Channel>, Error> {
+    let unreachable = |reason: String| Error::Unreachable {
+        url: url.to_string(),
+        reason,
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| unreachable(format!("not a valid URL ({e})")))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| {
+        let mut reason = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            reason = format!("{reason}: {s}");
+            src = s.source();
+        }
+        unreachable(reason)
+    })?;
+    Ok(QueryServiceClient::new(channel))
+}
+
+/// Fetch the matrix for one method.
+pub async fn fetch_matrix(url: &str, method: ProbeMethod) -> Result<GetMatrixResponse, Error> {
+    let mut client = connect(url).await?;
+    let r = client
+        .get_matrix(GetMatrixRequest {
+            method: method as i32,
+        })
+        .await?;
+    Ok(r.into_inner())
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// The value of one metric for a link (milliseconds, a fraction for loss, a count for samples).
+pub fn metric_value(link: &LinkState, metric: Metric) -> Option<f64> {
+    let w = link.latest.as_ref()?;
+    let has_rtt = w.received > 0;
+    Some(match metric {
+        Metric::Loss => {
+            if w.sent == 0 {
+                return None;
+            }
+            w.sent.saturating_sub(w.received) as f64 / w.sent as f64
+        }
+        Metric::Samples => w.received as f64,
+        _ if !has_rtt => return None,
+        Metric::RttMin => ms(w.rtt_min_ns),
+        Metric::RttMean => ms(w.rtt_mean_ns),
+        Metric::RttP50 => ms(w.rtt_p50_ns),
+        Metric::RttP90 => ms(w.rtt_p90_ns),
+        Metric::RttP99 => ms(w.rtt_p99_ns),
+        Metric::RttMax => ms(w.rtt_max_ns),
+        Metric::Jitter => ms(w.jitter_ns),
+    })
+}
+
+fn format_metric(metric: Metric, v: Option<f64>) -> String {
+    match (metric, v) {
+        (_, None) => "-".into(),
+        (Metric::Loss, Some(v)) => format!("{:.1}%", v * 100.0),
+        (Metric::Samples, Some(v)) => format!("{v:.0}"),
+        (_, Some(v)) if v < 10.0 => format!("{v:.3}ms"),
+        (_, Some(v)) => format!("{v:.1}ms"),
+    }
+}
+
+/// An aligned table: rows are sources, columns destinations; each cell holds
+/// the chosen metrics separated by " / ". A `*` marks a stale link.
+pub fn render_table(m: &GetMatrixResponse, metrics: &[Metric], method: ProbeMethod) -> String {
+    let names: Vec<&str> = m.nodes.iter().map(|n| n.node_name.as_str()).collect();
+    let cell = |src: &str, dst: &str| -> String {
+        if src == dst {
+            return "·".into();
+        }
+        match m
+            .links
+            .iter()
+            .find(|l| l.src == src && l.dst == dst && l.method == method as i32)
+        {
+            None => "-".into(),
+            Some(l) => {
+                let body: Vec<String> = metrics
+                    .iter()
+                    .map(|mt| format_metric(*mt, metric_value(l, *mt)))
+                    .collect();
+                let stale = if l.stale { "*" } else { "" };
+                format!("{}{stale}", body.join(" / "))
+            }
+        }
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut header = vec!["src \\ dst".to_string()];
+    header.extend(names.iter().map(|n| n.to_string()));
+    rows.push(header);
+    for src in &names {
+        let mut row = vec![src.to_string()];
+        row.extend(names.iter().map(|dst| cell(src, dst)));
+        rows.push(row);
+    }
+    let cols = rows[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (s, w))| {
+                if i == 0 {
+                    format!("{s:<w$}")
+                } else {
+                    format!("{s:>w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let names: Vec<&str> = metrics.iter().map(|m| metric_name(*m)).collect();
+    let _ = writeln!(
+        out,
+        "\nmethod {}; cells: {}; '-' no data; '*' stale (no window for {} s)",
+        method.short_name(),
+        names.join(" / "),
+        m.stale_after_ms / 1000
+    );
+    let down: Vec<&str> = m
+        .nodes
+        .iter()
+        .filter(|n| !n.connected)
+        .map(|n| n.node_name.as_str())
+        .collect();
+    if !down.is_empty() {
+        let _ = writeln!(out, "disconnected agents: {}", down.join(", "));
+    }
+    out
+}
+
+fn metric_name(m: Metric) -> &'static str {
+    match m {
+        Metric::RttMin => "rtt-min",
+        Metric::RttMean => "rtt-mean",
+        Metric::RttP50 => "rtt-p50",
+        Metric::RttP90 => "rtt-p90",
+        Metric::RttP99 => "rtt-p99",
+        Metric::RttMax => "rtt-max",
+        Metric::Jitter => "jitter",
+        Metric::Loss => "loss",
+        Metric::Samples => "samples",
+    }
+}
+
+/// JSON for machines: every node and every link with all figures.
+pub fn render_json(m: &GetMatrixResponse) -> Value {
+    let links: Vec<Value> = m
+        .links
+        .iter()
+        .map(|l| {
+            let w = l.latest.clone().unwrap_or_default();
+            let s = l.smoothed.unwrap_or_default();
+            json!({
+                "src": l.src,
+                "dst": l.dst,
+                "method": ProbeMethod::try_from(l.method).unwrap_or(ProbeMethod::Unspecified).short_name(),
+                "stale": l.stale,
+                "windows_total": l.windows_total,
+                "latest": {
+                    "window_start_unix_us": w.window_start_unix_us,
+                    "window_end_unix_us": w.window_end_unix_us,
+                    "sent": w.sent,
+                    "received": w.received,
+                    "duplicates": w.duplicates,
+                    "reordered": w.reordered,
+                    "rtt_min_ns": w.rtt_min_ns,
+                    "rtt_mean_ns": w.rtt_mean_ns,
+                    "rtt_p50_ns": w.rtt_p50_ns,
+                    "rtt_p90_ns": w.rtt_p90_ns,
+                    "rtt_p99_ns": w.rtt_p99_ns,
+                    "rtt_max_ns": w.rtt_max_ns,
+                    "jitter_ns": w.jitter_ns,
+                },
+                "smoothed": {
+                    "rtt_p50_us": s.rtt_p50_us,
+                    "rtt_p99_us": s.rtt_p99_us,
+                    "jitter_us": s.jitter_us,
+                    "loss_ppm": s.loss_ppm,
+                },
+            })
+        })
+        .collect();
+    let nodes: Vec<Value> = m
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n.node_name,
+                "connected": n.connected,
+                "software_version": n.software_version,
+                "probe_addresses": n.probe_addresses,
+                "dropped_windows_total": n.dropped_windows_total,
+            })
+        })
+        .collect();
+    json!({
+        "generated_unix_us": m.generated_unix_us,
+        "stale_after_ms": m.stale_after_ms,
+        "nodes": nodes,
+        "links": links,
+    })
+}
+
+/// Run one CLI command and return what to print.
+pub async fn execute(cli: &Cli) -> Result<String, Error> {
+    match &cli.command {
+        Command::Matrix(args) => {
+            let method = ProbeMethod::from(args.method);
+            let m = fetch_matrix(&cli.aggregator, method).await?;
+            Ok(match args.output {
+                Output::Table => render_table(&m, &args.metric, method),
+                Output::Json => format!("{:#}\n", render_json(&m)),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netaware_proto::v1::{LinkWindow, NodeStatus};
+
+    fn sample() -> GetMatrixResponse {
+        let node = |n: &str| NodeStatus {
+            node_name: n.into(),
+            connected: n != "c",
+            ..Default::default()
+        };
+        let link = |src: &str, dst: &str, p50_ns: u64, received: u64, stale: bool| LinkState {
+            src: src.into(),
+            dst: dst.into(),
+            method: ProbeMethod::StampUdp as i32,
+            latest: Some(LinkWindow {
+                peer: dst.into(),
+                sent: 100,
+                received,
+                rtt_p50_ns: p50_ns,
+                ..Default::default()
+            }),
+            stale,
+            ..Default::default()
+        };
+        GetMatrixResponse {
+            nodes: vec![node("a"), node("bb"), node("c")],
+            links: vec![
+                link("a", "bb", 1_234_567, 100, false),
+                link("bb", "a", 25_000_000, 98, true),
+            ],
+            stale_after_ms: 30_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn table_has_aligned_columns_and_marks_missing_and_stale_links() {
+        let t = render_table(
+            &sample(),
+            &[Metric::RttP50, Metric::Loss],
+            ProbeMethod::StampUdp,
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["src", "\\", "dst", "a", "bb", "c"]
+        );
+        assert!(lines[1].contains("1.235ms / 0.0%"), "{t}");
+        assert!(lines[2].contains("25.0ms / 2.0%*"), "{t}");
+        assert!(lines[3].starts_with("c "), "{t}");
+        // Every row has the same width up to its last column.
+        let width = |l: &str| l.chars().count();
+        assert_eq!(width(lines[0]), width(lines[1]));
+        assert_eq!(width(lines[1]), width(lines[2]));
+        assert!(t.contains("disconnected agents: c"), "{t}");
+    }
+
+    #[test]
+    fn metrics_without_answers_are_dashes() {
+        let mut m = sample();
+        if let Some(w) = m.links[0].latest.as_mut() {
+            w.received = 0;
+        }
+        assert_eq!(metric_value(&m.links[0], Metric::RttP50), None);
+        assert_eq!(metric_value(&m.links[0], Metric::Loss), Some(1.0));
+    }
+
+    #[test]
+    fn json_carries_every_link_with_names() {
+        let v = render_json(&sample());
+        assert_eq!(v["links"].as_array().map(Vec::len), Some(2));
+        assert_eq!(v["links"][0]["method"], "udp");
+        assert_eq!(v["links"][0]["latest"]["rtt_p50_ns"], 1_234_567);
+        assert_eq!(v["nodes"][2]["connected"], false);
+    }
+}

@@ -1,0 +1,140 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! The `netaware` binary against a real aggregator query service on loopback.
+
+use std::process::Command as Process;
+use std::time::Duration;
+
+use netaware_aggregator::matrix::PlanTiming;
+use netaware_aggregator::service::Services;
+use netaware_aggregator::state::{self, Command, StateConfig};
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::query_service_server::QueryServiceServer;
+use netaware_proto::v1::{Hello, LinkWindow, ReportBatch};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_netaware");
+
+/// Start an aggregator holding one measured link a -> b; returns its URL.
+async fn aggregator_with_one_link() -> String {
+    let state = state::spawn(StateConfig {
+        timing: PlanTiming {
+            probe_interval: Duration::from_millis(200),
+            report_interval: Duration::from_secs(1),
+            loss_timeout: Duration::from_millis(500),
+        },
+        smoothing: 0.3,
+        stale_after: Duration::from_secs(30),
+    });
+    for node in ["a", "b"] {
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        std::mem::forget(_rx); // keep the session's outbound queue open
+        let hello = Hello {
+            node_name: node.into(),
+            probe_addresses: vec!["192.0.2.1".into()],
+            capabilities: vec![ProbeMethod::StampUdp as i32],
+            protocol_version: netaware_proto::PROTOCOL_VERSION,
+            ..Default::default()
+        };
+        let session = state
+            .ask(|reply| Command::Connect { hello, tx, reply })
+            .await
+            .unwrap();
+        if node == "a" {
+            let w = LinkWindow {
+                peer: "b".into(),
+                method: ProbeMethod::StampUdp as i32,
+                window_start_unix_us: 1,
+                sent: 50,
+                received: 49,
+                rtt_p50_ns: 5_100_000,
+                ..Default::default()
+            };
+            state
+                .send(Command::Reports {
+                    session,
+                    batch: ReportBatch {
+                        batch_seq: 1,
+                        windows: vec![w],
+                        dropped_windows_total: 0,
+                    },
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(QueryServiceServer::new(Services::new(state)))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    format!("http://{addr}")
+}
+
+async fn run(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || Process::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn matrix_prints_an_aligned_table_by_default() {
+    let url = aggregator_with_one_link().await;
+    let out = run(&["matrix", "--aggregator", &url]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let a_row = text
+        .lines()
+        .find(|l| l.starts_with("a "))
+        .expect("row for a");
+    assert!(a_row.contains("5.100ms / 2.0%"), "{text}");
+    assert!(text.contains("cells: rtt-p50 / loss"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn matrix_json_is_machine_readable_and_metric_is_selectable() {
+    let url = aggregator_with_one_link().await;
+    let out = run(&["matrix", "--aggregator", &url, "-o", "json"]).await;
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["links"][0]["src"], "a");
+    assert_eq!(v["links"][0]["latest"]["received"], 49);
+
+    let out = run(&["matrix", "--aggregator", &url, "--metric", "samples"]).await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("a ") && l.trim_end().ends_with(" 49")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_aggregator_is_a_clear_error_with_exit_69() {
+    // Bind then drop a listener: nothing listens on that port now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run(&["matrix", "--aggregator", &url]).await;
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("cannot reach the aggregator"), "{err}");
+    assert!(err.contains(&url), "{err}");
+    assert!(err.contains("NETAWARE_QUERY"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_flag_value_exits_64() {
+    let out = run(&["matrix", "--metric", "bogus"]).await;
+    assert_eq!(out.status.code(), Some(64));
+}
