@@ -1,0 +1,448 @@
+//! The userspace link emulator. Every node namespace has one TUN device whose
+//! file descriptor stays with this process; a packet a node sends to another
+//! node's address is read here, delayed, jittered or dropped according to the
+//! directed link's parameters, and written into the destination's TUN device.
+//!
+//! Timing: one reader thread per TUN device stamps packets on arrival and puts
+//! them into a deadline heap; one delivery thread writes them out when due. The
+//! delivery thread sleeps with a 1 µs timer slack and spins for the last tens
+//! of microseconds, because tokio timers (1 ms granularity) and the default
+//! 50 µs slack would both be visible in sub-millisecond RTTs.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use tracing::{debug, warn};
+use tun_rs::{InterruptEvent, SyncDevice};
+
+use crate::topology::{LinkParams, Topology};
+
+/// Below this much waiting time the delivery thread spins instead of sleeping.
+const SPIN_BELOW: Duration = Duration::from_micros(60);
+/// Timer slack for the delivery thread (the kernel default is 50 µs).
+const TIMER_SLACK_NS: u64 = 1_000;
+/// Largest packet the emulator forwards (the TUN MTU is 1500).
+const MAX_PACKET: usize = 65_536;
+
+/// Emulation parameters of one direction, in the form the scheduler uses.
+#[derive(Debug, Clone, Copy)]
+struct Emu {
+    delay: Duration,
+    jitter_s: f64,
+    loss: f64,
+}
+
+impl From<LinkParams> for Emu {
+    fn from(p: LinkParams) -> Self {
+        Emu {
+            delay: Duration::from_secs_f64(p.delay_ms / 1000.0),
+            jitter_s: p.jitter_ms / 1000.0,
+            loss: p.loss,
+        }
+    }
+}
+
+/// Decides, for each packet, whether and when it is delivered.
+#[derive(Debug)]
+pub struct Shaper {
+    n: usize,
+    params: Vec<Emu>,
+    /// Latest delivery time per directed pair: jitter never reorders a pair.
+    last: Vec<Option<Instant>>,
+    rng: StdRng,
+}
+
+impl Shaper {
+    pub fn new(topo: &Topology, seed: u64) -> Self {
+        let n = topo.nodes.len();
+        let mut params = Vec::with_capacity(n * n);
+        for i in 0..n {
+            for j in 0..n {
+                params.push(if i == j {
+                    Emu {
+                        delay: Duration::ZERO,
+                        jitter_s: 0.0,
+                        loss: 0.0,
+                    }
+                } else {
+                    Emu::from(topo.link(i, j))
+                });
+            }
+        }
+        Shaper {
+            n,
+            params,
+            last: vec![None; n * n],
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// Change one direction's parameters (live topology events).
+    pub fn set(&mut self, src: usize, dst: usize, p: LinkParams) {
+        if src < self.n && dst < self.n {
+            self.params[src * self.n + dst] = Emu::from(p);
+        }
+    }
+
+    /// When a packet from `src` to `dst` that arrived at `now` is delivered;
+    /// `None` if it is lost.
+    pub fn schedule(&mut self, src: usize, dst: usize, now: Instant) -> Option<Instant> {
+        let k = src * self.n + dst;
+        let p = self.params[k];
+        if p.loss > 0.0 && self.rng.random::<f64>() < p.loss {
+            return None;
+        }
+        let mut delay = p.delay.as_secs_f64();
+        if p.jitter_s > 0.0 {
+            let z: f64 = StandardNormal.sample(&mut self.rng);
+            delay = (delay + z * p.jitter_s).max(0.0);
+        }
+        let mut at = now + Duration::from_secs_f64(delay);
+        // Keep the pair's order: a packet never overtakes an earlier one.
+        if let Some(last) = self.last[k] {
+            at = at.max(last);
+        }
+        self.last[k] = Some(at);
+        Some(at)
+    }
+}
+
+/// Address plan of the emulated data network: node `i` is `10.77.0.(i+1)`.
+pub fn data_ip(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, u8::try_from(index + 1).unwrap_or(255))
+}
+
+/// Node index of an IPv4 packet's destination, if it is a lab node.
+pub fn destination(packet: &[u8], nodes: usize) -> Option<usize> {
+    if packet.len() < 20 || packet[0] >> 4 != 4 {
+        return None;
+    }
+    let [a, b, c, d] = [packet[16], packet[17], packet[18], packet[19]];
+    if (a, b, c) != (10, 77, 0) || d == 0 {
+        return None;
+    }
+    let i = usize::from(d) - 1;
+    (i < nodes).then_some(i)
+}
+
+struct Pending {
+    at: Instant,
+    order: u64,
+    dst: usize,
+    packet: Vec<u8>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+struct Queue {
+    shaper: Shaper,
+    heap: BinaryHeap<Pending>,
+    order: u64,
+}
+
+/// Counters for the run summary.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub forwarded: AtomicU64,
+    pub dropped: AtomicU64,
+    pub foreign: AtomicU64,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    stop: AtomicBool,
+    counters: Counters,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A poisoned lock means a forwarding thread panicked; the data is a
+        // queue of packets, still consistent, so keep going.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The running emulator; dropping it stops the threads.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    interrupt: Arc<InterruptEvent>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+impl Emulator {
+    /// Start forwarding between `devices` (index = node index).
+    pub fn start(devices: Vec<Arc<SyncDevice>>, shaper: Shaper) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                shaper,
+                heap: BinaryHeap::new(),
+                order: 0,
+            }),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let interrupt = Arc::new(InterruptEvent::new()?);
+        let mut threads = Vec::new();
+        let n = devices.len();
+        for (i, dev) in devices.iter().enumerate() {
+            dev.set_nonblocking(true)?;
+            let (dev, shared, interrupt) = (dev.clone(), shared.clone(), interrupt.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("emu-rx-{i}"))
+                    .spawn(move || read_loop(i, n, &dev, &shared, &interrupt))?,
+            );
+        }
+        let out = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("emu-tx".into())
+                .spawn(move || deliver_loop(&devices, &out))?,
+        );
+        Ok(Emulator {
+            shared,
+            interrupt,
+            threads,
+        })
+    }
+
+    /// Change one direction's parameters while running.
+    pub fn set_link(&self, src: usize, dst: usize, p: LinkParams) {
+        self.shared.lock().shaper.set(src, dst, p);
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// Stop all threads and wait for them.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        if let Err(e) = self.interrupt.trigger() {
+            warn!(error = %e, "cannot interrupt the emulator's readers");
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_loop(src: usize, n: usize, dev: &SyncDevice, shared: &Shared, interrupt: &InterruptEvent) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let len = match dev.recv_intr(&mut buf, interrupt) {
+            Ok(len) => len,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                debug!(node = src, error = %e, "TUN read failed; reader stops");
+                break;
+            }
+        };
+        let now = Instant::now();
+        let Some(dst) = destination(&buf[..len], n) else {
+            // IPv6 router solicitations and the like: not part of the lab.
+            shared.counters.foreign.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let mut q = shared.lock();
+        match q.shaper.schedule(src, dst, now) {
+            Some(at) => {
+                let order = q.order;
+                q.order += 1;
+                q.heap.push(Pending {
+                    at,
+                    order,
+                    dst,
+                    packet: buf[..len].to_vec(),
+                });
+                drop(q);
+                shared.wake.notify_one();
+            }
+            None => {
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn deliver_loop(devices: &[Arc<SyncDevice>], shared: &Shared) {
+    if let Err(e) = nix::sys::prctl::set_timerslack(TIMER_SLACK_NS) {
+        warn!(error = %e, "cannot lower the timer slack; delays may be up to 50 µs late");
+    }
+    loop {
+        let mut q = shared.lock();
+        let due = loop {
+            if shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(next) = q.heap.peek().map(|p| p.at) else {
+                q = shared
+                    .wake
+                    .wait_timeout(q, Duration::from_millis(100))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+                continue;
+            };
+            let now = Instant::now();
+            if next <= now {
+                break q.heap.pop();
+            }
+            let wait = next - now;
+            if wait > SPIN_BELOW {
+                q = shared
+                    .wake
+                    .wait_timeout(q, wait - SPIN_BELOW)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            } else {
+                drop(q);
+                while Instant::now() < next {
+                    std::hint::spin_loop();
+                }
+                q = shared.lock();
+            }
+        };
+        drop(q);
+        if let Some(p) = due {
+            match devices[p.dst].send(&p.packet) {
+                Ok(_) => {
+                    shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => debug!(dst = p.dst, error = %e, "TUN write failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(delay: f64, jitter: f64, loss: f64) -> Topology {
+        Topology::parse(
+            &format!(
+                "nodes: [{{name: a, region: r}}, {{name: b, region: r}}]\n\
+                 defaults: {{delay_ms: {delay}, jitter_ms: {jitter}, loss: {loss}}}\n"
+            ),
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn constant_delay_without_jitter_or_loss() {
+        let mut s = Shaper::new(&topo(2.5, 0.0, 0.0), 1);
+        let t0 = Instant::now();
+        for k in 0..100u64 {
+            let now = t0 + Duration::from_millis(k);
+            assert_eq!(s.schedule(0, 1, now), Some(now + Duration::from_micros(2500)));
+        }
+    }
+
+    #[test]
+    fn loss_rate_matches_the_probability() {
+        let mut s = Shaper::new(&topo(0.0, 0.0, 0.1), 7);
+        let t0 = Instant::now();
+        let lost = (0..100_000)
+            .filter(|k| s.schedule(0, 1, t0 + Duration::from_micros(*k)).is_none())
+            .count();
+        // 10 % of 100k: sd = 95, so ±500 is > 5 sd.
+        assert!((9_500..=10_500).contains(&lost), "{lost}");
+    }
+
+    #[test]
+    fn jitter_is_normal_around_the_delay_and_never_reorders() {
+        let mut s = Shaper::new(&topo(5.0, 0.5, 0.0), 3);
+        let t0 = Instant::now();
+        let spacing = Duration::from_millis(10);
+        let mut delays = Vec::new();
+        let mut last = t0;
+        for k in 0..20_000u32 {
+            let now = t0 + spacing * k;
+            let at = s.schedule(0, 1, now).unwrap();
+            assert!(at >= last, "reordered");
+            last = at;
+            delays.push((at - now).as_secs_f64() * 1000.0);
+        }
+        let n = delays.len() as f64;
+        let mean = delays.iter().sum::<f64>() / n;
+        let sd = (delays.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!((mean - 5.0).abs() < 0.02, "mean {mean}");
+        assert!((sd - 0.5).abs() < 0.02, "sd {sd}");
+    }
+
+    #[test]
+    fn directions_are_independent_and_live_changes_apply() {
+        let mut s = Shaper::new(&topo(1.0, 0.0, 0.0), 3);
+        let t0 = Instant::now();
+        s.set(
+            0,
+            1,
+            LinkParams {
+                delay_ms: 7.0,
+                jitter_ms: 0.0,
+                loss: 0.0,
+                bandwidth_mbps: None,
+            },
+        );
+        assert_eq!(s.schedule(0, 1, t0), Some(t0 + Duration::from_millis(7)));
+        assert_eq!(s.schedule(1, 0, t0), Some(t0 + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn destinations_are_lab_addresses_only() {
+        let mut p = vec![0u8; 20];
+        p[0] = 0x45;
+        p[16..20].copy_from_slice(&[10, 77, 0, 3]);
+        assert_eq!(destination(&p, 4), Some(2));
+        assert_eq!(destination(&p, 2), None, "beyond the node count");
+        p[16..20].copy_from_slice(&[10, 78, 0, 3]);
+        assert_eq!(destination(&p, 4), None);
+        p[0] = 0x60; // IPv6
+        assert_eq!(destination(&p, 4), None);
+        assert_eq!(destination(&p[..10], 4), None);
+        assert_eq!(data_ip(0), Ipv4Addr::new(10, 77, 0, 1));
+    }
+}

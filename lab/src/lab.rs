@@ -1,0 +1,376 @@
+//! Running a lab: build the network, start the emulator, the aggregator and
+//! one agent per node, collect what the agents measure, and tear it all down
+//! on every exit path (success, error, Ctrl-C, panic: [`Lab`]'s `Drop`).
+
+use std::fs::File;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::query_service_client::QueryServiceClient;
+use netaware_proto::v1::{GetMatrixRequest, GetMatrixResponse, WatchLinksRequest};
+use tonic::transport::Channel;
+use tracing::{info, warn};
+
+use crate::emulator::{Emulator, Shaper, data_ip};
+use crate::error::{Error, Result};
+use crate::netns::{self, BRIDGE_IP, Network, ctl_ip, ns_name};
+use crate::report::{Collector, Report, render_table};
+use crate::topology::Topology;
+
+/// Port of the aggregator's agent-facing service on the control bridge.
+pub const AGENT_PORT: u16 = 7400;
+/// How long agents may take to connect before the run fails.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Lab settings common to `run` and `up`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub probe_interval: Duration,
+    pub report_interval: Duration,
+    pub loss_timeout: Duration,
+    /// The aggregator's query API listens on 127.0.0.1:this (the CLI's default).
+    pub query_port: u16,
+    /// Also probe with ICMP echo.
+    pub icmp: bool,
+    pub agent_bin: PathBuf,
+    pub aggregator_bin: PathBuf,
+    /// Logs of the aggregator and every agent.
+    pub log_dir: PathBuf,
+    /// Seed of the emulator's loss and jitter draws.
+    pub seed: u64,
+}
+
+/// What to do once the lab is up.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Measure for this long, then report.
+    Run { duration: Duration },
+    /// Show a live table until shutdown.
+    Up,
+}
+
+/// Find a sibling binary (next to the running one) unless given explicitly.
+pub fn find_binary(explicit: Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    let candidate = match explicit {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|| PathBuf::from(name)),
+    };
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        Err(Error::Preflight(format!(
+            "cannot find {name} at {}; build the workspace first (cargo build --workspace) or \
+             pass its path with --{}-bin",
+            candidate.display(),
+            name.trim_start_matches("netaware-")
+        )))
+    }
+}
+
+fn now_unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<File> {
+    Ok(File::create(dir.join(format!("{name}.log")))?)
+}
+
+/// A running lab. Field order matters: the emulator (which holds the TUN
+/// fds) stops before the network is removed.
+#[derive(Debug)]
+struct Lab {
+    emulator: Option<Emulator>,
+    network: Network,
+}
+
+impl Lab {
+    fn teardown(&mut self) {
+        if let Some(mut e) = self.emulator.take() {
+            e.stop();
+        }
+        self.network.teardown();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Methods the lab's agents probe with.
+pub fn methods(opts: &Options) -> Vec<ProbeMethod> {
+    if opts.icmp {
+        vec![ProbeMethod::StampUdp, ProbeMethod::IcmpEcho]
+    } else {
+        vec![ProbeMethod::StampUdp]
+    }
+}
+
+fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
+    std::fs::create_dir_all(&opts.log_dir)?;
+    let mut lab = Lab {
+        emulator: None,
+        network: Network::build(topo)?,
+    };
+    lab.emulator = Some(Emulator::start(
+        lab.network.tun_devices(),
+        Shaper::new(topo, opts.seed),
+    )?);
+
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    let stale = opts.report_interval * 3 + opts.loss_timeout;
+    let aggregator = Command::new(&opts.aggregator_bin)
+        .args([
+            "--agent-listen",
+            &format!("{BRIDGE_IP}:{AGENT_PORT}"),
+            "--query-listen",
+            &format!("127.0.0.1:{}", opts.query_port),
+            "--probe-interval",
+            &format!("{}us", opts.probe_interval.as_micros()),
+            "--report-interval",
+            &ms(opts.report_interval),
+            "--loss-timeout",
+            &ms(opts.loss_timeout),
+            "--stale-after",
+            &ms(stale),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(&opts.log_dir, "aggregator")?)
+        .spawn()
+        .map_err(|e| Error::Run(format!("cannot start {}: {e}", opts.aggregator_bin.display())))?;
+    lab.network.adopt("aggregator", aggregator);
+
+    for (i, node) in topo.nodes.iter().enumerate() {
+        let ns = ns_name(&node.name);
+        let ip = data_ip(i).to_string();
+        // Each node gets its own UTS namespace so `hostname` says the node's name.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, "unshare", "--uts", "sh", "-c"])
+            .arg("hostname \"$0\" && exec \"$@\"")
+            .arg(&node.name)
+            .arg(&opts.agent_bin)
+            .args([
+                "--node-name",
+                &node.name,
+                "--node-ip",
+                &ip,
+                "--stamp-bind",
+                &ip,
+                "--aggregator",
+                &format!("http://{BRIDGE_IP}:{AGENT_PORT}"),
+                "--icmp",
+                if opts.icmp { "true" } else { "false" },
+                "--backoff-max",
+                "2s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&opts.log_dir, &node.name)?)
+            .spawn()
+            .map_err(|e| Error::Run(format!("cannot start the agent of {}: {e}", node.name)))?;
+        lab.network.adopt(&node.name, child);
+        info!(node = %node.name, ns = %ns, data = %ip, control = %ctl_ip(i), "agent started");
+    }
+    Ok(lab)
+}
+
+fn check_children(lab: &mut Lab, opts: &Options) -> Result<()> {
+    let exited = lab.network.exited_children();
+    if exited.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Run(format!(
+        "exited unexpectedly: {}; see the logs in {}",
+        exited.join(", "),
+        opts.log_dir.display()
+    )))
+}
+
+async fn connect_query(lab: &mut Lab, opts: &Options) -> Result<QueryServiceClient<Channel>> {
+    let url = format!("http://127.0.0.1:{}", opts.query_port);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tonic::transport::Endpoint::from_shared(url.clone())?
+            .connect()
+            .await
+        {
+            Ok(ch) => return Ok(QueryServiceClient::new(ch)),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(Error::Run(format!(
+                    "the aggregator's query API at {url} did not come up: {e}; see {}",
+                    opts.log_dir.join("aggregator.log").display()
+                )));
+            }
+            Err(_) => {
+                check_children(lab, opts)?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn matrix(client: &mut QueryServiceClient<Channel>) -> Result<GetMatrixResponse> {
+    Ok(client
+        .get_matrix(GetMatrixRequest {
+            method: ProbeMethod::Unspecified as i32,
+        })
+        .await?
+        .into_inner())
+}
+
+async fn wait_connected(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + CONNECT_DEADLINE;
+    loop {
+        let m = matrix(client).await?;
+        let missing: Vec<&str> = topo
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .filter(|n| !m.nodes.iter().any(|s| s.node_name == *n && s.connected))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Run(format!(
+                "agents not connected after {}: {}; see their logs in {}",
+                human(CONNECT_DEADLINE),
+                missing.join(", "),
+                opts.log_dir.display()
+            )));
+        }
+        check_children(lab, opts)?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Build the lab, run `mode`, tear everything down. Returns the report of a
+/// `Run`, `None` for `Up` (or when `shutdown` fired).
+pub async fn execute(
+    topo: &Topology,
+    opts: &Options,
+    mode: Mode,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Option<Report>> {
+    netns::preflight()?;
+    netns::clean_leftovers()?;
+    let mut lab = start(topo, opts)?;
+    tokio::pin!(shutdown);
+    let outcome = tokio::select! {
+        r = drive(&mut lab, topo, opts, mode) => r,
+        _ = &mut shutdown => {
+            warn!("interrupted; tearing the lab down");
+            Ok(None)
+        }
+    };
+    if let Some(e) = lab.emulator.as_ref() {
+        let c = e.counters();
+        info!(
+            forwarded = c.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+            dropped = c.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            "emulator totals"
+        );
+    }
+    lab.teardown();
+    outcome
+}
+
+async fn drive(lab: &mut Lab, topo: &Topology, opts: &Options, mode: Mode) -> Result<Option<Report>> {
+    let mut client = connect_query(lab, opts).await?;
+    wait_connected(lab, &mut client, topo, opts).await?;
+    info!(nodes = topo.nodes.len(), "all agents connected");
+
+    match mode {
+        Mode::Run { duration } => {
+            let mut watch = client
+                .watch_links(WatchLinksRequest {
+                    method: ProbeMethod::Unspecified as i32,
+                    send_initial: false,
+                })
+                .await?
+                .into_inner();
+            // Windows that began before every agent had its plan are partial: skip them.
+            let from = now_unix_us();
+            let to = from + u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+            let mut collector = Collector::new(from, to);
+            // The last window starting before `to` ends one report interval
+            // later and is sent after the loss timeout and a flush.
+            let grace = opts.report_interval + opts.loss_timeout + Duration::from_secs(2);
+            let until = tokio::time::Instant::now() + duration + grace;
+            eprintln!(
+                "measuring {} nodes for {} (results about {} later)...",
+                topo.nodes.len(),
+                human(duration),
+                human(grace)
+            );
+            let mut health = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break,
+                    _ = health.tick() => check_children(lab, opts)?,
+                    m = watch.message() => match m? {
+                        Some(update) => {
+                            if let Some(link) = update.link
+                                && let Some(w) = link.latest.as_ref()
+                            {
+                                collector.add(&link.src, w)?;
+                            }
+                        }
+                        None => return Err(Error::Run("the aggregator ended the link watch".into())),
+                    },
+                }
+            }
+            Ok(Some(collector.report(
+                topo,
+                duration.as_secs_f64(),
+                &methods(opts),
+            )))
+        }
+        Mode::Up => {
+            let mut tick = tokio::time::interval(opts.report_interval);
+            loop {
+                tick.tick().await;
+                check_children(lab, opts)?;
+                let m = matrix(&mut client).await?;
+                let mut c = Collector::new(0, u64::MAX);
+                for l in &m.links {
+                    if let Some(w) = l.latest.as_ref() {
+                        c.add(&l.src, w)?;
+                    }
+                }
+                let r = c.report(topo, opts.report_interval.as_secs_f64(), &methods(opts));
+                // Clear the screen and redraw: a live table.
+                print!("\x1b[2J\x1b[H");
+                println!(
+                    "netaware-lab up: {} ({} nodes) — latest {} window per link; Ctrl-C to stop\n\
+                     query API: http://127.0.0.1:{} (try: netaware matrix)\n",
+                    topo.name,
+                    topo.nodes.len(),
+                    human(opts.report_interval),
+                    opts.query_port
+                );
+                print!("{}", render_table(&r));
+            }
+        }
+    }
+}

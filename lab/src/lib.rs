@@ -1,0 +1,14 @@
+//! netaware-lab: an emulated geo-distributed cluster on one Linux host.
+//!
+//! One network namespace per node, a userspace link emulator over TUN devices
+//! (per-pair delay, jitter, loss; `htb` for bandwidth), the real aggregator
+//! and one real agent per node. See `docs/lab.md`.
+
+pub mod emulator;
+pub mod error;
+pub mod lab;
+pub mod netns;
+pub mod report;
+pub mod topology;
+
+pub use error::{Error, Result};

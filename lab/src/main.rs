@@ -1,0 +1,133 @@
+//! `netaware-lab` binary: subcommands `run` and `up`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use netaware_lab::lab::{self, Mode, Options};
+use netaware_lab::report::render_table;
+use netaware_lab::topology::Topology;
+
+/// netaware-lab: run netaware on an emulated multi-region cluster (needs root).
+#[derive(Debug, Parser)]
+#[command(name = "netaware-lab", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Measure for a while, print configured vs measured per pair, tear down.
+    Run {
+        /// Topology file (see docs/lab.md).
+        topology: PathBuf,
+        /// How long to measure.
+        #[arg(long = "for", default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Keep the lab running with a live table until Ctrl-C.
+    Up {
+        /// Topology file (see docs/lab.md).
+        topology: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Interval between probes to one peer (per method).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    probe_interval: Duration,
+    /// Report window length.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    report_interval: Duration,
+    /// A probe unanswered for this long is lost.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    loss_timeout: Duration,
+    /// Port of the aggregator's query API on 127.0.0.1.
+    #[arg(long, default_value_t = 7401)]
+    query_port: u16,
+    /// Probe with ICMP echo too.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    icmp: bool,
+    /// The agent binary (default: next to netaware-lab).
+    #[arg(long, env = "NETAWARE_AGENT_BIN")]
+    agent_bin: Option<PathBuf>,
+    /// The aggregator binary (default: next to netaware-lab).
+    #[arg(long, env = "NETAWARE_AGGREGATOR_BIN")]
+    aggregator_bin: Option<PathBuf>,
+    /// Where the aggregator's and agents' logs go.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("netaware-lab"))]
+    log_dir: PathBuf,
+    /// Seed of the emulator's random loss and jitter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("'{s}' must be longer than zero")),
+        Err(e) => Err(format!("'{s}' is not a duration like 30s or 2m: {e}")),
+    }
+}
+
+fn options(c: Common) -> anyhow::Result<Options> {
+    Ok(Options {
+        probe_interval: c.probe_interval,
+        report_interval: c.report_interval,
+        loss_timeout: c.loss_timeout,
+        query_port: c.query_port,
+        icmp: c.icmp,
+        agent_bin: lab::find_binary(c.agent_bin, "netaware-agent")?,
+        aggregator_bin: lab::find_binary(c.aggregator_bin, "netaware-aggregator")?,
+        log_dir: c.log_dir,
+        seed: c.seed,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli: Cli = netaware_common::parse_args_or_exit();
+    netaware_common::init_logging();
+    match cli.command {
+        Cmd::Run {
+            topology,
+            duration,
+            json,
+            common,
+        } => {
+            // Everything that can be wrong with the input is checked before
+            // anything is created.
+            let topo = Topology::load(&topology)?;
+            let opts = options(common)?;
+            let report = lab::execute(&topo, &opts, Mode::Run { duration }, netaware_common::shutdown_signal()).await?;
+            let Some(report) = report else {
+                eprintln!("interrupted: the lab was removed, no report");
+                std::process::exit(130);
+            };
+            print!("{}", render_table(&report));
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&path, text + "\n")
+                    .with_context(|| format!("writing the report to {}", path.display()))?;
+                eprintln!("report written to {}", path.display());
+            }
+        }
+        Cmd::Up { topology, common } => {
+            let topo = Topology::load(&topology)?;
+            let opts = options(common)?;
+            lab::execute(&topo, &opts, Mode::Up, netaware_common::shutdown_signal()).await?;
+            eprintln!("stopped: the lab was removed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! Configured versus measured, per directed pair and method.
+//!
+//! Measured figures merge every window of the run: the windows' HdrHistograms
+//! are added, so percentiles are over all probes, not averages of window
+//! percentiles.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use netaware_agent::stats::{decode_histogram, new_histogram};
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::LinkWindow;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::topology::Topology;
+
+/// E|D| of RFC 3550 for normally distributed RTTs is 2/√π times their
+/// standard deviation (D is the difference of two independent RTTs).
+pub const RFC3550_PER_SD: f64 = 1.128_379_167_095_512_6;
+
+/// The JSON report (`--json`). Fields may be added; none are renamed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub topology: String,
+    pub duration_s: f64,
+    pub links: Vec<LinkReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkReport {
+    pub src: String,
+    pub dst: String,
+    pub method: String,
+    pub configured: Configured,
+    /// `None` when no window arrived for this pair.
+    pub measured: Option<Measured>,
+}
+
+/// What the topology asks the emulator for, as a round trip.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Configured {
+    /// Sum of both one-way delays.
+    pub rtt_ms: f64,
+    /// Standard deviation of the RTT: √(σ_ab² + σ_ba²).
+    pub jitter_ms: f64,
+    /// The RFC 3550 jitter that `jitter_ms` should read as (2/√π · σ).
+    pub rfc3550_jitter_ms: f64,
+    /// Round-trip loss: 1 − (1 − l_ab)(1 − l_ba).
+    pub loss: f64,
+    /// Rate cap from src to dst; absent when uncapped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mbps: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Measured {
+    pub rtt_p50_ms: f64,
+    pub rtt_p99_ms: f64,
+    pub rtt_min_ms: f64,
+    pub rtt_mean_ms: f64,
+    pub rtt_p90_ms: f64,
+    pub rtt_max_ms: f64,
+    /// Mean of the windows' RFC 3550 jitter.
+    pub jitter_ms: f64,
+    pub loss: f64,
+    /// Answered probes.
+    pub samples: u64,
+    pub sent: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub windows: u64,
+}
+
+#[derive(Debug)]
+struct Acc {
+    hist: Histogram<u64>,
+    sent: u64,
+    received: u64,
+    duplicates: u64,
+    reordered: u64,
+    jitter_sum_ns: f64,
+    windows: u64,
+}
+
+/// Collects windows whose start lies in `[from_unix_us, to_unix_us)`.
+#[derive(Debug)]
+pub struct Collector {
+    from_unix_us: u64,
+    to_unix_us: u64,
+    acc: BTreeMap<(String, String, i32), Acc>,
+}
+
+impl Collector {
+    pub fn new(from_unix_us: u64, to_unix_us: u64) -> Self {
+        Self {
+            from_unix_us,
+            to_unix_us,
+            acc: BTreeMap::new(),
+        }
+    }
+
+    /// Add one window reported by `src`; returns whether it was inside the span.
+    pub fn add(&mut self, src: &str, w: &LinkWindow) -> Result<bool> {
+        if w.window_start_unix_us < self.from_unix_us || w.window_start_unix_us >= self.to_unix_us {
+            return Ok(false);
+        }
+        let key = (src.to_string(), w.peer.clone(), w.method);
+        let a = match self.acc.get_mut(&key) {
+            Some(a) => a,
+            None => self.acc.entry(key).or_insert(Acc {
+                hist: new_histogram()?,
+                sent: 0,
+                received: 0,
+                duplicates: 0,
+                reordered: 0,
+                jitter_sum_ns: 0.0,
+                windows: 0,
+            }),
+        };
+        if !w.rtt_histogram.is_empty() {
+            let h = decode_histogram(&w.rtt_histogram)?;
+            a.hist
+                .add(&h)
+                .map_err(|e| netaware_agent::Error::Histogram(format!("{e:?}")))?;
+        }
+        a.sent += w.sent;
+        a.received += w.received;
+        a.duplicates += w.duplicates;
+        a.reordered += w.reordered;
+        a.jitter_sum_ns += w.jitter_ns as f64;
+        a.windows += 1;
+        Ok(true)
+    }
+
+    /// The report for `topo`: every directed pair, for each of `methods`.
+    pub fn report(&self, topo: &Topology, duration_s: f64, methods: &[ProbeMethod]) -> Report {
+        let mut links = Vec::new();
+        for (i, a) in topo.nodes.iter().enumerate() {
+            for (j, b) in topo.nodes.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let configured = configured(topo, i, j);
+                for m in methods {
+                    let key = (a.name.clone(), b.name.clone(), *m as i32);
+                    links.push(LinkReport {
+                        src: a.name.clone(),
+                        dst: b.name.clone(),
+                        method: m.short_name().to_string(),
+                        configured,
+                        measured: self.acc.get(&key).map(measured),
+                    });
+                }
+            }
+        }
+        Report {
+            topology: topo.name.clone(),
+            duration_s,
+            links,
+        }
+    }
+}
+
+/// Round-trip figures the emulator is configured for, from `i` to `j` and back.
+pub fn configured(topo: &Topology, i: usize, j: usize) -> Configured {
+    let (f, b) = (topo.link(i, j), topo.link(j, i));
+    let sd = (f.jitter_ms.powi(2) + b.jitter_ms.powi(2)).sqrt();
+    Configured {
+        rtt_ms: f.delay_ms + b.delay_ms,
+        jitter_ms: sd,
+        rfc3550_jitter_ms: sd * RFC3550_PER_SD,
+        loss: 1.0 - (1.0 - f.loss) * (1.0 - b.loss),
+        bandwidth_mbps: f.bandwidth_mbps,
+    }
+}
+
+fn measured(a: &Acc) -> Measured {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let has = !a.hist.is_empty();
+    let q = |x: f64| if has { ms(a.hist.value_at_quantile(x)) } else { 0.0 };
+    Measured {
+        rtt_p50_ms: q(0.5),
+        rtt_p99_ms: q(0.99),
+        rtt_min_ms: if has { ms(a.hist.min()) } else { 0.0 },
+        rtt_mean_ms: if has { a.hist.mean() / 1e6 } else { 0.0 },
+        rtt_p90_ms: q(0.9),
+        rtt_max_ms: if has { ms(a.hist.max()) } else { 0.0 },
+        jitter_ms: if a.windows > 0 {
+            a.jitter_sum_ns / a.windows as f64 / 1e6
+        } else {
+            0.0
+        },
+        loss: if a.sent > 0 {
+            a.sent.saturating_sub(a.received) as f64 / a.sent as f64
+        } else {
+            0.0
+        },
+        samples: a.received,
+        sent: a.sent,
+        duplicates: a.duplicates,
+        reordered: a.reordered,
+        windows: a.windows,
+    }
+}
+
+fn pct_error(measured: f64, configured: f64) -> String {
+    if configured <= 0.0 {
+        return "-".into();
+    }
+    format!("{:+.1}%", (measured - configured) / configured * 100.0)
+}
+
+/// An aligned, human-readable table of the report.
+pub fn render_table(r: &Report) -> String {
+    let mut rows: Vec<Vec<String>> = vec![
+        [
+            "src", "dst", "method", "rtt cfg", "p50", "p99", "p50 err", "jit cfg*", "jitter",
+            "loss cfg", "loss", "samples",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    ];
+    for l in &r.links {
+        let c = &l.configured;
+        let mut row = vec![
+            l.src.clone(),
+            l.dst.clone(),
+            l.method.clone(),
+            format!("{:.3}", c.rtt_ms),
+        ];
+        match &l.measured {
+            Some(m) => row.extend([
+                format!("{:.3}", m.rtt_p50_ms),
+                format!("{:.3}", m.rtt_p99_ms),
+                pct_error(m.rtt_p50_ms, c.rtt_ms),
+                format!("{:.3}", c.rfc3550_jitter_ms),
+                format!("{:.3}", m.jitter_ms),
+                format!("{:.2}%", c.loss * 100.0),
+                format!("{:.2}%", m.loss * 100.0),
+                m.samples.to_string(),
+            ]),
+            None => row.extend(
+                ["no data", "", "", "", "", "", "", ""]
+                    .iter()
+                    .map(|s| s.to_string()),
+            ),
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (s, w))| if i < 3 { format!("{s:<w$}") } else { format!("{s:>w$}") })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    let _ = writeln!(
+        out,
+        "RTTs in ms. *jit cfg: the RFC 3550 jitter the configured delay spread should read as \
+         (2/sqrt(pi) x RTT standard deviation)."
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netaware_agent::stats::encode_histogram;
+
+    fn topo() -> Topology {
+        Topology::parse(
+            "nodes: [{name: a, region: r}, {name: b, region: s}]\n\
+             defaults: {delay_ms: 0.1}\n\
+             regions: [{a: r, b: s, delay_ms: 2.5, jitter_ms: 0.2, loss: 0.01, bandwidth_mbps: 400}]\n\
+             links: [{from: a, to: b, delay_ms: 3.0, jitter_ms: 0.0}]\n",
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn window(start: u64, rtts_us: &[u64], sent: u64) -> LinkWindow {
+        let mut h = new_histogram().unwrap();
+        for r in rtts_us {
+            h.record(r * 1000).unwrap();
+        }
+        LinkWindow {
+            peer: "b".into(),
+            method: ProbeMethod::StampUdp as i32,
+            window_start_unix_us: start,
+            sent,
+            received: rtts_us.len() as u64,
+            jitter_ns: 100_000,
+            rtt_histogram: encode_histogram(&h).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn configured_round_trip_sums_delays_and_combines_loss_and_jitter() {
+        let c = configured(&topo(), 0, 1);
+        assert!((c.rtt_ms - 5.5).abs() < 1e-12);
+        assert!((c.jitter_ms - 0.2).abs() < 1e-12);
+        assert!((c.loss - (1.0 - 0.99 * 0.99)).abs() < 1e-12);
+        assert_eq!(c.bandwidth_mbps, Some(400.0));
+        assert!((c.rfc3550_jitter_ms - 0.2 * RFC3550_PER_SD).abs() < 1e-12);
+    }
+
+    #[test]
+    fn windows_merge_into_run_percentiles_and_out_of_span_windows_are_ignored() {
+        let mut c = Collector::new(100, 1_000);
+        assert!(!c.add("a", &window(99, &[9_999], 1)).unwrap());
+        assert!(c.add("a", &window(100, &[1_000, 2_000], 2)).unwrap());
+        assert!(c.add("a", &window(500, &[3_000, 4_000], 4)).unwrap());
+        assert!(!c.add("a", &window(1_000, &[9_999], 1)).unwrap());
+        let r = c.report(&topo(), 30.0, &[ProbeMethod::StampUdp]);
+        assert_eq!(r.links.len(), 2);
+        let m = r.links[0].measured.unwrap();
+        assert_eq!((m.samples, m.sent, m.windows), (4, 6, 2));
+        assert!((m.loss - 2.0 / 6.0).abs() < 1e-12);
+        assert!((m.rtt_max_ms - 4.0).abs() < 0.01, "{}", m.rtt_max_ms);
+        assert!((m.rtt_min_ms - 1.0).abs() < 0.01);
+        assert!((m.jitter_ms - 0.1).abs() < 1e-9);
+        assert!(r.links[1].measured.is_none(), "b -> a has no data");
+        let t = render_table(&r);
+        assert!(t.contains("no data"), "{t}");
+    }
+
+    #[test]
+    fn json_follows_the_contract() {
+        let mut c = Collector::new(0, u64::MAX);
+        c.add("a", &window(1, &[5_000], 1)).unwrap();
+        let v = serde_json::to_value(c.report(&topo(), 30.0, &[ProbeMethod::StampUdp])).unwrap();
+        assert_eq!(v["topology"], "t");
+        assert_eq!(v["duration_s"], 30.0);
+        let l = &v["links"][0];
+        assert_eq!((l["src"].as_str(), l["dst"].as_str(), l["method"].as_str()), (Some("a"), Some("b"), Some("udp")));
+        for k in ["rtt_ms", "jitter_ms", "loss", "bandwidth_mbps"] {
+            assert!(l["configured"][k].is_number(), "configured.{k}");
+        }
+        for k in ["rtt_p50_ms", "rtt_p99_ms", "jitter_ms", "loss", "samples"] {
+            assert!(l["measured"][k].is_number(), "measured.{k}");
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! The lab's topology file: nodes in regions, and the emulated network
+//! between them. See `docs/lab.md` for the format.
+//!
+//! Every directed link starts from `defaults`; a `regions` entry overrides the
+//! keys it names for links between (or, with `a == b`, inside) two regions; a
+//! `links` entry overrides the keys it names for node pairs. Later entries win.
+//! `a`/`b` entries apply to both directions; `from`/`to` entries to one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+use crate::error::{Error, Result};
+
+/// Most nodes a lab can emulate (one /24 of addresses).
+pub const MAX_NODES: usize = 250;
+/// Longest one-way delay accepted, in milliseconds.
+const MAX_DELAY_MS: f64 = 10_000.0;
+/// Keys starting with this are free for users' own annotations.
+const EXTENSION_PREFIX: &str = "x-";
+
+/// Emulated properties of one direction of one link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkParams {
+    /// One-way delay.
+    pub delay_ms: f64,
+    /// Standard deviation of the one-way delay (normal distribution).
+    pub jitter_ms: f64,
+    /// Probability that a packet is dropped in this direction.
+    pub loss: f64,
+    /// Rate cap in this direction; `None` means uncapped.
+    pub bandwidth_mbps: Option<f64>,
+}
+
+impl LinkParams {
+    const ZERO: LinkParams = LinkParams {
+        delay_ms: 0.0,
+        jitter_ms: 0.0,
+        loss: 0.0,
+        bandwidth_mbps: None,
+    };
+}
+
+/// One emulated node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub region: String,
+}
+
+/// A validated topology with every directed link resolved.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub name: String,
+    pub nodes: Vec<Node>,
+    /// `links[i][j]`: parameters from node i to node j (`i != j`).
+    links: Vec<Vec<LinkParams>>,
+}
+
+impl Topology {
+    /// Parameters of the direction `src -> dst` (node indices).
+    pub fn link(&self, src: usize, dst: usize) -> LinkParams {
+        self.links[src][dst]
+    }
+
+    /// Index of a node by name.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Read and validate a topology file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Topology {
+            path: path.display().to_string(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        let default_name = path
+            .file_stem()
+            .map_or_else(|| "topology".to_string(), |s| s.to_string_lossy().into_owned());
+        Self::parse(&text, &default_name).map_err(|message| Error::Topology {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parse and validate topology YAML; errors are human-readable messages.
+    pub fn parse(text: &str, default_name: &str) -> std::result::Result<Self, String> {
+        let raw: RawTopology = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+        check_extra("the top level", &raw.extra)?;
+        let nodes = validate_nodes(&raw.nodes)?;
+        let regions: BTreeSet<&str> = nodes.iter().map(|n| n.region.as_str()).collect();
+
+        let mut defaults = LinkParams::ZERO;
+        if let Some(d) = &raw.defaults {
+            check_extra("defaults", &d.extra)?;
+            d.keys.apply("defaults", &mut defaults)?;
+        }
+        let n = nodes.len();
+        let mut links = vec![vec![defaults; n]; n];
+
+        // Inter-region pairs must be described: silently giving them LAN
+        // figures would make a typo look like a fast link.
+        let mut described: BTreeSet<(String, String)> = BTreeSet::new();
+        for (k, r) in raw.regions.iter().enumerate() {
+            let at = format!("regions[{k}]");
+            check_extra(&at, &r.extra)?;
+            let (a, b, both) = r.ends(&at)?;
+            for end in [&a, &b] {
+                if !regions.contains(end.as_str()) {
+                    return Err(format!(
+                        "{at}: region '{end}' has no nodes (known regions: {})",
+                        join(&regions)
+                    ));
+                }
+            }
+            described.insert((a.clone(), b.clone()));
+            described.insert((b.clone(), a.clone()));
+            for i in 0..n {
+                for j in 0..n {
+                    let (ri, rj) = (&nodes[i].region, &nodes[j].region);
+                    let forward = *ri == a && *rj == b;
+                    let backward = both && *ri == b && *rj == a;
+                    if i != j && (forward || backward) {
+                        r.keys.apply(&at, &mut links[i][j])?;
+                    }
+                }
+            }
+        }
+        for ra in &regions {
+            for rb in &regions {
+                if ra < rb && !described.contains(&(ra.to_string(), rb.to_string())) {
+                    return Err(format!(
+                        "regions: no entry for the links between '{ra}' and '{rb}'; add \
+                         {{a: {ra}, b: {rb}, delay_ms: ...}}"
+                    ));
+                }
+            }
+        }
+
+        for (k, l) in raw.links.iter().enumerate() {
+            let at = format!("links[{k}]");
+            check_extra(&at, &l.extra)?;
+            let (a, b, both) = l.ends(&at)?;
+            let pick = |end: &str| -> std::result::Result<Vec<usize>, String> {
+                if end == "*" {
+                    return Ok((0..n).collect());
+                }
+                nodes
+                    .iter()
+                    .position(|x| x.name == end)
+                    .map(|i| vec![i])
+                    .ok_or_else(|| format!("{at}: unknown node '{end}'"))
+            };
+            let (srcs, dsts) = (pick(&a)?, pick(&b)?);
+            if a == b && a != "*" {
+                return Err(format!("{at}: a link needs two different nodes, got '{a}' twice"));
+            }
+            for &i in &srcs {
+                for &j in &dsts {
+                    if i != j {
+                        l.keys.apply(&at, &mut links[i][j])?;
+                        if both {
+                            l.keys.apply(&at, &mut links[j][i])?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Topology {
+            name: raw.name.unwrap_or_else(|| default_name.to_string()),
+            nodes,
+            links,
+        })
+    }
+}
+
+fn join(set: &BTreeSet<&str>) -> String {
+    set.iter().copied().collect::<Vec<_>>().join(", ")
+}
+
+/// A DNS label: it becomes a hostname and part of a namespace name.
+fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn validate_nodes(raw: &[RawNode]) -> std::result::Result<Vec<Node>, String> {
+    if raw.len() < 2 {
+        return Err(format!("nodes: a lab needs at least 2 nodes, got {}", raw.len()));
+    }
+    if raw.len() > MAX_NODES {
+        return Err(format!("nodes: at most {MAX_NODES} nodes, got {}", raw.len()));
+    }
+    let mut seen = BTreeSet::new();
+    let mut nodes = Vec::with_capacity(raw.len());
+    for (k, n) in raw.iter().enumerate() {
+        let at = format!("nodes[{k}]");
+        check_extra(&at, &n.extra)?;
+        for (what, v) in [("name", &n.name), ("region", &n.region)] {
+            if !valid_label(v) {
+                return Err(format!(
+                    "{at}: {what} '{v}' must be lower-case letters, digits and '-' (at most 63, \
+                     not starting or ending with '-')"
+                ));
+            }
+        }
+        if !seen.insert(n.name.clone()) {
+            return Err(format!("{at}: node name '{}' is used twice", n.name));
+        }
+        nodes.push(Node {
+            name: n.name.clone(),
+            region: n.region.clone(),
+        });
+    }
+    Ok(nodes)
+}
+
+fn check_extra(at: &str, extra: &BTreeMap<String, Value>) -> std::result::Result<(), String> {
+    match extra.keys().find(|k| !k.starts_with(EXTENSION_PREFIX)) {
+        Some(k) => Err(format!(
+            "{at}: unknown key '{k}' (keys of your own must start with '{EXTENSION_PREFIX}')"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawTopology {
+    #[serde(default)]
+    name: Option<String>,
+    nodes: Vec<RawNode>,
+    #[serde(default)]
+    defaults: Option<RawDefaults>,
+    #[serde(default)]
+    regions: Vec<RawPair>,
+    #[serde(default)]
+    links: Vec<RawPair>,
+    #[serde(flatten)]
+    extra: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawNode {
+    name: String,
+    region: String,
+    #[serde(flatten)]
+    extra: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawDefaults {
+    #[serde(flatten)]
+    keys: RawKeys,
+    #[serde(flatten)]
+    extra: BTreeMap<String, Value>,
+}
+
+/// Link keys; each is optional so an override changes only what it names.
+#[derive(Debug, Default, Deserialize)]
+struct RawKeys {
+    delay_ms: Option<f64>,
+    jitter_ms: Option<f64>,
+    loss: Option<f64>,
+    bandwidth_mbps: Option<f64>,
+}
+
+impl RawKeys {
+    fn apply(&self, at: &str, p: &mut LinkParams) -> std::result::Result<(), String> {
+        let check = |key: &str, v: f64, ok: bool, rule: &str| {
+            if ok && v.is_finite() {
+                Ok(v)
+            } else {
+                Err(format!("{at}: {key} = {v} must be {rule}"))
+            }
+        };
+        if let Some(v) = self.delay_ms {
+            p.delay_ms = check(
+                "delay_ms",
+                v,
+                (0.0..=MAX_DELAY_MS).contains(&v),
+                "between 0 and 10000",
+            )?;
+        }
+        if let Some(v) = self.jitter_ms {
+            p.jitter_ms = check("jitter_ms", v, v >= 0.0, "0 or more")?;
+        }
+        if let Some(v) = self.loss {
+            p.loss = check("loss", v, (0.0..1.0).contains(&v), "a probability in [0, 1)")?;
+        }
+        if let Some(v) = self.bandwidth_mbps {
+            p.bandwidth_mbps = Some(check("bandwidth_mbps", v, v > 0.0, "greater than 0")?);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPair {
+    a: Option<String>,
+    b: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(flatten)]
+    keys: RawKeys,
+    #[serde(flatten)]
+    extra: BTreeMap<String, Value>,
+}
+
+impl RawPair {
+    /// `(a, b, both_directions)`.
+    fn ends(&self, at: &str) -> std::result::Result<(String, String, bool), String> {
+        match (&self.a, &self.b, &self.from, &self.to) {
+            (Some(a), Some(b), None, None) => Ok((a.clone(), b.clone(), true)),
+            (None, None, Some(f), Some(t)) => Ok((f.clone(), t.clone(), false)),
+            _ => Err(format!(
+                "{at}: name both ends with either 'a' and 'b' (both directions) or 'from' and \
+                 'to' (one direction)"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+nodes:
+  - {name: dj-1, region: daejeon}
+  - {name: dj-4, region: daejeon}
+  - {name: se-1, region: seoul}
+defaults:
+  delay_ms: 0.1
+  jitter_ms: 0.02
+  loss: 0.0
+  bandwidth_mbps: 1000
+regions:
+  - {a: daejeon, b: seoul, delay_ms: 2.5, jitter_ms: 0.2, loss: 0.0, bandwidth_mbps: 400}
+links:
+  - {a: dj-4, b: "*", loss: 0.02, jitter_ms: 1.0}
+"#;
+
+    fn parse(t: &str) -> std::result::Result<Topology, String> {
+        Topology::parse(t, "t")
+    }
+
+    #[test]
+    fn the_issue_example_resolves_as_documented() {
+        let t = parse(EXAMPLE).unwrap();
+        let (dj1, dj4, se1) = (0, 1, 2);
+        // Intra-region from defaults.
+        assert_eq!(
+            t.link(dj1, dj4),
+            LinkParams {
+                delay_ms: 0.1,
+                jitter_ms: 1.0, // dj-4 override, both directions
+                loss: 0.02,
+                bandwidth_mbps: Some(1000.0)
+            }
+        );
+        // Inter-region from the region entry; dj-4 keeps delay and bandwidth.
+        assert_eq!(t.link(se1, dj4).delay_ms, 2.5);
+        assert_eq!(t.link(se1, dj4).bandwidth_mbps, Some(400.0));
+        assert_eq!(t.link(se1, dj4).loss, 0.02);
+        // Untouched pair.
+        assert_eq!(t.link(dj1, se1).jitter_ms, 0.2);
+        assert_eq!(t.link(dj1, se1).loss, 0.0);
+        assert_eq!(t.name, "t");
+    }
+
+    #[test]
+    fn from_to_entries_change_one_direction_only() {
+        let t = parse(&format!("{EXAMPLE}  - {{from: dj-1, to: se-1, delay_ms: 9}}\n")).unwrap();
+        assert_eq!(t.link(0, 2).delay_ms, 9.0);
+        assert_eq!(t.link(2, 0).delay_ms, 2.5);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_and_extension_keys_are_allowed() {
+        let bad = EXAMPLE.replace("loss: 0.0\n", "los: 0.0\n");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.contains("defaults") && e.contains("'los'"), "{e}");
+        let e = parse(&EXAMPLE.replace("region: seoul}", "region: seoul, rack: 3}")).unwrap_err();
+        assert!(e.contains("nodes[2]") && e.contains("'rack'"), "{e}");
+        let e = parse(&format!("{EXAMPLE}flavour: x\n")).unwrap_err();
+        assert!(e.contains("top level") && e.contains("'flavour'"), "{e}");
+        assert!(parse(&format!("{EXAMPLE}x-owner: me\n")).is_ok());
+        assert!(parse(&EXAMPLE.replace("region: seoul}", "region: seoul, x-rack: 3}")).is_ok());
+    }
+
+    #[test]
+    fn a_missing_region_pair_is_an_error_not_a_lan_link() {
+        let t = EXAMPLE.replace(
+            "  - {name: se-1, region: seoul}\n",
+            "  - {name: se-1, region: seoul}\n  - {name: bs-1, region: busan}\n",
+        );
+        let e = parse(&t).unwrap_err();
+        assert!(e.contains("'busan'") && e.contains("'daejeon'"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_their_place() {
+        for (from, to, want) in [
+            ("loss: 0.02", "loss: 1.5", "links[0]: loss"),
+            ("delay_ms: 2.5", "delay_ms: -1", "regions[0]: delay_ms"),
+            ("bandwidth_mbps: 1000", "bandwidth_mbps: 0", "defaults: bandwidth_mbps"),
+            ("b: \"*\"", "b: nowhere", "unknown node 'nowhere'"),
+            ("b: seoul", "b: mars", "region 'mars'"),
+            ("name: se-1", "name: dj-1", "used twice"),
+            ("name: se-1", "name: Se_1", "nodes[2]: name"),
+            ("{a: dj-4, b: \"*\"", "{a: dj-4, to: \"*\"", "links[0]: name both ends"),
+        ] {
+            let e = parse(&EXAMPLE.replacen(from, to, 1)).unwrap_err();
+            assert!(e.contains(want), "{from} -> {to}: {e}");
+        }
+        assert!(parse("nodes: [{name: a, region: r}]").unwrap_err().contains("at least 2"));
+        assert!(parse("nodes: [").is_err());
+    }
+
+    #[test]
+    fn shipped_topologies_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                Topology::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                count += 1;
+            }
+        }
+        assert!(count >= 3, "expected the shipped topologies, found {count}");
+    }
+}
