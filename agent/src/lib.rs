@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod probe;
+pub mod rxts;
 pub mod session;
 pub mod stamp;
 pub mod stats;

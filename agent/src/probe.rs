@@ -21,6 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::rxts;
 use crate::stamp::{self, NtpTimestamp};
 use crate::stats::{ProbeTracker, WindowSummary};
 
@@ -37,20 +38,28 @@ pub async fn bind_reflector(addr: SocketAddr) -> Result<UdpSocket> {
 
 /// Answer every STAMP test packet on `socket` (stateless mode) until cancelled.
 pub async fn run_reflector(socket: UdpSocket, clock: Clock) {
+    if let Err(e) = rxts::enable(&socket) {
+        warn!(error = %e, "no kernel receive timestamps; T2 includes wake-up latency");
+    }
     let mut buf = vec![0u8; stamp::MAX_PACKET_LEN];
     let mut out = Vec::with_capacity(stamp::MAX_PACKET_LEN);
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(x) => x,
+        let r = match rxts::recv(&socket, &mut buf, &clock).await {
+            Ok(r) => r,
             Err(e) => {
                 debug!(error = %e, "reflector receive failed");
                 continue;
             }
         };
-        let t2 = ntp_now(&clock);
+        let Some(from) = r.from else { continue };
+        // T2 is the kernel's arrival time, so the hold time T3 - T2 covers
+        // our wake-up too and the sender subtracts it.
+        let t2 = NtpTimestamp::from_unix(clock.to_unix(r.at));
         // The TTL of the test packet is not visible through a plain UDP
         // socket; 255 says "not measured" to a sender that looks at it.
-        if let Err(e) = stamp::encode_reflection(&buf[..n], t2, 255, &mut out, || ntp_now(&clock)) {
+        if let Err(e) =
+            stamp::encode_reflection(&buf[..r.len], t2, 255, &mut out, || ntp_now(&clock))
+        {
             debug!(%from, error = %e, "ignoring a packet that is not a STAMP test packet");
             continue;
         }
@@ -345,6 +354,9 @@ async fn run_stamp(spec: TaskSpec, clock: Clock, out: mpsc::Sender<LinkWindow>) 
     };
     let socket = UdpSocket::bind(bind).await?;
     socket.connect(spec.target).await?;
+    if let Err(e) = rxts::enable(&socket) {
+        warn!(error = %e, "no kernel receive timestamps; RTTs include wake-up latency");
+    }
     let mut tracker = ProbeTracker::new(spec.timing.window, spec.timing.loss_timeout)?;
     let mut probe = probe_timer(&spec.timing);
     let mut poll = tokio::time::interval(POLL_INTERVAL);
@@ -360,18 +372,18 @@ async fn run_stamp(spec: TaskSpec, clock: Clock, out: mpsc::Sender<LinkWindow>) 
                     debug!(error = %e, "send failed");
                 }
             }
-            r = socket.recv(&mut buf) => {
-                let now = clock.now();
-                let n = match r {
-                    Ok(n) => n,
+            r = rxts::recv(&socket, &mut buf, &clock) => {
+                let r = match r {
+                    Ok(r) => r,
                     // ECONNREFUSED from an earlier send: the reflector is not there (yet).
                     Err(e) => { debug!(error = %e, "receive failed"); continue; }
                 };
-                let Ok(reply) = stamp::decode_reflector(&buf[..n]) else { continue };
+                let Ok(reply) = stamp::decode_reflector(&buf[..r.len]) else { continue };
                 let seq = unwrap_seq(tracker.next_seq(), reply.sender_seq);
                 let Some(sent) = tracker.sent_at(seq) else { continue };
-                let rtt = now.saturating_sub(sent).saturating_sub(reply.reflector_hold());
-                tracker.on_reply(seq, now, rtt);
+                // RTT = (T4 - T1) - (T3 - T2), T4 being the kernel's arrival time.
+                let rtt = r.at.saturating_sub(sent).saturating_sub(reply.reflector_hold());
+                tracker.on_reply(seq, r.at, rtt);
             }
             _ = poll.tick() => {
                 if !emit(&mut tracker, &clock, &spec, &out).await? {

@@ -25,12 +25,35 @@ use tun_rs::{InterruptEvent, SyncDevice};
 
 use crate::topology::{LinkParams, Topology};
 
-/// Below this much waiting time the delivery thread spins instead of sleeping.
-const SPIN_BELOW: Duration = Duration::from_micros(60);
+/// Below this much waiting time the delivery thread spins instead of
+/// sleeping: timer wake-ups on a VM are late by tens of µs, now and then more.
+const SPIN_BELOW: Duration = Duration::from_micros(500);
 /// Timer slack for the delivery thread (the kernel default is 50 µs).
 const TIMER_SLACK_NS: u64 = 1_000;
 /// Largest packet the emulator forwards (the TUN MTU is 1500).
 const MAX_PACKET: usize = 65_536;
+
+/// Ask the kernel to keep CPUs out of deep idle states while the returned
+/// file is open (PM QoS, `/dev/cpu_dma_latency` = 0). On a VM an idle vCPU
+/// halts and waking it costs tens of µs per packet, which would be added to
+/// every emulated delay. `None` (with a warning) when the file is not writable.
+pub fn hold_low_latency() -> Option<std::fs::File> {
+    use std::io::Write;
+    let open = || -> std::io::Result<std::fs::File> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/cpu_dma_latency")?;
+        f.write_all(&0i32.to_ne_bytes())?;
+        Ok(f)
+    };
+    match open() {
+        Ok(f) => Some(f),
+        Err(e) => {
+            warn!(error = %e, "cannot hold /dev/cpu_dma_latency at 0; emulated delays may read tens of µs high");
+            None
+        }
+    }
+}
 
 /// Emulation parameters of one direction, in the form the scheduler uses.
 #[derive(Debug, Clone, Copy)]
@@ -377,7 +400,10 @@ mod tests {
         let t0 = Instant::now();
         for k in 0..100u64 {
             let now = t0 + Duration::from_millis(k);
-            assert_eq!(s.schedule(0, 1, now), Some(now + Duration::from_micros(2500)));
+            assert_eq!(
+                s.schedule(0, 1, now),
+                Some(now + Duration::from_micros(2500))
+            );
         }
     }
 

@@ -14,7 +14,7 @@ use netaware_proto::v1::{GetMatrixRequest, GetMatrixResponse, WatchLinksRequest}
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
-use crate::emulator::{Emulator, Shaper, data_ip};
+use crate::emulator::{Emulator, Shaper, data_ip, hold_low_latency};
 use crate::error::{Error, Result};
 use crate::netns::{self, BRIDGE_IP, Network, ctl_ip, ns_name};
 use crate::report::{Collector, Report, render_table};
@@ -94,6 +94,8 @@ fn log_file(dir: &Path, name: &str) -> Result<File> {
 struct Lab {
     emulator: Option<Emulator>,
     network: Network,
+    /// Held open while the lab runs (see `emulator::hold_low_latency`).
+    _low_latency: Option<File>,
 }
 
 impl Lab {
@@ -125,6 +127,7 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
     let mut lab = Lab {
         emulator: None,
         network: Network::build(topo)?,
+        _low_latency: hold_low_latency(),
     };
     lab.emulator = Some(Emulator::start(
         lab.network.tun_devices(),
@@ -152,7 +155,12 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
         .stdout(Stdio::null())
         .stderr(log_file(&opts.log_dir, "aggregator")?)
         .spawn()
-        .map_err(|e| Error::Run(format!("cannot start {}: {e}", opts.aggregator_bin.display())))?;
+        .map_err(|e| {
+            Error::Run(format!(
+                "cannot start {}: {e}",
+                opts.aggregator_bin.display()
+            ))
+        })?;
     lab.network.adopt("aggregator", aggregator);
 
     for (i, node) in topo.nodes.iter().enumerate() {
@@ -295,7 +303,12 @@ pub async fn execute(
     outcome
 }
 
-async fn drive(lab: &mut Lab, topo: &Topology, opts: &Options, mode: Mode) -> Result<Option<Report>> {
+async fn drive(
+    lab: &mut Lab,
+    topo: &Topology,
+    opts: &Options,
+    mode: Mode,
+) -> Result<Option<Report>> {
     let mut client = connect_query(lab, opts).await?;
     wait_connected(lab, &mut client, topo, opts).await?;
     info!(nodes = topo.nodes.len(), "all agents connected");

@@ -109,7 +109,13 @@ async fn main() -> anyhow::Result<()> {
             // anything is created.
             let topo = Topology::load(&topology)?;
             let opts = options(common)?;
-            let report = lab::execute(&topo, &opts, Mode::Run { duration }, netaware_common::shutdown_signal()).await?;
+            let report = lab::execute(
+                &topo,
+                &opts,
+                Mode::Run { duration },
+                netaware_common::shutdown_signal(),
+            )
+            .await?;
             let Some(report) = report else {
                 eprintln!("interrupted: the lab was removed, no report");
                 std::process::exit(130);

@@ -89,7 +89,9 @@ fn tc_batch(ns: &str, lines: &str) -> Result<()> {
     }
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
-        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     Ok(())
 }
@@ -113,7 +115,11 @@ pub fn preflight() -> Result<()> {
              container, pass the device through (--device /dev/net/tun)"
         )));
     }
-    for (tool, package) in [("ip", "iproute2"), ("tc", "iproute2"), ("unshare", "util-linux")] {
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("tc", "iproute2"),
+        ("unshare", "util-linux"),
+    ] {
         let found = std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
         if !found {
@@ -261,7 +267,10 @@ impl Network {
 
         run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
         net.bridge = true;
-        run("ip", &["addr", "add", &format!("{BRIDGE_IP}/24"), "dev", BRIDGE])?;
+        run(
+            "ip",
+            &["addr", "add", &format!("{BRIDGE_IP}/24"), "dev", BRIDGE],
+        )?;
         run("ip", &["link", "set", BRIDGE, "up"])?;
 
         for (i, node) in topo.nodes.iter().enumerate() {
@@ -285,12 +294,17 @@ impl Network {
             run("ip", &["link", "set", &tun_name, "netns", &ns])?;
             let data = format!("{}/24", data_ip(i));
             run("ip", &["-n", &ns, "addr", "add", &data, "dev", &tun_name])?;
-            run("ip", &["-n", &ns, "link", "set", &tun_name, "mtu", "1500", "up"])?;
+            run(
+                "ip",
+                &["-n", &ns, "link", "set", &tun_name, "mtu", "1500", "up"],
+            )?;
 
             let veth = format!("{VETH_PREFIX}{i}");
             run(
                 "ip",
-                &["link", "add", &veth, "type", "veth", "peer", "name", "ctl0", "netns", &ns],
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "ctl0", "netns", &ns,
+                ],
             )?;
             run("ip", &["link", "set", &veth, "master", BRIDGE, "up"])?;
             let ctl = format!("{}/24", ctl_ip(i));

@@ -179,7 +179,13 @@ pub fn configured(topo: &Topology, i: usize, j: usize) -> Configured {
 fn measured(a: &Acc) -> Measured {
     let ms = |ns: u64| ns as f64 / 1e6;
     let has = !a.hist.is_empty();
-    let q = |x: f64| if has { ms(a.hist.value_at_quantile(x)) } else { 0.0 };
+    let q = |x: f64| {
+        if has {
+            ms(a.hist.value_at_quantile(x))
+        } else {
+            0.0
+        }
+    };
     Measured {
         rtt_p50_ms: q(0.5),
         rtt_p99_ms: q(0.99),
@@ -259,7 +265,13 @@ pub fn render_table(r: &Report) -> String {
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (s, w))| if i < 3 { format!("{s:<w$}") } else { format!("{s:>w$}") })
+            .map(|(i, (s, w))| {
+                if i < 3 {
+                    format!("{s:<w$}")
+                } else {
+                    format!("{s:>w$}")
+                }
+            })
             .collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
@@ -342,7 +354,10 @@ mod tests {
         assert_eq!(v["topology"], "t");
         assert_eq!(v["duration_s"], 30.0);
         let l = &v["links"][0];
-        assert_eq!((l["src"].as_str(), l["dst"].as_str(), l["method"].as_str()), (Some("a"), Some("b"), Some("udp")));
+        assert_eq!(
+            (l["src"].as_str(), l["dst"].as_str(), l["method"].as_str()),
+            (Some("a"), Some("b"), Some("udp"))
+        );
         for k in ["rtt_ms", "jitter_ms", "loss", "bandwidth_mbps"] {
             assert!(l["configured"][k].is_number(), "configured.{k}");
         }

@@ -76,9 +76,10 @@ impl Topology {
             path: path.display().to_string(),
             message: format!("cannot read it: {e}"),
         })?;
-        let default_name = path
-            .file_stem()
-            .map_or_else(|| "topology".to_string(), |s| s.to_string_lossy().into_owned());
+        let default_name = path.file_stem().map_or_else(
+            || "topology".to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
         Self::parse(&text, &default_name).map_err(|message| Error::Topology {
             path: path.display().to_string(),
             message,
@@ -155,7 +156,9 @@ impl Topology {
             };
             let (srcs, dsts) = (pick(&a)?, pick(&b)?);
             if a == b && a != "*" {
-                return Err(format!("{at}: a link needs two different nodes, got '{a}' twice"));
+                return Err(format!(
+                    "{at}: a link needs two different nodes, got '{a}' twice"
+                ));
             }
             for &i in &srcs {
                 for &j in &dsts {
@@ -184,17 +187,24 @@ fn join(set: &BTreeSet<&str>) -> String {
 fn valid_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 fn validate_nodes(raw: &[RawNode]) -> std::result::Result<Vec<Node>, String> {
     if raw.len() < 2 {
-        return Err(format!("nodes: a lab needs at least 2 nodes, got {}", raw.len()));
+        return Err(format!(
+            "nodes: a lab needs at least 2 nodes, got {}",
+            raw.len()
+        ));
     }
     if raw.len() > MAX_NODES {
-        return Err(format!("nodes: at most {MAX_NODES} nodes, got {}", raw.len()));
+        return Err(format!(
+            "nodes: at most {MAX_NODES} nodes, got {}",
+            raw.len()
+        ));
     }
     let mut seen = BTreeSet::new();
     let mut nodes = Vec::with_capacity(raw.len());
@@ -290,7 +300,12 @@ impl RawKeys {
             p.jitter_ms = check("jitter_ms", v, v >= 0.0, "0 or more")?;
         }
         if let Some(v) = self.loss {
-            p.loss = check("loss", v, (0.0..1.0).contains(&v), "a probability in [0, 1)")?;
+            p.loss = check(
+                "loss",
+                v,
+                (0.0..1.0).contains(&v),
+                "a probability in [0, 1)",
+            )?;
         }
         if let Some(v) = self.bandwidth_mbps {
             p.bandwidth_mbps = Some(check("bandwidth_mbps", v, v > 0.0, "greater than 0")?);
@@ -375,7 +390,10 @@ links:
 
     #[test]
     fn from_to_entries_change_one_direction_only() {
-        let t = parse(&format!("{EXAMPLE}  - {{from: dj-1, to: se-1, delay_ms: 9}}\n")).unwrap();
+        let t = parse(&format!(
+            "{EXAMPLE}  - {{from: dj-1, to: se-1, delay_ms: 9}}\n"
+        ))
+        .unwrap();
         assert_eq!(t.link(0, 2).delay_ms, 9.0);
         assert_eq!(t.link(2, 0).delay_ms, 2.5);
     }
@@ -408,17 +426,29 @@ links:
         for (from, to, want) in [
             ("loss: 0.02", "loss: 1.5", "links[0]: loss"),
             ("delay_ms: 2.5", "delay_ms: -1", "regions[0]: delay_ms"),
-            ("bandwidth_mbps: 1000", "bandwidth_mbps: 0", "defaults: bandwidth_mbps"),
+            (
+                "bandwidth_mbps: 1000",
+                "bandwidth_mbps: 0",
+                "defaults: bandwidth_mbps",
+            ),
             ("b: \"*\"", "b: nowhere", "unknown node 'nowhere'"),
             ("b: seoul", "b: mars", "region 'mars'"),
             ("name: se-1", "name: dj-1", "used twice"),
             ("name: se-1", "name: Se_1", "nodes[2]: name"),
-            ("{a: dj-4, b: \"*\"", "{a: dj-4, to: \"*\"", "links[0]: name both ends"),
+            (
+                "{a: dj-4, b: \"*\"",
+                "{a: dj-4, to: \"*\"",
+                "links[0]: name both ends",
+            ),
         ] {
             let e = parse(&EXAMPLE.replacen(from, to, 1)).unwrap_err();
             assert!(e.contains(want), "{from} -> {to}: {e}");
         }
-        assert!(parse("nodes: [{name: a, region: r}]").unwrap_err().contains("at least 2"));
+        assert!(
+            parse("nodes: [{name: a, region: r}]")
+                .unwrap_err()
+                .contains("at least 2")
+        );
         assert!(parse("nodes: [").is_err());
     }
 
