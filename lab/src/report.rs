@@ -18,7 +18,7 @@ use crate::topology::Topology;
 
 /// E|D| of RFC 3550 for normally distributed RTTs is 2/√π times their
 /// standard deviation (D is the difference of two independent RTTs).
-pub const RFC3550_PER_SD: f64 = 1.128_379_167_095_512_6;
+pub const RFC3550_PER_SD: f64 = std::f64::consts::FRAC_2_SQRT_PI;
 
 /// The JSON report (`--json`). Fields may be added; none are renamed.
 #[derive(Debug, Clone, Serialize)]
