@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod icmp;
 pub mod probe;
 pub mod rxts;
 pub mod session;
@@ -37,7 +38,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let reflector_task = tokio::spawn(probe::run_reflector(reflector, clock));
 
     let icmp = if config.icmp {
-        probe::open_icmp()
+        probe::open_icmp(clock)
     } else {
         None
     };

@@ -8,19 +8,19 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::{LinkWindow, PeerTarget, ProbePlan};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant as TokioInstant, MissedTickBehavior};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::icmp::{IcmpSocket, unwrap_seq16};
 use crate::rxts;
 use crate::stamp::{self, NtpTimestamp};
 use crate::stats::{ProbeTracker, WindowSummary};
@@ -73,18 +73,14 @@ fn ntp_now(clock: &Clock) -> NtpTimestamp {
     NtpTimestamp::from_unix(clock.to_unix(clock.now()))
 }
 
-/// Open an ICMP client: raw socket first (CAP_NET_RAW), datagram socket
-/// otherwise (ping_group_range). `None` with a clear log line when neither is
-/// allowed; the UDP method keeps working.
-pub fn open_icmp() -> Option<surge_ping::Client> {
-    let config = surge_ping::Config::builder()
-        .kind(surge_ping::ICMP::V4)
-        .sock_type_hint(socket2::Type::RAW)
-        .build();
-    match surge_ping::Client::new(&config) {
-        Ok(c) => {
-            info!(socket = ?c.get_socket().get_type(), "ICMP probing enabled");
-            Some(c)
+/// Open the ICMP socket: raw (CAP_NET_RAW) or datagram (ping_group_range).
+/// `None` with a clear log line when neither is allowed; the UDP method keeps
+/// working.
+pub fn open_icmp(clock: Clock) -> Option<IcmpSocket> {
+    match IcmpSocket::open(clock) {
+        Ok(s) => {
+            info!(raw = s.is_raw(), "ICMP probing enabled");
+            Some(s)
         }
         Err(e) => {
             warn!(
@@ -142,7 +138,7 @@ struct TaskSpec {
 /// Starts, keeps and stops peer tasks according to the current plan.
 pub struct ProbeManager {
     clock: Clock,
-    icmp: Option<surge_ping::Client>,
+    icmp: Option<IcmpSocket>,
     max_probe_rate: f64,
     out: mpsc::Sender<LinkWindow>,
     tasks: HashMap<(String, ProbeMethod), (TaskSpec, JoinHandle<()>)>,
@@ -160,7 +156,7 @@ impl std::fmt::Debug for ProbeManager {
 impl ProbeManager {
     pub fn new(
         clock: Clock,
-        icmp: Option<surge_ping::Client>,
+        icmp: Option<IcmpSocket>,
         max_probe_rate: f64,
         out: mpsc::Sender<LinkWindow>,
     ) -> Self {
@@ -397,34 +393,44 @@ async fn run_stamp(spec: TaskSpec, clock: Clock, out: mpsc::Sender<LinkWindow>) 
 async fn run_icmp(
     spec: TaskSpec,
     clock: Clock,
-    client: surge_ping::Client,
+    icmp: IcmpSocket,
     out: mpsc::Sender<LinkWindow>,
 ) -> Result<()> {
-    let ip = spec.target.ip();
-    // Identifier: any value works for datagram sockets (the kernel sets it);
-    // for raw sockets it keeps our replies apart from other pingers'.
-    let ident = surge_ping::PingIdentifier(rand::random::<u16>());
+    let IpAddr::V4(ip) = spec.target.ip() else {
+        return Err(Error::Config {
+            name: "peer address",
+            message: format!(
+                "{} is not IPv4; ICMP probing is IPv4 only",
+                spec.target.ip()
+            ),
+        });
+    };
+    // Identifier: raw sockets see every reply on the host, this tells ours
+    // apart (datagram sockets get one from the kernel).
+    let ident = rand::random::<u16>();
+    let mut replies = icmp.register(ip, ident);
+    let _unregister = Unregister {
+        icmp: icmp.clone(),
+        ip,
+        ident,
+    };
     let mut tracker = ProbeTracker::new(spec.timing.window, spec.timing.loss_timeout)?;
     let mut probe = probe_timer(&spec.timing);
     let mut poll = tokio::time::interval(POLL_INTERVAL);
-    let mut in_flight: JoinSet<(u64, Option<Duration>)> = JoinSet::new();
-    let payload = Arc::new([0u8; 16]);
+    let payload = *b"netaware-icmp-01";
     loop {
         tokio::select! {
             _ = probe.tick() => {
                 let seq = tracker.on_send(clock.now())?;
-                let mut pinger = client.pinger(ip, ident).await;
-                pinger.timeout(spec.timing.loss_timeout);
-                let payload = payload.clone();
-                in_flight.spawn(async move {
-                    // ICMP sequence numbers are 16 bits; the tracker keeps the full count.
-                    let r = pinger.ping(surge_ping::PingSequence(seq as u16), &payload[..]).await;
-                    (seq, r.ok().map(|(_, rtt)| rtt))
-                });
+                // ICMP sequence numbers are 16 bits; the tracker keeps the full count.
+                if let Err(e) = icmp.send(ip, ident, seq as u16, &payload).await {
+                    debug!(error = %e, "send failed");
+                }
             }
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                if let Ok((seq, Some(rtt))) = done {
-                    tracker.on_reply(seq, clock.now(), rtt);
+            Some(r) = replies.recv() => {
+                let seq = unwrap_seq16(tracker.next_seq(), r.seq);
+                if let Some(sent) = tracker.sent_at(seq) {
+                    tracker.on_reply(seq, r.at, r.at.saturating_sub(sent));
                 }
             }
             _ = poll.tick() => {
@@ -433,6 +439,19 @@ async fn run_icmp(
                 }
             }
         }
+    }
+}
+
+/// Removes a peer's reply route when its task ends or is aborted.
+struct Unregister {
+    icmp: IcmpSocket,
+    ip: std::net::Ipv4Addr,
+    ident: u16,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.icmp.unregister(self.ip, self.ident);
     }
 }
 

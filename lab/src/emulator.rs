@@ -27,7 +27,7 @@ use crate::topology::{LinkParams, Topology};
 
 /// Below this much waiting time the delivery thread spins instead of
 /// sleeping: timer wake-ups on a VM are late by tens of µs, now and then more.
-const SPIN_BELOW: Duration = Duration::from_micros(500);
+const SPIN_BELOW: Duration = Duration::from_micros(150);
 /// Timer slack for the delivery thread (the kernel default is 50 µs).
 const TIMER_SLACK_NS: u64 = 1_000;
 /// Largest packet the emulator forwards (the TUN MTU is 1500).
@@ -52,6 +52,34 @@ pub fn hold_low_latency() -> Option<std::fs::File> {
             warn!(error = %e, "cannot hold /dev/cpu_dma_latency at 0; emulated delays may read tens of µs high");
             None
         }
+    }
+}
+
+/// Real-time (SCHED_FIFO) priorities of the forwarding threads: the agents
+/// and the aggregator share two cores with them, and a packet waiting for a
+/// CPU is an emulated delay nobody configured. Readers rank above the
+/// delivery thread so a spinning delivery never holds up an arrival stamp.
+const READER_PRIORITY: u8 = 60;
+const DELIVERY_PRIORITY: u8 = 50;
+
+/// Make the calling thread SCHED_FIFO at `priority`; warn if not allowed.
+fn realtime(priority: u8) {
+    use thread_priority::{
+        RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let result = ThreadPriorityValue::try_from(priority)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Crossplatform(v),
+                ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+            )
+            .map_err(|e| format!("{e:?}"))
+        });
+    if let Err(e) = result {
+        warn!(error = %e, "cannot give the emulator real-time priority; delays may read high under load");
     }
 }
 
@@ -195,7 +223,12 @@ pub struct Counters {
     pub foreign: AtomicU64,
 }
 
+/// How late packets were written compared with their deadline, in ns
+/// (the emulator's own error, reported at the end of a run).
+pub type Lateness = hdrhistogram::Histogram<u64>;
+
 struct Shared {
+    lateness: Mutex<Option<Lateness>>,
     queue: Mutex<Queue>,
     wake: Condvar,
     stop: AtomicBool,
@@ -229,6 +262,9 @@ impl Emulator {
     /// Start forwarding between `devices` (index = node index).
     pub fn start(devices: Vec<Arc<SyncDevice>>, shaper: Shaper) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
+            lateness: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 10_000_000_000, 2).ok(),
+            ),
             queue: Mutex::new(Queue {
                 shaper,
                 heap: BinaryHeap::new(),
@@ -272,6 +308,22 @@ impl Emulator {
         &self.shared.counters
     }
 
+    /// (p50, p99, max) of how late packets left the emulator, in µs.
+    pub fn lateness_us(&self) -> Option<(f64, f64, f64)> {
+        let g = self
+            .shared
+            .lateness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let h = g.as_ref().filter(|h| !h.is_empty())?;
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Some((
+            us(h.value_at_quantile(0.5)),
+            us(h.value_at_quantile(0.99)),
+            us(h.max()),
+        ))
+    }
+
     /// Stop all threads and wait for them.
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -292,6 +344,7 @@ impl Drop for Emulator {
 }
 
 fn read_loop(src: usize, n: usize, dev: &SyncDevice, shared: &Shared, interrupt: &InterruptEvent) {
+    realtime(READER_PRIORITY);
     let mut buf = vec![0u8; MAX_PACKET];
     while !shared.stop.load(Ordering::Relaxed) {
         let len = match dev.recv_intr(&mut buf, interrupt) {
@@ -331,6 +384,7 @@ fn read_loop(src: usize, n: usize, dev: &SyncDevice, shared: &Shared, interrupt:
 }
 
 fn deliver_loop(devices: &[Arc<SyncDevice>], shared: &Shared) {
+    realtime(DELIVERY_PRIORITY);
     if let Err(e) = nix::sys::prctl::set_timerslack(TIMER_SLACK_NS) {
         warn!(error = %e, "cannot lower the timer slack; delays may be up to 50 µs late");
     }
@@ -369,6 +423,15 @@ fn deliver_loop(devices: &[Arc<SyncDevice>], shared: &Shared) {
         };
         drop(q);
         if let Some(p) = due {
+            let late = Instant::now().saturating_duration_since(p.at);
+            if let Some(h) = shared
+                .lateness
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                h.saturating_record(u64::try_from(late.as_nanos()).unwrap_or(u64::MAX).max(1));
+            }
             match devices[p.dst].send(&p.packet) {
                 Ok(_) => {
                     shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);

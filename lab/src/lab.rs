@@ -298,6 +298,14 @@ pub async fn execute(
             dropped = c.dropped.load(std::sync::atomic::Ordering::Relaxed),
             "emulator totals"
         );
+        if let Some((p50, p99, max)) = e.lateness_us() {
+            info!(
+                p50_us = p50,
+                p99_us = p99,
+                max_us = max,
+                "emulator delivery lateness"
+            );
+        }
     }
     lab.teardown();
     outcome

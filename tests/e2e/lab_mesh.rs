@@ -1,0 +1,122 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! The whole measured mesh on the emulated 6-node, 3-region lab: real agents
+//! probe through the TUN emulator, the real aggregator collects, and
+//! `netaware-lab run` reports configured vs measured for every pair.
+
+use std::process::Command;
+
+use netaware_e2e::{binary, binomial_99, free_port, is_root, repo_root};
+use serde_json::Value;
+
+fn lab_leftovers() -> String {
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let mut found: Vec<String> = String::from_utf8_lossy(&ns.stdout)
+        .lines()
+        .filter(|l| l.starts_with("nwa-"))
+        .map(str::to_string)
+        .collect();
+    found.extend(
+        String::from_utf8_lossy(&links.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            .filter(|n| n == "nwa-br0" || n.starts_with("nwt") || n.starts_with("nwv")),
+    );
+    found.join(", ")
+}
+
+#[test]
+fn every_pair_of_the_three_region_lab_is_measured_accurately() {
+    if !is_root() {
+        eprintln!("SKIPPED: the lab needs root (CI runs as root)");
+        return;
+    }
+    // A leftover from a "crashed" earlier run must not make this run fail.
+    let _ = Command::new("ip")
+        .args(["netns", "add", "nwa-leftover"])
+        .status();
+
+    let dir = std::env::temp_dir().join(format!("netaware-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let topology = repo_root().join("lab/topologies/e2e-6.yaml");
+    let out = Command::new(binary("netaware-lab"))
+        .args(["run", topology.to_str().unwrap(), "--for", "20s"])
+        .args(["--json", json.to_str().unwrap()])
+        .args(["--query-port", &free_port().to_string()])
+        .args(["--log-dir", dir.join("logs").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "lab failed (logs kept in {}):\n{stderr}\n{stdout}",
+        dir.display()
+    );
+    println!("{stdout}");
+    assert_eq!(
+        lab_leftovers(),
+        "",
+        "the lab must remove everything it created"
+    );
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["topology"], "e2e-6");
+    assert_eq!(report["duration_s"], 20.0);
+    let links = report["links"].as_array().unwrap();
+    // 6 nodes: 30 directed pairs, two methods each.
+    assert_eq!(links.len(), 60, "{report:#}");
+
+    let mut failures = Vec::new();
+    for l in links {
+        let name = format!("{} -> {} ({})", l["src"], l["dst"], l["method"]);
+        let c = &l["configured"];
+        let m = &l["measured"];
+        if m.is_null() {
+            failures.push(format!("{name}: no measurement"));
+            continue;
+        }
+        let cfg_rtt = c["rtt_ms"].as_f64().unwrap();
+        let p50 = m["rtt_p50_ms"].as_f64().unwrap();
+        let tolerance = (cfg_rtt * 0.03).max(0.2);
+        if (p50 - cfg_rtt).abs() > tolerance {
+            failures.push(format!(
+                "{name}: RTT p50 {p50:.3} ms vs configured {cfg_rtt:.3} ms (tolerance {tolerance:.3})"
+            ));
+        }
+
+        let sent = m["sent"].as_u64().unwrap();
+        let lost = sent - m["samples"].as_u64().unwrap();
+        let (lo, hi) = binomial_99(sent, c["loss"].as_f64().unwrap());
+        if (lost as f64) < lo.floor() || (lost as f64) > hi.ceil() {
+            failures.push(format!(
+                "{name}: {lost} of {sent} lost, outside the 99 % bound [{lo:.1}, {hi:.1}]"
+            ));
+        }
+        if sent < 150 {
+            failures.push(format!("{name}: only {sent} probes in 20 s at 10/s"));
+        }
+
+        let want_jitter = c["rfc3550_jitter_ms"].as_f64().unwrap();
+        let jitter = m["jitter_ms"].as_f64().unwrap();
+        if want_jitter > 0.0 && !(jitter >= 0.5 * want_jitter && jitter <= 2.0 * want_jitter + 0.1)
+        {
+            failures.push(format!(
+                "{name}: jitter {jitter:.3} ms, expected about {want_jitter:.3} ms"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} problems (logs kept in {}):\n{}",
+        failures.len(),
+        dir.display(),
+        failures.join("\n")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
