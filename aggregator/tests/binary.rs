@@ -27,14 +27,25 @@ fn a_port_in_use_is_reported_with_the_address() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&addr) && err.contains("cannot listen"), "{err}");
+    assert!(
+        err.contains(&addr) && err.contains("cannot listen"),
+        "{err}"
+    );
 }
 
 #[test]
 fn it_serves_until_sigterm_and_exits_cleanly() {
-    let query = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let query = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut child = Command::new(BIN)
-        .args(["--agent-listen", "127.0.0.1:0", "--query-listen", &query.to_string()])
+        .args([
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--query-listen",
+            &query.to_string(),
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -43,7 +54,10 @@ fn it_serves_until_sigterm_and_exits_cleanly() {
         assert!(Instant::now() < deadline, "query port never opened");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }

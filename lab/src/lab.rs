@@ -18,6 +18,7 @@ use crate::emulator::{Emulator, Shaper, data_ip, hold_low_latency};
 use crate::error::{Error, Result};
 use crate::netns::{self, BRIDGE_IP, Network, ctl_ip, ns_name};
 use crate::report::{Collector, Report, render_table};
+use crate::sidecar::{PingMesh, UsageMeter};
 use crate::topology::Topology;
 
 /// Port of the aggregator's agent-facing service on the control bridge.
@@ -41,6 +42,8 @@ pub struct Options {
     pub log_dir: PathBuf,
     /// Seed of the emulator's loss and jitter draws.
     pub seed: u64,
+    /// Run `ping` between every pair beside the agents (`run` only).
+    pub ping: bool,
 }
 
 /// What to do once the lab is up.
@@ -344,11 +347,29 @@ async fn drive(
                 human(duration),
                 human(grace)
             );
+            let pings = if opts.ping {
+                Some(PingMesh::start(topo, opts.probe_interval, duration)?)
+            } else {
+                None
+            };
+            let mut usage = Some(UsageMeter::start(lab.network.agent_pids()));
+            let measure_end = tokio::time::Instant::now() + duration;
+            let mut agents = Vec::new();
             let mut health = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => break,
-                    _ = health.tick() => check_children(lab, opts)?,
+                    _ = health.tick() => {
+                        check_children(lab, opts)?;
+                        if let Some(u) = usage.as_mut() {
+                            u.sample();
+                        }
+                        if tokio::time::Instant::now() >= measure_end
+                            && let Some(u) = usage.take()
+                        {
+                            agents = u.finish();
+                        }
+                    }
                     m = watch.message() => match m? {
                         Some(update) => {
                             if let Some(link) = update.link
@@ -361,11 +382,15 @@ async fn drive(
                     },
                 }
             }
-            Ok(Some(collector.report(
-                topo,
-                duration.as_secs_f64(),
-                &methods(opts),
-            )))
+            let mut report = collector.report(topo, duration.as_secs_f64(), &methods(opts));
+            report.agents = agents;
+            if let Some(p) = pings {
+                let results = tokio::task::spawn_blocking(move || p.finish())
+                    .await
+                    .map_err(|e| Error::Run(format!("ping collection failed: {e}")))??;
+                report.attach_ping(&results);
+            }
+            Ok(Some(report))
         }
         Mode::Up => {
             let mut tick = tokio::time::interval(opts.report_interval);

@@ -9,6 +9,7 @@ pub mod error;
 pub mod lab;
 pub mod netns;
 pub mod report;
+pub mod sidecar;
 pub mod topology;
 
 pub use error::{Error, Result};

@@ -29,6 +29,9 @@ enum Cmd {
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run `ping` between every pair beside the agents and compare (benchmark).
+        #[arg(long)]
+        ping: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -80,7 +83,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn options(c: Common) -> anyhow::Result<Options> {
+fn options(c: Common, ping: bool) -> anyhow::Result<Options> {
     Ok(Options {
         probe_interval: c.probe_interval,
         report_interval: c.report_interval,
@@ -91,6 +94,7 @@ fn options(c: Common) -> anyhow::Result<Options> {
         aggregator_bin: lab::find_binary(c.aggregator_bin, "netaware-aggregator")?,
         log_dir: c.log_dir,
         seed: c.seed,
+        ping,
     })
 }
 
@@ -103,12 +107,13 @@ async fn main() -> anyhow::Result<()> {
             topology,
             duration,
             json,
+            ping,
             common,
         } => {
             // Everything that can be wrong with the input is checked before
             // anything is created.
             let topo = Topology::load(&topology)?;
-            let opts = options(common)?;
+            let opts = options(common, ping)?;
             let report = lab::execute(
                 &topo,
                 &opts,
@@ -130,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Up { topology, common } => {
             let topo = Topology::load(&topology)?;
-            let opts = options(common)?;
+            let opts = options(common, false)?;
             lab::execute(&topo, &opts, Mode::Up, netaware_common::shutdown_signal()).await?;
             eprintln!("stopped: the lab was removed");
         }

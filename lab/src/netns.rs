@@ -360,6 +360,15 @@ impl Network {
         self.children.push((name.to_string(), child));
     }
 
+    /// (name, pid) of every child except the aggregator: the agents.
+    pub fn agent_pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .filter(|(name, _)| name != "aggregator")
+            .map(|(name, c)| (name.clone(), c.id()))
+            .collect()
+    }
+
     /// Children that exited on their own, with their status.
     pub fn exited_children(&mut self) -> Vec<String> {
         self.children

@@ -14,6 +14,7 @@ use netaware_proto::v1::LinkWindow;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::sidecar::{AgentUsage, PingSummary};
 use crate::topology::Topology;
 
 /// E|D| of RFC 3550 for normally distributed RTTs is 2/√π times their
@@ -26,6 +27,24 @@ pub struct Report {
     pub topology: String,
     pub duration_s: f64,
     pub links: Vec<LinkReport>,
+    /// CPU and memory of each agent over the measuring period.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentUsage>,
+}
+
+impl Report {
+    /// Attach side-by-side `ping` results (`--ping`) to every link of their pair.
+    pub fn attach_ping(&mut self, pings: &BTreeMap<(String, String), PingSummary>) {
+        for l in &mut self.links {
+            if let Some(p) = pings.get(&(l.src.clone(), l.dst.clone())) {
+                l.ping = Some(*p);
+                l.mean_to_ping = l
+                    .measured
+                    .filter(|m| p.avg_ms > 0.0 && m.samples > 0)
+                    .map(|m| m.rtt_mean_ms / p.avg_ms);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +55,12 @@ pub struct LinkReport {
     pub configured: Configured,
     /// `None` when no window arrived for this pair.
     pub measured: Option<Measured>,
+    /// `ping` run side by side on the same pair (with `--ping`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping: Option<PingSummary>,
+    /// Our mean RTT divided by ping's average (with `--ping`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_to_ping: Option<f64>,
 }
 
 /// What the topology asks the emulator for, as a round trip.
@@ -151,6 +176,8 @@ impl Collector {
                         method: m.short_name().to_string(),
                         configured,
                         measured: self.acc.get(&key).map(measured),
+                        ping: None,
+                        mean_to_ping: None,
                     });
                 }
             }
@@ -159,6 +186,7 @@ impl Collector {
             topology: topo.name.clone(),
             duration_s,
             links,
+            agents: Vec::new(),
         }
     }
 }
@@ -220,15 +248,15 @@ fn pct_error(measured: f64, configured: f64) -> String {
 
 /// An aligned, human-readable table of the report.
 pub fn render_table(r: &Report) -> String {
-    let mut rows: Vec<Vec<String>> = vec![
-        [
-            "src", "dst", "method", "rtt cfg", "p50", "p99", "p50 err", "jit cfg*", "jitter",
-            "loss cfg", "loss", "samples",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+    let with_ping = r.links.iter().any(|l| l.ping.is_some());
+    let mut header = vec![
+        "src", "dst", "method", "rtt cfg", "p50", "p99", "p50 err", "jit cfg*", "jitter",
+        "loss cfg", "loss", "samples",
     ];
+    if with_ping {
+        header.extend(["mean", "ping avg", "mean/ping"]);
+    }
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for l in &r.links {
         let c = &l.configured;
         let mut row = vec![
@@ -254,6 +282,14 @@ pub fn render_table(r: &Report) -> String {
                     .map(|s| s.to_string()),
             ),
         }
+        if with_ping {
+            row.push(
+                l.measured
+                    .map_or(String::new(), |m| format!("{:.3}", m.rtt_mean_ms)),
+            );
+            row.push(l.ping.map_or("-".into(), |p| format!("{:.3}", p.avg_ms)));
+            row.push(l.mean_to_ping.map_or("-".into(), |x| format!("{x:.3}")));
+        }
         rows.push(row);
     }
     let widths: Vec<usize> = (0..rows[0].len())
@@ -274,6 +310,22 @@ pub fn render_table(r: &Report) -> String {
             })
             .collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    if !r.agents.is_empty() {
+        let n = r.agents.len() as f64;
+        let mean_cpu = r.agents.iter().map(|a| a.cpu_percent).sum::<f64>() / n;
+        let busiest = r
+            .agents
+            .iter()
+            .max_by(|a, b| a.cpu_percent.total_cmp(&b.cpu_percent));
+        let rss = r.agents.iter().map(|a| a.rss_max_mib).fold(0.0, f64::max);
+        if let Some(b) = busiest {
+            let _ = writeln!(
+                out,
+                "agents: CPU {mean_cpu:.2} % of a core on average (most: {:.2} % on {}), peak RSS {rss:.1} MiB",
+                b.cpu_percent, b.node
+            );
+        }
     }
     let _ = writeln!(
         out,
