@@ -2,7 +2,9 @@
 
 use netaware_agent::Config;
 
-#[tokio::main]
+// One thread is plenty for a few hundred probes per second, and keeps the
+// agent's memory and CPU small (timestamps come from the kernel anyway).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let config: Config = netaware_common::parse_args_or_exit();
     netaware_common::init_logging();

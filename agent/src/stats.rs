@@ -13,8 +13,10 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
 use crate::error::{Error, Result};
 
-/// Smallest RTT the histogram resolves (1 ns).
-const HIST_LOW_NS: u64 = 1;
+/// Smallest RTT step the histogram resolves (1 µs). With 3 significant
+/// digits RTTs above 1 ms keep 0.1 % precision; below, 1 µs. A 1 ns floor
+/// would triple the memory of every open window for no useful precision.
+const HIST_LOW_NS: u64 = 1_000;
 /// Largest RTT the histogram stores (60 s); larger values are clamped.
 const HIST_HIGH_NS: u64 = 60_000_000_000;
 /// Significant decimal digits kept by the histogram (0.1 % resolution).
@@ -23,13 +25,13 @@ const HIST_SIGFIG: u8 = 3;
 const JITTER_GAIN: f64 = 1.0 / 16.0;
 
 /// An empty RTT histogram with the bounds every window uses.
-pub fn new_histogram() -> Result<Histogram<u64>> {
+pub fn new_histogram() -> Result<Histogram<u32>> {
     Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, HIST_SIGFIG)
         .map_err(|e| Error::Histogram(e.to_string()))
 }
 
 /// Serialise a histogram in the HdrHistogram V2 format (what `LinkWindow.rtt_histogram` carries).
-pub fn encode_histogram(hist: &Histogram<u64>) -> Result<Vec<u8>> {
+pub fn encode_histogram<T: hdrhistogram::Counter>(hist: &Histogram<T>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     V2Serializer::new()
         .serialize(hist, &mut out)
@@ -37,7 +39,7 @@ pub fn encode_histogram(hist: &Histogram<u64>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Inverse of [`encode_histogram`].
+/// Inverse of [`encode_histogram`] (u64 counters, so merged windows cannot overflow).
 pub fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>> {
     Deserializer::new()
         .deserialize(&mut &bytes[..])
@@ -115,7 +117,8 @@ struct OpenWindow {
     received: u64,
     duplicates: u64,
     reordered: u64,
-    hist: Histogram<u64>,
+    /// u32 counters: a window holds far fewer than 4 billion probes.
+    hist: Histogram<u32>,
     rtt_sum_ns: u128,
 }
 

@@ -135,7 +135,7 @@ impl Collector {
         let a = match self.acc.get_mut(&key) {
             Some(a) => a,
             None => self.acc.entry(key).or_insert(Acc {
-                hist: new_histogram()?,
+                hist: Histogram::new_from(&new_histogram()?),
                 sent: 0,
                 received: 0,
                 duplicates: 0,
