@@ -85,15 +85,7 @@ impl Config {
 
 /// A Kubernetes Node name: DNS subdomain (RFC 1123), at most 253 characters.
 pub fn parse_node_name(s: &str) -> Result<String, String> {
-    let ok_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if s.is_empty() || s.len() > 253 || !s.split('.').all(ok_label) {
+    if s.is_empty() || s.len() > 253 || !s.split('.').all(netaware_common::is_dns_label) {
         return Err(format!(
             "'{s}' is not a valid node name (lower-case letters, digits, '-' and '.', at most 253 characters)"
         ));

@@ -186,16 +186,6 @@ impl IcmpSocket {
     }
 }
 
-/// Recover a 64-bit sequence number from its low 16 bits (closest below `next`).
-pub fn unwrap_seq16(next: u64, low: u16) -> u64 {
-    let candidate = (next & !0xffff) | u64::from(low);
-    if candidate >= next {
-        candidate.saturating_sub(1 << 16)
-    } else {
-        candidate
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,13 +206,6 @@ mod tests {
             checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
             0x220d
         );
-    }
-
-    #[test]
-    fn sixteen_bit_sequences_unwrap() {
-        assert_eq!(unwrap_seq16(10, 9), 9);
-        assert_eq!(unwrap_seq16(70_000, 4_463), 69_999);
-        assert_eq!(unwrap_seq16(70_000, 65_535), 65_535);
     }
 
     #[tokio::test]

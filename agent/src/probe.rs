@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::icmp::{IcmpSocket, unwrap_seq16};
+use crate::icmp::IcmpSocket;
 use crate::rxts;
 use crate::stamp::{self, NtpTimestamp};
 use crate::stats::{ProbeTracker, WindowSummary};
@@ -306,12 +306,14 @@ impl ProbeManager {
     }
 }
 
-/// Recover a 64-bit sequence number from its low 32 bits, picking the value
-/// closest below `next` (the tracker's next sequence number).
-pub fn unwrap_seq(next: u64, low: u32) -> u64 {
-    let candidate = (next & !0xffff_ffff) | u64::from(low);
+/// Recover a 64-bit sequence number from its low `bits` bits (32 for STAMP,
+/// 16 for ICMP), picking the value closest below `next` (the tracker's next
+/// sequence number).
+pub fn unwrap_seq(next: u64, low: u64, bits: u32) -> u64 {
+    let span = 1u64 << bits;
+    let candidate = (next & !(span - 1)) | (low & (span - 1));
     if candidate >= next {
-        candidate.saturating_sub(1 << 32)
+        candidate.saturating_sub(span)
     } else {
         candidate
     }
@@ -375,7 +377,7 @@ async fn run_stamp(spec: TaskSpec, clock: Clock, out: mpsc::Sender<LinkWindow>) 
                     Err(e) => { debug!(error = %e, "receive failed"); continue; }
                 };
                 let Ok(reply) = stamp::decode_reflector(&buf[..r.len]) else { continue };
-                let seq = unwrap_seq(tracker.next_seq(), reply.sender_seq);
+                let seq = unwrap_seq(tracker.next_seq(), u64::from(reply.sender_seq), 32);
                 let Some(sent) = tracker.sent_at(seq) else { continue };
                 // RTT = (T4 - T1) - (T3 - T2), T4 being the kernel's arrival time.
                 let rtt = r.at.saturating_sub(sent).saturating_sub(reply.reflector_hold());
@@ -428,7 +430,7 @@ async fn run_icmp(
                 }
             }
             Some(r) = replies.recv() => {
-                let seq = unwrap_seq16(tracker.next_seq(), r.seq);
+                let seq = unwrap_seq(tracker.next_seq(), u64::from(r.seq), 16);
                 if let Some(sent) = tracker.sent_at(seq) {
                     tracker.on_reply(seq, r.at, r.at.saturating_sub(sent));
                 }
@@ -460,11 +462,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sequence_numbers_unwrap_across_the_32_bit_boundary() {
-        assert_eq!(unwrap_seq(10, 9), 9);
-        assert_eq!(unwrap_seq(10, 0), 0);
-        assert_eq!(unwrap_seq((1 << 32) + 5, 0xffff_fffe), 0xffff_fffe);
-        assert_eq!(unwrap_seq((1 << 32) + 5, 3), (1 << 32) + 3);
+    fn sequence_numbers_unwrap_across_the_boundary() {
+        assert_eq!(unwrap_seq(10, 9, 32), 9);
+        assert_eq!(unwrap_seq(10, 0, 32), 0);
+        assert_eq!(unwrap_seq((1 << 32) + 5, 0xffff_fffe, 32), 0xffff_fffe);
+        assert_eq!(unwrap_seq((1 << 32) + 5, 3, 32), (1 << 32) + 3);
+        assert_eq!(unwrap_seq(70_000, 4_463, 16), 69_999);
+        assert_eq!(unwrap_seq(70_000, 65_535, 16), 65_535);
     }
 
     fn plan(peers: usize, interval_us: u64) -> ProbePlan {

@@ -195,26 +195,7 @@ pub fn render_table(m: &GetMatrixResponse, metrics: &[Metric], method: ProbeMeth
         row.extend(names.iter().map(|dst| cell(src, dst)));
         rows.push(row);
     }
-    let cols = rows[0].len();
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (s, w))| {
-                if i == 0 {
-                    format!("{s:<w$}")
-                } else {
-                    format!("{s:>w$}")
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    let mut out = netaware_common::aligned_table(&rows, 1);
     let names: Vec<&str> = metrics.iter().map(|m| metric_name(*m)).collect();
     let _ = writeln!(
         out,

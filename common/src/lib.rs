@@ -91,6 +91,50 @@ fn env_var_of_error<T: Parser>(e: &clap::Error) -> Option<String> {
         .map(|v| v.to_string_lossy().into_owned())
 }
 
+/// Render rows as an aligned text table: the first `left` columns are
+/// left-aligned (names), the rest right-aligned (numbers); trailing spaces
+/// are trimmed. Rows shorter than the first are padded with empty cells.
+pub fn aligned_table(rows: &[Vec<String>], left: usize) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let cell = |r: &Vec<String>, c: usize| r.get(c).map_or("", String::as_str).to_string();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| cell(r, c).chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = (0..cols)
+            .map(|c| {
+                let (s, w) = (cell(row, c), widths[c]);
+                // `{:<w$}` counts chars, which is what the widths measure.
+                if c < left {
+                    format!("{s:<w$}")
+                } else {
+                    format!("{s:>w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether `s` is a DNS label (RFC 1123): lower-case letters, digits and
+/// '-', 1 to 63 characters, not starting or ending with '-'.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -132,6 +176,27 @@ mod tests {
         };
         assert!(msg.contains("DEMO_PORT_FOR_TEST"), "{msg}");
         assert!(msg.contains("--port"), "{msg}");
+    }
+
+    #[test]
+    fn tables_align_names_left_and_numbers_right() {
+        let rows = vec![
+            vec!["name".to_string(), "ms".to_string()],
+            vec!["a-long-name".to_string(), "1.5".to_string()],
+            vec!["b".to_string(), "12.25".to_string()],
+        ];
+        assert_eq!(
+            aligned_table(&rows, 1),
+            "name            ms\na-long-name    1.5\nb            12.25\n"
+        );
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("dj-1"));
+        for bad in ["", "Dj", "-a", "a-", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
     }
 
     #[test]

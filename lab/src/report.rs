@@ -292,25 +292,7 @@ pub fn render_table(r: &Report) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (s, w))| {
-                if i < 3 {
-                    format!("{s:<w$}")
-                } else {
-                    format!("{s:>w$}")
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
+    let mut out = netaware_common::aligned_table(&rows, 3);
     if !r.agents.is_empty() {
         let n = r.agents.len() as f64;
         let mean_cpu = r.agents.iter().map(|a| a.cpu_percent).sum::<f64>() / n;

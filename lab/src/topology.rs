@@ -183,16 +183,6 @@ fn join(set: &BTreeSet<&str>) -> String {
     set.iter().copied().collect::<Vec<_>>().join(", ")
 }
 
-/// A DNS label: it becomes a hostname and part of a namespace name.
-fn valid_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 fn validate_nodes(raw: &[RawNode]) -> std::result::Result<Vec<Node>, String> {
     if raw.len() < 2 {
         return Err(format!(
@@ -212,7 +202,8 @@ fn validate_nodes(raw: &[RawNode]) -> std::result::Result<Vec<Node>, String> {
         let at = format!("nodes[{k}]");
         check_extra(&at, &n.extra)?;
         for (what, v) in [("name", &n.name), ("region", &n.region)] {
-            if !valid_label(v) {
+            // A DNS label: it becomes a hostname and part of a namespace name.
+            if !netaware_common::is_dns_label(v) {
                 return Err(format!(
                     "{at}: {what} '{v}' must be lower-case letters, digits and '-' (at most 63, \
                      not starting or ending with '-')"

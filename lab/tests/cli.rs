@@ -76,7 +76,7 @@ fn not_root_is_a_clear_error_before_anything_is_created() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    if !nix_is_root() {
+    if !nix::unistd::geteuid().is_root() {
         // Not root ourselves: setpriv cannot switch users; the plain run must fail the same way.
         let out = lab(&["run", topo, "--for", "1s"]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -85,15 +85,4 @@ fn not_root_is_a_clear_error_before_anything_is_created() {
     }
     assert!(!out.status.success());
     assert!(err.contains("must run as root"), "{err}");
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
