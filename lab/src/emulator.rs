@@ -223,6 +223,18 @@ pub struct Counters {
     pub foreign: AtomicU64,
 }
 
+/// Summary of the emulator's delivery lateness over a run.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct LatenessSummary {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    /// Packets delivered.
+    pub packets: u64,
+    /// Packets delivered more than 1 ms after their deadline.
+    pub over_1ms: u64,
+}
+
 /// How late packets were written compared with their deadline, in ns
 /// (the emulator's own error, reported at the end of a run).
 pub type Lateness = hdrhistogram::Histogram<u64>;
@@ -308,8 +320,8 @@ impl Emulator {
         &self.shared.counters
     }
 
-    /// (p50, p99, max) of how late packets left the emulator, in µs.
-    pub fn lateness_us(&self) -> Option<(f64, f64, f64)> {
+    /// How late packets left the emulator.
+    pub fn lateness(&self) -> Option<LatenessSummary> {
         let g = self
             .shared
             .lateness
@@ -317,11 +329,13 @@ impl Emulator {
             .unwrap_or_else(|e| e.into_inner());
         let h = g.as_ref().filter(|h| !h.is_empty())?;
         let us = |ns: u64| ns as f64 / 1000.0;
-        Some((
-            us(h.value_at_quantile(0.5)),
-            us(h.value_at_quantile(0.99)),
-            us(h.max()),
-        ))
+        Some(LatenessSummary {
+            p50_us: us(h.value_at_quantile(0.5)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            max_us: us(h.max()),
+            packets: h.len(),
+            over_1ms: h.count_between(1_000_000, h.max().max(1_000_000)),
+        })
     }
 
     /// Stop all threads and wait for them.

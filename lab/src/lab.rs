@@ -301,17 +301,25 @@ pub async fn execute(
             dropped = c.dropped.load(std::sync::atomic::Ordering::Relaxed),
             "emulator totals"
         );
-        if let Some((p50, p99, max)) = e.lateness_us() {
+        if let Some(l) = e.lateness() {
             info!(
-                p50_us = p50,
-                p99_us = p99,
-                max_us = max,
+                p50_us = l.p50_us,
+                p99_us = l.p99_us,
+                max_us = l.max_us,
+                over_1ms = l.over_1ms,
+                packets = l.packets,
                 "emulator delivery lateness"
             );
         }
     }
+    let lateness = lab.emulator.as_ref().and_then(Emulator::lateness);
     lab.teardown();
-    outcome
+    outcome.map(|r| {
+        r.map(|mut r| {
+            r.emulator = lateness;
+            r
+        })
+    })
 }
 
 async fn drive(

@@ -13,6 +13,7 @@ use netaware_proto::ProbeMethod;
 use netaware_proto::v1::LinkWindow;
 use serde::Serialize;
 
+use crate::emulator::LatenessSummary;
 use crate::error::Result;
 use crate::sidecar::{AgentUsage, PingSummary};
 use crate::topology::Topology;
@@ -30,6 +31,9 @@ pub struct Report {
     /// CPU and memory of each agent over the measuring period.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<AgentUsage>,
+    /// How late the emulator delivered packets (its own error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<LatenessSummary>,
 }
 
 impl Report {
@@ -187,6 +191,7 @@ impl Collector {
             duration_s,
             links,
             agents: Vec::new(),
+            emulator: None,
         }
     }
 }
@@ -308,6 +313,13 @@ pub fn render_table(r: &Report) -> String {
                 b.cpu_percent, b.node
             );
         }
+    }
+    if let Some(e) = &r.emulator {
+        let _ = writeln!(
+            out,
+            "emulator: packets left {:.1} us late at the median, {:.1} us at p99; {} of {} more than 1 ms late",
+            e.p50_us, e.p99_us, e.over_1ms, e.packets
+        );
     }
     let _ = writeln!(
         out,
