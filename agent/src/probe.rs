@@ -471,6 +471,40 @@ mod tests {
         assert_eq!(unwrap_seq(70_000, 65_535, 16), 65_535);
     }
 
+    /// A hand-built RFC 8762 Session-Sender packet, sent over real UDP to the
+    /// running reflector, comes back with the reflector layout filled in.
+    #[tokio::test]
+    async fn the_reflector_answers_a_standard_stamp_sender() {
+        let clock = Clock::new();
+        let socket = bind_reflector("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let reflector = tokio::spawn(run_reflector(socket, clock));
+
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut test = Vec::new();
+        test.extend_from_slice(&77u32.to_be_bytes()); // sequence number
+        test.extend_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes()); // T1
+        test.extend_from_slice(&[0x00, 0x01]); // error estimate
+        test.resize(64, 0); // MBZ and some padding
+        sender.send_to(&test, addr).await.unwrap();
+        let mut buf = [0u8; 128];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(2), sender.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        reflector.abort();
+        assert_eq!(from, addr);
+        assert_eq!(n, 64, "same length as the test packet");
+        let r = stamp::decode_reflector(&buf[..n]).unwrap();
+        assert_eq!((r.seq, r.sender_seq), (77, 77));
+        assert_eq!(r.sender_timestamp.0, 0x0102_0304_0506_0708);
+        assert_eq!(r.sender_error_estimate, 1);
+        assert!(r.timestamp >= r.receive_timestamp, "T3 >= T2");
+        assert!(r.reflector_hold() < Duration::from_millis(100));
+    }
+
     fn plan(peers: usize, interval_us: u64) -> ProbePlan {
         ProbePlan {
             version: 1,
