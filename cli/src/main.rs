@@ -6,7 +6,7 @@ use netaware_cli::{Cli, EXIT_UNAVAILABLE, Error};
 async fn main() {
     let cli: Cli = netaware_common::parse_args_or_exit();
     match netaware_cli::execute(&cli).await {
-        Ok(out) => print!("{out}"),
+        Ok(out) => netaware_common::print_stdout(&out),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(match e {

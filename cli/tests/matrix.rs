@@ -138,3 +138,24 @@ async fn a_bad_flag_value_exits_64() {
     let out = run(&["matrix", "--metric", "bogus"]).await;
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_ends_quietly_without_a_panic() {
+    let url = aggregator_with_one_link().await;
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Process::new(BIN)
+            .args(["matrix", "--aggregator", &url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Like `netaware matrix | head -0`: the reader goes away at once.
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?} {err}", out.status);
+}

@@ -91,6 +91,18 @@ fn env_var_of_error<T: Parser>(e: &clap::Error) -> Option<String> {
         .map(|v| v.to_string_lossy().into_owned())
 }
 
+/// Write `text` to stdout. A closed pipe (`netaware matrix | head`) ends the
+/// output quietly instead of panicking like `print!` does.
+pub fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => eprintln!("error: cannot write to stdout: {e}"),
+    }
+}
+
 /// Render rows as an aligned text table: the first `left` columns are
 /// left-aligned (names), the rest right-aligned (numbers); trailing spaces
 /// are trimmed. Rows shorter than the first are padded with empty cells.

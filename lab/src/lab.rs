@@ -414,16 +414,15 @@ async fn drive(
                 }
                 let r = c.report(topo, opts.report_interval.as_secs_f64(), &methods(opts));
                 // Clear the screen and redraw: a live table.
-                print!("\x1b[2J\x1b[H");
-                println!(
-                    "netaware-lab up: {} ({} nodes) — latest {} window per link; Ctrl-C to stop\n\
-                     query API: http://127.0.0.1:{} (try: netaware matrix)\n",
+                netaware_common::print_stdout(&format!(
+                    "\x1b[2J\x1b[Hnetaware-lab up: {} ({} nodes) — latest {} window per link; Ctrl-C to stop\n\
+                     query API: http://127.0.0.1:{} (try: netaware matrix)\n\n{}",
                     topo.name,
                     topo.nodes.len(),
                     human(opts.report_interval),
-                    opts.query_port
-                );
-                print!("{}", render_table(&r));
+                    opts.query_port,
+                    render_table(&r)
+                ));
             }
         }
     }

@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("interrupted: the lab was removed, no report");
                 std::process::exit(130);
             };
-            print!("{}", render_table(&report));
+            netaware_common::print_stdout(&render_table(&report));
             if let Some(path) = json {
                 let text = serde_json::to_string_pretty(&report)?;
                 std::fs::write(&path, text + "\n")
