@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use netaware_agent::session::{SessionConfig, run_session};
-use netaware_aggregator::matrix::PlanTiming;
 use netaware_aggregator::service::Services;
 use netaware_aggregator::state::{self, Command, StateConfig, StateHandle};
 use netaware_proto::ProbeMethod;
@@ -96,15 +95,7 @@ impl MemNet {
 }
 
 fn state() -> StateHandle {
-    state::spawn(StateConfig {
-        timing: PlanTiming {
-            probe_interval: Duration::from_millis(200),
-            report_interval: Duration::from_secs(1),
-            loss_timeout: Duration::from_millis(500),
-        },
-        smoothing: 0.3,
-        stale_after: Duration::from_secs(30),
-    })
+    state::spawn(StateConfig::default())
 }
 
 fn hello(node: &str) -> Hello {
@@ -226,7 +217,7 @@ async fn agents_get_a_full_mesh_plan_and_their_reports_reach_the_matrix() {
     .unwrap();
     assert_eq!(plan.peers[0].node_name, "b");
     assert_eq!(plan.probe_interval_us, 200_000);
-    assert_eq!(plan.report_interval_ms, 1000);
+    assert_eq!(plan.report_interval_ms, 10_000);
 
     a.windows.send(window("b", 10)).await.unwrap();
     let m = eventually(&state, "a->b stored", |m| windows_total(m, "a", "b") == 1).await;

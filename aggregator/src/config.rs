@@ -87,6 +87,17 @@ mod tests {
     }
 
     #[test]
+    fn the_state_default_matches_the_flag_defaults() {
+        let Ok(c) = parse_args_from::<Config, _, _>(["x"]) else {
+            panic!("defaults must parse")
+        };
+        assert_eq!(
+            crate::state_config(&c),
+            crate::state::StateConfig::default()
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (flag, env) in [
             ("--smoothing=0", ENV_SMOOTHING),

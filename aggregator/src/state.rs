@@ -56,11 +56,26 @@ struct Session {
 }
 
 /// Settings of the state owner.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StateConfig {
     pub timing: PlanTiming,
     pub smoothing: f64,
     pub stale_after: std::time::Duration,
+}
+
+impl Default for StateConfig {
+    /// The same values as the command-line defaults (checked by a test).
+    fn default() -> Self {
+        Self {
+            timing: PlanTiming {
+                probe_interval: std::time::Duration::from_millis(200),
+                report_interval: std::time::Duration::from_secs(10),
+                loss_timeout: std::time::Duration::from_secs(2),
+            },
+            smoothing: 0.3,
+            stale_after: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// Capacity of the link-update broadcast; a watcher further behind is told so.

@@ -2,9 +2,7 @@
 //! The `netaware` binary against a real aggregator query service on loopback.
 
 use std::process::Command as Process;
-use std::time::Duration;
 
-use netaware_aggregator::matrix::PlanTiming;
 use netaware_aggregator::service::Services;
 use netaware_aggregator::state::{self, Command, StateConfig};
 use netaware_proto::ProbeMethod;
@@ -17,15 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_netaware");
 
 /// Start an aggregator holding one measured link a -> b; returns its URL.
 async fn aggregator_with_one_link() -> String {
-    let state = state::spawn(StateConfig {
-        timing: PlanTiming {
-            probe_interval: Duration::from_millis(200),
-            report_interval: Duration::from_secs(1),
-            loss_timeout: Duration::from_millis(500),
-        },
-        smoothing: 0.3,
-        stale_after: Duration::from_secs(30),
-    });
+    let state = state::spawn(StateConfig::default());
     for node in ["a", "b"] {
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         std::mem::forget(_rx); // keep the session's outbound queue open
