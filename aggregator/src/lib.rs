@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod matrix;
 pub mod service;
 pub mod state;
