@@ -9,7 +9,9 @@
 pub mod config;
 pub mod error;
 pub mod groups;
+pub mod labels;
 pub mod matrix;
+pub mod quality;
 pub mod service;
 pub mod state;
 

@@ -1,0 +1,270 @@
+//! The Node labels and the summary annotation netaware writes, and the
+//! Kubernetes rules every key and value is checked against before a write.
+//! See `docs/labels.md` for the meaning of each key.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::quality::Figures;
+
+/// Default prefix of every key we own.
+pub const DEFAULT_PREFIX: &str = "netaware.io/";
+/// Largest summary annotation we write.
+pub const MAX_SUMMARY_BYTES: usize = 4 * 1024;
+/// Annotation name (after the prefix).
+pub const SUMMARY: &str = "summary";
+
+/// Why a key, value or prefix is not acceptable to Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error(
+        "label prefix '{0}' is invalid: it must be a DNS subdomain (lower-case letters, digits, \
+         '-' and '.', at most 253 characters) followed by '/', e.g. netaware.io/"
+    )]
+    Prefix(String),
+    #[error(
+        "label prefix '{0}' is reserved for Kubernetes (kubernetes.io, k8s.io); choose your own domain"
+    )]
+    ReservedPrefix(String),
+    #[error(
+        "label name '{0}' is invalid: at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"
+    )]
+    Name(String),
+    #[error(
+        "label value '{0}' is invalid: at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric, or empty"
+    )]
+    Value(String),
+}
+
+fn name_like(s: &str) -> bool {
+    let ok = |b: u8| b.is_ascii_alphanumeric();
+    s.len() <= 63
+        && s.bytes()
+            .all(|b| ok(b) || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes().next().is_some_and(ok)
+        && s.bytes().last().is_some_and(ok)
+}
+
+/// Check a label value (may be empty).
+pub fn check_value(v: &str) -> Result<(), LabelError> {
+    if v.is_empty() || name_like(v) {
+        Ok(())
+    } else {
+        Err(LabelError::Value(v.to_string()))
+    }
+}
+
+/// Check a label name (the part after the prefix).
+pub fn check_name(n: &str) -> Result<(), LabelError> {
+    if name_like(n) {
+        Ok(())
+    } else {
+        Err(LabelError::Name(n.to_string()))
+    }
+}
+
+/// Check a configured prefix such as `netaware.io/`.
+pub fn check_prefix(p: &str) -> Result<(), LabelError> {
+    let Some(domain) = p.strip_suffix('/') else {
+        return Err(LabelError::Prefix(p.to_string()));
+    };
+    let label_ok = |l: &str| netaware_common::is_dns_label(l);
+    if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(label_ok) {
+        return Err(LabelError::Prefix(p.to_string()));
+    }
+    let reserved = ["kubernetes.io", "k8s.io"];
+    if reserved
+        .iter()
+        .any(|r| domain == *r || domain.ends_with(&format!(".{r}")))
+    {
+        return Err(LabelError::ReservedPrefix(p.to_string()));
+    }
+    Ok(())
+}
+
+/// What netaware knows about one node, to be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFacts {
+    /// Group ids of levels 1, 2, 3.
+    pub groups: [String; 3],
+    pub quality: Option<u32>,
+    pub figures: Option<Figures>,
+    /// Whether the node's data is fresh (not stale).
+    pub fresh: bool,
+}
+
+fn us(x: f64) -> String {
+    // Gt/Lt compare integers only: plain non-negative integers.
+    format!("{}", x.max(0.0).round() as u64)
+}
+
+/// The labels for one node, keys with `prefix`, all checked.
+pub fn node_labels(prefix: &str, f: &NodeFacts) -> Result<BTreeMap<String, String>, LabelError> {
+    let mut m: BTreeMap<String, String> = BTreeMap::new();
+    let mut put = |name: &str, value: String| -> Result<(), LabelError> {
+        check_name(name)?;
+        check_value(&value)?;
+        m.insert(format!("{prefix}{name}"), value);
+        Ok(())
+    };
+    for (level, id) in f.groups.iter().enumerate() {
+        put(&format!("group-l{}", level + 1), id.clone())?;
+    }
+    if let Some(q) = f.quality {
+        put("quality", q.min(100).to_string())?;
+    }
+    if let Some(fig) = &f.figures {
+        put("rtt-p50-us", us(fig.rtt_p50_us))?;
+        put("rtt-p99-us", us(fig.rtt_p99_us))?;
+        put("jitter-us", us(fig.jitter_us))?;
+        put("loss-ppm", us(fig.loss_ppm))?;
+        if let Some(b) = fig.bandwidth_mbps {
+            put("bandwidth-mbps", us(b))?;
+        }
+    }
+    put("fresh", f.fresh.to_string())?;
+    Ok(m)
+}
+
+/// One peer in the summary annotation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Peer {
+    pub node: String,
+    pub rtt_p50_us: u64,
+    pub loss_ppm: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    /// When the figures were computed (RFC 3339, UTC).
+    measured_at: &'a str,
+    /// Nearest peers first.
+    nearest: &'a [Peer],
+}
+
+/// The summary annotation: JSON with the measurement time and the node's
+/// nearest peers (sorted by RTT), cut to as many peers as fit in
+/// [`MAX_SUMMARY_BYTES`].
+pub fn summary(measured_at: &str, nearest: &[Peer]) -> String {
+    let mut n = nearest.len();
+    loop {
+        let s = serde_json::to_string(&Summary {
+            measured_at,
+            nearest: &nearest[..n],
+        })
+        .unwrap_or_default();
+        if s.len() <= MAX_SUMMARY_BYTES || n == 0 {
+            return s;
+        }
+        // Shrink proportionally, at least by one.
+        n = (n * MAX_SUMMARY_BYTES / s.len()).min(n - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> NodeFacts {
+        NodeFacts {
+            groups: ["g1".into(), "g2".into(), "g3".into()],
+            quality: Some(87),
+            figures: Some(Figures {
+                rtt_p50_us: 251.4,
+                rtt_p99_us: 612.6,
+                jitter_us: 40.0,
+                loss_ppm: 0.2,
+                bandwidth_mbps: None,
+                peers: 3,
+            }),
+            fresh: true,
+        }
+    }
+
+    #[test]
+    fn labels_are_integers_and_group_ids() {
+        let l = node_labels(DEFAULT_PREFIX, &facts()).unwrap();
+        let get = |k: &str| l.get(&format!("netaware.io/{k}")).cloned();
+        assert_eq!(get("group-l2").as_deref(), Some("g2"));
+        assert_eq!(get("quality").as_deref(), Some("87"));
+        assert_eq!(get("rtt-p50-us").as_deref(), Some("251"));
+        assert_eq!(get("rtt-p99-us").as_deref(), Some("613"));
+        assert_eq!(get("loss-ppm").as_deref(), Some("0"));
+        assert_eq!(get("fresh").as_deref(), Some("true"));
+        assert_eq!(get("bandwidth-mbps"), None, "absent until measured");
+        assert_eq!(l.len(), 9);
+        for (k, v) in &l {
+            let (p, n) = k.split_once('/').unwrap();
+            assert!(check_prefix(&format!("{p}/")).is_ok());
+            assert!(check_name(n).is_ok() && check_value(v).is_ok());
+        }
+    }
+
+    #[test]
+    fn kubernetes_rules_for_names_values_and_prefixes() {
+        assert!(check_value("").is_ok());
+        assert!(check_value("g1").is_ok());
+        assert!(check_value("A.b_c-9").is_ok());
+        for bad in ["-a", "a-", "a b", "ä", &"x".repeat(64)] {
+            assert!(check_value(bad).is_err(), "{bad}");
+        }
+        assert!(check_name("").is_err());
+        assert!(check_prefix("netaware.io/").is_ok());
+        assert!(check_prefix("lab.example.com/").is_ok());
+        for bad in ["netaware.io", "Netaware.io/", "/", "a..b/", "-a.io/"] {
+            assert_eq!(
+                check_prefix(bad),
+                Err(LabelError::Prefix(bad.into())),
+                "{bad}"
+            );
+        }
+        for reserved in [
+            "kubernetes.io/",
+            "node.kubernetes.io/",
+            "k8s.io/",
+            "x.k8s.io/",
+        ] {
+            assert!(matches!(
+                check_prefix(reserved),
+                Err(LabelError::ReservedPrefix(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_bad_group_id_is_refused_before_any_write() {
+        let mut f = facts();
+        f.groups[0] = "not ok".into();
+        assert_eq!(
+            node_labels(DEFAULT_PREFIX, &f),
+            Err(LabelError::Value("not ok".into()))
+        );
+    }
+
+    #[test]
+    fn the_summary_fits_in_4_kib_nearest_first() {
+        let peers: Vec<Peer> = (0..500)
+            .map(|i| Peer {
+                node: format!("node-with-a-long-name-{i:04}"),
+                rtt_p50_us: 100 + i,
+                loss_ppm: 0,
+            })
+            .collect();
+        let s = summary("2026-11-23T20:00:00Z", &peers);
+        assert!(s.len() <= MAX_SUMMARY_BYTES, "{}", s.len());
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        let kept = v["nearest"].as_array().unwrap();
+        assert!(kept.len() > 10);
+        assert_eq!(kept[0]["node"], "node-with-a-long-name-0000");
+        assert_eq!(v["measured_at"], "2026-11-23T20:00:00Z");
+        let small = summary("t", &peers[..2]);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&small).unwrap()["nearest"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}
