@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::groups::Thresholds;
+use crate::quality::Weights;
+
 pub const ENV_AGENT_LISTEN: &str = "NETAWARE_AGENT_LISTEN";
 pub const ENV_QUERY_LISTEN: &str = "NETAWARE_QUERY_LISTEN";
 pub const ENV_PROBE_INTERVAL: &str = "NETAWARE_PROBE_INTERVAL";
@@ -12,6 +15,10 @@ pub const ENV_REPORT_INTERVAL: &str = "NETAWARE_REPORT_INTERVAL";
 pub const ENV_LOSS_TIMEOUT: &str = "NETAWARE_LOSS_TIMEOUT";
 pub const ENV_STALE_AFTER: &str = "NETAWARE_STALE_AFTER";
 pub const ENV_SMOOTHING: &str = "NETAWARE_SMOOTHING";
+pub const ENV_GROUP_THRESHOLDS: &str = "NETAWARE_GROUP_THRESHOLDS";
+pub const ENV_GROUP_HYSTERESIS: &str = "NETAWARE_GROUP_HYSTERESIS";
+pub const ENV_RECOMPUTE_INTERVAL: &str = "NETAWARE_RECOMPUTE_INTERVAL";
+pub const ENV_QUALITY_WEIGHTS: &str = "NETAWARE_QUALITY_WEIGHTS";
 
 pub const DEFAULT_AGENT_LISTEN: &str = "0.0.0.0:7400";
 pub const DEFAULT_QUERY_LISTEN: &str = "0.0.0.0:7401";
@@ -22,6 +29,12 @@ pub const DEFAULT_LOSS_TIMEOUT: &str = "2s";
 /// Three missed report windows.
 pub const DEFAULT_STALE_AFTER: &str = "30s";
 pub const DEFAULT_SMOOTHING: f64 = 0.3;
+/// Same site, same metro/zone, same region.
+pub const DEFAULT_GROUP_THRESHOLDS: &str = "500us,2ms,10ms";
+pub const DEFAULT_GROUP_HYSTERESIS: u32 = 3;
+pub const DEFAULT_RECOMPUTE_INTERVAL: &str = "10s";
+pub const DEFAULT_QUALITY_WEIGHTS: &str =
+    "loss=0.35,rtt-p50=0.25,rtt-p99=0.15,jitter=0.10,bandwidth=0.15";
 
 /// netaware-aggregator: collects agent measurements into a link-state
 /// matrix and serves it over gRPC.
@@ -55,6 +68,81 @@ pub struct Config {
     /// Weight of the newest window in the smoothed figures, in (0, 1].
     #[arg(long, env = ENV_SMOOTHING, default_value_t = DEFAULT_SMOOTHING, value_parser = parse_smoothing)]
     pub smoothing: f64,
+
+    /// RTT thresholds of the nested groups l1, l2, l3 (increasing), or
+    /// `auto` to cut at the largest gaps of the clustering.
+    #[arg(long, env = ENV_GROUP_THRESHOLDS, default_value = DEFAULT_GROUP_THRESHOLDS, value_parser = parse_thresholds)]
+    pub group_thresholds: Thresholds,
+
+    /// Recomputations a node's new groups must hold before it moves.
+    #[arg(long, env = ENV_GROUP_HYSTERESIS, default_value_t = DEFAULT_GROUP_HYSTERESIS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub group_hysteresis: u32,
+
+    /// How often groups and quality are recomputed.
+    #[arg(long, env = ENV_RECOMPUTE_INTERVAL, default_value = DEFAULT_RECOMPUTE_INTERVAL, value_parser = parse_duration)]
+    pub recompute_interval: Duration,
+
+    /// Weights of the quality score's terms (docs/labels.md); names not
+    /// given keep their default.
+    #[arg(long, env = ENV_QUALITY_WEIGHTS, default_value = DEFAULT_QUALITY_WEIGHTS, value_parser = parse_weights)]
+    pub quality_weights: Weights,
+}
+
+/// `auto` or three increasing durations such as `500us,2ms,10ms` (µs inside).
+fn parse_thresholds(s: &str) -> Result<Thresholds, String> {
+    if s.trim() == "auto" {
+        return Ok(Thresholds::Auto);
+    }
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [a, b, c] = parts[..] else {
+        return Err(format!(
+            "'{s}' must be `auto` or three RTTs like 500us,2ms,10ms"
+        ));
+    };
+    let mut v = [0.0; 3];
+    for (k, p) in [a, b, c].iter().enumerate() {
+        let d = humantime::parse_duration(p)
+            .map_err(|e| format!("'{p}' in '{s}' is not a duration like 500us or 2ms: {e}"))?;
+        v[k] = d.as_secs_f64() * 1e6;
+    }
+    if !(v[0] > 0.0 && v[0] < v[1] && v[1] < v[2]) {
+        return Err(format!(
+            "'{s}': the three thresholds must be positive and increasing"
+        ));
+    }
+    Ok(Thresholds::Fixed(v))
+}
+
+/// `name=weight,...` over loss, rtt-p50, rtt-p99, jitter, bandwidth.
+fn parse_weights(s: &str) -> Result<Weights, String> {
+    let mut w = Weights::default();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("'{part}' must look like loss=0.35"))?;
+        let v: f64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("weight '{value}' of {name} must be a number >= 0"))?;
+        match name.trim() {
+            "loss" => w.loss = v,
+            "rtt-p50" => w.rtt_p50 = v,
+            "rtt-p99" => w.rtt_p99 = v,
+            "jitter" => w.jitter = v,
+            "bandwidth" => w.bandwidth = v,
+            other => {
+                return Err(format!(
+                    "unknown weight '{other}' (known: loss, rtt-p50, rtt-p99, jitter, bandwidth)"
+                ));
+            }
+        }
+    }
+    if w.loss + w.rtt_p50 + w.rtt_p99 + w.jitter + w.bandwidth <= 0.0 {
+        return Err("at least one quality weight must be greater than 0".into());
+    }
+    Ok(w)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -98,11 +186,35 @@ mod tests {
     }
 
     #[test]
+    fn thresholds_and_weights_parse() {
+        assert_eq!(parse_thresholds("auto"), Ok(Thresholds::Auto));
+        assert_eq!(
+            parse_thresholds("500us, 2ms,10ms"),
+            Ok(Thresholds::Fixed([500.0, 2_000.0, 10_000.0]))
+        );
+        assert!(parse_thresholds("2ms,1ms,10ms").is_err());
+        assert!(parse_thresholds("1ms,2ms").is_err());
+        let w = parse_weights("loss=1,jitter=0").unwrap();
+        assert_eq!(
+            (w.loss, w.jitter, w.rtt_p50),
+            (1.0, 0.0, Weights::default().rtt_p50)
+        );
+        assert!(
+            parse_weights("speed=1")
+                .unwrap_err()
+                .contains("unknown weight 'speed'")
+        );
+        assert!(parse_weights("loss=0,rtt-p50=0,rtt-p99=0,jitter=0,bandwidth=0").is_err());
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (flag, env) in [
             ("--smoothing=0", ENV_SMOOTHING),
             ("--report-interval=0s", ENV_REPORT_INTERVAL),
             ("--agent-listen=nowhere", ENV_AGENT_LISTEN),
+            ("--group-thresholds=1ms", ENV_GROUP_THRESHOLDS),
+            ("--quality-weights=x=1", ENV_QUALITY_WEIGHTS),
         ] {
             let Err(ArgsError::Usage(msg)) = parse_args_from::<Config, _, _>(["x", flag]) else {
                 panic!("{flag} must be rejected")

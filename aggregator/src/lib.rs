@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod groups;
+pub mod infer;
 pub mod labels;
 pub mod matrix;
 pub mod quality;
@@ -36,6 +37,13 @@ pub fn state_config(c: &Config) -> state::StateConfig {
         },
         smoothing: c.smoothing,
         stale_after: c.stale_after,
+        infer: infer::InferConfig {
+            thresholds: c.group_thresholds,
+            hysteresis: c.group_hysteresis,
+            weights: c.quality_weights,
+            scales: quality::Scales::default(),
+        },
+        recompute_interval: c.recompute_interval,
     }
 }
 

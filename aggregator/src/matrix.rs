@@ -161,6 +161,25 @@ impl Matrix {
         now.saturating_duration_since(link.received_at) > self.stale_after
     }
 
+    /// Names of every node known (connected now or before), sorted.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// Smoothed figures of one directed link and whether it is stale at `now`.
+    pub fn smoothed(
+        &self,
+        src: &str,
+        dst: &str,
+        method: ProbeMethod,
+        now: Instant,
+    ) -> Option<(Smoothed, bool)> {
+        let link = self
+            .links
+            .get(&(src.to_string(), dst.to_string(), method as i32))?;
+        Some((link.smoothed, self.is_stale(link, now)))
+    }
+
     /// Every link (optionally of one method) as of `now`.
     pub fn links(&self, method: ProbeMethod, now: Instant) -> Vec<LinkState> {
         self.links

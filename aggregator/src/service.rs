@@ -114,7 +114,7 @@ impl AgentService for Services {
 
 fn not_yet(call: &str, issue: &str) -> Status {
     Status::unimplemented(format!(
-        "{call} is part of the contract but not built yet ({issue}); GetMatrix and WatchLinks work now"
+        "{call} is part of the contract but not built yet ({issue}); GetMatrix, WatchLinks, GetNode and ListGroups work now"
     ))
 }
 
@@ -134,16 +134,71 @@ impl QueryService for Services {
 
     async fn get_node(
         &self,
-        _request: Request<GetNodeRequest>,
+        request: Request<GetNodeRequest>,
     ) -> Result<Response<GetNodeResponse>, Status> {
-        Err(not_yet("GetNode", "comes with the topology labels"))
+        let name = request.into_inner().node_name;
+        if name.is_empty() {
+            return Err(Status::invalid_argument(
+                "GetNodeRequest.node_name is empty",
+            ));
+        }
+        let view = self
+            .state
+            .ask(|reply| Command::GetNode {
+                name: name.clone(),
+                reply,
+            })
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "node '{name}' is unknown: no agent with that node name ever connected"
+                ))
+            })?;
+        let Some(facts) = view.facts else {
+            return Err(Status::unavailable(format!(
+                "node '{name}' is known but its groups are not computed yet; try again after the next recomputation"
+            )));
+        };
+        let f = facts.figures;
+        Ok(Response::new(GetNodeResponse {
+            status: Some(view.status),
+            group_l1: facts.groups[0].clone(),
+            group_l2: facts.groups[1].clone(),
+            group_l3: facts.groups[2].clone(),
+            quality: facts.quality,
+            rtt_p50_us: f.map_or(0.0, |f| f.rtt_p50_us),
+            rtt_p99_us: f.map_or(0.0, |f| f.rtt_p99_us),
+            jitter_us: f.map_or(0.0, |f| f.jitter_us),
+            loss_ppm: f.map_or(0.0, |f| f.loss_ppm),
+            bandwidth_mbps: f.and_then(|f| f.bandwidth_mbps).unwrap_or(0.0),
+            fresh: facts.fresh,
+        }))
     }
 
     async fn list_groups(
         &self,
         _request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        Err(not_yet("ListGroups", "comes with the topology labels"))
+        let groups = self
+            .state
+            .ask(|reply| Command::ListGroups { reply })
+            .await?
+            .ok_or_else(|| {
+                Status::unavailable(
+                    "groups are not computed yet (no agent has reported); try again shortly",
+                )
+            })?;
+        Ok(Response::new(ListGroupsResponse {
+            groups: groups
+                .into_iter()
+                .map(|g| netaware_proto::v1::Group {
+                    level: g.level,
+                    id: g.id,
+                    members: g.members,
+                    max_rtt_us: g.max_rtt_us,
+                })
+                .collect(),
+        }))
     }
 
     async fn place(

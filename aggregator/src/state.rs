@@ -8,12 +8,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::aggregator_message::Msg as AggMsg;
 use netaware_proto::v1::{
-    AggregatorMessage, GetMatrixResponse, Hello, LinkState, ReportAck, ReportBatch,
+    AggregatorMessage, GetMatrixResponse, Hello, LinkState, NodeStatus, ReportAck, ReportBatch,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
+use crate::infer::{Group, InferConfig, Inference, Inferred};
+use crate::labels::NodeFacts;
 use crate::matrix::{Matrix, PlanTiming};
 
 /// Outbound messages of one agent session.
@@ -41,12 +43,31 @@ pub enum Command {
         method: ProbeMethod,
         reply: oneshot::Sender<GetMatrixResponse>,
     },
+    /// One node's status and published facts (`None`: unknown node).
+    GetNode {
+        name: String,
+        reply: oneshot::Sender<Option<NodeView>>,
+    },
+    /// The published groups (`None` before the first recomputation).
+    ListGroups {
+        reply: oneshot::Sender<Option<Vec<Group>>>,
+    },
+    /// Recompute groups and quality now (tests, and after start-up).
+    Recompute,
     /// Subscribe to link updates, with the current links if asked.
     Watch {
         method: ProbeMethod,
         send_initial: bool,
         reply: oneshot::Sender<(Vec<LinkState>, broadcast::Receiver<LinkState>)>,
     },
+}
+
+/// What GetNode answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    pub status: NodeStatus,
+    /// `None` until the first recomputation that included the node.
+    pub facts: Option<NodeFacts>,
 }
 
 #[derive(Debug)]
@@ -61,6 +82,9 @@ pub struct StateConfig {
     pub timing: PlanTiming,
     pub smoothing: f64,
     pub stale_after: std::time::Duration,
+    pub infer: InferConfig,
+    /// How often groups and quality are recomputed.
+    pub recompute_interval: std::time::Duration,
 }
 
 impl Default for StateConfig {
@@ -74,6 +98,8 @@ impl Default for StateConfig {
             },
             smoothing: 0.3,
             stale_after: std::time::Duration::from_secs(30),
+            infer: InferConfig::default(),
+            recompute_interval: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -125,6 +151,8 @@ fn now_unix_us() -> u64 {
 struct Owner {
     config: StateConfig,
     matrix: Matrix,
+    inference: Inference,
+    inferred: Option<Inferred>,
     sessions: HashMap<SessionId, Session>,
     next_session: SessionId,
     plan_version: u64,
@@ -136,13 +164,23 @@ async fn run(config: StateConfig, mut rx: mpsc::Receiver<Command>) {
     let mut owner = Owner {
         config,
         matrix: Matrix::new(config.smoothing, config.stale_after),
+        inference: Inference::new(config.infer),
+        inferred: None,
         sessions: HashMap::new(),
         next_session: 1,
         plan_version: 0,
         updates,
     };
-    while let Some(cmd) = rx.recv().await {
-        owner.handle(cmd, Instant::now());
+    let mut recompute = tokio::time::interval(config.recompute_interval);
+    recompute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => owner.handle(cmd, Instant::now()),
+                None => break,
+            },
+            _ = recompute.tick() => owner.recompute(Instant::now()),
+        }
     }
 }
 
@@ -166,6 +204,26 @@ impl Owner {
             }
             Command::Reports { session, batch } => self.reports(session, batch, now),
             Command::Disconnect { session } => self.close(session),
+            Command::GetNode { name, reply } => {
+                let status = self
+                    .matrix
+                    .snapshot(ProbeMethod::Unspecified, now, now_unix_us())
+                    .nodes
+                    .into_iter()
+                    .find(|n| n.node_name == name);
+                let view = status.map(|status| NodeView {
+                    status,
+                    facts: self
+                        .inferred
+                        .as_ref()
+                        .and_then(|i| i.facts.get(&name).cloned()),
+                });
+                let _ = reply.send(view);
+            }
+            Command::ListGroups { reply } => {
+                let _ = reply.send(self.inferred.as_ref().map(|i| i.groups.clone()));
+            }
+            Command::Recompute => self.recompute(now),
             Command::GetMatrix { method, reply } => {
                 let _ = reply.send(self.matrix.snapshot(method, now, now_unix_us()));
             }
@@ -182,6 +240,22 @@ impl Owner {
                 let _ = reply.send((initial, self.updates.subscribe()));
             }
         }
+    }
+
+    fn recompute(&mut self, now: Instant) {
+        if self.matrix.node_names().is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let out = self.inference.recompute(&self.matrix, now);
+        info!(
+            nodes = out.facts.len(),
+            moved = out.moved.len(),
+            thresholds_us = ?out.thresholds,
+            took_ms = started.elapsed().as_millis() as u64,
+            "groups and quality recomputed"
+        );
+        self.inferred = Some(out);
     }
 
     fn reports(&mut self, session: SessionId, batch: ReportBatch, now: Instant) {

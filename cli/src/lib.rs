@@ -7,7 +7,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::query_service_client::QueryServiceClient;
-use netaware_proto::v1::{GetMatrixRequest, GetMatrixResponse, LinkState};
+use netaware_proto::v1::{
+    GetMatrixRequest, GetMatrixResponse, GetNodeRequest, GetNodeResponse, LinkState,
+    ListGroupsRequest, ListGroupsResponse,
+};
 use serde_json::{Value, json};
 
 pub const ENV_AGGREGATOR: &str = "NETAWARE_QUERY";
@@ -44,6 +47,17 @@ pub struct Cli {
 pub enum Command {
     /// Print the link-state matrix: one row per source, one column per destination.
     Matrix(MatrixArgs),
+    /// Print every node's groups, quality and figures (what its labels carry).
+    Nodes(OutputArgs),
+    /// Print the nested latency groups and their members.
+    Groups(OutputArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -289,6 +303,107 @@ pub fn render_json(m: &GetMatrixResponse) -> Value {
     })
 }
 
+/// Every known node with its published facts (nodes not computed yet are skipped).
+pub async fn fetch_nodes(url: &str) -> Result<Vec<GetNodeResponse>, Error> {
+    let mut client = connect(url).await?;
+    let names: Vec<String> = client
+        .get_matrix(GetMatrixRequest {
+            method: ProbeMethod::Unspecified as i32,
+        })
+        .await?
+        .into_inner()
+        .nodes
+        .into_iter()
+        .map(|n| n.node_name)
+        .collect();
+    let mut out = Vec::new();
+    for node_name in names {
+        match client.get_node(GetNodeRequest { node_name }).await {
+            Ok(r) => out.push(r.into_inner()),
+            Err(s) if s.code() == tonic::Code::Unavailable => {}
+            Err(s) => return Err(s.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// The nodes table: groups, quality and the figures behind it.
+pub fn render_nodes(nodes: &[GetNodeResponse]) -> String {
+    let mut rows = vec![
+        [
+            "node",
+            "l1",
+            "l2",
+            "l3",
+            "quality",
+            "rtt p50 us",
+            "rtt p99 us",
+            "jitter us",
+            "loss ppm",
+            "fresh",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+    ];
+    for n in nodes {
+        let name = n.status.as_ref().map_or("?", |s| s.node_name.as_str());
+        rows.push(vec![
+            name.to_string(),
+            n.group_l1.clone(),
+            n.group_l2.clone(),
+            n.group_l3.clone(),
+            n.quality.map_or("-".into(), |q| q.to_string()),
+            format!("{:.0}", n.rtt_p50_us),
+            format!("{:.0}", n.rtt_p99_us),
+            format!("{:.0}", n.jitter_us),
+            format!("{:.0}", n.loss_ppm),
+            n.fresh.to_string(),
+        ]);
+    }
+    netaware_common::aligned_table(&rows, 4)
+}
+
+/// Nodes as JSON.
+pub fn nodes_json(nodes: &[GetNodeResponse]) -> Value {
+    Value::Array(
+        nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "name": n.status.as_ref().map(|s| s.node_name.clone()),
+                    "group_l1": n.group_l1, "group_l2": n.group_l2, "group_l3": n.group_l3,
+                    "quality": n.quality,
+                    "rtt_p50_us": n.rtt_p50_us, "rtt_p99_us": n.rtt_p99_us,
+                    "jitter_us": n.jitter_us, "loss_ppm": n.loss_ppm,
+                    "bandwidth_mbps": n.bandwidth_mbps, "fresh": n.fresh,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The groups table, level by level.
+pub fn render_groups(g: &ListGroupsResponse) -> String {
+    let mut rows = vec![
+        ["level", "group", "max rtt us", "members"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    ];
+    let mut groups = g.groups.clone();
+    groups.sort_by(|a, b| (a.level, &a.id).cmp(&(b.level, &b.id)));
+    for x in &groups {
+        rows.push(vec![
+            format!("l{}", x.level),
+            x.id.clone(),
+            format!("{:.0}", x.max_rtt_us),
+            x.members.join(","),
+        ]);
+    }
+    netaware_common::aligned_table(&rows, 2)
+}
+
 /// Run one CLI command and return what to print.
 pub async fn execute(cli: &Cli) -> Result<String, Error> {
     match &cli.command {
@@ -298,6 +413,28 @@ pub async fn execute(cli: &Cli) -> Result<String, Error> {
             Ok(match args.output {
                 Output::Table => render_table(&m, &args.metric, method),
                 Output::Json => format!("{:#}\n", render_json(&m)),
+            })
+        }
+        Command::Nodes(args) => {
+            let nodes = fetch_nodes(&cli.aggregator).await?;
+            Ok(match args.output {
+                Output::Table => render_nodes(&nodes),
+                Output::Json => format!("{:#}\n", nodes_json(&nodes)),
+            })
+        }
+        Command::Groups(args) => {
+            let mut client = connect(&cli.aggregator).await?;
+            let g = client.list_groups(ListGroupsRequest {}).await?.into_inner();
+            Ok(match args.output {
+                Output::Table => render_groups(&g),
+                Output::Json => {
+                    let v: Vec<Value> = g
+                        .groups
+                        .iter()
+                        .map(|x| json!({"level": x.level, "id": x.id, "members": x.members, "max_rtt_us": x.max_rtt_us}))
+                        .collect();
+                    format!("{:#}\n", Value::Array(v))
+                }
             })
         }
     }

@@ -53,6 +53,7 @@ async fn aggregator_with_one_link() -> String {
                 .unwrap();
         }
     }
+    state.send(Command::Recompute).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -148,4 +149,44 @@ async fn a_closed_stdout_ends_quietly_without_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "{:?} {err}", out.status);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_and_nodes_show_what_the_labels_will_carry() {
+    let url = aggregator_with_one_link().await;
+    // a -> b at 5.1 ms: apart at l1 (0.5 ms) and l2 (2 ms), together at l3 (10 ms).
+    let out = run(&["groups", "--aggregator", &url]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let l3: Vec<&str> = text.lines().filter(|l| l.starts_with("l3")).collect();
+    assert_eq!(l3.len(), 1, "{text}");
+    assert!(l3[0].ends_with("a,b") && l3[0].contains("5100"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("l2")).count(),
+        2,
+        "{text}"
+    );
+
+    let out = run(&["nodes", "--aggregator", &url, "-o", "json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let a = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "a")
+        .unwrap();
+    assert_eq!(a["rtt_p50_us"], 5100.0);
+    assert_eq!(a["loss_ppm"], 20_000.0);
+    let q = a["quality"].as_u64().unwrap();
+    assert!(q > 0 && q < 100, "{q}");
+    assert_eq!(a["fresh"], true);
 }

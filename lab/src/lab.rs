@@ -153,6 +153,8 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
             &ms(opts.loss_timeout),
             "--stale-after",
             &ms(stale),
+            "--recompute-interval",
+            &ms(opts.report_interval),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
