@@ -397,11 +397,11 @@ pub fn render_groups(g: &ListGroupsResponse) -> String {
         rows.push(vec![
             format!("l{}", x.level),
             x.id.clone(),
-            format!("{:.0}", x.max_rtt_us),
             x.members.join(","),
+            format!("{:.0}", x.max_rtt_us),
         ]);
     }
-    netaware_common::aligned_table(&rows, 2)
+    netaware_common::aligned_table(&rows, 3)
 }
 
 /// Run one CLI command and return what to print.
