@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod groups;
 pub mod infer;
+pub mod kube_writer;
 pub mod labels;
 pub mod matrix;
 pub mod quality;

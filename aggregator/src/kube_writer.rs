@@ -1,0 +1,301 @@
+//! Writing labels and the summary annotation to Node objects with
+//! server-side apply.
+//!
+//! Every write is an apply patch from field manager `netaware` that names
+//! *only our keys*. The API server records which fields each manager owns
+//! (`metadata.managedFields`), so:
+//! - labels and annotations of other managers are never touched;
+//! - a key we applied before and leave out now is removed, and only that key
+//!   (which is how a key we stop producing disappears);
+//! - `force` takes over a key under our prefix that someone else set by hand.
+//!
+//! A node whose desired keys did not change since the last successful write
+//! is skipped: every Node write reaches every Node watcher in the cluster.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use tracing::{debug, warn};
+
+/// Our field manager name.
+pub const FIELD_MANAGER: &str = "netaware";
+
+/// The keys we want on one Node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The apply patch for one node.
+pub fn apply_body(node: &str, d: &Desired) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node,
+            "labels": d.labels,
+            "annotations": d.annotations,
+        }
+    })
+}
+
+/// What one call to [`NodeWriter::write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Written,
+    /// Same keys as the last successful write: nothing sent.
+    Unchanged,
+}
+
+/// Counters of the writer (exported as metrics later).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCounters {
+    pub writes: u64,
+    pub errors: u64,
+    pub skipped: u64,
+}
+
+/// Applies desired keys to Nodes, remembering what it last wrote.
+#[derive(Clone)]
+pub struct NodeWriter {
+    api: Api<Node>,
+    written: HashMap<String, Desired>,
+    counters: WriteCounters,
+}
+
+impl std::fmt::Debug for NodeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeWriter")
+            .field("written", &self.written.len())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl NodeWriter {
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            api: Api::all(client),
+            written: HashMap::new(),
+            counters: WriteCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> WriteCounters {
+        self.counters
+    }
+
+    /// Forget what was written (the periodic resync writes everything again).
+    pub fn forget(&mut self) {
+        self.written.clear();
+    }
+
+    /// Apply `desired` to `node` unless it is what we last wrote there.
+    pub async fn write(&mut self, node: &str, desired: &Desired) -> Result<Outcome, kube::Error> {
+        if self.written.get(node) == Some(desired) {
+            self.counters.skipped += 1;
+            return Ok(Outcome::Unchanged);
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match self
+            .api
+            .patch(node, &params, &Patch::Apply(apply_body(node, desired)))
+            .await
+        {
+            Ok(_) => {
+                self.counters.writes += 1;
+                self.written.insert(node.to_string(), desired.clone());
+                debug!(%node, labels = desired.labels.len(), "node labels applied");
+                Ok(Outcome::Written)
+            }
+            Err(e) => {
+                self.counters.errors += 1;
+                warn!(%node, error = %e, "node label write failed");
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn writer() -> (NodeWriter, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (
+            NodeWriter::new(kube::Client::new(service, "default")),
+            handle,
+        )
+    }
+
+    fn desired(quality: &str) -> Desired {
+        let mut d = Desired::default();
+        d.labels.insert("netaware.io/group-l2".into(), "g1".into());
+        d.labels
+            .insert("netaware.io/quality".into(), quality.into());
+        d.annotations
+            .insert("netaware.io/summary".into(), r#"{"nearest":[]}"#.into());
+        d
+    }
+
+    fn node_json(name: &str) -> Body {
+        Body::from(
+            serde_json::to_vec(
+                &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}),
+            )
+            .unwrap(),
+        )
+    }
+
+    /// Answer the next request after checking it is exactly our apply patch.
+    async fn expect_apply(handle: &mut Handle, node: &str, want: &Desired, status: StatusCode) {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .expect("a request")
+            .expect("the client is alive");
+        assert_eq!(request.method(), http::Method::PATCH);
+        assert_eq!(request.uri().path(), format!("/api/v1/nodes/{node}"));
+        let query: BTreeSet<&str> = request
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|q| !q.is_empty())
+            .collect();
+        assert_eq!(
+            query,
+            BTreeSet::from(["fieldManager=netaware", "force=true"])
+        );
+        assert_eq!(
+            request.headers().get(http::header::CONTENT_TYPE).unwrap(),
+            "application/apply-patch+yaml"
+        );
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, apply_body(node, want));
+        // Only our keys: nothing but labels and annotations under metadata.
+        let keys: Vec<&String> = body["metadata"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["annotations", "labels", "name"]);
+        let response = if status.is_success() {
+            Response::builder()
+                .status(status)
+                .body(node_json(node))
+                .unwrap()
+        } else {
+            let err = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                             "message": "boom", "reason": "InternalError", "code": status.as_u16()});
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&err).unwrap()))
+                .unwrap()
+        };
+        send.send_response(response);
+    }
+
+    #[tokio::test]
+    async fn a_write_is_a_forced_apply_of_only_our_keys() {
+        let (mut w, mut handle) = writer();
+        let d = desired("87");
+        let server = tokio::spawn(async move {
+            expect_apply(&mut handle, "dj-1", &desired("87"), StatusCode::OK).await;
+            handle
+        });
+        assert_eq!(w.write("dj-1", &d).await.unwrap(), Outcome::Written);
+        server.await.unwrap();
+        assert_eq!(
+            w.counters(),
+            WriteCounters {
+                writes: 1,
+                errors: 0,
+                skipped: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn unchanged_keys_are_not_written_again_but_changes_are() {
+        let (mut w, mut handle) = writer();
+        let server = tokio::spawn(async move {
+            expect_apply(&mut handle, "dj-1", &desired("87"), StatusCode::OK).await;
+            expect_apply(&mut handle, "dj-1", &desired("42"), StatusCode::OK).await;
+            // Nothing else may arrive.
+            let extra =
+                tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+            assert!(extra.is_err(), "an unexpected request was sent");
+        });
+        w.write("dj-1", &desired("87")).await.unwrap();
+        assert_eq!(
+            w.write("dj-1", &desired("87")).await.unwrap(),
+            Outcome::Unchanged
+        );
+        assert_eq!(
+            w.write("dj-1", &desired("42")).await.unwrap(),
+            Outcome::Written
+        );
+        server.await.unwrap();
+        assert_eq!(
+            w.counters(),
+            WriteCounters {
+                writes: 2,
+                errors: 0,
+                skipped: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_counted_and_tried_again_next_time() {
+        let (mut w, mut handle) = writer();
+        let server = tokio::spawn(async move {
+            expect_apply(
+                &mut handle,
+                "se-1",
+                &desired("90"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
+            .await;
+            expect_apply(&mut handle, "se-1", &desired("90"), StatusCode::OK).await;
+        });
+        assert!(w.write("se-1", &desired("90")).await.is_err());
+        assert_eq!(
+            w.write("se-1", &desired("90")).await.unwrap(),
+            Outcome::Written
+        );
+        server.await.unwrap();
+        assert_eq!(
+            w.counters(),
+            WriteCounters {
+                writes: 1,
+                errors: 1,
+                skipped: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_we_stop_producing_is_left_out_of_the_apply() {
+        // Server-side apply removes a field its manager applied before and
+        // omits now; so dropping a key from `Desired` is how it is removed.
+        let (mut w, mut handle) = writer();
+        let mut without = desired("87");
+        without.labels.remove("netaware.io/quality");
+        let expect = without.clone();
+        let server = tokio::spawn(async move {
+            expect_apply(&mut handle, "dj-1", &desired("87"), StatusCode::OK).await;
+            expect_apply(&mut handle, "dj-1", &expect, StatusCode::OK).await;
+        });
+        w.write("dj-1", &desired("87")).await.unwrap();
+        w.write("dj-1", &without).await.unwrap();
+        server.await.unwrap();
+    }
+}
