@@ -12,7 +12,10 @@ use netaware_proto::ProbeMethod;
 use netaware_proto::v1::Smoothed;
 
 use crate::groups::{self, Distances, GroupTracker, Thresholds};
-use crate::labels::NodeFacts;
+use crate::labels::{NodeFacts, Peer};
+
+/// Peers listed in a node's summary annotation, nearest first.
+const MAX_NEAREST: usize = 32;
 use crate::matrix::Matrix;
 use crate::quality::{self, Figures, PeerLink, Scales, Weights};
 
@@ -183,6 +186,19 @@ impl Inference {
                 .iter()
                 .filter(|p| *p != node)
                 .any(|p| link(m, node, p, now).is_some_and(|(_, stale)| !stale));
+            let mut nearest: Vec<Peer> = names
+                .iter()
+                .filter(|p| *p != node)
+                .filter_map(|p| {
+                    pair(m, node, p, now).map(|l| Peer {
+                        node: p.clone(),
+                        rtt_p50_us: l.rtt_p50_us.max(0.0).round() as u64,
+                        loss_ppm: l.loss_ppm.max(0.0).round() as u64,
+                    })
+                })
+                .collect();
+            nearest.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
+            nearest.truncate(MAX_NEAREST);
             facts.insert(
                 node.clone(),
                 NodeFacts {
@@ -190,6 +206,7 @@ impl Inference {
                     quality,
                     figures,
                     fresh,
+                    nearest,
                 },
             );
         }
@@ -286,6 +303,14 @@ mod tests {
         // Its neighbours are not dragged down: same score as another region's nodes.
         assert_eq!(q("dj-1"), q("se-1"));
         assert!(out.facts.values().all(|f| f.fresh));
+        // Nearest peers: the three of its own region first.
+        let near: Vec<&str> = out.facts["se-2"]
+            .nearest
+            .iter()
+            .map(|p| p.node.as_str())
+            .collect();
+        assert_eq!(&near[..3], ["se-1", "se-3", "se-4"]);
+        assert_eq!(near.len(), 11);
         let l2_groups: Vec<&Group> = out.groups.iter().filter(|g| g.level == 2).collect();
         assert_eq!(l2_groups.len(), 3);
         assert!(

@@ -92,6 +92,8 @@ pub struct NodeFacts {
     pub figures: Option<Figures>,
     /// Whether the node's data is fresh (not stale).
     pub fresh: bool,
+    /// Measured peers, nearest first (for the summary annotation).
+    pub nearest: Vec<Peer>,
 }
 
 fn us(x: f64) -> String {
@@ -125,6 +127,26 @@ pub fn node_labels(prefix: &str, f: &NodeFacts) -> Result<BTreeMap<String, Strin
     }
     put("fresh", f.fresh.to_string())?;
     Ok(m)
+}
+
+/// Everything to apply to one Node: the labels and the summary annotation,
+/// all under `prefix` and checked. `measured_at` is RFC 3339.
+pub fn desired(
+    prefix: &str,
+    facts: &NodeFacts,
+    measured_at: &str,
+) -> Result<crate::kube_writer::Desired, LabelError> {
+    let labels = node_labels(prefix, facts)?;
+    check_name(SUMMARY)?;
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        format!("{prefix}{SUMMARY}"),
+        summary(measured_at, &facts.nearest),
+    );
+    Ok(crate::kube_writer::Desired {
+        labels,
+        annotations,
+    })
 }
 
 /// One peer in the summary annotation.
@@ -179,6 +201,11 @@ mod tests {
                 peers: 3,
             }),
             fresh: true,
+            nearest: vec![Peer {
+                node: "dj-2".into(),
+                rtt_p50_us: 250,
+                loss_ppm: 0,
+            }],
         }
     }
 
@@ -230,6 +257,17 @@ mod tests {
                 Err(LabelError::ReservedPrefix(_))
             ));
         }
+    }
+
+    #[test]
+    fn desired_keys_are_the_labels_plus_the_summary() {
+        let d = desired("lab.example.com/", &facts(), "2026-11-23T20:00:00Z").unwrap();
+        assert!(d.labels.keys().all(|k| k.starts_with("lab.example.com/")));
+        assert_eq!(d.annotations.len(), 1);
+        let s: serde_json::Value =
+            serde_json::from_str(&d.annotations["lab.example.com/summary"]).unwrap();
+        assert_eq!(s["nearest"][0]["node"], "dj-2");
+        assert_eq!(s["measured_at"], "2026-11-23T20:00:00Z");
     }
 
     #[test]
