@@ -19,6 +19,13 @@ pub const ENV_GROUP_THRESHOLDS: &str = "NETAWARE_GROUP_THRESHOLDS";
 pub const ENV_GROUP_HYSTERESIS: &str = "NETAWARE_GROUP_HYSTERESIS";
 pub const ENV_RECOMPUTE_INTERVAL: &str = "NETAWARE_RECOMPUTE_INTERVAL";
 pub const ENV_QUALITY_WEIGHTS: &str = "NETAWARE_QUALITY_WEIGHTS";
+pub const ENV_LABEL_PREFIX: &str = "NETAWARE_LABEL_PREFIX";
+pub const ENV_KUBERNETES: &str = "NETAWARE_KUBERNETES";
+pub const ENV_KUBECONFIG: &str = "KUBECONFIG";
+pub const ENV_DRY_RUN: &str = "NETAWARE_DRY_RUN";
+pub const ENV_WRITE_QPS: &str = "NETAWARE_WRITE_QPS";
+pub const ENV_WRITE_BURST: &str = "NETAWARE_WRITE_BURST";
+pub const ENV_RESYNC: &str = "NETAWARE_RESYNC";
 
 pub const DEFAULT_AGENT_LISTEN: &str = "0.0.0.0:7400";
 pub const DEFAULT_QUERY_LISTEN: &str = "0.0.0.0:7401";
@@ -33,6 +40,9 @@ pub const DEFAULT_SMOOTHING: f64 = 0.3;
 pub const DEFAULT_GROUP_THRESHOLDS: &str = "500us,2ms,10ms";
 pub const DEFAULT_GROUP_HYSTERESIS: u32 = 3;
 pub const DEFAULT_RECOMPUTE_INTERVAL: &str = "10s";
+pub const DEFAULT_WRITE_QPS: f64 = 10.0;
+pub const DEFAULT_WRITE_BURST: u32 = 100;
+pub const DEFAULT_RESYNC: &str = "1h";
 pub const DEFAULT_QUALITY_WEIGHTS: &str =
     "loss=0.35,rtt-p50=0.25,rtt-p99=0.15,jitter=0.10,bandwidth=0.15";
 
@@ -86,6 +96,57 @@ pub struct Config {
     /// given keep their default.
     #[arg(long, env = ENV_QUALITY_WEIGHTS, default_value = DEFAULT_QUALITY_WEIGHTS, value_parser = parse_weights)]
     pub quality_weights: Weights,
+
+    /// Prefix of every label and annotation key we write (a DNS subdomain
+    /// and '/'; never kubernetes.io or k8s.io).
+    #[arg(long, env = ENV_LABEL_PREFIX, default_value = crate::labels::DEFAULT_PREFIX, value_parser = parse_prefix)]
+    pub label_prefix: String,
+
+    /// Write Node labels: `auto` (in a cluster, or with a kubeconfig) or `off`.
+    #[arg(long, env = ENV_KUBERNETES, value_enum, default_value_t = KubeMode::Auto)]
+    pub kubernetes: KubeMode,
+
+    /// Kubeconfig to use instead of the in-cluster configuration.
+    #[arg(long, env = ENV_KUBECONFIG)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
+    /// Print the patches that would be sent, as YAML on stdout, and send nothing.
+    #[arg(long, env = ENV_DRY_RUN)]
+    pub dry_run: bool,
+
+    /// Node writes per second (sustained).
+    #[arg(long, env = ENV_WRITE_QPS, default_value_t = DEFAULT_WRITE_QPS, value_parser = parse_positive)]
+    pub write_qps: f64,
+
+    /// Node writes allowed in a burst.
+    #[arg(long, env = ENV_WRITE_BURST, default_value_t = DEFAULT_WRITE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub write_burst: u32,
+
+    /// Write every node again this often, changed or not.
+    #[arg(long, env = ENV_RESYNC, default_value = DEFAULT_RESYNC, value_parser = parse_duration)]
+    pub resync: Duration,
+}
+
+/// Whether to write Node labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeMode {
+    /// In-cluster configuration, or the kubeconfig if one is given; off otherwise.
+    Auto,
+    /// Never contact a Kubernetes API server.
+    Off,
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    crate::labels::check_prefix(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' must be a positive number")),
+    }
 }
 
 /// `auto` or three increasing durations such as `500us,2ms,10ms` (µs inside).
@@ -215,6 +276,9 @@ mod tests {
             ("--agent-listen=nowhere", ENV_AGENT_LISTEN),
             ("--group-thresholds=1ms", ENV_GROUP_THRESHOLDS),
             ("--quality-weights=x=1", ENV_QUALITY_WEIGHTS),
+            ("--label-prefix=kubernetes.io/", ENV_LABEL_PREFIX),
+            ("--label-prefix=netaware", ENV_LABEL_PREFIX),
+            ("--write-qps=0", ENV_WRITE_QPS),
         ] {
             let Err(ArgsError::Usage(msg)) = parse_args_from::<Config, _, _>(["x", flag]) else {
                 panic!("{flag} must be rejected")

@@ -10,6 +10,8 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }

@@ -60,6 +60,8 @@ pub struct Inferred {
     pub thresholds: [f64; 3],
     /// Nodes whose groups changed in this recomputation.
     pub moved: Vec<String>,
+    /// Wall-clock time of the recomputation (µs since the Unix epoch).
+    pub computed_unix_us: u64,
 }
 
 /// Keeps the group tracker between recomputations.
@@ -215,6 +217,7 @@ impl Inference {
             groups,
             thresholds,
             moved,
+            computed_unix_us: 0,
         }
     }
 }

@@ -88,6 +88,16 @@ impl NodeWriter {
         self.counters
     }
 
+    /// Whether `desired` is what we last wrote to `node`.
+    pub fn is_current(&self, node: &str, desired: &Desired) -> bool {
+        self.written.get(node) == Some(desired)
+    }
+
+    /// Count a write skipped because nothing changed.
+    pub fn count_skip(&mut self) {
+        self.counters.skipped += 1;
+    }
+
     /// Forget what was written (the periodic resync writes everything again).
     pub fn forget(&mut self) {
         self.written.clear();
@@ -95,8 +105,8 @@ impl NodeWriter {
 
     /// Apply `desired` to `node` unless it is what we last wrote there.
     pub async fn write(&mut self, node: &str, desired: &Desired) -> Result<Outcome, kube::Error> {
-        if self.written.get(node) == Some(desired) {
-            self.counters.skipped += 1;
+        if self.is_current(node, desired) {
+            self.count_skip();
             return Ok(Outcome::Unchanged);
         }
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -120,17 +130,18 @@ impl NodeWriter {
     }
 }
 
+/// Mock API server helpers shared by the writer's and publisher's tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
     use http::{Request, Response, StatusCode};
     use kube::client::Body;
     use std::collections::BTreeSet;
     use std::time::Duration;
 
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+    pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-    fn writer() -> (NodeWriter, Handle) {
+    pub fn writer() -> (NodeWriter, Handle) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         (
             NodeWriter::new(kube::Client::new(service, "default")),
@@ -138,7 +149,7 @@ mod tests {
         )
     }
 
-    fn desired(quality: &str) -> Desired {
+    pub fn desired(quality: &str) -> Desired {
         let mut d = Desired::default();
         d.labels.insert("netaware.io/group-l2".into(), "g1".into());
         d.labels
@@ -158,7 +169,7 @@ mod tests {
     }
 
     /// Answer the next request after checking it is exactly our apply patch.
-    async fn expect_apply(handle: &mut Handle, node: &str, want: &Desired, status: StatusCode) {
+    pub async fn expect_apply(handle: &mut Handle, node: &str, want: &Desired, status: StatusCode) {
         let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
             .await
             .expect("a request")
@@ -201,6 +212,14 @@ mod tests {
         };
         send.send_response(response);
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use http::StatusCode;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_write_is_a_forced_apply_of_only_our_keys() {

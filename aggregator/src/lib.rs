@@ -13,6 +13,7 @@ pub mod infer;
 pub mod kube_writer;
 pub mod labels;
 pub mod matrix;
+pub mod publish;
 pub mod quality;
 pub mod service;
 pub mod state;
@@ -54,6 +55,40 @@ async fn listen(addr: std::net::SocketAddr) -> Result<TcpListener> {
         .map_err(|source| Error::Listen { addr, source })
 }
 
+/// Settings of the label publisher.
+pub fn publish_config(c: &Config) -> publish::PublishConfig {
+    publish::PublishConfig {
+        prefix: c.label_prefix.clone(),
+        qps: c.write_qps,
+        burst: c.write_burst,
+        resync: c.resync,
+        ..publish::PublishConfig::default()
+    }
+}
+
+/// The Kubernetes client, if labels are to be written: the given kubeconfig,
+/// else the in-cluster configuration when running in a pod, else none.
+async fn kube_client(c: &Config) -> Result<Option<kube::Client>> {
+    if c.kubernetes == config::KubeMode::Off {
+        return Ok(None);
+    }
+    let cfg = if let Some(path) = &c.kubeconfig {
+        let kc = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| Error::Kube(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Kube(format!("kubeconfig {}: {e}", path.display())))?
+    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        kube::Config::incluster()
+            .map_err(|e| Error::Kube(format!("in-cluster configuration: {e}")))?
+    } else {
+        return Ok(None);
+    };
+    kube::Client::try_from(cfg)
+        .map(Some)
+        .map_err(|e| Error::Kube(e.to_string()))
+}
+
 /// Run both gRPC services until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -61,7 +96,29 @@ pub async fn run(
 ) -> Result<()> {
     let agent_listener = listen(config.agent_listen).await?;
     let query_listener = listen(config.query_listen).await?;
-    let services = service::Services::new(state::spawn(state_config(&config)));
+    let state = state::spawn(state_config(&config));
+    let sink = if config.dry_run {
+        info!("dry run: Node patches are printed, not sent");
+        Some(publish::Sink::DryRun(Box::new(std::io::stdout())))
+    } else {
+        match kube_client(&config).await? {
+            Some(client) => Some(publish::Sink::Kube(kube_writer::NodeWriter::new(client))),
+            None => {
+                info!(
+                    "no Kubernetes configuration (not in a pod, no --kubeconfig): Node labels are not written"
+                );
+                None
+            }
+        }
+    };
+    if let Some(sink) = sink {
+        tokio::spawn(publish::run(
+            publish_config(&config),
+            sink,
+            state.subscribe_inferred(),
+        ));
+    }
+    let services = service::Services::new(state);
     info!(agent = %config.agent_listen, query = %config.query_listen, "aggregator listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

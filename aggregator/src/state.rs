@@ -10,7 +10,9 @@ use netaware_proto::v1::aggregator_message::Msg as AggMsg;
 use netaware_proto::v1::{
     AggregatorMessage, GetMatrixResponse, Hello, LinkState, NodeStatus, ReportAck, ReportBatch,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
@@ -111,9 +113,15 @@ const WATCH_CAPACITY: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct StateHandle {
     tx: mpsc::Sender<Command>,
+    inferred: watch::Receiver<Option<Arc<Inferred>>>,
 }
 
 impl StateHandle {
+    /// Every recomputation of groups and quality, as it happens.
+    pub fn subscribe_inferred(&self) -> watch::Receiver<Option<Arc<Inferred>>> {
+        self.inferred.clone()
+    }
+
     /// Send a command; fails only when the state owner has stopped.
     pub async fn send(&self, cmd: Command) -> Result<(), Status> {
         self.tx
@@ -137,8 +145,9 @@ impl StateHandle {
 /// Start the state owner task.
 pub fn spawn(config: StateConfig) -> StateHandle {
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(run(config, rx));
-    StateHandle { tx }
+    let (inferred_tx, inferred) = watch::channel(None);
+    tokio::spawn(run(config, rx, inferred_tx));
+    StateHandle { tx, inferred }
 }
 
 fn now_unix_us() -> u64 {
@@ -152,20 +161,26 @@ struct Owner {
     config: StateConfig,
     matrix: Matrix,
     inference: Inference,
-    inferred: Option<Inferred>,
+    inferred: Option<Arc<Inferred>>,
+    inferred_tx: watch::Sender<Option<Arc<Inferred>>>,
     sessions: HashMap<SessionId, Session>,
     next_session: SessionId,
     plan_version: u64,
     updates: broadcast::Sender<LinkState>,
 }
 
-async fn run(config: StateConfig, mut rx: mpsc::Receiver<Command>) {
+async fn run(
+    config: StateConfig,
+    mut rx: mpsc::Receiver<Command>,
+    inferred_tx: watch::Sender<Option<Arc<Inferred>>>,
+) {
     let (updates, _) = broadcast::channel(WATCH_CAPACITY);
     let mut owner = Owner {
         config,
         matrix: Matrix::new(config.smoothing, config.stale_after),
         inference: Inference::new(config.infer),
         inferred: None,
+        inferred_tx,
         sessions: HashMap::new(),
         next_session: 1,
         plan_version: 0,
@@ -247,7 +262,8 @@ impl Owner {
             return;
         }
         let started = Instant::now();
-        let out = self.inference.recompute(&self.matrix, now);
+        let mut out = self.inference.recompute(&self.matrix, now);
+        out.computed_unix_us = now_unix_us();
         info!(
             nodes = out.facts.len(),
             moved = out.moved.len(),
@@ -255,7 +271,10 @@ impl Owner {
             took_ms = started.elapsed().as_millis() as u64,
             "groups and quality recomputed"
         );
-        self.inferred = Some(out);
+        let out = Arc::new(out);
+        self.inferred = Some(out.clone());
+        // Nobody subscribed (no publisher) is fine.
+        self.inferred_tx.send_replace(Some(out));
     }
 
     fn reports(&mut self, session: SessionId, batch: ReportBatch, now: Instant) {

@@ -1,0 +1,339 @@
+//! Publishing: after every recomputation, turn each node's facts into the
+//! labels and annotation it should carry and hand them to a sink — the
+//! Kubernetes API, or stdout for `--dry-run`.
+//!
+//! Writes are rate limited (token bucket: `qps`, `burst`), a node whose write
+//! failed waits out an exponential backoff before it is tried again (so a
+//! failing API server is not hammered and nothing else stops), and every
+//! `resync` interval all nodes are written again whether or not they changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::infer::Inferred;
+use crate::kube_writer::{Desired, NodeWriter, apply_body};
+use crate::labels;
+
+/// Publisher settings.
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    /// Key prefix, e.g. `netaware.io/` (validated at start-up).
+    pub prefix: String,
+    /// Sustained writes per second.
+    pub qps: f64,
+    /// Writes allowed in a burst.
+    pub burst: u32,
+    /// Write every node again this often.
+    pub resync: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            prefix: labels::DEFAULT_PREFIX.to_string(),
+            qps: 10.0,
+            burst: 100,
+            resync: Duration::from_secs(3600),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Where desired keys go.
+pub enum Sink {
+    /// The Kubernetes API.
+    Kube(NodeWriter),
+    /// Print the apply patches as YAML and send nothing (`--dry-run`).
+    DryRun(Box<dyn Write + Send>),
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Kube(w) => f.debug_tuple("Kube").field(w).finish(),
+            Sink::DryRun(_) => f.write_str("DryRun"),
+        }
+    }
+}
+
+/// Token bucket; time is passed in.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    qps: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(qps: f64, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            qps: qps.max(f64::MIN_POSITIVE),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Take a token at `now`, or say how long until one is available.
+    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.qps).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.qps))
+        }
+    }
+}
+
+/// The desired keys of every node in a recomputation.
+pub fn desired_all(prefix: &str, inferred: &Inferred) -> BTreeMap<String, Desired> {
+    let measured_at = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_micros(inferred.computed_unix_us),
+    )
+    .to_string();
+    inferred
+        .facts
+        .iter()
+        .filter_map(
+            |(node, facts)| match labels::desired(prefix, facts, &measured_at) {
+                Ok(d) => Some((node.clone(), d)),
+                Err(e) => {
+                    warn!(%node, error = %e, "not publishing a node whose labels would be invalid");
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    delay: Duration,
+}
+
+/// Publish every recomputation from `inferred` until the sender is dropped.
+pub async fn run(
+    cfg: PublishConfig,
+    mut sink: Sink,
+    mut inferred: watch::Receiver<Option<Arc<Inferred>>>,
+) {
+    let mut limiter = RateLimiter::new(cfg.qps, cfg.burst, Instant::now());
+    let mut backoff: HashMap<String, Backoff> = HashMap::new();
+    let mut printed: HashMap<String, Desired> = HashMap::new();
+    let mut resync = tokio::time::interval_at(Instant::now() + cfg.resync, cfg.resync);
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    let mut desired: BTreeMap<String, Desired> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            changed = inferred.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let latest = inferred.borrow_and_update().clone();
+                if let Some(i) = latest {
+                    desired = desired_all(&cfg.prefix, &i);
+                }
+            }
+            _ = resync.tick() => {
+                info!(nodes = desired.len(), "periodic resync: writing every node again");
+                if let Sink::Kube(w) = &mut sink {
+                    w.forget();
+                }
+                printed.clear();
+            }
+            // Nodes in backoff are retried as their time comes.
+            _ = retry.tick() => {}
+        }
+        for (node, d) in &desired {
+            let now = Instant::now();
+            if backoff.get(node).is_some_and(|b| b.until > now) {
+                continue;
+            }
+            match &mut sink {
+                Sink::DryRun(out) => {
+                    if printed.get(node) == Some(d) {
+                        continue;
+                    }
+                    let yaml = serde_norway::to_string(&apply_body(node, d)).unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "# PATCH /api/v1/nodes/{node}?fieldManager={}&force=true (dry run)\n---\n{yaml}",
+                        crate::kube_writer::FIELD_MANAGER
+                    );
+                    let _ = out.flush();
+                    printed.insert(node.clone(), d.clone());
+                }
+                Sink::Kube(w) => {
+                    if w.is_current(node, d) {
+                        w.count_skip();
+                        continue;
+                    }
+                    if let Err(wait) = limiter.try_take(now) {
+                        tokio::time::sleep(wait).await;
+                        let _ = limiter.try_take(Instant::now());
+                    }
+                    match w.write(node, d).await {
+                        Ok(_) => {
+                            backoff.remove(node);
+                        }
+                        Err(e) => {
+                            let delay = backoff.get(node).map_or(cfg.backoff_initial, |b| {
+                                (b.delay * 2).min(cfg.backoff_max)
+                            });
+                            let not_found = matches!(&e, kube::Error::Api(s) if s.code == 404);
+                            let delay = if not_found { cfg.backoff_max } else { delay };
+                            if not_found {
+                                warn!(%node, "no Node object with this name: is the agent's NODE_NAME the Kubernetes node name?");
+                            }
+                            backoff.insert(
+                                node.clone(),
+                                Backoff {
+                                    until: Instant::now() + delay,
+                                    delay,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube_writer::test_support::{expect_apply, writer};
+    use crate::labels::NodeFacts;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn inferred(nodes: &[(&str, u32)]) -> Arc<Inferred> {
+        let mut i = Inferred {
+            computed_unix_us: 1_795_000_000_000_000,
+            ..Default::default()
+        };
+        for (n, q) in nodes {
+            i.facts.insert(
+                n.to_string(),
+                NodeFacts {
+                    groups: ["g1".into(), "g1".into(), "g1".into()],
+                    quality: Some(*q),
+                    figures: None,
+                    fresh: true,
+                    nearest: vec![],
+                },
+            );
+        }
+        Arc::new(i)
+    }
+
+    fn fast() -> PublishConfig {
+        PublishConfig {
+            backoff_initial: Duration::from_millis(50),
+            ..PublishConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn dry_run_prints_each_changed_node_once_as_yaml() {
+        let out = Captured::default();
+        let (tx, rx) = watch::channel(None);
+        let task = tokio::spawn(run(fast(), Sink::DryRun(Box::new(out.clone())), rx));
+        tx.send_replace(Some(inferred(&[("dj-1", 90), ("dj-2", 80)])));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send_replace(Some(inferred(&[("dj-1", 90), ("dj-2", 70)])));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        task.abort();
+        let text = out.text();
+        assert_eq!(
+            text.matches("PATCH /api/v1/nodes/dj-1?").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("PATCH /api/v1/nodes/dj-2?").count(),
+            2,
+            "{text}"
+        );
+        assert!(text.contains("netaware.io/quality: '70'"), "{text}");
+        assert!(text.contains("kind: Node"), "{text}");
+        assert!(
+            text.contains("2026-11-18T"),
+            "measured_at in the summary: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_node_is_retried_after_its_backoff_and_the_others_are_not_resent() {
+        let (w, mut handle) = writer();
+        let (tx, rx) = watch::channel(None);
+        let i = inferred(&[("a", 90), ("b", 80)]);
+        let want: BTreeMap<String, Desired> = desired_all(labels::DEFAULT_PREFIX, &i);
+        let task = tokio::spawn(run(fast(), Sink::Kube(w), rx));
+        tx.send_replace(Some(i));
+        // a fails, b succeeds, then a is retried (and only a).
+        expect_apply(
+            &mut handle,
+            "a",
+            &want["a"],
+            http::StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .await;
+        expect_apply(&mut handle, "b", &want["b"], http::StatusCode::OK).await;
+        expect_apply(&mut handle, "a", &want["a"], http::StatusCode::OK).await;
+        let extra = tokio::time::timeout(Duration::from_millis(1500), handle.next_request()).await;
+        assert!(extra.is_err(), "nothing more may be sent");
+        task.abort();
+    }
+
+    #[test]
+    fn the_token_bucket_allows_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(10.0, 3, t0);
+        for _ in 0..3 {
+            assert!(r.try_take(t0).is_ok());
+        }
+        let wait = r.try_take(t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+        assert!(r.try_take(t0 + Duration::from_millis(100)).is_ok());
+        assert!(r.try_take(t0 + Duration::from_millis(100)).is_err());
+        // Idle time refills up to the burst, not beyond.
+        let later = t0 + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(r.try_take(later).is_ok());
+        }
+        assert!(r.try_take(later).is_err());
+    }
+}
