@@ -102,7 +102,9 @@ pub async fn run(
         Some(publish::Sink::DryRun(Box::new(std::io::stdout())))
     } else {
         match kube_client(&config).await? {
-            Some(client) => Some(publish::Sink::Kube(kube_writer::NodeWriter::new(client))),
+            Some(client) => Some(publish::Sink::Kube(Box::new(kube_writer::NodeWriter::new(
+                client,
+            )))),
             None => {
                 info!(
                     "no Kubernetes configuration (not in a pod, no --kubeconfig): Node labels are not written"

@@ -50,8 +50,8 @@ impl Default for PublishConfig {
 
 /// Where desired keys go.
 pub enum Sink {
-    /// The Kubernetes API.
-    Kube(NodeWriter),
+    /// The Kubernetes API (boxed: the writer is large and there is one sink).
+    Kube(Box<NodeWriter>),
     /// Print the apply patches as YAML and send nothing (`--dry-run`).
     DryRun(Box<dyn Write + Send>),
 }
@@ -301,7 +301,7 @@ mod tests {
         let (tx, rx) = watch::channel(None);
         let i = inferred(&[("a", 90), ("b", 80)]);
         let want: BTreeMap<String, Desired> = desired_all(labels::DEFAULT_PREFIX, &i);
-        let task = tokio::spawn(run(fast(), Sink::Kube(w), rx));
+        let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx));
         tx.send_replace(Some(i));
         // a fails, b succeeds, then a is retried (and only a).
         expect_apply(
