@@ -17,9 +17,9 @@ use tracing::{info, warn};
 use crate::emulator::{Emulator, Shaper, data_ip, hold_low_latency};
 use crate::error::{Error, Result};
 use crate::netns::{self, BRIDGE_IP, Network, ctl_ip, ns_name};
-use crate::report::{Collector, Report, render_table};
+use crate::report::{AppliedEvent, Collector, Report, render_table};
 use crate::sidecar::{PingMesh, UsageMeter};
-use crate::topology::Topology;
+use crate::topology::{Event, Topology};
 
 /// Port of the aggregator's agent-facing service on the control bridge.
 pub const AGENT_PORT: u16 = 7400;
@@ -324,6 +324,39 @@ pub async fn execute(
     })
 }
 
+/// Apply one topology event: emulator parameters at once, bandwidth caps via tc.
+fn apply_event(lab: &Lab, topo: &Topology, ev: &Event) -> Result<AppliedEvent> {
+    for (src, dst, p) in &ev.changes {
+        if let Some(e) = lab.emulator.as_ref() {
+            e.set_link(*src, *dst, *p);
+        }
+        if let Some(bw) = p.bandwidth_mbps
+            && topo.link(*src, *dst).bandwidth_mbps.is_some()
+        {
+            lab.network.set_bandwidth(topo, *src, *dst, bw)?;
+        }
+    }
+    info!(
+        at_s = ev.at_s,
+        links = ev.changes.len(),
+        "topology event applied"
+    );
+    Ok(AppliedEvent {
+        at_s: ev.at_s,
+        applied_unix_us: now_unix_us(),
+        links: ev.changes.len(),
+    })
+}
+
+/// When the next event is due, relative to `start`.
+fn event_due(start: tokio::time::Instant, ev: Option<&Event>) -> tokio::time::Instant {
+    match ev {
+        Some(e) => start + Duration::from_secs_f64(e.at_s),
+        // Far away: the branch is disabled by its guard anyway.
+        None => start + Duration::from_secs(86_400 * 365),
+    }
+}
+
 async fn drive(
     lab: &mut Lab,
     topo: &Topology,
@@ -366,9 +399,18 @@ async fn drive(
             let measure_end = tokio::time::Instant::now() + duration;
             let mut agents = Vec::new();
             let mut health = tokio::time::interval(Duration::from_secs(1));
+            let events_start = tokio::time::Instant::now();
+            let mut next_event = 0usize;
+            let mut applied = Vec::new();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => break,
+                    _ = tokio::time::sleep_until(event_due(events_start, topo.events.get(next_event))),
+                        if next_event < topo.events.len() =>
+                    {
+                        applied.push(apply_event(lab, topo, &topo.events[next_event])?);
+                        next_event += 1;
+                    }
                     _ = health.tick() => {
                         check_children(lab, opts)?;
                         if let Some(u) = usage.as_mut() {
@@ -394,6 +436,7 @@ async fn drive(
             }
             let mut report = collector.report(topo, duration.as_secs_f64(), &methods(opts));
             report.agents = agents;
+            report.events = applied;
             if let Some(p) = pings {
                 let results = tokio::task::spawn_blocking(move || p.finish())
                     .await
@@ -404,8 +447,19 @@ async fn drive(
         }
         Mode::Up => {
             let mut tick = tokio::time::interval(opts.report_interval);
+            let events_start = tokio::time::Instant::now();
+            let mut next_event = 0usize;
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = tokio::time::sleep_until(event_due(events_start, topo.events.get(next_event))),
+                        if next_event < topo.events.len() =>
+                    {
+                        apply_event(lab, topo, &topo.events[next_event])?;
+                        next_event += 1;
+                        continue;
+                    }
+                }
                 check_children(lab, opts)?;
                 let m = matrix(&mut client).await?;
                 let mut c = Collector::new(0, u64::MAX);

@@ -347,6 +347,22 @@ impl Network {
         Ok(())
     }
 
+    /// Change the rate cap of the capped link `src -> dst` (live events).
+    pub fn set_bandwidth(&self, topo: &Topology, src: usize, dst: usize, mbps: f64) -> Result<()> {
+        let ns = ns_name(&topo.nodes[src].name);
+        let dev = format!("{TUN_PREFIX}{src}");
+        let class = format!("1:{:x}", 16 + dst);
+        let rate = format!("{}kbit", (mbps * 1000.0).round().max(1.0));
+        run(
+            "tc",
+            &[
+                "-n", &ns, "class", "change", "dev", &dev, "parent", "1:", "classid", &class,
+                "htb", "rate", &rate, "ceil", &rate,
+            ],
+        )?;
+        Ok(())
+    }
+
     /// The TUN devices, by node index, for the emulator.
     pub fn tun_devices(&self) -> Vec<Arc<SyncDevice>> {
         self.tuns.clone()

@@ -34,6 +34,20 @@ pub struct Report {
     /// How late the emulator delivered packets (its own error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub emulator: Option<LatenessSummary>,
+    /// Timed link events applied during the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<AppliedEvent>,
+}
+
+/// A topology event as applied.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AppliedEvent {
+    /// As written in the topology (seconds after measuring started).
+    pub at_s: f64,
+    /// When it took effect (µs since the Unix epoch).
+    pub applied_unix_us: u64,
+    /// Directed links it changed.
+    pub links: usize,
 }
 
 impl Report {
@@ -192,6 +206,7 @@ impl Collector {
             links,
             agents: Vec::new(),
             emulator: None,
+            events: Vec::new(),
         }
     }
 }

@@ -50,6 +50,16 @@ pub struct Node {
     pub region: String,
 }
 
+/// A timed change of links during a run, resolved to the full new
+/// parameters of every directed link it touches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Seconds after measuring starts.
+    pub at_s: f64,
+    /// (src, dst, parameters from then on).
+    pub changes: Vec<(usize, usize, LinkParams)>,
+}
+
 /// A validated topology with every directed link resolved.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -57,6 +67,8 @@ pub struct Topology {
     pub nodes: Vec<Node>,
     /// `links[i][j]`: parameters from node i to node j (`i != j`).
     links: Vec<Vec<LinkParams>>,
+    /// Timed link changes, in time order.
+    pub events: Vec<Event>,
 }
 
 impl Topology {
@@ -142,39 +154,44 @@ impl Topology {
 
         for (k, l) in raw.links.iter().enumerate() {
             let at = format!("links[{k}]");
-            check_extra(&at, &l.extra)?;
-            let (a, b, both) = l.ends(&at)?;
-            let pick = |end: &str| -> std::result::Result<Vec<usize>, String> {
-                if end == "*" {
-                    return Ok((0..n).collect());
-                }
-                nodes
-                    .iter()
-                    .position(|x| x.name == end)
-                    .map(|i| vec![i])
-                    .ok_or_else(|| format!("{at}: unknown node '{end}'"))
-            };
-            let (srcs, dsts) = (pick(&a)?, pick(&b)?);
-            if a == b && a != "*" {
-                return Err(format!(
-                    "{at}: a link needs two different nodes, got '{a}' twice"
-                ));
+            for (i, j) in l.pairs(&at, &nodes)? {
+                l.keys.apply(&at, &mut links[i][j])?;
             }
-            for &i in &srcs {
-                for &j in &dsts {
-                    if i != j {
-                        l.keys.apply(&at, &mut links[i][j])?;
-                        if both {
-                            l.keys.apply(&at, &mut links[j][i])?;
-                        }
-                    }
-                }
+        }
+
+        // Events change the links as they are at that moment, in time order.
+        let mut order: Vec<usize> = (0..raw.events.len()).collect();
+        order.sort_by(|a, b| raw.events[*a].at_s.total_cmp(&raw.events[*b].at_s));
+        let mut current = links.clone();
+        let mut events = Vec::new();
+        for k in order {
+            let e = &raw.events[k];
+            let at = format!("events[{k}]");
+            if !(e.at_s.is_finite() && e.at_s >= 0.0) {
+                return Err(format!("{at}: at_s = {} must be 0 or more seconds", e.at_s));
             }
+            let mut changes = Vec::new();
+            for (i, j) in e.pair.pairs(&at, &nodes)? {
+                let before = current[i][j];
+                e.pair.keys.apply(&at, &mut current[i][j])?;
+                if before.bandwidth_mbps.is_none() != current[i][j].bandwidth_mbps.is_none() {
+                    return Err(format!(
+                        "{at}: an event can change bandwidth_mbps only on links that already have a cap \
+                         (set one in defaults, regions or links)"
+                    ));
+                }
+                changes.push((i, j, current[i][j]));
+            }
+            events.push(Event {
+                at_s: e.at_s,
+                changes,
+            });
         }
         Ok(Topology {
             name: raw.name.unwrap_or_else(|| default_name.to_string()),
             nodes,
             links,
+            events,
         })
     }
 }
@@ -241,8 +258,17 @@ struct RawTopology {
     regions: Vec<RawPair>,
     #[serde(default)]
     links: Vec<RawPair>,
+    #[serde(default)]
+    events: Vec<RawEvent>,
     #[serde(flatten)]
     extra: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawEvent {
+    at_s: f64,
+    #[serde(flatten)]
+    pair: RawPair,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,6 +344,44 @@ struct RawPair {
 }
 
 impl RawPair {
+    /// The directed (src, dst) node pairs this entry names; `*` is every
+    /// other node, `a`/`b` both directions, `from`/`to` one.
+    fn pairs(&self, at: &str, nodes: &[Node]) -> std::result::Result<Vec<(usize, usize)>, String> {
+        check_extra(at, &self.extra)?;
+        let (a, b, both) = self.ends(at)?;
+        let n = nodes.len();
+        let pick = |end: &str| -> std::result::Result<Vec<usize>, String> {
+            if end == "*" {
+                return Ok((0..n).collect());
+            }
+            nodes
+                .iter()
+                .position(|x| x.name == end)
+                .map(|i| vec![i])
+                .ok_or_else(|| format!("{at}: unknown node '{end}'"))
+        };
+        let (srcs, dsts) = (pick(&a)?, pick(&b)?);
+        if a == b && a != "*" {
+            return Err(format!(
+                "{at}: a link needs two different nodes, got '{a}' twice"
+            ));
+        }
+        let mut out = Vec::new();
+        for &i in &srcs {
+            for &j in &dsts {
+                if i != j {
+                    out.push((i, j));
+                    if both {
+                        out.push((j, i));
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
     /// `(a, b, both_directions)`.
     fn ends(&self, at: &str) -> std::result::Result<(String, String, bool), String> {
         match (&self.a, &self.b, &self.from, &self.to) {
@@ -441,6 +505,67 @@ links:
                 .contains("at least 2")
         );
         assert!(parse("nodes: [").is_err());
+    }
+
+    #[test]
+    fn events_resolve_to_full_parameters_in_time_order() {
+        let t = parse(&format!(
+            "{EXAMPLE}events:\n  - {{at_s: 20, a: dj-1, b: \"*\", loss: 0.05, delay_ms: 3}}\n  - {{at_s: 5, from: se-1, to: dj-1, jitter_ms: 0.5}}\n"
+        ))
+        .unwrap();
+        assert_eq!(t.events.len(), 2);
+        assert_eq!(t.events[0].at_s, 5.0, "sorted by time");
+        assert_eq!(t.events[0].changes.len(), 1);
+        let (src, dst, p) = t.events[0].changes[0];
+        assert_eq!((src, dst), (2, 0));
+        assert_eq!(
+            (p.delay_ms, p.jitter_ms),
+            (2.5, 0.5),
+            "keeps the delay, changes jitter"
+        );
+        // The second event covers dj-1 <-> everyone (4 directed pairs) and
+        // builds on the first: se-1 -> dj-1 keeps its new jitter.
+        let later = &t.events[1];
+        assert_eq!(later.changes.len(), 4);
+        let se1_dj1 = later
+            .changes
+            .iter()
+            .find(|c| (c.0, c.1) == (2, 0))
+            .unwrap()
+            .2;
+        assert_eq!(
+            (se1_dj1.delay_ms, se1_dj1.jitter_ms, se1_dj1.loss),
+            (3.0, 0.5, 0.05)
+        );
+        // The static links are unchanged by events.
+        assert_eq!(t.link(2, 0).delay_ms, 2.5);
+    }
+
+    #[test]
+    fn bad_events_are_named() {
+        let e = parse(&format!(
+            "{EXAMPLE}events:\n  - {{at_s: -1, a: dj-1, b: se-1, loss: 0.1}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("events[0]") && e.contains("at_s"), "{e}");
+        let e = parse(&format!(
+            "{EXAMPLE}events:\n  - {{at_s: 1, a: dj-1, b: se-1, speed: 1}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("events[0]") && e.contains("'speed'"), "{e}");
+        let e = parse(&format!(
+            "{EXAMPLE}events:\n  - {{at_s: 1, a: dj-1, b: nowhere, loss: 0.1}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("unknown node 'nowhere'"), "{e}");
+        let uncapped = EXAMPLE
+            .replace("  bandwidth_mbps: 1000\n", "")
+            .replace(", bandwidth_mbps: 400", "");
+        let e = parse(&format!(
+            "{uncapped}events:\n  - {{at_s: 1, a: dj-1, b: se-1, bandwidth_mbps: 10}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("only on links that already have a cap"), "{e}");
     }
 
     #[test]
