@@ -11,8 +11,13 @@
 //!
 //! A node whose desired keys did not change since the last successful write
 //! is skipped: every Node write reaches every Node watcher in the cluster.
+//!
+//! An apply to a Node that does not exist would *create* one, so the writer
+//! reads a node once before its first write and refuses (404) to write to a
+//! name the cluster does not know. What it confirmed is forgotten after an
+//! error and at every resync.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -63,6 +68,8 @@ pub struct WriteCounters {
 pub struct NodeWriter {
     api: Api<Node>,
     written: HashMap<String, Desired>,
+    /// Nodes confirmed to exist.
+    known: HashSet<String>,
     counters: WriteCounters,
 }
 
@@ -80,6 +87,7 @@ impl NodeWriter {
         Self {
             api: Api::all(client),
             written: HashMap::new(),
+            known: HashSet::new(),
             counters: WriteCounters::default(),
         }
     }
@@ -101,6 +109,7 @@ impl NodeWriter {
     /// Forget what was written (the periodic resync writes everything again).
     pub fn forget(&mut self) {
         self.written.clear();
+        self.known.clear();
     }
 
     /// Apply `desired` to `node` unless it is what we last wrote there.
@@ -108,6 +117,14 @@ impl NodeWriter {
         if self.is_current(node, desired) {
             self.count_skip();
             return Ok(Outcome::Unchanged);
+        }
+        if !self.known.contains(node) {
+            // 404 here means "no such Node": never create one by applying.
+            if let Err(e) = self.api.get(node).await {
+                self.counters.errors += 1;
+                return Err(e);
+            }
+            self.known.insert(node.to_string());
         }
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match self
@@ -123,6 +140,7 @@ impl NodeWriter {
             }
             Err(e) => {
                 self.counters.errors += 1;
+                self.known.remove(node);
                 warn!(%node, error = %e, "node label write failed");
                 Err(e)
             }
@@ -168,6 +186,33 @@ pub(crate) mod test_support {
         )
     }
 
+    /// Answer the next request after checking it is a GET of `node`.
+    pub async fn expect_get(handle: &mut Handle, node: &str, status: StatusCode) {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .expect("a request")
+            .expect("the client is alive");
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().path(), format!("/api/v1/nodes/{node}"));
+        send.send_response(reply(node, status));
+    }
+
+    fn reply(node: &str, status: StatusCode) -> Response<Body> {
+        if status.is_success() {
+            Response::builder()
+                .status(status)
+                .body(node_json(node))
+                .unwrap()
+        } else {
+            let err = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                             "message": "boom", "reason": "InternalError", "code": status.as_u16()});
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&err).unwrap()))
+                .unwrap()
+        }
+    }
+
     /// Answer the next request after checking it is exactly our apply patch.
     pub async fn expect_apply(handle: &mut Handle, node: &str, want: &Desired, status: StatusCode) {
         let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
@@ -197,19 +242,7 @@ pub(crate) mod test_support {
         // Only our keys: nothing but labels and annotations under metadata.
         let keys: Vec<&String> = body["metadata"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["annotations", "labels", "name"]);
-        let response = if status.is_success() {
-            Response::builder()
-                .status(status)
-                .body(node_json(node))
-                .unwrap()
-        } else {
-            let err = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                             "message": "boom", "reason": "InternalError", "code": status.as_u16()});
-            Response::builder()
-                .status(status)
-                .body(Body::from(serde_json::to_vec(&err).unwrap()))
-                .unwrap()
-        };
+        let response = reply(node, status);
         send.send_response(response);
     }
 }
@@ -226,6 +259,7 @@ mod tests {
         let (mut w, mut handle) = writer();
         let d = desired("87");
         let server = tokio::spawn(async move {
+            expect_get(&mut handle, "dj-1", StatusCode::OK).await;
             expect_apply(&mut handle, "dj-1", &desired("87"), StatusCode::OK).await;
             handle
         });
@@ -245,6 +279,7 @@ mod tests {
     async fn unchanged_keys_are_not_written_again_but_changes_are() {
         let (mut w, mut handle) = writer();
         let server = tokio::spawn(async move {
+            expect_get(&mut handle, "dj-1", StatusCode::OK).await;
             expect_apply(&mut handle, "dj-1", &desired("87"), StatusCode::OK).await;
             expect_apply(&mut handle, "dj-1", &desired("42"), StatusCode::OK).await;
             // Nothing else may arrive.
@@ -276,6 +311,7 @@ mod tests {
     async fn a_failed_write_is_counted_and_tried_again_next_time() {
         let (mut w, mut handle) = writer();
         let server = tokio::spawn(async move {
+            expect_get(&mut handle, "se-1", StatusCode::OK).await;
             expect_apply(
                 &mut handle,
                 "se-1",
@@ -283,6 +319,8 @@ mod tests {
                 StatusCode::INTERNAL_SERVER_ERROR,
             )
             .await;
+            // After an error the node is checked again before the retry.
+            expect_get(&mut handle, "se-1", StatusCode::OK).await;
             expect_apply(&mut handle, "se-1", &desired("90"), StatusCode::OK).await;
         });
         assert!(w.write("se-1", &desired("90")).await.is_err());
@@ -302,6 +340,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_the_cluster_does_not_know_is_never_applied() {
+        let (mut w, mut handle) = writer();
+        let server = tokio::spawn(async move {
+            expect_get(&mut handle, "ghost", StatusCode::NOT_FOUND).await;
+            let extra =
+                tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+            assert!(extra.is_err(), "no apply may follow a 404");
+        });
+        let err = w.write("ghost", &desired("87")).await.unwrap_err();
+        assert!(matches!(err, kube::Error::Api(s) if s.code == 404));
+        server.await.unwrap();
+        assert_eq!(w.counters().errors, 1);
+    }
+
+    #[tokio::test]
     async fn a_key_we_stop_producing_is_left_out_of_the_apply() {
         // Server-side apply removes a field its manager applied before and
         // omits now; so dropping a key from `Desired` is how it is removed.
@@ -310,6 +363,7 @@ mod tests {
         without.labels.remove("netaware.io/quality");
         let expect = without.clone();
         let server = tokio::spawn(async move {
+            expect_get(&mut handle, "dj-1", StatusCode::OK).await;
             expect_apply(&mut handle, "dj-1", &desired("87"), StatusCode::OK).await;
             expect_apply(&mut handle, "dj-1", &expect, StatusCode::OK).await;
         });

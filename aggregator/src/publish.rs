@@ -218,7 +218,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube_writer::test_support::{expect_apply, writer};
+    use crate::kube_writer::test_support::{expect_apply, expect_get, writer};
     use crate::labels::NodeFacts;
     use std::sync::Mutex;
 
@@ -303,7 +303,9 @@ mod tests {
         let want: BTreeMap<String, Desired> = desired_all(labels::DEFAULT_PREFIX, &i);
         let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx));
         tx.send_replace(Some(i));
-        // a fails, b succeeds, then a is retried (and only a).
+        // a fails, b succeeds, then a is retried (and only a); each first
+        // write to a node, and each retry, is preceded by a check it exists.
+        expect_get(&mut handle, "a", http::StatusCode::OK).await;
         expect_apply(
             &mut handle,
             "a",
@@ -311,7 +313,9 @@ mod tests {
             http::StatusCode::SERVICE_UNAVAILABLE,
         )
         .await;
+        expect_get(&mut handle, "b", http::StatusCode::OK).await;
         expect_apply(&mut handle, "b", &want["b"], http::StatusCode::OK).await;
+        expect_get(&mut handle, "a", http::StatusCode::OK).await;
         expect_apply(&mut handle, "a", &want["a"], http::StatusCode::OK).await;
         let extra = tokio::time::timeout(Duration::from_millis(1500), handle.next_request()).await;
         assert!(extra.is_err(), "nothing more may be sent");
