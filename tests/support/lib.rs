@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: where the workspace's binaries are, and
 //! whether this process may build a lab.
 
+pub mod apiserver;
+
 use std::path::PathBuf;
 
 /// The directory cargo put the workspace's binaries in (`target/<profile>`):

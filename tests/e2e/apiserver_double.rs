@@ -1,0 +1,155 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! The aggregator's real Node writer, through a real kube client, against the
+//! API-server double: the writes have the effects the real API gives them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use netaware_aggregator::kube_writer::{Desired, NodeWriter};
+use netaware_e2e::apiserver::ApiServerDouble;
+use serde_json::json;
+
+fn client(double: &ApiServerDouble) -> kube::Client {
+    let config = kube::Config::new(double.url().parse().unwrap());
+    kube::Client::try_from(config).unwrap()
+}
+
+fn desired(pairs: &[(&str, &str)]) -> Desired {
+    let mut d = Desired::default();
+    for (k, v) in pairs {
+        d.labels.insert(format!("netaware.io/{k}"), v.to_string());
+    }
+    d.annotations
+        .insert("netaware.io/summary".into(), r#"{"nearest":[]}"#.into());
+    d
+}
+
+#[tokio::test]
+async fn our_keys_are_applied_others_left_alone_and_dropped_keys_removed() {
+    let double = ApiServerDouble::start(&["dj-1"]).await.unwrap();
+    double.set_label_as("dj-1", "team", "ml", "kubectl");
+    let mut w = NodeWriter::new(client(&double));
+
+    w.write("dj-1", &desired(&[("group-l2", "g1"), ("quality", "87")]))
+        .await
+        .unwrap();
+    let labels = double.labels("dj-1").unwrap();
+    assert_eq!(
+        labels.get("netaware.io/group-l2").map(String::as_str),
+        Some("g1")
+    );
+    assert_eq!(
+        labels.get("netaware.io/quality").map(String::as_str),
+        Some("87")
+    );
+    assert_eq!(labels.get("team").map(String::as_str), Some("ml"));
+    assert!(
+        double
+            .annotations("dj-1")
+            .unwrap()
+            .contains_key("netaware.io/summary")
+    );
+
+    // We stop producing `quality`: only that key goes.
+    w.write("dj-1", &desired(&[("group-l2", "g1")]))
+        .await
+        .unwrap();
+    let labels = double.labels("dj-1").unwrap();
+    assert!(!labels.contains_key("netaware.io/quality"), "{labels:?}");
+    assert_eq!(
+        labels.get("netaware.io/group-l2").map(String::as_str),
+        Some("g1")
+    );
+    assert_eq!(labels.get("team").map(String::as_str), Some("ml"));
+}
+
+#[tokio::test]
+async fn a_node_the_cluster_does_not_have_is_not_created() {
+    let double = ApiServerDouble::start(&["dj-1"]).await.unwrap();
+    let mut w = NodeWriter::new(client(&double));
+    let err = w
+        .write("ghost", &desired(&[("group-l2", "g1")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 404),
+        "{err}"
+    );
+    assert_eq!(double.node_names(), vec!["dj-1".to_string()]);
+    assert!(double.requests().iter().all(|r| !r.starts_with("PATCH")));
+}
+
+#[tokio::test]
+async fn conflicts_need_force_and_we_force_under_our_prefix() {
+    let double = ApiServerDouble::start(&["dj-1"]).await.unwrap();
+    double.set_label_as("dj-1", "netaware.io/quality", "100", "kubectl");
+    // Another manager without force: 409, nothing changes.
+    let api: Api<Node> = Api::all(client(&double));
+    let patch = json!({"apiVersion": "v1", "kind": "Node",
+                       "metadata": {"name": "dj-1", "labels": {"netaware.io/quality": "1"}}});
+    let err = api
+        .patch("dj-1", &PatchParams::apply("other"), &Patch::Apply(&patch))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409),
+        "{err}"
+    );
+    assert_eq!(double.labels("dj-1").unwrap()["netaware.io/quality"], "100");
+    // Our writer forces: the key under our prefix becomes ours.
+    let mut w = NodeWriter::new(client(&double));
+    w.write("dj-1", &desired(&[("quality", "50")]))
+        .await
+        .unwrap();
+    assert_eq!(double.labels("dj-1").unwrap()["netaware.io/quality"], "50");
+    let log = double.requests();
+    let ours = log.iter().rev().find(|r| r.starts_with("PATCH")).unwrap();
+    assert!(
+        ours.contains("fieldManager=netaware") && ours.contains("force=true"),
+        "{ours}"
+    );
+}
+
+#[tokio::test]
+async fn merge_patch_null_removes_a_key_and_failures_are_retried_or_reported() {
+    let double = ApiServerDouble::start(&["dj-1"]).await.unwrap();
+    double.set_label_as("dj-1", "team", "ml", "kubectl");
+    let api: Api<Node> = Api::all(client(&double));
+    api.patch(
+        "dj-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": null}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(double.labels("dj-1").unwrap(), BTreeMap::new());
+
+    // 503 (like 429 and 504) is retried inside the kube client: the write
+    // succeeds, after two PATCH requests.
+    double.fail_next_writes(503, 1);
+    let mut w = NodeWriter::new(client(&double));
+    w.write("dj-1", &desired(&[("group-l2", "g1")]))
+        .await
+        .unwrap();
+    assert_eq!(double.labels("dj-1").unwrap()["netaware.io/group-l2"], "g1");
+    let patches = double
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.starts_with("PATCH /api/v1/nodes/dj-1?") && r.contains("fieldManager=netaware")
+        })
+        .count();
+    assert_eq!(patches, 2);
+    // 500 is reported; the publisher's per-node backoff retries it later.
+    double.fail_next_writes(500, 1);
+    assert!(
+        w.write("dj-1", &desired(&[("group-l2", "g2")]))
+            .await
+            .is_err()
+    );
+    w.write("dj-1", &desired(&[("group-l2", "g2")]))
+        .await
+        .unwrap();
+    assert_eq!(double.labels("dj-1").unwrap()["netaware.io/group-l2"], "g2");
+}

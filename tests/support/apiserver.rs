@@ -1,0 +1,452 @@
+//! A test-only double of the Kubernetes API server: Nodes only, over plain
+//! HTTP on loopback, following the real API's semantics for what netaware
+//! uses. It is not part of the product.
+//!
+//! - `GET /api/v1/nodes`, `GET /api/v1/nodes/NAME` (404 Status when missing),
+//!   `POST /api/v1/nodes` (create; 409 AlreadyExists).
+//! - `PATCH /api/v1/nodes/NAME` with `application/apply-patch+yaml`
+//!   (server-side apply): `fieldManager` is required; every label and
+//!   annotation key is owned by the manager that last applied it; a key a
+//!   manager applied before and omits now is removed; a key owned by another
+//!   manager with a different value is a 409 Conflict unless `force=true`;
+//!   applying to a missing Node creates it, as the real server does.
+//! - `PATCH` with `application/merge-patch+json`: `null` removes a key.
+//! - Injectable failures: the next N writes answer a given status code.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Field {
+    Label,
+    Annotation,
+}
+
+#[derive(Debug, Default, Clone)]
+struct StoredNode {
+    uid: String,
+    resource_version: u64,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    /// Owner (field manager) of every key.
+    owners: BTreeMap<(Field, String), String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    resource_version: u64,
+    nodes: BTreeMap<String, StoredNode>,
+    /// Status codes for the next writes (PATCH/POST), consumed in order.
+    failures: VecDeque<u16>,
+    /// "METHOD PATH?QUERY" of every request, for assertions.
+    log: Vec<String>,
+}
+
+/// A running double; dropping it stops serving.
+#[derive(Debug)]
+pub struct ApiServerDouble {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ApiServerDouble {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ApiServerDouble {
+    /// Serve on an ephemeral loopback port with the given Nodes.
+    pub async fn start(nodes: &[&str]) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State::default()));
+        {
+            let mut s = lock(&state);
+            for n in nodes {
+                create(&mut s, n);
+            }
+        }
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, state, task })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:34567`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A node's labels, if the node exists.
+    pub fn labels(&self, node: &str) -> Option<BTreeMap<String, String>> {
+        lock(&self.state).nodes.get(node).map(|n| n.labels.clone())
+    }
+
+    /// A node's annotations, if the node exists.
+    pub fn annotations(&self, node: &str) -> Option<BTreeMap<String, String>> {
+        lock(&self.state)
+            .nodes
+            .get(node)
+            .map(|n| n.annotations.clone())
+    }
+
+    /// Names of all nodes.
+    pub fn node_names(&self) -> Vec<String> {
+        lock(&self.state).nodes.keys().cloned().collect()
+    }
+
+    /// Set a label as another field manager would (e.g. a human, a kubelet).
+    pub fn set_label_as(&self, node: &str, key: &str, value: &str, manager: &str) {
+        let mut s = lock(&self.state);
+        s.resource_version += 1;
+        let rv = s.resource_version;
+        if let Some(n) = s.nodes.get_mut(node) {
+            n.labels.insert(key.into(), value.into());
+            n.owners.insert((Field::Label, key.into()), manager.into());
+            n.resource_version = rv;
+        }
+    }
+
+    /// The next `count` writes answer `status` (e.g. 500, 429, 409).
+    pub fn fail_next_writes(&self, status: u16, count: usize) {
+        let mut s = lock(&self.state);
+        s.failures.extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Every request so far, as "METHOD PATH?QUERY".
+    pub fn requests(&self) -> Vec<String> {
+        lock(&self.state).log.clone()
+    }
+}
+
+fn create(s: &mut State, name: &str) -> bool {
+    if s.nodes.contains_key(name) {
+        return false;
+    }
+    s.resource_version += 1;
+    let n = StoredNode {
+        uid: format!("00000000-0000-4000-8000-{:012}", s.resource_version),
+        resource_version: s.resource_version,
+        ..Default::default()
+    };
+    s.nodes.insert(name.to_string(), n);
+    true
+}
+
+/// The `f:key` entries of one map in a managedFields entry.
+type FieldSet = serde_json::Map<String, Value>;
+
+fn node_json(name: &str, n: &StoredNode) -> Value {
+    // managedFields as the real server reports them: one entry per manager.
+    let mut by_manager: BTreeMap<&str, (FieldSet, FieldSet)> = BTreeMap::new();
+    for ((field, key), manager) in &n.owners {
+        let e = by_manager.entry(manager.as_str()).or_default();
+        let map = if *field == Field::Label {
+            &mut e.0
+        } else {
+            &mut e.1
+        };
+        map.insert(format!("f:{key}"), json!({}));
+    }
+    let managed: Vec<Value> = by_manager
+        .into_iter()
+        .map(|(manager, (labels, annotations))| {
+            let mut meta = serde_json::Map::new();
+            if !labels.is_empty() {
+                meta.insert("f:labels".into(), Value::Object(labels));
+            }
+            if !annotations.is_empty() {
+                meta.insert("f:annotations".into(), Value::Object(annotations));
+            }
+            json!({"apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": meta},
+                   "manager": manager, "operation": "Apply", "time": "2026-01-01T00:00:00Z"})
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "uid": n.uid,
+            "resourceVersion": n.resource_version.to_string(),
+            "labels": n.labels,
+            "annotations": n.annotations,
+            "managedFields": managed,
+        }
+    })
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": message, "reason": reason, "code": code.as_u16()});
+    respond(code, &body)
+}
+
+fn respond(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (p.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// (field, key) -> value for every label and annotation in a patch body.
+/// `None` values are JSON nulls (merge patch removal).
+fn keys_of(body: &Value) -> Vec<(Field, String, Option<String>)> {
+    let mut out = Vec::new();
+    for (field, name) in [(Field::Label, "labels"), (Field::Annotation, "annotations")] {
+        if let Some(map) = body["metadata"][name].as_object() {
+            for (k, v) in map {
+                let v = match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                };
+                out.push((field, k.clone(), v));
+            }
+        }
+    }
+    out
+}
+
+fn map_of(n: &mut StoredNode, f: Field) -> &mut BTreeMap<String, String> {
+    match f {
+        Field::Label => &mut n.labels,
+        Field::Annotation => &mut n.annotations,
+    }
+}
+
+async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let q = query(&req);
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    lock(state).log.push(format!(
+        "{method} {path}{}",
+        req.uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default()
+    ));
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    };
+    let name = path.strip_prefix("/api/v1/nodes/").map(str::to_string);
+    let mut s = lock(state);
+    let is_write = method == Method::PATCH || method == Method::POST;
+    if is_write && let Some(code) = s.failures.pop_front() {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return status(code, "InternalError", "injected failure");
+    }
+    match (method, path.as_str(), name) {
+        (Method::GET, "/api/v1/nodes", _) => {
+            let items: Vec<Value> = s.nodes.iter().map(|(k, n)| node_json(k, n)).collect();
+            respond(
+                StatusCode::OK,
+                &json!({"apiVersion": "v1", "kind": "NodeList",
+                        "metadata": {"resourceVersion": s.resource_version.to_string()}, "items": items}),
+            )
+        }
+        (Method::POST, "/api/v1/nodes", _) => {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let Some(n) = v["metadata"]["name"].as_str() else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "metadata.name is required",
+                );
+            };
+            if !create(&mut s, n) {
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    &format!("nodes \"{n}\" already exists"),
+                );
+            }
+            respond(StatusCode::CREATED, &node_json(n, &s.nodes[n]))
+        }
+        (Method::GET, _, Some(n)) => match s.nodes.get(&n) {
+            Some(node) => respond(StatusCode::OK, &node_json(&n, node)),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("nodes \"{n}\" not found"),
+            ),
+        },
+        (Method::PATCH, _, Some(n)) if content_type.starts_with("application/apply-patch+yaml") => {
+            let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()).cloned() else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                );
+            };
+            let force = q.get("force").is_some_and(|v| v == "true");
+            // YAML is a superset of JSON: both bodies parse.
+            let Ok(patch) = serde_norway::from_slice::<Value>(&body) else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "body is not YAML or JSON",
+                );
+            };
+            create(&mut s, &n);
+            s.resource_version += 1;
+            let rv = s.resource_version;
+            let Some(node) = s.nodes.get_mut(&n) else {
+                return status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "node vanished",
+                );
+            };
+            let applied = keys_of(&patch);
+            let conflicts: Vec<String> = applied
+                .iter()
+                .filter(|(f, k, v)| {
+                    let owner = node.owners.get(&(*f, k.clone()));
+                    let current = match f {
+                        Field::Label => node.labels.get(k),
+                        Field::Annotation => node.annotations.get(k),
+                    };
+                    owner.is_some_and(|o| *o != manager) && current != v.as_ref()
+                })
+                .map(|(f, k, _)| {
+                    let owner = node.owners[&(*f, k.clone())].clone();
+                    let field = if *f == Field::Label {
+                        "labels"
+                    } else {
+                        "annotations"
+                    };
+                    format!("conflict with \"{owner}\": .metadata.{field}.{k}")
+                })
+                .collect();
+            if !conflicts.is_empty() && !force {
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    &format!(
+                        "Apply failed with {} conflict(s): {}",
+                        conflicts.len(),
+                        conflicts.join(", ")
+                    ),
+                );
+            }
+            // Keys this manager owned and no longer applies are removed.
+            let kept: Vec<(Field, String)> =
+                applied.iter().map(|(f, k, _)| (*f, k.clone())).collect();
+            let dropped: Vec<(Field, String)> = node
+                .owners
+                .iter()
+                .filter(|(fk, m)| **m == manager && !kept.contains(fk))
+                .map(|(fk, _)| fk.clone())
+                .collect();
+            for (f, k) in dropped {
+                node.owners.remove(&(f, k.clone()));
+                map_of(node, f).remove(&k);
+            }
+            for (f, k, v) in applied {
+                if let Some(v) = v {
+                    map_of(node, f).insert(k.clone(), v);
+                    node.owners.insert((f, k), manager.clone());
+                }
+            }
+            node.resource_version = rv;
+            let out = node_json(&n, node);
+            respond(StatusCode::OK, &out)
+        }
+        (Method::PATCH, _, Some(n)) if content_type.starts_with("application/merge-patch+json") => {
+            let manager = q
+                .get("fieldManager")
+                .cloned()
+                .unwrap_or_else(|| "unknown".into());
+            let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not JSON");
+            };
+            s.resource_version += 1;
+            let rv = s.resource_version;
+            let Some(node) = s.nodes.get_mut(&n) else {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("nodes \"{n}\" not found"),
+                );
+            };
+            for (f, k, v) in keys_of(&patch) {
+                match v {
+                    Some(v) => {
+                        map_of(node, f).insert(k.clone(), v);
+                        node.owners.insert((f, k), manager.clone());
+                    }
+                    None => {
+                        map_of(node, f).remove(&k);
+                        node.owners.remove(&(f, k));
+                    }
+                }
+            }
+            node.resource_version = rv;
+            let out = node_json(&n, node);
+            respond(StatusCode::OK, &out)
+        }
+        (Method::PATCH, _, Some(_)) => status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!("the body of the request was in an unknown format ({content_type})"),
+        ),
+        _ => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    }
+}
