@@ -2,6 +2,7 @@
 //! one agent per node, collect what the agents measure, and tear it all down
 //! on every exit path (success, error, Ctrl-C, panic: [`Lab`]'s `Drop`).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ use crate::report::{AppliedEvent, Collector, Report, render_table};
 use crate::sidecar::{PingMesh, UsageMeter};
 use crate::topology::{Event, Topology};
 
+/// The aggregator's default label prefix (the lab does not change it).
+const LABEL_PREFIX: &str = "netaware.io/";
 /// Port of the aggregator's agent-facing service on the control bridge.
 pub const AGENT_PORT: u16 = 7400;
 /// How long agents may take to connect before the run fails.
@@ -44,6 +47,9 @@ pub struct Options {
     pub seed: u64,
     /// Run `ping` between every pair beside the agents (`run` only).
     pub ping: bool,
+    /// The test-only API server double the aggregator writes labels to;
+    /// `None` runs without labels.
+    pub apiserver_bin: Option<PathBuf>,
 }
 
 /// What to do once the lab is up.
@@ -55,8 +61,9 @@ pub enum Mode {
     Up,
 }
 
-/// Find a sibling binary (next to the running one) unless given explicitly.
-pub fn find_binary(explicit: Option<PathBuf>, name: &str) -> Result<PathBuf> {
+/// Find a sibling binary (next to the running one) unless given explicitly;
+/// `flag` is the option that sets it, for the error message.
+pub fn find_binary(explicit: Option<PathBuf>, name: &str, flag: &str) -> Result<PathBuf> {
     let candidate = match explicit {
         Some(p) => p,
         None => std::env::current_exe()?
@@ -69,9 +76,8 @@ pub fn find_binary(explicit: Option<PathBuf>, name: &str) -> Result<PathBuf> {
     } else {
         Err(Error::Preflight(format!(
             "cannot find {name} at {}; build the workspace first (cargo build --workspace) or \
-             pass its path with --{}-bin",
+             pass its path with {flag}",
             candidate.display(),
-            name.trim_start_matches("netaware-")
         )))
     }
 }
@@ -97,6 +103,8 @@ fn log_file(dir: &Path, name: &str) -> Result<File> {
 struct Lab {
     emulator: Option<Emulator>,
     network: Network,
+    /// Port of the API server double on 127.0.0.1, when labels are on.
+    apiserver_port: Option<u16>,
     /// Held open while the lab runs (see `emulator::hold_low_latency`).
     _low_latency: Option<File>,
 }
@@ -129,6 +137,7 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
     std::fs::create_dir_all(&opts.log_dir)?;
     let mut lab = Lab {
         emulator: None,
+        apiserver_port: None,
         network: Network::build(topo)?,
         _low_latency: hold_low_latency(),
     };
@@ -139,6 +148,36 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
 
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let stale = opts.report_interval * 3 + opts.loss_timeout;
+    let mut kube_args: Vec<String> = vec!["--kubernetes".into(), "off".into()];
+    if let Some(bin) = &opts.apiserver_bin {
+        let port_file = opts.log_dir.join("apiserver.port");
+        let kubeconfig = opts.log_dir.join("kubeconfig");
+        let _ = std::fs::remove_file(&port_file);
+        let names: Vec<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
+        let child = Command::new(bin)
+            .arg("--nodes")
+            .arg(names.join(","))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&opts.log_dir, "apiserver")?)
+            .spawn()
+            .map_err(|e| Error::Run(format!("cannot start {}: {e}", bin.display())))?;
+        lab.network.adopt(netns::APISERVER, child);
+        let port = wait_for_file(&port_file, Duration::from_secs(10))?;
+        lab.apiserver_port = port.trim().parse().ok();
+        kube_args = vec![
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            // The lab recomputes every report interval; a short resync keeps
+            // the demo honest if the double restarts.
+            "--resync".into(),
+            "5m".into(),
+        ];
+    }
     let aggregator = Command::new(&opts.aggregator_bin)
         .args([
             "--agent-listen",
@@ -156,6 +195,7 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
             "--recompute-interval",
             &ms(opts.report_interval),
         ])
+        .args(&kube_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file(&opts.log_dir, "aggregator")?)
@@ -166,7 +206,7 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
                 opts.aggregator_bin.display()
             ))
         })?;
-    lab.network.adopt("aggregator", aggregator);
+    lab.network.adopt(netns::AGGREGATOR, aggregator);
 
     for (i, node) in topo.nodes.iter().enumerate() {
         let ns = ns_name(&node.name);
@@ -324,6 +364,56 @@ pub async fn execute(
     })
 }
 
+/// Wait until `path` exists and has content; return it.
+fn wait_for_file(path: &Path, timeout: Duration) -> Result<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && !s.trim().is_empty()
+        {
+            return Ok(s);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Run(format!(
+                "{} did not appear within {}",
+                path.display(),
+                human(timeout)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The labels under `prefix` of every Node in the API server double.
+fn read_labels(port: u16, prefix: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /api/v1/nodes HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or_else(|| Error::Run("the API server double sent no body".into()))?;
+    let list: serde_json::Value = serde_json::from_str(body)?;
+    let mut out = BTreeMap::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        let Some(name) = item["metadata"]["name"].as_str() else {
+            continue;
+        };
+        let labels: BTreeMap<String, String> = item["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect();
+        out.insert(name.to_string(), labels);
+    }
+    Ok(out)
+}
+
 /// Apply one topology event: emulator parameters at once, bandwidth caps via tc.
 fn apply_event(lab: &Lab, topo: &Topology, ev: &Event) -> Result<AppliedEvent> {
     for (src, dst, p) in &ev.changes {
@@ -437,6 +527,9 @@ async fn drive(
             let mut report = collector.report(topo, duration.as_secs_f64(), &methods(opts));
             report.agents = agents;
             report.events = applied;
+            if let Some(port) = lab.apiserver_port {
+                report.labels = read_labels(port, LABEL_PREFIX)?;
+            }
             if let Some(p) = pings {
                 let results = tokio::task::spawn_blocking(move || p.finish())
                     .await

@@ -73,6 +73,13 @@ struct Common {
     /// Seed of the emulator's random loss and jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Let the aggregator write Node labels to a local API server double and
+    /// show them (no cluster needed).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    labels: bool,
+    /// The API server double binary (default: next to netaware-lab).
+    #[arg(long, env = "NETAWARE_APISERVER_BIN")]
+    apiserver_bin: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -90,11 +97,24 @@ fn options(c: Common, ping: bool) -> anyhow::Result<Options> {
         loss_timeout: c.loss_timeout,
         query_port: c.query_port,
         icmp: c.icmp,
-        agent_bin: lab::find_binary(c.agent_bin, "netaware-agent")?,
-        aggregator_bin: lab::find_binary(c.aggregator_bin, "netaware-aggregator")?,
+        agent_bin: lab::find_binary(c.agent_bin, "netaware-agent", "--agent-bin")?,
+        aggregator_bin: lab::find_binary(
+            c.aggregator_bin,
+            "netaware-aggregator",
+            "--aggregator-bin",
+        )?,
         log_dir: c.log_dir,
         seed: c.seed,
         ping,
+        apiserver_bin: if c.labels {
+            Some(lab::find_binary(
+                c.apiserver_bin,
+                "netaware-apiserver-double",
+                "--apiserver-bin (or --labels false)",
+            )?)
+        } else {
+            None
+        },
     })
 }
 

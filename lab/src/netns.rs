@@ -139,6 +139,14 @@ fn aggregator_pid_file() -> PathBuf {
     Path::new(STATE_DIR).join("aggregator.pid")
 }
 
+fn apiserver_pid_file() -> PathBuf {
+    Path::new(STATE_DIR).join("apiserver.pid")
+}
+
+/// Names of the lab's own helper processes (not agents).
+pub const AGGREGATOR: &str = "aggregator";
+pub const APISERVER: &str = "apiserver";
+
 /// The command name of a live process, if it exists.
 fn process_name(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -212,11 +220,17 @@ pub fn clean_leftovers() -> Result<()> {
         )));
     }
     let mut removed = Vec::new();
-    if let Some(pid) = read_pid(&aggregator_pid_file())
-        && process_name(pid).is_some_and(|n| n.starts_with("netaware-aggreg"))
-    {
-        kill(pid, nix::sys::signal::Signal::SIGKILL);
-        removed.push(format!("aggregator process {pid}"));
+    // /proc/PID/comm holds at most 15 characters of the command name.
+    for (file, comm) in [
+        (aggregator_pid_file(), "netaware-aggreg"),
+        (apiserver_pid_file(), "netaware-apiser"),
+    ] {
+        if let Some(pid) = read_pid(&file)
+            && process_name(pid).is_some_and(|n| n.starts_with(comm))
+        {
+            kill(pid, nix::sys::signal::Signal::SIGKILL);
+            removed.push(format!("{comm} process {pid}"));
+        }
     }
     for ns in lab_namespaces() {
         kill_namespace_processes(&ns);
@@ -370,8 +384,13 @@ impl Network {
 
     /// Keep a child process to stop at teardown.
     pub fn adopt(&mut self, name: &str, child: Child) {
-        if name == "aggregator" {
-            let _ = std::fs::write(aggregator_pid_file(), child.id().to_string());
+        let pid_file = match name {
+            AGGREGATOR => Some(aggregator_pid_file()),
+            APISERVER => Some(apiserver_pid_file()),
+            _ => None,
+        };
+        if let Some(f) = pid_file {
+            let _ = std::fs::write(f, child.id().to_string());
         }
         self.children.push((name.to_string(), child));
     }
@@ -380,7 +399,7 @@ impl Network {
     pub fn agent_pids(&self) -> Vec<(String, u32)> {
         self.children
             .iter()
-            .filter(|(name, _)| name != "aggregator")
+            .filter(|(name, _)| name != AGGREGATOR && name != APISERVER)
             .map(|(name, c)| (name.clone(), c.id()))
             .collect()
     }
@@ -438,6 +457,7 @@ impl Network {
         }
         if self.state_written {
             let _ = std::fs::remove_file(aggregator_pid_file());
+            let _ = std::fs::remove_file(apiserver_pid_file());
             let _ = std::fs::remove_file(pid_file());
             self.state_written = false;
         }

@@ -37,6 +37,10 @@ pub struct Report {
     /// Timed link events applied during the run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<AppliedEvent>,
+    /// What the aggregator wrote to each Node (keys under its prefix), read
+    /// back from the API server at the end of the run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A topology event as applied.
@@ -207,6 +211,7 @@ impl Collector {
             agents: Vec::new(),
             emulator: None,
             events: Vec::new(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -328,6 +333,39 @@ pub fn render_table(r: &Report) -> String {
                 b.cpu_percent, b.node
             );
         }
+    }
+    if !r.labels.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNode labels written by the aggregator (netaware.io/...):"
+        );
+        let cols = [
+            "group-l1",
+            "group-l2",
+            "group-l3",
+            "quality",
+            "rtt-p50-us",
+            "loss-ppm",
+            "fresh",
+        ];
+        let mut rows = vec![
+            std::iter::once("node".to_string())
+                .chain(cols.iter().map(|c| c.to_string()))
+                .collect::<Vec<_>>(),
+        ];
+        for (node, labels) in &r.labels {
+            let mut row = vec![node.clone()];
+            for c in cols {
+                row.push(
+                    labels
+                        .get(&format!("netaware.io/{c}"))
+                        .cloned()
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            rows.push(row);
+        }
+        out.push_str(&netaware_common::aligned_table(&rows, 4));
     }
     if let Some(e) = &r.emulator {
         let _ = writeln!(

@@ -71,7 +71,12 @@ fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl ApiServerDouble {
     /// Serve on an ephemeral loopback port with the given Nodes.
     pub async fn start(nodes: &[&str]) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?, nodes).await
+    }
+
+    /// Serve on `addr` with the given Nodes.
+    pub async fn start_on(addr: SocketAddr, nodes: &[&str]) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         {
@@ -99,6 +104,16 @@ impl ApiServerDouble {
             }
         });
         Ok(Self { addr, state, task })
+    }
+
+    /// A kubeconfig that points a client at this double (no credentials).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\n\
+             contexts:\n- name: double\n  context:\n    cluster: double\n    user: nobody\n\
+             current-context: double\nusers:\n- name: nobody\n  user: {{}}\n",
+            self.url()
+        )
     }
 
     /// Base URL, e.g. `http://127.0.0.1:34567`.
