@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::emulator::{Emulator, Shaper, data_ip, hold_low_latency};
 use crate::error::{Error, Result};
 use crate::netns::{self, BRIDGE_IP, Network, ctl_ip, ns_name};
-use crate::report::{AppliedEvent, Collector, Report, render_table};
+use crate::report::{self, AppliedEvent, Collector, Report, render_table};
 use crate::sidecar::{PingMesh, UsageMeter};
 use crate::topology::{Event, Topology};
 
@@ -489,6 +489,8 @@ async fn drive(
             let measure_end = tokio::time::Instant::now() + duration;
             let mut agents = Vec::new();
             let mut health = tokio::time::interval(Duration::from_secs(1));
+            let mut labels_seen: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+            let mut label_changes = Vec::new();
             let events_start = tokio::time::Instant::now();
             let mut next_event = 0usize;
             let mut applied = Vec::new();
@@ -503,6 +505,16 @@ async fn drive(
                     }
                     _ = health.tick() => {
                         check_children(lab, opts)?;
+                        if let Some(port) = lab.apiserver_port {
+                            // Sampled once a second: convergence times are within a second.
+                            match read_labels(port, LABEL_PREFIX) {
+                                Ok(now) => {
+                                    label_changes.extend(report::label_changes(&labels_seen, &now, now_unix_us()));
+                                    labels_seen = now;
+                                }
+                                Err(e) => warn!(error = %e, "cannot read labels from the API double"),
+                            }
+                        }
                         if let Some(u) = usage.as_mut() {
                             u.sample();
                         }
@@ -529,6 +541,7 @@ async fn drive(
             report.events = applied;
             if let Some(port) = lab.apiserver_port {
                 report.labels = read_labels(port, LABEL_PREFIX)?;
+                report.label_changes = label_changes;
             }
             if let Some(p) = pings {
                 let results = tokio::task::spawn_blocking(move || p.finish())

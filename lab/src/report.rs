@@ -41,6 +41,51 @@ pub struct Report {
     /// back from the API server at the end of the run.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every label change seen while sampling the API server once a second.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub label_changes: Vec<LabelChange>,
+}
+
+/// One label value changing on one node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelChange {
+    /// When the change was seen (µs since the Unix epoch; sampled every second).
+    pub seen_unix_us: u64,
+    pub node: String,
+    pub key: String,
+    /// `None` when the key was absent.
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// The changes between two samples of every node's labels.
+pub fn label_changes(
+    before: &BTreeMap<String, BTreeMap<String, String>>,
+    after: &BTreeMap<String, BTreeMap<String, String>>,
+    seen_unix_us: u64,
+) -> Vec<LabelChange> {
+    let empty = BTreeMap::new();
+    let mut out = Vec::new();
+    let nodes: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for node in nodes {
+        let (b, a) = (
+            before.get(node).unwrap_or(&empty),
+            after.get(node).unwrap_or(&empty),
+        );
+        let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+        for key in keys {
+            if b.get(key) != a.get(key) {
+                out.push(LabelChange {
+                    seen_unix_us,
+                    node: node.clone(),
+                    key: key.clone(),
+                    old: b.get(key).cloned(),
+                    new: a.get(key).cloned(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A topology event as applied.
@@ -212,6 +257,7 @@ impl Collector {
             emulator: None,
             events: Vec::new(),
             labels: BTreeMap::new(),
+            label_changes: Vec::new(),
         }
     }
 }
@@ -443,6 +489,38 @@ mod tests {
         assert!(r.links[1].measured.is_none(), "b -> a has no data");
         let t = render_table(&r);
         assert!(t.contains("no data"), "{t}");
+    }
+
+    #[test]
+    fn label_changes_are_every_added_removed_or_changed_key() {
+        let m = |pairs: &[(&str, &str, &str)]| {
+            let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+            for (n, k, v) in pairs {
+                out.entry(n.to_string())
+                    .or_default()
+                    .insert(k.to_string(), v.to_string());
+            }
+            out
+        };
+        let before = m(&[("a", "q", "90"), ("a", "g", "g1"), ("b", "q", "80")]);
+        let after = m(&[
+            ("a", "q", "70"),
+            ("a", "g", "g1"),
+            ("b", "q", "80"),
+            ("b", "x", "1"),
+        ]);
+        let c = label_changes(&before, &after, 7);
+        assert_eq!(c.len(), 2);
+        assert_eq!((c[0].node.as_str(), c[0].key.as_str()), ("a", "q"));
+        assert_eq!(
+            (c[0].old.as_deref(), c[0].new.as_deref()),
+            (Some("90"), Some("70"))
+        );
+        assert_eq!(
+            (c[1].old.as_deref(), c[1].new.as_deref()),
+            (None, Some("1"))
+        );
+        assert!(label_changes(&after, &after, 8).is_empty());
     }
 
     #[test]
