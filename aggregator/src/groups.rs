@@ -257,21 +257,44 @@ impl GroupTracker {
         // Largest overlap first; ties by cluster number then id, for determinism.
         pairs.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
         let mut id_of: Vec<Option<String>> = vec![None; k];
-        let mut taken: Vec<&str> = Vec::new();
+        let mut taken: Vec<String> = Vec::new();
         for ((c, old), _) in pairs {
-            if id_of[c].is_none() && !taken.contains(&old) {
+            if id_of[c].is_none() && !taken.iter().any(|t| t == old) {
                 id_of[c] = Some(old.to_string());
-                taken.push(old);
+                taken.push(old.to_string());
             }
         }
+        // A cluster with no published id takes the id its members are
+        // already moving to, so a move in progress keeps one target and its
+        // hysteresis can complete (a fresh id every time never would).
+        let mut pending_overlap: BTreeMap<(usize, String), usize> = BTreeMap::new();
+        for (i, c) in clusters.iter().enumerate() {
+            if id_of[*c].is_none()
+                && let Some((target, _)) = self.pending.get(&names[i])
+            {
+                *pending_overlap
+                    .entry((*c, target[level].clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+        let mut pending_pairs: Vec<((usize, String), usize)> =
+            pending_overlap.into_iter().collect();
+        pending_pairs.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        for ((c, id), _) in pending_pairs {
+            if id_of[c].is_none() && !taken.contains(&id) {
+                id_of[c] = Some(id.clone());
+                taken.push(id);
+            }
+        }
+        // Never reuse an id that is published, or pending, anywhere.
         let used: std::collections::BTreeSet<String> = self
             .published
             .values()
+            .chain(self.pending.values().map(|(t, _)| t))
             .map(|ids| ids[level].clone())
             .collect();
         for slot in id_of.iter_mut() {
             if slot.is_none() {
-                // Never reuse an id that is still published somewhere.
                 let id = loop {
                     let candidate = format!("g{}", self.next_id[level]);
                     self.next_id[level] += 1;
@@ -575,6 +598,23 @@ mod tests {
             vec!["n1".to_string()]
         );
         assert_eq!(t.assignment()["n1"], t.assignment()["n2"]);
+    }
+
+    #[test]
+    fn a_move_into_a_new_group_completes_after_the_hysteresis() {
+        let mut t = GroupTracker::new(3);
+        t.update(&names(4), &same(vec![0, 0, 0, 0]));
+        // n3 leaves into a group of its own, recomputation after recomputation.
+        assert!(t.update(&names(4), &same(vec![0, 0, 0, 1])).is_empty());
+        assert!(t.update(&names(4), &same(vec![0, 0, 0, 1])).is_empty());
+        assert_eq!(
+            t.update(&names(4), &same(vec![0, 0, 0, 1])),
+            vec!["n3".to_string()]
+        );
+        let a = t.assignment();
+        assert_ne!(a["n3"], a["n0"]);
+        // And it stays put.
+        assert!(t.update(&names(4), &same(vec![0, 0, 0, 1])).is_empty());
     }
 
     #[test]

@@ -125,7 +125,16 @@ impl Inference {
         let merges = groups::complete_linkage(&dist);
         let thresholds = groups::thresholds_for(self.config.thresholds, &merges);
         let levels = thresholds.map(|t| groups::cut(&merges, n, t));
-        let moved = self.tracker.update(&names, &levels);
+        // A node with no measured pair yet is not placed: it would land in a
+        // group of its own, be labelled so, and move again a few
+        // recomputations later. It is placed once it has data.
+        let measured: Vec<usize> = (0..n)
+            .filter(|&i| (0..n).any(|j| j != i && dist.get(i, j).is_finite()))
+            .collect();
+        let placed_names: Vec<String> = measured.iter().map(|&i| names[i].clone()).collect();
+        let placed_levels: [Vec<usize>; 3] =
+            [0, 1, 2].map(|l| measured.iter().map(|&i| levels[l][i]).collect());
+        let moved = self.tracker.update(&placed_names, &placed_levels);
         let assignment = self.tracker.assignment().clone();
 
         // Members of every published group, per level.
@@ -321,6 +330,17 @@ mod tests {
                 .iter()
                 .all(|g| g.members.len() == 4 && g.max_rtt_us == 250.0)
         );
+    }
+
+    #[test]
+    fn a_node_without_measurements_is_not_placed_yet() {
+        let now = Instant::now();
+        let mut m = lab(&["a", "b"], 2, None, now);
+        m.connect(hello("new-1"));
+        let mut inf = Inference::new(InferConfig::default());
+        let out = inf.recompute(&m, now);
+        assert_eq!(out.facts.len(), 4);
+        assert!(!out.facts.contains_key("new-1"));
     }
 
     #[test]
