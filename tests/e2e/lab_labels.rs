@@ -3,10 +3,8 @@
 //! Node labels (through a real Kubernetes client) to the API server double.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
-use netaware_e2e::{binary, free_port, is_root, repo_root};
-use serde_json::Value;
+use netaware_e2e::{is_root, run_lab};
 
 #[test]
 fn group_l2_labels_are_the_regions_and_the_degraded_node_scores_lowest() {
@@ -14,33 +12,9 @@ fn group_l2_labels_are_the_regions_and_the_degraded_node_scores_lowest() {
         eprintln!("SKIPPED: the lab needs root (CI runs as root)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("netaware-e2e-labels-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("report.json");
-    let topology = repo_root().join("lab/topologies/geo-12.yaml");
-    let out = Command::new(binary("netaware-lab"))
-        .args([
-            "run",
-            topology.to_str().unwrap(),
-            "--for",
-            "20s",
-            "--icmp",
-            "false",
-        ])
-        .args(["--json", json.to_str().unwrap()])
-        .args(["--query-port", &free_port().to_string()])
-        .args(["--log-dir", dir.join("logs").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "lab failed (logs kept in {}):\n{}\n{stdout}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{stdout}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let run = run_lab("geo-12.yaml", "20s", &["--icmp", "false"]);
+    println!("{}", run.stdout);
+    let report = &run.report;
     let labels: BTreeMap<String, BTreeMap<String, String>> =
         serde_json::from_value(report["labels"].clone()).unwrap();
     assert_eq!(labels.len(), 12, "every node got labels: {labels:?}");
@@ -83,5 +57,5 @@ fn group_l2_labels_are_the_regions_and_the_degraded_node_scores_lowest() {
         }
         assert_eq!(get(node, "fresh"), "true");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+    run.clean_up();
 }

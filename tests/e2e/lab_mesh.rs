@@ -5,8 +5,7 @@
 
 use std::process::Command;
 
-use netaware_e2e::{binary, binomial_99, free_port, is_root, repo_root};
-use serde_json::Value;
+use netaware_e2e::{binomial_99, is_root, run_lab};
 
 fn lab_leftovers() -> String {
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
@@ -40,32 +39,15 @@ fn every_pair_of_the_three_region_lab_is_measured_accurately() {
         .args(["netns", "add", "nwa-leftover"])
         .status();
 
-    let dir = std::env::temp_dir().join(format!("netaware-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("report.json");
-    let topology = repo_root().join("lab/topologies/e2e-6.yaml");
-    let out = Command::new(binary("netaware-lab"))
-        .args(["run", topology.to_str().unwrap(), "--for", "20s"])
-        .args(["--json", json.to_str().unwrap()])
-        .args(["--query-port", &free_port().to_string()])
-        .args(["--log-dir", dir.join("logs").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "lab failed (logs kept in {}):\n{stderr}\n{stdout}",
-        dir.display()
-    );
-    println!("{stdout}");
+    let run = run_lab("e2e-6.yaml", "20s", &[]);
+    println!("{}", run.stdout);
     assert_eq!(
         lab_leftovers(),
         "",
         "the lab must remove everything it created"
     );
 
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = &run.report;
     assert_eq!(report["topology"], "e2e-6");
     assert_eq!(report["duration_s"], 20.0);
     let links = report["links"].as_array().unwrap();
@@ -115,8 +97,8 @@ fn every_pair_of_the_three_region_lab_is_measured_accurately() {
         failures.is_empty(),
         "{} problems (logs kept in {}):\n{}",
         failures.len(),
-        dir.display(),
+        run.dir.display(),
         failures.join("\n")
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    run.clean_up();
 }

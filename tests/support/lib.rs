@@ -47,6 +47,62 @@ pub fn free_port() -> u16 {
         .unwrap_or(17401)
 }
 
+/// A finished `netaware-lab run`.
+#[derive(Debug)]
+pub struct LabRun {
+    /// The JSON report.
+    pub report: serde_json::Value,
+    /// What the lab printed.
+    pub stdout: String,
+    /// Where the report and logs are; removed by [`LabRun::clean_up`], kept
+    /// when a test fails first so the logs can be read.
+    pub dir: PathBuf,
+}
+
+impl LabRun {
+    /// Remove the run's directory (call at the end of a passing test).
+    pub fn clean_up(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run `netaware-lab run TOPOLOGY --for DURATION` (a file under
+/// `lab/topologies/`) with a fresh query port and log directory; panics with
+/// the lab's output when it fails.
+pub fn run_lab(topology: &str, duration: &str, extra: &[&str]) -> LabRun {
+    let name = topology.trim_end_matches(".yaml");
+    let dir = std::env::temp_dir().join(format!("netaware-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let json = dir.join("report.json");
+    let topology = repo_root().join("lab/topologies").join(topology);
+    let out = std::process::Command::new(binary("netaware-lab"))
+        .arg("run")
+        .arg(&topology)
+        .args(["--for", duration])
+        .arg("--json")
+        .arg(&json)
+        .args(["--query-port", &free_port().to_string()])
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run netaware-lab: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "lab failed (logs kept in {}):\n{}\n{stdout}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read(&json).unwrap_or_else(|e| panic!("{}: {e}", json.display()));
+    let report = serde_json::from_slice(&text).unwrap_or_else(|e| panic!("report: {e}"));
+    LabRun {
+        report,
+        stdout,
+        dir,
+    }
+}
+
 /// Two-sided 99 % bound on the number of lost packets out of `n` with loss
 /// probability `p` (normal approximation of the binomial, z = 2.576).
 pub fn binomial_99(n: u64, p: f64) -> (f64, f64) {
