@@ -26,6 +26,7 @@ pub const ENV_DRY_RUN: &str = "NETAWARE_DRY_RUN";
 pub const ENV_WRITE_QPS: &str = "NETAWARE_WRITE_QPS";
 pub const ENV_WRITE_BURST: &str = "NETAWARE_WRITE_BURST";
 pub const ENV_RESYNC: &str = "NETAWARE_RESYNC";
+pub const ENV_METRICS_LISTEN: &str = "NETAWARE_METRICS_LISTEN";
 
 pub const DEFAULT_AGENT_LISTEN: &str = "0.0.0.0:7400";
 pub const DEFAULT_QUERY_LISTEN: &str = "0.0.0.0:7401";
@@ -43,6 +44,7 @@ pub const DEFAULT_RECOMPUTE_INTERVAL: &str = "10s";
 pub const DEFAULT_WRITE_QPS: f64 = 10.0;
 pub const DEFAULT_WRITE_BURST: u32 = 100;
 pub const DEFAULT_RESYNC: &str = "1h";
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
 pub const DEFAULT_QUALITY_WEIGHTS: &str =
     "loss=0.35,rtt-p50=0.25,rtt-p99=0.15,jitter=0.10,bandwidth=0.15";
 
@@ -125,6 +127,10 @@ pub struct Config {
     /// Write every node again this often, changed or not.
     #[arg(long, env = ENV_RESYNC, default_value = DEFAULT_RESYNC, value_parser = parse_duration)]
     pub resync: Duration,
+
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = ENV_METRICS_LISTEN, default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
 }
 
 /// Whether to write Node labels.

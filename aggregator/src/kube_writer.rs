@@ -24,6 +24,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
+use crate::metrics::WriterMetrics;
+
 /// Our field manager name.
 pub const FIELD_MANAGER: &str = "netaware";
 
@@ -55,7 +57,7 @@ pub enum Outcome {
     Unchanged,
 }
 
-/// Counters of the writer (exported as metrics later).
+/// A snapshot of the writer's counters (exported on `/metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteCounters {
     pub writes: u64,
@@ -70,30 +72,39 @@ pub struct NodeWriter {
     written: HashMap<String, Desired>,
     /// Nodes confirmed to exist.
     known: HashSet<String>,
-    counters: WriteCounters,
+    metrics: WriterMetrics,
 }
 
 impl std::fmt::Debug for NodeWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeWriter")
             .field("written", &self.written.len())
-            .field("counters", &self.counters)
+            .field("counters", &self.counters())
             .finish()
     }
 }
 
 impl NodeWriter {
     pub fn new(client: kube::Client) -> Self {
+        Self::with_metrics(client, WriterMetrics::default())
+    }
+
+    /// A writer that counts into shared (exported) counters.
+    pub fn with_metrics(client: kube::Client, metrics: WriterMetrics) -> Self {
         Self {
             api: Api::all(client),
             written: HashMap::new(),
             known: HashSet::new(),
-            counters: WriteCounters::default(),
+            metrics,
         }
     }
 
     pub fn counters(&self) -> WriteCounters {
-        self.counters
+        WriteCounters {
+            writes: self.metrics.writes.get(),
+            errors: self.metrics.errors.get(),
+            skipped: self.metrics.skipped.get(),
+        }
     }
 
     /// Whether `desired` is what we last wrote to `node`.
@@ -103,7 +114,7 @@ impl NodeWriter {
 
     /// Count a write skipped because nothing changed.
     pub fn count_skip(&mut self) {
-        self.counters.skipped += 1;
+        self.metrics.skipped.inc();
     }
 
     /// Forget what was written (the periodic resync writes everything again).
@@ -121,7 +132,7 @@ impl NodeWriter {
         if !self.known.contains(node) {
             // 404 here means "no such Node": never create one by applying.
             if let Err(e) = self.api.get(node).await {
-                self.counters.errors += 1;
+                self.metrics.errors.inc();
                 return Err(e);
             }
             self.known.insert(node.to_string());
@@ -133,13 +144,13 @@ impl NodeWriter {
             .await
         {
             Ok(_) => {
-                self.counters.writes += 1;
+                self.metrics.writes.inc();
                 self.written.insert(node.to_string(), desired.clone());
                 debug!(%node, labels = desired.labels.len(), "node labels applied");
                 Ok(Outcome::Written)
             }
             Err(e) => {
-                self.counters.errors += 1;
+                self.metrics.errors.inc();
                 self.known.remove(node);
                 warn!(%node, error = %e, "node label write failed");
                 Err(e)

@@ -13,6 +13,7 @@ pub mod infer;
 pub mod kube_writer;
 pub mod labels;
 pub mod matrix;
+pub mod metrics;
 pub mod publish;
 pub mod quality;
 pub mod service;
@@ -97,6 +98,9 @@ pub async fn run(
     let agent_listener = listen(config.agent_listen).await?;
     let query_listener = listen(config.query_listen).await?;
     let state = state::spawn(state_config(&config));
+    let metrics = std::sync::Arc::new(metrics::Metrics::new());
+    // Bound now, so a port conflict stops start-up with a clear error.
+    let metrics_listener = metrics::bind(config.metrics_listen).await?;
     let sink = if config.dry_run {
         info!("dry run: Node patches are printed, not sent");
         Some(publish::Sink::DryRun(Box::new(std::io::stdout())))
@@ -121,6 +125,7 @@ pub async fn run(
         ));
     }
     let services = service::Services::new(state);
+    tokio::spawn(metrics::serve(metrics_listener, metrics));
     info!(agent = %config.agent_listen, query = %config.query_listen, "aggregator listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -194,6 +194,8 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
             &ms(stale),
             "--recompute-interval",
             &ms(opts.report_interval),
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .args(&kube_args)
         .stdin(Stdio::null())
