@@ -7,7 +7,7 @@
 //! failing API server is not hammered and nothing else stops), and every
 //! `resync` interval all nodes are written again whether or not they changed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +138,11 @@ pub async fn run(
     let mut resync = tokio::time::interval_at(Instant::now() + cfg.resync, cfg.resync);
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     let mut desired: BTreeMap<String, Desired> = BTreeMap::new();
+    // Nodes to look at: all of them after a recomputation or a resync; a
+    // node whose write failed stays until it succeeds. The retry tick only
+    // revisits these, so an unchanged node is skipped (and counted) once per
+    // recomputation, not once per tick.
+    let mut dirty: BTreeSet<String> = BTreeSet::new();
     loop {
         tokio::select! {
             changed = inferred.changed() => {
@@ -147,6 +152,7 @@ pub async fn run(
                 let latest = inferred.borrow_and_update().clone();
                 if let Some(i) = latest {
                     desired = desired_all(&cfg.prefix, &i);
+                    dirty = desired.keys().cloned().collect();
                 }
             }
             _ = resync.tick() => {
@@ -155,44 +161,53 @@ pub async fn run(
                     w.forget();
                 }
                 printed.clear();
+                dirty = desired.keys().cloned().collect();
             }
             // Nodes in backoff are retried as their time comes.
             _ = retry.tick() => {}
         }
-        for (node, d) in &desired {
+        let pending: Vec<String> = dirty.iter().cloned().collect();
+        for node in pending {
+            let Some(d) = desired.get(&node) else {
+                dirty.remove(&node);
+                continue;
+            };
             let now = Instant::now();
-            if backoff.get(node).is_some_and(|b| b.until > now) {
+            if backoff.get(&node).is_some_and(|b| b.until > now) {
                 continue;
             }
             match &mut sink {
                 Sink::DryRun(out) => {
-                    if printed.get(node) == Some(d) {
-                        continue;
+                    if printed.get(&node) != Some(d) {
+                        let yaml =
+                            serde_norway::to_string(&apply_body(&node, d)).unwrap_or_default();
+                        let _ = writeln!(
+                            out,
+                            "# PATCH /api/v1/nodes/{node}?fieldManager={}&force=true (dry run)\n---\n{yaml}",
+                            crate::kube_writer::FIELD_MANAGER
+                        );
+                        let _ = out.flush();
+                        printed.insert(node.clone(), d.clone());
                     }
-                    let yaml = serde_norway::to_string(&apply_body(node, d)).unwrap_or_default();
-                    let _ = writeln!(
-                        out,
-                        "# PATCH /api/v1/nodes/{node}?fieldManager={}&force=true (dry run)\n---\n{yaml}",
-                        crate::kube_writer::FIELD_MANAGER
-                    );
-                    let _ = out.flush();
-                    printed.insert(node.clone(), d.clone());
+                    dirty.remove(&node);
                 }
                 Sink::Kube(w) => {
-                    if w.is_current(node, d) {
+                    if w.is_current(&node, d) {
                         w.count_skip();
+                        dirty.remove(&node);
                         continue;
                     }
                     if let Err(wait) = limiter.try_take(now) {
                         tokio::time::sleep(wait).await;
                         let _ = limiter.try_take(Instant::now());
                     }
-                    match w.write(node, d).await {
+                    match w.write(&node, d).await {
                         Ok(_) => {
-                            backoff.remove(node);
+                            backoff.remove(&node);
+                            dirty.remove(&node);
                         }
                         Err(e) => {
-                            let delay = backoff.get(node).map_or(cfg.backoff_initial, |b| {
+                            let delay = backoff.get(&node).map_or(cfg.backoff_initial, |b| {
                                 (b.delay * 2).min(cfg.backoff_max)
                             });
                             let not_found = matches!(&e, kube::Error::Api(s) if s.code == 404);
@@ -293,6 +308,32 @@ mod tests {
             text.contains("2026-11-18T"),
             "measured_at in the summary: {text}"
         );
+    }
+
+    #[tokio::test]
+    async fn unchanged_nodes_are_counted_as_skipped_once_per_recomputation() {
+        let (service, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let metrics = crate::metrics::WriterMetrics::default();
+        let skipped = metrics.skipped.clone();
+        let w = crate::kube_writer::NodeWriter::with_metrics(
+            kube::Client::new(service, "default"),
+            metrics,
+        );
+        let (tx, rx) = watch::channel(None);
+        let i = inferred(&[("a", 90)]);
+        let want = desired_all(labels::DEFAULT_PREFIX, &i);
+        let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx));
+        tx.send_replace(Some(i.clone()));
+        expect_get(&mut handle, "a", http::StatusCode::OK).await;
+        expect_apply(&mut handle, "a", &want["a"], http::StatusCode::OK).await;
+        // The same recomputation again: one skip. Then several retry ticks pass.
+        tx.send_replace(Some(i));
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        task.abort();
+        assert_eq!(skipped.get(), 1, "a skip per recomputation, not per tick");
     }
 
     #[tokio::test]
