@@ -101,14 +101,18 @@ pub async fn run(
     let metrics = std::sync::Arc::new(metrics::Metrics::new());
     // Bound now, so a port conflict stops start-up with a clear error.
     let metrics_listener = metrics::bind(config.metrics_listen).await?;
+    let mut nodes = None;
     let sink = if config.dry_run {
         info!("dry run: Node patches are printed, not sent");
         Some(publish::Sink::DryRun(Box::new(std::io::stdout())))
     } else {
         match kube_client(&config).await? {
-            Some(client) => Some(publish::Sink::Kube(Box::new(kube_writer::NodeWriter::new(
-                client,
-            )))),
+            Some(client) => {
+                nodes = Some(publish::watch_nodes(client.clone()));
+                Some(publish::Sink::Kube(Box::new(
+                    kube_writer::NodeWriter::with_metrics(client, metrics.writer.clone()),
+                )))
+            }
             None => {
                 info!(
                     "no Kubernetes configuration (not in a pod, no --kubeconfig): Node labels are not written"
@@ -122,6 +126,7 @@ pub async fn run(
             publish_config(&config),
             sink,
             state.subscribe_inferred(),
+            nodes,
         ));
     }
     let services = service::Services::new(state);

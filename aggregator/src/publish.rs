@@ -12,6 +12,11 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -126,11 +131,32 @@ struct Backoff {
     delay: Duration,
 }
 
+/// Watch Node objects (list, then watch, reconnecting with backoff) and keep
+/// them in a store: the publisher writes only to nodes the cluster has.
+pub fn watch_nodes(client: kube::Client) -> Store<Node> {
+    let (reader, writer) = kube::runtime::reflector::store();
+    let api: Api<Node> = Api::all(client);
+    let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff();
+    tokio::spawn(async move {
+        futures_util::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                warn!(error = %e, "watching Nodes failed; retrying");
+            }
+        }
+    });
+    reader
+}
+
 /// Publish every recomputation from `inferred` until the sender is dropped.
+/// With `nodes`, only nodes present in that store are written; the others
+/// wait (and are written within a second of appearing).
 pub async fn run(
     cfg: PublishConfig,
     mut sink: Sink,
     mut inferred: watch::Receiver<Option<Arc<Inferred>>>,
+    nodes: Option<Store<Node>>,
 ) {
     let mut limiter = RateLimiter::new(cfg.qps, cfg.burst, Instant::now());
     let mut backoff: HashMap<String, Backoff> = HashMap::new();
@@ -192,6 +218,12 @@ pub async fn run(
                     dirty.remove(&node);
                 }
                 Sink::Kube(w) => {
+                    if let Some(store) = &nodes
+                        && store.get(&ObjectRef::new(&node)).is_none()
+                    {
+                        // Not a Node of this cluster (yet): never create one.
+                        continue;
+                    }
                     if w.is_current(&node, d) {
                         w.count_skip();
                         dirty.remove(&node);
@@ -285,7 +317,7 @@ mod tests {
     async fn dry_run_prints_each_changed_node_once_as_yaml() {
         let out = Captured::default();
         let (tx, rx) = watch::channel(None);
-        let task = tokio::spawn(run(fast(), Sink::DryRun(Box::new(out.clone())), rx));
+        let task = tokio::spawn(run(fast(), Sink::DryRun(Box::new(out.clone())), rx, None));
         tx.send_replace(Some(inferred(&[("dj-1", 90), ("dj-2", 80)])));
         tokio::time::sleep(Duration::from_millis(200)).await;
         tx.send_replace(Some(inferred(&[("dj-1", 90), ("dj-2", 70)])));
@@ -325,7 +357,7 @@ mod tests {
         let (tx, rx) = watch::channel(None);
         let i = inferred(&[("a", 90)]);
         let want = desired_all(labels::DEFAULT_PREFIX, &i);
-        let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx));
+        let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx, None));
         tx.send_replace(Some(i.clone()));
         expect_get(&mut handle, "a", http::StatusCode::OK).await;
         expect_apply(&mut handle, "a", &want["a"], http::StatusCode::OK).await;
@@ -342,7 +374,7 @@ mod tests {
         let (tx, rx) = watch::channel(None);
         let i = inferred(&[("a", 90), ("b", 80)]);
         let want: BTreeMap<String, Desired> = desired_all(labels::DEFAULT_PREFIX, &i);
-        let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx));
+        let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx, None));
         tx.send_replace(Some(i));
         // a fails, b succeeds, then a is retried (and only a); each first
         // write to a node, and each retry, is preceded by a check it exists.

@@ -153,3 +153,96 @@ async fn merge_patch_null_removes_a_key_and_failures_are_retried_or_reported() {
         .unwrap();
     assert_eq!(double.labels("dj-1").unwrap()["netaware.io/group-l2"], "g2");
 }
+
+mod watched {
+    use super::*;
+    use netaware_aggregator::infer::Inferred;
+    use netaware_aggregator::labels::NodeFacts;
+    use netaware_aggregator::publish::{self, PublishConfig, Sink};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn inferred(nodes: &[(&str, u32)]) -> Arc<Inferred> {
+        let mut i = Inferred {
+            computed_unix_us: 1_795_000_000_000_000,
+            ..Default::default()
+        };
+        for (n, q) in nodes {
+            i.facts.insert(
+                n.to_string(),
+                NodeFacts {
+                    groups: ["g1".into(), "g1".into(), "g1".into()],
+                    quality: Some(*q),
+                    figures: None,
+                    fresh: true,
+                    nearest: vec![],
+                },
+            );
+        }
+        Arc::new(i)
+    }
+
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..100 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for: {what}");
+    }
+
+    #[tokio::test]
+    async fn labels_follow_the_nodes_the_watch_knows_and_never_create_one() {
+        let double = ApiServerDouble::start(&["a"]).await.unwrap();
+        let client = client(&double);
+        let nodes = publish::watch_nodes(client.clone());
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let task = tokio::spawn(publish::run(
+            PublishConfig::default(),
+            Sink::Kube(Box::new(NodeWriter::new(client))),
+            rx,
+            Some(nodes),
+        ));
+        tx.send_replace(Some(inferred(&[("a", 90), ("late", 80)])));
+        eventually("labels on a", || {
+            double
+                .labels("a")
+                .is_some_and(|l| l.contains_key("netaware.io/group-l1"))
+        })
+        .await;
+        assert_eq!(
+            double.node_names(),
+            vec!["a".to_string()],
+            "late is not created"
+        );
+
+        // A kubelet registers `late`: the watch sees it and it gets its labels.
+        double.add_node("late");
+        eventually("labels on late", || {
+            double
+                .labels("late")
+                .is_some_and(|l| l.get("netaware.io/quality").map(String::as_str) == Some("80"))
+        })
+        .await;
+
+        // `a` is deleted; a new recomputation still has facts for it: it must
+        // not come back.
+        double.delete_node("a");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tx.send_replace(Some(inferred(&[("a", 70), ("late", 75)])));
+        eventually("late updated", || {
+            double
+                .labels("late")
+                .is_some_and(|l| l.get("netaware.io/quality").map(String::as_str) == Some("75"))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(
+            double.node_names(),
+            vec!["late".to_string()],
+            "a deleted Node is not recreated"
+        );
+        task.abort();
+    }
+}

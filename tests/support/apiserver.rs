@@ -11,6 +11,9 @@
 //!   manager with a different value is a 409 Conflict unless `force=true`;
 //!   applying to a missing Node creates it, as the real server does.
 //! - `PATCH` with `application/merge-patch+json`: `null` removes a key.
+//! - `GET /api/v1/nodes?watch=true&resourceVersion=N`: the events after N
+//!   (ADDED, MODIFIED, DELETED), then new ones as they happen, one JSON
+//!   object per line; `DELETE /api/v1/nodes/NAME`.
 //! - Injectable failures: the next N writes answer a given status code.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -18,7 +21,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -40,10 +44,17 @@ struct StoredNode {
     owners: BTreeMap<(Field, String), String>,
 }
 
+/// Response bodies: whole (most) or streamed (watch).
+type Body = BoxBody<Bytes, Infallible>;
+
 #[derive(Debug, Default)]
 struct State {
     resource_version: u64,
     nodes: BTreeMap<String, StoredNode>,
+    /// Every watch event so far: (resourceVersion, JSON line).
+    events: Vec<(u64, Bytes)>,
+    /// Open watches.
+    watchers: Vec<tokio::sync::mpsc::UnboundedSender<Bytes>>,
     /// Status codes for the next writes (PATCH/POST), consumed in order.
     failures: VecDeque<u16>,
     /// "METHOD PATH?QUERY" of every request, for assertions.
@@ -149,6 +160,17 @@ impl ApiServerDouble {
             n.owners.insert((Field::Label, key.into()), manager.into());
             n.resource_version = rv;
         }
+        emit(&mut s, "MODIFIED", node);
+    }
+
+    /// Create a Node (as a kubelet registering would).
+    pub fn add_node(&self, node: &str) {
+        create(&mut lock(&self.state), node);
+    }
+
+    /// Delete a Node.
+    pub fn delete_node(&self, node: &str) {
+        delete(&mut lock(&self.state), node);
     }
 
     /// The next `count` writes answer `status` (e.g. 500, 429, 409).
@@ -174,11 +196,39 @@ fn create(s: &mut State, name: &str) -> bool {
         ..Default::default()
     };
     s.nodes.insert(name.to_string(), n);
+    emit(s, "ADDED", name);
     true
+}
+
+/// Record a watch event for `name` as it is now and send it to every watch.
+fn emit(s: &mut State, kind: &str, name: &str) {
+    let object = match s.nodes.get(name) {
+        Some(n) => node_json(name, n),
+        None => return,
+    };
+    let rv = s.resource_version;
+    let line = Bytes::from(format!("{}\n", json!({"type": kind, "object": object})));
+    s.events.push((rv, line.clone()));
+    s.watchers.retain(|w| w.send(line.clone()).is_ok());
 }
 
 /// The `f:key` entries of one map in a managedFields entry.
 type FieldSet = serde_json::Map<String, Value>;
+
+fn delete(s: &mut State, name: &str) -> bool {
+    if !s.nodes.contains_key(name) {
+        return false;
+    }
+    s.resource_version += 1;
+    let rv = s.resource_version;
+    // The DELETED event carries the object as it was, at the new version.
+    if let Some(n) = s.nodes.get_mut(name) {
+        n.resource_version = rv;
+    }
+    emit(s, "DELETED", name);
+    s.nodes.remove(name);
+    true
+}
 
 fn node_json(name: &str, n: &StoredNode) -> Value {
     // managedFields as the real server reports them: one entry per manager.
@@ -220,14 +270,14 @@ fn node_json(name: &str, n: &StoredNode) -> Value {
     })
 }
 
-fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                       "message": message, "reason": reason, "code": code.as_u16()});
     respond(code, &body)
 }
 
-fn respond(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+fn respond(code: StatusCode, body: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *r.status_mut() = code;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -275,7 +325,29 @@ fn map_of(n: &mut StoredNode, f: Field) -> &mut BTreeMap<String, String> {
     }
 }
 
-async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// A watch: past events after `rv`, then live ones.
+fn watch(s: &mut State, rv: u64) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    for (v, line) in &s.events {
+        if *v > rv {
+            let _ = tx.send(line.clone());
+        }
+    }
+    s.watchers.push(tx);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(hyper::body::Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let q = query(&req);
@@ -303,7 +375,29 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return status(code, "InternalError", "injected failure");
     }
+    let watching = q.get("watch").is_some_and(|v| v == "true" || v == "1");
     match (method, path.as_str(), name) {
+        (Method::GET, "/api/v1/nodes", _) if watching => {
+            let rv = q
+                .get("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            watch(&mut s, rv)
+        }
+        (Method::DELETE, _, Some(n)) => {
+            if delete(&mut s, &n) {
+                respond(
+                    StatusCode::OK,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                )
+            } else {
+                status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("nodes \"{n}\" not found"),
+                )
+            }
+        }
         (Method::GET, "/api/v1/nodes", _) => {
             let items: Vec<Value> = s.nodes.iter().map(|(k, n)| node_json(k, n)).collect();
             respond(
@@ -418,6 +512,7 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
             }
             node.resource_version = rv;
             let out = node_json(&n, node);
+            emit(&mut s, "MODIFIED", &n);
             respond(StatusCode::OK, &out)
         }
         (Method::PATCH, _, Some(n)) if content_type.starts_with("application/merge-patch+json") => {
@@ -451,6 +546,7 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
             }
             node.resource_version = rv;
             let out = node_json(&n, node);
+            emit(&mut s, "MODIFIED", &n);
             respond(StatusCode::OK, &out)
         }
         (Method::PATCH, _, Some(_)) => status(
