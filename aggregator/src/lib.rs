@@ -14,6 +14,7 @@ pub mod kube_writer;
 pub mod labels;
 pub mod matrix;
 pub mod metrics;
+pub mod place;
 pub mod publish;
 pub mod quality;
 pub mod service;
