@@ -189,6 +189,22 @@ impl Matrix {
             .collect()
     }
 
+    fn status_of(name: &str, n: &Node) -> NodeStatus {
+        NodeStatus {
+            node_name: name.to_string(),
+            connected: n.sessions > 0,
+            software_version: n.hello.software_version.clone(),
+            probe_addresses: n.hello.probe_addresses.clone(),
+            capabilities: n.hello.capabilities.clone(),
+            dropped_windows_total: n.dropped_windows_total,
+        }
+    }
+
+    /// One node's status, if the node is known.
+    pub fn node_status(&self, name: &str) -> Option<NodeStatus> {
+        self.nodes.get(name).map(|n| Self::status_of(name, n))
+    }
+
     /// The query answer for GetMatrix.
     pub fn snapshot(
         &self,
@@ -200,14 +216,7 @@ impl Matrix {
             nodes: self
                 .nodes
                 .iter()
-                .map(|(name, n)| NodeStatus {
-                    node_name: name.clone(),
-                    connected: n.sessions > 0,
-                    software_version: n.hello.software_version.clone(),
-                    probe_addresses: n.hello.probe_addresses.clone(),
-                    capabilities: n.hello.capabilities.clone(),
-                    dropped_windows_total: n.dropped_windows_total,
-                })
+                .map(|(name, n)| Self::status_of(name, n))
                 .collect(),
             links: self.links(method, now),
             generated_unix_us: now_unix_us,
@@ -335,6 +344,8 @@ mod tests {
         let snap = m.snapshot(ProbeMethod::Unspecified, Instant::now(), 0);
         assert_eq!(snap.nodes.len(), 3);
         assert!(!snap.nodes[1].connected);
+        assert_eq!(m.node_status("bb"), Some(snap.nodes[1].clone()));
+        assert_eq!(m.node_status("nobody"), None);
     }
 
     #[test]

@@ -220,13 +220,7 @@ impl Owner {
             Command::Reports { session, batch } => self.reports(session, batch, now),
             Command::Disconnect { session } => self.close(session),
             Command::GetNode { name, reply } => {
-                let status = self
-                    .matrix
-                    .snapshot(ProbeMethod::Unspecified, now, now_unix_us())
-                    .nodes
-                    .into_iter()
-                    .find(|n| n.node_name == name);
-                let view = status.map(|status| NodeView {
+                let view = self.matrix.node_status(&name).map(|status| NodeView {
                     status,
                     facts: self
                         .inferred
