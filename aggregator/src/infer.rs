@@ -197,10 +197,23 @@ impl Inference {
                 .iter()
                 .filter(|p| *p != node)
                 .any(|p| link(m, node, p, now).is_some_and(|(_, stale)| !stale));
-            let mut nearest: Vec<Peer> = names
+            // Rank by the distances already computed; read the full pair
+            // figures (for loss) only for the peers kept.
+            let me = index.get(node.as_str()).copied();
+            let mut ranked: Vec<(u64, &String)> = names
                 .iter()
-                .filter(|p| *p != node)
-                .filter_map(|p| {
+                .enumerate()
+                .filter(|(_, p)| *p != node)
+                .filter_map(|(j, p)| {
+                    let d = dist.get(me?, j);
+                    d.is_finite().then(|| (d.max(0.0).round() as u64, p))
+                })
+                .collect();
+            ranked.sort();
+            ranked.truncate(MAX_NEAREST);
+            let mut nearest: Vec<Peer> = ranked
+                .into_iter()
+                .filter_map(|(_, p)| {
                     pair(m, node, p, now).map(|l| Peer {
                         node: p.clone(),
                         rtt_p50_us: l.rtt_p50_us.max(0.0).round() as u64,
@@ -209,7 +222,6 @@ impl Inference {
                 })
                 .collect();
             nearest.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
-            nearest.truncate(MAX_NEAREST);
             facts.insert(
                 node.clone(),
                 NodeFacts {
