@@ -440,12 +440,41 @@ fn apply_event(lab: &Lab, topo: &Topology, ev: &Event) -> Result<AppliedEvent> {
     })
 }
 
-/// When the next event is due, relative to `start`.
-fn event_due(start: tokio::time::Instant, ev: Option<&Event>) -> tokio::time::Instant {
-    match ev {
-        Some(e) => start + Duration::from_secs_f64(e.at_s),
-        // Far away: the branch is disabled by its guard anyway.
-        None => start + Duration::from_secs(86_400 * 365),
+/// Topology events in time order, relative to when measuring started.
+#[derive(Debug)]
+struct EventSchedule<'a> {
+    events: &'a [Event],
+    start: tokio::time::Instant,
+    next: usize,
+}
+
+impl<'a> EventSchedule<'a> {
+    fn new(topo: &'a Topology) -> Self {
+        Self {
+            events: &topo.events,
+            start: tokio::time::Instant::now(),
+            next: 0,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.next < self.events.len()
+    }
+
+    /// When the next event is due (far away when none is left; the select
+    /// branch is disabled by `pending` then).
+    fn due(&self) -> tokio::time::Instant {
+        match self.events.get(self.next) {
+            Some(e) => self.start + Duration::from_secs_f64(e.at_s),
+            None => self.start + Duration::from_secs(86_400 * 365),
+        }
+    }
+
+    /// Apply the next event.
+    fn fire(&mut self, lab: &Lab, topo: &Topology) -> Result<AppliedEvent> {
+        let applied = apply_event(lab, topo, &self.events[self.next])?;
+        self.next += 1;
+        Ok(applied)
     }
 }
 
@@ -493,17 +522,13 @@ async fn drive(
             let mut health = tokio::time::interval(Duration::from_secs(1));
             let mut labels_seen: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
             let mut label_changes = Vec::new();
-            let events_start = tokio::time::Instant::now();
-            let mut next_event = 0usize;
+            let mut events = EventSchedule::new(topo);
             let mut applied = Vec::new();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => break,
-                    _ = tokio::time::sleep_until(event_due(events_start, topo.events.get(next_event))),
-                        if next_event < topo.events.len() =>
-                    {
-                        applied.push(apply_event(lab, topo, &topo.events[next_event])?);
-                        next_event += 1;
+                    _ = tokio::time::sleep_until(events.due()), if events.pending() => {
+                        applied.push(events.fire(lab, topo)?);
                     }
                     _ = health.tick() => {
                         check_children(lab, opts)?;
@@ -555,16 +580,12 @@ async fn drive(
         }
         Mode::Up => {
             let mut tick = tokio::time::interval(opts.report_interval);
-            let events_start = tokio::time::Instant::now();
-            let mut next_event = 0usize;
+            let mut events = EventSchedule::new(topo);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = tokio::time::sleep_until(event_due(events_start, topo.events.get(next_event))),
-                        if next_event < topo.events.len() =>
-                    {
-                        apply_event(lab, topo, &topo.events[next_event])?;
-                        next_event += 1;
+                    _ = tokio::time::sleep_until(events.due()), if events.pending() => {
+                        events.fire(lab, topo)?;
                         continue;
                     }
                 }
