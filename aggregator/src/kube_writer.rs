@@ -112,11 +112,6 @@ impl NodeWriter {
         self.written.get(node) == Some(desired)
     }
 
-    /// Count a write skipped because nothing changed.
-    pub fn count_skip(&mut self) {
-        self.metrics.skipped.inc();
-    }
-
     /// Forget what was written (the periodic resync writes everything again).
     pub fn forget(&mut self) {
         self.written.clear();
@@ -126,7 +121,7 @@ impl NodeWriter {
     /// Apply `desired` to `node` unless it is what we last wrote there.
     pub async fn write(&mut self, node: &str, desired: &Desired) -> Result<Outcome, kube::Error> {
         if self.is_current(node, desired) {
-            self.count_skip();
+            self.metrics.skipped.inc();
             return Ok(Outcome::Unchanged);
         }
         if !self.known.contains(node) {

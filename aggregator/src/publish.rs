@@ -224,12 +224,11 @@ pub async fn run(
                         // Not a Node of this cluster (yet): never create one.
                         continue;
                     }
-                    if w.is_current(&node, d) {
-                        w.count_skip();
-                        dirty.remove(&node);
-                        continue;
-                    }
-                    if let Err(wait) = limiter.try_take(now) {
+                    // An unchanged node is skipped (and counted) by the
+                    // writer itself; only a real write spends a token.
+                    if !w.is_current(&node, d)
+                        && let Err(wait) = limiter.try_take(now)
+                    {
                         tokio::time::sleep(wait).await;
                         let _ = limiter.try_take(Instant::now());
                     }
