@@ -306,15 +306,17 @@ pub fn render_json(m: &GetMatrixResponse) -> Value {
 /// Every known node with its published facts (nodes not computed yet are skipped).
 pub async fn fetch_nodes(url: &str) -> Result<Vec<GetNodeResponse>, Error> {
     let mut client = connect(url).await?;
-    let names: Vec<String> = client
-        .get_matrix(GetMatrixRequest {
-            method: ProbeMethod::Unspecified as i32,
-        })
-        .await?
-        .into_inner()
-        .nodes
+    // The level-1 groups name every placed node (the others have no facts
+    // yet); asking for the matrix would ship every link just for the names.
+    let groups = match client.list_groups(ListGroupsRequest {}).await {
+        Ok(r) => r.into_inner().groups,
+        Err(s) if s.code() == tonic::Code::Unavailable => return Ok(Vec::new()),
+        Err(s) => return Err(s.into()),
+    };
+    let names: std::collections::BTreeSet<String> = groups
         .into_iter()
-        .map(|n| n.node_name)
+        .filter(|g| g.level == 1)
+        .flat_map(|g| g.members)
         .collect();
     let mut out = Vec::new();
     for node_name in names {
