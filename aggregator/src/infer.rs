@@ -79,12 +79,13 @@ fn link(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<(Smoothed, bool)> 
 
 /// Worse of the two directions of a pair, or the one that exists.
 fn pair(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
+    let bandwidth_mbps = m.bandwidth(a, b);
     let to = |s: Smoothed| PeerLink {
         rtt_p50_us: s.rtt_p50_us,
         rtt_p99_us: s.rtt_p99_us,
         jitter_us: s.jitter_us,
         loss_ppm: s.loss_ppm,
-        bandwidth_mbps: None,
+        bandwidth_mbps,
     };
     match (link(m, a, b, now), link(m, b, a, now)) {
         (Some((x, _)), Some((y, _))) => {
@@ -94,12 +95,35 @@ fn pair(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
                 rtt_p99_us: x.rtt_p99_us.max(y.rtt_p99_us),
                 jitter_us: x.jitter_us.max(y.jitter_us),
                 loss_ppm: x.loss_ppm.max(y.loss_ppm),
-                bandwidth_mbps: None,
+                bandwidth_mbps,
             })
         }
         (Some((x, _)), None) | (None, Some((x, _))) => Some(to(x)),
         (None, None) => None,
     }
+}
+
+/// RTT p50 (µs) of every pair of `names`, the worse direction; pairs not
+/// measured are infinitely far.
+pub fn distances(m: &Matrix, names: &[String], now: Instant) -> Distances {
+    let n = names.len();
+    let mut dist = Distances::new(n);
+    for i in 0..n {
+        for j in i + 1..n {
+            if let Some(p) = pair(m, &names[i], &names[j], now) {
+                dist.set(i, j, p.rtt_p50_us);
+            }
+        }
+    }
+    dist
+}
+
+/// The node's own agent delivered a window recently (towards any peer).
+pub fn is_fresh(m: &Matrix, node: &str, names: &[String], now: Instant) -> bool {
+    names
+        .iter()
+        .filter(|p| p.as_str() != node)
+        .any(|p| link(m, node, p, now).is_some_and(|(_, stale)| !stale))
 }
 
 impl Inference {
@@ -114,14 +138,7 @@ impl Inference {
     pub fn recompute(&mut self, m: &Matrix, now: Instant) -> Inferred {
         let names = m.node_names();
         let n = names.len();
-        let mut dist = Distances::new(n);
-        for i in 0..n {
-            for j in i + 1..n {
-                if let Some(p) = pair(m, &names[i], &names[j], now) {
-                    dist.set(i, j, p.rtt_p50_us);
-                }
-            }
-        }
+        let dist = distances(m, &names, now);
         let merges = groups::complete_linkage(&dist);
         let thresholds = groups::thresholds_for(self.config.thresholds, &merges);
         let levels = thresholds.map(|t| groups::cut(&merges, n, t));
@@ -192,11 +209,7 @@ impl Inference {
             let figures: Option<Figures> = quality::figures(&peers);
             let quality =
                 figures.map(|f| quality::score(&f, &self.config.weights, &self.config.scales));
-            // Fresh: the node's own agent delivered a window recently.
-            let fresh = names
-                .iter()
-                .filter(|p| *p != node)
-                .any(|p| link(m, node, p, now).is_some_and(|(_, stale)| !stale));
+            let fresh = is_fresh(m, node, &names, now);
             // Rank by the distances already computed; read the full pair
             // figures (for loss) only for the peers kept.
             let me = index.get(node.as_str()).copied();

@@ -15,8 +15,10 @@ pub mod labels;
 pub mod matrix;
 pub mod metrics;
 pub mod place;
+pub mod placement;
 pub mod publish;
 pub mod quality;
+pub mod selector;
 pub mod service;
 pub mod state;
 
@@ -127,10 +129,10 @@ pub async fn run(
             publish_config(&config),
             sink,
             state.subscribe_inferred(),
-            nodes,
+            nodes.clone(),
         ));
     }
-    let services = service::Services::new(state);
+    let services = service::Services::new(state).with_nodes(nodes);
     tokio::spawn(metrics::serve(metrics_listener, metrics));
     info!(agent = %config.agent_listen, query = %config.query_listen, "aggregator listening");
 

@@ -31,7 +31,7 @@ pub struct Choice {
 }
 
 /// Why no set can be chosen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlaceError {
     #[error("k must be at least 1")]
     ZeroK,
@@ -41,6 +41,31 @@ pub enum PlaceError {
     TooManyIncluded { k: usize, include: usize },
     #[error("node {0} must be included but is not eligible")]
     IncludeNotEligible(usize),
+    #[error(
+        "k = {k} but only {eligible} of {known} known nodes are eligible ({why}); ask for fewer nodes or relax the constraints"
+    )]
+    TooFewEligibleBecause {
+        k: usize,
+        eligible: usize,
+        known: usize,
+        why: String,
+    },
+    #[error("{role} names unknown node '{name}' (no agent with that node name ever connected)")]
+    UnknownNode { role: &'static str, name: String },
+    #[error("node '{0}' is both included and excluded")]
+    IncludedAndExcluded(String),
+    #[error("node '{name}' must be included but is not eligible: {reason}")]
+    IncludeIneligible { name: String, reason: String },
+    #[error(
+        "a label selector needs the Node labels, but this aggregator has no Kubernetes connection (dry run or no kubeconfig)"
+    )]
+    NoLabels,
+    #[error("min_bandwidth_mbps must be a finite number >= 0, got {0}")]
+    BadMinBandwidth(f64),
+    #[error(
+        "no {k} nodes whose every pair has a measured bandwidth of at least {min_bandwidth_mbps} Mbit/s and a measured RTT; lower the minimum, ask for fewer nodes, or wait for more measurements"
+    )]
+    NoMeasuredSet { k: usize, min_bandwidth_mbps: f64 },
 }
 
 /// Largest pairwise distance of a set.
@@ -99,26 +124,59 @@ fn ball(d: &Distances, c: &Candidates, centre: usize, k: usize) -> Vec<usize> {
     set
 }
 
-/// Centre-ball 2-approximation followed by swap local search.
-pub fn choose(d: &Distances, k: usize, c: &Candidates) -> Result<Choice, PlaceError> {
+/// The distinct centre balls of size k, smallest diameter first.
+pub fn balls(d: &Distances, k: usize, c: &Candidates) -> Result<Vec<Choice>, PlaceError> {
     check(k, c)?;
-    let mut best: Option<(f64, Vec<usize>)> = None;
+    let mut out: Vec<Choice> = Vec::new();
     for &centre in &c.eligible {
         // With required nodes the centre is one more member: skip centres
         // that would push the set over k.
         if !c.include.contains(&centre) && c.include.len() >= k {
             continue;
         }
-        let set = ball(d, c, centre, k);
+        let mut set = ball(d, c, centre, k);
         if set.len() != k {
             continue;
         }
-        let dia = diameter(d, &set);
-        if best.as_ref().is_none_or(|(b, _)| dia < *b) {
-            best = Some((dia, set));
+        set.sort_unstable();
+        if out.iter().any(|o| o.nodes == set) {
+            continue;
         }
+        let diameter = diameter(d, &set);
+        out.push(Choice {
+            nodes: set,
+            diameter,
+        });
     }
-    let Some((mut dia, mut set)) = best else {
+    // Stable: equal diameters keep the centre order, so answers are repeatable.
+    out.sort_by(|a, b| a.diameter.total_cmp(&b.diameter));
+    Ok(out)
+}
+
+/// A lower bound on the optimum's diameter: the smallest ball radius. For
+/// any member c of an optimal set, the ball around c reaches its k − 1
+/// nearest within the optimum's diameter, so the smallest radius over all
+/// centres is at most the optimum.
+pub fn lower_bound(d: &Distances, k: usize, c: &Candidates) -> f64 {
+    c.eligible
+        .iter()
+        .filter(|centre| c.include.contains(centre) || c.include.len() < k)
+        .map(|&centre| {
+            ball(d, c, centre, k)
+                .iter()
+                .map(|&x| d.get(centre, x))
+                .fold(0.0, f64::max)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Centre-ball 2-approximation followed by swap local search.
+pub fn choose(d: &Distances, k: usize, c: &Candidates) -> Result<Choice, PlaceError> {
+    let Some(Choice {
+        nodes: mut set,
+        diameter: mut dia,
+    }) = balls(d, k, c)?.into_iter().next()
+    else {
         return Err(PlaceError::TooFewEligible {
             k,
             eligible: c.eligible.len(),
@@ -158,11 +216,67 @@ pub fn choose(d: &Distances, k: usize, c: &Candidates) -> Result<Choice, PlaceEr
     })
 }
 
+/// Among sets whose diameter stays within `limit`, move to a better one by
+/// `key` (larger is better), one swap at a time, while a swap improves it.
+///
+/// Used to break near-ties: measured RTTs of nodes in one zone differ by
+/// noise, and between sets that are equally good for latency the one with
+/// the faster links and healthier nodes is better for the job.
+pub fn refine<K: PartialOrd>(
+    d: &Distances,
+    choice: Choice,
+    c: &Candidates,
+    limit: f64,
+    key: impl Fn(&[usize]) -> K,
+) -> Choice {
+    let Choice { nodes: mut set, .. } = choice;
+    let mut best = key(&set);
+    loop {
+        let mut improved: Option<(K, usize, usize)> = None;
+        for pos in 0..set.len() {
+            if c.include.contains(&set[pos]) {
+                continue;
+            }
+            for &out in &c.eligible {
+                if set.contains(&out) {
+                    continue;
+                }
+                let mut trial = set.clone();
+                trial[pos] = out;
+                if diameter(d, &trial) > limit {
+                    continue;
+                }
+                let k = key(&trial);
+                let beats = match &improved {
+                    Some((b, _, _)) => k > *b,
+                    None => k > best,
+                };
+                if beats {
+                    improved = Some((k, pos, out));
+                }
+            }
+        }
+        match improved {
+            Some((k, pos, out)) => {
+                set[pos] = out;
+                best = k;
+            }
+            None => break,
+        }
+    }
+    set.sort_unstable();
+    let diameter = diameter(d, &set);
+    Choice {
+        nodes: set,
+        diameter,
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn all(n: usize) -> Candidates {
+    pub(crate) fn all(n: usize) -> Candidates {
         Candidates {
             eligible: (0..n).collect(),
             include: vec![],
@@ -170,7 +284,7 @@ mod tests {
     }
 
     /// The exact optimum by trying every k-subset (small n only).
-    fn brute_force(d: &Distances, k: usize, c: &Candidates) -> f64 {
+    pub(crate) fn brute_force(d: &Distances, k: usize, c: &Candidates) -> f64 {
         fn rec(
             d: &Distances,
             k: usize,
@@ -197,7 +311,7 @@ mod tests {
     }
 
     /// Random points in a square: Euclidean distances obey the triangle inequality.
-    fn random_metric(n: usize, seed: &mut u64) -> Distances {
+    pub(crate) fn random_metric(n: usize, seed: &mut u64) -> Distances {
         let mut next = || {
             *seed = seed
                 .wrapping_mul(6364136223846793005)
@@ -328,5 +442,30 @@ mod tests {
             three.diameter.is_infinite(),
             "no measured set of three exists"
         );
+    }
+
+    #[test]
+    fn refine_prefers_the_better_key_within_the_limit_only() {
+        let d = clustered();
+        let first = choose(&d, 3, &all(12)).unwrap();
+        // Prefer sets holding node 3 (in region 0, like the first choice).
+        let with_3 = |s: &[usize]| u8::from(s.contains(&3));
+        let better = refine(&d, first.clone(), &all(12), first.diameter * 1.1, with_3);
+        assert!(better.nodes.contains(&3), "{better:?}");
+        assert!(better.diameter <= first.diameter * 1.1);
+        // Node 11 is in another region: out of reach within the limit.
+        let with_11 = |s: &[usize]| u8::from(s.contains(&11));
+        let same = refine(&d, first.clone(), &all(12), first.diameter * 1.1, with_11);
+        assert!(!same.nodes.contains(&11));
+        assert_eq!(same.diameter, diameter(&d, &same.nodes));
+        // Required nodes are never swapped out.
+        let c = Candidates {
+            eligible: (0..12).collect(),
+            include: vec![0],
+        };
+        let got = refine(&d, choose(&d, 2, &c).unwrap(), &c, 1e9, |s: &[usize]| {
+            u8::from(!s.contains(&0))
+        });
+        assert!(got.nodes.contains(&0));
     }
 }

@@ -20,7 +20,12 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span, warn};
 
+use crate::place::PlaceError;
+use crate::placement::Query;
 use crate::state::{Command, StateHandle};
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::Store;
+use std::collections::BTreeMap;
 
 /// Outbound messages queued per agent session before it counts as stuck.
 const SESSION_QUEUE: usize = 256;
@@ -29,11 +34,19 @@ const SESSION_QUEUE: usize = 256;
 #[derive(Debug, Clone)]
 pub struct Services {
     state: StateHandle,
+    /// Node labels for Place's label selector (when watching Nodes).
+    nodes: Option<Store<Node>>,
 }
 
 impl Services {
     pub fn new(state: StateHandle) -> Self {
-        Self { state }
+        Self { state, nodes: None }
+    }
+
+    /// Answer label selectors from this store of Nodes.
+    pub fn with_nodes(mut self, nodes: Option<Store<Node>>) -> Self {
+        self.nodes = nodes;
+        self
     }
 }
 
@@ -110,12 +123,6 @@ impl AgentService for Services {
         );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
-}
-
-fn not_yet(call: &str, issue: &str) -> Status {
-    Status::unimplemented(format!(
-        "{call} is part of the contract but not built yet ({issue}); GetMatrix, WatchLinks, GetNode and ListGroups work now"
-    ))
 }
 
 #[tonic::async_trait]
@@ -203,9 +210,65 @@ impl QueryService for Services {
 
     async fn place(
         &self,
-        _request: Request<PlaceRequest>,
+        request: Request<PlaceRequest>,
     ) -> Result<Response<PlaceResponse>, Status> {
-        Err(not_yet("Place", "comes with k-node placement"))
+        let r = request.into_inner();
+        let selector = if r.label_selector.trim().is_empty() {
+            None
+        } else {
+            let parsed = crate::selector::parse(&r.label_selector)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            Some((r.label_selector.clone(), parsed))
+        };
+        // Labels are copied only when a selector needs them.
+        let labels = match (&selector, &self.nodes) {
+            (Some(_), Some(store)) => Some(
+                store
+                    .state()
+                    .iter()
+                    .filter_map(|n| {
+                        let name = n.metadata.name.clone()?;
+                        Some((name, n.metadata.labels.clone().unwrap_or_default()))
+                    })
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            _ => None,
+        };
+        let query = Query {
+            k: usize::try_from(r.k).unwrap_or(usize::MAX),
+            include: r.include,
+            exclude: r.exclude,
+            selector,
+            min_bandwidth_mbps: r.min_bandwidth_mbps,
+            fresh_only: r.fresh_only,
+            allreduce_bytes: r.allreduce_bytes,
+            explain: r.explain,
+        };
+        let p = self
+            .state
+            .ask(|reply| Command::Place {
+                query,
+                labels,
+                reply,
+            })
+            .await?
+            .map_err(|e| match e {
+                PlaceError::NoLabels => Status::failed_precondition(e.to_string()),
+                e => Status::invalid_argument(e.to_string()),
+            })?;
+        Ok(Response::new(PlaceResponse {
+            nodes: p.nodes,
+            max_rtt_us: p.max_rtt_us,
+            bottleneck_bandwidth_mbps: p.bottleneck_mbps.unwrap_or(0.0),
+            predicted_allreduce_ms: p.predicted_allreduce_ms.unwrap_or(0.0),
+            exclusions: p
+                .exclusions
+                .into_iter()
+                .map(|(node_name, reason)| netaware_proto::v1::Exclusion { node_name, reason })
+                .collect(),
+            pairs: p.pairs,
+            bandwidth_pairs_measured: p.bandwidth_pairs_measured,
+        }))
     }
 
     type WatchLinksStream = BoxStream<LinkUpdate>;

@@ -2,7 +2,7 @@
 //! [`Command`]s and await replies; nothing else touches the matrix, so there
 //! are no locks to order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use netaware_proto::ProbeMethod;
@@ -19,6 +19,8 @@ use tracing::{debug, info, warn};
 use crate::infer::{Group, InferConfig, Inference, Inferred};
 use crate::labels::NodeFacts;
 use crate::matrix::{Matrix, PlanTiming};
+use crate::place::PlaceError;
+use crate::placement::{self, Placement, Query, View};
 
 /// Outbound messages of one agent session.
 pub type SessionTx = mpsc::Sender<Result<AggregatorMessage, Status>>;
@@ -56,6 +58,13 @@ pub enum Command {
     },
     /// Recompute groups and quality now (tests, and after start-up).
     Recompute,
+    /// Choose nodes for a job; `labels` are the Node labels when the request
+    /// has a selector and the aggregator watches Nodes.
+    Place {
+        query: Query,
+        labels: Option<BTreeMap<String, BTreeMap<String, String>>>,
+        reply: oneshot::Sender<Result<Placement, PlaceError>>,
+    },
     /// Subscribe to link updates, with the current links if asked.
     Watch {
         method: ProbeMethod,
@@ -233,6 +242,13 @@ impl Owner {
                 let _ = reply.send(self.inferred.as_ref().map(|i| i.groups.clone()));
             }
             Command::Recompute => self.recompute(now),
+            Command::Place {
+                query,
+                labels,
+                reply,
+            } => {
+                let _ = reply.send(self.place(&query, labels.as_ref(), now));
+            }
             Command::GetMatrix { method, reply } => {
                 let _ = reply.send(self.matrix.snapshot(method, now, now_unix_us()));
             }
@@ -249,6 +265,39 @@ impl Owner {
                 let _ = reply.send((initial, self.updates.subscribe()));
             }
         }
+    }
+
+    fn place(
+        &self,
+        query: &Query,
+        labels: Option<&BTreeMap<String, BTreeMap<String, String>>>,
+        now: Instant,
+    ) -> Result<Placement, PlaceError> {
+        let names = self.matrix.node_names();
+        let dist = crate::infer::distances(&self.matrix, &names, now);
+        let bandwidth = |i: usize, j: usize| self.matrix.bandwidth(&names[i], &names[j]);
+        let quality: Vec<Option<u32>> = names
+            .iter()
+            .map(|n| {
+                self.inferred
+                    .as_ref()
+                    .and_then(|i| i.facts.get(n))
+                    .and_then(|f| f.quality)
+            })
+            .collect();
+        let fresh: Vec<bool> = names
+            .iter()
+            .map(|n| crate::infer::is_fresh(&self.matrix, n, &names, now))
+            .collect();
+        let view = View {
+            names: &names,
+            dist: &dist,
+            bandwidth: &bandwidth,
+            quality: &quality,
+            fresh: &fresh,
+            labels,
+        };
+        placement::place(query, &view)
     }
 
     fn recompute(&mut self, now: Instant) {

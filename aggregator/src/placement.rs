@@ -1,0 +1,666 @@
+//! The Place query: from a request (k, constraints, message size) and the
+//! aggregator's view of the cluster (RTT distances, bandwidth, quality,
+//! freshness, Node labels) to the chosen nodes, their figures, and why every
+//! other node was left out.
+//!
+//! Steps, in order (docs/placement.md):
+//! 1. Candidates: every known node, minus those excluded by the request, by
+//!    the label selector, by `fresh_only`, and nodes with no RTT measured.
+//! 2. With a minimum bandwidth, a pair below it (or not measured) counts as
+//!    infinitely far, so no chosen pair can be below it.
+//! 3. Minimise the largest pairwise RTT ([`place::choose`]).
+//! 4. Break near-ties (within [`TIE_TOLERANCE`] of that RTT, at least
+//!    [`TIE_FLOOR_US`]): prefer the larger bottleneck bandwidth, then the
+//!    higher mean quality ([`place::refine`]).
+//! 5. Predict the ring all-reduce time with the α-β model
+//!    ([`ring_allreduce_ms`]).
+
+use std::collections::BTreeMap;
+
+use kube::core::{Selector, SelectorExt};
+
+use crate::groups::Distances;
+use crate::place::{self, Candidates, PlaceError};
+
+/// Sets whose largest RTT is within this fraction of the best one count as
+/// tied: RTTs inside a zone differ by measurement noise of this order.
+pub const TIE_TOLERANCE: f64 = 0.10;
+/// ... and within at least this many microseconds.
+pub const TIE_FLOOR_US: f64 = 20.0;
+/// Starting sets the tie-break searches from (distinct balls, best first).
+const MAX_STARTS: usize = 32;
+
+/// A Place request, checked and parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub k: usize,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// The selector as given and parsed; `None` selects every node.
+    pub selector: Option<(String, Selector)>,
+    /// 0 = no minimum.
+    pub min_bandwidth_mbps: f64,
+    pub fresh_only: bool,
+    /// 0 = do not predict.
+    pub allreduce_bytes: u64,
+    pub explain: bool,
+}
+
+/// What the aggregator knows, by node index (`names` is sorted).
+#[derive(Clone, Copy)]
+#[allow(missing_debug_implementations)] // holds a closure
+pub struct View<'a> {
+    pub names: &'a [String],
+    /// RTT p50 (µs) of each pair, worse direction; infinite = not measured.
+    pub dist: &'a Distances,
+    /// Measured bandwidth (Mbit/s) of a pair, worse direction.
+    pub bandwidth: &'a dyn Fn(usize, usize) -> Option<f64>,
+    /// Quality score from the latest recomputation.
+    pub quality: &'a [Option<u32>],
+    /// The node's own agent reported within the stale window.
+    pub fresh: &'a [bool],
+    /// Node labels, `None` when the aggregator has no Kubernetes connection.
+    pub labels: Option<&'a BTreeMap<String, BTreeMap<String, String>>>,
+}
+
+/// The answer to a Place request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// Chosen nodes, sorted by name.
+    pub nodes: Vec<String>,
+    /// Largest RTT p50 between two chosen nodes (µs).
+    pub max_rtt_us: f64,
+    /// Smallest measured bandwidth between chosen nodes (`None`: none measured).
+    pub bottleneck_mbps: Option<f64>,
+    /// Pairs among the chosen nodes, and how many have a bandwidth measurement.
+    pub pairs: u32,
+    pub bandwidth_pairs_measured: u32,
+    /// `None` when not asked for, or when a chosen pair's bandwidth is unknown.
+    pub predicted_allreduce_ms: Option<f64>,
+    /// Every other known node and why it is not in the answer (when asked).
+    pub exclusions: Vec<(String, String)>,
+}
+
+/// Predicted time (ms) of a ring all-reduce of `bytes` over `p` nodes.
+///
+/// α-β model (Thakur, Rabenseifner & Gropp 2005): a ring all-reduce is a
+/// reduce-scatter and an all-gather, each `p − 1` steps; every step costs
+/// the latency α and moves `bytes / p` at bandwidth β:
+/// `T = 2(p − 1)·α + 2(p − 1)/p · bytes/β`. Every step waits for the slowest
+/// link of the ring, so α is half the largest RTT and β the bottleneck
+/// bandwidth. It ignores compute and protocol overheads, so measured times
+/// are higher; it ranks sets correctly where latency or bandwidth dominate.
+pub fn ring_allreduce_ms(p: usize, bytes: u64, max_rtt_us: f64, bandwidth_mbps: f64) -> f64 {
+    if p < 2 || bandwidth_mbps <= 0.0 {
+        return 0.0;
+    }
+    let steps = 2.0 * (p as f64 - 1.0);
+    let alpha_ms = max_rtt_us / 2.0 / 1000.0;
+    let chunk_bits = bytes as f64 * 8.0 / p as f64;
+    let transfer_ms = chunk_bits / (bandwidth_mbps * 1e6) * 1000.0;
+    steps * (alpha_ms + transfer_ms)
+}
+
+/// Why node `i` cannot be chosen, or `None` when it can.
+fn ineligible(q: &Query, v: &View, i: usize) -> Option<String> {
+    let name = &v.names[i];
+    if q.exclude.contains(name) {
+        return Some("excluded by request".into());
+    }
+    if let (Some((text, sel)), Some(labels)) = (&q.selector, v.labels) {
+        match labels.get(name) {
+            None => {
+                return Some("not in the Kubernetes Node list, so its labels are unknown".into());
+            }
+            Some(l) if !sel.matches(l) => {
+                return Some(format!("labels do not match selector '{text}'"));
+            }
+            Some(_) => {}
+        }
+    }
+    if q.fresh_only && !v.fresh[i] {
+        return Some("stale: its agent has not reported recently (fresh_only)".into());
+    }
+    let n = v.names.len();
+    if !(0..n).any(|j| j != i && v.dist.get(i, j).is_finite()) {
+        return Some("not measured yet: no RTT to any other node".into());
+    }
+    None
+}
+
+/// Choose nodes for `q`; errors say which constraint could not be met.
+pub fn place(q: &Query, v: &View) -> Result<Placement, PlaceError> {
+    let n = v.names.len();
+    let index: BTreeMap<&str, usize> = v
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    if q.k == 0 {
+        return Err(PlaceError::ZeroK);
+    }
+    if !(q.min_bandwidth_mbps >= 0.0 && q.min_bandwidth_mbps.is_finite()) {
+        return Err(PlaceError::BadMinBandwidth(q.min_bandwidth_mbps));
+    }
+    if q.selector.is_some() && v.labels.is_none() {
+        return Err(PlaceError::NoLabels);
+    }
+    for (role, list) in [("include", &q.include), ("exclude", &q.exclude)] {
+        if let Some(bad) = list.iter().find(|x| !index.contains_key(x.as_str())) {
+            return Err(PlaceError::UnknownNode {
+                role,
+                name: bad.clone(),
+            });
+        }
+    }
+    if let Some(both) = q.include.iter().find(|x| q.exclude.contains(x)) {
+        return Err(PlaceError::IncludedAndExcluded(both.clone()));
+    }
+
+    let reasons: Vec<Option<String>> = (0..n).map(|i| ineligible(q, v, i)).collect();
+    for name in &q.include {
+        let i = index[name.as_str()];
+        if let Some(r) = &reasons[i] {
+            return Err(PlaceError::IncludeIneligible {
+                name: name.clone(),
+                reason: r.clone(),
+            });
+        }
+    }
+    let eligible: Vec<usize> = (0..n).filter(|&i| reasons[i].is_none()).collect();
+    if eligible.len() < q.k {
+        return Err(PlaceError::TooFewEligibleBecause {
+            k: q.k,
+            eligible: eligible.len(),
+            known: n,
+            why: tally(&reasons),
+        });
+    }
+    let include: Vec<usize> = q.include.iter().map(|x| index[x.as_str()]).collect();
+    let c = Candidates { eligible, include };
+
+    // A minimum bandwidth makes pairs below it (or unknown) unusable.
+    let dist = if q.min_bandwidth_mbps > 0.0 {
+        let mut d = v.dist.clone();
+        for i in 0..n {
+            for j in i + 1..n {
+                if (v.bandwidth)(i, j).is_none_or(|b| b < q.min_bandwidth_mbps) {
+                    d.set(i, j, f64::INFINITY);
+                }
+            }
+        }
+        d
+    } else {
+        v.dist.clone()
+    };
+
+    let first = place::choose(&dist, q.k, &c)?;
+    if first.diameter.is_infinite() {
+        return Err(PlaceError::NoMeasuredSet {
+            k: q.k,
+            min_bandwidth_mbps: q.min_bandwidth_mbps,
+        });
+    }
+    // Capped at twice the lower bound, so the answer keeps the factor-2
+    // guarantee of the centre-ball step (for RTTs that obey the triangle
+    // inequality).
+    let limit = (first.diameter + (first.diameter * TIE_TOLERANCE).max(TIE_FLOOR_US))
+        .min(2.0 * place::lower_bound(&dist, q.k, &c))
+        .max(first.diameter);
+    let bottleneck = |set: &[usize]| -> (Option<f64>, u32, u32) {
+        let (mut min, mut pairs, mut measured) = (None::<f64>, 0u32, 0u32);
+        for (x, &a) in set.iter().enumerate() {
+            for &b in &set[x + 1..] {
+                pairs += 1;
+                if let Some(bw) = (v.bandwidth)(a, b) {
+                    measured += 1;
+                    min = Some(min.map_or(bw, |m: f64| m.min(bw)));
+                }
+            }
+        }
+        (min, pairs, measured)
+    };
+    // Key: bottleneck bandwidth with an unknown pair counting as 0 (unknown
+    // is never preferred over measured), then mean quality.
+    let key = |set: &[usize]| -> (f64, f64) {
+        let (min, pairs, measured) = bottleneck(set);
+        let bw = if measured == pairs {
+            min.unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        let q: f64 = set
+            .iter()
+            .map(|&i| f64::from(v.quality[i].unwrap_or(0)))
+            .sum::<f64>()
+            / set.len() as f64;
+        (bw, q)
+    };
+    // Local search from one start cannot leave a zone (every single swap
+    // crosses a slow link), so refine from each distinct ball within the
+    // limit, best first, and keep the best key.
+    let mut starts: Vec<place::Choice> = place::balls(&dist, q.k, &c)?
+        .into_iter()
+        .filter(|b| b.diameter <= limit)
+        .take(MAX_STARTS)
+        .collect();
+    starts.insert(0, first);
+    let mut choice: Option<(place::Choice, (f64, f64))> = None;
+    for start in starts {
+        let r = place::refine(&dist, start, &c, limit, key);
+        let kr = key(&r.nodes);
+        if choice.as_ref().is_none_or(|(_, kb)| kr > *kb) {
+            choice = Some((r, kr));
+        }
+    }
+    let Some((choice, _)) = choice else {
+        return Err(PlaceError::NoMeasuredSet {
+            k: q.k,
+            min_bandwidth_mbps: q.min_bandwidth_mbps,
+        });
+    };
+    // Report the real RTT figures, not the bandwidth-masked ones.
+    let max_rtt_us = place::diameter(v.dist, &choice.nodes);
+    let (bottleneck_mbps, pairs, measured) = bottleneck(&choice.nodes);
+    let predicted_allreduce_ms = match (q.allreduce_bytes, bottleneck_mbps) {
+        (0, _) => None,
+        (_, _) if q.k == 1 => Some(0.0),
+        (bytes, Some(bw)) if measured == pairs => {
+            Some(ring_allreduce_ms(q.k, bytes, max_rtt_us, bw))
+        }
+        _ => None,
+    };
+    let exclusions = if q.explain {
+        (0..n)
+            .filter(|i| !choice.nodes.contains(i))
+            .map(|i| {
+                let why = reasons[i].clone().unwrap_or_else(|| {
+                    let far = choice
+                        .nodes
+                        .iter()
+                        .map(|&j| v.dist.get(i, j))
+                        .fold(0.0, f64::max);
+                    format!(
+                        "eligible, not chosen: its largest RTT to the chosen nodes is {} µs, the set's is {} µs",
+                        far.round(),
+                        max_rtt_us.round()
+                    )
+                });
+                (v.names[i].clone(), why)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Placement {
+        nodes: choice.nodes.iter().map(|&i| v.names[i].clone()).collect(),
+        max_rtt_us,
+        bottleneck_mbps,
+        pairs,
+        bandwidth_pairs_measured: measured,
+        predicted_allreduce_ms,
+        exclusions,
+    })
+}
+
+/// "4 excluded by request, 2 stale" from the per-node reasons.
+fn tally(reasons: &[Option<String>]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reasons.iter().flatten() {
+        *counts.entry(r.as_str()).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "none excluded".into();
+    }
+    counts
+        .into_iter()
+        .map(|(r, c)| format!("{c}: {r}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 12 nodes `{r}-{1..4}` in regions dj, se, gj: 250 µs inside a region
+    /// (dj-4 a little closer: 240 µs), 5-10 ms between; 1 Gbit/s inside,
+    /// 100 Mbit/s across, dj-4's links 50 Mbit/s.
+    struct Lab {
+        names: Vec<String>,
+        dist: Distances,
+        bw: Vec<Vec<Option<f64>>>,
+        quality: Vec<Option<u32>>,
+        fresh: Vec<bool>,
+        labels: BTreeMap<String, BTreeMap<String, String>>,
+    }
+
+    fn region(n: &str) -> &str {
+        n.split('-').next().unwrap()
+    }
+
+    fn lab() -> Lab {
+        let names: Vec<String> = ["dj", "gj", "se"]
+            .iter()
+            .flat_map(|r| (1..=4).map(move |k| format!("{r}-{k}")))
+            .collect();
+        let n = names.len();
+        let mut dist = Distances::new(n);
+        let mut bw = vec![vec![None; n]; n];
+        for i in 0..n {
+            for j in i + 1..n {
+                let (a, b) = (&names[i], &names[j]);
+                let same = region(a) == region(b);
+                let degraded = a == "dj-4" || b == "dj-4";
+                let rtt = match (same, region(a), region(b)) {
+                    (true, _, _) if degraded => 240.0,
+                    (true, _, _) => 250.0,
+                    (false, "dj", "gj") => 5_000.0,
+                    (false, "dj", "se") => 6_000.0,
+                    _ => 10_000.0,
+                };
+                dist.set(i, j, rtt);
+                let mbps = if degraded {
+                    50.0
+                } else if same {
+                    1_000.0
+                } else {
+                    100.0
+                };
+                bw[i][j] = Some(mbps);
+                bw[j][i] = Some(mbps);
+            }
+        }
+        let quality = names
+            .iter()
+            .map(|x| Some(if x == "dj-4" { 40 } else { 90 }))
+            .collect();
+        let labels = names
+            .iter()
+            .map(|x| {
+                let l = BTreeMap::from([
+                    (
+                        "topology.kubernetes.io/region".to_string(),
+                        region(x).to_string(),
+                    ),
+                    ("kubernetes.io/hostname".to_string(), x.clone()),
+                ]);
+                (x.clone(), l)
+            })
+            .collect();
+        Lab {
+            names,
+            dist,
+            bw,
+            quality,
+            fresh: vec![true; n],
+            labels,
+        }
+    }
+
+    fn run(l: &Lab, q: &Query) -> Result<Placement, PlaceError> {
+        let bw = |i: usize, j: usize| l.bw[i][j];
+        let v = View {
+            names: &l.names,
+            dist: &l.dist,
+            bandwidth: &bw,
+            quality: &l.quality,
+            fresh: &l.fresh,
+            labels: Some(&l.labels),
+        };
+        place(q, &v)
+    }
+
+    fn k(k: usize) -> Query {
+        Query {
+            k,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn near_ties_go_to_the_faster_healthier_nodes() {
+        let l = lab();
+        let got = run(&l, &k(3)).unwrap();
+        // A latency-only rule takes dj-4 (240 µs); the tie-break does not.
+        let only_latency = place::choose(
+            &l.dist,
+            3,
+            &Candidates {
+                eligible: (0..12).collect(),
+                include: vec![],
+            },
+        )
+        .unwrap();
+        assert!(only_latency.nodes.contains(&3), "{only_latency:?}");
+        assert_eq!(region(&got.nodes[0]), "dj");
+        assert!(!got.nodes.contains(&"dj-4".to_string()), "{got:?}");
+        assert_eq!(got.max_rtt_us, 250.0);
+        assert_eq!(got.bottleneck_mbps, Some(1_000.0));
+        assert_eq!((got.pairs, got.bandwidth_pairs_measured), (3, 3));
+        assert_eq!(got.predicted_allreduce_ms, None, "not asked");
+    }
+
+    #[test]
+    fn the_prediction_follows_the_alpha_beta_model() {
+        // 4 nodes, 8 MiB, 250 µs RTT, 1 Gbit/s: 6 steps of (125 µs + 2 MiB / 1 Gbit/s).
+        let t = ring_allreduce_ms(4, 8 << 20, 250.0, 1_000.0);
+        let expect = 6.0 * (0.125 + (2u64 << 20) as f64 * 8.0 / 1e9 * 1e3);
+        assert!((t - expect).abs() < 1e-9, "{t} vs {expect}");
+        assert_eq!(ring_allreduce_ms(1, 8 << 20, 250.0, 1_000.0), 0.0);
+        let l = lab();
+        let mut q = k(4);
+        q.allreduce_bytes = 8 << 20;
+        let got = run(&l, &q).unwrap();
+        // Four in one region includes dj-4 or another region's four: gj/se hold 1 Gbit/s.
+        assert_ne!(region(&got.nodes[0]), "dj", "{got:?}");
+        let want = ring_allreduce_ms(4, 8 << 20, 250.0, 1_000.0);
+        assert_eq!(got.predicted_allreduce_ms, Some(want));
+    }
+
+    #[test]
+    fn constraints_exclude_and_explain() {
+        let l = lab();
+        let q = Query {
+            k: 2,
+            exclude: vec!["dj-1".into()],
+            selector: Some((
+                "topology.kubernetes.io/region in (dj,se)".into(),
+                crate::selector::parse("topology.kubernetes.io/region in (dj,se)").unwrap(),
+            )),
+            min_bandwidth_mbps: 500.0,
+            explain: true,
+            ..Default::default()
+        };
+        let got = run(&l, &q).unwrap();
+        assert_eq!(got.nodes.len(), 2);
+        assert!(got.nodes.iter().all(|x| x != "dj-1" && x != "dj-4"));
+        assert_eq!(got.bottleneck_mbps, Some(1_000.0));
+        let why: BTreeMap<&str, &str> = got
+            .exclusions
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        assert_eq!(why.len(), 10);
+        assert_eq!(why["dj-1"], "excluded by request");
+        assert!(why["gj-1"].contains("do not match selector"), "{why:?}");
+        assert!(why["dj-4"].starts_with("eligible, not chosen"), "{why:?}");
+
+        // Include pulls the set to its region.
+        let q = Query {
+            k: 2,
+            include: vec!["se-3".into()],
+            ..Default::default()
+        };
+        let got = run(&l, &q).unwrap();
+        assert!(got.nodes.contains(&"se-3".into()));
+        assert!(got.nodes.iter().all(|x| region(x) == "se"));
+
+        // Fresh only.
+        let mut stale = lab();
+        for i in 0..8 {
+            stale.fresh[i] = false;
+        }
+        let q = Query {
+            k: 4,
+            fresh_only: true,
+            ..Default::default()
+        };
+        let got = run(&stale, &q).unwrap();
+        assert!(got.nodes.iter().all(|x| region(x) == "se"), "{got:?}");
+    }
+
+    #[test]
+    fn impossible_requests_name_the_failed_constraint() {
+        let l = lab();
+        let err = |q: Query| run(&l, &q).unwrap_err().to_string();
+        assert_eq!(err(k(0)), "k must be at least 1");
+        let e = err(k(13));
+        assert!(
+            e.contains("k = 13 but only 12 of 12 known nodes are eligible"),
+            "{e}"
+        );
+        let e = err(Query {
+            k: 11,
+            exclude: vec!["dj-1".into(), "dj-2".into()],
+            ..Default::default()
+        });
+        assert!(
+            e.contains("only 10 of 12") && e.contains("2: excluded by request"),
+            "{e}"
+        );
+        let e = err(Query {
+            k: 2,
+            include: vec!["nope".into()],
+            ..Default::default()
+        });
+        assert!(e.contains("include names unknown node 'nope'"), "{e}");
+        let e = err(Query {
+            k: 2,
+            exclude: vec!["nope".into()],
+            ..Default::default()
+        });
+        assert!(e.contains("exclude names unknown node 'nope'"), "{e}");
+        let e = err(Query {
+            k: 2,
+            include: vec!["se-1".into()],
+            exclude: vec!["se-1".into()],
+            ..Default::default()
+        });
+        assert!(e.contains("'se-1' is both included and excluded"), "{e}");
+        let e = err(Query {
+            k: 2,
+            include: vec!["gj-1".into()],
+            selector: Some((
+                "topology.kubernetes.io/region=dj".into(),
+                crate::selector::parse("topology.kubernetes.io/region=dj").unwrap(),
+            )),
+            ..Default::default()
+        });
+        assert!(
+            e.contains("'gj-1' must be included but is not eligible: labels do not match"),
+            "{e}"
+        );
+        // No set of 5 has every pair at >= 500 Mbit/s (regions hold 4, dj only 3).
+        let e = err(Query {
+            k: 5,
+            min_bandwidth_mbps: 500.0,
+            ..Default::default()
+        });
+        assert!(
+            e.contains(
+                "no 5 nodes whose every pair has a measured bandwidth of at least 500 Mbit/s"
+            ),
+            "{e}"
+        );
+        let e = err(Query {
+            k: 2,
+            min_bandwidth_mbps: -1.0,
+            ..Default::default()
+        });
+        assert!(e.contains("min_bandwidth_mbps"), "{e}");
+        // Selector without labels.
+        let bw = |i: usize, j: usize| l.bw[i][j];
+        let v = View {
+            names: &l.names,
+            dist: &l.dist,
+            bandwidth: &bw,
+            quality: &l.quality,
+            fresh: &l.fresh,
+            labels: None,
+        };
+        let q = Query {
+            k: 2,
+            selector: Some(("a=b".into(), crate::selector::parse("a=b").unwrap())),
+            ..Default::default()
+        };
+        let e = place(&q, &v).unwrap_err();
+        assert!(matches!(e, PlaceError::NoLabels), "{e}");
+    }
+
+    #[test]
+    fn never_worse_than_twice_the_optimum_with_the_tie_break() {
+        use crate::place::tests::{all, brute_force, random_metric};
+        let mut seed = 5u64;
+        for n in 2..=14 {
+            for _ in 0..4 {
+                let d = random_metric(n, &mut seed);
+                let names: Vec<String> = (0..n).map(|i| format!("n{i:02}")).collect();
+                // Bandwidth and quality that pull towards different sets.
+                let bw = |i: usize, j: usize| Some(((i * 7 + j * 3) % 11) as f64 * 100.0);
+                let quality: Vec<Option<u32>> =
+                    (0..n).map(|i| Some((i as u32 * 37) % 100)).collect();
+                let fresh = vec![true; n];
+                let v = View {
+                    names: &names,
+                    dist: &d,
+                    bandwidth: &bw,
+                    quality: &quality,
+                    fresh: &fresh,
+                    labels: None,
+                };
+                for k in 1..=n {
+                    let got = place(&super::tests::k(k), &v).unwrap();
+                    let opt = brute_force(&d, k, &all(n));
+                    assert!(
+                        got.max_rtt_us <= 2.0 * opt + 1e-6,
+                        "n={n} k={k}: {} vs optimum {opt}",
+                        got.max_rtt_us
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unmeasured_nodes_are_never_chosen() {
+        let mut l = lab();
+        l.names.push("zz-new".into());
+        let mut d = Distances::new(13);
+        for i in 0..12 {
+            for j in i + 1..12 {
+                d.set(i, j, l.dist.get(i, j));
+            }
+        }
+        l.dist = d;
+        for row in &mut l.bw {
+            row.push(None);
+        }
+        l.bw.push(vec![None; 13]);
+        l.quality.push(None);
+        l.fresh.push(true);
+        let mut q = k(12);
+        q.explain = true;
+        let got = run(&l, &q).unwrap();
+        assert!(!got.nodes.contains(&"zz-new".into()));
+        assert_eq!(
+            got.exclusions,
+            vec![(
+                "zz-new".into(),
+                "not measured yet: no RTT to any other node".into()
+            )]
+        );
+        assert!(run(&l, &k(13)).is_err());
+    }
+}
