@@ -12,6 +12,7 @@ pub const ENV_AGGREGATOR: &str = "NETAWARE_AGGREGATOR";
 pub const ENV_STAMP_PORT: &str = "NETAWARE_STAMP_PORT";
 pub const ENV_STAMP_BIND: &str = "NETAWARE_STAMP_BIND";
 pub const ENV_ICMP: &str = "NETAWARE_ICMP";
+pub const ENV_BANDWIDTH_PORT: &str = "NETAWARE_BANDWIDTH_PORT";
 pub const ENV_MAX_PROBE_RATE: &str = "NETAWARE_MAX_PROBE_RATE";
 pub const ENV_MAX_BUFFERED_WINDOWS: &str = "NETAWARE_MAX_BUFFERED_WINDOWS";
 pub const ENV_BACKOFF_INITIAL: &str = "NETAWARE_BACKOFF_INITIAL";
@@ -21,6 +22,7 @@ pub const DEFAULT_AGGREGATOR: &str = "http://netaware-aggregator:7400";
 /// STAMP's registered port is 862, which needs CAP_NET_BIND_SERVICE; the
 /// agent runs with NET_RAW only, so it defaults to an unprivileged port.
 pub const DEFAULT_STAMP_PORT: u16 = 8620;
+pub const DEFAULT_BANDWIDTH_PORT: u16 = 8621;
 pub const DEFAULT_STAMP_BIND: &str = "0.0.0.0";
 pub const DEFAULT_MAX_PROBE_RATE: f64 = 1000.0;
 pub const DEFAULT_MAX_BUFFERED_WINDOWS: usize = 4096;
@@ -51,6 +53,11 @@ pub struct Config {
     /// Address the STAMP reflector binds to.
     #[arg(long, env = ENV_STAMP_BIND, default_value = DEFAULT_STAMP_BIND)]
     pub stamp_bind: IpAddr,
+
+    /// TCP port of the bandwidth-test server (bound on the STAMP bind
+    /// address); 0 turns bandwidth tests off for this node.
+    #[arg(long, env = ENV_BANDWIDTH_PORT, default_value_t = DEFAULT_BANDWIDTH_PORT)]
+    pub bandwidth_port: u16,
 
     /// Probe with ICMP echo as well as STAMP (needs CAP_NET_RAW or a
     /// ping_group_range that covers the agent's group).

@@ -14,6 +14,13 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot bind the bandwidth-test server to {addr}: {source} (another process on the port? set NETAWARE_BANDWIDTH_PORT, or 0 to turn tests off)"
+    )]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("aggregator connection: {0}")]

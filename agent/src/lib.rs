@@ -8,6 +8,7 @@
 //!    └──────────────── mpsc ◀───────────────────────┘
 //! ```
 
+pub mod bandwidth;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -29,6 +30,8 @@ pub use error::{Error, Result};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Finished windows queued between the probe tasks and the session.
 const WINDOW_QUEUE: usize = 1024;
+/// Bandwidth orders and results queued between the session and the tests.
+const BANDWIDTH_QUEUE: usize = 64;
 
 /// Run the agent until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
@@ -56,7 +59,26 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             .collect(),
         protocol_version: netaware_proto::PROTOCOL_VERSION,
         instance_id: rand::random(),
+        bandwidth_port: u32::from(config.bandwidth_port),
     };
+    let (order_tx, order_rx) = mpsc::channel(BANDWIDTH_QUEUE);
+    let (result_tx, result_rx) = mpsc::channel(BANDWIDTH_QUEUE);
+    let mut bandwidth_tasks = Vec::new();
+    if config.bandwidth_port != 0 {
+        let addr = std::net::SocketAddr::new(config.stamp_bind, config.bandwidth_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        info!(%addr, "bandwidth-test server listening");
+        let grants = bandwidth::Grants::default();
+        bandwidth_tasks.push(tokio::spawn(bandwidth::run_server(
+            listener,
+            grants.clone(),
+        )));
+        bandwidth_tasks.push(tokio::spawn(bandwidth::run(
+            grants, clock, order_rx, result_tx,
+        )));
+    }
     let (plan_tx, plan_rx) = watch::channel(None);
     let manager_task = tokio::spawn(manager.run(plan_rx));
 
@@ -70,13 +92,22 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         backoff_max: config.backoff_max,
     };
     info!(node = %config.node_name, aggregator = %config.aggregator, "agent started");
-    let buffer = session::run_session(cfg, || endpoint.connect(), win_rx, plan_tx, shutdown).await;
+    let io = session::SessionIo {
+        windows: win_rx,
+        plans: plan_tx,
+        orders: order_tx,
+        results: result_rx,
+    };
+    let buffer = session::run_session(cfg, || endpoint.connect(), io, shutdown).await;
     info!(
         unsent_windows = buffer.len(),
         dropped_total = buffer.dropped_total(),
         "agent stopping"
     );
     manager_task.abort();
+    for t in bandwidth_tasks {
+        t.abort();
+    }
     reflector_task.abort();
     Ok(())
 }

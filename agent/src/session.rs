@@ -15,6 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
+use crate::bandwidth::Order;
+
 /// How often buffered windows are sent while connected.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// Most windows in one batch (keeps messages far below gRPC's 4 MiB default).
@@ -167,14 +169,28 @@ enum Ended {
     Broken { healthy: bool, why: String },
 }
 
+/// What a session exchanges with the rest of the agent.
+#[derive(Debug)]
+pub struct SessionIo {
+    /// Finished windows from the probe tasks.
+    pub windows: mpsc::Receiver<LinkWindow>,
+    /// The newest plan, for the probe manager.
+    pub plans: watch::Sender<Option<ProbePlan>>,
+    /// Bandwidth grants and tests from the aggregator.
+    pub orders: mpsc::Sender<Order>,
+    /// Bandwidth results and served reports for the aggregator. Sent while
+    /// connected; while not, they are dropped (the aggregator times the
+    /// test out and charges its full byte reservation).
+    pub results: mpsc::Receiver<AgentMsg>,
+}
+
 /// Keep a session to the aggregator open until `shutdown` resolves or the
 /// window producers go away. `connect` opens a new channel (a real endpoint
-/// in production, an in-memory pipe in tests). Plans go out through `plans`.
+/// in production, an in-memory pipe in tests).
 pub async fn run_session<F, Fut>(
     cfg: SessionConfig,
     connect: F,
-    mut windows: mpsc::Receiver<LinkWindow>,
-    plans: watch::Sender<Option<ProbePlan>>,
+    mut io: SessionIo,
     shutdown: impl Future<Output = ()>,
 ) -> ReportBuffer
 where
@@ -186,7 +202,7 @@ where
     tokio::pin!(shutdown);
     loop {
         let ended = tokio::select! {
-            e = connected(&cfg.hello, &connect, &mut windows, &plans, &mut buffer) => e,
+            e = connected(&cfg.hello, &connect, &mut io, &mut buffer) => e,
             _ = &mut shutdown => Ended::Stop,
         };
         match ended {
@@ -211,10 +227,13 @@ where
                     tokio::select! {
                         _ = &mut sleep => break,
                         _ = &mut shutdown => return buffer,
-                        w = windows.recv() => match w {
+                        w = io.windows.recv() => match w {
                             Some(w) => buffer.push(w),
                             None => return buffer,
                         },
+                        Some(r) = io.results.recv() => {
+                            warn!(result = ?r, "bandwidth report dropped: not connected");
+                        }
                     }
                 }
             }
@@ -222,11 +241,17 @@ where
     }
 }
 
+/// Hand an order to the bandwidth part without blocking the session.
+fn order(orders: &mpsc::Sender<Order>, o: Order) {
+    if let Err(e) = orders.try_send(o) {
+        warn!(error = %e, "bandwidth order dropped");
+    }
+}
+
 async fn connected<F, Fut>(
     hello: &Hello,
     connect: &F,
-    windows: &mut mpsc::Receiver<LinkWindow>,
-    plans: &watch::Sender<Option<ProbePlan>>,
+    io: &mut SessionIo,
     buffer: &mut ReportBuffer,
 ) -> Ended
 where
@@ -263,18 +288,25 @@ where
                         }
                         got_plan = true;
                         // Receivers only care about the newest plan.
-                        plans.send_replace(Some(plan));
+                        io.plans.send_replace(Some(plan));
                     }
                     Some(AggMsg::Ack(ack)) => buffer.ack(ack.batch_seq),
+                    Some(AggMsg::BandwidthTest(t)) => order(&io.orders, Order::Test(t)),
+                    Some(AggMsg::BandwidthGrant(g)) => order(&io.orders, Order::Grant(g)),
                     None => {}
                 },
                 Ok(None) => return broken(got_plan, "aggregator ended the stream".into()),
                 Err(s) => return broken(got_plan, format!("stream error: {s}")),
             },
-            w = windows.recv() => match w {
+            w = io.windows.recv() => match w {
                 Some(w) => buffer.push(w),
                 None => return Ended::Stop,
             },
+            Some(r) = io.results.recv() => {
+                if tx.send(AgentMessage { msg: Some(r) }).await.is_err() {
+                    return broken(got_plan, "send failed".into());
+                }
+            }
             _ = flush.tick() => {
                 while let Some(batch) = buffer.take_batch() {
                     let msg = AgentMessage { msg: Some(AgentMsg::Reports(batch)) };

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use netaware_agent::session::{SessionConfig, run_session};
+use netaware_agent::bandwidth::Order;
+use netaware_agent::session::{SessionConfig, SessionIo, run_session};
 use netaware_aggregator::service::Services;
 use netaware_aggregator::state::{self, Command, StateConfig, StateHandle};
 use netaware_proto::ProbeMethod;
@@ -107,6 +108,7 @@ fn hello(node: &str) -> Hello {
         capabilities: vec![ProbeMethod::StampUdp as i32],
         protocol_version: netaware_proto::PROTOCOL_VERSION,
         instance_id: 1,
+        bandwidth_port: 0,
     }
 }
 
@@ -126,6 +128,10 @@ fn window(peer: &str, start_s: u64) -> LinkWindow {
 struct Agent {
     windows: mpsc::Sender<LinkWindow>,
     plans: watch::Receiver<Option<ProbePlan>>,
+    #[allow(dead_code)] // kept open so the session's order channel stays usable
+    orders: mpsc::Receiver<Order>,
+    #[allow(dead_code)]
+    results: mpsc::Sender<AgentMsg>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -133,6 +139,8 @@ fn start_agent(net: &MemNet, node: &str, max_buffered: usize) -> Agent {
     let (wtx, wrx) = mpsc::channel(64);
     let (ptx, prx) = watch::channel(None);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (otx, orx) = mpsc::channel(16);
+    let (rtx, rrx) = mpsc::channel(16);
     let cfg = SessionConfig {
         hello: hello(node),
         max_buffered_windows: max_buffered,
@@ -147,8 +155,12 @@ fn start_agent(net: &MemNet, node: &str, max_buffered: usize) -> Agent {
                 let net = net.clone();
                 async move { net.connect().await }
             },
-            wrx,
-            ptx,
+            SessionIo {
+                windows: wrx,
+                plans: ptx,
+                orders: otx,
+                results: rrx,
+            },
             async move {
                 let _ = stop_rx.await;
             },
@@ -158,6 +170,8 @@ fn start_agent(net: &MemNet, node: &str, max_buffered: usize) -> Agent {
     Agent {
         windows: wtx,
         plans: prx,
+        orders: orx,
+        results: rtx,
         stop: Some(stop_tx),
     }
 }

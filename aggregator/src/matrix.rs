@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::{
-    GetMatrixResponse, Hello, LinkState, LinkWindow, NodeStatus, PeerTarget, ProbePlan, Smoothed,
+    BandwidthState, GetMatrixResponse, Hello, LinkState, LinkWindow, NodeStatus, PeerTarget,
+    ProbePlan, Smoothed,
 };
 
 /// Key of one directed link measured with one method.
@@ -39,10 +40,19 @@ struct Node {
     dropped_windows_total: u64,
 }
 
+/// The latest bandwidth test of one directed pair (sender → receiver).
+#[derive(Debug, Clone)]
+struct Bandwidth {
+    state: BandwidthState,
+    received_at: Instant,
+}
+
 /// All measured links and all known nodes.
 #[derive(Debug)]
 pub struct Matrix {
     links: BTreeMap<LinkKey, Link>,
+    /// Latest bandwidth test per (sender, receiver).
+    bandwidth: BTreeMap<(String, String), Bandwidth>,
     nodes: BTreeMap<String, Node>,
     /// Weight of the newest window in the smoothed figures (0 < alpha <= 1).
     alpha: f64,
@@ -62,6 +72,7 @@ impl Matrix {
     pub fn new(alpha: f64, stale_after: Duration) -> Self {
         Self {
             links: BTreeMap::new(),
+            bandwidth: BTreeMap::new(),
             nodes: BTreeMap::new(),
             alpha: alpha.clamp(f64::MIN_POSITIVE, 1.0),
             stale_after,
@@ -145,6 +156,60 @@ impl Matrix {
         Some(Self::state_of(src, link, false))
     }
 
+    /// Store a successful bandwidth test from `sender` to `receiver`.
+    pub fn apply_bandwidth(
+        &mut self,
+        sender: &str,
+        receiver: &str,
+        mbps: f64,
+        stream_mbps: Vec<f64>,
+        started_unix_us: u64,
+        now: Instant,
+    ) -> BandwidthState {
+        let key = (sender.to_string(), receiver.to_string());
+        let tests_total = self.bandwidth.get(&key).map_or(0, |b| b.state.tests_total) + 1;
+        let state = BandwidthState {
+            sender: sender.to_string(),
+            receiver: receiver.to_string(),
+            mbps,
+            stream_mbps,
+            started_unix_us,
+            tests_total,
+        };
+        self.bandwidth.insert(
+            key,
+            Bandwidth {
+                state: state.clone(),
+                received_at: now,
+            },
+        );
+        state
+    }
+
+    /// Bandwidth of a pair: the lower of the two directions' latest tests,
+    /// or the one direction tested.
+    pub fn bandwidth(&self, a: &str, b: &str) -> Option<f64> {
+        let one = |s: &str, r: &str| {
+            self.bandwidth
+                .get(&(s.to_string(), r.to_string()))
+                .map(|b| b.state.mbps)
+        };
+        match (one(a, b), one(b, a)) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        }
+    }
+
+    /// When the pair was last tested, in either direction.
+    pub fn bandwidth_tested_at(&self, a: &str, b: &str) -> Option<Instant> {
+        let one = |s: &str, r: &str| {
+            self.bandwidth
+                .get(&(s.to_string(), r.to_string()))
+                .map(|b| b.received_at)
+        };
+        one(a, b).max(one(b, a))
+    }
+
     fn state_of(src: &str, link: &Link, stale: bool) -> LinkState {
         LinkState {
             src: src.to_string(),
@@ -221,6 +286,7 @@ impl Matrix {
             links: self.links(method, now),
             generated_unix_us: now_unix_us,
             stale_after_ms: u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX),
+            bandwidth: self.bandwidth.values().map(|b| b.state.clone()).collect(),
         }
     }
 
