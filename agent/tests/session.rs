@@ -128,21 +128,23 @@ fn window(peer: &str, start_s: u64) -> LinkWindow {
 struct Agent {
     windows: mpsc::Sender<LinkWindow>,
     plans: watch::Receiver<Option<ProbePlan>>,
-    #[allow(dead_code)] // kept open so the session's order channel stays usable
     orders: mpsc::Receiver<Order>,
-    #[allow(dead_code)]
     results: mpsc::Sender<AgentMsg>,
     stop: Option<oneshot::Sender<()>>,
 }
 
 fn start_agent(net: &MemNet, node: &str, max_buffered: usize) -> Agent {
+    start_agent_with(net, hello(node), max_buffered)
+}
+
+fn start_agent_with(net: &MemNet, hello: Hello, max_buffered: usize) -> Agent {
     let (wtx, wrx) = mpsc::channel(64);
     let (ptx, prx) = watch::channel(None);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (otx, orx) = mpsc::channel(16);
     let (rtx, rrx) = mpsc::channel(16);
     let cfg = SessionConfig {
-        hello: hello(node),
+        hello,
         max_buffered_windows: max_buffered,
         backoff_initial: Duration::from_millis(20),
         backoff_max: Duration::from_millis(100),
@@ -397,4 +399,72 @@ async fn windows_sent_but_never_acknowledged_are_sent_again_after_a_break() {
         m.links[0].latest.as_ref().unwrap().window_start_unix_us,
         7_000_000
     );
+}
+
+#[tokio::test]
+async fn a_scheduled_bandwidth_test_reaches_both_agents_and_its_result_the_matrix() {
+    let net = MemNet::new();
+    let state = state();
+    net.up(Services::new(state.clone()));
+    let with_port = |n: &str| Hello {
+        bandwidth_port: 8621,
+        ..hello(n)
+    };
+    let mut a = start_agent_with(&net, with_port("a"), 100);
+    let mut b = start_agent_with(&net, with_port("b"), 100);
+    async fn next(rx: &mut mpsc::Receiver<Order>) -> Order {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an order within 10 s")
+            .unwrap()
+    }
+    let (oa, ob) = (next(&mut a.orders).await, next(&mut b.orders).await);
+    let (grant, test, sender, receiver) = match (oa, ob) {
+        (Order::Grant(g), Order::Test(t)) => (g, t, &a, &b),
+        (Order::Test(t), Order::Grant(g)) => (g, t, &b, &a),
+        other => panic!("one grant and one test expected, got {other:?}"),
+    };
+    assert_eq!(grant.token, test.token);
+    let defaults = netaware_aggregator::bandwidth::BandwidthConfig::default();
+    assert_eq!(test.streams, defaults.streams);
+    assert_eq!(test.max_bytes, defaults.max_bytes_per_test);
+    assert_eq!(grant.max_bytes, test.max_bytes);
+    assert_eq!((test.address.as_str(), test.port), ("192.0.2.1", 8621));
+    let (sender_name, receiver_name) = (test.peer.clone(), grant.peer.clone());
+    assert_ne!(sender_name, receiver_name);
+
+    // A result under another token, or from the sender, is ignored.
+    let result = |token: u64, mbps: f64| {
+        AgentMsg::BandwidthResult(netaware_proto::v1::BandwidthResult {
+            token,
+            peer: sender_name.clone(),
+            mbps,
+            stream_mbps: vec![mbps / 2.0; 2],
+            ..Default::default()
+        })
+    };
+    receiver
+        .results
+        .send(result(test.token ^ 1, 1.0))
+        .await
+        .unwrap();
+    sender.results.send(result(test.token, 2.0)).await.unwrap();
+    receiver
+        .results
+        .send(result(test.token, 940.0))
+        .await
+        .unwrap();
+    let m = eventually(&state, "bandwidth stored", |m| !m.bandwidth.is_empty()).await;
+    assert_eq!(m.bandwidth.len(), 1);
+    let bw = &m.bandwidth[0];
+    assert_eq!(
+        (
+            bw.sender.as_str(),
+            bw.receiver.as_str(),
+            bw.mbps,
+            bw.tests_total
+        ),
+        (sender_name.as_str(), receiver_name.as_str(), 940.0, 1)
+    );
+    assert_eq!(bw.stream_mbps, vec![470.0, 470.0]);
 }

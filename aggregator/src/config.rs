@@ -27,6 +27,14 @@ pub const ENV_WRITE_QPS: &str = "NETAWARE_WRITE_QPS";
 pub const ENV_WRITE_BURST: &str = "NETAWARE_WRITE_BURST";
 pub const ENV_RESYNC: &str = "NETAWARE_RESYNC";
 pub const ENV_METRICS_LISTEN: &str = "NETAWARE_METRICS_LISTEN";
+pub const ENV_BANDWIDTH_TESTS: &str = "NETAWARE_BANDWIDTH_TESTS";
+pub const ENV_BANDWIDTH_STREAMS: &str = "NETAWARE_BANDWIDTH_STREAMS";
+pub const ENV_BANDWIDTH_OMIT: &str = "NETAWARE_BANDWIDTH_OMIT";
+pub const ENV_BANDWIDTH_DURATION: &str = "NETAWARE_BANDWIDTH_DURATION";
+pub const ENV_BANDWIDTH_MAX_BYTES: &str = "NETAWARE_BANDWIDTH_MAX_BYTES";
+pub const ENV_BANDWIDTH_BUDGET: &str = "NETAWARE_BANDWIDTH_BUDGET";
+pub const ENV_BANDWIDTH_RETEST: &str = "NETAWARE_BANDWIDTH_RETEST";
+pub const ENV_BANDWIDTH_CONCURRENCY: &str = "NETAWARE_BANDWIDTH_CONCURRENCY";
 
 pub const DEFAULT_AGENT_LISTEN: &str = "0.0.0.0:7400";
 pub const DEFAULT_QUERY_LISTEN: &str = "0.0.0.0:7401";
@@ -45,6 +53,16 @@ pub const DEFAULT_WRITE_QPS: f64 = 10.0;
 pub const DEFAULT_WRITE_BURST: u32 = 100;
 pub const DEFAULT_RESYNC: &str = "1h";
 pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
+pub const DEFAULT_BANDWIDTH_STREAMS: u32 = 4;
+/// TCP slow start is over well within a second on data-centre RTTs.
+pub const DEFAULT_BANDWIDTH_OMIT: &str = "1s";
+pub const DEFAULT_BANDWIDTH_DURATION: &str = "3s";
+/// 3 s at 2.5 Gbit/s; faster links end early at the cap, which is fine.
+pub const DEFAULT_BANDWIDTH_MAX_BYTES: &str = "1GiB";
+/// 16 full tests per node per hour at most.
+pub const DEFAULT_BANDWIDTH_BUDGET: &str = "16GiB";
+pub const DEFAULT_BANDWIDTH_RETEST: &str = "30m";
+pub const DEFAULT_BANDWIDTH_CONCURRENCY: usize = 4;
 pub const DEFAULT_QUALITY_WEIGHTS: &str =
     "loss=0.35,rtt-p50=0.25,rtt-p99=0.15,jitter=0.10,bandwidth=0.15";
 
@@ -131,6 +149,57 @@ pub struct Config {
     /// Address of the Prometheus `/metrics` endpoint.
     #[arg(long, env = ENV_METRICS_LISTEN, default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
+
+    /// Schedule TCP bandwidth tests between agents (docs/bandwidth.md).
+    #[arg(long, env = ENV_BANDWIDTH_TESTS, default_value_t = true, action = clap::ArgAction::Set)]
+    pub bandwidth_tests: bool,
+
+    /// Parallel TCP streams per bandwidth test.
+    #[arg(long, env = ENV_BANDWIDTH_STREAMS, default_value_t = DEFAULT_BANDWIDTH_STREAMS, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub bandwidth_streams: u32,
+
+    /// Leading part of a test left out of the result (TCP slow start).
+    #[arg(long, env = ENV_BANDWIDTH_OMIT, default_value = DEFAULT_BANDWIDTH_OMIT, value_parser = parse_duration_or_zero)]
+    pub bandwidth_omit: Duration,
+
+    /// Measured part of a test.
+    #[arg(long, env = ENV_BANDWIDTH_DURATION, default_value = DEFAULT_BANDWIDTH_DURATION, value_parser = parse_duration)]
+    pub bandwidth_duration: Duration,
+
+    /// Payload bytes one test may send at most (e.g. 1GiB, 500MB).
+    #[arg(long, env = ENV_BANDWIDTH_MAX_BYTES, default_value = DEFAULT_BANDWIDTH_MAX_BYTES, value_parser = parse_nonzero_bytes)]
+    pub bandwidth_max_bytes: u64,
+
+    /// Test bytes a node may send or receive per sliding hour; never exceeded.
+    #[arg(long, env = ENV_BANDWIDTH_BUDGET, default_value = DEFAULT_BANDWIDTH_BUDGET, value_parser = parse_nonzero_bytes)]
+    pub bandwidth_budget: u64,
+
+    /// A pair is tested again once its latest test is this old.
+    #[arg(long, env = ENV_BANDWIDTH_RETEST, default_value = DEFAULT_BANDWIDTH_RETEST, value_parser = parse_duration)]
+    pub bandwidth_retest: Duration,
+
+    /// Bandwidth tests running at once in the whole cluster.
+    #[arg(long, env = ENV_BANDWIDTH_CONCURRENCY, default_value_t = DEFAULT_BANDWIDTH_CONCURRENCY, value_parser = parse_nonzero_usize)]
+    pub bandwidth_concurrency: usize,
+}
+
+fn parse_nonzero_bytes(s: &str) -> Result<u64, String> {
+    match netaware_common::parse_bytes(s)? {
+        0 => Err(format!("'{s}' must be more than zero bytes")),
+        b => Ok(b),
+    }
+}
+
+fn parse_nonzero_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("'{s}' must be a whole number above zero")),
+    }
+}
+
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 500ms or 1s: {e}"))
 }
 
 /// Whether to write Node labels.
@@ -285,6 +354,10 @@ mod tests {
             ("--label-prefix=kubernetes.io/", ENV_LABEL_PREFIX),
             ("--label-prefix=netaware", ENV_LABEL_PREFIX),
             ("--write-qps=0", ENV_WRITE_QPS),
+            ("--bandwidth-max-bytes=0", ENV_BANDWIDTH_MAX_BYTES),
+            ("--bandwidth-budget=lots", ENV_BANDWIDTH_BUDGET),
+            ("--bandwidth-streams=0", ENV_BANDWIDTH_STREAMS),
+            ("--bandwidth-concurrency=0", ENV_BANDWIDTH_CONCURRENCY),
         ] {
             let Err(ArgsError::Usage(msg)) = parse_args_from::<Config, _, _>(["x", flag]) else {
                 panic!("{flag} must be rejected")

@@ -6,6 +6,7 @@
 //! CLI ────Query─────▶ service::Services ──Command──▶      "
 //! ```
 
+pub mod bandwidth;
 pub mod config;
 pub mod error;
 pub mod groups;
@@ -50,6 +51,16 @@ pub fn state_config(c: &Config) -> state::StateConfig {
             scales: quality::Scales::default(),
         },
         recompute_interval: c.recompute_interval,
+        bandwidth: bandwidth::BandwidthConfig {
+            enabled: c.bandwidth_tests,
+            streams: c.bandwidth_streams,
+            omit: c.bandwidth_omit,
+            duration: c.bandwidth_duration,
+            max_bytes_per_test: c.bandwidth_max_bytes,
+            budget_bytes_per_hour: c.bandwidth_budget,
+            retest_after: c.bandwidth_retest,
+            max_concurrent: c.bandwidth_concurrency,
+        },
     }
 }
 
@@ -98,6 +109,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if config.bandwidth_tests && config.bandwidth_max_bytes > config.bandwidth_budget {
+        return Err(Error::Config {
+            name: config::ENV_BANDWIDTH_MAX_BYTES,
+            message: format!(
+                "one test may send {} bytes but a node's hourly budget ({}) is {} bytes, so no test could ever run; lower the first or raise the second",
+                config.bandwidth_max_bytes,
+                config::ENV_BANDWIDTH_BUDGET,
+                config.bandwidth_budget
+            ),
+        });
+    }
     let agent_listener = listen(config.agent_listen).await?;
     let query_listener = listen(config.query_listen).await?;
     let state = state::spawn(state_config(&config));

@@ -101,6 +101,11 @@ impl Matrix {
         }
     }
 
+    /// The node's latest Hello.
+    pub fn hello(&self, node: &str) -> Option<&Hello> {
+        self.nodes.get(node).map(|n| &n.hello)
+    }
+
     pub fn is_connected(&self, node: &str) -> bool {
         self.nodes.get(node).is_some_and(|n| n.sessions > 0)
     }

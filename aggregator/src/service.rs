@@ -109,6 +109,28 @@ impl AgentService for Services {
                                 break;
                             }
                         }
+                        Ok(Some(AgentMessage {
+                            msg: Some(AgentMsg::BandwidthResult(result)),
+                        })) => {
+                            if state
+                                .send(Command::BandwidthResult { session, result })
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Ok(Some(AgentMessage {
+                            msg: Some(AgentMsg::BandwidthServed(served)),
+                        })) => {
+                            if state
+                                .send(Command::BandwidthServed { session, served })
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
                         Ok(Some(_)) => warn!("ignoring an unexpected message (a second Hello?)"),
                         Ok(None) => break,
                         Err(e) => {

@@ -8,7 +8,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::aggregator_message::Msg as AggMsg;
 use netaware_proto::v1::{
-    AggregatorMessage, GetMatrixResponse, Hello, LinkState, NodeStatus, ReportAck, ReportBatch,
+    AggregatorMessage, BandwidthGrant, BandwidthResult, BandwidthServed, BandwidthTest,
+    GetMatrixResponse, Hello, LinkState, NodeStatus, ReportAck, ReportBatch,
 };
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
+use crate::bandwidth::{BandwidthConfig, Scheduler};
 use crate::infer::{Group, InferConfig, Inference, Inferred};
 use crate::labels::NodeFacts;
 use crate::matrix::{Matrix, PlanTiming};
@@ -65,6 +67,16 @@ pub enum Command {
         labels: Option<BTreeMap<String, BTreeMap<String, String>>>,
         reply: oneshot::Sender<Result<Placement, PlaceError>>,
     },
+    /// A bandwidth test result from the session's node (the receiver).
+    BandwidthResult {
+        session: SessionId,
+        result: BandwidthResult,
+    },
+    /// What the session's node sent under a grant (the sender).
+    BandwidthServed {
+        session: SessionId,
+        served: BandwidthServed,
+    },
     /// Subscribe to link updates, with the current links if asked.
     Watch {
         method: ProbeMethod,
@@ -96,6 +108,7 @@ pub struct StateConfig {
     pub infer: InferConfig,
     /// How often groups and quality are recomputed.
     pub recompute_interval: std::time::Duration,
+    pub bandwidth: BandwidthConfig,
 }
 
 impl Default for StateConfig {
@@ -111,9 +124,13 @@ impl Default for StateConfig {
             stale_after: std::time::Duration::from_secs(30),
             infer: InferConfig::default(),
             recompute_interval: std::time::Duration::from_secs(10),
+            bandwidth: BandwidthConfig::default(),
         }
     }
 }
+
+/// How often the bandwidth scheduler looks for tests to start.
+const BANDWIDTH_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Capacity of the link-update broadcast; a watcher further behind is told so.
 const WATCH_CAPACITY: usize = 4096;
@@ -159,6 +176,10 @@ pub fn spawn(config: StateConfig) -> StateHandle {
     StateHandle { tx, inferred }
 }
 
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn now_unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -176,6 +197,7 @@ struct Owner {
     next_session: SessionId,
     plan_version: u64,
     updates: broadcast::Sender<LinkState>,
+    bandwidth: Scheduler,
 }
 
 async fn run(
@@ -194,7 +216,10 @@ async fn run(
         next_session: 1,
         plan_version: 0,
         updates,
+        bandwidth: Scheduler::new(config.bandwidth),
     };
+    let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_TICK);
+    bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut recompute = tokio::time::interval(config.recompute_interval);
     recompute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -204,6 +229,7 @@ async fn run(
                 None => break,
             },
             _ = recompute.tick() => owner.recompute(Instant::now()),
+            _ = bandwidth_tick.tick() => owner.schedule_bandwidth(Instant::now()),
         }
     }
 }
@@ -242,6 +268,21 @@ impl Owner {
                 let _ = reply.send(self.inferred.as_ref().map(|i| i.groups.clone()));
             }
             Command::Recompute => self.recompute(now),
+            Command::BandwidthResult { session, result } => {
+                self.bandwidth_result(session, result, now);
+            }
+            Command::BandwidthServed { session, served } => {
+                let Some(node) = self.sessions.get(&session).map(|s| s.node.clone()) else {
+                    return;
+                };
+                if self
+                    .bandwidth
+                    .served(served.token, &node, served.bytes_sent)
+                {
+                    debug!(%node, token = served.token, bytes = served.bytes_sent, "bandwidth grant served");
+                    self.schedule_bandwidth(now);
+                }
+            }
             Command::Place {
                 query,
                 labels,
@@ -264,6 +305,98 @@ impl Owner {
                 };
                 let _ = reply.send((initial, self.updates.subscribe()));
             }
+        }
+    }
+
+    /// Start the bandwidth tests the scheduler picks now.
+    fn schedule_bandwidth(&mut self, now: Instant) {
+        for token in self.bandwidth.expire(now) {
+            warn!(
+                token,
+                "bandwidth test ended without both reports; its bytes stay reserved"
+            );
+        }
+        let nodes: Vec<String> = self
+            .sessions
+            .values()
+            .map(|s| s.node.clone())
+            .filter(|n| {
+                self.matrix
+                    .hello(n)
+                    .is_some_and(|h| h.bandwidth_port != 0 && !h.probe_addresses.is_empty())
+            })
+            .collect();
+        let cfg = *self.bandwidth.config();
+        for a in self.bandwidth.next(&nodes, now, rand::random) {
+            let Some(h) = self.matrix.hello(&a.sender) else {
+                continue;
+            };
+            let (address, port) = (
+                h.probe_addresses.first().cloned().unwrap_or_default(),
+                h.bandwidth_port,
+            );
+            info!(sender = %a.sender, receiver = %a.receiver, token = a.token, "bandwidth test scheduled");
+            let grant = AggMsg::BandwidthGrant(BandwidthGrant {
+                token: a.token,
+                peer: a.receiver.clone(),
+                streams: cfg.streams,
+                max_bytes: a.max_bytes,
+                budget_ms: ms(cfg.sender_budget()),
+            });
+            let test = AggMsg::BandwidthTest(BandwidthTest {
+                token: a.token,
+                peer: a.sender.clone(),
+                address,
+                port,
+                streams: cfg.streams,
+                omit_ms: ms(cfg.omit),
+                duration_ms: ms(cfg.duration),
+                max_bytes: a.max_bytes,
+            });
+            self.push_to_node(&a.sender, grant);
+            self.push_to_node(&a.receiver, test);
+        }
+    }
+
+    fn bandwidth_result(&mut self, session: SessionId, r: BandwidthResult, now: Instant) {
+        let Some(node) = self.sessions.get(&session).map(|s| s.node.clone()) else {
+            return;
+        };
+        let Some(done) = self.bandwidth.result(r.token, &node) else {
+            debug!(%node, token = r.token, "bandwidth result for no running test (late or foreign)");
+            return;
+        };
+        if !r.error.is_empty() {
+            warn!(sender = %done.sender, receiver = %done.receiver, error = %r.error, "bandwidth test failed");
+            return;
+        }
+        info!(
+            sender = %done.sender,
+            receiver = %done.receiver,
+            mbps = format!("{:.1}", r.mbps),
+            capped = r.byte_capped,
+            "bandwidth measured"
+        );
+        self.matrix.apply_bandwidth(
+            &done.sender,
+            &done.receiver,
+            r.mbps,
+            r.stream_mbps,
+            r.started_unix_us,
+            now,
+        );
+    }
+
+    /// Queue a message for the newest session of `node`.
+    fn push_to_node(&mut self, node: &str, msg: AggMsg) {
+        let id = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.node == node)
+            .map(|(id, _)| *id)
+            .max();
+        if let Some(id) = id {
+            self.push(id, AggregatorMessage { msg: Some(msg) });
         }
     }
 

@@ -1,0 +1,484 @@
+//! Scheduling bandwidth tests: which pairs, when, and how many bytes.
+//!
+//! Rules (docs/bandwidth.md):
+//! * A node takes part in at most one test at a time, from the moment the
+//!   test is scheduled until the sender reports what it sent (or the test's
+//!   deadline passes).
+//! * Pairs never tested come first, then the pairs tested longest ago;
+//!   a pair is tested again once its latest test is older than
+//!   `retest_after`. Each test of a pair reverses the direction of the last.
+//! * Every node has a byte budget per sliding hour. A test is scheduled only
+//!   when both nodes can afford its full byte cap; that cap is reserved on
+//!   both at once, and replaced by the bytes the sender reports having sent
+//!   (the sender never sends more than the cap). A test whose sender never
+//!   reports keeps its full reservation, so the budget is never exceeded.
+//! * At most `max_concurrent` tests run at once in the whole cluster, so
+//!   tests do not saturate shared links together.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The budget window.
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(3600);
+/// Time for connecting and the sender's report, on top of the test itself.
+pub const SETUP_SLACK: Duration = Duration::from_secs(3);
+
+/// Settings of the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BandwidthConfig {
+    /// Schedule tests at all.
+    pub enabled: bool,
+    /// Parallel TCP streams per test.
+    pub streams: u32,
+    /// Leading part left out of the result (slow start).
+    pub omit: Duration,
+    /// Measured part.
+    pub duration: Duration,
+    /// Payload bytes one test may send at most.
+    pub max_bytes_per_test: u64,
+    /// Payload bytes a node may send or receive in tests per sliding hour.
+    pub budget_bytes_per_hour: u64,
+    /// A pair is tested again once its latest test is this old.
+    pub retest_after: Duration,
+    /// Tests running at once, cluster-wide.
+    pub max_concurrent: usize,
+}
+
+impl Default for BandwidthConfig {
+    /// The same values as the command-line defaults (checked by a test).
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            streams: 4,
+            omit: Duration::from_secs(1),
+            duration: Duration::from_secs(3),
+            max_bytes_per_test: 1 << 30,
+            budget_bytes_per_hour: 16 << 30,
+            retest_after: Duration::from_secs(30 * 60),
+            max_concurrent: 4,
+        }
+    }
+}
+
+impl BandwidthConfig {
+    /// How long the sender keeps sending after the first connection.
+    pub fn sender_budget(&self) -> Duration {
+        self.omit + self.duration + Duration::from_secs(1)
+    }
+
+    /// After this long a test counts as over even without reports.
+    pub fn deadline_after(&self) -> Duration {
+        self.sender_budget() + SETUP_SLACK
+    }
+}
+
+/// A test to start: the aggregator sends a grant to `sender` and a test to
+/// `receiver`, both with `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub token: u64,
+    pub sender: String,
+    pub receiver: String,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    sender: String,
+    receiver: String,
+    deadline: Instant,
+    result_in: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Charge {
+    at: Instant,
+    bytes: u64,
+    token: u64,
+}
+
+/// The scheduler's state; every method takes `now`.
+#[derive(Debug)]
+pub struct Scheduler {
+    cfg: BandwidthConfig,
+    running: BTreeMap<u64, Running>,
+    ledger: BTreeMap<String, VecDeque<Charge>>,
+    /// Latest attempt per unordered pair (names sorted), and whether the
+    /// first name sent in it.
+    attempts: BTreeMap<(String, String), (Instant, bool)>,
+}
+
+/// A test result the scheduler accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub sender: String,
+    pub receiver: String,
+}
+
+fn unordered(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
+}
+
+impl Scheduler {
+    pub fn new(cfg: BandwidthConfig) -> Self {
+        Self {
+            cfg,
+            running: BTreeMap::new(),
+            ledger: BTreeMap::new(),
+            attempts: BTreeMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &BandwidthConfig {
+        &self.cfg
+    }
+
+    /// Bytes charged to `node` within the last hour (reservations included).
+    pub fn used(&self, node: &str, now: Instant) -> u64 {
+        self.ledger.get(node).map_or(0, |l| {
+            l.iter()
+                .filter(|c| now.saturating_duration_since(c.at) < BUDGET_WINDOW)
+                .map(|c| c.bytes)
+                .sum()
+        })
+    }
+
+    /// Nodes in a running test.
+    pub fn busy(&self) -> BTreeSet<&str> {
+        self.running
+            .values()
+            .flat_map(|r| [r.sender.as_str(), r.receiver.as_str()])
+            .collect()
+    }
+
+    /// Tests running now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Forget charges older than the window and tests past their deadline.
+    pub fn expire(&mut self, now: Instant) -> Vec<u64> {
+        for l in self.ledger.values_mut() {
+            while l
+                .front()
+                .is_some_and(|c| now.saturating_duration_since(c.at) >= BUDGET_WINDOW)
+            {
+                l.pop_front();
+            }
+        }
+        self.ledger.retain(|_, l| !l.is_empty());
+        let late: Vec<u64> = self
+            .running
+            .iter()
+            .filter(|(_, r)| now >= r.deadline)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in &late {
+            // Its reservation stays charged: we do not know what was sent.
+            self.running.remove(t);
+        }
+        late
+    }
+
+    /// Pick the tests to start now among `nodes` (the nodes that can take
+    /// part: connected, serving bandwidth tests), in coverage order.
+    pub fn next(
+        &mut self,
+        nodes: &[String],
+        now: Instant,
+        mut token: impl FnMut() -> u64,
+    ) -> Vec<Assignment> {
+        if !self.cfg.enabled {
+            return Vec::new();
+        }
+        self.expire(now);
+        let need = self.cfg.max_bytes_per_test;
+        let budget = self.cfg.budget_bytes_per_hour;
+        let mut busy: BTreeSet<String> = self.busy().into_iter().map(str::to_string).collect();
+        let affordable = |s: &Self, n: &str| s.used(n, now).saturating_add(need) <= budget;
+        let mut free: Vec<&String> = nodes
+            .iter()
+            .filter(|n| !busy.contains(n.as_str()) && affordable(self, n))
+            .collect();
+        free.sort();
+        free.dedup();
+        // Candidate pairs with the time of their latest attempt.
+        let mut pairs: Vec<(Option<Instant>, String, String)> = Vec::new();
+        for (i, a) in free.iter().enumerate() {
+            for b in &free[i + 1..] {
+                let last = self.attempts.get(&unordered(a, b)).map(|x| x.0);
+                if last.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.retest_after) {
+                    continue;
+                }
+                pairs.push((last, a.to_string(), b.to_string()));
+            }
+        }
+        // Never tested first (None < Some), then oldest; names break ties.
+        pairs.sort();
+        let mut out = Vec::new();
+        for (_, a, b) in pairs {
+            if self.running.len() >= self.cfg.max_concurrent {
+                break;
+            }
+            if busy.contains(&a) || busy.contains(&b) {
+                continue;
+            }
+            let key = unordered(&a, &b);
+            // Reverse the direction of the previous test of this pair.
+            let first_sends = self.attempts.get(&key).is_none_or(|(_, f)| !*f);
+            let (sender, receiver) = if first_sends {
+                (a.clone(), b.clone())
+            } else {
+                (b.clone(), a.clone())
+            };
+            let t = token();
+            for n in [&sender, &receiver] {
+                self.ledger.entry(n.clone()).or_default().push_back(Charge {
+                    at: now,
+                    bytes: need,
+                    token: t,
+                });
+            }
+            self.attempts.insert(key, (now, first_sends));
+            self.running.insert(
+                t,
+                Running {
+                    sender: sender.clone(),
+                    receiver: receiver.clone(),
+                    deadline: now + self.cfg.deadline_after(),
+                    result_in: false,
+                },
+            );
+            busy.insert(a);
+            busy.insert(b);
+            out.push(Assignment {
+                token: t,
+                sender,
+                receiver,
+                max_bytes: need,
+            });
+        }
+        out
+    }
+
+    /// The receiver `from` reported test `token`. Returns the pair when the
+    /// report is for a running test and came from its receiver.
+    pub fn result(&mut self, token: u64, from: &str) -> Option<Finished> {
+        let r = self.running.get_mut(&token)?;
+        if r.receiver != from || r.result_in {
+            return None;
+        }
+        r.result_in = true;
+        Some(Finished {
+            sender: r.sender.clone(),
+            receiver: r.receiver.clone(),
+        })
+    }
+
+    /// The sender `from` reported sending `bytes` under `token`: replace the
+    /// reservation on both nodes and end the test. Returns whether accepted.
+    pub fn served(&mut self, token: u64, from: &str, bytes: u64) -> bool {
+        let Some(r) = self.running.get(&token) else {
+            return false;
+        };
+        if r.sender != from {
+            return false;
+        }
+        // Never charge more than the cap that was reserved.
+        let bytes = bytes.min(self.cfg.max_bytes_per_test);
+        for n in [r.sender.clone(), r.receiver.clone()] {
+            if let Some(l) = self.ledger.get_mut(&n) {
+                for c in l.iter_mut().filter(|c| c.token == token) {
+                    c.bytes = bytes;
+                }
+            }
+        }
+        self.running.remove(&token);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i:02}")).collect()
+    }
+
+    fn cfg() -> BandwidthConfig {
+        BandwidthConfig {
+            max_concurrent: 100,
+            max_bytes_per_test: 100,
+            budget_bytes_per_hour: 1_000,
+            retest_after: Duration::from_secs(600),
+            ..Default::default()
+        }
+    }
+
+    fn counter() -> impl FnMut() -> u64 {
+        let mut t = 0;
+        move || {
+            t += 1;
+            t
+        }
+    }
+
+    /// Finish every running test with `bytes` sent.
+    fn finish_all(s: &mut Scheduler, bytes: u64) {
+        let running: Vec<(u64, String, String)> = s
+            .running
+            .iter()
+            .map(|(t, r)| (*t, r.sender.clone(), r.receiver.clone()))
+            .collect();
+        for (t, snd, rcv) in running {
+            assert!(s.result(t, &rcv).is_some());
+            assert!(s.served(t, &snd, bytes));
+        }
+    }
+
+    #[test]
+    fn a_node_is_in_at_most_one_test_at_a_time() {
+        let mut s = Scheduler::new(cfg());
+        let mut tok = counter();
+        let now = Instant::now();
+        let a = s.next(&names(7), now, &mut tok);
+        assert_eq!(a.len(), 3, "7 nodes make 3 disjoint pairs");
+        let mut seen = BTreeSet::new();
+        for x in &a {
+            assert!(seen.insert(x.sender.clone()) && seen.insert(x.receiver.clone()));
+        }
+        // Nothing more while they run (one node is free but has no partner).
+        assert!(s.next(&names(7), now, &mut tok).is_empty());
+    }
+
+    #[test]
+    fn every_pair_is_covered_before_any_is_repeated_then_stale_pairs_again() {
+        let mut s = Scheduler::new(BandwidthConfig {
+            budget_bytes_per_hour: u64::MAX,
+            ..cfg()
+        });
+        let mut tok = counter();
+        let n = 6;
+        let mut now = Instant::now();
+        let mut tested: BTreeMap<(String, String), u32> = BTreeMap::new();
+        let mut rounds = 0;
+        while tested.len() < n * (n - 1) / 2 {
+            for x in s.next(&names(n), now, &mut tok) {
+                *tested.entry(unordered(&x.sender, &x.receiver)).or_default() += 1;
+            }
+            finish_all(&mut s, 10);
+            now += Duration::from_secs(1);
+            rounds += 1;
+            assert!(rounds < 50, "coverage stalled: {tested:?}");
+        }
+        assert!(tested.values().all(|&c| c == 1), "{tested:?}");
+        // Within retest_after nothing is tested again.
+        assert!(s.next(&names(n), now, &mut tok).is_empty());
+        // Once stale, pairs come back, in the reverse direction.
+        now += Duration::from_secs(600);
+        let again = s.next(&names(n), now, &mut tok);
+        assert_eq!(again.len(), 3);
+        for x in &again {
+            assert!(x.sender > x.receiver, "reversed: {x:?}");
+        }
+    }
+
+    #[test]
+    fn the_hourly_budget_is_never_exceeded() {
+        // Budget 1000, 100 per test: each node affords 10 reserved tests.
+        let mut s = Scheduler::new(BandwidthConfig {
+            retest_after: Duration::ZERO,
+            ..cfg()
+        });
+        let mut tok = counter();
+        let start = Instant::now();
+        let mut now = start;
+        let nodes = names(4);
+        let mut sent: BTreeMap<String, u64> = BTreeMap::new();
+        for _ in 0..100 {
+            for x in s.next(&nodes, now, &mut tok) {
+                // Senders report exactly the cap half the time, less otherwise.
+                let bytes = if x.token % 2 == 0 { 100 } else { 40 };
+                assert!(s.result(x.token, &x.receiver).is_some());
+                assert!(s.served(x.token, &x.sender, bytes));
+                *sent.entry(x.sender.clone()).or_default() += bytes;
+                *sent.entry(x.receiver.clone()).or_default() += bytes;
+            }
+            for n in &nodes {
+                assert!(s.used(n, now) <= 1_000, "{n}: {}", s.used(n, now));
+            }
+            now += Duration::from_secs(10);
+        }
+        // 100 rounds of 10 s = 1000 s < 1 h: everything sent is within budget.
+        for (n, b) in &sent {
+            assert!(*b <= 1_000, "{n} moved {b} bytes within the hour");
+        }
+        // Testing stopped only because no two nodes can afford a test.
+        let can: Vec<&String> = nodes
+            .iter()
+            .filter(|n| s.used(n, now) + 100 <= 1_000)
+            .collect();
+        assert!(can.len() <= 1, "{can:?} could still test: {sent:?}");
+        // An hour later the budget is free again.
+        now = start + Duration::from_secs(1_000) + BUDGET_WINDOW;
+        assert_eq!(s.next(&nodes, now, &mut tok).len(), 2);
+    }
+
+    #[test]
+    fn a_test_whose_sender_never_reports_keeps_its_reservation() {
+        let mut s = Scheduler::new(BandwidthConfig {
+            retest_after: Duration::ZERO,
+            ..cfg()
+        });
+        let mut tok = counter();
+        let now = Instant::now();
+        let x = s.next(&names(2), now, &mut tok).remove(0);
+        assert!(s.result(x.token, &x.receiver).is_some());
+        let later = now + s.config().deadline_after();
+        assert_eq!(s.expire(later), vec![x.token]);
+        assert_eq!(s.used(&x.sender, later), 100, "full cap charged");
+        assert_eq!(s.running(), 0);
+        assert!(!s.served(x.token, &x.sender, 1), "too late");
+    }
+
+    #[test]
+    fn reports_from_the_wrong_node_or_token_are_ignored() {
+        let mut s = Scheduler::new(cfg());
+        let mut tok = counter();
+        let now = Instant::now();
+        let x = s.next(&names(2), now, &mut tok).remove(0);
+        assert!(
+            s.result(x.token, &x.sender).is_none(),
+            "sender cannot report a result"
+        );
+        assert!(s.result(x.token + 1, &x.receiver).is_none());
+        assert!(
+            !s.served(x.token, &x.receiver, 1),
+            "receiver cannot report served"
+        );
+        assert!(s.result(x.token, &x.receiver).is_some());
+        assert!(s.result(x.token, &x.receiver).is_none(), "only once");
+        assert!(s.served(x.token, &x.sender, 1_000_000));
+        assert_eq!(s.used(&x.sender, now), 100, "charged at most the cap");
+    }
+
+    #[test]
+    fn concurrency_is_capped_and_disabled_means_none() {
+        let mut s = Scheduler::new(BandwidthConfig {
+            max_concurrent: 2,
+            ..cfg()
+        });
+        let mut tok = counter();
+        assert_eq!(s.next(&names(12), Instant::now(), &mut tok).len(), 2);
+        let mut off = Scheduler::new(BandwidthConfig {
+            enabled: false,
+            ..cfg()
+        });
+        assert!(off.next(&names(12), Instant::now(), &mut tok).is_empty());
+    }
+}
