@@ -88,6 +88,7 @@ struct Running {
     receiver: String,
     deadline: Instant,
     result_in: bool,
+    served_in: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -251,6 +252,7 @@ impl Scheduler {
                     receiver: receiver.clone(),
                     deadline: now + self.cfg.deadline_after(),
                     result_in: false,
+                    served_in: false,
                 },
             );
             busy.insert(a);
@@ -273,31 +275,40 @@ impl Scheduler {
             return None;
         }
         r.result_in = true;
-        Some(Finished {
+        let done = Finished {
             sender: r.sender.clone(),
             receiver: r.receiver.clone(),
-        })
+        };
+        if r.served_in {
+            self.running.remove(&token);
+        }
+        Some(done)
     }
 
     /// The sender `from` reported sending `bytes` under `token`: replace the
-    /// reservation on both nodes and end the test. Returns whether accepted.
+    /// reservation on both nodes. The test ends once both reports are in
+    /// (in either order). Returns whether accepted.
     pub fn served(&mut self, token: u64, from: &str, bytes: u64) -> bool {
-        let Some(r) = self.running.get(&token) else {
+        let Some(r) = self.running.get_mut(&token) else {
             return false;
         };
-        if r.sender != from {
+        if r.sender != from || r.served_in {
             return false;
         }
+        r.served_in = true;
+        let (sender, receiver, result_in) = (r.sender.clone(), r.receiver.clone(), r.result_in);
         // Never charge more than the cap that was reserved.
         let bytes = bytes.min(self.cfg.max_bytes_per_test);
-        for n in [r.sender.clone(), r.receiver.clone()] {
+        for n in [sender, receiver] {
             if let Some(l) = self.ledger.get_mut(&n) {
                 for c in l.iter_mut().filter(|c| c.token == token) {
                     c.bytes = bytes;
                 }
             }
         }
-        self.running.remove(&token);
+        if result_in {
+            self.running.remove(&token);
+        }
         true
     }
 }
@@ -461,9 +472,13 @@ mod tests {
             !s.served(x.token, &x.receiver, 1),
             "receiver cannot report served"
         );
+        // Served first, result second: both count, then the test ends.
+        assert!(s.served(x.token, &x.sender, 1_000_000));
+        assert!(!s.served(x.token, &x.sender, 1), "only once");
+        assert_eq!(s.running(), 1, "still waiting for the result");
         assert!(s.result(x.token, &x.receiver).is_some());
         assert!(s.result(x.token, &x.receiver).is_none(), "only once");
-        assert!(s.served(x.token, &x.sender, 1_000_000));
+        assert_eq!(s.running(), 0);
         assert_eq!(s.used(&x.sender, now), 100, "charged at most the cap");
     }
 

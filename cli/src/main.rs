@@ -11,7 +11,7 @@ async fn main() {
             eprintln!("error: {e}");
             std::process::exit(match e {
                 Error::Unreachable { .. } => EXIT_UNAVAILABLE,
-                Error::Status(_) => 1,
+                Error::Status(_) | Error::Yaml(_) => 1,
             });
         }
     }

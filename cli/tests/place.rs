@@ -1,0 +1,276 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! `netaware place` against a real aggregator whose agents are played by
+//! this test: they report RTT windows and answer the bandwidth tests the
+//! aggregator schedules, through the same commands the gRPC handlers send.
+
+use std::process::Command as Process;
+use std::time::Duration;
+
+use netaware_aggregator::service::Services;
+use netaware_aggregator::state::{self, Command, StateConfig, StateHandle};
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::aggregator_message::Msg as AggMsg;
+use netaware_proto::v1::query_service_server::QueryServiceServer;
+use netaware_proto::v1::{
+    BandwidthResult, BandwidthServed, GetMatrixRequest, Hello, LinkWindow, ReportBatch,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_netaware");
+
+const NODES: [&str; 6] = ["east-1", "east-2", "east-3", "west-1", "west-2", "west-3"];
+
+fn region(n: &str) -> &str {
+    n.split('-').next().unwrap()
+}
+
+/// RTT (µs): 300 inside a region, 8 ms across; east-3 is a little closer
+/// to its neighbours (290 µs) but its links carry only 100 Mbit/s.
+fn rtt_us(a: &str, b: &str) -> u64 {
+    match (region(a) == region(b), a == "east-3" || b == "east-3") {
+        (true, true) => 290,
+        (true, false) => 300,
+        (false, _) => 8_000,
+    }
+}
+
+fn mbps(a: &str, b: &str) -> f64 {
+    if a == "east-3" || b == "east-3" {
+        100.0
+    } else if region(a) == region(b) {
+        1_000.0
+    } else {
+        200.0
+    }
+}
+
+/// An aggregator with six measured nodes; returns its URL once every pair's
+/// bandwidth has been measured.
+async fn cluster() -> String {
+    let state = state::spawn(StateConfig::default());
+    for node in NODES {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let hello = Hello {
+            node_name: node.into(),
+            probe_addresses: vec!["192.0.2.1".into()],
+            capabilities: vec![ProbeMethod::StampUdp as i32],
+            protocol_version: netaware_proto::PROTOCOL_VERSION,
+            bandwidth_port: 8621,
+            ..Default::default()
+        };
+        let session = state
+            .ask(|reply| Command::Connect { hello, tx, reply })
+            .await
+            .unwrap();
+        let windows: Vec<LinkWindow> = NODES
+            .iter()
+            .filter(|p| **p != node)
+            .map(|p| LinkWindow {
+                peer: p.to_string(),
+                method: ProbeMethod::StampUdp as i32,
+                window_start_unix_us: 1,
+                sent: 100,
+                received: 100,
+                rtt_p50_ns: rtt_us(node, p) * 1000,
+                rtt_p99_ns: rtt_us(node, p) * 1100,
+                ..Default::default()
+            })
+            .collect();
+        state
+            .send(Command::Reports {
+                session,
+                batch: ReportBatch {
+                    batch_seq: 1,
+                    windows,
+                    dropped_windows_total: 0,
+                },
+            })
+            .await
+            .unwrap();
+        // Play this node's agent for bandwidth tests.
+        let st: StateHandle = state.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = rx.recv().await {
+                let cmd = match m.msg {
+                    Some(AggMsg::BandwidthTest(t)) => Command::BandwidthResult {
+                        session,
+                        result: BandwidthResult {
+                            token: t.token,
+                            mbps: mbps(node, &t.peer),
+                            stream_mbps: vec![mbps(node, &t.peer)],
+                            peer: t.peer,
+                            ..Default::default()
+                        },
+                    },
+                    Some(AggMsg::BandwidthGrant(g)) => Command::BandwidthServed {
+                        session,
+                        served: BandwidthServed {
+                            token: g.token,
+                            peer: g.peer,
+                            bytes_sent: 1 << 20,
+                        },
+                    },
+                    _ => continue,
+                };
+                if st.send(cmd).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // Every pair measured (the scheduler starts tests every second).
+    for _ in 0..200 {
+        let m = state
+            .ask(|reply| Command::GetMatrix {
+                method: ProbeMethod::Unspecified,
+                reply,
+            })
+            .await
+            .unwrap();
+        if m.bandwidth.len() == 15 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    state.send(Command::Recompute).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(QueryServiceServer::new(Services::new(state)))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let url = format!("http://{addr}");
+    let mut client = netaware_cli::connect(&url).await.unwrap();
+    let m = client
+        .get_matrix(GetMatrixRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        m.bandwidth.len(),
+        15,
+        "every pair tested once: {:?}",
+        m.bandwidth
+    );
+    url
+}
+
+async fn run(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || Process::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn place_picks_the_fast_nodes_and_prints_json_table_and_yaml() {
+    let url = cluster().await;
+    let out = run(&[
+        "place",
+        "-k",
+        "2",
+        "--bytes",
+        "8MiB",
+        "--explain",
+        "-o",
+        "json",
+        "--aggregator",
+        &url,
+    ])
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let nodes: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    // A latency-only rule would take east-3 (290 µs); its 100 Mbit/s loses.
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(region(nodes[0]), region(nodes[1]));
+    assert!(!nodes.contains(&"east-3"), "{v}");
+    assert_eq!(v["max_rtt_us"], 300.0);
+    assert_eq!(v["bottleneck_bandwidth_mbps"], 1_000.0);
+    assert_eq!(v["allreduce_bytes"], 8 << 20);
+    let predicted = v["predicted_allreduce_ms"].as_f64().unwrap();
+    // 2 steps of (150 µs + 4 MiB at 1 Gbit/s).
+    let expect = 2.0 * (0.15 + (4u64 << 20) as f64 * 8.0 / 1e9 * 1e3);
+    assert!((predicted - expect).abs() < 1e-6, "{predicted} vs {expect}");
+    assert_eq!(v["exclusions"].as_array().unwrap().len(), 4);
+
+    let table = stdout(&run(&["place", "-k", "3", "--aggregator", &url]).await);
+    assert!(table.contains("largest RTT"), "{table}");
+    assert!(
+        table.contains("1000 Mbit/s (3 of 3 pairs measured)"),
+        "{table}"
+    );
+    assert!(table.contains("west-1 west-2 west-3"), "{table}");
+
+    let yaml = stdout(&run(&["place", "-k", "3", "-o", "yaml", "--aggregator", &url]).await);
+    assert!(yaml.starts_with("# netaware place -k 3"), "{yaml}");
+    let doc: serde_json::Value = serde_norway::from_str(&yaml).unwrap();
+    let term = &doc["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        [0]["matchExpressions"][0];
+    assert_eq!(term["key"], "kubernetes.io/hostname");
+    assert_eq!(term["operator"], "In");
+    assert_eq!(
+        term["values"],
+        serde_json::json!(["west-1", "west-2", "west-3"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn impossible_placements_fail_with_the_reason() {
+    let url = cluster().await;
+    let out = run(&["place", "-k", "7", "--aggregator", &url]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("k = 7 but only 6 of 6 known nodes are eligible"),
+        "{err}"
+    );
+
+    let out = run(&[
+        "place",
+        "-k",
+        "2",
+        "--include",
+        "north-1",
+        "--aggregator",
+        &url,
+    ])
+    .await;
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("unknown node 'north-1'"), "{err}");
+
+    let out = run(&[
+        "place",
+        "-k",
+        "4",
+        "--min-bandwidth",
+        "500",
+        "--aggregator",
+        &url,
+    ])
+    .await;
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("at least 500 Mbit/s"), "{err}");
+
+    // A selector needs Node labels, which this aggregator has none of.
+    let out = run(&["place", "-k", "2", "-l", "zone=a", "--aggregator", &url]).await;
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no Kubernetes connection"), "{err}");
+    let out = run(&["place", "-k", "2", "-l", "zone in (a", "--aggregator", &url]).await;
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("'(' without ')'"), "{err}");
+
+    let out = run(&["place", "-k", "0", "--aggregator", &url]).await;
+    assert_eq!(out.status.code(), Some(64), "rejected before asking");
+}
