@@ -75,6 +75,8 @@ struct Grant {
     granted_at: Instant,
     first_connection: Option<Instant>,
     connections: u32,
+    /// Connections that have finished sending.
+    closed: u32,
     sent: Arc<AtomicU64>,
 }
 
@@ -91,6 +93,8 @@ impl Grant {
 pub struct Grants {
     inner: Arc<Mutex<HashMap<u64, Grant>>>,
     added: Arc<Notify>,
+    /// A connection finished sending.
+    closed: Arc<Notify>,
 }
 
 /// Why a connection was refused.
@@ -125,6 +129,7 @@ impl Grants {
             granted_at: now,
             first_connection: None,
             connections: 0,
+            closed: 0,
             sent: Arc::new(AtomicU64::new(0)),
         };
         let lapse = grant.deadline();
@@ -155,6 +160,22 @@ impl Grants {
     /// When the grant for `token` ends (`None`: no such grant).
     pub fn deadline(&self, token: u64) -> Option<Instant> {
         self.lock().get(&token).map(Grant::deadline)
+    }
+
+    /// One admitted connection of `token` stopped sending.
+    pub fn close(&self, token: u64) {
+        if let Some(g) = self.lock().get_mut(&token) {
+            g.closed += 1;
+        }
+        self.closed.notify_waiters();
+    }
+
+    /// Every stream the grant allows has come and gone: nothing more will
+    /// be sent, so the grant can end before its time budget.
+    pub fn all_closed(&self, token: u64) -> bool {
+        self.lock()
+            .get(&token)
+            .is_some_and(|g| g.connections == g.streams && g.closed == g.streams)
     }
 
     /// Remove a grant and say what was sent under it.
@@ -233,6 +254,7 @@ async fn serve_connection(mut sock: TcpStream, grants: Grants) {
         }
     };
     let _ = tokio::time::timeout_at(deadline, send).await;
+    grants.close(token);
 }
 
 /// Accept test connections forever.
@@ -253,12 +275,22 @@ pub async fn run_server(listener: TcpListener, grants: Grants) {
 
 /// Hold a grant until it ends, then report what was sent.
 async fn hold_grant(grants: Grants, token: u64, results: mpsc::Sender<AgentMsg>) {
-    // The deadline moves once, when the first connection arrives.
-    while let Some(d) = grants.deadline(token) {
-        if Instant::now() >= d {
+    // The deadline moves once, when the first connection arrives; the grant
+    // ends earlier when every stream has been closed.
+    loop {
+        let closed = grants.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        let Some(d) = grants.deadline(token) else {
+            break;
+        };
+        if Instant::now() >= d || grants.all_closed(token) {
             break;
         }
-        tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(d)) => {}
+            _ = closed => {}
+        }
     }
     if let Some(served) = grants.finish(token) {
         info!(token, peer = %served.peer, bytes = served.bytes_sent, "bandwidth grant ended");

@@ -313,6 +313,59 @@ impl Scheduler {
     }
 }
 
+/// Slack around a test period for clock differences between the
+/// aggregator and the agents.
+pub const CLOCK_MARGIN_US: u64 = 500_000;
+/// Test periods are kept this long, longer than any window can be late.
+const KEEP_PERIODS_US: u64 = 10 * 60 * 1_000_000;
+
+/// When nodes took part in bandwidth tests (wall clock, µs since the Unix
+/// epoch), to tell which probe windows our own tests disturbed: a test fills
+/// queues on both ends' links, so their RTTs in that time are not the
+/// network's ordinary RTTs.
+#[derive(Debug, Default)]
+pub struct TestPeriods {
+    by_node: BTreeMap<String, VecDeque<(u64, u64)>>,
+}
+
+impl TestPeriods {
+    /// Both nodes of a test are busy from `start_us` to `end_us`.
+    pub fn add(&mut self, a: &str, b: &str, start_us: u64, end_us: u64) {
+        for n in [a, b] {
+            self.by_node
+                .entry(n.to_string())
+                .or_default()
+                .push_back((start_us, end_us));
+        }
+    }
+
+    /// Whether a window of `src → dst` over `[start_us, end_us)` overlaps a
+    /// test of either end.
+    pub fn disturbs(&self, src: &str, dst: &str, start_us: u64, end_us: u64) -> bool {
+        [src, dst].iter().any(|n| {
+            self.by_node.get(*n).is_some_and(|ps| {
+                ps.iter().any(|&(s, e)| {
+                    s.saturating_sub(CLOCK_MARGIN_US) < end_us
+                        && e.saturating_add(CLOCK_MARGIN_US) > start_us
+                })
+            })
+        })
+    }
+
+    /// Forget periods that ended long before `now_us`.
+    pub fn prune(&mut self, now_us: u64) {
+        for ps in self.by_node.values_mut() {
+            while ps
+                .front()
+                .is_some_and(|&(_, e)| e.saturating_add(KEEP_PERIODS_US) < now_us)
+            {
+                ps.pop_front();
+            }
+        }
+        self.by_node.retain(|_, ps| !ps.is_empty());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,5 +548,23 @@ mod tests {
             ..cfg()
         });
         assert!(off.next(&names(12), Instant::now(), &mut tok).is_empty());
+    }
+
+    #[test]
+    fn windows_overlapping_a_test_of_either_end_are_disturbed() {
+        let mut p = TestPeriods::default();
+        let s = 100_000_000;
+        p.add("a", "b", s, s + 5_000_000);
+        // a -> c overlaps (a was testing); c -> d does not.
+        assert!(p.disturbs("a", "c", s + 1_000_000, s + 3_000_000));
+        assert!(p.disturbs("c", "b", s - 2_000_000, s + 1));
+        assert!(!p.disturbs("c", "d", s, s + 5_000_000));
+        // Before and after, beyond the clock margin: not disturbed.
+        assert!(!p.disturbs("a", "c", s - 3_000_000, s - CLOCK_MARGIN_US));
+        assert!(!p.disturbs("a", "c", s + 5_000_000 + CLOCK_MARGIN_US, s + 9_000_000));
+        // Within the margin: disturbed.
+        assert!(p.disturbs("a", "c", s + 5_000_000, s + 9_000_000));
+        p.prune(s + 5_000_000 + KEEP_PERIODS_US + 1);
+        assert!(!p.disturbs("a", "b", s, s + 5_000_000), "pruned");
     }
 }

@@ -301,7 +301,7 @@ mod tests {
                     jitter_ns: 20_000,
                     ..Default::default()
                 };
-                m.apply(a, w, now);
+                m.apply(a, w, false, now);
             }
         }
         m

@@ -26,6 +26,8 @@ struct Link {
     latest: LinkWindow,
     smoothed: Smoothed,
     windows_total: u64,
+    disturbed: bool,
+    disturbed_windows_total: u64,
     /// Aggregator-local receive time of the latest window: staleness is
     /// judged on our clock, so a skewed agent clock cannot hide staleness.
     received_at: Instant,
@@ -119,8 +121,16 @@ impl Matrix {
 
     /// Store a window from `src`. Returns the link's new state, or `None`
     /// when the window is not newer than the latest one (a resend after a
-    /// reconnect, which must not be counted twice).
-    pub fn apply(&mut self, src: &str, w: LinkWindow, now: Instant) -> Option<LinkState> {
+    /// reconnect, which must not be counted twice). A `disturbed` window
+    /// (it overlapped our own bandwidth test) becomes the latest but leaves
+    /// the smoothed figures alone.
+    pub fn apply(
+        &mut self,
+        src: &str,
+        w: LinkWindow,
+        disturbed: bool,
+        now: Instant,
+    ) -> Option<LinkState> {
         let key = (src.to_string(), w.peer.clone(), w.method);
         let alpha = self.alpha;
         let link = match self.links.get_mut(&key) {
@@ -130,14 +140,19 @@ impl Matrix {
                 }
                 let s = &mut link.smoothed;
                 let ewma = |old: &mut f64, new: f64| *old += alpha * (new - *old);
-                if w.received > 0 {
-                    ewma(&mut s.rtt_p50_us, us(w.rtt_p50_ns));
-                    ewma(&mut s.rtt_p99_us, us(w.rtt_p99_ns));
-                    ewma(&mut s.jitter_us, us(w.jitter_ns));
+                if disturbed {
+                    link.disturbed_windows_total += 1;
+                } else {
+                    if w.received > 0 {
+                        ewma(&mut s.rtt_p50_us, us(w.rtt_p50_ns));
+                        ewma(&mut s.rtt_p99_us, us(w.rtt_p99_ns));
+                        ewma(&mut s.jitter_us, us(w.jitter_ns));
+                    }
+                    if let Some(l) = loss_ppm(&w) {
+                        ewma(&mut s.loss_ppm, l);
+                    }
                 }
-                if let Some(l) = loss_ppm(&w) {
-                    ewma(&mut s.loss_ppm, l);
-                }
+                link.disturbed = disturbed;
                 link.latest = w;
                 link.windows_total += 1;
                 link.received_at = now;
@@ -150,10 +165,15 @@ impl Matrix {
                     jitter_us: us(w.jitter_ns),
                     loss_ppm: loss_ppm(&w).unwrap_or(0.0),
                 };
+                // A first window that is disturbed still seeds the figures:
+                // something is better than nothing, and it is replaced
+                // quickly by undisturbed windows (smoothing).
                 self.links.entry(key).or_insert(Link {
                     latest: w,
                     smoothed,
                     windows_total: 1,
+                    disturbed,
+                    disturbed_windows_total: u64::from(disturbed),
                     received_at: now,
                 })
             }
@@ -224,6 +244,8 @@ impl Matrix {
             smoothed: Some(link.smoothed),
             stale,
             windows_total: link.windows_total,
+            disturbed: link.disturbed,
+            disturbed_windows_total: link.disturbed_windows_total,
         }
     }
 
@@ -366,17 +388,46 @@ mod tests {
     };
 
     #[test]
+    fn disturbed_windows_are_kept_but_leave_the_smoothed_figures_alone() {
+        let t0 = Instant::now();
+        let mut m = Matrix::new(0.5, Duration::from_secs(30));
+        m.apply("a", window("b", 1, 100, 10, 10), false, t0);
+        let s = m
+            .apply("a", window("b", 2, 5_000, 10, 10), true, t0)
+            .unwrap();
+        assert!(s.disturbed);
+        assert_eq!(
+            s.latest.unwrap().rtt_p50_ns,
+            5_000_000,
+            "kept as the latest"
+        );
+        assert_eq!(s.smoothed.unwrap().rtt_p50_us, 100.0, "not smoothed in");
+        assert_eq!((s.windows_total, s.disturbed_windows_total), (2, 1));
+        let s = m
+            .apply("a", window("b", 3, 200, 10, 10), false, t0)
+            .unwrap();
+        assert!(!s.disturbed);
+        assert_eq!(s.smoothed.unwrap().rtt_p50_us, 150.0);
+    }
+
+    #[test]
     fn smoothing_is_an_ewma_and_resends_are_ignored() {
         let t0 = Instant::now();
         let mut m = Matrix::new(0.5, Duration::from_secs(30));
-        assert!(m.apply("a", window("b", 1, 100, 10, 10), t0).is_some());
-        let s = m.apply("a", window("b", 2, 200, 10, 5), t0).unwrap();
+        assert!(
+            m.apply("a", window("b", 1, 100, 10, 10), false, t0)
+                .is_some()
+        );
+        let s = m.apply("a", window("b", 2, 200, 10, 5), false, t0).unwrap();
         let sm = s.smoothed.unwrap();
         assert_eq!(sm.rtt_p50_us, 150.0);
         assert_eq!(sm.loss_ppm, 250_000.0);
         assert_eq!(s.windows_total, 2);
         // The same window again (resent after a reconnect): ignored.
-        assert!(m.apply("a", window("b", 2, 900, 10, 0), t0).is_none());
+        assert!(
+            m.apply("a", window("b", 2, 900, 10, 0), false, t0)
+                .is_none()
+        );
         assert_eq!(m.links(ProbeMethod::Unspecified, t0)[0].windows_total, 2);
     }
 
@@ -384,7 +435,7 @@ mod tests {
     fn links_go_stale_but_are_never_deleted() {
         let t0 = Instant::now();
         let mut m = Matrix::new(0.3, Duration::from_secs(30));
-        m.apply("a", window("b", 1, 100, 10, 10), t0);
+        m.apply("a", window("b", 1, 100, 10, 10), false, t0);
         assert!(!m.links(ProbeMethod::Unspecified, t0 + Duration::from_secs(30))[0].stale);
         let later = m.links(ProbeMethod::Unspecified, t0 + Duration::from_secs(31));
         assert_eq!(later.len(), 1);
@@ -434,10 +485,10 @@ mod tests {
     fn snapshot_filters_by_method() {
         let t0 = Instant::now();
         let mut m = Matrix::new(0.3, Duration::from_secs(30));
-        m.apply("a", window("b", 1, 100, 10, 10), t0);
+        m.apply("a", window("b", 1, 100, 10, 10), false, t0);
         let mut icmp = window("b", 1, 100, 10, 10);
         icmp.method = ProbeMethod::IcmpEcho as i32;
-        m.apply("a", icmp, t0);
+        m.apply("a", icmp, false, t0);
         assert_eq!(m.snapshot(ProbeMethod::Unspecified, t0, 0).links.len(), 2);
         assert_eq!(m.snapshot(ProbeMethod::IcmpEcho, t0, 0).links.len(), 1);
     }

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use crate::bandwidth::{BandwidthConfig, Scheduler};
+use crate::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
 use crate::infer::{Group, InferConfig, Inference, Inferred};
 use crate::labels::NodeFacts;
 use crate::matrix::{Matrix, PlanTiming};
@@ -198,6 +198,7 @@ struct Owner {
     plan_version: u64,
     updates: broadcast::Sender<LinkState>,
     bandwidth: Scheduler,
+    test_periods: TestPeriods,
 }
 
 async fn run(
@@ -217,6 +218,7 @@ async fn run(
         plan_version: 0,
         updates,
         bandwidth: Scheduler::new(config.bandwidth),
+        test_periods: TestPeriods::default(),
     };
     let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_TICK);
     bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -336,6 +338,14 @@ impl Owner {
                 h.bandwidth_port,
             );
             info!(sender = %a.sender, receiver = %a.receiver, token = a.token, "bandwidth test scheduled");
+            let start = now_unix_us();
+            self.test_periods.prune(start);
+            self.test_periods.add(
+                &a.sender,
+                &a.receiver,
+                start,
+                start.saturating_add(ms(cfg.deadline_after()) * 1000),
+            );
             let grant = AggMsg::BandwidthGrant(BandwidthGrant {
                 token: a.token,
                 peer: a.receiver.clone(),
@@ -461,7 +471,13 @@ impl Owner {
         self.matrix.set_dropped(&node, batch.dropped_windows_total);
         let mut stored = 0usize;
         for w in batch.windows {
-            if let Some(state) = self.matrix.apply(&node, w, now) {
+            let disturbed = self.test_periods.disturbs(
+                &node,
+                &w.peer,
+                w.window_start_unix_us,
+                w.window_end_unix_us,
+            );
+            if let Some(state) = self.matrix.apply(&node, w, disturbed, now) {
                 stored += 1;
                 // No watchers is fine.
                 let _ = self.updates.send(state);
