@@ -207,21 +207,33 @@ impl Scheduler {
             .collect();
         free.sort();
         free.dedup();
-        // Candidate pairs with the time of their latest attempt.
-        let mut pairs: Vec<(Option<Instant>, String, String)> = Vec::new();
+        // When each node last took part in a test: pairs of nodes that
+        // rested longest go first, so tests (which disturb both ends' RTT
+        // windows) spread over the nodes instead of queueing on one.
+        let mut node_last: BTreeMap<&str, Instant> = BTreeMap::new();
+        for ((a, b), (t, _)) in &self.attempts {
+            for n in [a.as_str(), b.as_str()] {
+                let e = node_last.entry(n).or_insert(*t);
+                *e = (*e).max(*t);
+            }
+        }
+        let rested = |a: &str, b: &str| node_last.get(a).max(node_last.get(b)).copied();
+        // Never tested first (None < Some), then tested longest ago; among
+        // those, nodes that rested longest; names break ties.
+        type Candidate = (Option<Instant>, Option<Instant>, String, String);
+        let mut pairs: Vec<Candidate> = Vec::new();
         for (i, a) in free.iter().enumerate() {
             for b in &free[i + 1..] {
                 let last = self.attempts.get(&unordered(a, b)).map(|x| x.0);
                 if last.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.retest_after) {
                     continue;
                 }
-                pairs.push((last, a.to_string(), b.to_string()));
+                pairs.push((last, rested(a, b), a.to_string(), b.to_string()));
             }
         }
-        // Never tested first (None < Some), then oldest; names break ties.
         pairs.sort();
         let mut out = Vec::new();
-        for (_, a, b) in pairs {
+        for (_, _, a, b) in pairs {
             if self.running.len() >= self.cfg.max_concurrent {
                 break;
             }
@@ -285,6 +297,11 @@ impl Scheduler {
         Some(done)
     }
 
+    /// Whether test `token` is still running (waiting for a report).
+    pub fn is_running(&self, token: u64) -> bool {
+        self.running.contains_key(&token)
+    }
+
     /// The sender `from` reported sending `bytes` under `token`: replace the
     /// reservation on both nodes. The test ends once both reports are in
     /// (in either order). Returns whether accepted.
@@ -325,17 +342,27 @@ const KEEP_PERIODS_US: u64 = 10 * 60 * 1_000_000;
 /// network's ordinary RTTs.
 #[derive(Debug, Default)]
 pub struct TestPeriods {
-    by_node: BTreeMap<String, VecDeque<(u64, u64)>>,
+    /// Per node: (token, start, end).
+    by_node: BTreeMap<String, VecDeque<(u64, u64, u64)>>,
 }
 
 impl TestPeriods {
-    /// Both nodes of a test are busy from `start_us` to `end_us`.
-    pub fn add(&mut self, a: &str, b: &str, start_us: u64, end_us: u64) {
+    /// Both nodes of test `token` are busy from `start_us` to (at most) `end_us`.
+    pub fn add(&mut self, token: u64, a: &str, b: &str, start_us: u64, end_us: u64) {
         for n in [a, b] {
             self.by_node
                 .entry(n.to_string())
                 .or_default()
-                .push_back((start_us, end_us));
+                .push_back((token, start_us, end_us));
+        }
+    }
+
+    /// Test `token` is over at `end_us` (earlier than its deadline).
+    pub fn end(&mut self, token: u64, end_us: u64) {
+        for ps in self.by_node.values_mut() {
+            for p in ps.iter_mut().filter(|p| p.0 == token) {
+                p.2 = p.2.min(end_us);
+            }
         }
     }
 
@@ -344,7 +371,7 @@ impl TestPeriods {
     pub fn disturbs(&self, src: &str, dst: &str, start_us: u64, end_us: u64) -> bool {
         [src, dst].iter().any(|n| {
             self.by_node.get(*n).is_some_and(|ps| {
-                ps.iter().any(|&(s, e)| {
+                ps.iter().any(|&(_, s, e)| {
                     s.saturating_sub(CLOCK_MARGIN_US) < end_us
                         && e.saturating_add(CLOCK_MARGIN_US) > start_us
                 })
@@ -357,7 +384,7 @@ impl TestPeriods {
         for ps in self.by_node.values_mut() {
             while ps
                 .front()
-                .is_some_and(|&(_, e)| e.saturating_add(KEEP_PERIODS_US) < now_us)
+                .is_some_and(|&(_, _, e)| e.saturating_add(KEEP_PERIODS_US) < now_us)
             {
                 ps.pop_front();
             }
@@ -449,6 +476,29 @@ mod tests {
         assert_eq!(again.len(), 3);
         for x in &again {
             assert!(x.sender > x.receiver, "reversed: {x:?}");
+        }
+    }
+
+    #[test]
+    fn one_at_a_time_tests_rest_the_nodes_of_the_previous_test() {
+        let mut s = Scheduler::new(BandwidthConfig {
+            max_concurrent: 1,
+            budget_bytes_per_hour: u64::MAX,
+            ..cfg()
+        });
+        let mut tok = counter();
+        let mut now = Instant::now();
+        let mut prev: Option<Assignment> = None;
+        for _ in 0..6 {
+            let x = s.next(&names(6), now, &mut tok).remove(0);
+            if let Some(p) = &prev {
+                for n in [&x.sender, &x.receiver] {
+                    assert!(*n != p.sender && *n != p.receiver, "{p:?} then {x:?}");
+                }
+            }
+            finish_all(&mut s, 10);
+            prev = Some(x);
+            now += Duration::from_secs(5);
         }
     }
 
@@ -554,7 +604,7 @@ mod tests {
     fn windows_overlapping_a_test_of_either_end_are_disturbed() {
         let mut p = TestPeriods::default();
         let s = 100_000_000;
-        p.add("a", "b", s, s + 5_000_000);
+        p.add(1, "a", "b", s, s + 5_000_000);
         // a -> c overlaps (a was testing); c -> d does not.
         assert!(p.disturbs("a", "c", s + 1_000_000, s + 3_000_000));
         assert!(p.disturbs("c", "b", s - 2_000_000, s + 1));
@@ -564,7 +614,13 @@ mod tests {
         assert!(!p.disturbs("a", "c", s + 5_000_000 + CLOCK_MARGIN_US, s + 9_000_000));
         // Within the margin: disturbed.
         assert!(p.disturbs("a", "c", s + 5_000_000, s + 9_000_000));
-        p.prune(s + 5_000_000 + KEEP_PERIODS_US + 1);
+        // Ending early shortens the period.
+        p.add(2, "c", "d", s + 10_000_000, s + 20_000_000);
+        assert!(p.disturbs("c", "e", s + 15_000_000, s + 16_000_000));
+        p.end(2, s + 12_000_000);
+        assert!(!p.disturbs("c", "e", s + 15_000_000, s + 16_000_000));
+        assert!(p.disturbs("c", "e", s + 11_000_000, s + 12_000_000));
+        p.prune(s + 20_000_000 + KEEP_PERIODS_US + 1);
         assert!(!p.disturbs("a", "b", s, s + 5_000_000), "pruned");
     }
 }

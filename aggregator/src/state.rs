@@ -282,7 +282,7 @@ impl Owner {
                     .served(served.token, &node, served.bytes_sent)
                 {
                     debug!(%node, token = served.token, bytes = served.bytes_sent, "bandwidth grant served");
-                    self.schedule_bandwidth(now);
+                    self.test_ended(served.token, now);
                 }
             }
             Command::Place {
@@ -341,6 +341,7 @@ impl Owner {
             let start = now_unix_us();
             self.test_periods.prune(start);
             self.test_periods.add(
+                a.token,
                 &a.sender,
                 &a.receiver,
                 start,
@@ -376,6 +377,7 @@ impl Owner {
             debug!(%node, token = r.token, "bandwidth result for no running test (late or foreign)");
             return;
         };
+        self.test_ended(r.token, now);
         if !r.error.is_empty() {
             warn!(sender = %done.sender, receiver = %done.receiver, error = %r.error, "bandwidth test failed");
             return;
@@ -395,6 +397,15 @@ impl Owner {
             r.started_unix_us,
             now,
         );
+    }
+
+    /// Once both reports of a test are in, its disturbance period ends now
+    /// and the next tests can start.
+    fn test_ended(&mut self, token: u64, now: Instant) {
+        if !self.bandwidth.is_running(token) {
+            self.test_periods.end(token, now_unix_us());
+            self.schedule_bandwidth(now);
+        }
     }
 
     /// Queue a message for the newest session of `node`.

@@ -50,6 +50,22 @@ pub struct Options {
     /// The test-only API server double the aggregator writes labels to;
     /// `None` runs without labels.
     pub apiserver_bin: Option<PathBuf>,
+    /// Bandwidth tests between agents; `None` turns them off.
+    pub bandwidth: Option<BandwidthOptions>,
+    /// After the run, wait until every pair's bandwidth is measured and run
+    /// iperf3 on each pair the same way, for comparison (`run` only).
+    pub iperf3: bool,
+}
+
+/// How the aggregator runs bandwidth tests in the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BandwidthOptions {
+    pub streams: u32,
+    pub omit: Duration,
+    pub duration: Duration,
+    /// Tests at once. 1 by default: every test goes through the one
+    /// userspace emulator, and two at 800 Mbit/s would compete for its CPU.
+    pub concurrency: usize,
 }
 
 /// What to do once the lab is up.
@@ -198,6 +214,7 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
             "127.0.0.1:0",
         ])
         .args(&kube_args)
+        .args(bandwidth_args(opts.bandwidth))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file(&opts.log_dir, "aggregator")?)
@@ -242,6 +259,90 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
         info!(node = %node.name, ns = %ns, data = %ip, control = %ctl_ip(i), "agent started");
     }
     Ok(lab)
+}
+
+/// Run iperf3 on every measured pair, one after another, and attach it.
+async fn compare_iperf3(
+    topo: &Topology,
+    rows: &mut [report::BandwidthReport],
+    b: BandwidthOptions,
+) -> Result<()> {
+    let index = |n: &str| topo.nodes.iter().position(|x| x.name == n);
+    for row in rows.iter_mut() {
+        let (Some(i), Some(j)) = (index(&row.sender), index(&row.receiver)) else {
+            continue;
+        };
+        let t = topo.clone();
+        let mbps = tokio::task::spawn_blocking(move || {
+            crate::sidecar::iperf3(&t, i, j, b.streams, b.omit.as_secs(), b.duration.as_secs())
+        })
+        .await
+        .map_err(|e| Error::Run(format!("iperf3 task failed: {e}")))??;
+        row.iperf3_mbps = Some(mbps);
+        row.to_iperf3 = Some(row.measured_mbps / mbps);
+    }
+    Ok(())
+}
+
+fn bandwidth_args(b: Option<BandwidthOptions>) -> Vec<String> {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    match b {
+        None => vec!["--bandwidth-tests".into(), "false".into()],
+        Some(b) => vec![
+            "--bandwidth-tests".into(),
+            "true".into(),
+            "--bandwidth-streams".into(),
+            b.streams.to_string(),
+            "--bandwidth-omit".into(),
+            ms(b.omit),
+            "--bandwidth-duration".into(),
+            ms(b.duration),
+            "--bandwidth-concurrency".into(),
+            b.concurrency.to_string(),
+        ],
+    }
+}
+
+/// Wait until every unordered pair has a bandwidth result (or a deadline
+/// sized for the number of tests), then return the latest results.
+async fn wait_bandwidth(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+    b: BandwidthOptions,
+) -> Result<Vec<netaware_proto::v1::BandwidthState>> {
+    let n = topo.nodes.len();
+    let pairs = n * (n - 1) / 2;
+    let per_test = b.omit + b.duration + Duration::from_secs(3);
+    let rounds = u32::try_from(pairs.div_ceil(b.concurrency.max(1))).unwrap_or(u32::MAX);
+    let deadline = tokio::time::Instant::now() + per_test * rounds + Duration::from_secs(30);
+    loop {
+        let m = matrix(client).await?;
+        let covered: std::collections::BTreeSet<(String, String)> = m
+            .bandwidth
+            .iter()
+            .map(|s| {
+                if s.sender < s.receiver {
+                    (s.sender.clone(), s.receiver.clone())
+                } else {
+                    (s.receiver.clone(), s.sender.clone())
+                }
+            })
+            .collect();
+        if covered.len() >= pairs {
+            return Ok(m.bandwidth);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                measured = covered.len(),
+                pairs, "not every pair's bandwidth was measured in time; comparing those that were"
+            );
+            return Ok(m.bandwidth);
+        }
+        check_children(lab, opts)?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn check_children(lab: &mut Lab, opts: &Options) -> Result<()> {
@@ -556,7 +657,11 @@ async fn drive(
                             if let Some(link) = update.link
                                 && let Some(w) = link.latest.as_ref()
                             {
-                                collector.add(&link.src, w)?;
+                                if link.disturbed {
+                                    collector.skip_disturbed(w);
+                                } else {
+                                    collector.add(&link.src, w)?;
+                                }
                             }
                         }
                         None => return Err(Error::Run("the aggregator ended the link watch".into())),
@@ -564,6 +669,19 @@ async fn drive(
                 }
             }
             let mut report = collector.report(topo, duration.as_secs_f64(), &methods(opts));
+            let bandwidth = match (opts.iperf3, opts.bandwidth) {
+                (true, Some(b)) => {
+                    eprintln!(
+                        "waiting until every pair's bandwidth is measured, then running iperf3 on each..."
+                    );
+                    wait_bandwidth(lab, &mut client, topo, opts, b).await?
+                }
+                _ => matrix(&mut client).await?.bandwidth,
+            };
+            report.bandwidth = report::bandwidth_report(topo, &bandwidth);
+            if let (true, Some(b)) = (opts.iperf3, opts.bandwidth) {
+                compare_iperf3(topo, &mut report.bandwidth, b).await?;
+            }
             report.agents = agents;
             report.events = applied;
             if let Some(port) = lab.apiserver_port {

@@ -32,6 +32,10 @@ enum Cmd {
         /// Run `ping` between every pair beside the agents and compare (benchmark).
         #[arg(long)]
         ping: bool,
+        /// After the run, wait until every pair's bandwidth is measured, then
+        /// run iperf3 on each pair the same way and compare (benchmark).
+        #[arg(long)]
+        iperf3: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -80,6 +84,32 @@ struct Common {
     /// The API server double binary (default: next to netaware-lab).
     #[arg(long, env = "NETAWARE_APISERVER_BIN")]
     apiserver_bin: Option<PathBuf>,
+    /// Let the aggregator schedule TCP bandwidth tests between the agents.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    bandwidth: bool,
+    /// Parallel TCP streams per bandwidth test.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    bandwidth_streams: u32,
+    /// Leading part of a bandwidth test left out (whole seconds, as iperf3 takes them).
+    #[arg(long, default_value = "1s", value_parser = parse_whole_seconds)]
+    bandwidth_omit: Duration,
+    /// Measured part of a bandwidth test (whole seconds).
+    #[arg(long, default_value = "3s", value_parser = parse_whole_seconds)]
+    bandwidth_duration: Duration,
+    /// Bandwidth tests at once (1: tests do not compete for the emulator's CPU).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    bandwidth_concurrency: u64,
+}
+
+fn parse_whole_seconds(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 1s or 3s: {e}"))?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "'{s}' must be whole seconds (iperf3 takes whole seconds)"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -90,7 +120,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn options(c: Common, ping: bool) -> anyhow::Result<Options> {
+fn options(c: Common, ping: bool, iperf3: bool) -> anyhow::Result<Options> {
+    if iperf3 && !c.bandwidth {
+        anyhow::bail!("--iperf3 compares with netaware's bandwidth tests: drop --bandwidth false");
+    }
+    if c.bandwidth_duration.is_zero() {
+        anyhow::bail!("--bandwidth-duration must be at least 1s");
+    }
     Ok(Options {
         probe_interval: c.probe_interval,
         report_interval: c.report_interval,
@@ -106,6 +142,13 @@ fn options(c: Common, ping: bool) -> anyhow::Result<Options> {
         log_dir: c.log_dir,
         seed: c.seed,
         ping,
+        bandwidth: c.bandwidth.then_some(lab::BandwidthOptions {
+            streams: c.bandwidth_streams,
+            omit: c.bandwidth_omit,
+            duration: c.bandwidth_duration,
+            concurrency: usize::try_from(c.bandwidth_concurrency).unwrap_or(usize::MAX),
+        }),
+        iperf3,
         apiserver_bin: if c.labels {
             Some(lab::find_binary(
                 c.apiserver_bin,
@@ -128,12 +171,13 @@ async fn main() -> anyhow::Result<()> {
             duration,
             json,
             ping,
+            iperf3,
             common,
         } => {
             // Everything that can be wrong with the input is checked before
             // anything is created.
             let topo = Topology::load(&topology)?;
-            let opts = options(common, ping)?;
+            let opts = options(common, ping, iperf3)?;
             let report = lab::execute(
                 &topo,
                 &opts,
@@ -155,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Up { topology, common } => {
             let topo = Topology::load(&topology)?;
-            let opts = options(common, false)?;
+            let opts = options(common, false, false)?;
             lab::execute(&topo, &opts, Mode::Up, netaware_common::shutdown_signal()).await?;
             eprintln!("stopped: the lab was removed");
         }

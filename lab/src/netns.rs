@@ -438,6 +438,17 @@ impl Network {
             }
         }
         self.children.clear();
+        // Delete the veth pairs ourselves: deleting a namespace removes its
+        // end asynchronously (later still when it held busy TCP sockets, as
+        // after bandwidth tests), which would leave `nwv*` behind a while.
+        for veth in lab_links()
+            .into_iter()
+            .filter(|n| n.starts_with(VETH_PREFIX))
+        {
+            if let Err(e) = run("ip", &["link", "del", &veth]) {
+                warn!(error = %e, "teardown: cannot remove a veth");
+            }
+        }
         let existing: BTreeSet<String> = lab_namespaces().into_iter().collect();
         for ns in self.namespaces.drain(..) {
             if existing.contains(&ns) {

@@ -44,6 +44,60 @@ pub struct Report {
     /// Every label change seen while sampling the API server once a second.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub label_changes: Vec<LabelChange>,
+    /// Bandwidth of every pair the aggregator tested (and iperf3's figure
+    /// on the same pair and direction, with `--iperf3`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bandwidth: Vec<BandwidthReport>,
+    /// Windows left out of the figures above because they overlapped a
+    /// bandwidth test of either end (the aggregator flags them).
+    pub disturbed_windows: u64,
+}
+
+/// One directed pair's bandwidth.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BandwidthReport {
+    pub sender: String,
+    pub receiver: String,
+    /// The emulator's cap from sender to receiver (absent when uncapped).
+    pub configured_mbps: Option<f64>,
+    /// netaware's latest test, all streams.
+    pub measured_mbps: f64,
+    pub stream_mbps: Vec<f64>,
+    /// `measured / configured`.
+    pub to_configured: Option<f64>,
+    /// iperf3 on the same pair and direction, same streams, omit and duration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iperf3_mbps: Option<f64>,
+    /// `measured / iperf3`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_iperf3: Option<f64>,
+}
+
+/// The bandwidth part of the report from the aggregator's latest tests.
+pub fn bandwidth_report(
+    topo: &Topology,
+    states: &[netaware_proto::v1::BandwidthState],
+) -> Vec<BandwidthReport> {
+    let index = |n: &str| topo.nodes.iter().position(|x| x.name == n);
+    states
+        .iter()
+        .map(|b| {
+            let configured_mbps = match (index(&b.sender), index(&b.receiver)) {
+                (Some(i), Some(j)) => topo.link(i, j).bandwidth_mbps,
+                _ => None,
+            };
+            BandwidthReport {
+                sender: b.sender.clone(),
+                receiver: b.receiver.clone(),
+                configured_mbps,
+                measured_mbps: b.mbps,
+                stream_mbps: b.stream_mbps.clone(),
+                to_configured: configured_mbps.map(|c| b.mbps / c),
+                iperf3_mbps: None,
+                to_iperf3: None,
+            }
+        })
+        .collect()
 }
 
 /// One label value changing on one node.
@@ -182,6 +236,7 @@ pub struct Collector {
     from_unix_us: u64,
     to_unix_us: u64,
     acc: BTreeMap<(String, String, i32), Acc>,
+    disturbed: u64,
 }
 
 impl Collector {
@@ -190,6 +245,7 @@ impl Collector {
             from_unix_us,
             to_unix_us,
             acc: BTreeMap::new(),
+            disturbed: 0,
         }
     }
 
@@ -258,6 +314,15 @@ impl Collector {
             events: Vec::new(),
             labels: BTreeMap::new(),
             label_changes: Vec::new(),
+            bandwidth: Vec::new(),
+            disturbed_windows: self.disturbed,
+        }
+    }
+
+    /// Count a window left out because it overlapped a bandwidth test.
+    pub fn skip_disturbed(&mut self, w: &LinkWindow) {
+        if w.window_start_unix_us >= self.from_unix_us && w.window_start_unix_us < self.to_unix_us {
+            self.disturbed += 1;
         }
     }
 }
@@ -392,6 +457,7 @@ pub fn render_table(r: &Report) -> String {
             "quality",
             "rtt-p50-us",
             "loss-ppm",
+            "bandwidth-mbps",
             "fresh",
         ];
         let mut rows = vec![
@@ -412,6 +478,39 @@ pub fn render_table(r: &Report) -> String {
             rows.push(row);
         }
         out.push_str(&netaware_common::aligned_table(&rows, 4));
+    }
+    if !r.bandwidth.is_empty() {
+        let with_iperf = r.bandwidth.iter().any(|b| b.iperf3_mbps.is_some());
+        let _ = writeln!(out, "\nBandwidth (Mbit/s, latest netaware test per pair):");
+        let mut header = vec!["sender", "receiver", "cap", "netaware", "/cap"];
+        if with_iperf {
+            header.extend(["iperf3", "/iperf3"]);
+        }
+        let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+        let opt =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |x| format!("{x:.digits$}"));
+        for b in &r.bandwidth {
+            let mut row = vec![
+                b.sender.clone(),
+                b.receiver.clone(),
+                opt(b.configured_mbps, 0),
+                format!("{:.1}", b.measured_mbps),
+                opt(b.to_configured, 3),
+            ];
+            if with_iperf {
+                row.push(opt(b.iperf3_mbps, 1));
+                row.push(opt(b.to_iperf3, 3));
+            }
+            rows.push(row);
+        }
+        out.push_str(&netaware_common::aligned_table(&rows, 2));
+    }
+    if r.disturbed_windows > 0 {
+        let _ = writeln!(
+            out,
+            "{} windows overlapped a bandwidth test of either end and are left out above",
+            r.disturbed_windows
+        );
     }
     if let Some(e) = &r.emulator {
         let _ = writeln!(

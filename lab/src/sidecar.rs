@@ -116,6 +116,85 @@ impl PingMesh {
     }
 }
 
+/// Port iperf3 listens on in the sender's namespace.
+const IPERF3_PORT: u16 = 5201;
+
+/// Run iperf3 from node `sender` to node `receiver` (server in the sender's
+/// namespace, client in the receiver's with `-R`, so data flows the same
+/// way as in netaware's test) with `streams` streams, omitting `omit_s` and
+/// measuring `duration_s` seconds. Returns the receiver's Mbit/s.
+pub fn iperf3(
+    topo: &Topology,
+    sender: usize,
+    receiver: usize,
+    streams: u32,
+    omit_s: u64,
+    duration_s: u64,
+) -> Result<f64> {
+    let ip = data_ip(sender).to_string();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &ns_name(&topo.nodes[sender].name)])
+        .args([
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            &ip,
+            "-p",
+            &IPERF3_PORT.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Run(format!("cannot start iperf3 (install iperf3): {e}")))?;
+    // The server needs a moment to listen; the client retries a few times.
+    let mut last = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns_name(&topo.nodes[receiver].name)])
+            .args([
+                "iperf3",
+                "-c",
+                &ip,
+                "-p",
+                &IPERF3_PORT.to_string(),
+                "-R",
+                "-J",
+            ])
+            .args(["-P", &streams.to_string()])
+            .args(["-O", &omit_s.to_string(), "-t", &duration_s.to_string()])
+            .stdin(Stdio::null())
+            .output()?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        match parse_iperf3(&text) {
+            Some(mbps) => {
+                let _ = server.wait();
+                return Ok(mbps);
+            }
+            None => last = text.chars().take(300).collect(),
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    Err(Error::Run(format!(
+        "iperf3 {} -> {} failed: {last}",
+        topo.nodes[sender].name, topo.nodes[receiver].name
+    )))
+}
+
+/// Mbit/s received over the whole (non-omitted) test, from `iperf3 -J`.
+pub fn parse_iperf3(json: &str) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    if v.get("error").is_some() {
+        return None;
+    }
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e6)
+}
+
 /// CPU and memory of one agent over the measuring period.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentUsage {
@@ -220,6 +299,17 @@ mod tests {
             (5.031, 5.097, 5.169, 0.038)
         );
         assert!(parse_ping("ping: connect: Network is unreachable").is_none());
+    }
+
+    #[test]
+    fn iperf3_json_is_parsed() {
+        let out = r#"{"start": {}, "intervals": [],
+            "end": {"sum_sent": {"bits_per_second": 201000000.0},
+                    "sum_received": {"bits_per_second": 193500000.0}}}"#;
+        assert_eq!(parse_iperf3(out), Some(193.5));
+        let err = r#"{"start": {}, "end": {}, "error": "unable to connect to server"}"#;
+        assert_eq!(parse_iperf3(err), None);
+        assert_eq!(parse_iperf3("iperf3: error"), None);
     }
 
     #[test]

@@ -12,7 +12,11 @@ fn group_l2_labels_are_the_regions_and_the_degraded_node_scores_lowest() {
         eprintln!("SKIPPED: the lab needs root (CI runs as root)");
         return;
     }
-    let run = run_lab("geo-12.yaml", "20s", &["--icmp", "false"]);
+    let run = run_lab(
+        "geo-12.yaml",
+        "20s",
+        &["--icmp", "false", "--bandwidth", "false"],
+    );
     println!("{}", run.stdout);
     let report = &run.report;
     let labels: BTreeMap<String, BTreeMap<String, String>> =
