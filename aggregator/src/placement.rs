@@ -9,9 +9,13 @@
 //! 2. With a minimum bandwidth, a pair below it (or not measured) counts as
 //!    infinitely far, so no chosen pair can be below it.
 //! 3. Minimise the largest pairwise RTT ([`place::choose`]).
-//! 4. Break near-ties (within [`TIE_TOLERANCE`] of that RTT, at least
-//!    [`TIE_FLOOR_US`]): prefer the larger bottleneck bandwidth, then the
-//!    higher mean quality ([`place::refine`]).
+//! 4. Zone first, then quality: sets whose largest RTT lies in the same
+//!    latency level as the best one (under the same group threshold, e.g.
+//!    500 µs for l1), or within [`TIE_TOLERANCE`] of it, count as equally
+//!    good for latency; among them prefer the larger bottleneck bandwidth,
+//!    then the higher mean quality ([`place::refine`]). The widening is
+//!    capped at twice a lower bound of the optimum, so the answer is never
+//!    worse than twice the best possible largest RTT.
 //! 5. Predict the ring all-reduce time with the α-β model
 //!    ([`ring_allreduce_ms`]).
 
@@ -61,6 +65,9 @@ pub struct View<'a> {
     pub fresh: &'a [bool],
     /// Node labels, `None` when the aggregator has no Kubernetes connection.
     pub labels: Option<&'a BTreeMap<String, BTreeMap<String, String>>>,
+    /// The latency levels' thresholds (µs, increasing; the group
+    /// thresholds in use); empty: near-ties by [`TIE_TOLERANCE`] only.
+    pub levels: &'a [f64],
 }
 
 /// The answer to a Place request.
@@ -99,6 +106,17 @@ pub fn ring_allreduce_ms(p: usize, bytes: u64, max_rtt_us: f64, bandwidth_mbps: 
     let chunk_bits = bytes as f64 * 8.0 / p as f64;
     let transfer_ms = chunk_bits / (bandwidth_mbps * 1e6) * 1000.0;
     steps * (alpha_ms + transfer_ms)
+}
+
+/// The largest RTT a set may have and still count as tied with the best
+/// one found (`best`): the top of `best`'s latency level or the tolerance,
+/// whichever is larger, capped at twice `lower` (a lower bound of the
+/// optimum) so the factor-2 guarantee of the centre-ball step holds for RTTs
+/// that obey the triangle inequality.
+pub fn tie_limit(best: f64, levels: &[f64], lower: f64) -> f64 {
+    let near = best + (best * TIE_TOLERANCE).max(TIE_FLOOR_US);
+    let level = levels.iter().copied().find(|&t| best <= t).unwrap_or(0.0);
+    near.max(level).min(2.0 * lower).max(best)
 }
 
 /// Why node `i` cannot be chosen, or `None` when it can.
@@ -202,12 +220,7 @@ pub fn place(q: &Query, v: &View) -> Result<Placement, PlaceError> {
             min_bandwidth_mbps: q.min_bandwidth_mbps,
         });
     }
-    // Capped at twice the lower bound, so the answer keeps the factor-2
-    // guarantee of the centre-ball step (for RTTs that obey the triangle
-    // inequality).
-    let limit = (first.diameter + (first.diameter * TIE_TOLERANCE).max(TIE_FLOOR_US))
-        .min(2.0 * place::lower_bound(&dist, q.k, &c))
-        .max(first.diameter);
+    let limit = tie_limit(first.diameter, v.levels, place::lower_bound(&dist, q.k, &c));
     let bottleneck = |set: &[usize]| -> (Option<f64>, u32, u32) {
         let (mut min, mut pairs, mut measured) = (None::<f64>, 0u32, 0u32);
         for (x, &a) in set.iter().enumerate() {
@@ -408,6 +421,7 @@ mod tests {
             quality: &l.quality,
             fresh: &l.fresh,
             labels: Some(&l.labels),
+            levels: &[],
         };
         place(q, &v)
     }
@@ -440,6 +454,65 @@ mod tests {
         assert_eq!(got.bottleneck_mbps, Some(1_000.0));
         assert_eq!((got.pairs, got.bandwidth_pairs_measured), (3, 3));
         assert_eq!(got.predicted_allreduce_ms, None, "not asked");
+    }
+
+    #[test]
+    fn zone_first_a_faster_lossier_pair_loses_to_a_healthy_pair_in_the_same_level() {
+        // dj-4 is 150 µs from its neighbours, everyone else 250 µs apart:
+        // beyond the 10 % tolerance, but all under the 500 µs l1 threshold.
+        let mut l = lab();
+        for j in 0..4 {
+            if j != 3 {
+                l.dist.set(3, j, 150.0);
+            }
+        }
+        let bw = |i: usize, j: usize| l.bw[i][j];
+        let mut v = View {
+            names: &l.names,
+            dist: &l.dist,
+            bandwidth: &bw,
+            quality: &l.quality,
+            fresh: &l.fresh,
+            labels: None,
+            levels: &[],
+        };
+        let by_latency = place(&k(2), &v).unwrap();
+        assert!(
+            by_latency.nodes.contains(&"dj-4".to_string()),
+            "{by_latency:?}"
+        );
+        let levels = [500.0, 2_000.0, 10_000.0];
+        v.levels = &levels;
+        let zone_first = place(&k(2), &v).unwrap();
+        assert!(
+            !zone_first.nodes.contains(&"dj-4".to_string()),
+            "{zone_first:?}"
+        );
+        assert_eq!(zone_first.max_rtt_us, 250.0);
+        assert_eq!(zone_first.bottleneck_mbps, Some(1_000.0));
+    }
+
+    #[test]
+    fn the_tie_limit_widens_to_the_level_but_never_past_twice_the_bound() {
+        let levels = [500.0, 2_000.0, 10_000.0];
+        assert_eq!(
+            tie_limit(150.0, &levels, 150.0),
+            300.0,
+            "capped at 2x the bound"
+        );
+        assert_eq!(tie_limit(250.0, &levels, 250.0), 500.0, "the l1 threshold");
+        assert_eq!(tie_limit(3_000.0, &levels, 2_000.0), 4_000.0);
+        assert_eq!(
+            tie_limit(3_000.0, &[], 3_000.0),
+            3_300.0,
+            "10 % without levels"
+        );
+        assert_eq!(tie_limit(50.0, &[], 50.0), 70.0, "20 µs floor");
+        assert_eq!(
+            tie_limit(100.0, &levels, 10.0),
+            100.0,
+            "never below the best"
+        );
     }
 
     #[test]
@@ -589,6 +662,7 @@ mod tests {
             quality: &l.quality,
             fresh: &l.fresh,
             labels: None,
+            levels: &[],
         };
         let q = Query {
             k: 2,
@@ -619,6 +693,7 @@ mod tests {
                     quality: &quality,
                     fresh: &fresh,
                     labels: None,
+                    levels: &[500.0, 2_000.0, 10_000.0],
                 };
                 for k in 1..=n {
                     let got = place(&super::tests::k(k), &v).unwrap();

@@ -443,6 +443,12 @@ impl Owner {
             .iter()
             .map(|n| crate::infer::is_fresh(&self.matrix, n, &names, now))
             .collect();
+        // The group thresholds in use (resolved when `auto`).
+        let levels: Vec<f64> = match (&self.inferred, self.config.infer.thresholds) {
+            (Some(i), _) => i.thresholds.to_vec(),
+            (None, crate::groups::Thresholds::Fixed(t)) => t.to_vec(),
+            (None, crate::groups::Thresholds::Auto) => Vec::new(),
+        };
         let view = View {
             names: &names,
             dist: &dist,
@@ -450,6 +456,7 @@ impl Owner {
             quality: &quality,
             fresh: &fresh,
             labels,
+            levels: &levels,
         };
         placement::place(query, &view)
     }
