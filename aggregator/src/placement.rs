@@ -119,6 +119,19 @@ pub fn tie_limit(best: f64, levels: &[f64], lower: f64) -> f64 {
     near.max(level).min(2.0 * lower).max(best)
 }
 
+/// Bandwidths compared in the tie-break: steps of 10 % (a step is
+/// `floor(log₁.₁ Mbit/s)`), so links that differ by noise compare equal.
+pub fn bandwidth_step(mbps: f64) -> f64 {
+    if mbps > 0.0 {
+        (mbps.ln() / BANDWIDTH_STEP.ln()).floor()
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+/// Ratio between two bandwidth steps.
+const BANDWIDTH_STEP: f64 = 1.1;
+
 /// Why node `i` cannot be chosen, or `None` when it can.
 fn ineligible(q: &Query, v: &View, i: usize) -> Option<String> {
     let name = &v.names[i];
@@ -235,13 +248,15 @@ pub fn place(q: &Query, v: &View) -> Result<Placement, PlaceError> {
         (min, pairs, measured)
     };
     // Key: bottleneck bandwidth with an unknown pair counting as 0 (unknown
-    // is never preferred over measured), then mean quality.
+    // is never preferred over measured), in steps of about 10 % so that
+    // measurement noise between equal links does not decide; then mean
+    // quality.
     let key = |set: &[usize]| -> (f64, f64) {
         let (min, pairs, measured) = bottleneck(set);
         let bw = if measured == pairs {
-            min.unwrap_or(0.0)
+            bandwidth_step(min.unwrap_or(0.0))
         } else {
-            0.0
+            f64::NEG_INFINITY
         };
         let q: f64 = set
             .iter()
@@ -490,6 +505,31 @@ mod tests {
         );
         assert_eq!(zone_first.max_rtt_us, 250.0);
         assert_eq!(zone_first.bottleneck_mbps, Some(1_000.0));
+    }
+
+    #[test]
+    fn bandwidths_that_differ_by_noise_leave_the_choice_to_quality() {
+        assert_eq!(bandwidth_step(962.0), bandwidth_step(965.0));
+        assert!(bandwidth_step(500.0) < bandwidth_step(965.0));
+        assert_eq!(bandwidth_step(0.0), f64::NEG_INFINITY);
+        // dj-4's links at 970 Mbit/s, the rest 965: about equal, so dj-4's
+        // quality (40) keeps it out (an exact comparison would take it).
+        let mut l = lab();
+        for row in &mut l.bw {
+            for b in row.iter_mut().flatten() {
+                if *b == 1_000.0 {
+                    *b = 965.0;
+                }
+            }
+        }
+        for j in 0..12 {
+            if j != 3 && l.bw[3][j].is_some() && j < 4 {
+                l.bw[3][j] = Some(970.0);
+                l.bw[j][3] = Some(970.0);
+            }
+        }
+        let got = run(&l, &k(2)).unwrap();
+        assert!(!got.nodes.contains(&"dj-4".to_string()), "{got:?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use netaware_proto::v1::{GetMatrixRequest, GetMatrixResponse, WatchLinksRequest}
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
+use crate::bench::{self, BenchOptions, BenchReport, PlacementResult};
 use crate::emulator::{Emulator, Shaper, data_ip, hold_low_latency};
 use crate::error::{Error, Result};
 use crate::netns::{self, BRIDGE_IP, Network, ctl_ip, ns_name};
@@ -75,6 +76,16 @@ pub enum Mode {
     Run { duration: Duration },
     /// Show a live table until shutdown.
     Up,
+    /// Measure until every pair is known, then run an MPI all-reduce on
+    /// node sets chosen several ways.
+    Bench(BenchOptions),
+}
+
+/// What a finished lab produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Run(Report),
+    Bench(BenchReport),
 }
 
 /// Find a sibling binary (next to the running one) unless given explicitly;
@@ -261,6 +272,139 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
     Ok(lab)
 }
 
+/// Wait until every directed pair has smoothed UDP figures from at least
+/// two windows.
+async fn wait_rtt(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+) -> Result<()> {
+    let n = topo.nodes.len();
+    let deadline = tokio::time::Instant::now() + opts.report_interval * 10 + CONNECT_DEADLINE;
+    loop {
+        let m = matrix(client).await?;
+        let have = m
+            .links
+            .iter()
+            .filter(|l| l.method == ProbeMethod::StampUdp as i32 && l.windows_total >= 2)
+            .count();
+        if have >= n * (n - 1) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Run(format!(
+                "only {have} of {} directed pairs measured in time; see the logs in {}",
+                n * (n - 1),
+                opts.log_dir.display()
+            )));
+        }
+        check_children(lab, opts)?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The `bench` mode: measure, place several ways, run MPI on each set.
+async fn bench_mode(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+    b: &BenchOptions,
+) -> Result<BenchReport> {
+    let started = tokio::time::Instant::now();
+    eprintln!(
+        "measuring {} nodes (at least {}{})...",
+        topo.nodes.len(),
+        human(b.settle),
+        if opts.bandwidth.is_some() {
+            ", and until every pair's bandwidth is tested"
+        } else {
+            ""
+        }
+    );
+    wait_rtt(lab, client, topo, opts).await?;
+    if let Some(bw) = opts.bandwidth {
+        wait_bandwidth(lab, client, topo, opts, bw).await?;
+    }
+    while tokio::time::Instant::now() < started + b.settle {
+        check_children(lab, opts)?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Two more recomputations, so groups and quality include everything.
+    tokio::time::sleep(opts.report_interval * 2).await;
+
+    let m = matrix(client).await?;
+    let mut names: Vec<String> = topo.nodes.iter().map(|n| n.name.clone()).collect();
+    names.sort();
+    let placed = client
+        .place(netaware_proto::v1::PlaceRequest {
+            k: u32::try_from(b.k).unwrap_or(u32::MAX),
+            allreduce_bytes: b.bytes,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let by_index = |set: Vec<usize>| -> Vec<String> {
+        set.into_iter()
+            .map(|i| topo.nodes[i].name.clone())
+            .collect()
+    };
+    let mut sets: Vec<(&str, Vec<String>, Option<f64>)> = vec![
+        (
+            "netaware",
+            placed.nodes.clone(),
+            (placed.predicted_allreduce_ms > 0.0).then_some(placed.predicted_allreduce_ms),
+        ),
+        ("latency-only", bench::latency_only(&m, &names, b.k)?, None),
+        ("spread", by_index(bench::spread(topo, b.k)), None),
+        (
+            "random",
+            by_index(bench::random(topo.nodes.len(), b.k, b.seed)),
+            None,
+        ),
+    ];
+    if let Some(best) = bench::optimal(topo, b.k) {
+        sets.push(("optimal", by_index(best), None));
+    }
+    let (program, launcher) = bench::prepare(&opts.log_dir.join("bench"))?;
+    let mut results: Vec<PlacementResult> = Vec::new();
+    for (name, mut nodes, predicted_ms) in sets {
+        nodes.sort();
+        eprintln!("all-reduce on {name}: {}", nodes.join(" "));
+        let idx: Vec<usize> = nodes.iter().filter_map(|n| topo.index_of(n)).collect();
+        let (o, p, l, ns) = (b.clone(), program.clone(), launcher.clone(), nodes.clone());
+        let times = tokio::task::spawn_blocking(move || bench::run_mpi(&ns, &o, &p, &l))
+            .await
+            .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
+        check_children(lab, opts)?;
+        let (p50, p90) = bench::percentiles(&times);
+        results.push(PlacementResult {
+            name: name.to_string(),
+            configured: bench::configured(topo, &idx),
+            nodes,
+            iter_ms_p50: p50,
+            iter_ms_p90: p90,
+            ratio_to_netaware: None,
+            predicted_ms,
+            iter_ms: times,
+        });
+    }
+    let ours = results.first().map(|r| r.iter_ms_p50);
+    for r in &mut results {
+        r.ratio_to_netaware = ours.filter(|o| *o > 0.0).map(|o| r.iter_ms_p50 / o);
+    }
+    Ok(BenchReport {
+        topology: topo.name.clone(),
+        k: b.k,
+        bytes: b.bytes,
+        iters: b.iters,
+        algorithm: b.algorithm,
+        seed: b.seed,
+        placements: results,
+    })
+}
+
 /// Run iperf3 on every measured pair, one after another, and attach it.
 async fn compare_iperf3(
     topo: &Topology,
@@ -421,13 +565,13 @@ async fn wait_connected(
 }
 
 /// Build the lab, run `mode`, tear everything down. Returns the report of a
-/// `Run`, `None` for `Up` (or when `shutdown` fired).
+/// `Run` or `Bench`, `None` for `Up` (or when `shutdown` fired).
 pub async fn execute(
     topo: &Topology,
     opts: &Options,
     mode: Mode,
     shutdown: impl Future<Output = ()>,
-) -> Result<Option<Report>> {
+) -> Result<Option<Outcome>> {
     netns::preflight()?;
     netns::clean_leftovers()?;
     let mut lab = start(topo, opts)?;
@@ -460,9 +604,11 @@ pub async fn execute(
     let lateness = lab.emulator.as_ref().and_then(Emulator::lateness);
     lab.teardown();
     outcome.map(|r| {
-        r.map(|mut r| {
-            r.emulator = lateness;
-            r
+        r.map(|mut o| {
+            if let Outcome::Run(r) = &mut o {
+                r.emulator = lateness;
+            }
+            o
         })
     })
 }
@@ -584,7 +730,7 @@ async fn drive(
     topo: &Topology,
     opts: &Options,
     mode: Mode,
-) -> Result<Option<Report>> {
+) -> Result<Option<Outcome>> {
     let mut client = connect_query(lab, opts).await?;
     wait_connected(lab, &mut client, topo, opts).await?;
     info!(nodes = topo.nodes.len(), "all agents connected");
@@ -694,8 +840,11 @@ async fn drive(
                     .map_err(|e| Error::Run(format!("ping collection failed: {e}")))??;
                 report.attach_ping(&results);
             }
-            Ok(Some(report))
+            Ok(Some(Outcome::Run(report)))
         }
+        Mode::Bench(b) => bench_mode(lab, &mut client, topo, opts, &b)
+            .await
+            .map(|r| Some(Outcome::Bench(r))),
         Mode::Up => {
             let mut tick = tokio::time::interval(opts.report_interval);
             let mut events = EventSchedule::new(topo);

@@ -4,6 +4,7 @@
 //! (per-pair delay, jitter, loss; `htb` for bandwidth), the real aggregator
 //! and one real agent per node. See `docs/lab.md`.
 
+pub mod bench;
 pub mod emulator;
 pub mod error;
 pub mod lab;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use netaware_lab::lab::{self, Mode, Options};
+use netaware_lab::bench;
+use netaware_lab::lab::{self, Mode, Options, Outcome};
 use netaware_lab::report::render_table;
 use netaware_lab::topology::Topology;
 
@@ -36,6 +37,39 @@ enum Cmd {
         /// run iperf3 on each pair the same way and compare (benchmark).
         #[arg(long)]
         iperf3: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a real Open MPI all-reduce on node sets chosen by netaware, by
+    /// latency alone, by region spreading, at random and by brute force, and
+    /// compare their iteration times (needs openmpi-bin and python3-mpi4py).
+    Bench {
+        /// Topology file (see docs/lab.md).
+        topology: PathBuf,
+        /// Nodes (MPI ranks, one per node).
+        #[arg(short = 'k', value_parser = clap::value_parser!(u64).range(2..))]
+        k: u64,
+        /// All-reduce message size (e.g. 8MiB).
+        #[arg(long, default_value = "8MiB", value_parser = netaware_common::parse_bytes)]
+        bytes: u64,
+        /// Timed iterations per placement (after two warm-up ones).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        iters: u32,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Seed of the random placement.
+        #[arg(long, default_value_t = 1)]
+        placement_seed: u64,
+        /// Open MPI's all-reduce algorithm.
+        #[arg(long, value_enum, default_value_t = bench::Algorithm::Ring)]
+        algorithm: bench::Algorithm,
+        /// Python interpreter that has mpi4py.
+        #[arg(long, default_value = bench::DEFAULT_PYTHON)]
+        python: String,
+        /// Measure at least this long before placing (loss needs samples).
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        settle: Duration,
         #[command(flatten)]
         common: Common,
     },
@@ -185,11 +219,61 @@ async fn main() -> anyhow::Result<()> {
                 netaware_common::shutdown_signal(),
             )
             .await?;
-            let Some(report) = report else {
+            let Some(Outcome::Run(report)) = report else {
                 eprintln!("interrupted: the lab was removed, no report");
                 std::process::exit(130);
             };
             netaware_common::print_stdout(&render_table(&report));
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&path, text + "\n")
+                    .with_context(|| format!("writing the report to {}", path.display()))?;
+                eprintln!("report written to {}", path.display());
+            }
+        }
+        Cmd::Bench {
+            topology,
+            k,
+            bytes,
+            iters,
+            json,
+            placement_seed,
+            algorithm,
+            python,
+            settle,
+            common,
+        } => {
+            let topo = Topology::load(&topology)?;
+            let k = usize::try_from(k)?;
+            if k > topo.nodes.len() {
+                anyhow::bail!(
+                    "-k {k} but the topology {} has only {} nodes",
+                    topology.display(),
+                    topo.nodes.len()
+                );
+            }
+            let opts = options(common, false, false)?;
+            let b = bench::BenchOptions {
+                k,
+                bytes,
+                iters,
+                seed: placement_seed,
+                algorithm,
+                python,
+                settle,
+            };
+            let out = lab::execute(
+                &topo,
+                &opts,
+                Mode::Bench(b),
+                netaware_common::shutdown_signal(),
+            )
+            .await?;
+            let Some(Outcome::Bench(report)) = out else {
+                eprintln!("interrupted: the lab was removed, no report");
+                std::process::exit(130);
+            };
+            netaware_common::print_stdout(&bench::render(&report));
             if let Some(path) = json {
                 let text = serde_json::to_string_pretty(&report)?;
                 std::fs::write(&path, text + "\n")

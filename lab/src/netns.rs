@@ -310,7 +310,16 @@ impl Network {
             run("ip", &["-n", &ns, "addr", "add", &data, "dev", &tun_name])?;
             run(
                 "ip",
-                &["-n", &ns, "link", "set", &tun_name, "mtu", "1500", "up"],
+                &[
+                    "-n",
+                    &ns,
+                    "link",
+                    "set",
+                    &tun_name,
+                    "mtu",
+                    &topo.mtu.to_string(),
+                    "up",
+                ],
             )?;
 
             let veth = format!("{VETH_PREFIX}{i}");

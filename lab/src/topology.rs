@@ -69,7 +69,16 @@ pub struct Topology {
     links: Vec<Vec<LinkParams>>,
     /// Timed link changes, in time order.
     pub events: Vec<Event>,
+    /// MTU of every node's data interface.
+    pub mtu: u32,
 }
+
+/// MTU of the data network unless the topology sets one.
+pub const DEFAULT_MTU: u32 = 1500;
+/// Smallest MTU allowed (IPv6's minimum, so probes and TCP always fit).
+pub const MIN_MTU: u32 = 1280;
+/// Largest MTU allowed (the emulator reads packets of up to 64 KiB).
+pub const MAX_MTU: u32 = 65_000;
 
 impl Topology {
     /// Parameters of the direction `src -> dst` (node indices).
@@ -187,11 +196,18 @@ impl Topology {
                 changes,
             });
         }
+        let mtu = raw.mtu.unwrap_or(DEFAULT_MTU);
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(format!(
+                "mtu {mtu} is out of range: use {MIN_MTU} to {MAX_MTU} (1500 is Ethernet's, 9000 jumbo frames)"
+            ));
+        }
         Ok(Topology {
             name: raw.name.unwrap_or_else(|| default_name.to_string()),
             nodes,
             links,
             events,
+            mtu,
         })
     }
 }
@@ -260,6 +276,8 @@ struct RawTopology {
     links: Vec<RawPair>,
     #[serde(default)]
     events: Vec<RawEvent>,
+    #[serde(default)]
+    mtu: Option<u32>,
     #[serde(flatten)]
     extra: BTreeMap<String, Value>,
 }
@@ -464,6 +482,16 @@ links:
         assert!(e.contains("top level") && e.contains("'flavour'"), "{e}");
         assert!(parse(&format!("{EXAMPLE}x-owner: me\n")).is_ok());
         assert!(parse(&EXAMPLE.replace("region: seoul}", "region: seoul, x-rack: 3}")).is_ok());
+    }
+
+    #[test]
+    fn the_mtu_defaults_to_ethernet_and_is_range_checked() {
+        assert_eq!(parse(EXAMPLE).unwrap().mtu, DEFAULT_MTU);
+        assert_eq!(parse(&format!("{EXAMPLE}mtu: 9000\n")).unwrap().mtu, 9000);
+        for bad in ["mtu: 1000", "mtu: 70000"] {
+            let e = parse(&format!("{EXAMPLE}{bad}\n")).unwrap_err();
+            assert!(e.contains("out of range"), "{e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,431 @@
+//! `netaware-lab bench`: a real Open MPI all-reduce (mpi4py, one rank per
+//! chosen node, each in its node's namespace with its own hostname) on node
+//! sets chosen several ways, so placements are compared by what a training
+//! job would feel, not by our own figures.
+//!
+//! Placements:
+//! * `netaware` — the aggregator's `Place` answer;
+//! * `latency-only` — the smallest largest measured RTT, nothing else (the
+//!   centre-ball + swap search without netaware's zone-first tie-break);
+//! * `spread` — round-robin over regions, as topology spreading does;
+//! * `random` — k nodes drawn with the given seed;
+//! * `optimal` — brute force over every k-set by the emulator's configured
+//!   figures: smallest largest RTT, then smallest largest loss, then largest
+//!   bottleneck cap (when the number of sets is small enough).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use netaware_aggregator::groups::Distances;
+use netaware_aggregator::place::{self, Candidates};
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::GetMatrixResponse;
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::seq::index::sample;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::topology::Topology;
+
+/// Brute force is tried when there are at most this many k-sets.
+pub const MAX_BRUTE_FORCE_SETS: u64 = 200_000;
+/// Debian's interpreter, where `python3-mpi4py` installs mpi4py.
+pub const DEFAULT_PYTHON: &str = "/usr/bin/python3";
+/// The rank program, written next to the logs at run time.
+const RANK_PROGRAM: &str = include_str!("allreduce.py");
+
+/// Which all-reduce algorithm Open MPI uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// Ring (Open MPI tuned algorithm 4), as NCCL and Horovod use for
+    /// data-parallel training and as `Place`'s prediction models.
+    Ring,
+    /// Open MPI's own choice by message size and rank count.
+    Default,
+}
+
+/// What to benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub k: usize,
+    pub bytes: u64,
+    pub iters: u32,
+    /// Seed of the random placement.
+    pub seed: u64,
+    pub algorithm: Algorithm,
+    pub python: String,
+    /// Measure at least this long before placing.
+    pub settle: std::time::Duration,
+}
+
+/// The emulator's configured figures of a set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ConfiguredSet {
+    pub max_rtt_ms: f64,
+    /// Smallest cap between two members (`None`: no pair is capped).
+    pub bottleneck_mbps: Option<f64>,
+    /// Largest one-way loss on a link between two members.
+    pub max_loss: f64,
+}
+
+/// One placement's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlacementResult {
+    pub name: String,
+    pub nodes: Vec<String>,
+    pub iter_ms_p50: f64,
+    pub iter_ms_p90: f64,
+    /// This placement's median divided by netaware's.
+    pub ratio_to_netaware: Option<f64>,
+    pub configured: ConfiguredSet,
+    /// `Place`'s α-β prediction (netaware only, when bandwidth is measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_ms: Option<f64>,
+    pub iter_ms: Vec<f64>,
+}
+
+/// The benchmark report (JSON contract in docs/lab.md; fields may be added).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub topology: String,
+    pub k: usize,
+    pub bytes: u64,
+    pub iters: u32,
+    pub algorithm: Algorithm,
+    pub seed: u64,
+    pub placements: Vec<PlacementResult>,
+}
+
+/// Round-robin over regions (in order of first appearance), nodes in file
+/// order within a region.
+pub fn spread(topo: &Topology, k: usize) -> Vec<usize> {
+    let mut regions: Vec<Vec<usize>> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    for (i, n) in topo.nodes.iter().enumerate() {
+        match names.iter().position(|r| *r == n.region) {
+            Some(r) => regions[r].push(i),
+            None => {
+                names.push(&n.region);
+                regions.push(vec![i]);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut round = 0;
+    while out.len() < k && out.len() < topo.nodes.len() {
+        for r in &regions {
+            if let Some(&i) = r.get(round)
+                && out.len() < k
+            {
+                out.push(i);
+            }
+        }
+        round += 1;
+    }
+    out
+}
+
+/// `k` of `n` nodes drawn with `seed`.
+pub fn random(n: usize, k: usize, seed: u64) -> Vec<usize> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut v = sample(&mut rng, n, k.min(n)).into_vec();
+    v.sort_unstable();
+    v
+}
+
+/// The emulator's figures of a set.
+pub fn configured(topo: &Topology, set: &[usize]) -> ConfiguredSet {
+    let (mut rtt, mut cap, mut loss) = (0.0f64, None::<f64>, 0.0f64);
+    for &a in set {
+        for &b in set {
+            if a == b {
+                continue;
+            }
+            let (f, r) = (topo.link(a, b), topo.link(b, a));
+            rtt = rtt.max(f.delay_ms + r.delay_ms);
+            loss = loss.max(f.loss);
+            if let Some(c) = f.bandwidth_mbps {
+                cap = Some(cap.map_or(c, |x: f64| x.min(c)));
+            }
+        }
+    }
+    ConfiguredSet {
+        max_rtt_ms: rtt,
+        bottleneck_mbps: cap,
+        max_loss: loss,
+    }
+}
+
+fn binomial(n: u64, k: u64) -> u64 {
+    (0..k.min(n - k.min(n))).fold(1u64, |acc, i| acc.saturating_mul(n - i) / (i + 1))
+}
+
+/// The best set by the configured figures, if brute force is affordable.
+pub fn optimal(topo: &Topology, k: usize) -> Option<Vec<usize>> {
+    let n = topo.nodes.len();
+    if k > n || binomial(n as u64, k as u64) > MAX_BRUTE_FORCE_SETS {
+        return None;
+    }
+    // Smaller is better: (max RTT, max loss, -bottleneck).
+    let key = |s: &[usize]| {
+        let c = configured(topo, s);
+        (
+            c.max_rtt_ms,
+            c.max_loss,
+            -c.bottleneck_mbps.unwrap_or(f64::MAX),
+        )
+    };
+    let mut best: Option<((f64, f64, f64), Vec<usize>)> = None;
+    let mut set: Vec<usize> = (0..k).collect();
+    loop {
+        let kk = key(&set);
+        if best.as_ref().is_none_or(|(b, _)| kk < *b) {
+            best = Some((kk, set.clone()));
+        }
+        // Next combination in lexicographic order.
+        let Some(pos) = (0..k).rev().find(|&p| set[p] < n - k + p) else {
+            break;
+        };
+        set[pos] += 1;
+        for p in pos + 1..k {
+            set[p] = set[p - 1] + 1;
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+/// The latency-only choice from the measured matrix: worse direction of
+/// each pair's smoothed UDP RTT p50, smallest largest RTT.
+pub fn latency_only(m: &GetMatrixResponse, names: &[String], k: usize) -> Result<Vec<String>> {
+    let idx = |n: &str| names.iter().position(|x| x == n);
+    let mut d = Distances::new(names.len());
+    let mut worse: std::collections::BTreeMap<(usize, usize), f64> = Default::default();
+    for l in &m.links {
+        if l.method != ProbeMethod::StampUdp as i32 {
+            continue;
+        }
+        let (Some(a), Some(b), Some(s)) = (idx(&l.src), idx(&l.dst), l.smoothed.as_ref()) else {
+            continue;
+        };
+        let key = (a.min(b), a.max(b));
+        let e = worse.entry(key).or_insert(0.0);
+        *e = e.max(s.rtt_p50_us);
+    }
+    for ((a, b), v) in worse {
+        d.set(a, b, v);
+    }
+    let c = Candidates {
+        eligible: (0..names.len()).collect(),
+        include: Vec::new(),
+    };
+    let choice = place::choose(&d, k, &c).map_err(|e| Error::Run(e.to_string()))?;
+    Ok(choice.nodes.iter().map(|&i| names[i].clone()).collect())
+}
+
+/// Median and p90 (nearest rank).
+pub fn percentiles(times: &[f64]) -> (f64, f64) {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    if t.is_empty() {
+        return (0.0, 0.0);
+    }
+    let rank = |q: f64| t[((q * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
+    (rank(0.5), rank(0.9))
+}
+
+/// Write the rank program and the launcher mpirun uses instead of ssh: it
+/// runs the remote command in the node's namespace under its own hostname.
+pub fn prepare(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let program = dir.join("allreduce.py");
+    std::fs::write(&program, RANK_PROGRAM)?;
+    let launcher = dir.join("mpi-launch-in-netns.sh");
+    std::fs::write(
+        &launcher,
+        "#!/bin/sh\n\
+         # mpirun's remote shell: $1 is the host (a lab node), the rest the command.\n\
+         host=\"$1\"; shift\n\
+         exec ip netns exec \"nwa-$host\" unshare --uts sh -c 'hostname \"$0\" && exec sh -c \"$1\"' \"$host\" \"$*\"\n",
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755))?;
+    Ok((program, launcher))
+}
+
+/// Run the all-reduce on `nodes` and return each iteration's time (ms).
+pub fn run_mpi(
+    nodes: &[String],
+    o: &BenchOptions,
+    program: &Path,
+    launcher: &Path,
+) -> Result<Vec<f64>> {
+    let mut cmd = Command::new("mpirun");
+    cmd.arg("--allow-run-as-root")
+        .args(["--host", &nodes.join(",")])
+        .args(["-np", &nodes.len().to_string()])
+        // Every "host" is this machine: binding would pin all ranks to core 0.
+        .args(["--bind-to", "none"])
+        .arg("--mca")
+        .arg("plm_rsh_agent")
+        .arg(launcher)
+        // Ranks talk over the emulated data network only; mpirun reaches its
+        // daemons over the control bridge.
+        .args(["--mca", "btl", "tcp,self"])
+        .args(["--mca", "btl_tcp_if_include", "10.77.0.0/24"])
+        .args(["--mca", "oob_tcp_if_include", "10.78.0.0/24"]);
+    if o.algorithm == Algorithm::Ring {
+        cmd.args(["--mca", "coll_tuned_use_dynamic_rules", "1"])
+            .args(["--mca", "coll_tuned_allreduce_algorithm", "4"]);
+    }
+    let out = cmd
+        .arg(&o.python)
+        .arg(program)
+        .arg(o.bytes.to_string())
+        .arg(o.iters.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            Error::Run(format!(
+                "cannot run mpirun (install openmpi-bin and python3-mpi4py): {e}"
+            ))
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fail = || {
+        Error::Run(format!(
+            "mpirun on {} failed ({}): {}{}",
+            nodes.join(","),
+            out.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    };
+    if !out.status.success() {
+        return Err(fail());
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(fail)?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    // Each rank must have run in its own node's namespace.
+    let hosts: BTreeSet<&str> = v["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.as_str())
+        .collect();
+    let want: BTreeSet<&str> = nodes.iter().map(String::as_str).collect();
+    if hosts != want {
+        return Err(Error::Run(format!(
+            "ranks ran on {hosts:?}, not on {want:?}: each node's namespace must have its own hostname"
+        )));
+    }
+    v["iter_ms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .ok_or_else(fail)
+}
+
+/// An aligned table of the report.
+pub fn render(r: &BenchReport) -> String {
+    let mut rows = vec![
+        [
+            "placement",
+            "nodes",
+            "cfg RTT ms",
+            "cfg cap",
+            "cfg loss",
+            "p50 ms",
+            "p90 ms",
+            "÷ netaware",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in &r.placements {
+        rows.push(vec![
+            p.name.clone(),
+            p.nodes.join(" "),
+            format!("{:.3}", p.configured.max_rtt_ms),
+            p.configured
+                .bottleneck_mbps
+                .map_or("-".into(), |c| format!("{c:.0}")),
+            format!("{:.1}%", p.configured.max_loss * 100.0),
+            format!("{:.1}", p.iter_ms_p50),
+            format!("{:.1}", p.iter_ms_p90),
+            p.ratio_to_netaware
+                .map_or("-".into(), |x| format!("{x:.2}")),
+        ]);
+    }
+    format!(
+        "all-reduce of {} bytes on k = {} nodes, {} iterations ({:?} algorithm), topology {}\n{}",
+        r.bytes,
+        r.k,
+        r.iters,
+        r.algorithm,
+        r.topology,
+        netaware_common::aligned_table(&rows, 2)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo12() -> Topology {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/geo-12.yaml");
+        Topology::load(Path::new(path)).unwrap()
+    }
+
+    fn names(t: &Topology, s: &[usize]) -> Vec<String> {
+        s.iter().map(|&i| t.nodes[i].name.clone()).collect()
+    }
+
+    #[test]
+    fn spread_takes_regions_in_turn() {
+        let t = geo12();
+        assert_eq!(names(&t, &spread(&t, 4)), ["dj-1", "se-1", "gj-1", "dj-2"]);
+        assert_eq!(spread(&t, 12).len(), 12);
+        assert_eq!(spread(&t, 20).len(), 12);
+    }
+
+    #[test]
+    fn random_is_seeded_and_distinct() {
+        let a = random(12, 4, 7);
+        assert_eq!(a, random(12, 4, 7));
+        assert_eq!(a.len(), 4);
+        assert_eq!(a.iter().collect::<BTreeSet<_>>().len(), 4);
+        assert!((0..20).any(|s| random(12, 4, s) != a), "seed matters");
+    }
+
+    #[test]
+    fn the_optimum_avoids_the_lossy_node_and_crosses_the_cheapest_gap() {
+        let t = geo12();
+        let four = optimal(&t, 4).unwrap();
+        let c = configured(&t, &four);
+        assert_eq!(
+            (c.max_rtt_ms, c.max_loss),
+            (0.2, 0.0),
+            "{:?}",
+            names(&t, &four)
+        );
+        // Eight: Daejeon + Seoul is the nearest pair of regions (5 ms), but
+        // holds the lossy dj-4; RTT decides first.
+        let eight = optimal(&t, 8).unwrap();
+        assert_eq!(configured(&t, &eight).max_rtt_ms, 5.0);
+        assert_eq!(binomial(12, 4), 495);
+        assert_eq!(binomial(40, 20), 137_846_528_820);
+        assert!(optimal(&t, 13).is_none());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let t: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentiles(&t), (5.0, 9.0));
+        assert_eq!(percentiles(&[3.0]), (3.0, 3.0));
+    }
+}

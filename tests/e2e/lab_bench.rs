@@ -1,0 +1,100 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! A short `netaware-lab bench`: a real Open MPI all-reduce on netaware's
+//! placement and on the others. The figures that matter are in
+//! docs/benchmarks.md; this checks the whole path works and that netaware's
+//! choice is never slower than region spreading by more than noise.
+
+use std::process::Command;
+
+use netaware_e2e::{binary, free_port, is_root, repo_root};
+
+#[test]
+fn netaware_placement_is_not_slower_than_spreading() {
+    if !is_root() {
+        eprintln!("SKIPPED: the lab needs root (CI runs as root)");
+        return;
+    }
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        panic!("mpirun is missing: apt-get install openmpi-bin python3-mpi4py (.ci/run does)");
+    }
+    let dir = std::env::temp_dir().join(format!("netaware-e2e-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    let out = Command::new(binary("netaware-lab"))
+        .arg("bench")
+        .arg(repo_root().join("lab/topologies/e2e-bench.yaml"))
+        .args([
+            "-k", "3", "--bytes", "256KiB", "--iters", "8", "--settle", "6s",
+        ])
+        .args([
+            "--bandwidth",
+            "false",
+            "--labels",
+            "false",
+            "--icmp",
+            "false",
+        ])
+        .args(["--query-port", &free_port().to_string()])
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "bench failed (logs in {}): {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["k"], 3);
+    assert_eq!(r["bytes"], 256 * 1024);
+    let by_name = |n: &str| {
+        r["placements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} placement in {r:#}"))
+            .clone()
+    };
+    let names: Vec<&str> = r["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["netaware", "latency-only", "spread", "random", "optimal"]
+    );
+    let ours = by_name("netaware");
+    let nodes: Vec<&str> = ours["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 3);
+    let region = nodes[0].split('-').next().unwrap();
+    assert!(
+        nodes.iter().all(|n| n.starts_with(region)),
+        "one region: {nodes:?}"
+    );
+    assert_eq!(ours["configured"]["max_rtt_ms"], 0.2);
+    let spread = by_name("spread");
+    let (p50, spread_p50) = (
+        ours["iter_ms_p50"].as_f64().unwrap(),
+        spread["iter_ms_p50"].as_f64().unwrap(),
+    );
+    assert_eq!(ours["iter_ms"].as_array().unwrap().len(), 8);
+    // Spreading crosses the 20 Mbit/s, 10 ms link; noise is far below 20 %.
+    assert!(
+        p50 <= spread_p50 * 1.2,
+        "netaware {p50} ms vs spread {spread_p50} ms"
+    );
+    assert!((spread["ratio_to_netaware"].as_f64().unwrap() - spread_p50 / p50).abs() < 1e-9);
+}
