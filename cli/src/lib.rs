@@ -127,6 +127,8 @@ pub enum Metric {
     Jitter,
     Loss,
     Samples,
+    /// Latest bandwidth test from src to dst (Mbit/s).
+    Bandwidth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -198,6 +200,8 @@ pub fn metric_value(link: &LinkState, metric: Metric) -> Option<f64> {
             w.sent.saturating_sub(w.received) as f64 / w.sent as f64
         }
         Metric::Samples => w.received as f64,
+        // Not a probe figure: it comes from GetMatrixResponse.bandwidth.
+        Metric::Bandwidth => return None,
         _ if !has_rtt => return None,
         Metric::RttMin => ms(w.rtt_min_ns),
         Metric::RttMean => ms(w.rtt_mean_ns),
@@ -214,6 +218,7 @@ fn format_metric(metric: Metric, v: Option<f64>) -> String {
         (_, None) => "-".into(),
         (Metric::Loss, Some(v)) => format!("{:.1}%", v * 100.0),
         (Metric::Samples, Some(v)) => format!("{v:.0}"),
+        (Metric::Bandwidth, Some(v)) => format!("{v:.0}Mb/s"),
         (_, Some(v)) if v < 10.0 => format!("{v:.3}ms"),
         (_, Some(v)) => format!("{v:.1}ms"),
     }
@@ -227,21 +232,31 @@ pub fn render_table(m: &GetMatrixResponse, metrics: &[Metric], method: ProbeMeth
         if src == dst {
             return "·".into();
         }
-        match m
+        let link = m
             .links
             .iter()
-            .find(|l| l.src == src && l.dst == dst && l.method == method as i32)
-        {
-            None => "-".into(),
-            Some(l) => {
-                let body: Vec<String> = metrics
-                    .iter()
-                    .map(|mt| format_metric(*mt, metric_value(l, *mt)))
-                    .collect();
-                let stale = if l.stale { "*" } else { "" };
-                format!("{}{stale}", body.join(" / "))
-            }
+            .find(|l| l.src == src && l.dst == dst && l.method == method as i32);
+        let bandwidth = m
+            .bandwidth
+            .iter()
+            .find(|b| b.sender == src && b.receiver == dst)
+            .map(|b| b.mbps);
+        if link.is_none() && (bandwidth.is_none() || !metrics.contains(&Metric::Bandwidth)) {
+            return "-".into();
         }
+        let body: Vec<String> = metrics
+            .iter()
+            .map(|mt| match mt {
+                Metric::Bandwidth => format_metric(*mt, bandwidth),
+                _ => format_metric(*mt, link.and_then(|l| metric_value(l, *mt))),
+            })
+            .collect();
+        let stale = if link.is_some_and(|l| l.stale) {
+            "*"
+        } else {
+            ""
+        };
+        format!("{}{stale}", body.join(" / "))
     };
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut header = vec!["src \\ dst".to_string()];
@@ -284,6 +299,7 @@ fn metric_name(m: Metric) -> &'static str {
         Metric::Jitter => "jitter",
         Metric::Loss => "loss",
         Metric::Samples => "samples",
+        Metric::Bandwidth => "bandwidth",
     }
 }
 
@@ -301,6 +317,8 @@ pub fn render_json(m: &GetMatrixResponse) -> Value {
                 "method": ProbeMethod::try_from(l.method).unwrap_or(ProbeMethod::Unspecified).short_name(),
                 "stale": l.stale,
                 "windows_total": l.windows_total,
+                "disturbed": l.disturbed,
+                "disturbed_windows_total": l.disturbed_windows_total,
                 "latest": {
                     "window_start_unix_us": w.window_start_unix_us,
                     "window_end_unix_us": w.window_end_unix_us,
@@ -338,11 +356,26 @@ pub fn render_json(m: &GetMatrixResponse) -> Value {
             })
         })
         .collect();
+    let bandwidth: Vec<Value> = m
+        .bandwidth
+        .iter()
+        .map(|b| {
+            json!({
+                "sender": b.sender,
+                "receiver": b.receiver,
+                "mbps": b.mbps,
+                "stream_mbps": b.stream_mbps,
+                "started_unix_us": b.started_unix_us,
+                "tests_total": b.tests_total,
+            })
+        })
+        .collect();
     json!({
         "generated_unix_us": m.generated_unix_us,
         "stale_after_ms": m.stale_after_ms,
         "nodes": nodes,
         "links": links,
+        "bandwidth": bandwidth,
     })
 }
 

@@ -205,6 +205,36 @@ async fn place_picks_the_fast_nodes_and_prints_json_table_and_yaml() {
     assert!((predicted - expect).abs() < 1e-6, "{predicted} vs {expect}");
     assert_eq!(v["exclusions"].as_array().unwrap().len(), 4);
 
+    // The matrix shows the tested bandwidth per directed pair: each pair was
+    // tested once, in one direction; the other direction shows '-'.
+    let j: serde_json::Value = serde_json::from_str(&stdout(
+        &run(&["matrix", "-o", "json", "--aggregator", &url]).await,
+    ))
+    .unwrap();
+    let tests = j["bandwidth"].as_array().unwrap();
+    assert_eq!(tests.len(), 15);
+    let m = stdout(&run(&["matrix", "--metric", "bandwidth", "--aggregator", &url]).await);
+    let rows: Vec<Vec<&str>> = m
+        .lines()
+        .take(NODES.len() + 1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let cell = |src: &str, dst: &str| {
+        // The header is "src \\ dst" (three words) then the node names.
+        let col = rows[0].iter().position(|h| *h == dst).unwrap() - 3;
+        let row = rows.iter().find(|r| r[0] == src).unwrap();
+        row[col + 1].to_string()
+    };
+    for t in tests {
+        let (s, r) = (
+            t["sender"].as_str().unwrap(),
+            t["receiver"].as_str().unwrap(),
+        );
+        let want = format!("{:.0}Mb/s", t["mbps"].as_f64().unwrap());
+        assert_eq!(cell(s, r), want, "{s} -> {r} in\n{m}");
+        assert_eq!(cell(r, s), "-", "{r} -> {s} was not tested:\n{m}");
+    }
+
     let table = stdout(&run(&["place", "-k", "3", "--aggregator", &url]).await);
     assert!(table.contains("largest RTT"), "{table}");
     assert!(
@@ -273,4 +303,71 @@ async fn impossible_placements_fail_with_the_reason() {
 
     let out = run(&["place", "-k", "0", "--aggregator", &url]).await;
     assert_eq!(out.status.code(), Some(64), "rejected before asking");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_requests_are_invalid_argument_and_a_selector_without_labels_a_failed_precondition()
+{
+    use netaware_proto::v1::PlaceRequest;
+    use tonic::Code;
+    let url = cluster().await;
+    let mut client = netaware_cli::connect(&url).await.unwrap();
+    let code = |r: Result<tonic::Response<netaware_proto::v1::PlaceResponse>, tonic::Status>| {
+        r.expect_err("must fail").code()
+    };
+    for req in [
+        PlaceRequest::default(), // k = 0
+        PlaceRequest {
+            k: 7,
+            ..Default::default()
+        },
+        PlaceRequest {
+            k: 2,
+            exclude: vec!["nowhere".into()],
+            ..Default::default()
+        },
+        PlaceRequest {
+            k: 2,
+            include: vec!["east-1".into()],
+            exclude: vec!["east-1".into()],
+            ..Default::default()
+        },
+        PlaceRequest {
+            k: 2,
+            min_bandwidth_mbps: f64::NAN,
+            ..Default::default()
+        },
+        PlaceRequest {
+            k: 2,
+            label_selector: "a in (b".into(),
+            ..Default::default()
+        },
+    ] {
+        let what = format!("{req:?}");
+        assert_eq!(
+            code(client.place(req).await),
+            Code::InvalidArgument,
+            "{what}"
+        );
+    }
+    let with_selector = PlaceRequest {
+        k: 2,
+        label_selector: "zone=a".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(client.place(with_selector).await),
+        Code::FailedPrecondition
+    );
+    let ok = client
+        .place(PlaceRequest {
+            k: 6,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.nodes.len(), 6);
+    assert_eq!((ok.pairs, ok.bandwidth_pairs_measured), (15, 15));
+    assert_eq!(ok.bottleneck_bandwidth_mbps, 100.0);
 }
