@@ -10,8 +10,10 @@
 //! * `spread` — round-robin over regions, as topology spreading does;
 //! * `random` — k nodes drawn with the given seed;
 //! * `optimal` — brute force over every k-set by the emulator's configured
-//!   figures: smallest largest RTT, then smallest largest loss, then largest
-//!   bottleneck cap (when the number of sets is small enough).
+//!   figures: smallest largest loss first (a lost packet stalls a
+//!   synchronous collective for a retransmission timeout, far longer than
+//!   any RTT difference inside a region), then smallest largest RTT, then
+//!   largest bottleneck cap (when the number of sets is small enough).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -169,12 +171,12 @@ pub fn optimal(topo: &Topology, k: usize) -> Option<Vec<usize>> {
     if k > n || binomial(n as u64, k as u64) > MAX_BRUTE_FORCE_SETS {
         return None;
     }
-    // Smaller is better: (max RTT, max loss, -bottleneck).
+    // Smaller is better: (max loss, max RTT, -bottleneck).
     let key = |s: &[usize]| {
         let c = configured(topo, s);
         (
-            c.max_rtt_ms,
             c.max_loss,
+            c.max_rtt_ms,
             -c.bottleneck_mbps.unwrap_or(f64::MAX),
         )
     };
@@ -414,9 +416,17 @@ mod tests {
             names(&t, &four)
         );
         // Eight: Daejeon + Seoul is the nearest pair of regions (5 ms), but
-        // holds the lossy dj-4; RTT decides first.
+        // holds the lossy dj-4; without it, eight nodes span Seoul and
+        // Gwangju (10 ms).
         let eight = optimal(&t, 8).unwrap();
-        assert_eq!(configured(&t, &eight).max_rtt_ms, 5.0);
+        let c = configured(&t, &eight);
+        assert_eq!(
+            (c.max_rtt_ms, c.max_loss),
+            (10.0, 0.0),
+            "{:?}",
+            names(&t, &eight)
+        );
+        assert!(!names(&t, &eight).contains(&"dj-4".to_string()));
         assert_eq!(binomial(12, 4), 495);
         assert_eq!(binomial(40, 20), 137_846_528_820);
         assert!(optimal(&t, 13).is_none());
