@@ -41,8 +41,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection may arrive just before its grant (two different sessions):
 /// wait this long for the grant before refusing.
 const GRANT_WAIT: Duration = Duration::from_secs(1);
-/// Connecting and the handshake may take this long on top of the test.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connecting and the handshake may take this long on top of the test:
+/// enough for two lost SYNs (retransmitted after 1 s and 3 s) on a lossy path.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Size of one write or read.
 const CHUNK: usize = 128 * 1024;
 

@@ -20,8 +20,12 @@ use std::time::{Duration, Instant};
 
 /// The budget window.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(3600);
-/// Time for connecting and the sender's report, on top of the test itself.
-pub const SETUP_SLACK: Duration = Duration::from_secs(3);
+/// Time for connecting (the receiver gives up after 5 s, which covers two
+/// lost SYNs) and the reports, on top of the test itself.
+pub const SETUP_SLACK: Duration = Duration::from_secs(7);
+/// A pair whose latest test failed is tried again after this long (or
+/// after `retest_after`, when that is shorter).
+pub const RETRY_FAILED_AFTER: Duration = Duration::from_secs(60);
 
 /// Settings of the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,9 +108,17 @@ pub struct Scheduler {
     cfg: BandwidthConfig,
     running: BTreeMap<u64, Running>,
     ledger: BTreeMap<String, VecDeque<Charge>>,
-    /// Latest attempt per unordered pair (names sorted), and whether the
-    /// first name sent in it.
-    attempts: BTreeMap<(String, String), (Instant, bool)>,
+    /// Latest attempt per unordered pair (names sorted).
+    attempts: BTreeMap<(String, String), Attempt>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    at: Instant,
+    /// The first name of the pair was the sender.
+    first_sent: bool,
+    /// It ended with an error or without its reports.
+    failed: bool,
 }
 
 /// A test result the scheduler accepted.
@@ -180,7 +192,9 @@ impl Scheduler {
             .collect();
         for t in &late {
             // Its reservation stays charged: we do not know what was sent.
-            self.running.remove(t);
+            if let Some(r) = self.running.remove(t) {
+                self.mark_failed(&r.sender, &r.receiver);
+            }
         }
         late
     }
@@ -211,10 +225,10 @@ impl Scheduler {
         // rested longest go first, so tests (which disturb both ends' RTT
         // windows) spread over the nodes instead of queueing on one.
         let mut node_last: BTreeMap<&str, Instant> = BTreeMap::new();
-        for ((a, b), (t, _)) in &self.attempts {
+        for ((a, b), at) in &self.attempts {
             for n in [a.as_str(), b.as_str()] {
-                let e = node_last.entry(n).or_insert(*t);
-                *e = (*e).max(*t);
+                let e = node_last.entry(n).or_insert(at.at);
+                *e = (*e).max(at.at);
             }
         }
         let rested = |a: &str, b: &str| node_last.get(a).max(node_last.get(b)).copied();
@@ -224,10 +238,18 @@ impl Scheduler {
         let mut pairs: Vec<Candidate> = Vec::new();
         for (i, a) in free.iter().enumerate() {
             for b in &free[i + 1..] {
-                let last = self.attempts.get(&unordered(a, b)).map(|x| x.0);
-                if last.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.retest_after) {
+                let attempt = self.attempts.get(&unordered(a, b));
+                let wait = |x: &Attempt| {
+                    if x.failed {
+                        RETRY_FAILED_AFTER.min(self.cfg.retest_after)
+                    } else {
+                        self.cfg.retest_after
+                    }
+                };
+                if attempt.is_some_and(|x| now.saturating_duration_since(x.at) < wait(x)) {
                     continue;
                 }
+                let last = attempt.map(|x| x.at);
                 pairs.push((last, rested(a, b), a.to_string(), b.to_string()));
             }
         }
@@ -242,7 +264,7 @@ impl Scheduler {
             }
             let key = unordered(&a, &b);
             // Reverse the direction of the previous test of this pair.
-            let first_sends = self.attempts.get(&key).is_none_or(|(_, f)| !*f);
+            let first_sends = self.attempts.get(&key).is_none_or(|x| !x.first_sent);
             let (sender, receiver) = if first_sends {
                 (a.clone(), b.clone())
             } else {
@@ -256,7 +278,14 @@ impl Scheduler {
                     token: t,
                 });
             }
-            self.attempts.insert(key, (now, first_sends));
+            self.attempts.insert(
+                key,
+                Attempt {
+                    at: now,
+                    first_sent: first_sends,
+                    failed: false,
+                },
+            );
             self.running.insert(
                 t,
                 Running {
@@ -279,9 +308,17 @@ impl Scheduler {
         out
     }
 
-    /// The receiver `from` reported test `token`. Returns the pair when the
-    /// report is for a running test and came from its receiver.
-    pub fn result(&mut self, token: u64, from: &str) -> Option<Finished> {
+    fn mark_failed(&mut self, a: &str, b: &str) {
+        if let Some(x) = self.attempts.get_mut(&unordered(a, b)) {
+            x.failed = true;
+        }
+    }
+
+    /// The receiver `from` reported test `token`, successful or not (`ok`).
+    /// Returns the pair when the report is for a running test and came from
+    /// its receiver. A failed pair is tried again after
+    /// [`RETRY_FAILED_AFTER`].
+    pub fn result(&mut self, token: u64, from: &str, ok: bool) -> Option<Finished> {
         let r = self.running.get_mut(&token)?;
         if r.receiver != from || r.result_in {
             return None;
@@ -290,6 +327,12 @@ impl Scheduler {
         let done = Finished {
             sender: r.sender.clone(),
             receiver: r.receiver.clone(),
+        };
+        if !ok {
+            self.mark_failed(&done.sender, &done.receiver);
+        }
+        let Some(r) = self.running.get(&token) else {
+            return Some(done);
         };
         if r.served_in {
             self.running.remove(&token);
@@ -427,7 +470,7 @@ mod tests {
             .map(|(t, r)| (*t, r.sender.clone(), r.receiver.clone()))
             .collect();
         for (t, snd, rcv) in running {
-            assert!(s.result(t, &rcv).is_some());
+            assert!(s.result(t, &rcv, true).is_some());
             assert!(s.served(t, &snd, bytes));
         }
     }
@@ -518,7 +561,7 @@ mod tests {
             for x in s.next(&nodes, now, &mut tok) {
                 // Senders report exactly the cap half the time, less otherwise.
                 let bytes = if x.token % 2 == 0 { 100 } else { 40 };
-                assert!(s.result(x.token, &x.receiver).is_some());
+                assert!(s.result(x.token, &x.receiver, true).is_some());
                 assert!(s.served(x.token, &x.sender, bytes));
                 *sent.entry(x.sender.clone()).or_default() += bytes;
                 *sent.entry(x.receiver.clone()).or_default() += bytes;
@@ -544,6 +587,26 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_pair_is_tried_again_after_a_minute_not_after_retest_after() {
+        let mut s = Scheduler::new(cfg()); // retest_after 600 s
+        let mut tok = counter();
+        let now = Instant::now();
+        let x = s.next(&names(2), now, &mut tok).remove(0);
+        assert!(s.result(x.token, &x.receiver, false).is_some());
+        assert!(s.served(x.token, &x.sender, 0));
+        let soon = now + RETRY_FAILED_AFTER - Duration::from_secs(1);
+        assert!(s.next(&names(2), soon, &mut tok).is_empty());
+        let again = s.next(&names(2), now + RETRY_FAILED_AFTER, &mut tok);
+        assert_eq!(again.len(), 1);
+        // A success waits the full retest interval.
+        let y = &again[0];
+        assert!(s.result(y.token, &y.receiver, true).is_some());
+        assert!(s.served(y.token, &y.sender, 0));
+        let later = now + RETRY_FAILED_AFTER * 2;
+        assert!(s.next(&names(2), later, &mut tok).is_empty());
+    }
+
+    #[test]
     fn a_test_whose_sender_never_reports_keeps_its_reservation() {
         let mut s = Scheduler::new(BandwidthConfig {
             retest_after: Duration::ZERO,
@@ -552,7 +615,7 @@ mod tests {
         let mut tok = counter();
         let now = Instant::now();
         let x = s.next(&names(2), now, &mut tok).remove(0);
-        assert!(s.result(x.token, &x.receiver).is_some());
+        assert!(s.result(x.token, &x.receiver, true).is_some());
         let later = now + s.config().deadline_after();
         assert_eq!(s.expire(later), vec![x.token]);
         assert_eq!(s.used(&x.sender, later), 100, "full cap charged");
@@ -567,10 +630,10 @@ mod tests {
         let now = Instant::now();
         let x = s.next(&names(2), now, &mut tok).remove(0);
         assert!(
-            s.result(x.token, &x.sender).is_none(),
+            s.result(x.token, &x.sender, true).is_none(),
             "sender cannot report a result"
         );
-        assert!(s.result(x.token + 1, &x.receiver).is_none());
+        assert!(s.result(x.token + 1, &x.receiver, true).is_none());
         assert!(
             !s.served(x.token, &x.receiver, 1),
             "receiver cannot report served"
@@ -579,8 +642,8 @@ mod tests {
         assert!(s.served(x.token, &x.sender, 1_000_000));
         assert!(!s.served(x.token, &x.sender, 1), "only once");
         assert_eq!(s.running(), 1, "still waiting for the result");
-        assert!(s.result(x.token, &x.receiver).is_some());
-        assert!(s.result(x.token, &x.receiver).is_none(), "only once");
+        assert!(s.result(x.token, &x.receiver, true).is_some());
+        assert!(s.result(x.token, &x.receiver, true).is_none(), "only once");
         assert_eq!(s.running(), 0);
         assert_eq!(s.used(&x.sender, now), 100, "charged at most the cap");
     }

@@ -373,7 +373,7 @@ impl Owner {
         let Some(node) = self.sessions.get(&session).map(|s| s.node.clone()) else {
             return;
         };
-        let Some(done) = self.bandwidth.result(r.token, &node) else {
+        let Some(done) = self.bandwidth.result(r.token, &node, r.error.is_empty()) else {
             debug!(%node, token = r.token, "bandwidth result for no running test (late or foreign)");
             return;
         };
