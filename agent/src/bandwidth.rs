@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
+use crate::metrics::AgentMetrics;
 
 /// First bytes of every test connection.
 pub const MAGIC: &[u8; 4] = b"NWBW";
@@ -275,7 +276,12 @@ pub async fn run_server(listener: TcpListener, grants: Grants) {
 }
 
 /// Hold a grant until it ends, then report what was sent.
-async fn hold_grant(grants: Grants, token: u64, results: mpsc::Sender<AgentMsg>) {
+async fn hold_grant(
+    grants: Grants,
+    token: u64,
+    results: mpsc::Sender<AgentMsg>,
+    metrics: Option<AgentMetrics>,
+) {
     // The deadline moves once, when the first connection arrives; the grant
     // ends earlier when every stream has been closed.
     loop {
@@ -295,6 +301,9 @@ async fn hold_grant(grants: Grants, token: u64, results: mpsc::Sender<AgentMsg>)
     }
     if let Some(served) = grants.finish(token) {
         info!(token, peer = %served.peer, bytes = served.bytes_sent, "bandwidth grant ended");
+        if let Some(m) = &metrics {
+            m.bandwidth_test("sender", served.bytes_sent > 0);
+        }
         let _ = results.send(AgentMsg::BandwidthServed(served)).await;
     }
 }
@@ -417,6 +426,7 @@ pub async fn run(
     clock: Clock,
     mut orders: mpsc::Receiver<Order>,
     results: mpsc::Sender<AgentMsg>,
+    metrics: Option<AgentMetrics>,
 ) {
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     while let Some(order) = orders.recv().await {
@@ -424,7 +434,8 @@ pub async fn run(
             Order::Grant(g) => {
                 info!(token = g.token, peer = %g.peer, max_bytes = g.max_bytes, "bandwidth grant");
                 grants.add(&g, Instant::now());
-                tokio::spawn(hold_grant(grants.clone(), g.token, results.clone()));
+                let m = metrics.clone();
+                tokio::spawn(hold_grant(grants.clone(), g.token, results.clone(), m));
             }
             Order::Test(t) => {
                 if busy.swap(true, Ordering::AcqRel) {
@@ -437,10 +448,13 @@ pub async fn run(
                     let _ = results.send(AgentMsg::BandwidthResult(r)).await;
                     continue;
                 }
-                let (busy, results) = (busy.clone(), results.clone());
+                let (busy, results, m) = (busy.clone(), results.clone(), metrics.clone());
                 tokio::spawn(async move {
                     let r = run_test(&t, clock).await;
                     busy.store(false, Ordering::Release);
+                    if let Some(m) = &m {
+                        m.bandwidth_test("receiver", r.error.is_empty());
+                    }
                     if r.error.is_empty() {
                         info!(peer = %r.peer, mbps = format!("{:.1}", r.mbps), "bandwidth test done");
                     } else {

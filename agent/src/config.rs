@@ -13,6 +13,8 @@ pub const ENV_STAMP_PORT: &str = "NETAWARE_STAMP_PORT";
 pub const ENV_STAMP_BIND: &str = "NETAWARE_STAMP_BIND";
 pub const ENV_ICMP: &str = "NETAWARE_ICMP";
 pub const ENV_BANDWIDTH_PORT: &str = "NETAWARE_BANDWIDTH_PORT";
+pub const ENV_METRICS_LISTEN: &str = "NETAWARE_METRICS_LISTEN";
+pub const ENV_METRICS_MAX_PEERS: &str = "NETAWARE_METRICS_MAX_PEERS";
 pub const ENV_MAX_PROBE_RATE: &str = "NETAWARE_MAX_PROBE_RATE";
 pub const ENV_MAX_BUFFERED_WINDOWS: &str = "NETAWARE_MAX_BUFFERED_WINDOWS";
 pub const ENV_BACKOFF_INITIAL: &str = "NETAWARE_BACKOFF_INITIAL";
@@ -23,6 +25,8 @@ pub const DEFAULT_AGGREGATOR: &str = "http://netaware-aggregator:7400";
 /// agent runs with NET_RAW only, so it defaults to an unprivileged port.
 pub const DEFAULT_STAMP_PORT: u16 = 8620;
 pub const DEFAULT_BANDWIDTH_PORT: u16 = 8621;
+/// Host network: a port of its own beside the aggregator's 9464.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9465";
 pub const DEFAULT_STAMP_BIND: &str = "0.0.0.0";
 pub const DEFAULT_MAX_PROBE_RATE: f64 = 1000.0;
 pub const DEFAULT_MAX_BUFFERED_WINDOWS: usize = 4096;
@@ -58,6 +62,15 @@ pub struct Config {
     /// address); 0 turns bandwidth tests off for this node.
     #[arg(long, env = ENV_BANDWIDTH_PORT, default_value_t = DEFAULT_BANDWIDTH_PORT)]
     pub bandwidth_port: u16,
+
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = ENV_METRICS_LISTEN, default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+
+    /// Peers that get their own metric series (the first by name); bounds
+    /// the series one agent exports in a large cluster.
+    #[arg(long, env = ENV_METRICS_MAX_PEERS, default_value_t = crate::metrics::DEFAULT_MAX_PEERS, value_parser = parse_nonzero_usize)]
+    pub metrics_max_peers: usize,
 
     /// Probe with ICMP echo as well as STAMP (needs CAP_NET_RAW or a
     /// ping_group_range that covers the agent's group).

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod icmp;
+pub mod metrics;
 pub mod probe;
 pub mod rxts;
 pub mod session;
@@ -45,7 +46,23 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     } else {
         None
     };
-    let (win_tx, win_rx) = mpsc::channel(WINDOW_QUEUE);
+    let (agent_metrics, registry) = metrics::AgentMetrics::new(config.metrics_max_peers);
+    let ready = netaware_common::observe::Readiness::new("no plan from the aggregator yet");
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.metrics_listen,
+            source,
+        })?;
+    info!(addr = %config.metrics_listen, "metrics and health on /metrics, /healthz, /readyz");
+    let metrics_task = tokio::spawn(netaware_common::observe::serve(
+        metrics_listener,
+        std::sync::Arc::new(registry),
+        ready.clone(),
+    ));
+    // Probe tasks -> (metrics tap) -> session.
+    let (win_tx, mut tap_rx) = mpsc::channel::<netaware_proto::v1::LinkWindow>(WINDOW_QUEUE);
+    let (tap_tx, win_rx) = mpsc::channel(WINDOW_QUEUE);
     let manager = probe::ProbeManager::new(clock, icmp, config.max_probe_rate, win_tx);
     let hello = Hello {
         node_name: config.node_name.clone(),
@@ -76,11 +93,44 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             grants.clone(),
         )));
         bandwidth_tasks.push(tokio::spawn(bandwidth::run(
-            grants, clock, order_rx, result_tx,
+            grants,
+            clock,
+            order_rx,
+            result_tx,
+            Some(agent_metrics.clone()),
         )));
     }
     let (plan_tx, plan_rx) = watch::channel(None);
+    let mut plan_watch = plan_rx.clone();
     let manager_task = tokio::spawn(manager.run(plan_rx));
+    let tap_metrics = agent_metrics.clone();
+    let tap_task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                w = tap_rx.recv() => match w {
+                    Some(w) => {
+                        tap_metrics.observe(&w);
+                        if tap_tx.send(w).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                changed = plan_watch.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    // Peers that left the plan lose their series.
+                    let peers: std::collections::BTreeSet<String> = plan_watch
+                        .borrow()
+                        .as_ref()
+                        .map(|p| p.peers.iter().map(|x| x.node_name.clone()).collect())
+                        .unwrap_or_default();
+                    tap_metrics.retain_peers(&peers);
+                }
+            }
+        }
+    });
 
     let endpoint = tonic::transport::Endpoint::from_shared(config.aggregator.clone())?
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -90,6 +140,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         max_buffered_windows: config.max_buffered_windows,
         backoff_initial: config.backoff_initial,
         backoff_max: config.backoff_max,
+        metrics: agent_metrics.session.clone(),
+        ready,
     };
     info!(node = %config.node_name, aggregator = %config.aggregator, "agent started");
     let io = session::SessionIo {
@@ -105,6 +157,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         "agent stopping"
     );
     manager_task.abort();
+    tap_task.abort();
+    metrics_task.abort();
     for t in bandwidth_tasks {
         t.abort();
     }

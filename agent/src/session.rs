@@ -16,6 +16,8 @@ use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::bandwidth::Order;
+use crate::metrics::SessionMetrics;
+use netaware_common::observe::Readiness;
 
 /// How often buffered windows are sent while connected.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
@@ -159,6 +161,21 @@ pub struct SessionConfig {
     pub max_buffered_windows: usize,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Reporting counters for `/metrics`.
+    pub metrics: SessionMetrics,
+    /// Ready while a session is open and has a plan (`/readyz`).
+    pub ready: Readiness,
+}
+
+/// Mirror the buffer into the metrics.
+fn track(buffer: &ReportBuffer, m: &SessionMetrics) {
+    m.windows_buffered
+        .set(i64::try_from(buffer.len()).unwrap_or(i64::MAX));
+    let dropped = buffer.dropped_total();
+    let shown = m.windows_dropped.get();
+    if dropped > shown {
+        m.windows_dropped.inc_by(dropped - shown);
+    }
 }
 
 /// Why one connected session ended.
@@ -202,12 +219,15 @@ where
     tokio::pin!(shutdown);
     loop {
         let ended = tokio::select! {
-            e = connected(&cfg.hello, &connect, &mut io, &mut buffer) => e,
+            e = connected(&cfg, &connect, &mut io, &mut buffer) => e,
             _ = &mut shutdown => Ended::Stop,
         };
         match ended {
             Ended::Stop => return buffer,
             Ended::Broken { healthy, why } => {
+                cfg.metrics.connected.set(0);
+                cfg.ready
+                    .set_not_ready(&format!("no session to the aggregator ({why})"));
                 buffer.requeue_unacked();
                 if healthy {
                     backoff.reset();
@@ -228,7 +248,10 @@ where
                         _ = &mut sleep => break,
                         _ = &mut shutdown => return buffer,
                         w = io.windows.recv() => match w {
-                            Some(w) => buffer.push(w),
+                            Some(w) => {
+                                buffer.push(w);
+                                track(&buffer, &cfg.metrics);
+                            }
                             None => return buffer,
                         },
                         Some(r) = io.results.recv() => {
@@ -249,7 +272,7 @@ fn order(orders: &mpsc::Sender<Order>, o: Order) {
 }
 
 async fn connected<F, Fut>(
-    hello: &Hello,
+    cfg: &SessionConfig,
     connect: &F,
     io: &mut SessionIo,
     buffer: &mut ReportBuffer,
@@ -266,7 +289,7 @@ where
     };
     let (tx, rx) = mpsc::channel::<AgentMessage>(16);
     let hello_msg = AgentMessage {
-        msg: Some(AgentMsg::Hello(hello.clone())),
+        msg: Some(AgentMsg::Hello(cfg.hello.clone())),
     };
     if tx.send(hello_msg).await.is_err() {
         return broken(false, "stream closed before hello".into());
@@ -285,12 +308,18 @@ where
                     Some(AggMsg::Plan(plan)) => {
                         if !got_plan {
                             info!(version = plan.version, peers = plan.peers.len(), "connected to the aggregator");
+                            cfg.metrics.sessions.inc();
+                            cfg.metrics.connected.set(1);
+                            cfg.ready.set_ready();
                         }
                         got_plan = true;
                         // Receivers only care about the newest plan.
                         io.plans.send_replace(Some(plan));
                     }
-                    Some(AggMsg::Ack(ack)) => buffer.ack(ack.batch_seq),
+                    Some(AggMsg::Ack(ack)) => {
+                        buffer.ack(ack.batch_seq);
+                        track(buffer, &cfg.metrics);
+                    }
                     Some(AggMsg::BandwidthTest(t)) => order(&io.orders, Order::Test(t)),
                     Some(AggMsg::BandwidthGrant(g)) => order(&io.orders, Order::Grant(g)),
                     None => {}
@@ -299,7 +328,10 @@ where
                 Err(s) => return broken(got_plan, format!("stream error: {s}")),
             },
             w = io.windows.recv() => match w {
-                Some(w) => buffer.push(w),
+                Some(w) => {
+                    buffer.push(w);
+                    track(buffer, &cfg.metrics);
+                }
                 None => return Ended::Stop,
             },
             Some(r) = io.results.recv() => {
@@ -309,6 +341,7 @@ where
             }
             _ = flush.tick() => {
                 while let Some(batch) = buffer.take_batch() {
+                    cfg.metrics.windows_sent.inc_by(batch.windows.len() as u64);
                     let msg = AgentMessage { msg: Some(AgentMsg::Reports(batch)) };
                     if tx.send(msg).await.is_err() {
                         return broken(got_plan, "send failed".into());

@@ -29,13 +29,20 @@ async fn pair() -> Pair {
     tokio::spawn(bandwidth::run_server(listener, grants.clone()));
     let (report_tx, reports) = mpsc::channel(16);
     let (sender_orders, rx) = mpsc::channel(16);
-    tokio::spawn(bandwidth::run(grants, Clock::new(), rx, report_tx.clone()));
+    tokio::spawn(bandwidth::run(
+        grants,
+        Clock::new(),
+        rx,
+        report_tx.clone(),
+        None,
+    ));
     let (receiver_orders, rx) = mpsc::channel(16);
     tokio::spawn(bandwidth::run(
         Grants::default(),
         Clock::new(),
         rx,
         report_tx,
+        None,
     ));
     Pair {
         sender_orders,
@@ -110,9 +117,10 @@ async fn a_granted_test_measures_every_stream_and_both_ends_report() {
     );
     // The measured part is the duration, not the omitted part too.
     let measured = Duration::from_nanos(r.measured_ns);
+    assert!(!r.byte_capped, "the streams ended early: {r:?} {s:?}");
     assert!(
         measured >= Duration::from_millis(495) && measured < Duration::from_millis(800),
-        "{measured:?}"
+        "{measured:?}: {r:?} {s:?}"
     );
     assert!(
         r.total_bytes > r.measured_bytes,

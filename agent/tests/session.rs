@@ -148,6 +148,8 @@ fn start_agent_with(net: &MemNet, hello: Hello, max_buffered: usize) -> Agent {
         max_buffered_windows: max_buffered,
         backoff_initial: Duration::from_millis(20),
         backoff_max: Duration::from_millis(100),
+        metrics: Default::default(),
+        ready: Default::default(),
     };
     let net = net.clone();
     tokio::spawn(async move {

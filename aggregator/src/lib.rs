@@ -122,8 +122,8 @@ pub async fn run(
     }
     let agent_listener = listen(config.agent_listen).await?;
     let query_listener = listen(config.query_listen).await?;
-    let state = state::spawn(state_config(&config));
-    let metrics = std::sync::Arc::new(metrics::Metrics::new());
+    let (metrics, registry) = metrics::Metrics::new();
+    let state = state::spawn_with_metrics(state_config(&config), metrics.state.clone());
     // Bound now, so a port conflict stops start-up with a clear error.
     let metrics_listener = metrics::bind(config.metrics_listen).await?;
     let mut nodes = None;
@@ -155,7 +155,15 @@ pub async fn run(
         ));
     }
     let services = service::Services::new(state).with_nodes(nodes);
-    tokio::spawn(metrics::serve(metrics_listener, metrics));
+    // One replica (leader election comes with high availability): it writes.
+    metrics.leader.set(1);
+    let ready = netaware_common::observe::Readiness::new("starting");
+    ready.set_ready();
+    tokio::spawn(netaware_common::observe::serve(
+        metrics_listener,
+        std::sync::Arc::new(registry),
+        ready,
+    ));
     info!(agent = %config.agent_listen, query = %config.query_listen, "aggregator listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

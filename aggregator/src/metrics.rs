@@ -1,19 +1,17 @@
 //! Prometheus metrics of the aggregator, served as text on `/metrics`.
 //!
-//! For now: the Node label writer's counters. (Probe and session metrics
-//! join them with the deployment work.)
+//! The Node label writer's counters, agent sessions, stored and disturbed
+//! windows, bandwidth tests and leader state. The endpoint itself (with
+//! `/healthz` and `/readyz`) is `netaware_common::observe`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::error::{Error, Result};
 
@@ -28,49 +26,96 @@ pub struct WriterMetrics {
     pub skipped: Counter,
 }
 
+/// Counters of the state owner (cheap to clone: they share state).
+#[derive(Debug, Clone, Default)]
+pub struct StateMetrics {
+    /// Agents with an open session.
+    pub agents_connected: Gauge,
+    /// Report windows stored.
+    pub windows: Counter,
+    /// Report windows left out of the smoothed figures (our own tests).
+    pub windows_disturbed: Counter,
+    /// Bandwidth tests finished, by outcome.
+    pub bandwidth_tests: Family<OutcomeLabels, Counter>,
+}
+
+/// Labels of a bandwidth-test outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok`, `failed` or `expired` (no reports before the deadline).
+    pub outcome: String,
+}
+
+impl StateMetrics {
+    pub fn bandwidth_test(&self, outcome: &str) {
+        self.bandwidth_tests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}
+
 /// Everything `/metrics` shows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Metrics {
-    registry: Registry,
     pub writer: WriterMetrics,
+    pub state: StateMetrics,
+    /// 1 while this replica writes Nodes (the leader, or the only replica).
+    pub leader: Gauge,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let writer = WriterMetrics::default();
+    /// The metrics, registered in a new registry.
+    pub fn new() -> (Self, Registry) {
+        let m = Self {
+            writer: WriterMetrics::default(),
+            state: StateMetrics::default(),
+            leader: Gauge::default(),
+        };
         let mut registry = Registry::default();
         // Counter names get `_total` appended in the exposition.
         registry.register(
             "netaware_node_writes",
             "Node label patches accepted by the API server",
-            writer.writes.clone(),
+            m.writer.writes.clone(),
         );
         registry.register(
             "netaware_node_write_errors",
             "Node reads or label patches that failed",
-            writer.errors.clone(),
+            m.writer.errors.clone(),
         );
         registry.register(
             "netaware_node_writes_skipped",
             "Node label writes skipped because nothing changed",
-            writer.skipped.clone(),
+            m.writer.skipped.clone(),
         );
-        Self { registry, writer }
-    }
-
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            warn!(error = %e, "cannot encode metrics");
-        }
-        out
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+        registry.register(
+            "netaware_agents_connected",
+            "Agents with an open session",
+            m.state.agents_connected.clone(),
+        );
+        registry.register(
+            "netaware_report_windows_stored",
+            "Report windows stored in the matrix",
+            m.state.windows.clone(),
+        );
+        registry.register(
+            "netaware_report_windows_disturbed",
+            "Report windows left out of the smoothed figures because they overlapped a bandwidth test",
+            m.state.windows_disturbed.clone(),
+        );
+        registry.register(
+            "netaware_bandwidth_tests",
+            "Bandwidth tests finished, by outcome",
+            m.state.bandwidth_tests.clone(),
+        );
+        registry.register(
+            "netaware_leader",
+            "1 while this replica writes Node labels",
+            m.leader.clone(),
+        );
+        (m, registry)
     }
 }
 
@@ -79,45 +124,8 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Listen { addr, source })?;
-    info!(addr = %listener.local_addr().unwrap_or(addr), "metrics on /metrics");
+    info!(addr = %listener.local_addr().unwrap_or(addr), "metrics and health on /metrics, /healthz, /readyz");
     Ok(listener)
-}
-
-/// Serve `GET /metrics` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
-                async move {
-                    let response = if req.uri().path() == "/metrics" {
-                        let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
-                        r.headers_mut().insert(
-                            hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static(
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            ),
-                        );
-                        r
-                    } else {
-                        let mut r = Response::new(Full::new(Bytes::from_static(
-                            b"not found; try /metrics\n",
-                        )));
-                        *r.status_mut() = StatusCode::NOT_FOUND;
-                        r
-                    };
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
 }
 
 #[cfg(test)]
@@ -126,10 +134,17 @@ mod tests {
 
     #[test]
     fn counters_appear_with_help_type_and_total() {
-        let m = Metrics::new();
+        let (m, registry) = Metrics::new();
         m.writer.writes.inc_by(3);
         m.writer.skipped.inc();
-        let text = m.encode();
+        m.state.bandwidth_test("ok");
+        m.leader.set(1);
+        let text = netaware_common::observe::encode(&registry);
+        assert!(
+            text.contains(r#"netaware_bandwidth_tests_total{outcome="ok"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("netaware_leader 1"), "{text}");
         assert!(
             text.contains("# TYPE netaware_node_writes counter"),
             "{text}"

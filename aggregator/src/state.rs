@@ -21,6 +21,7 @@ use crate::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
 use crate::infer::{Group, InferConfig, Inference, Inferred};
 use crate::labels::NodeFacts;
 use crate::matrix::{Matrix, PlanTiming};
+use crate::metrics::StateMetrics;
 use crate::place::PlaceError;
 use crate::placement::{self, Placement, Query, View};
 
@@ -170,9 +171,14 @@ impl StateHandle {
 
 /// Start the state owner task.
 pub fn spawn(config: StateConfig) -> StateHandle {
+    spawn_with_metrics(config, StateMetrics::default())
+}
+
+/// Start the state owner task, counting into `metrics`.
+pub fn spawn_with_metrics(config: StateConfig, metrics: StateMetrics) -> StateHandle {
     let (tx, rx) = mpsc::channel(1024);
     let (inferred_tx, inferred) = watch::channel(None);
-    tokio::spawn(run(config, rx, inferred_tx));
+    tokio::spawn(run(config, rx, inferred_tx, metrics));
     StateHandle { tx, inferred }
 }
 
@@ -199,12 +205,14 @@ struct Owner {
     updates: broadcast::Sender<LinkState>,
     bandwidth: Scheduler,
     test_periods: TestPeriods,
+    metrics: StateMetrics,
 }
 
 async fn run(
     config: StateConfig,
     mut rx: mpsc::Receiver<Command>,
     inferred_tx: watch::Sender<Option<Arc<Inferred>>>,
+    metrics: StateMetrics,
 ) {
     let (updates, _) = broadcast::channel(WATCH_CAPACITY);
     let mut owner = Owner {
@@ -219,6 +227,7 @@ async fn run(
         updates,
         bandwidth: Scheduler::new(config.bandwidth),
         test_periods: TestPeriods::default(),
+        metrics,
     };
     let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_TICK);
     bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -252,6 +261,9 @@ impl Owner {
                     },
                 );
                 let _ = reply.send(id);
+                self.metrics
+                    .agents_connected
+                    .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
                 self.replan();
             }
             Command::Reports { session, batch } => self.reports(session, batch, now),
@@ -313,6 +325,7 @@ impl Owner {
     /// Start the bandwidth tests the scheduler picks now.
     fn schedule_bandwidth(&mut self, now: Instant) {
         for token in self.bandwidth.expire(now) {
+            self.metrics.bandwidth_test("expired");
             warn!(
                 token,
                 "bandwidth test ended without both reports; its bytes stay reserved"
@@ -380,8 +393,10 @@ impl Owner {
         self.test_ended(r.token, now);
         if !r.error.is_empty() {
             warn!(sender = %done.sender, receiver = %done.receiver, error = %r.error, "bandwidth test failed");
+            self.metrics.bandwidth_test("failed");
             return;
         }
+        self.metrics.bandwidth_test("ok");
         info!(
             sender = %done.sender,
             receiver = %done.receiver,
@@ -496,6 +511,10 @@ impl Owner {
                 w.window_end_unix_us,
             );
             if let Some(state) = self.matrix.apply(&node, w, disturbed, now) {
+                self.metrics.windows.inc();
+                if disturbed {
+                    self.metrics.windows_disturbed.inc();
+                }
                 stored += 1;
                 // No watchers is fine.
                 let _ = self.updates.send(state);
@@ -526,6 +545,9 @@ impl Owner {
     fn close(&mut self, session: SessionId) {
         if let Some(s) = self.sessions.remove(&session) {
             info!(node = %s.node, session, "agent disconnected");
+            self.metrics
+                .agents_connected
+                .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
             self.matrix.disconnect(&s.node);
             self.replan();
         }

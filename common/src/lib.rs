@@ -1,5 +1,7 @@
 //! Pieces every netaware binary shares.
 
+pub mod observe;
+
 use std::ffi::OsString;
 
 use clap::Parser;

@@ -1,0 +1,213 @@
+//! The small HTTP endpoint every binary serves for Kubernetes and
+//! Prometheus: `/metrics` (Prometheus text exposition), `/healthz`
+//! (liveness: the process serves requests) and `/readyz` (readiness: the
+//! binary says it can do its job, e.g. the agent has a plan).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tracing::warn;
+
+/// Content type of OpenMetrics text, what `prometheus-client` writes; sent
+/// to scrapers that ask for it (Prometheus does).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the classic Prometheus text format, sent to everyone
+/// else (curl, `promtool check metrics`, older scrapers).
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text as classic Prometheus text (format 0.0.4): a counter's
+/// HELP and TYPE name its `_total` series, and there is no `# EOF` or
+/// `# UNIT`. Everything else is the same in both formats.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether the binary is ready, with the reason shown on `/readyz`.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    why_not: Arc<std::sync::Mutex<String>>,
+}
+
+impl Readiness {
+    /// Not ready, for `why`.
+    pub fn new(why: &str) -> Self {
+        let r = Self::default();
+        r.set_not_ready(why);
+        r
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn set_not_ready(&self, why: &str) {
+        if let Ok(mut w) = self.why_not.lock() {
+            *w = why.to_string();
+        }
+        self.ready.store(false, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn reason(&self) -> String {
+        self.why_not.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+}
+
+/// Encode a registry as Prometheus text.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        warn!(error = %e, "cannot encode metrics");
+    }
+    out
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+/// The response to one request; `accept` is the request's Accept header.
+pub fn respond(
+    path: &str,
+    accept: &str,
+    registry: &Registry,
+    ready: &Readiness,
+) -> Response<Full<Bytes>> {
+    match path {
+        "/metrics" => {
+            let (body, ctype) = if accept.contains("application/openmetrics-text") {
+                (encode(registry), OPENMETRICS_CONTENT_TYPE)
+            } else {
+                (prometheus_text(&encode(registry)), PROMETHEUS_CONTENT_TYPE)
+            };
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(ctype),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" if ready.is_ready() => text(StatusCode::OK, "ready\n".into()),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", ready.reason()),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}
+
+/// Serve the three paths on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, ready: Readiness) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (registry, ready) = (registry.clone(), ready.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let accept = req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let r = respond(req.uri().path(), accept, &registry, &ready);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+
+    #[test]
+    fn the_three_paths_answer_as_probes_expect() {
+        let mut reg = Registry::default();
+        let c: Counter = Counter::default();
+        reg.register("netaware_things", "Things", c.clone());
+        c.inc();
+        let ready = Readiness::new("no plan from the aggregator yet");
+        let m = respond("/metrics", "", &reg, &ready);
+        assert_eq!(m.status(), StatusCode::OK);
+        assert_eq!(
+            m.headers()[hyper::header::CONTENT_TYPE],
+            PROMETHEUS_CONTENT_TYPE
+        );
+        let om = respond("/metrics", "application/openmetrics-text", &reg, &ready);
+        assert_eq!(
+            om.headers()[hyper::header::CONTENT_TYPE],
+            OPENMETRICS_CONTENT_TYPE
+        );
+        assert!(encode(&reg).contains("netaware_things_total 1"));
+        let r = |p: &str| respond(p, "", &reg, &ready).status();
+        assert_eq!(r("/healthz"), StatusCode::OK);
+        assert_eq!(r("/readyz"), StatusCode::SERVICE_UNAVAILABLE);
+        ready.set_ready();
+        assert_eq!(r("/readyz"), StatusCode::OK);
+        ready.set_not_ready("aggregator session lost");
+        assert!(!ready.is_ready());
+        assert_eq!(ready.reason(), "aggregator session lost");
+        assert_eq!(r("/x"), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn openmetrics_counters_become_classic_total_families() {
+        let om = "# HELP netaware_things Things.\n# TYPE netaware_things counter\n\
+                  netaware_things_total 1\n# HELP netaware_up Up.\n# TYPE netaware_up gauge\n\
+                  netaware_up 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(om),
+            "# HELP netaware_things_total Things.\n# TYPE netaware_things_total counter\n\
+             netaware_things_total 1\n# HELP netaware_up Up.\n# TYPE netaware_up gauge\n\
+             netaware_up 1\n"
+        );
+    }
+}
