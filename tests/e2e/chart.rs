@@ -1,0 +1,154 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The Helm chart, rendered by Helm's own engine (`charts/check.py`, using
+//! helm-python-sdk): lint clean, the schema rejects wrong values, and every
+//! rendered object is exactly a valid Kubernetes object: it parses into the
+//! k8s-openapi type of its kind and serialises back to the same JSON (a
+//! misspelt field would be dropped and show as a difference).
+
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use netaware_e2e::repo_root;
+use serde_json::Value;
+
+/// Drop nulls and empty objects, so only meaningful content is compared.
+fn normalise(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), normalise(x)))
+                .filter(|(_, x)| !matches!(x, Value::Object(o) if o.is_empty()))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(normalise).collect()),
+        other => other.clone(),
+    }
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value, what: &str) -> T {
+    let typed: T = serde_json::from_value(obj.clone())
+        .unwrap_or_else(|e| panic!("{what} does not parse as its kind: {e}\n{obj:#}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        normalise(&back),
+        normalise(obj),
+        "{what} has fields Kubernetes does not know"
+    );
+    typed
+}
+
+/// Render with check.py; `None` when the SDK is missing outside CI.
+fn render() -> Option<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("netaware-chart-{}", std::process::id()));
+    let out = Command::new("python3")
+        .arg(repo_root().join("charts/check.py"))
+        .arg(&dir)
+        .output()
+        .expect("python3 is needed to render the chart");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(3) && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: {stderr}");
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "charts/check.py failed:\n{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Some(dir)
+}
+
+#[test]
+fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
+    let Some(dir) = render() else { return };
+    for case in ["default", "all-on"] {
+        let text = std::fs::read_to_string(dir.join(format!("{case}.jsonl"))).unwrap();
+        let mut kinds = Vec::new();
+        for line in text.lines() {
+            let doc: Value = serde_json::from_str(line).unwrap();
+            let obj = &doc["object"];
+            let kind = obj["kind"].as_str().unwrap().to_string();
+            let what = format!("{case}: {} ({kind})", doc["template"]);
+            match kind.as_str() {
+                "DaemonSet" => {
+                    let ds: DaemonSet = round_trip(obj, &what);
+                    let pod = ds.spec.template.spec.unwrap();
+                    assert_eq!(pod.host_network, Some(true), "{what}");
+                    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+                    assert_eq!(pod.automount_service_account_token, Some(false));
+                    let c = &pod.containers[0];
+                    let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+                    assert!(
+                        env.contains(&"NODE_NAME") && env.contains(&"NODE_IP"),
+                        "{env:?}"
+                    );
+                    let sc = c.security_context.as_ref().unwrap();
+                    assert_eq!(sc.read_only_root_filesystem, Some(true));
+                    let caps = sc.capabilities.as_ref().unwrap();
+                    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+                    assert_eq!(caps.add.as_deref(), Some(&["NET_RAW".to_string()][..]));
+                    let res = c.resources.as_ref().unwrap();
+                    assert!(
+                        res.limits.as_ref().is_none_or(|l| !l.contains_key("cpu")),
+                        "no CPU limit by default: throttling reads as latency"
+                    );
+                }
+                "Deployment" => {
+                    let d: Deployment = round_trip(obj, &what);
+                    let spec = d.spec;
+                    assert_eq!(spec.replicas, Some(1));
+                    let ann = spec.template.metadata.unwrap().annotations.unwrap();
+                    assert!(ann.contains_key("checksum/config"), "{what}");
+                }
+                "Service" => {
+                    let s: Service = round_trip(obj, &what);
+                    assert_eq!(s.spec.unwrap().ports.unwrap().len(), 2);
+                }
+                "ConfigMap" => {
+                    let _: ConfigMap = round_trip(obj, &what);
+                }
+                "ServiceAccount" => {
+                    let _: ServiceAccount = round_trip(obj, &what);
+                }
+                "ClusterRole" => {
+                    let r: ClusterRole = round_trip(obj, &what);
+                    let rules = r.rules.unwrap();
+                    assert_eq!(rules.len(), 1, "nodes only");
+                    assert_eq!(
+                        rules[0].resources.as_deref(),
+                        Some(&["nodes".to_string()][..])
+                    );
+                    assert_eq!(
+                        rules[0].verbs,
+                        ["get", "list", "watch", "patch"].map(String::from).to_vec()
+                    );
+                }
+                "ClusterRoleBinding" => {
+                    let _: ClusterRoleBinding = round_trip(obj, &what);
+                }
+                other => panic!("{what}: no check for kind {other}"),
+            }
+            kinds.push(kind);
+        }
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ConfigMap",
+                "DaemonSet",
+                "Deployment",
+                "Service",
+                "ServiceAccount"
+            ],
+            "{case}"
+        );
+        let notes = std::fs::read_to_string(dir.join(format!("{case}.notes.txt"))).unwrap();
+        assert!(notes.contains("kubectl get nodes -L"), "{notes}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
