@@ -49,7 +49,7 @@ def main():
     chart = helm.Chart.load(CHART)
     with open(os.path.join(CHART, "ci", "all-on-values.yaml")) as f:
         all_on = helm.values_from_yaml(f.read())
-    for case, values in [("default", {}), ("all-on", all_on)]:
+    for case, values in [("default", {}), ("all-on", all_on), ("no-icmp", {"agent": {"icmp": False}})]:
         report = helm.lint(CHART, values, strict=True, namespace="netaware")
         problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
         if problems or report.get("errors"):

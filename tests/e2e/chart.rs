@@ -64,7 +64,8 @@ fn render() -> Option<std::path::PathBuf> {
 #[test]
 fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
     let Some(dir) = render() else { return };
-    for case in ["default", "all-on"] {
+    for case in ["default", "all-on", "no-icmp"] {
+        let icmp = case != "no-icmp";
         let text = std::fs::read_to_string(dir.join(format!("{case}.jsonl"))).unwrap();
         let mut kinds = Vec::new();
         for line in text.lines() {
@@ -89,7 +90,15 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                     assert_eq!(sc.read_only_root_filesystem, Some(true));
                     let caps = sc.capabilities.as_ref().unwrap();
                     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
-                    assert_eq!(caps.add.as_deref(), Some(&["NET_RAW".to_string()][..]));
+                    // NET_RAW, and escalation so that the binary's file
+                    // capability applies, only with ICMP probing.
+                    let net_raw = ["NET_RAW".to_string()];
+                    assert_eq!(caps.add.as_deref(), icmp.then_some(&net_raw[..]), "{what}");
+                    assert_eq!(sc.allow_privilege_escalation, Some(icmp), "{what}");
+                    assert_eq!(
+                        pod.security_context.as_ref().unwrap().run_as_non_root,
+                        Some(true)
+                    );
                     let res = c.resources.as_ref().unwrap();
                     assert!(
                         res.limits.as_ref().is_none_or(|l| !l.contains_key("cpu")),
