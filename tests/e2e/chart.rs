@@ -9,6 +9,8 @@ use std::process::Command;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use netaware_e2e::repo_root;
 use serde_json::Value;
@@ -138,24 +140,37 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "ClusterRoleBinding" => {
                     let _: ClusterRoleBinding = round_trip(obj, &what);
                 }
+                "NetworkPolicy" => {
+                    let np: NetworkPolicy = round_trip(obj, &what);
+                    let rules = np.spec.unwrap().ingress.unwrap();
+                    assert_eq!(
+                        rules.len(),
+                        2,
+                        "agents+metrics from anywhere, query from the list"
+                    );
+                }
+                "PodDisruptionBudget" => {
+                    let _: PodDisruptionBudget = round_trip(obj, &what);
+                }
                 other => panic!("{what}: no check for kind {other}"),
             }
             kinds.push(kind);
         }
         kinds.sort();
-        assert_eq!(
-            kinds,
-            [
-                "ClusterRole",
-                "ClusterRoleBinding",
-                "ConfigMap",
-                "DaemonSet",
-                "Deployment",
-                "Service",
-                "ServiceAccount"
-            ],
-            "{case}"
-        );
+        let mut want = vec![
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+        ];
+        if case == "all-on" {
+            want.extend(["NetworkPolicy", "PodDisruptionBudget"]);
+            want.sort();
+        }
+        assert_eq!(kinds, want, "{case}");
         let notes = std::fs::read_to_string(dir.join(format!("{case}.notes.txt"))).unwrap();
         assert!(notes.contains("kubectl get nodes -L"), "{notes}");
     }
