@@ -28,6 +28,10 @@ struct Link {
     windows_total: u64,
     disturbed: bool,
     disturbed_windows_total: u64,
+    /// The smoothed figures hold an undisturbed window; until then the
+    /// link has no figures (a first window taken during our own bandwidth
+    /// test would seed them with the test's queueing).
+    seeded: bool,
     /// Aggregator-local receive time of the latest window: staleness is
     /// judged on our clock, so a skewed agent clock cannot hide staleness.
     received_at: Instant,
@@ -63,6 +67,16 @@ pub struct Matrix {
 
 fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
+}
+
+/// The smoothed figures a link starts from: its first undisturbed window.
+fn first_figures(w: &LinkWindow) -> Smoothed {
+    Smoothed {
+        rtt_p50_us: us(w.rtt_p50_ns),
+        rtt_p99_us: us(w.rtt_p99_ns),
+        jitter_us: us(w.jitter_ns),
+        loss_ppm: loss_ppm(w).unwrap_or(0.0),
+    }
 }
 
 /// Loss of a window in parts per million; `None` when nothing was sent.
@@ -142,6 +156,9 @@ impl Matrix {
                 let ewma = |old: &mut f64, new: f64| *old += alpha * (new - *old);
                 if disturbed {
                     link.disturbed_windows_total += 1;
+                } else if !link.seeded {
+                    *s = first_figures(&w);
+                    link.seeded = true;
                 } else {
                     if w.received > 0 {
                         ewma(&mut s.rtt_p50_us, us(w.rtt_p50_ns));
@@ -158,25 +175,15 @@ impl Matrix {
                 link.received_at = now;
                 link
             }
-            None => {
-                let smoothed = Smoothed {
-                    rtt_p50_us: us(w.rtt_p50_ns),
-                    rtt_p99_us: us(w.rtt_p99_ns),
-                    jitter_us: us(w.jitter_ns),
-                    loss_ppm: loss_ppm(&w).unwrap_or(0.0),
-                };
-                // A first window that is disturbed still seeds the figures:
-                // something is better than nothing, and it is replaced
-                // quickly by undisturbed windows (smoothing).
-                self.links.entry(key).or_insert(Link {
-                    latest: w,
-                    smoothed,
-                    windows_total: 1,
-                    disturbed,
-                    disturbed_windows_total: u64::from(disturbed),
-                    received_at: now,
-                })
-            }
+            None => self.links.entry(key).or_insert(Link {
+                smoothed: first_figures(&w),
+                latest: w,
+                windows_total: 1,
+                disturbed,
+                disturbed_windows_total: u64::from(disturbed),
+                seeded: !disturbed,
+                received_at: now,
+            }),
         };
         Some(Self::state_of(src, link, false))
     }
@@ -241,7 +248,7 @@ impl Matrix {
             dst: link.latest.peer.clone(),
             method: link.latest.method,
             latest: Some(link.latest.clone()),
-            smoothed: Some(link.smoothed),
+            smoothed: link.seeded.then_some(link.smoothed),
             stale,
             windows_total: link.windows_total,
             disturbed: link.disturbed,
@@ -269,7 +276,8 @@ impl Matrix {
         let link = self
             .links
             .get(&(src.to_string(), dst.to_string(), method as i32))?;
-        Some((link.smoothed, self.is_stale(link, now)))
+        link.seeded
+            .then(|| (link.smoothed, self.is_stale(link, now)))
     }
 
     /// Every link (optionally of one method) as of `now`.
@@ -408,6 +416,29 @@ mod tests {
             .unwrap();
         assert!(!s.disturbed);
         assert_eq!(s.smoothed.unwrap().rtt_p50_us, 150.0);
+    }
+
+    #[test]
+    fn a_disturbed_first_window_does_not_seed_the_figures() {
+        let t0 = Instant::now();
+        let mut m = Matrix::new(0.5, Duration::from_secs(30));
+        let s = m
+            .apply("a", window("b", 1, 9_000, 10, 10), true, t0)
+            .unwrap();
+        assert_eq!(s.smoothed, None);
+        assert!(m.smoothed("a", "b", ProbeMethod::StampUdp, t0).is_none());
+        let s = m
+            .apply("a", window("b", 2, 200, 10, 10), false, t0)
+            .unwrap();
+        assert_eq!(
+            s.smoothed.unwrap().rtt_p50_us,
+            200.0,
+            "seeded by the first clean window"
+        );
+        let s = m
+            .apply("a", window("b", 3, 400, 10, 10), false, t0)
+            .unwrap();
+        assert_eq!(s.smoothed.unwrap().rtt_p50_us, 300.0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ fn every_pair_is_tested_and_agrees_with_iperf3() {
     }
     let run = run_lab(
         "e2e-bw.yaml",
-        "15s",
+        "20s",
         &["--iperf3", "--icmp", "false", "--bandwidth-duration", "2s"],
     );
     println!("{}", run.stdout);
