@@ -815,6 +815,12 @@ async fn drive(
                 }
             }
             let mut report = collector.report(topo, duration.as_secs_f64(), &methods(opts));
+            // Labels as the measuring period left them: the iperf3
+            // comparison below loads links the aggregator does not know of.
+            if let Some(port) = lab.apiserver_port {
+                report.labels = read_labels(port, LABEL_PREFIX)?;
+                report.label_changes = label_changes;
+            }
             let bandwidth = match (opts.iperf3, opts.bandwidth) {
                 (true, Some(b)) => {
                     eprintln!(
@@ -830,10 +836,6 @@ async fn drive(
             }
             report.agents = agents;
             report.events = applied;
-            if let Some(port) = lab.apiserver_port {
-                report.labels = read_labels(port, LABEL_PREFIX)?;
-                report.label_changes = label_changes;
-            }
             if let Some(p) = pings {
                 let results = tokio::task::spawn_blocking(move || p.finish())
                     .await

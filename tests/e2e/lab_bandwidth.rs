@@ -14,6 +14,8 @@ fn every_pair_is_tested_and_agrees_with_iperf3() {
     }
     let run = run_lab(
         "e2e-bw.yaml",
+        // Tests disturb every window of their ends (and 2 s after): a node
+        // gets figures, groups and labels only after the last one.
         "20s",
         &["--iperf3", "--icmp", "false", "--bandwidth-duration", "2s"],
     );
