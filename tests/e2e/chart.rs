@@ -15,6 +15,35 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use netaware_e2e::repo_root;
 use serde_json::Value;
 
+/// The part of prometheus-operator's `monitoring.coreos.com/v1` monitors we
+/// render (k8s-openapi has no types for CRDs); unknown fields are errors.
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Monitor {
+    api_version: String,
+    kind: String,
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: MonitorSpec,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MonitorSpec {
+    selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoints: Option<Vec<Endpoint>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_metrics_endpoints: Option<Vec<Endpoint>>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct Endpoint {
+    port: String,
+    path: String,
+    interval: String,
+}
+
 /// Drop nulls and empty objects, so only meaningful content is compared.
 fn normalise(v: &Value) -> Value {
     match v {
@@ -116,7 +145,9 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 }
                 "Service" => {
                     let s: Service = round_trip(obj, &what);
-                    assert_eq!(s.spec.unwrap().ports.unwrap().len(), 2);
+                    let ports = s.spec.unwrap().ports.unwrap();
+                    let names: Vec<&str> = ports.iter().filter_map(|p| p.name.as_deref()).collect();
+                    assert_eq!(names, ["agents", "query", "metrics"]);
                 }
                 "ConfigMap" => {
                     let _: ConfigMap = round_trip(obj, &what);
@@ -152,6 +183,23 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "PodDisruptionBudget" => {
                     let _: PodDisruptionBudget = round_trip(obj, &what);
                 }
+                "ServiceMonitor" | "PodMonitor" => {
+                    let m: Monitor = round_trip(obj, &what);
+                    assert_eq!(m.api_version, "monitoring.coreos.com/v1");
+                    let component = if kind == "PodMonitor" {
+                        "agent"
+                    } else {
+                        "aggregator"
+                    };
+                    let sel = m.spec.selector.match_labels.unwrap();
+                    assert_eq!(sel["app.kubernetes.io/component"], component, "{what}");
+                    let eps = m.spec.endpoints.or(m.spec.pod_metrics_endpoints).unwrap();
+                    assert_eq!(
+                        (eps[0].port.as_str(), eps[0].path.as_str()),
+                        ("metrics", "/metrics")
+                    );
+                    assert_eq!(m.metadata.labels.unwrap()["release"], "prometheus");
+                }
                 other => panic!("{what}: no check for kind {other}"),
             }
             kinds.push(kind);
@@ -167,7 +215,12 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
             "ServiceAccount",
         ];
         if case == "all-on" {
-            want.extend(["NetworkPolicy", "PodDisruptionBudget"]);
+            want.extend([
+                "NetworkPolicy",
+                "PodDisruptionBudget",
+                "PodMonitor",
+                "ServiceMonitor",
+            ]);
             want.sort();
         }
         assert_eq!(kinds, want, "{case}");
