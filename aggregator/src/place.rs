@@ -124,14 +124,18 @@ fn ball(d: &Distances, c: &Candidates, centre: usize, k: usize) -> Vec<usize> {
     set
 }
 
+/// Whether a ball of k can grow around `centre`: with required nodes the
+/// centre is one more member, so a centre outside them must leave room.
+fn may_centre(c: &Candidates, centre: usize, k: usize) -> bool {
+    c.include.contains(&centre) || c.include.len() < k
+}
+
 /// The distinct centre balls of size k, smallest diameter first.
 pub fn balls(d: &Distances, k: usize, c: &Candidates) -> Result<Vec<Choice>, PlaceError> {
     check(k, c)?;
     let mut out: Vec<Choice> = Vec::new();
     for &centre in &c.eligible {
-        // With required nodes the centre is one more member: skip centres
-        // that would push the set over k.
-        if !c.include.contains(&centre) && c.include.len() >= k {
+        if !may_centre(c, centre, k) {
             continue;
         }
         let mut set = ball(d, c, centre, k);
@@ -160,7 +164,7 @@ pub fn balls(d: &Distances, k: usize, c: &Candidates) -> Result<Vec<Choice>, Pla
 pub fn lower_bound(d: &Distances, k: usize, c: &Candidates) -> f64 {
     c.eligible
         .iter()
-        .filter(|centre| c.include.contains(centre) || c.include.len() < k)
+        .filter(|&&centre| may_centre(c, centre, k))
         .map(|&centre| {
             ball(d, c, centre, k)
                 .iter()
@@ -172,47 +176,17 @@ pub fn lower_bound(d: &Distances, k: usize, c: &Candidates) -> f64 {
 
 /// Centre-ball 2-approximation followed by swap local search.
 pub fn choose(d: &Distances, k: usize, c: &Candidates) -> Result<Choice, PlaceError> {
-    let Some(Choice {
-        nodes: mut set,
-        diameter: mut dia,
-    }) = balls(d, k, c)?.into_iter().next()
-    else {
+    let Some(start) = balls(d, k, c)?.into_iter().next() else {
         return Err(PlaceError::TooFewEligible {
             k,
             eligible: c.eligible.len(),
         });
     };
-    // Local search: the best improving swap, until none improves.
-    loop {
-        let mut improved: Option<(f64, usize, usize)> = None;
-        for pos in 0..set.len() {
-            if c.include.contains(&set[pos]) {
-                continue;
-            }
-            for &out in &c.eligible {
-                if set.contains(&out) {
-                    continue;
-                }
-                let mut trial = set.clone();
-                trial[pos] = out;
-                let t = diameter(d, &trial);
-                if t < improved.map_or(dia, |(b, _, _)| b) {
-                    improved = Some((t, pos, out));
-                }
-            }
-        }
-        match improved {
-            Some((t, pos, out)) => {
-                set[pos] = out;
-                dia = t;
-            }
-            None => break,
-        }
-    }
-    set.sort_unstable();
+    // Larger is better: the negated diameter.
+    let nodes = swap_search(start.nodes, c, -start.diameter, |s| Some(-diameter(d, s)));
     Ok(Choice {
-        nodes: set,
-        diameter: dia,
+        diameter: diameter(d, &nodes),
+        nodes,
     })
 }
 
@@ -229,8 +203,27 @@ pub fn refine<K: PartialOrd>(
     limit: f64,
     key: impl Fn(&[usize]) -> K,
 ) -> Choice {
-    let Choice { nodes: mut set, .. } = choice;
-    let mut best = key(&set);
+    let start = key(&choice.nodes);
+    let nodes = swap_search(choice.nodes, c, start, |s| {
+        (diameter(d, s) <= limit).then(|| key(s))
+    });
+    Choice {
+        diameter: diameter(d, &nodes),
+        nodes,
+    }
+}
+
+/// Swap local search: replace one member (never a required one) by an
+/// outsider, taking the best swap by `value` (larger is better; `None`: the
+/// set is not allowed), until no swap beats the current set's value
+/// (`start` for the set given). Returns the set sorted.
+fn swap_search<K: PartialOrd>(
+    mut set: Vec<usize>,
+    c: &Candidates,
+    start: K,
+    value: impl Fn(&[usize]) -> Option<K>,
+) -> Vec<usize> {
+    let mut best = start;
     loop {
         let mut improved: Option<(K, usize, usize)> = None;
         for pos in 0..set.len() {
@@ -243,33 +236,24 @@ pub fn refine<K: PartialOrd>(
                 }
                 let mut trial = set.clone();
                 trial[pos] = out;
-                if diameter(d, &trial) > limit {
+                let Some(v) = value(&trial) else {
                     continue;
-                }
-                let k = key(&trial);
-                let beats = match &improved {
-                    Some((b, _, _)) => k > *b,
-                    None => k > best,
                 };
-                if beats {
-                    improved = Some((k, pos, out));
+                if v > *improved.as_ref().map_or(&best, |(b, _, _)| b) {
+                    improved = Some((v, pos, out));
                 }
             }
         }
         match improved {
-            Some((k, pos, out)) => {
+            Some((v, pos, out)) => {
                 set[pos] = out;
-                best = k;
+                best = v;
             }
             None => break,
         }
     }
     set.sort_unstable();
-    let diameter = diameter(d, &set);
-    Choice {
-        nodes: set,
-        diameter,
-    }
+    set
 }
 
 #[cfg(test)]
