@@ -97,46 +97,29 @@ impl AgentService for Services {
         tokio::spawn(
             async move {
                 loop {
-                    match inbound.message().await {
-                        Ok(Some(AgentMessage {
-                            msg: Some(AgentMsg::Reports(batch)),
-                        })) => {
-                            if state
-                                .send(Command::Reports { session, batch })
-                                .await
-                                .is_err()
-                            {
-                                break;
-                            }
-                        }
-                        Ok(Some(AgentMessage {
-                            msg: Some(AgentMsg::BandwidthResult(result)),
-                        })) => {
-                            if state
-                                .send(Command::BandwidthResult { session, result })
-                                .await
-                                .is_err()
-                            {
-                                break;
-                            }
-                        }
-                        Ok(Some(AgentMessage {
-                            msg: Some(AgentMsg::BandwidthServed(served)),
-                        })) => {
-                            if state
-                                .send(Command::BandwidthServed { session, served })
-                                .await
-                                .is_err()
-                            {
-                                break;
-                            }
-                        }
-                        Ok(Some(_)) => warn!("ignoring an unexpected message (a second Hello?)"),
+                    let msg = match inbound.message().await {
+                        Ok(Some(m)) => m.msg,
                         Ok(None) => break,
                         Err(e) => {
                             warn!(error = %e, "agent stream failed");
                             break;
                         }
+                    };
+                    let cmd = match msg {
+                        Some(AgentMsg::Reports(batch)) => Command::Reports { session, batch },
+                        Some(AgentMsg::BandwidthResult(result)) => {
+                            Command::BandwidthResult { session, result }
+                        }
+                        Some(AgentMsg::BandwidthServed(served)) => {
+                            Command::BandwidthServed { session, served }
+                        }
+                        Some(AgentMsg::Hello(_)) | None => {
+                            warn!("ignoring an unexpected message (a second Hello?)");
+                            continue;
+                        }
+                    };
+                    if state.send(cmd).await.is_err() {
+                        break;
                     }
                 }
                 let _ = state.send(Command::Disconnect { session }).await;
