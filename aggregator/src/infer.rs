@@ -77,15 +77,24 @@ fn link(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<(Smoothed, bool)> 
         .or_else(|| m.smoothed(a, b, ProbeMethod::IcmpEcho, now))
 }
 
-/// Worse of the two directions of a pair, or the one that exists.
+/// Worse of the two directions of a pair, or the one that exists, with
+/// the pair's bandwidth (for the quality figures).
 fn pair(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
-    let bandwidth_mbps = m.bandwidth(a, b);
+    pair_probed(m, a, b, now).map(|p| PeerLink {
+        bandwidth_mbps: m.bandwidth(a, b),
+        ..p
+    })
+}
+
+/// The probe figures of [`pair`] alone: distances and nearest peers need no
+/// bandwidth, and looking it up for every pair would cost as much again.
+fn pair_probed(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
     let to = |s: Smoothed| PeerLink {
         rtt_p50_us: s.rtt_p50_us,
         rtt_p99_us: s.rtt_p99_us,
         jitter_us: s.jitter_us,
         loss_ppm: s.loss_ppm,
-        bandwidth_mbps,
+        bandwidth_mbps: None,
     };
     match (link(m, a, b, now), link(m, b, a, now)) {
         (Some((x, _)), Some((y, _))) => {
@@ -95,7 +104,7 @@ fn pair(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
                 rtt_p99_us: x.rtt_p99_us.max(y.rtt_p99_us),
                 jitter_us: x.jitter_us.max(y.jitter_us),
                 loss_ppm: x.loss_ppm.max(y.loss_ppm),
-                bandwidth_mbps,
+                bandwidth_mbps: None,
             })
         }
         (Some((x, _)), None) | (None, Some((x, _))) => Some(to(x)),
@@ -110,7 +119,7 @@ pub fn distances(m: &Matrix, names: &[String], now: Instant) -> Distances {
     let mut dist = Distances::new(n);
     for i in 0..n {
         for j in i + 1..n {
-            if let Some(p) = pair(m, &names[i], &names[j], now) {
+            if let Some(p) = pair_probed(m, &names[i], &names[j], now) {
                 dist.set(i, j, p.rtt_p50_us);
             }
         }
@@ -227,7 +236,7 @@ impl Inference {
             let mut nearest: Vec<Peer> = ranked
                 .into_iter()
                 .filter_map(|(_, p)| {
-                    pair(m, node, p, now).map(|l| Peer {
+                    pair_probed(m, node, p, now).map(|l| Peer {
                         node: p.clone(),
                         rtt_p50_us: l.rtt_p50_us.max(0.0).round() as u64,
                         loss_ppm: l.loss_ppm.max(0.0).round() as u64,

@@ -46,19 +46,12 @@ struct Node {
     dropped_windows_total: u64,
 }
 
-/// The latest bandwidth test of one directed pair (sender → receiver).
-#[derive(Debug, Clone)]
-struct Bandwidth {
-    state: BandwidthState,
-    received_at: Instant,
-}
-
 /// All measured links and all known nodes.
 #[derive(Debug)]
 pub struct Matrix {
     links: BTreeMap<LinkKey, Link>,
     /// Latest bandwidth test per (sender, receiver).
-    bandwidth: BTreeMap<(String, String), Bandwidth>,
+    bandwidth: BTreeMap<(String, String), BandwidthState>,
     nodes: BTreeMap<String, Node>,
     /// Weight of the newest window in the smoothed figures (0 < alpha <= 1).
     alpha: f64,
@@ -196,10 +189,9 @@ impl Matrix {
         mbps: f64,
         stream_mbps: Vec<f64>,
         started_unix_us: u64,
-        now: Instant,
-    ) -> BandwidthState {
+    ) {
         let key = (sender.to_string(), receiver.to_string());
-        let tests_total = self.bandwidth.get(&key).map_or(0, |b| b.state.tests_total) + 1;
+        let tests_total = self.bandwidth.get(&key).map_or(0, |b| b.tests_total) + 1;
         let state = BandwidthState {
             sender: sender.to_string(),
             receiver: receiver.to_string(),
@@ -208,14 +200,7 @@ impl Matrix {
             started_unix_us,
             tests_total,
         };
-        self.bandwidth.insert(
-            key,
-            Bandwidth {
-                state: state.clone(),
-                received_at: now,
-            },
-        );
-        state
+        self.bandwidth.insert(key, state);
     }
 
     /// Bandwidth of a pair: the lower of the two directions' latest tests,
@@ -224,22 +209,12 @@ impl Matrix {
         let one = |s: &str, r: &str| {
             self.bandwidth
                 .get(&(s.to_string(), r.to_string()))
-                .map(|b| b.state.mbps)
+                .map(|b| b.mbps)
         };
         match (one(a, b), one(b, a)) {
             (Some(x), Some(y)) => Some(x.min(y)),
             (x, y) => x.or(y),
         }
-    }
-
-    /// When the pair was last tested, in either direction.
-    pub fn bandwidth_tested_at(&self, a: &str, b: &str) -> Option<Instant> {
-        let one = |s: &str, r: &str| {
-            self.bandwidth
-                .get(&(s.to_string(), r.to_string()))
-                .map(|b| b.received_at)
-        };
-        one(a, b).max(one(b, a))
     }
 
     fn state_of(src: &str, link: &Link, stale: bool) -> LinkState {
@@ -321,7 +296,7 @@ impl Matrix {
             links: self.links(method, now),
             generated_unix_us: now_unix_us,
             stale_after_ms: u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX),
-            bandwidth: self.bandwidth.values().map(|b| b.state.clone()).collect(),
+            bandwidth: self.bandwidth.values().cloned().collect(),
         }
     }
 

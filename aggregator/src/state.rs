@@ -410,7 +410,6 @@ impl Owner {
             r.mbps,
             r.stream_mbps,
             r.started_unix_us,
-            now,
         );
     }
 
