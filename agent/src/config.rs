@@ -69,7 +69,7 @@ pub struct Config {
 
     /// Peers that get their own metric series (the first by name); bounds
     /// the series one agent exports in a large cluster.
-    #[arg(long, env = ENV_METRICS_MAX_PEERS, default_value_t = crate::metrics::DEFAULT_MAX_PEERS, value_parser = parse_nonzero_usize)]
+    #[arg(long, env = ENV_METRICS_MAX_PEERS, default_value_t = crate::metrics::DEFAULT_MAX_PEERS, value_parser = netaware_common::parse_nonzero_usize)]
     pub metrics_max_peers: usize,
 
     /// Probe with ICMP echo as well as STAMP (needs CAP_NET_RAW or a
@@ -84,7 +84,7 @@ pub struct Config {
 
     /// Report windows kept while the aggregator is unreachable; beyond this
     /// the oldest are dropped (and counted).
-    #[arg(long, env = ENV_MAX_BUFFERED_WINDOWS, default_value_t = DEFAULT_MAX_BUFFERED_WINDOWS, value_parser = parse_nonzero_usize)]
+    #[arg(long, env = ENV_MAX_BUFFERED_WINDOWS, default_value_t = DEFAULT_MAX_BUFFERED_WINDOWS, value_parser = netaware_common::parse_nonzero_usize)]
     pub max_buffered_windows: usize,
 
     /// First reconnect delay; doubles per failure up to --backoff-max.
@@ -126,13 +126,6 @@ fn parse_positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("'{s}' must be a positive number")),
-    }
-}
-
-fn parse_nonzero_usize(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(v) if v > 0 => Ok(v),
-        _ => Err(format!("'{s}' must be a whole number greater than zero")),
     }
 }
 

@@ -179,7 +179,7 @@ pub struct Config {
     pub bandwidth_retest: Duration,
 
     /// Bandwidth tests running at once in the whole cluster.
-    #[arg(long, env = ENV_BANDWIDTH_CONCURRENCY, default_value_t = DEFAULT_BANDWIDTH_CONCURRENCY, value_parser = parse_nonzero_usize)]
+    #[arg(long, env = ENV_BANDWIDTH_CONCURRENCY, default_value_t = DEFAULT_BANDWIDTH_CONCURRENCY, value_parser = netaware_common::parse_nonzero_usize)]
     pub bandwidth_concurrency: usize,
 }
 
@@ -187,13 +187,6 @@ fn parse_nonzero_bytes(s: &str) -> Result<u64, String> {
     match netaware_common::parse_bytes(s)? {
         0 => Err(format!("'{s}' must be more than zero bytes")),
         b => Ok(b),
-    }
-}
-
-fn parse_nonzero_usize(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(v) if v > 0 => Ok(v),
-        _ => Err(format!("'{s}' must be a whole number above zero")),
     }
 }
 

@@ -172,6 +172,14 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A whole number above zero (counts and sizes given on the command line).
+pub fn parse_nonzero_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("'{s}' must be a whole number greater than zero")),
+    }
+}
+
 /// A byte count such as `8MiB`, `100MB`, `1.5GiB` or `4096`: decimal units
 /// (kB, MB, GB, TB = 1000ⁿ) and binary ones (KiB, MiB, GiB, TiB = 1024ⁿ),
 /// case-insensitive, `B` optional.

@@ -411,9 +411,8 @@ async fn compare_iperf3(
     rows: &mut [report::BandwidthReport],
     b: BandwidthOptions,
 ) -> Result<()> {
-    let index = |n: &str| topo.nodes.iter().position(|x| x.name == n);
     for row in rows.iter_mut() {
-        let (Some(i), Some(j)) = (index(&row.sender), index(&row.receiver)) else {
+        let (Some(i), Some(j)) = (topo.index_of(&row.sender), topo.index_of(&row.receiver)) else {
             continue;
         };
         let t = topo.clone();

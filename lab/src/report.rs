@@ -78,11 +78,10 @@ pub fn bandwidth_report(
     topo: &Topology,
     states: &[netaware_proto::v1::BandwidthState],
 ) -> Vec<BandwidthReport> {
-    let index = |n: &str| topo.nodes.iter().position(|x| x.name == n);
     states
         .iter()
         .map(|b| {
-            let configured_mbps = match (index(&b.sender), index(&b.receiver)) {
+            let configured_mbps = match (topo.index_of(&b.sender), topo.index_of(&b.receiver)) {
                 (Some(i), Some(j)) => topo.link(i, j).bandwidth_mbps,
                 _ => None,
             };
