@@ -282,25 +282,54 @@ async fn wait_rtt(
 ) -> Result<()> {
     let n = topo.nodes.len();
     let deadline = tokio::time::Instant::now() + opts.report_interval * 10 + CONNECT_DEADLINE;
+    let polled = poll_matrix(
+        lab,
+        client,
+        opts,
+        deadline,
+        Duration::from_millis(500),
+        |m| {
+            let have = m
+                .links
+                .iter()
+                .filter(|l| l.method == ProbeMethod::StampUdp as i32 && l.windows_total >= 2)
+                .count();
+            if have >= n * (n - 1) {
+                Ok(())
+            } else {
+                Err(have)
+            }
+        },
+    )
+    .await?;
+    polled.map_err(|have| {
+        Error::Run(format!(
+            "only {have} of {} directed pairs measured in time; see the logs in {}",
+            n * (n - 1),
+            opts.log_dir.display()
+        ))
+    })
+}
+
+/// Poll the matrix every `every` until `progress` says done (`Ok`) or
+/// `deadline` passes, which returns `progress`'s last `Err` (what is still
+/// missing). The lab's processes are checked between polls.
+async fn poll_matrix<T, E>(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    opts: &Options,
+    deadline: tokio::time::Instant,
+    every: Duration,
+    mut progress: impl FnMut(GetMatrixResponse) -> std::result::Result<T, E>,
+) -> Result<std::result::Result<T, E>> {
     loop {
-        let m = matrix(client).await?;
-        let have = m
-            .links
-            .iter()
-            .filter(|l| l.method == ProbeMethod::StampUdp as i32 && l.windows_total >= 2)
-            .count();
-        if have >= n * (n - 1) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Run(format!(
-                "only {have} of {} directed pairs measured in time; see the logs in {}",
-                n * (n - 1),
-                opts.log_dir.display()
-            )));
+        match progress(matrix(client).await?) {
+            Ok(done) => return Ok(Ok(done)),
+            Err(missing) if tokio::time::Instant::now() >= deadline => return Ok(Err(missing)),
+            Err(_) => {}
         }
         check_children(lab, opts)?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -460,32 +489,39 @@ async fn wait_bandwidth(
     let per_test = b.omit + b.duration + Duration::from_secs(3);
     let rounds = u32::try_from(pairs.div_ceil(b.concurrency.max(1))).unwrap_or(u32::MAX);
     let deadline = tokio::time::Instant::now() + per_test * rounds + Duration::from_secs(30);
-    loop {
-        let m = matrix(client).await?;
-        let covered: std::collections::BTreeSet<(String, String)> = m
-            .bandwidth
-            .iter()
-            .map(|s| {
-                if s.sender < s.receiver {
-                    (s.sender.clone(), s.receiver.clone())
-                } else {
-                    (s.receiver.clone(), s.sender.clone())
-                }
-            })
-            .collect();
-        if covered.len() >= pairs {
-            return Ok(m.bandwidth);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            warn!(
-                measured = covered.len(),
-                pairs, "not every pair's bandwidth was measured in time; comparing those that were"
-            );
-            return Ok(m.bandwidth);
-        }
-        check_children(lab, opts)?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let polled = poll_matrix(
+        lab,
+        client,
+        opts,
+        deadline,
+        Duration::from_millis(500),
+        |m| {
+            let covered: std::collections::BTreeSet<(String, String)> = m
+                .bandwidth
+                .iter()
+                .map(|s| {
+                    if s.sender < s.receiver {
+                        (s.sender.clone(), s.receiver.clone())
+                    } else {
+                        (s.receiver.clone(), s.sender.clone())
+                    }
+                })
+                .collect();
+            if covered.len() >= pairs {
+                Ok(m.bandwidth)
+            } else {
+                Err((covered.len(), m.bandwidth))
+            }
+        },
+    )
+    .await?;
+    Ok(polled.unwrap_or_else(|(measured, bandwidth)| {
+        warn!(
+            measured,
+            pairs, "not every pair's bandwidth was measured in time; comparing those that were"
+        );
+        bandwidth
+    }))
 }
 
 fn check_children(lab: &mut Lab, opts: &Options) -> Result<()> {
@@ -539,28 +575,35 @@ async fn wait_connected(
     opts: &Options,
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + CONNECT_DEADLINE;
-    loop {
-        let m = matrix(client).await?;
-        let missing: Vec<&str> = topo
-            .nodes
-            .iter()
-            .map(|n| n.name.as_str())
-            .filter(|n| !m.nodes.iter().any(|s| s.node_name == *n && s.connected))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Run(format!(
-                "agents not connected after {}: {}; see their logs in {}",
-                human(CONNECT_DEADLINE),
-                missing.join(", "),
-                opts.log_dir.display()
-            )));
-        }
-        check_children(lab, opts)?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let polled = poll_matrix(
+        lab,
+        client,
+        opts,
+        deadline,
+        Duration::from_millis(200),
+        |m| {
+            let missing: Vec<&str> = topo
+                .nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .filter(|n| !m.nodes.iter().any(|s| s.node_name == *n && s.connected))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(missing)
+            }
+        },
+    )
+    .await?;
+    polled.map_err(|missing| {
+        Error::Run(format!(
+            "agents not connected after {}: {}; see their logs in {}",
+            human(CONNECT_DEADLINE),
+            missing.join(", "),
+            opts.log_dir.display()
+        ))
+    })
 }
 
 /// Build the lab, run `mode`, tear everything down. Returns the report of a
