@@ -428,6 +428,11 @@ mod tests {
     }
 
     fn run(l: &Lab, q: &Query) -> Result<Placement, PlaceError> {
+        run_with(l, q, true, &[])
+    }
+
+    /// `run` with or without the Node labels, and with latency levels.
+    fn run_with(l: &Lab, q: &Query, labels: bool, levels: &[f64]) -> Result<Placement, PlaceError> {
         let bw = |i: usize, j: usize| l.bw[i][j];
         let v = View {
             names: &l.names,
@@ -435,8 +440,8 @@ mod tests {
             bandwidth: &bw,
             quality: &l.quality,
             fresh: &l.fresh,
-            labels: Some(&l.labels),
-            levels: &[],
+            labels: labels.then_some(&l.labels),
+            levels,
         };
         place(q, &v)
     }
@@ -481,24 +486,13 @@ mod tests {
                 l.dist.set(3, j, 150.0);
             }
         }
-        let bw = |i: usize, j: usize| l.bw[i][j];
-        let mut v = View {
-            names: &l.names,
-            dist: &l.dist,
-            bandwidth: &bw,
-            quality: &l.quality,
-            fresh: &l.fresh,
-            labels: None,
-            levels: &[],
-        };
-        let by_latency = place(&k(2), &v).unwrap();
+        let by_latency = run_with(&l, &k(2), false, &[]).unwrap();
         assert!(
             by_latency.nodes.contains(&"dj-4".to_string()),
             "{by_latency:?}"
         );
         let levels = [500.0, 2_000.0, 10_000.0];
-        v.levels = &levels;
-        let zone_first = place(&k(2), &v).unwrap();
+        let zone_first = run_with(&l, &k(2), false, &levels).unwrap();
         assert!(
             !zone_first.nodes.contains(&"dj-4".to_string()),
             "{zone_first:?}"
@@ -694,22 +688,12 @@ mod tests {
         });
         assert!(e.contains("min_bandwidth_mbps"), "{e}");
         // Selector without labels.
-        let bw = |i: usize, j: usize| l.bw[i][j];
-        let v = View {
-            names: &l.names,
-            dist: &l.dist,
-            bandwidth: &bw,
-            quality: &l.quality,
-            fresh: &l.fresh,
-            labels: None,
-            levels: &[],
-        };
         let q = Query {
             k: 2,
             selector: Some(("a=b".into(), crate::selector::parse("a=b").unwrap())),
             ..Default::default()
         };
-        let e = place(&q, &v).unwrap_err();
+        let e = run_with(&l, &q, false, &[]).unwrap_err();
         assert!(matches!(e, PlaceError::NoLabels), "{e}");
     }
 
