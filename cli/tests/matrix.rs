@@ -3,13 +3,12 @@
 
 use std::process::Command as Process;
 
-use netaware_aggregator::service::Services;
+mod common;
+use common::run;
+
 use netaware_aggregator::state::{self, Command, StateConfig};
 use netaware_proto::ProbeMethod;
-use netaware_proto::v1::query_service_server::QueryServiceServer;
 use netaware_proto::v1::{Hello, LinkWindow, ReportBatch};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_netaware");
 
@@ -54,21 +53,7 @@ async fn aggregator_with_one_link() -> String {
         }
     }
     state.send(Command::Recompute).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(QueryServiceServer::new(Services::new(state)))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    format!("http://{addr}")
-}
-
-async fn run(args: &[&str]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || Process::new(BIN).args(&args).output().unwrap())
-        .await
-        .unwrap()
+    common::serve(state).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

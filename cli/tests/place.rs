@@ -3,21 +3,17 @@
 //! this test: they report RTT windows and answer the bandwidth tests the
 //! aggregator schedules, through the same commands the gRPC handlers send.
 
-use std::process::Command as Process;
 use std::time::Duration;
 
-use netaware_aggregator::service::Services;
+mod common;
+use common::run;
+
 use netaware_aggregator::state::{self, Command, StateConfig, StateHandle};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::aggregator_message::Msg as AggMsg;
-use netaware_proto::v1::query_service_server::QueryServiceServer;
 use netaware_proto::v1::{
     BandwidthResult, BandwidthServed, GetMatrixRequest, Hello, LinkWindow, ReportBatch,
 };
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-
-const BIN: &str = env!("CARGO_BIN_EXE_netaware");
 
 const NODES: [&str; 6] = ["east-1", "east-2", "east-3", "west-1", "west-2", "west-3"];
 
@@ -134,14 +130,7 @@ async fn cluster() -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     state.send(Command::Recompute).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(QueryServiceServer::new(Services::new(state)))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let url = format!("http://{addr}");
+    let url = common::serve(state).await;
     let mut client = netaware_cli::connect(&url).await.unwrap();
     let m = client
         .get_matrix(GetMatrixRequest::default())
@@ -155,13 +144,6 @@ async fn cluster() -> String {
         m.bandwidth
     );
     url
-}
-
-async fn run(args: &[&str]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || Process::new(BIN).args(&args).output().unwrap())
-        .await
-        .unwrap()
 }
 
 fn stdout(o: &std::process::Output) -> String {
