@@ -36,6 +36,15 @@ pub const ENV_BANDWIDTH_BUDGET: &str = "NETAWARE_BANDWIDTH_BUDGET";
 pub const ENV_BANDWIDTH_RETEST: &str = "NETAWARE_BANDWIDTH_RETEST";
 pub const ENV_BANDWIDTH_CONCURRENCY: &str = "NETAWARE_BANDWIDTH_CONCURRENCY";
 
+pub const ENV_LEADER_ELECTION: &str = "NETAWARE_LEADER_ELECTION";
+pub const ENV_LEASE_NAME: &str = "NETAWARE_LEASE_NAME";
+pub const ENV_LEASE_DURATION: &str = "NETAWARE_LEASE_DURATION";
+pub const ENV_LEASE_GRACE: &str = "NETAWARE_LEASE_GRACE";
+/// Set by the chart from the downward API.
+pub const ENV_POD_NAME: &str = "POD_NAME";
+pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
+pub const ENV_POD_IP: &str = "POD_IP";
+
 pub const DEFAULT_AGENT_LISTEN: &str = "0.0.0.0:7400";
 pub const DEFAULT_QUERY_LISTEN: &str = "0.0.0.0:7401";
 /// 5 probes per second per peer and method.
@@ -181,6 +190,38 @@ pub struct Config {
     /// Bandwidth tests running at once in the whole cluster.
     #[arg(long, env = ENV_BANDWIDTH_CONCURRENCY, default_value_t = DEFAULT_BANDWIDTH_CONCURRENCY, value_parser = netaware_common::parse_nonzero_usize)]
     pub bandwidth_concurrency: usize,
+
+    /// Elect one leader among replicas through a Lease (needs Kubernetes).
+    /// Followers forward agent and query connections to the leader.
+    #[arg(long, env = ENV_LEADER_ELECTION, default_value_t = false, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the Lease the replicas compete for.
+    #[arg(long, env = ENV_LEASE_NAME, default_value = crate::leader::DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+
+    /// A leader that has not renewed its lease for this long is replaced
+    /// (whole seconds).
+    #[arg(long, env = ENV_LEASE_DURATION, default_value = crate::leader::DEFAULT_LEASE_DURATION, value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// The leader renews this long before its lease would expire (whole
+    /// seconds, shorter than the lease duration).
+    #[arg(long, env = ENV_LEASE_GRACE, default_value = crate::leader::DEFAULT_LEASE_GRACE, value_parser = parse_duration)]
+    pub lease_grace: Duration,
+
+    /// This pod's name (leader election).
+    #[arg(long, env = ENV_POD_NAME)]
+    pub pod_name: Option<String>,
+
+    /// Namespace of the Lease: this pod's namespace (leader election).
+    #[arg(long, env = ENV_POD_NAMESPACE)]
+    pub pod_namespace: Option<String>,
+
+    /// This pod's IP: followers forward connections to the leader's IP on
+    /// the same ports (leader election).
+    #[arg(long, env = ENV_POD_IP)]
+    pub pod_ip: Option<std::net::IpAddr>,
 }
 
 fn parse_nonzero_bytes(s: &str) -> Result<u64, String> {
@@ -334,6 +375,45 @@ mod tests {
                 .contains("unknown weight 'speed'")
         );
         assert!(parse_weights("loss=0,rtt-p50=0,rtt-p99=0,jitter=0,bandwidth=0").is_err());
+    }
+
+    #[test]
+    fn leader_election_needs_the_pod_facts_and_sane_timing() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["x", "--leader-election=true"];
+            all.extend_from_slice(args);
+            let Ok(c) = parse_args_from::<Config, _, _>(all) else {
+                panic!("must parse: {args:?}")
+            };
+            crate::election_config(&c)
+        };
+        let full = [
+            "--pod-name=agg-0",
+            "--pod-namespace=netaware",
+            "--pod-ip=10.0.0.5",
+        ];
+        let Ok(Some(cfg)) = parse(&full) else {
+            panic!("a complete election setting is accepted")
+        };
+        assert_eq!(cfg.lease_name, "netaware-aggregator");
+        assert_eq!(cfg.namespace, "netaware");
+        assert_eq!(cfg.identity.pod, "agg-0");
+        assert_eq!(cfg.duration, Duration::from_secs(15));
+        for (drop, env) in [(0, ENV_POD_NAME), (1, ENV_POD_NAMESPACE), (2, ENV_POD_IP)] {
+            let mut args = full.to_vec();
+            args.remove(drop);
+            let e = parse(&args).unwrap_err().to_string();
+            assert!(e.contains(env) && e.contains("downward API"), "{e}");
+        }
+        let mut args = full.to_vec();
+        args.push("--lease-grace=20s");
+        let e = parse(&args).unwrap_err().to_string();
+        assert!(e.contains(ENV_LEASE_GRACE), "{e}");
+        // Off by default: nothing is required.
+        let Ok(c) = parse_args_from::<Config, _, _>(["x"]) else {
+            panic!("defaults must parse")
+        };
+        assert!(matches!(crate::election_config(&c), Ok(None)));
     }
 
     #[test]

@@ -12,6 +12,12 @@ pub enum Error {
     },
     #[error("Kubernetes client: {0}")]
     Kube(String),
+    /// Leader election could not start or failed for good.
+    #[error("leader election: {0}")]
+    Election(String),
+    /// This replica was the leader and no longer is; it must stop at once.
+    #[error("lost leadership: {0}; exiting so this replica restarts as a follower")]
+    LeadershipLost(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }

@@ -5,14 +5,19 @@
 //! agents ──Session──▶ service::Services ──Command──▶ state (one task, owns matrix::Matrix)
 //! CLI ────Query─────▶ service::Services ──Command──▶      "
 //! ```
+//!
+//! With `--leader-election`, [`leader`] decides which replica does all of
+//! the above; the others forward their connections to it ([`forward`]).
 
 pub mod bandwidth;
 pub mod config;
 pub mod error;
+pub mod forward;
 pub mod groups;
 pub mod infer;
 pub mod kube_writer;
 pub mod labels;
+pub mod leader;
 pub mod matrix;
 pub mod metrics;
 pub mod place;
@@ -28,7 +33,6 @@ use std::future::Future;
 use netaware_proto::v1::agent_service_server::AgentServiceServer;
 use netaware_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 pub use config::Config;
@@ -81,30 +85,67 @@ pub fn publish_config(c: &Config) -> publish::PublishConfig {
     }
 }
 
-/// The Kubernetes client, if labels are to be written: the given kubeconfig,
-/// else the in-cluster configuration when running in a pod, else none.
-async fn kube_client(c: &Config) -> Result<Option<kube::Client>> {
+/// The Kubernetes configuration, if labels are to be written: the given
+/// kubeconfig, else the in-cluster configuration when running in a pod, else
+/// none.
+async fn kube_config(c: &Config) -> Result<Option<kube::Config>> {
     if c.kubernetes == config::KubeMode::Off {
         return Ok(None);
     }
-    let cfg = if let Some(path) = &c.kubeconfig {
+    if let Some(path) = &c.kubeconfig {
         let kc = kube::config::Kubeconfig::read_from(path)
             .map_err(|e| Error::Kube(format!("cannot read kubeconfig {}: {e}", path.display())))?;
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
-            .map_err(|e| Error::Kube(format!("kubeconfig {}: {e}", path.display())))?
+            .map(Some)
+            .map_err(|e| Error::Kube(format!("kubeconfig {}: {e}", path.display())))
     } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
         kube::Config::incluster()
-            .map_err(|e| Error::Kube(format!("in-cluster configuration: {e}")))?
+            .map(Some)
+            .map_err(|e| Error::Kube(format!("in-cluster configuration: {e}")))
     } else {
-        return Ok(None);
-    };
-    kube::Client::try_from(cfg)
-        .map(Some)
-        .map_err(|e| Error::Kube(e.to_string()))
+        Ok(None)
+    }
 }
 
-/// Run both gRPC services until `shutdown` resolves.
+/// The election settings when `--leader-election` is on, checked.
+pub fn election_config(c: &Config) -> Result<Option<leader::ElectionConfig>> {
+    if !c.leader_election {
+        return Ok(None);
+    }
+    let missing = |name: &'static str| Error::Config {
+        name,
+        message: "is required with leader election (the Helm chart sets it from the downward API)"
+            .into(),
+    };
+    let pod = c
+        .pod_name
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| missing(config::ENV_POD_NAME))?;
+    let namespace = c
+        .pod_namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| missing(config::ENV_POD_NAMESPACE))?;
+    let ip = c.pod_ip.ok_or_else(|| missing(config::ENV_POD_IP))?;
+    leader::ElectionConfig::new(
+        c.lease_name.clone(),
+        namespace,
+        leader::Identity::new(&pod, ip),
+        c.lease_duration,
+        c.lease_grace,
+        (config::ENV_LEASE_DURATION, config::ENV_LEASE_GRACE),
+    )
+    .map(Some)
+}
+
+/// How long the servers may take to finish after a stop before we leave
+/// anyway (agent sessions are long-lived streams).
+const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Run both gRPC services until `shutdown` resolves (or, with leader
+/// election, until this replica loses the lease: `Err(LeadershipLost)`).
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -120,22 +161,41 @@ pub async fn run(
             ),
         });
     }
+    let election = election_config(&config)?;
+    let kube_cfg = kube_config(&config).await?;
+    if election.is_some() && kube_cfg.is_none() {
+        return Err(Error::Config {
+            name: config::ENV_LEADER_ELECTION,
+            message: "leader election needs a Kubernetes API server: run in a pod or give --kubeconfig (and not --kubernetes off)".into(),
+        });
+    }
+    let client = kube_cfg
+        .clone()
+        .map(kube::Client::try_from)
+        .transpose()
+        .map_err(|e| Error::Kube(e.to_string()))?;
     let agent_listener = listen(config.agent_listen).await?;
     let query_listener = listen(config.query_listen).await?;
     let (metrics, registry) = metrics::Metrics::new();
     let state = state::spawn_with_metrics(state_config(&config), metrics.state.clone());
     // Bound now, so a port conflict stops start-up with a clear error.
     let metrics_listener = metrics::bind(config.metrics_listen).await?;
+    // Alone, this replica leads; with an election it starts as a follower.
+    let (role_tx, role) = tokio::sync::watch::channel(if election.is_some() {
+        leader::Role::Follower { leader: None }
+    } else {
+        leader::Role::Leader
+    });
     let mut nodes = None;
     let sink = if config.dry_run {
         info!("dry run: Node patches are printed, not sent");
         Some(publish::Sink::DryRun(Box::new(std::io::stdout())))
     } else {
-        match kube_client(&config).await? {
+        match &client {
             Some(client) => {
                 nodes = Some(publish::watch_nodes(client.clone()));
                 Some(publish::Sink::Kube(Box::new(
-                    kube_writer::NodeWriter::with_metrics(client, metrics.writer.clone()),
+                    kube_writer::NodeWriter::with_metrics(client.clone(), metrics.writer.clone()),
                 )))
             }
             None => {
@@ -147,18 +207,31 @@ pub async fn run(
         }
     };
     if let Some(sink) = sink {
-        tokio::spawn(publish::run(
+        // Only the leader writes, and it stops the moment it is not.
+        let mut r = role.clone();
+        let publishing = publish::run(
             publish_config(&config),
             sink,
             state.subscribe_inferred(),
             nodes.clone(),
-        ));
+        );
+        tokio::spawn(async move {
+            if r.wait_for(|r| *r == leader::Role::Leader).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                () = publishing => {}
+                _ = r.wait_for(|r| *r != leader::Role::Leader) => {}
+            }
+        });
     }
     let services = service::Services::new(state).with_nodes(nodes);
-    // One replica (leader election comes with high availability): it writes.
-    metrics.leader.set(1);
     let ready = netaware_common::observe::Readiness::new("starting");
-    ready.set_ready();
+    tokio::spawn(follow_role(
+        role.clone(),
+        ready.clone(),
+        metrics.leader.clone(),
+    ));
     tokio::spawn(netaware_common::observe::serve(
         metrics_listener,
         std::sync::Arc::new(registry),
@@ -167,26 +240,83 @@ pub async fn run(
     info!(agent = %config.agent_listen, query = %config.query_listen, "aggregator listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = std::sync::Arc::new(stop_tx);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let elected = match (election, kube_cfg) {
+        (Some(cfg), Some(kube_cfg)) => {
+            let log = leader::RenewalLog::new(&cfg.lease_path());
+            let lease_client = kube::client::ClientBuilder::try_from(kube_cfg)
+                .map_err(|e| Error::Kube(e.to_string()))?
+                .with_layer(&log)
+                .build();
+            let stop = stop_tx.clone();
+            let until = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                let r = leader::run(lease_client, cfg, log, role_tx, until).await;
+                // Lost (or failed): stop serving at once.
+                stop.send_replace(true);
+                r
+            })
+        }
+        _ => {
+            let until = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                until.await;
+                drop(role_tx);
+                Ok(())
+            })
+        }
+    };
     let agent_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(AgentServiceServer::new(services.clone()))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(agent_listener),
+            forward::incoming(agent_listener, role.clone()),
             stopped(stop_rx.clone()),
         );
     let query_server = tonic::transport::Server::builder()
         .add_service(QueryServiceServer::new(services))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(query_listener), stopped(stop_rx));
+        .serve_with_incoming_shutdown(
+            forward::incoming(query_listener, role),
+            stopped(stop_rx.clone()),
+        );
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        stop_tx.send_replace(true);
     });
-    let (a, q) = tokio::join!(agent_server, query_server);
-    a?;
-    q?;
+    let drained = async {
+        stopped(stop_rx).await;
+        tokio::time::sleep(SERVER_DRAIN).await;
+    };
+    let served = tokio::select! {
+        (a, q) = async { tokio::join!(agent_server, query_server) } => a.and(q),
+        () = drained => Ok(()),
+    };
+    let elected = elected
+        .await
+        .map_err(|e| Error::Election(format!("the election task failed: {e}")))?;
+    elected?;
+    served?;
     info!("aggregator stopped");
     Ok(())
+}
+
+/// Keep readiness and the leader gauge in step with the role.
+async fn follow_role(
+    mut role: tokio::sync::watch::Receiver<leader::Role>,
+    ready: netaware_common::observe::Readiness,
+    leader_gauge: prometheus_client::metrics::gauge::Gauge,
+) {
+    loop {
+        let r = *role.borrow_and_update();
+        leader_gauge.set(i64::from(r == leader::Role::Leader));
+        match r.not_ready_reason() {
+            None => ready.set_ready(),
+            Some(why) => ready.set_not_ready(why),
+        }
+        if role.changed().await.is_err() {
+            return;
+        }
+    }
 }
