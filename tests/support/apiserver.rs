@@ -14,7 +14,14 @@
 //! - `GET /api/v1/nodes?watch=true&resourceVersion=N`: the events after N
 //!   (ADDED, MODIFIED, DELETED), then new ones as they happen, one JSON
 //!   object per line; `DELETE /api/v1/nodes/NAME`.
+//! - Leases (`/apis/coordination.k8s.io/v1/namespaces/NS/leases[/NAME]`):
+//!   GET, POST (409 AlreadyExists), PATCH as server-side apply (every
+//!   `spec` field owned by the manager that set it; claiming a field another
+//!   manager owns with a different value is a 409 Conflict unless
+//!   `force=true`) and as strategic-merge/merge patch (`null` removes).
 //! - Injectable failures: the next N writes answer a given status code.
+//! - Every request is logged with the bearer token it carried, which is how
+//!   the real server tells clients apart.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -44,6 +51,14 @@ struct StoredNode {
     owners: BTreeMap<(Field, String), String>,
 }
 
+#[derive(Debug, Default, Clone)]
+struct StoredLease {
+    resource_version: u64,
+    spec: serde_json::Map<String, Value>,
+    /// Owner (field manager) of every `spec` field.
+    owners: BTreeMap<String, String>,
+}
+
 /// Response bodies: whole (most) or streamed (watch).
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -51,6 +66,8 @@ type Body = BoxBody<Bytes, Infallible>;
 struct State {
     resource_version: u64,
     nodes: BTreeMap<String, StoredNode>,
+    /// (namespace, name) -> lease.
+    leases: BTreeMap<(String, String), StoredLease>,
     /// Every watch event so far: (resourceVersion, JSON line).
     events: Vec<(u64, Bytes)>,
     /// Open watches.
@@ -59,6 +76,8 @@ struct State {
     failures: VecDeque<u16>,
     /// "METHOD PATH?QUERY" of every request, for assertions.
     log: Vec<String>,
+    /// (bearer token or "", "METHOD PATH?QUERY") of every request.
+    log_by: Vec<(String, String)>,
 }
 
 /// A running double; dropping it stops serving.
@@ -182,6 +201,29 @@ impl ApiServerDouble {
     /// Every request so far, as "METHOD PATH?QUERY".
     pub fn requests(&self) -> Vec<String> {
         lock(&self.state).log.clone()
+    }
+
+    /// Every request so far with the bearer token that sent it ("" if none).
+    pub fn requests_by(&self) -> Vec<(String, String)> {
+        lock(&self.state).log_by.clone()
+    }
+
+    /// A kubeconfig like [`Self::kubeconfig`] that authenticates with `token`.
+    pub fn kubeconfig_with_token(&self, token: &str) -> String {
+        self.kubeconfig()
+            .replace("user: {}", &format!("user:\n    token: {token}"))
+    }
+
+    /// The `spec` of a lease, if it exists.
+    pub fn lease_spec(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Map<String, Value>> {
+        lock(&self.state)
+            .leases
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|l| l.spec.clone())
     }
 }
 
@@ -357,13 +399,25 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    lock(state).log.push(format!(
+    let line = format!(
         "{method} {path}{}",
         req.uri()
             .query()
             .map(|q| format!("?{q}"))
             .unwrap_or_default()
-    ));
+    );
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    {
+        let mut s = lock(state);
+        s.log.push(line.clone());
+        s.log_by.push((token, line));
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
@@ -374,6 +428,9 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> 
     if is_write && let Some(code) = s.failures.pop_front() {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return status(code, "InternalError", "injected failure");
+    }
+    if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/") {
+        return lease(&mut s, &method, rest, &q, &content_type, &body);
     }
     let watching = q.get("watch").is_some_and(|v| v == "true" || v == "1");
     match (method, path.as_str(), name) {
@@ -554,6 +611,162 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> 
             "UnsupportedMediaType",
             &format!("the body of the request was in an unknown format ({content_type})"),
         ),
+        _ => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    }
+}
+
+fn lease_json(namespace: &str, name: &str, l: &StoredLease) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": namespace,
+                     "resourceVersion": l.resource_version.to_string()},
+        "spec": l.spec,
+    })
+}
+
+/// Requests under `/apis/coordination.k8s.io/v1/namespaces/` (`rest` is
+/// what follows): `NS/leases` and `NS/leases/NAME`.
+fn lease(
+    s: &mut State,
+    method: &Method,
+    rest: &str,
+    q: &BTreeMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> Response<Body> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let not_found = |name: &str| {
+        status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("leases.coordination.k8s.io \"{name}\" not found"),
+        )
+    };
+    match (method, parts.as_slice()) {
+        (&Method::POST, [ns, "leases"]) => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let Some(name) = v["metadata"]["name"].as_str() else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "metadata.name is required",
+                );
+            };
+            let key = (ns.to_string(), name.to_string());
+            if s.leases.contains_key(&key) {
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    &format!("leases.coordination.k8s.io \"{name}\" already exists"),
+                );
+            }
+            s.resource_version += 1;
+            let l = StoredLease {
+                resource_version: s.resource_version,
+                spec: v["spec"].as_object().cloned().unwrap_or_default(),
+                ..Default::default()
+            };
+            let out = lease_json(ns, name, &l);
+            s.leases.insert(key, l);
+            respond(StatusCode::CREATED, &out)
+        }
+        (&Method::GET, [ns, "leases", name]) => {
+            match s.leases.get(&(ns.to_string(), name.to_string())) {
+                Some(l) => respond(StatusCode::OK, &lease_json(ns, name, l)),
+                None => not_found(name),
+            }
+        }
+        (&Method::PATCH, [ns, "leases", name]) => {
+            let apply = content_type.starts_with("application/apply-patch+yaml");
+            let merge = content_type.starts_with("application/strategic-merge-patch+json")
+                || content_type.starts_with("application/merge-patch+json");
+            if !apply && !merge {
+                return status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    &format!("the body of the request was in an unknown format ({content_type})"),
+                );
+            }
+            let manager = q.get("fieldManager").filter(|m| !m.is_empty()).cloned();
+            if apply && manager.is_none() {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                );
+            }
+            let manager = manager.unwrap_or_else(|| "unknown".into());
+            let Ok(patch) = serde_norway::from_slice::<Value>(body) else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "body is not YAML or JSON",
+                );
+            };
+            let fields = patch["spec"].as_object().cloned().unwrap_or_default();
+            let key = (ns.to_string(), name.to_string());
+            if !s.leases.contains_key(&key) {
+                if !apply {
+                    return not_found(name);
+                }
+                // Apply creates, as the real server does.
+                s.leases.insert(key.clone(), StoredLease::default());
+            }
+            s.resource_version += 1;
+            let rv = s.resource_version;
+            let Some(l) = s.leases.get_mut(&key) else {
+                return not_found(name);
+            };
+            if apply {
+                let force = q.get("force").is_some_and(|v| v == "true");
+                let conflicts: Vec<String> = fields
+                    .iter()
+                    .filter(|(k, v)| {
+                        l.owners.get(*k).is_some_and(|o| *o != manager)
+                            && l.spec.get(*k) != Some(*v)
+                    })
+                    .map(|(k, _)| format!("conflict with \"{}\": .spec.{k}", l.owners[k]))
+                    .collect();
+                if !conflicts.is_empty() && !force {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        &format!(
+                            "Apply failed with {} conflict(s): {}",
+                            conflicts.len(),
+                            conflicts.join(", ")
+                        ),
+                    );
+                }
+                // Fields this manager applied before and omits now go.
+                let dropped: Vec<String> = l
+                    .owners
+                    .iter()
+                    .filter(|(k, m)| **m == manager && !fields.contains_key(*k))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in dropped {
+                    l.owners.remove(&k);
+                    l.spec.remove(&k);
+                }
+            }
+            for (k, v) in fields {
+                if v.is_null() {
+                    l.spec.remove(&k);
+                    l.owners.remove(&k);
+                } else {
+                    l.spec.insert(k.clone(), v);
+                    l.owners.insert(k, manager.clone());
+                }
+            }
+            l.resource_version = rv;
+            respond(StatusCode::OK, &lease_json(ns, name, l))
+        }
         _ => status(
             StatusCode::NOT_FOUND,
             "NotFound",
