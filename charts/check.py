@@ -67,7 +67,10 @@ def main():
     for bad in [
         {"agent": {"icmp": "yes"}},
         {"agent": {"stampPort": "8620"}},
-        {"aggregator": {"replicas": 2}},
+        {"aggregator": {"replicas": 2, "leaderElection": {"enabled": False}}},
+        {"aggregator": {"leaderElection": {"duration": 15}}},
+        {"aggregator": {"leaderElection": {"grace": "500ms"}}},
+        {"aggregator": {"replicas": 0}},
         {"aggregator": {"config": {"labelPrefix": "Bad Prefix"}}},
         {"agnet": {}},
         {"agent": {"resources": {"limit": {}}}},

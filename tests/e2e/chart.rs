@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use netaware_e2e::repo_root;
 use serde_json::Value;
 
@@ -45,6 +45,9 @@ struct Endpoint {
 }
 
 /// Drop nulls and empty objects, so only meaningful content is compared.
+/// (resources, resourceNames, verbs) of an RBAC rule.
+type RuleShape = (Vec<String>, Option<Vec<String>>, Vec<String>);
+
 fn normalise(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
@@ -139,9 +142,32 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "Deployment" => {
                     let d: Deployment = round_trip(obj, &what);
                     let spec = d.spec;
-                    assert_eq!(spec.replicas, Some(1));
-                    let ann = spec.template.metadata.unwrap().annotations.unwrap();
+                    let replicas = if case == "all-on" { 2 } else { 1 };
+                    assert_eq!(spec.replicas, Some(replicas));
+                    let template = spec.template;
+                    let ann = template.metadata.unwrap().annotations.unwrap();
                     assert!(ann.contains_key("checksum/config"), "{what}");
+                    let pod = template.spec.unwrap();
+                    let env: Vec<(&str, &str)> = pod.containers[0]
+                        .env
+                        .iter()
+                        .flatten()
+                        .map(|e| {
+                            let field = e.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+                            (e.name.as_str(), field.field_path.as_str())
+                        })
+                        .collect();
+                    assert_eq!(
+                        env,
+                        [
+                            ("POD_NAME", "metadata.name"),
+                            ("POD_NAMESPACE", "metadata.namespace"),
+                            ("POD_IP", "status.podIP")
+                        ],
+                        "{what}"
+                    );
+                    // Replicas spread over nodes when there are several.
+                    assert_eq!(pod.affinity.is_some(), replicas > 1, "{what}");
                 }
                 "Service" => {
                     let s: Service = round_trip(obj, &what);
@@ -171,13 +197,49 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "ClusterRoleBinding" => {
                     let _: ClusterRoleBinding = round_trip(obj, &what);
                 }
+                "Role" => {
+                    // Leases only: create (RBAC cannot limit it by name),
+                    // get and patch of our one lease.
+                    let r: Role = round_trip(obj, &what);
+                    assert_eq!(r.metadata.namespace.as_deref(), Some("netaware"));
+                    let rules = r.rules.unwrap();
+                    let lease = if case == "all-on" {
+                        "netaware-leader"
+                    } else {
+                        "netaware-aggregator"
+                    };
+                    let got: Vec<RuleShape> = rules
+                        .into_iter()
+                        .map(|r| {
+                            assert_eq!(
+                                r.api_groups.as_deref(),
+                                Some(&["coordination.k8s.io".to_string()][..])
+                            );
+                            (r.resources.unwrap(), r.resource_names, r.verbs)
+                        })
+                        .collect();
+                    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+                    assert_eq!(
+                        got,
+                        [
+                            (s(&["leases"]), None, s(&["create"])),
+                            (s(&["leases"]), Some(s(&[lease])), s(&["get", "patch"])),
+                        ],
+                        "{what}"
+                    );
+                }
+                "RoleBinding" => {
+                    let b: RoleBinding = round_trip(obj, &what);
+                    assert_eq!(b.role_ref.kind, "Role");
+                    assert_eq!(b.subjects.unwrap()[0].name, "netaware-aggregator");
+                }
                 "NetworkPolicy" => {
                     let np: NetworkPolicy = round_trip(obj, &what);
                     let rules = np.spec.unwrap().ingress.unwrap();
                     assert_eq!(
                         rules.len(),
-                        2,
-                        "agents+metrics from anywhere, query from the list"
+                        3,
+                        "agents+metrics from anywhere, query from the other replicas and the list"
                     );
                 }
                 "PodDisruptionBudget" => {
@@ -211,6 +273,8 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
             "ConfigMap",
             "DaemonSet",
             "Deployment",
+            "Role",
+            "RoleBinding",
             "Service",
             "ServiceAccount",
         ];

@@ -29,3 +29,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "netaware.aggregatorName" -}}
 {{- printf "%s-aggregator" (include "netaware.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* The Lease the aggregator replicas compete for. */}}
+{{- define "netaware.leaseName" -}}
+{{- .Values.aggregator.leaderElection.leaseName | default (include "netaware.aggregatorName" .) -}}
+{{- end -}}
