@@ -7,6 +7,9 @@
 
 use std::process::Command;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -75,8 +78,9 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value, wh
 }
 
 /// Render with check.py; `None` when the SDK is missing outside CI.
-fn render() -> Option<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("netaware-chart-{}", std::process::id()));
+/// Render into a directory of its own (`tag`: tests run in parallel).
+fn render(tag: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("netaware-chart-{}-{tag}", std::process::id()));
     let out = Command::new("python3")
         .arg(repo_root().join("charts/check.py"))
         .arg(&dir)
@@ -97,7 +101,9 @@ fn render() -> Option<std::path::PathBuf> {
 
 #[test]
 fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
-    let Some(dir) = render() else { return };
+    let Some(dir) = render("objects") else {
+        return;
+    };
     for case in ["default", "all-on", "no-icmp"] {
         let icmp = case != "no-icmp";
         let text = std::fs::read_to_string(dir.join(format!("{case}.jsonl"))).unwrap();
@@ -262,6 +268,18 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                     );
                     assert_eq!(m.metadata.labels.unwrap()["release"], "prometheus");
                 }
+                "ValidatingAdmissionPolicy" => {
+                    let p: ValidatingAdmissionPolicy = round_trip(obj, &what);
+                    let spec = p.spec.unwrap();
+                    assert_eq!(spec.failure_policy.as_deref(), Some("Ignore"), "{what}");
+                    assert_eq!(spec.validations.unwrap().len(), 2, "labels, annotations");
+                }
+                "ValidatingAdmissionPolicyBinding" => {
+                    let b: ValidatingAdmissionPolicyBinding = round_trip(obj, &what);
+                    let spec = b.spec;
+                    assert_eq!(spec.policy_name, "netaware-node-keys");
+                    assert_eq!(spec.validation_actions, vec!["Deny".to_string()]);
+                }
                 other => panic!("{what}: no check for kind {other}"),
             }
             kinds.push(kind);
@@ -284,6 +302,8 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "PodDisruptionBudget",
                 "PodMonitor",
                 "ServiceMonitor",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
             ]);
             want.sort();
         }
@@ -292,4 +312,207 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
         assert!(notes.contains("kubectl get nodes -L"), "{notes}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The rendered admission policy's CEL, evaluated as the API server does:
+/// variables in order (each sees the earlier ones), then every validation;
+/// a false one denies with its message.
+struct Policy {
+    variables: Vec<(String, cel::Program)>,
+    validations: Vec<(cel::Program, cel::Program)>,
+}
+
+impl Policy {
+    fn from_rendered(obj: &Value) -> Self {
+        let compile = |e: &Value| {
+            cel::Program::compile(e.as_str().unwrap())
+                .unwrap_or_else(|err| panic!("CEL does not compile: {e}: {err:?}"))
+        };
+        let spec = &obj["spec"];
+        Self {
+            variables: spec["variables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap().to_string(),
+                        compile(&v["expression"]),
+                    )
+                })
+                .collect(),
+            validations: spec["validations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| (compile(&v["expression"]), compile(&v["messageExpression"])))
+                .collect(),
+        }
+    }
+
+    /// `Err(message)` when the request is denied.
+    fn admit(&self, user: &str, old: Option<&Value>, new: &Value) -> Result<(), String> {
+        let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
+        let mut ctx = cel::Context::default();
+        ctx.add_variable(
+            "request",
+            serde_json::json!({"operation": operation, "userInfo": {"username": user}}),
+        )
+        .unwrap();
+        ctx.add_variable("object", new).unwrap();
+        ctx.add_variable("oldObject", old.cloned().unwrap_or(Value::Null))
+            .unwrap();
+        let mut vars = serde_json::Map::new();
+        for (name, program) in &self.variables {
+            let mut scope = ctx.new_inner_scope();
+            scope.add_variable("variables", &vars).unwrap();
+            let v = program
+                .execute(&scope)
+                .unwrap_or_else(|e| panic!("variable {name}: {e:?}"));
+            vars.insert(name.clone(), v.json().unwrap());
+        }
+        ctx.add_variable("variables", &vars).unwrap();
+        for (check, message) in &self.validations {
+            match check.execute(&ctx) {
+                Ok(cel::Value::Bool(true)) => {}
+                Ok(cel::Value::Bool(false)) => {
+                    return Err(match message.execute(&ctx) {
+                        Ok(cel::Value::String(s)) => s.to_string(),
+                        other => panic!("message: {other:?}"),
+                    });
+                }
+                other => panic!("a validation must give a bool: {other:?}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn node(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Value {
+    let map = |kv: &[(&str, &str)]| -> serde_json::Map<String, Value> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect()
+    };
+    serde_json::json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "dj-1", "labels": map(labels), "annotations": map(annotations)}})
+}
+
+#[test]
+fn the_admission_policy_lets_only_the_aggregator_touch_our_keys() {
+    let Some(dir) = render("policy") else { return };
+    let text = std::fs::read_to_string(dir.join("all-on.jsonl")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let rendered = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["object"].clone())
+        .find(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .expect("all-on values render the policy");
+    let policy = Policy::from_rendered(&rendered);
+    let aggregator = "system:serviceaccount:netaware:netaware-aggregator";
+    let kubectl = "kubernetes-admin";
+    let kubelet = "system:node:dj-1";
+    let before = node(
+        &[
+            ("kubernetes.io/hostname", "dj-1"),
+            ("netaware.io/group-l2", "g1"),
+        ],
+        &[("netaware.io/summary", "{}")],
+    );
+
+    // The aggregator may add, change and remove our keys.
+    let changed = node(
+        &[
+            ("kubernetes.io/hostname", "dj-1"),
+            ("netaware.io/group-l2", "g2"),
+            ("netaware.io/quality", "80"),
+        ],
+        &[],
+    );
+    assert_eq!(policy.admit(aggregator, Some(&before), &changed), Ok(()));
+    // Anyone may change other keys and leave ours as they are.
+    let others = node(
+        &[
+            ("kubernetes.io/hostname", "dj-1"),
+            ("netaware.io/group-l2", "g1"),
+            ("team", "ml"),
+        ],
+        &[("netaware.io/summary", "{}"), ("note", "x")],
+    );
+    assert_eq!(policy.admit(kubectl, Some(&before), &others), Ok(()));
+    assert_eq!(policy.admit(kubelet, Some(&before), &before), Ok(()));
+    // A node registering without our keys is fine.
+    assert_eq!(
+        policy.admit(
+            kubelet,
+            None,
+            &node(&[("kubernetes.io/hostname", "dj-9")], &[])
+        ),
+        Ok(())
+    );
+
+    // Nobody else may set, change or remove them.
+    for (what, user, old, new) in [
+        (
+            "change a label",
+            kubectl,
+            Some(&before),
+            node(
+                &[
+                    ("kubernetes.io/hostname", "dj-1"),
+                    ("netaware.io/group-l2", "fake"),
+                ],
+                &[("netaware.io/summary", "{}")],
+            ),
+        ),
+        (
+            "add a label",
+            kubectl,
+            Some(&before),
+            node(
+                &[
+                    ("kubernetes.io/hostname", "dj-1"),
+                    ("netaware.io/group-l2", "g1"),
+                    ("netaware.io/quality", "100"),
+                ],
+                &[("netaware.io/summary", "{}")],
+            ),
+        ),
+        (
+            "remove a label",
+            kubectl,
+            Some(&before),
+            node(
+                &[("kubernetes.io/hostname", "dj-1")],
+                &[("netaware.io/summary", "{}")],
+            ),
+        ),
+        (
+            "register with a label",
+            kubelet,
+            None,
+            node(&[("netaware.io/quality", "100")], &[]),
+        ),
+    ] {
+        let denied = policy.admit(user, old, &new);
+        let Err(message) = denied else {
+            panic!("{what} by {user} was allowed")
+        };
+        assert!(
+            message.contains(aggregator) && message.contains("labels under netaware.io/"),
+            "{what}: {message}"
+        );
+    }
+    let forged = node(
+        &[
+            ("kubernetes.io/hostname", "dj-1"),
+            ("netaware.io/group-l2", "g1"),
+        ],
+        &[("netaware.io/summary", "{\"nearest\":[]}")],
+    );
+    let message = policy.admit(kubectl, Some(&before), &forged).unwrap_err();
+    assert!(
+        message.contains("annotations under netaware.io/"),
+        "{message}"
+    );
 }
