@@ -166,3 +166,42 @@ fn both_binaries_serve_valid_metrics_and_health() {
     assert!(n.contains("netaware_aggregator_sessions_total 1"), "{n}");
     promtool(&n, "agent");
 }
+
+#[test]
+fn log_format_json_gives_one_json_object_per_line() {
+    let (agent, query, metrics) = (free_port(), free_port(), free_port());
+    let child = Command::new(binary("netaware-aggregator"))
+        .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
+        .args(["--query-listen", &format!("127.0.0.1:{query}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .args(["--kubernetes", "off"])
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(metrics, "/readyz", 200);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{text}");
+    let mut messages = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        messages.push(v["fields"]["message"].as_str().unwrap_or("").to_string());
+    }
+    assert!(
+        messages.iter().any(|m| m == "aggregator listening"),
+        "{messages:?}"
+    );
+}
