@@ -103,8 +103,10 @@ impl ElectionConfig {
 
     /// One field manager per replica: server-side apply then refuses a
     /// second replica's claim on a held lease (a conflict), which is the lock.
+    /// The API limits a field manager to 128 bytes: a long pod name is cut.
     pub fn field_manager(&self) -> String {
-        format!("netaware/{}_{}", self.identity.pod, self.identity.nonce)
+        let pod: String = self.identity.pod.chars().take(100).collect();
+        format!("netaware/{pod}_{}", self.identity.nonce)
     }
 
     /// The lease's URL path, as the client requests it.
@@ -874,6 +876,15 @@ mod tests {
         let e = mk(10_000, 10_000).unwrap_err().to_string();
         assert!(e.contains("GRACE") && e.contains("shorter"), "{e}");
         assert!(mk(10_000, 0).is_err());
+    }
+
+    #[test]
+    fn field_managers_differ_per_replica_and_fit_the_api_limit() {
+        let a = config("agg-0", "10.0.0.5");
+        let b = config("agg-0", "10.0.0.5");
+        assert_ne!(a.field_manager(), b.field_manager(), "one per process");
+        let long = config(&"p".repeat(253), "10.0.0.5");
+        assert!(long.field_manager().len() <= 128);
     }
 
     #[test]
