@@ -182,12 +182,8 @@ pub enum Role {
 }
 
 impl Role {
-    /// Ready means a connection accepted now reaches the leader.
-    pub fn is_ready(&self) -> bool {
-        matches!(self, Role::Leader | Role::Follower { leader: Some(_) })
-    }
-
-    /// Why `/readyz` says no, or `None` when ready.
+    /// Why `/readyz` says no, or `None` when ready: ready means a connection
+    /// accepted now reaches the leader.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
         match self {
             Role::Follower { leader: None } => {
@@ -266,12 +262,6 @@ pub struct ObserveRenewals<S> {
     log: RenewalLog,
 }
 
-impl<S> ObserveRenewals<S> {
-    pub fn new(inner: S, log: RenewalLog) -> Self {
-        Self { inner, log }
-    }
-}
-
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for ObserveRenewals<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
@@ -347,7 +337,12 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut leading = false;
     loop {
-        let deadline = leading.then(|| log.last().map(|r| fence.valid_until(r)));
+        // A leader that never saw a successful renewal has nothing to stand
+        // on: its deadline is now.
+        let deadline = leading.then(|| {
+            log.last()
+                .map_or_else(Instant::now, |r| fence.valid_until(r))
+        });
         tokio::select! {
             () = &mut shutdown => {
                 role.send_replace(Role::Follower { leader: None });
@@ -386,7 +381,7 @@ pub async fn run(
                     )));
                 }
             }
-            () = sleep_until_some(deadline.flatten()), if deadline.is_some() => {
+            () = sleep_until_some(deadline) => {
                 let now = Instant::now();
                 if fence.expired(log.last(), now) {
                     role.send_replace(Role::Follower { leader: None });
@@ -422,11 +417,11 @@ pub async fn run(
     }
 }
 
-/// Sleep until `at`, or return at once when there is no time (a leader
-/// that never saw a successful renewal has nothing to stand on).
+/// Sleep until `at`; never return without one (a follower has no deadline).
 async fn sleep_until_some(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -597,7 +592,7 @@ mod tests {
                 send.send_response(answer(&fake, req).await);
             }
         });
-        kube::Client::new(ObserveRenewals::new(service, log.clone()), NS)
+        kube::Client::new(tower::Layer::layer(log, service), NS)
     }
 
     fn micro_time(t: SystemTime) -> Value {
@@ -818,7 +813,7 @@ mod tests {
         let cfg = config("agg-0", "10.0.0.5");
         let log = RenewalLog::new(&cfg.lease_path());
         let (tx, _role) = watch::channel(Role::Follower { leader: None });
-        let client = kube::Client::new(ObserveRenewals::new(service, log.clone()), NS);
+        let client = kube::Client::new(tower::Layer::layer(&log, service), NS);
         let err = run(client, cfg, log, tx, std::future::pending())
             .await
             .unwrap_err()

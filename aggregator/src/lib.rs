@@ -240,7 +240,6 @@ pub async fn run(
     info!(agent = %config.agent_listen, query = %config.query_listen, "aggregator listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = std::sync::Arc::new(stop_tx);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
