@@ -7,40 +7,14 @@
 //! The replicas listen on 127.0.0.2 and 127.0.0.3 with the same ports, as
 //! pods of one Deployment do on their own IPs.
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use netaware_e2e::apiserver::ApiServerDouble;
-use netaware_e2e::{binary, free_port};
+use netaware_e2e::{Killed, binary, free_port, http_get, sigterm};
 
 const NS: &str = "netaware";
 const LEASE: &str = "netaware-aggregator";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `GET path` on ip:port: (status, body).
-fn get(ip: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect((ip, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
 
 fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
@@ -56,7 +30,7 @@ fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option
 /// One aggregator replica: its IP doubles as its pod IP and its token.
 struct Replica {
     ip: &'static str,
-    proc: Option<Proc>,
+    proc: Option<Killed>,
     _kubeconfig: tempfile_path::TempPath,
 }
 
@@ -98,13 +72,13 @@ fn start_replica(double: &ApiServerDouble, ip: &'static str, p: &Ports) -> Repli
         .unwrap();
     Replica {
         ip,
-        proc: Some(Proc(child)),
+        proc: Some(Killed(child)),
         _kubeconfig: tempfile_path::TempPath(path),
     }
 }
 
 fn is_leader(r: &Replica, p: &Ports) -> Option<bool> {
-    let (_, body) = get(r.ip, p.metrics, "/metrics")?;
+    let (_, body) = http_get(r.ip, p.metrics, "/metrics")?;
     // The sample line, not the HELP text (which mentions "netaware_leader 1").
     match body
         .lines()
@@ -117,11 +91,11 @@ fn is_leader(r: &Replica, p: &Ports) -> Option<bool> {
 }
 
 fn ready(r: &Replica, p: &Ports) -> bool {
-    get(r.ip, p.metrics, "/readyz").is_some_and(|(s, _)| s == 200)
+    http_get(r.ip, p.metrics, "/readyz").is_some_and(|(s, _)| s == 200)
 }
 
-fn start_agent(name: &str, ip: &str, aggregator: &str) -> Proc {
-    Proc(
+fn start_agent(name: &str, ip: &str, aggregator: &str) -> Killed {
+    Killed(
         Command::new(binary("netaware-agent"))
             .args(["--node-name", name, "--node-ip", ip])
             .args(["--stamp-bind", ip, "--stamp-port", &free_port().to_string()])
@@ -255,11 +229,7 @@ async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
 
     // A clean stop releases the lease at once.
     let mut p = follower.proc.take().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(p.0.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&p.0);
     let status = eventually("the replica to exit", Duration::from_secs(20), || {
         p.0.try_wait().unwrap()
     });

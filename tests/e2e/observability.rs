@@ -2,26 +2,15 @@
 //! Both binaries serve `/metrics`, `/healthz` and `/readyz`; their metrics
 //! pass `promtool check metrics` (CI installs Debian's `prometheus`).
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netaware_e2e::{binary, free_port};
+use netaware_e2e::{Killed, binary, free_port, http_get, sigterm};
 
 /// `GET path` on 127.0.0.1:port: (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+    http_get("127.0.0.1", port, path)
 }
 
 fn wait_for(port: u16, path: &str, status: u16) -> String {
@@ -71,15 +60,6 @@ fn promtool(text: &str, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -181,11 +161,7 @@ fn log_format_json_gives_one_json_object_per_line() {
         .spawn()
         .unwrap();
     wait_for(metrics, "/readyz", 200);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

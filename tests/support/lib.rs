@@ -47,6 +47,48 @@ pub fn free_port() -> u16 {
         .unwrap_or(17401)
 }
 
+/// `GET path` on ip:port over plain HTTP/1.1: (status, body), or `None` when
+/// nothing answers.
+pub fn http_get(ip: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((ip, port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test
+/// leaves nothing running.
+#[derive(Debug)]
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Ask `child` to stop cleanly (SIGTERM), as Kubernetes does.
+pub fn sigterm(child: &std::process::Child) {
+    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    if let Err(e) = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    ) {
+        panic!("cannot signal process {pid}: {e}");
+    }
+}
+
 /// A finished `netaware-lab run`.
 #[derive(Debug)]
 pub struct LabRun {
