@@ -318,6 +318,46 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
     respond(code, &body)
 }
 
+/// An apply without `fieldManager`, as the real server words it.
+fn field_manager_required() -> Response<Body> {
+    status(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+    )
+}
+
+/// An apply that claims fields other managers own (without `force`).
+fn apply_conflict(conflicts: &[String]) -> Response<Body> {
+    status(
+        StatusCode::CONFLICT,
+        "Conflict",
+        &format!(
+            "Apply failed with {} conflict(s): {}",
+            conflicts.len(),
+            conflicts.join(", ")
+        ),
+    )
+}
+
+fn unsupported_media_type(content_type: &str) -> Response<Body> {
+    status(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        &format!("the body of the request was in an unknown format ({content_type})"),
+    )
+}
+
+/// A patch body that is neither YAML nor JSON (YAML is a superset of JSON,
+/// so patches are parsed as YAML).
+fn not_yaml() -> Response<Body> {
+    status(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "body is not YAML or JSON",
+    )
+}
+
 fn respond(code: StatusCode, body: &Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *r.status_mut() = code;
@@ -491,20 +531,11 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> 
         },
         (Method::PATCH, _, Some(n)) if content_type.starts_with("application/apply-patch+yaml") => {
             let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()).cloned() else {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-                );
+                return field_manager_required();
             };
             let force = q.get("force").is_some_and(|v| v == "true");
-            // YAML is a superset of JSON: both bodies parse.
             let Ok(patch) = serde_norway::from_slice::<Value>(&body) else {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "body is not YAML or JSON",
-                );
+                return not_yaml();
             };
             create(&mut s, &n);
             s.resource_version += 1;
@@ -538,15 +569,7 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> 
                 })
                 .collect();
             if !conflicts.is_empty() && !force {
-                return status(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    &format!(
-                        "Apply failed with {} conflict(s): {}",
-                        conflicts.len(),
-                        conflicts.join(", ")
-                    ),
-                );
+                return apply_conflict(&conflicts);
             }
             // Keys this manager owned and no longer applies are removed.
             let kept: Vec<(Field, String)> =
@@ -606,11 +629,7 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> 
             emit(&mut s, "MODIFIED", &n);
             respond(StatusCode::OK, &out)
         }
-        (Method::PATCH, _, Some(_)) => status(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            &format!("the body of the request was in an unknown format ({content_type})"),
-        ),
+        (Method::PATCH, _, Some(_)) => unsupported_media_type(&content_type),
         _ => status(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -686,27 +705,15 @@ fn lease(
             let merge = content_type.starts_with("application/strategic-merge-patch+json")
                 || content_type.starts_with("application/merge-patch+json");
             if !apply && !merge {
-                return status(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "UnsupportedMediaType",
-                    &format!("the body of the request was in an unknown format ({content_type})"),
-                );
+                return unsupported_media_type(content_type);
             }
             let manager = q.get("fieldManager").filter(|m| !m.is_empty()).cloned();
             if apply && manager.is_none() {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-                );
+                return field_manager_required();
             }
             let manager = manager.unwrap_or_else(|| "unknown".into());
             let Ok(patch) = serde_norway::from_slice::<Value>(body) else {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "body is not YAML or JSON",
-                );
+                return not_yaml();
             };
             let fields = patch["spec"].as_object().cloned().unwrap_or_default();
             let key = (ns.to_string(), name.to_string());
@@ -733,15 +740,7 @@ fn lease(
                     .map(|(k, _)| format!("conflict with \"{}\": .spec.{k}", l.owners[k]))
                     .collect();
                 if !conflicts.is_empty() && !force {
-                    return status(
-                        StatusCode::CONFLICT,
-                        "Conflict",
-                        &format!(
-                            "Apply failed with {} conflict(s): {}",
-                            conflicts.len(),
-                            conflicts.join(", ")
-                        ),
-                    );
+                    return apply_conflict(&conflicts);
                 }
                 // Fields this manager applied before and omits now go.
                 let dropped: Vec<String> = l
