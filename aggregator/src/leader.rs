@@ -207,7 +207,12 @@ impl Fence {
     /// renews a full grace period before it, so a healthy leader never
     /// reaches this, and the other half allows for clock skew.
     pub fn valid_until(&self, renewed: Instant) -> Instant {
-        renewed + self.duration - self.grace / 2
+        renewed + self.term()
+    }
+
+    /// How long one renewal keeps us leader: `duration − grace/2`.
+    pub fn term(&self) -> Duration {
+        self.duration - self.grace / 2
     }
 
     /// Whether leadership renewed last at `renewed` (never: `None`) has run
@@ -374,21 +379,15 @@ pub async fn run(
                     role.send_replace(Role::Leader);
                     info!(lease = %lease_ref, identity = %cfg.identity, "this replica is now the leader");
                 } else if !holds && leading {
-                    role.send_replace(Role::Follower { leader: None });
-                    error!(lease = %lease_ref, "another replica took the lease");
-                    return Err(Error::LeadershipLost(format!(
-                        "another replica took the lease {lease_ref}"
-                    )));
+                    return Err(step_down(&role, format!("another replica took the lease {lease_ref}")));
                 }
             }
             () = sleep_until_some(deadline) => {
                 let now = Instant::now();
                 if fence.expired(log.last(), now) {
-                    role.send_replace(Role::Follower { leader: None });
-                    error!(lease = %lease_ref, "the lease could not be renewed in time; stepping down");
-                    return Err(Error::LeadershipLost(format!(
+                    return Err(step_down(&role, format!(
                         "the lease {lease_ref} was not renewed within {} (cannot reach the API server?)",
-                        humantime::format_duration(fence.duration - fence.grace / 2)
+                        humantime::format_duration(fence.term())
                     )));
                 }
             }
@@ -403,7 +402,7 @@ pub async fn run(
                         None
                     }
                 };
-                // The manager may have made us leader meanwhile.
+                // Only a follower's target changes here.
                 role.send_if_modified(|r| match r {
                     Role::Follower { leader: l } if *l != leader => {
                         info!(?leader, "leader to forward to");
@@ -415,6 +414,14 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Stop leading at once: followers' role for the servers and publisher, and
+/// the error that ends the process.
+fn step_down(role: &watch::Sender<Role>, why: String) -> Error {
+    role.send_replace(Role::Follower { leader: None });
+    error!(%why, "stepping down");
+    Error::LeadershipLost(why)
 }
 
 /// Sleep until `at`; never return without one (a follower has no deadline).
