@@ -45,6 +45,9 @@ const GRANT_WAIT: Duration = Duration::from_secs(1);
 /// Connecting and the handshake may take this long on top of the test:
 /// enough for two lost SYNs (retransmitted after 1 s and 3 s) on a lossy path.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a grant that reached its deadline waits for its connections to
+/// stop before it reports what was sent.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Size of one write or read.
 const CHUNK: usize = 128 * 1024;
 
@@ -180,6 +183,13 @@ impl Grants {
             .is_some_and(|g| g.connections == g.streams && g.closed == g.streams)
     }
 
+    /// Every connection admitted so far has stopped sending.
+    fn admitted_closed(&self, token: u64) -> bool {
+        self.lock()
+            .get(&token)
+            .is_none_or(|g| g.closed >= g.connections)
+    }
+
     /// Remove a grant and say what was sent under it.
     pub fn finish(&self, token: u64) -> Option<BandwidthServed> {
         self.lock().remove(&token).map(|g| BandwidthServed {
@@ -238,6 +248,8 @@ async fn serve_connection(mut sock: TcpStream, grants: Grants) {
         }
     };
     if sock.write_all(&[ACCEPTED]).await.is_err() {
+        // Admitted, so it counts as a stream that came and went.
+        grants.close(token);
         return;
     }
     let buf = vec![0u8; CHUNK];
@@ -297,6 +309,26 @@ async fn hold_grant(
         tokio::select! {
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(d)) => {}
             _ = closed => {}
+        }
+    }
+    // The connections stop at the same deadline, but on their own tasks: a
+    // count read before they have stopped can miss their last chunk, and
+    // the aggregator would charge less than was sent. Wait for them (they
+    // stop at once at the deadline; the grace only bounds a stuck one).
+    let grace = tokio::time::Instant::now() + CLOSE_GRACE;
+    loop {
+        let closed = grants.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if grants.admitted_closed(token) {
+            break;
+        }
+        if tokio::time::timeout_at(grace, closed).await.is_err() {
+            warn!(
+                token,
+                "a bandwidth-test connection did not stop at its deadline"
+            );
+            break;
         }
     }
     if let Some(served) = grants.finish(token) {

@@ -1,0 +1,119 @@
+use super::*;
+
+fn facts() -> NodeFacts {
+    NodeFacts {
+        groups: ["g1".into(), "g2".into(), "g3".into()],
+        quality: Some(87),
+        figures: Some(Figures {
+            rtt_p50_us: 251.4,
+            rtt_p99_us: 612.6,
+            jitter_us: 40.0,
+            loss_ppm: 0.2,
+            bandwidth_mbps: None,
+            peers: 3,
+        }),
+        fresh: true,
+        nearest: vec![Peer {
+            node: "dj-2".into(),
+            rtt_p50_us: 250,
+            loss_ppm: 0,
+        }],
+    }
+}
+
+#[test]
+fn labels_are_integers_and_group_ids() {
+    let l = node_labels(DEFAULT_PREFIX, &facts()).unwrap();
+    let get = |k: &str| l.get(&format!("netaware.io/{k}")).cloned();
+    assert_eq!(get("group-l2").as_deref(), Some("g2"));
+    assert_eq!(get("quality").as_deref(), Some("87"));
+    assert_eq!(get("rtt-p50-us").as_deref(), Some("251"));
+    assert_eq!(get("rtt-p99-us").as_deref(), Some("613"));
+    assert_eq!(get("loss-ppm").as_deref(), Some("0"));
+    assert_eq!(get("fresh").as_deref(), Some("true"));
+    assert_eq!(get("bandwidth-mbps"), None, "absent until measured");
+    assert_eq!(l.len(), 9);
+    for (k, v) in &l {
+        let (p, n) = k.split_once('/').unwrap();
+        assert!(check_prefix(&format!("{p}/")).is_ok());
+        assert!(check_name(n).is_ok() && check_value(v).is_ok());
+    }
+}
+
+#[test]
+fn kubernetes_rules_for_names_values_and_prefixes() {
+    assert!(check_value("").is_ok());
+    assert!(check_value("g1").is_ok());
+    assert!(check_value("A.b_c-9").is_ok());
+    for bad in ["-a", "a-", "a b", "ä", &"x".repeat(64)] {
+        assert!(check_value(bad).is_err(), "{bad}");
+    }
+    assert!(check_name("").is_err());
+    assert!(check_prefix("netaware.io/").is_ok());
+    assert!(check_prefix("lab.example.com/").is_ok());
+    for bad in ["netaware.io", "Netaware.io/", "/", "a..b/", "-a.io/"] {
+        assert_eq!(
+            check_prefix(bad),
+            Err(LabelError::Prefix(bad.into())),
+            "{bad}"
+        );
+    }
+    for reserved in [
+        "kubernetes.io/",
+        "node.kubernetes.io/",
+        "k8s.io/",
+        "x.k8s.io/",
+    ] {
+        assert!(matches!(
+            check_prefix(reserved),
+            Err(LabelError::ReservedPrefix(_))
+        ));
+    }
+}
+
+#[test]
+fn desired_keys_are_the_labels_plus_the_summary() {
+    let d = desired("lab.example.com/", &facts(), "2026-11-23T20:00:00Z").unwrap();
+    assert!(d.labels.keys().all(|k| k.starts_with("lab.example.com/")));
+    assert_eq!(d.annotations.len(), 1);
+    let s: serde_json::Value =
+        serde_json::from_str(&d.annotations["lab.example.com/summary"]).unwrap();
+    assert_eq!(s["nearest"][0]["node"], "dj-2");
+    assert_eq!(s["measured_at"], "2026-11-23T20:00:00Z");
+}
+
+#[test]
+fn a_bad_group_id_is_refused_before_any_write() {
+    let mut f = facts();
+    f.groups[0] = "not ok".into();
+    assert_eq!(
+        node_labels(DEFAULT_PREFIX, &f),
+        Err(LabelError::Value("not ok".into()))
+    );
+}
+
+#[test]
+fn the_summary_fits_in_4_kib_nearest_first() {
+    let peers: Vec<Peer> = (0..500)
+        .map(|i| Peer {
+            node: format!("node-with-a-long-name-{i:04}"),
+            rtt_p50_us: 100 + i,
+            loss_ppm: 0,
+        })
+        .collect();
+    let s = summary("2026-11-23T20:00:00Z", &peers);
+    assert!(s.len() <= MAX_SUMMARY_BYTES, "{}", s.len());
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    let kept = v["nearest"].as_array().unwrap();
+    assert!(kept.len() > 10);
+    assert_eq!(kept[0]["node"], "node-with-a-long-name-0000");
+    assert_eq!(v["measured_at"], "2026-11-23T20:00:00Z");
+    let small = summary("t", &peers[..2]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&small).unwrap()["nearest"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -1,0 +1,160 @@
+use super::*;
+
+fn hello(name: &str, caps: &[ProbeMethod]) -> Hello {
+    Hello {
+        node_name: name.into(),
+        probe_addresses: vec![format!("10.0.0.{}", name.len())],
+        stamp_port: 8620,
+        capabilities: caps.iter().map(|m| *m as i32).collect(),
+        ..Default::default()
+    }
+}
+
+fn window(peer: &str, start: u64, p50_us: u64, sent: u64, received: u64) -> LinkWindow {
+    LinkWindow {
+        peer: peer.into(),
+        method: ProbeMethod::StampUdp as i32,
+        window_start_unix_us: start,
+        window_end_unix_us: start + 1_000_000,
+        sent,
+        received,
+        rtt_p50_ns: p50_us * 1000,
+        rtt_p99_ns: p50_us * 2000,
+        ..Default::default()
+    }
+}
+
+const TIMING: PlanTiming = PlanTiming {
+    probe_interval: Duration::from_millis(200),
+    report_interval: Duration::from_secs(5),
+    loss_timeout: Duration::from_secs(1),
+};
+
+#[test]
+fn disturbed_windows_are_kept_but_leave_the_smoothed_figures_alone() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.5, Duration::from_secs(30));
+    m.apply("a", window("b", 1, 100, 10, 10), false, t0);
+    let s = m
+        .apply("a", window("b", 2, 5_000, 10, 10), true, t0)
+        .unwrap();
+    assert!(s.disturbed);
+    assert_eq!(
+        s.latest.unwrap().rtt_p50_ns,
+        5_000_000,
+        "kept as the latest"
+    );
+    assert_eq!(s.smoothed.unwrap().rtt_p50_us, 100.0, "not smoothed in");
+    assert_eq!((s.windows_total, s.disturbed_windows_total), (2, 1));
+    let s = m
+        .apply("a", window("b", 3, 200, 10, 10), false, t0)
+        .unwrap();
+    assert!(!s.disturbed);
+    assert_eq!(s.smoothed.unwrap().rtt_p50_us, 150.0);
+}
+
+#[test]
+fn a_disturbed_first_window_does_not_seed_the_figures() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.5, Duration::from_secs(30));
+    let s = m
+        .apply("a", window("b", 1, 9_000, 10, 10), true, t0)
+        .unwrap();
+    assert_eq!(s.smoothed, None);
+    assert!(m.smoothed("a", "b", ProbeMethod::StampUdp, t0).is_none());
+    let s = m
+        .apply("a", window("b", 2, 200, 10, 10), false, t0)
+        .unwrap();
+    assert_eq!(
+        s.smoothed.unwrap().rtt_p50_us,
+        200.0,
+        "seeded by the first clean window"
+    );
+    let s = m
+        .apply("a", window("b", 3, 400, 10, 10), false, t0)
+        .unwrap();
+    assert_eq!(s.smoothed.unwrap().rtt_p50_us, 300.0);
+}
+
+#[test]
+fn smoothing_is_an_ewma_and_resends_are_ignored() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.5, Duration::from_secs(30));
+    assert!(
+        m.apply("a", window("b", 1, 100, 10, 10), false, t0)
+            .is_some()
+    );
+    let s = m.apply("a", window("b", 2, 200, 10, 5), false, t0).unwrap();
+    let sm = s.smoothed.unwrap();
+    assert_eq!(sm.rtt_p50_us, 150.0);
+    assert_eq!(sm.loss_ppm, 250_000.0);
+    assert_eq!(s.windows_total, 2);
+    // The same window again (resent after a reconnect): ignored.
+    assert!(
+        m.apply("a", window("b", 2, 900, 10, 0), false, t0)
+            .is_none()
+    );
+    assert_eq!(m.links(ProbeMethod::Unspecified, t0)[0].windows_total, 2);
+}
+
+#[test]
+fn links_go_stale_but_are_never_deleted() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    m.apply("a", window("b", 1, 100, 10, 10), false, t0);
+    assert!(!m.links(ProbeMethod::Unspecified, t0 + Duration::from_secs(30))[0].stale);
+    let later = m.links(ProbeMethod::Unspecified, t0 + Duration::from_secs(31));
+    assert_eq!(later.len(), 1);
+    assert!(later[0].stale);
+}
+
+#[test]
+fn the_plan_is_a_full_mesh_of_connected_nodes_with_shared_methods() {
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    let both = [ProbeMethod::StampUdp, ProbeMethod::IcmpEcho];
+    m.connect(hello("a", &both));
+    m.connect(hello("bb", &both));
+    m.connect(hello("ccc", &[ProbeMethod::StampUdp]));
+    let p = m.plan_for("a", 7, TIMING).unwrap();
+    assert_eq!(p.version, 7);
+    let peers: Vec<(&str, usize)> = p
+        .peers
+        .iter()
+        .map(|t| (t.node_name.as_str(), t.methods.len()))
+        .collect();
+    assert_eq!(peers, vec![("bb", 2), ("ccc", 1)]);
+    assert_eq!(p.probe_interval_us, 200_000);
+    m.disconnect("bb");
+    let p = m.plan_for("a", 8, TIMING).unwrap();
+    assert_eq!(p.peers.len(), 1);
+    assert!(m.plan_for("bb", 8, TIMING).is_none());
+    // bb is still known, as disconnected.
+    let snap = m.snapshot(ProbeMethod::Unspecified, Instant::now(), 0);
+    assert_eq!(snap.nodes.len(), 3);
+    assert!(!snap.nodes[1].connected);
+    assert_eq!(m.node_status("bb"), Some(snap.nodes[1].clone()));
+    assert_eq!(m.node_status("nobody"), None);
+}
+
+#[test]
+fn a_second_session_keeps_the_node_connected_when_the_first_closes() {
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    m.connect(hello("a", &[ProbeMethod::StampUdp]));
+    m.connect(hello("a", &[ProbeMethod::StampUdp]));
+    m.disconnect("a");
+    assert!(m.is_connected("a"));
+    m.disconnect("a");
+    assert!(!m.is_connected("a"));
+}
+
+#[test]
+fn snapshot_filters_by_method() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    m.apply("a", window("b", 1, 100, 10, 10), false, t0);
+    let mut icmp = window("b", 1, 100, 10, 10);
+    icmp.method = ProbeMethod::IcmpEcho as i32;
+    m.apply("a", icmp, false, t0);
+    assert_eq!(m.snapshot(ProbeMethod::Unspecified, t0, 0).links.len(), 2);
+    assert_eq!(m.snapshot(ProbeMethod::IcmpEcho, t0, 0).links.len(), 1);
+}

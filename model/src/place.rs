@@ -1,0 +1,352 @@
+//! The Place query: from a request (k, constraints, message size) and the
+//! aggregator's view of the cluster (RTT distances, bandwidth, quality,
+//! freshness, Node labels) to the chosen nodes, their figures, and why every
+//! other node was left out.
+//!
+//! Steps, in order (docs/placement.md):
+//! 1. Candidates: every known node, minus those excluded by the request, by
+//!    the label selector, by `fresh_only`, and nodes with no RTT measured.
+//! 2. With a minimum bandwidth, a pair below it (or not measured) counts as
+//!    infinitely far, so no chosen pair can be below it.
+//! 3. Minimise the largest pairwise RTT ([`place::choose`]).
+//! 4. Zone first, then quality: sets whose largest RTT lies in the same
+//!    latency level as the best one (under the same group threshold, e.g.
+//!    500 µs for l1), or within [`TIE_TOLERANCE`] of it, count as equally
+//!    good for latency; among them prefer the larger bottleneck bandwidth,
+//!    then the higher mean quality ([`place::refine`]). The widening is
+//!    capped at twice a lower bound of the optimum, so the answer is never
+//!    worse than twice the best possible largest RTT.
+//! 5. Predict the ring all-reduce time with the α-β model
+//!    ([`ring_allreduce_ms`]).
+
+use std::collections::BTreeMap;
+
+use kube::core::{Selector, SelectorExt};
+
+use crate::groups::Distances;
+use crate::place::{self, Candidates, PlaceError};
+
+/// Sets whose largest RTT is within this fraction of the best one count as
+/// tied: RTTs inside a zone differ by measurement noise of this order.
+pub const TIE_TOLERANCE: f64 = 0.10;
+/// ... and within at least this many microseconds.
+pub const TIE_FLOOR_US: f64 = 20.0;
+/// Starting sets the tie-break searches from (distinct balls, best first).
+const MAX_STARTS: usize = 32;
+
+/// A Place request, checked and parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub k: usize,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// The selector as given and parsed; `None` selects every node.
+    pub selector: Option<(String, Selector)>,
+    /// 0 = no minimum.
+    pub min_bandwidth_mbps: f64,
+    pub fresh_only: bool,
+    /// 0 = do not predict.
+    pub allreduce_bytes: u64,
+    pub explain: bool,
+}
+
+/// What the aggregator knows, by node index (`names` is sorted).
+#[derive(Clone, Copy)]
+#[allow(missing_debug_implementations)] // holds a closure
+pub struct View<'a> {
+    pub names: &'a [String],
+    /// RTT p50 (µs) of each pair, worse direction; infinite = not measured.
+    pub dist: &'a Distances,
+    /// Measured bandwidth (Mbit/s) of a pair, worse direction.
+    pub bandwidth: &'a dyn Fn(usize, usize) -> Option<f64>,
+    /// Quality score from the latest recomputation.
+    pub quality: &'a [Option<u32>],
+    /// The node's own agent reported within the stale window.
+    pub fresh: &'a [bool],
+    /// Node labels, `None` when the aggregator has no Kubernetes connection.
+    pub labels: Option<&'a BTreeMap<String, BTreeMap<String, String>>>,
+    /// The latency levels' thresholds (µs, increasing; the group
+    /// thresholds in use); empty: near-ties by [`TIE_TOLERANCE`] only.
+    pub levels: &'a [f64],
+}
+
+/// The answer to a Place request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// Chosen nodes, sorted by name.
+    pub nodes: Vec<String>,
+    /// Largest RTT p50 between two chosen nodes (µs).
+    pub max_rtt_us: f64,
+    /// Smallest measured bandwidth between chosen nodes (`None`: none measured).
+    pub bottleneck_mbps: Option<f64>,
+    /// Pairs among the chosen nodes, and how many have a bandwidth measurement.
+    pub pairs: u32,
+    pub bandwidth_pairs_measured: u32,
+    /// `None` when not asked for, or when a chosen pair's bandwidth is unknown.
+    pub predicted_allreduce_ms: Option<f64>,
+    /// Every other known node and why it is not in the answer (when asked).
+    pub exclusions: Vec<(String, String)>,
+}
+
+/// Predicted time (ms) of a ring all-reduce of `bytes` over `p` nodes.
+///
+/// α-β model (Thakur, Rabenseifner & Gropp 2005): a ring all-reduce is a
+/// reduce-scatter and an all-gather, each `p − 1` steps; every step costs
+/// the latency α and moves `bytes / p` at bandwidth β:
+/// `T = 2(p − 1)·α + 2(p − 1)/p · bytes/β`. Every step waits for the slowest
+/// link of the ring, so α is half the largest RTT and β the bottleneck
+/// bandwidth. It ignores compute and protocol overheads, so measured times
+/// are higher; it ranks sets correctly where latency or bandwidth dominate.
+pub fn ring_allreduce_ms(p: usize, bytes: u64, max_rtt_us: f64, bandwidth_mbps: f64) -> f64 {
+    if p < 2 || bandwidth_mbps <= 0.0 {
+        return 0.0;
+    }
+    let steps = 2.0 * (p as f64 - 1.0);
+    let alpha_ms = max_rtt_us / 2.0 / 1000.0;
+    let chunk_bits = bytes as f64 * 8.0 / p as f64;
+    let transfer_ms = chunk_bits / (bandwidth_mbps * 1e6) * 1000.0;
+    steps * (alpha_ms + transfer_ms)
+}
+
+/// The largest RTT a set may have and still count as tied with the best
+/// one found (`best`): the top of `best`'s latency level or the tolerance,
+/// whichever is larger, capped at twice `lower` (a lower bound of the
+/// optimum) so the factor-2 guarantee of the centre-ball step holds for RTTs
+/// that obey the triangle inequality.
+pub fn tie_limit(best: f64, levels: &[f64], lower: f64) -> f64 {
+    let near = best + (best * TIE_TOLERANCE).max(TIE_FLOOR_US);
+    let level = levels.iter().copied().find(|&t| best <= t).unwrap_or(0.0);
+    near.max(level).min(2.0 * lower).max(best)
+}
+
+/// Bandwidths compared in the tie-break: steps of 10 % (a step is
+/// `floor(log₁.₁ Mbit/s)`), so links that differ by noise compare equal.
+pub fn bandwidth_step(mbps: f64) -> f64 {
+    if mbps > 0.0 {
+        (mbps.ln() / BANDWIDTH_STEP.ln()).floor()
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+/// Ratio between two bandwidth steps.
+const BANDWIDTH_STEP: f64 = 1.1;
+
+/// Why node `i` cannot be chosen, or `None` when it can.
+fn ineligible(q: &Query, v: &View, i: usize) -> Option<String> {
+    let name = &v.names[i];
+    if q.exclude.contains(name) {
+        return Some("excluded by request".into());
+    }
+    if let (Some((text, sel)), Some(labels)) = (&q.selector, v.labels) {
+        match labels.get(name) {
+            None => {
+                return Some("not in the Kubernetes Node list, so its labels are unknown".into());
+            }
+            Some(l) if !sel.matches(l) => {
+                return Some(format!("labels do not match selector '{text}'"));
+            }
+            Some(_) => {}
+        }
+    }
+    if q.fresh_only && !v.fresh[i] {
+        return Some("stale: its agent has not reported recently (fresh_only)".into());
+    }
+    let n = v.names.len();
+    if !(0..n).any(|j| j != i && v.dist.get(i, j).is_finite()) {
+        return Some("not measured yet: no RTT to any other node".into());
+    }
+    None
+}
+
+/// Choose nodes for `q`; errors say which constraint could not be met.
+pub fn place(q: &Query, v: &View) -> Result<Placement, PlaceError> {
+    let n = v.names.len();
+    let index: BTreeMap<&str, usize> = v
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    if q.k == 0 {
+        return Err(PlaceError::ZeroK);
+    }
+    if !(q.min_bandwidth_mbps >= 0.0 && q.min_bandwidth_mbps.is_finite()) {
+        return Err(PlaceError::BadMinBandwidth(q.min_bandwidth_mbps));
+    }
+    if q.selector.is_some() && v.labels.is_none() {
+        return Err(PlaceError::NoLabels);
+    }
+    for (role, list) in [("include", &q.include), ("exclude", &q.exclude)] {
+        if let Some(bad) = list.iter().find(|x| !index.contains_key(x.as_str())) {
+            return Err(PlaceError::UnknownNode {
+                role,
+                name: bad.clone(),
+            });
+        }
+    }
+    if let Some(both) = q.include.iter().find(|x| q.exclude.contains(x)) {
+        return Err(PlaceError::IncludedAndExcluded(both.clone()));
+    }
+
+    let reasons: Vec<Option<String>> = (0..n).map(|i| ineligible(q, v, i)).collect();
+    for name in &q.include {
+        let i = index[name.as_str()];
+        if let Some(r) = &reasons[i] {
+            return Err(PlaceError::IncludeIneligible {
+                name: name.clone(),
+                reason: r.clone(),
+            });
+        }
+    }
+    let eligible: Vec<usize> = (0..n).filter(|&i| reasons[i].is_none()).collect();
+    if eligible.len() < q.k {
+        return Err(PlaceError::TooFewEligibleBecause {
+            k: q.k,
+            eligible: eligible.len(),
+            known: n,
+            why: tally(&reasons),
+        });
+    }
+    let include: Vec<usize> = q.include.iter().map(|x| index[x.as_str()]).collect();
+    let c = Candidates { eligible, include };
+
+    // A minimum bandwidth makes pairs below it (or unknown) unusable.
+    let dist = if q.min_bandwidth_mbps > 0.0 {
+        let mut d = v.dist.clone();
+        for i in 0..n {
+            for j in i + 1..n {
+                if (v.bandwidth)(i, j).is_none_or(|b| b < q.min_bandwidth_mbps) {
+                    d.set(i, j, f64::INFINITY);
+                }
+            }
+        }
+        d
+    } else {
+        v.dist.clone()
+    };
+
+    let first = place::choose(&dist, q.k, &c)?;
+    if first.diameter.is_infinite() {
+        return Err(PlaceError::NoMeasuredSet {
+            k: q.k,
+            min_bandwidth_mbps: q.min_bandwidth_mbps,
+        });
+    }
+    let limit = tie_limit(first.diameter, v.levels, place::lower_bound(&dist, q.k, &c));
+    let bottleneck = |set: &[usize]| -> (Option<f64>, u32, u32) {
+        let (mut min, mut pairs, mut measured) = (None::<f64>, 0u32, 0u32);
+        for (x, &a) in set.iter().enumerate() {
+            for &b in &set[x + 1..] {
+                pairs += 1;
+                if let Some(bw) = (v.bandwidth)(a, b) {
+                    measured += 1;
+                    min = Some(min.map_or(bw, |m: f64| m.min(bw)));
+                }
+            }
+        }
+        (min, pairs, measured)
+    };
+    // Key: bottleneck bandwidth with an unknown pair counting as 0 (unknown
+    // is never preferred over measured), in steps of about 10 % so that
+    // measurement noise between equal links does not decide; then mean
+    // quality.
+    let key = |set: &[usize]| -> (f64, f64) {
+        let (min, pairs, measured) = bottleneck(set);
+        let bw = if measured == pairs {
+            bandwidth_step(min.unwrap_or(0.0))
+        } else {
+            f64::NEG_INFINITY
+        };
+        let q: f64 = set
+            .iter()
+            .map(|&i| f64::from(v.quality[i].unwrap_or(0)))
+            .sum::<f64>()
+            / set.len() as f64;
+        (bw, q)
+    };
+    // Local search from one start cannot leave a zone (every single swap
+    // crosses a slow link), so refine from each distinct ball within the
+    // limit, best first, and keep the best key.
+    let mut starts: Vec<place::Choice> = place::balls(&dist, q.k, &c)?
+        .into_iter()
+        .filter(|b| b.diameter <= limit)
+        .take(MAX_STARTS)
+        .collect();
+    starts.insert(0, first);
+    let mut choice: Option<(place::Choice, (f64, f64))> = None;
+    for start in starts {
+        let r = place::refine(&dist, start, &c, limit, key);
+        let kr = key(&r.nodes);
+        if choice.as_ref().is_none_or(|(_, kb)| kr > *kb) {
+            choice = Some((r, kr));
+        }
+    }
+    let Some((choice, _)) = choice else {
+        return Err(PlaceError::NoMeasuredSet {
+            k: q.k,
+            min_bandwidth_mbps: q.min_bandwidth_mbps,
+        });
+    };
+    // Report the real RTT figures, not the bandwidth-masked ones.
+    let max_rtt_us = place::diameter(v.dist, &choice.nodes);
+    let (bottleneck_mbps, pairs, measured) = bottleneck(&choice.nodes);
+    let predicted_allreduce_ms = match (q.allreduce_bytes, bottleneck_mbps) {
+        (0, _) => None,
+        (_, _) if q.k == 1 => Some(0.0),
+        (bytes, Some(bw)) if measured == pairs => {
+            Some(ring_allreduce_ms(q.k, bytes, max_rtt_us, bw))
+        }
+        _ => None,
+    };
+    let exclusions = if q.explain {
+        (0..n)
+            .filter(|i| !choice.nodes.contains(i))
+            .map(|i| {
+                let why = reasons[i].clone().unwrap_or_else(|| {
+                    let far = choice
+                        .nodes
+                        .iter()
+                        .map(|&j| v.dist.get(i, j))
+                        .fold(0.0, f64::max);
+                    format!(
+                        "eligible, not chosen: its largest RTT to the chosen nodes is {} µs, the set's is {} µs",
+                        far.round(),
+                        max_rtt_us.round()
+                    )
+                });
+                (v.names[i].clone(), why)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Placement {
+        nodes: choice.nodes.iter().map(|&i| v.names[i].clone()).collect(),
+        max_rtt_us,
+        bottleneck_mbps,
+        pairs,
+        bandwidth_pairs_measured: measured,
+        predicted_allreduce_ms,
+        exclusions,
+    })
+}
+
+/// "4 excluded by request, 2 stale" from the per-node reasons.
+fn tally(reasons: &[Option<String>]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reasons.iter().flatten() {
+        *counts.entry(r.as_str()).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "none excluded".into();
+    }
+    counts
+        .into_iter()
+        .map(|(r, c)| format!("{c}: {r}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests;

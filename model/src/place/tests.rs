@@ -1,0 +1,412 @@
+use super::*;
+
+/// 12 nodes `{r}-{1..4}` in regions dj, se, gj: 250 µs inside a region
+/// (dj-4 a little closer: 240 µs), 5-10 ms between; 1 Gbit/s inside,
+/// 100 Mbit/s across, dj-4's links 50 Mbit/s.
+struct Lab {
+    names: Vec<String>,
+    dist: Distances,
+    bw: Vec<Vec<Option<f64>>>,
+    quality: Vec<Option<u32>>,
+    fresh: Vec<bool>,
+    labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn region(n: &str) -> &str {
+    n.split('-').next().unwrap()
+}
+
+fn lab() -> Lab {
+    let names: Vec<String> = ["dj", "gj", "se"]
+        .iter()
+        .flat_map(|r| (1..=4).map(move |k| format!("{r}-{k}")))
+        .collect();
+    let n = names.len();
+    let mut dist = Distances::new(n);
+    let mut bw = vec![vec![None; n]; n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let (a, b) = (&names[i], &names[j]);
+            let same = region(a) == region(b);
+            let degraded = a == "dj-4" || b == "dj-4";
+            let rtt = match (same, region(a), region(b)) {
+                (true, _, _) if degraded => 240.0,
+                (true, _, _) => 250.0,
+                (false, "dj", "gj") => 5_000.0,
+                (false, "dj", "se") => 6_000.0,
+                _ => 10_000.0,
+            };
+            dist.set(i, j, rtt);
+            let mbps = if degraded {
+                50.0
+            } else if same {
+                1_000.0
+            } else {
+                100.0
+            };
+            bw[i][j] = Some(mbps);
+            bw[j][i] = Some(mbps);
+        }
+    }
+    let quality = names
+        .iter()
+        .map(|x| Some(if x == "dj-4" { 40 } else { 90 }))
+        .collect();
+    let labels = names
+        .iter()
+        .map(|x| {
+            let l = BTreeMap::from([
+                (
+                    "topology.kubernetes.io/region".to_string(),
+                    region(x).to_string(),
+                ),
+                ("kubernetes.io/hostname".to_string(), x.clone()),
+            ]);
+            (x.clone(), l)
+        })
+        .collect();
+    Lab {
+        names,
+        dist,
+        bw,
+        quality,
+        fresh: vec![true; n],
+        labels,
+    }
+}
+
+fn run(l: &Lab, q: &Query) -> Result<Placement, PlaceError> {
+    run_with(l, q, true, &[])
+}
+
+/// `run` with or without the Node labels, and with latency levels.
+fn run_with(l: &Lab, q: &Query, labels: bool, levels: &[f64]) -> Result<Placement, PlaceError> {
+    let bw = |i: usize, j: usize| l.bw[i][j];
+    let v = View {
+        names: &l.names,
+        dist: &l.dist,
+        bandwidth: &bw,
+        quality: &l.quality,
+        fresh: &l.fresh,
+        labels: labels.then_some(&l.labels),
+        levels,
+    };
+    place(q, &v)
+}
+
+fn k(k: usize) -> Query {
+    Query {
+        k,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn near_ties_go_to_the_faster_healthier_nodes() {
+    let l = lab();
+    let got = run(&l, &k(3)).unwrap();
+    // A latency-only rule takes dj-4 (240 µs); the tie-break does not.
+    let only_latency = place::choose(
+        &l.dist,
+        3,
+        &Candidates {
+            eligible: (0..12).collect(),
+            include: vec![],
+        },
+    )
+    .unwrap();
+    assert!(only_latency.nodes.contains(&3), "{only_latency:?}");
+    assert_eq!(region(&got.nodes[0]), "dj");
+    assert!(!got.nodes.contains(&"dj-4".to_string()), "{got:?}");
+    assert_eq!(got.max_rtt_us, 250.0);
+    assert_eq!(got.bottleneck_mbps, Some(1_000.0));
+    assert_eq!((got.pairs, got.bandwidth_pairs_measured), (3, 3));
+    assert_eq!(got.predicted_allreduce_ms, None, "not asked");
+}
+
+#[test]
+fn zone_first_a_faster_lossier_pair_loses_to_a_healthy_pair_in_the_same_level() {
+    // dj-4 is 150 µs from its neighbours, everyone else 250 µs apart:
+    // beyond the 10 % tolerance, but all under the 500 µs l1 threshold.
+    let mut l = lab();
+    for j in 0..4 {
+        if j != 3 {
+            l.dist.set(3, j, 150.0);
+        }
+    }
+    let by_latency = run_with(&l, &k(2), false, &[]).unwrap();
+    assert!(
+        by_latency.nodes.contains(&"dj-4".to_string()),
+        "{by_latency:?}"
+    );
+    let levels = [500.0, 2_000.0, 10_000.0];
+    let zone_first = run_with(&l, &k(2), false, &levels).unwrap();
+    assert!(
+        !zone_first.nodes.contains(&"dj-4".to_string()),
+        "{zone_first:?}"
+    );
+    assert_eq!(zone_first.max_rtt_us, 250.0);
+    assert_eq!(zone_first.bottleneck_mbps, Some(1_000.0));
+}
+
+#[test]
+fn bandwidths_that_differ_by_noise_leave_the_choice_to_quality() {
+    assert_eq!(bandwidth_step(962.0), bandwidth_step(965.0));
+    assert!(bandwidth_step(500.0) < bandwidth_step(965.0));
+    assert_eq!(bandwidth_step(0.0), f64::NEG_INFINITY);
+    // dj-4's links at 970 Mbit/s, the rest 965: about equal, so dj-4's
+    // quality (40) keeps it out (an exact comparison would take it).
+    let mut l = lab();
+    for row in &mut l.bw {
+        for b in row.iter_mut().flatten() {
+            if *b == 1_000.0 {
+                *b = 965.0;
+            }
+        }
+    }
+    for j in 0..12 {
+        if j != 3 && l.bw[3][j].is_some() && j < 4 {
+            l.bw[3][j] = Some(970.0);
+            l.bw[j][3] = Some(970.0);
+        }
+    }
+    let got = run(&l, &k(2)).unwrap();
+    assert!(!got.nodes.contains(&"dj-4".to_string()), "{got:?}");
+}
+
+#[test]
+fn the_tie_limit_widens_to_the_level_but_never_past_twice_the_bound() {
+    let levels = [500.0, 2_000.0, 10_000.0];
+    assert_eq!(
+        tie_limit(150.0, &levels, 150.0),
+        300.0,
+        "capped at 2x the bound"
+    );
+    assert_eq!(tie_limit(250.0, &levels, 250.0), 500.0, "the l1 threshold");
+    assert_eq!(tie_limit(3_000.0, &levels, 2_000.0), 4_000.0);
+    assert_eq!(
+        tie_limit(3_000.0, &[], 3_000.0),
+        3_300.0,
+        "10 % without levels"
+    );
+    assert_eq!(tie_limit(50.0, &[], 50.0), 70.0, "20 µs floor");
+    assert_eq!(
+        tie_limit(100.0, &levels, 10.0),
+        100.0,
+        "never below the best"
+    );
+}
+
+#[test]
+fn the_prediction_follows_the_alpha_beta_model() {
+    // 4 nodes, 8 MiB, 250 µs RTT, 1 Gbit/s: 6 steps of (125 µs + 2 MiB / 1 Gbit/s).
+    let t = ring_allreduce_ms(4, 8 << 20, 250.0, 1_000.0);
+    let expect = 6.0 * (0.125 + (2u64 << 20) as f64 * 8.0 / 1e9 * 1e3);
+    assert!((t - expect).abs() < 1e-9, "{t} vs {expect}");
+    assert_eq!(ring_allreduce_ms(1, 8 << 20, 250.0, 1_000.0), 0.0);
+    let l = lab();
+    let mut q = k(4);
+    q.allreduce_bytes = 8 << 20;
+    let got = run(&l, &q).unwrap();
+    // Four in one region includes dj-4 or another region's four: gj/se hold 1 Gbit/s.
+    assert_ne!(region(&got.nodes[0]), "dj", "{got:?}");
+    let want = ring_allreduce_ms(4, 8 << 20, 250.0, 1_000.0);
+    assert_eq!(got.predicted_allreduce_ms, Some(want));
+}
+
+#[test]
+fn constraints_exclude_and_explain() {
+    let l = lab();
+    let q = Query {
+        k: 2,
+        exclude: vec!["dj-1".into()],
+        selector: Some((
+            "topology.kubernetes.io/region in (dj,se)".into(),
+            crate::selector::parse("topology.kubernetes.io/region in (dj,se)").unwrap(),
+        )),
+        min_bandwidth_mbps: 500.0,
+        explain: true,
+        ..Default::default()
+    };
+    let got = run(&l, &q).unwrap();
+    assert_eq!(got.nodes.len(), 2);
+    assert!(got.nodes.iter().all(|x| x != "dj-1" && x != "dj-4"));
+    assert_eq!(got.bottleneck_mbps, Some(1_000.0));
+    let why: BTreeMap<&str, &str> = got
+        .exclusions
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(why.len(), 10);
+    assert_eq!(why["dj-1"], "excluded by request");
+    assert!(why["gj-1"].contains("do not match selector"), "{why:?}");
+    assert!(why["dj-4"].starts_with("eligible, not chosen"), "{why:?}");
+
+    // Include pulls the set to its region.
+    let q = Query {
+        k: 2,
+        include: vec!["se-3".into()],
+        ..Default::default()
+    };
+    let got = run(&l, &q).unwrap();
+    assert!(got.nodes.contains(&"se-3".into()));
+    assert!(got.nodes.iter().all(|x| region(x) == "se"));
+
+    // Fresh only.
+    let mut stale = lab();
+    for i in 0..8 {
+        stale.fresh[i] = false;
+    }
+    let q = Query {
+        k: 4,
+        fresh_only: true,
+        ..Default::default()
+    };
+    let got = run(&stale, &q).unwrap();
+    assert!(got.nodes.iter().all(|x| region(x) == "se"), "{got:?}");
+}
+
+#[test]
+fn impossible_requests_name_the_failed_constraint() {
+    let l = lab();
+    let err = |q: Query| run(&l, &q).unwrap_err().to_string();
+    assert_eq!(err(k(0)), "k must be at least 1");
+    let e = err(k(13));
+    assert!(
+        e.contains("k = 13 but only 12 of 12 known nodes are eligible"),
+        "{e}"
+    );
+    let e = err(Query {
+        k: 11,
+        exclude: vec!["dj-1".into(), "dj-2".into()],
+        ..Default::default()
+    });
+    assert!(
+        e.contains("only 10 of 12") && e.contains("2: excluded by request"),
+        "{e}"
+    );
+    let e = err(Query {
+        k: 2,
+        include: vec!["nope".into()],
+        ..Default::default()
+    });
+    assert!(e.contains("include names unknown node 'nope'"), "{e}");
+    let e = err(Query {
+        k: 2,
+        exclude: vec!["nope".into()],
+        ..Default::default()
+    });
+    assert!(e.contains("exclude names unknown node 'nope'"), "{e}");
+    let e = err(Query {
+        k: 2,
+        include: vec!["se-1".into()],
+        exclude: vec!["se-1".into()],
+        ..Default::default()
+    });
+    assert!(e.contains("'se-1' is both included and excluded"), "{e}");
+    let e = err(Query {
+        k: 2,
+        include: vec!["gj-1".into()],
+        selector: Some((
+            "topology.kubernetes.io/region=dj".into(),
+            crate::selector::parse("topology.kubernetes.io/region=dj").unwrap(),
+        )),
+        ..Default::default()
+    });
+    assert!(
+        e.contains("'gj-1' must be included but is not eligible: labels do not match"),
+        "{e}"
+    );
+    // No set of 5 has every pair at >= 500 Mbit/s (regions hold 4, dj only 3).
+    let e = err(Query {
+        k: 5,
+        min_bandwidth_mbps: 500.0,
+        ..Default::default()
+    });
+    assert!(
+        e.contains(
+            "no 5 nodes whose every pair has a measured bandwidth of at least 500 Mbit/s"
+        ),
+        "{e}"
+    );
+    let e = err(Query {
+        k: 2,
+        min_bandwidth_mbps: -1.0,
+        ..Default::default()
+    });
+    assert!(e.contains("min_bandwidth_mbps"), "{e}");
+    // Selector without labels.
+    let q = Query {
+        k: 2,
+        selector: Some(("a=b".into(), crate::selector::parse("a=b").unwrap())),
+        ..Default::default()
+    };
+    let e = run_with(&l, &q, false, &[]).unwrap_err();
+    assert!(matches!(e, PlaceError::NoLabels), "{e}");
+}
+
+#[test]
+fn never_worse_than_twice_the_optimum_with_the_tie_break() {
+    use crate::place::diameter::tests::{all, brute_force, random_metric};
+    let mut seed = 5u64;
+    for n in 2..=14 {
+        for _ in 0..4 {
+            let d = random_metric(n, &mut seed);
+            let names: Vec<String> = (0..n).map(|i| format!("n{i:02}")).collect();
+            // Bandwidth and quality that pull towards different sets.
+            let bw = |i: usize, j: usize| Some(((i * 7 + j * 3) % 11) as f64 * 100.0);
+            let quality: Vec<Option<u32>> =
+                (0..n).map(|i| Some((i as u32 * 37) % 100)).collect();
+            let fresh = vec![true; n];
+            let v = View {
+                names: &names,
+                dist: &d,
+                bandwidth: &bw,
+                quality: &quality,
+                fresh: &fresh,
+                labels: None,
+                levels: &[500.0, 2_000.0, 10_000.0],
+            };
+            for k in 1..=n {
+                let got = place(&super::tests::k(k), &v).unwrap();
+                let opt = brute_force(&d, k, &all(n));
+                assert!(
+                    got.max_rtt_us <= 2.0 * opt + 1e-6,
+                    "n={n} k={k}: {} vs optimum {opt}",
+                    got.max_rtt_us
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unmeasured_nodes_are_never_chosen() {
+    let mut l = lab();
+    l.names.push("zz-new".into());
+    let mut d = Distances::new(13);
+    for i in 0..12 {
+        for j in i + 1..12 {
+            d.set(i, j, l.dist.get(i, j));
+        }
+    }
+    l.dist = d;
+    for row in &mut l.bw {
+        row.push(None);
+    }
+    l.bw.push(vec![None; 13]);
+    l.quality.push(None);
+    l.fresh.push(true);
+    let mut q = k(12);
+    q.explain = true;
+    let got = run(&l, &q).unwrap();
+    assert!(!got.nodes.contains(&"zz-new".into()));
+    assert_eq!(
+        got.exclusions,
+        vec![(
+            "zz-new".into(),
+            "not measured yet: no RTT to any other node".into()
+        )]
+    );
+    assert!(run(&l, &k(13)).is_err());
+}
