@@ -105,7 +105,7 @@ impl Config {
 
 /// A Kubernetes Node name: DNS subdomain (RFC 1123), at most 253 characters.
 pub fn parse_node_name(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > 253 || !s.split('.').all(netaware_common::is_dns_label) {
+    if !netaware_model::labels::is_dns_subdomain(s) {
         return Err(format!(
             "'{s}' is not a valid node name (lower-case letters, digits, '-' and '.', at most 253 characters)"
         ));

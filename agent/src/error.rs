@@ -7,8 +7,8 @@ pub enum Error {
     Config { name: &'static str, message: String },
     #[error("malformed packet: {0}")]
     Packet(String),
-    #[error("histogram: {0}")]
-    Histogram(String),
+    #[error(transparent)]
+    Histogram(#[from] netaware_proto::histogram::HistogramError),
     #[error("cannot bind the STAMP reflector to {addr}: {source}")]
     BindReflector {
         addr: std::net::SocketAddr,

@@ -184,7 +184,7 @@ impl AgentMetrics {
             .get_or_create(&labels)
             .set(w.jitter_ns as f64 / 1e9);
         if !w.rtt_histogram.is_empty()
-            && let Ok(h) = crate::stats::decode_histogram(&w.rtt_histogram)
+            && let Ok(h) = netaware_proto::histogram::decode_histogram(&w.rtt_histogram)
         {
             let h: Hdr<u64> = h;
             let hist = self.rtt.get_or_create(&labels);
@@ -236,7 +236,7 @@ mod tests {
     use super::*;
 
     fn window(peer: &str, rtts_us: &[u64]) -> LinkWindow {
-        let mut h = crate::stats::new_histogram().unwrap();
+        let mut h = netaware_proto::histogram::new_histogram().unwrap();
         for r in rtts_us {
             h.record(r * 1000).unwrap();
         }
@@ -246,7 +246,7 @@ mod tests {
             sent: rtts_us.len() as u64 + 1,
             received: rtts_us.len() as u64,
             jitter_ns: 20_000,
-            rtt_histogram: crate::stats::encode_histogram(&h).unwrap(),
+            rtt_histogram: netaware_proto::histogram::encode_histogram(&h).unwrap(),
             ..Default::default()
         }
     }

@@ -9,42 +9,12 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use netaware_proto::histogram::{self, encode_histogram, new_histogram};
 
 use crate::error::{Error, Result};
 
-/// Smallest RTT step the histogram resolves (1 µs). With 3 significant
-/// digits RTTs above 1 ms keep 0.1 % precision; below, 1 µs. A 1 ns floor
-/// would triple the memory of every open window for no useful precision.
-const HIST_LOW_NS: u64 = 1_000;
-/// Largest RTT the histogram stores (60 s); larger values are clamped.
-const HIST_HIGH_NS: u64 = 60_000_000_000;
-/// Significant decimal digits kept by the histogram (0.1 % resolution).
-const HIST_SIGFIG: u8 = 3;
 /// RFC 3550 §6.4.1: the jitter estimator's gain is 1/16.
 const JITTER_GAIN: f64 = 1.0 / 16.0;
-
-/// An empty RTT histogram with the bounds every window uses.
-pub fn new_histogram() -> Result<Histogram<u32>> {
-    Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, HIST_SIGFIG)
-        .map_err(|e| Error::Histogram(e.to_string()))
-}
-
-/// Serialise a histogram in the HdrHistogram V2 format (what `LinkWindow.rtt_histogram` carries).
-pub fn encode_histogram<T: hdrhistogram::Counter>(hist: &Histogram<T>) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    V2Serializer::new()
-        .serialize(hist, &mut out)
-        .map_err(|e| Error::Histogram(format!("{e:?}")))?;
-    Ok(out)
-}
-
-/// Inverse of [`encode_histogram`] (u64 counters, so merged windows cannot overflow).
-pub fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>> {
-    Deserializer::new()
-        .deserialize(&mut &bytes[..])
-        .map_err(|e| Error::Histogram(format!("{e:?}")))
-}
 
 /// RFC 3550 interarrival jitter, applied to a series of round-trip times.
 ///
@@ -278,7 +248,7 @@ impl ProbeTracker {
         w.received += 1;
         let rtt_ns = u64::try_from(rtt.as_nanos())
             .unwrap_or(u64::MAX)
-            .clamp(HIST_LOW_NS, HIST_HIGH_NS);
+            .clamp(histogram::LOW_NS, histogram::HIGH_NS);
         w.hist.saturating_record(rtt_ns);
         w.rtt_sum_ns += u128::from(rtt_ns);
         match self.highest_answered {
@@ -308,6 +278,7 @@ impl ProbeTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netaware_proto::histogram::decode_histogram;
 
     fn ms(x: u64) -> Duration {
         Duration::from_millis(x)

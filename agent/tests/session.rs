@@ -427,7 +427,7 @@ async fn a_scheduled_bandwidth_test_reaches_both_agents_and_its_result_the_matri
         other => panic!("one grant and one test expected, got {other:?}"),
     };
     assert_eq!(grant.token, test.token);
-    let defaults = netaware_aggregator::bandwidth::BandwidthConfig::default();
+    let defaults = netaware_model::bandwidth::BandwidthConfig::default();
     assert_eq!(test.streams, defaults.streams);
     assert_eq!(test.max_bytes, defaults.max_bytes_per_test);
     assert_eq!(grant.max_bytes, test.max_bytes);

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::groups::Thresholds;
-use crate::quality::Weights;
+use netaware_model::groups::Thresholds;
+use netaware_model::quality::Weights;
 
 pub const ENV_AGENT_LISTEN: &str = "NETAWARE_AGENT_LISTEN";
 pub const ENV_QUERY_LISTEN: &str = "NETAWARE_QUERY_LISTEN";
@@ -128,7 +128,7 @@ pub struct Config {
 
     /// Prefix of every label and annotation key we write (a DNS subdomain
     /// and '/'; never kubernetes.io or k8s.io).
-    #[arg(long, env = ENV_LABEL_PREFIX, default_value = crate::labels::DEFAULT_PREFIX, value_parser = parse_prefix)]
+    #[arg(long, env = ENV_LABEL_PREFIX, default_value = netaware_model::labels::DEFAULT_PREFIX, value_parser = parse_prefix)]
     pub label_prefix: String,
 
     /// Write Node labels: `auto` (in a cluster, or with a kubeconfig) or `off`.
@@ -246,7 +246,7 @@ pub enum KubeMode {
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
-    crate::labels::check_prefix(s)
+    netaware_model::labels::check_prefix(s)
         .map(|()| s.to_string())
         .map_err(|e| e.to_string())
 }

@@ -17,24 +17,19 @@
 //! name the cluster does not know. What it confirmed is forgotten after an
 //! error and at every resync.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
+use netaware_model::labels::Desired;
+
 use crate::metrics::WriterMetrics;
 
 /// Our field manager name.
 pub const FIELD_MANAGER: &str = "netaware";
-
-/// The keys we want on one Node.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Desired {
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-}
 
 /// The apply patch for one node.
 pub fn apply_body(node: &str, d: &Desired) -> Value {

@@ -1,35 +1,34 @@
-//! netaware aggregator: collects agent report windows into a link-state
-//! matrix and serves it.
+//! netaware aggregator: the I/O shell around `netaware-model`. It collects
+//! agent report windows into the model's link-state matrix, serves queries,
+//! and writes the model's labels to Kubernetes Nodes.
 //!
 //! ```text
-//! agents ──Session──▶ service::Services ──Command──▶ state (one task, owns matrix::Matrix)
+//! agents ──Session──▶ service::Services ──Command──▶ state (one task, owns the model's Matrix)
 //! CLI ────Query─────▶ service::Services ──Command──▶      "
+//!                                     state ──Inferred──▶ publish ──▶ kube_writer ──▶ Nodes
 //! ```
 //!
-//! With `--leader-election`, [`leader`] decides which replica does all of
-//! the above; the others forward their connections to it ([`forward`]).
+//! With `--leader-election`, `leader` decides which replica does all of
+//! the above; the others forward their connections to it (`forward`).
+//!
+//! Public for the binaries and the cross-crate tests: [`run`], [`Config`],
+//! [`service`], [`state`], [`publish`] and [`kube_writer`]; the rest is
+//! internal.
 
-pub mod bandwidth;
-pub mod config;
-pub mod error;
-pub mod forward;
-pub mod groups;
-pub mod infer;
+mod config;
+mod error;
+mod forward;
 pub mod kube_writer;
-pub mod labels;
-pub mod leader;
-pub mod matrix;
-pub mod metrics;
-pub mod place;
-pub mod placement;
+mod leader;
+mod metrics;
 pub mod publish;
-pub mod quality;
-pub mod selector;
+mod selector;
 pub mod service;
 pub mod state;
 
 use std::future::Future;
 
+use netaware_model::{bandwidth, infer, matrix, quality};
 use netaware_proto::v1::agent_service_server::AgentServiceServer;
 use netaware_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;

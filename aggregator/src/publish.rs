@@ -21,9 +21,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::infer::Inferred;
-use crate::kube_writer::{Desired, NodeWriter, apply_body};
-use crate::labels;
+use netaware_model::infer::Inferred;
+use netaware_model::labels::{self, Desired};
+
+use crate::kube_writer::{NodeWriter, apply_body};
 
 /// Publisher settings.
 #[derive(Debug, Clone)]
@@ -265,7 +266,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::kube_writer::test_support::{expect_apply, expect_get, writer};
-    use crate::labels::NodeFacts;
+    use netaware_model::labels::NodeFacts;
     use std::sync::Mutex;
 
     #[derive(Clone, Default)]

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use kube::core::{Expression, Selector};
+use kube::core::{Expression, Selector, SelectorExt};
+use netaware_model::labels;
+use netaware_model::place::LabelFilter;
 
 /// Why a selector string is not valid; the message names the bad part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,14 +23,11 @@ fn valid_key(key: &str) -> bool {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 253 && p.split('.').all(netaware_common::is_dns_label)
-    });
-    prefix_ok && crate::labels::check_name(name).is_ok()
+    prefix.is_none_or(labels::is_dns_subdomain) && labels::check_name(name).is_ok()
 }
 
 fn valid_value(v: &str) -> bool {
-    crate::labels::check_value(v).is_ok()
+    labels::check_value(v).is_ok()
 }
 
 /// Split at commas outside parentheses.
@@ -137,10 +136,15 @@ pub fn parse(s: &str) -> Result<Selector, SelectorError> {
         .map_err(err)
 }
 
+/// Parse a selector into the label filter the placement model applies.
+pub fn filter(s: &str) -> Result<LabelFilter, SelectorError> {
+    let selector = parse(s)?;
+    Ok(LabelFilter::new(s, move |labels| selector.matches(labels)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::SelectorExt;
     use std::collections::BTreeMap;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -170,6 +174,10 @@ mod tests {
         ];
         for s in yes {
             assert!(parse(s).unwrap().matches(&node), "{s}");
+            // The filter handed to the model decides the same, and keeps the text.
+            let f = filter(s).unwrap();
+            assert!(f.matches(&node), "{s}");
+            assert_eq!(f.text(), s);
         }
         let no = [
             "topology.kubernetes.io/zone=se",
@@ -182,6 +190,7 @@ mod tests {
         ];
         for s in no {
             assert!(!parse(s).unwrap().matches(&node), "{s}");
+            assert!(!filter(s).unwrap().matches(&node), "{s}");
         }
     }
 
@@ -198,6 +207,7 @@ mod tests {
             let e = parse(s).unwrap_err().to_string();
             assert!(e.contains(needle), "{s}: {e}");
             assert!(e.contains(s), "{s}: {e}");
+            assert_eq!(filter(s).unwrap_err().to_string(), e);
         }
     }
 }

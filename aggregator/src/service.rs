@@ -20,11 +20,11 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span, warn};
 
-use crate::place::PlaceError;
-use crate::placement::Query;
 use crate::state::{Command, StateHandle};
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::Store;
+use netaware_model::Error as PlaceError;
+use netaware_model::place::Query;
 use std::collections::BTreeMap;
 
 /// Outbound messages queued per agent session before it counts as stuck.
@@ -221,9 +221,9 @@ impl QueryService for Services {
         let selector = if r.label_selector.trim().is_empty() {
             None
         } else {
-            let parsed = crate::selector::parse(&r.label_selector)
+            let filter = crate::selector::filter(&r.label_selector)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            Some((r.label_selector.clone(), parsed))
+            Some(filter)
         };
         // Labels are copied only when a selector needs them.
         let labels = match (&selector, &self.nodes) {

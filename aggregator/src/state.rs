@@ -17,13 +17,13 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use crate::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
-use crate::infer::{Group, InferConfig, Inference, Inferred};
-use crate::labels::NodeFacts;
-use crate::matrix::{Matrix, PlanTiming};
 use crate::metrics::StateMetrics;
-use crate::place::PlaceError;
-use crate::placement::{self, Placement, Query, View};
+use netaware_model::Error as PlaceError;
+use netaware_model::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
+use netaware_model::infer::{Group, InferConfig, Inference, Inferred};
+use netaware_model::labels::NodeFacts;
+use netaware_model::matrix::{Matrix, PlanTiming};
+use netaware_model::place::{self, Placement, Query, View};
 
 /// Outbound messages of one agent session.
 pub type SessionTx = mpsc::Sender<Result<AggregatorMessage, Status>>;
@@ -442,7 +442,7 @@ impl Owner {
         now: Instant,
     ) -> Result<Placement, PlaceError> {
         let names = self.matrix.node_names();
-        let dist = crate::infer::distances(&self.matrix, &names, now);
+        let dist = netaware_model::infer::distances(&self.matrix, &names, now);
         let bandwidth = |i: usize, j: usize| self.matrix.bandwidth(&names[i], &names[j]);
         let quality: Vec<Option<u32>> = names
             .iter()
@@ -455,13 +455,13 @@ impl Owner {
             .collect();
         let fresh: Vec<bool> = names
             .iter()
-            .map(|n| crate::infer::is_fresh(&self.matrix, n, &names, now))
+            .map(|n| netaware_model::infer::is_fresh(&self.matrix, n, &names, now))
             .collect();
         // The group thresholds in use (resolved when `auto`).
         let levels: Vec<f64> = match (&self.inferred, self.config.infer.thresholds) {
             (Some(i), _) => i.thresholds.to_vec(),
-            (None, crate::groups::Thresholds::Fixed(t)) => t.to_vec(),
-            (None, crate::groups::Thresholds::Auto) => Vec::new(),
+            (None, netaware_model::groups::Thresholds::Fixed(t)) => t.to_vec(),
+            (None, netaware_model::groups::Thresholds::Auto) => Vec::new(),
         };
         let view = View {
             names: &names,
@@ -472,7 +472,7 @@ impl Owner {
             labels,
             levels: &levels,
         };
-        placement::place(query, &view)
+        place::place(query, &view)
     }
 
     fn recompute(&mut self, now: Instant) {

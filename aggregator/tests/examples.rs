@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::batch::v1::Job;
-use netaware_aggregator::labels::{self, NodeFacts};
-use netaware_aggregator::quality::Figures;
+use netaware_model::labels::{self, NodeFacts};
+use netaware_model::quality::Figures;
 
 fn example(name: &str) -> String {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

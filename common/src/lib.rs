@@ -138,17 +138,6 @@ pub fn aligned_table(rows: &[Vec<String>], left: usize) -> String {
     out
 }
 
-/// Whether `s` is a DNS label (RFC 1123): lower-case letters, digits and
-/// '-', 1 to 63 characters, not starting or ending with '-'.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -248,14 +237,6 @@ mod tests {
             aligned_table(&rows, 1),
             "name            ms\na-long-name    1.5\nb            12.25\n"
         );
-    }
-
-    #[test]
-    fn dns_labels() {
-        assert!(is_dns_label("dj-1"));
-        for bad in ["", "Dj", "-a", "a-", "a_b", "a.b", &"x".repeat(64)] {
-            assert!(!is_dns_label(bad), "{bad}");
-        }
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use netaware_aggregator::groups::Distances;
-use netaware_aggregator::place::{self, Candidates};
+use netaware_model::groups::Distances;
+use netaware_model::place::diameter::{self, Candidates};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::GetMatrixResponse;
 use rand::SeedableRng;
@@ -223,7 +223,7 @@ pub fn latency_only(m: &GetMatrixResponse, names: &[String], k: usize) -> Result
         eligible: (0..names.len()).collect(),
         include: Vec::new(),
     };
-    let choice = place::choose(&d, k, &c).map_err(|e| Error::Run(e.to_string()))?;
+    let choice = diameter::choose(&d, k, &c)?;
     Ok(choice.nodes.iter().map(|&i| names[i].clone()).collect())
 }
 

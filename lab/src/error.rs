@@ -19,8 +19,12 @@ pub enum Error {
     Status(#[from] tonic::Status),
     #[error("aggregator connection: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("measurement: {0}")]
-    Agent(#[from] netaware_agent::Error),
+    #[error(transparent)]
+    Histogram(#[from] netaware_proto::histogram::HistogramError),
+    #[error("cannot merge the RTT histograms of one link: {0:?}")]
+    HistogramMerge(hdrhistogram::AdditionError),
+    #[error("placement: {0}")]
+    Model(#[from] netaware_model::Error),
 }
 
 /// Result alias for the lab library.

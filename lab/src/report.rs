@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use netaware_agent::stats::{decode_histogram, new_histogram};
 use netaware_proto::ProbeMethod;
+use netaware_proto::histogram::{decode_histogram, new_histogram};
 use netaware_proto::v1::LinkWindow;
 use serde::Serialize;
 
 use crate::emulator::LatenessSummary;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sidecar::{AgentUsage, PingSummary};
 use crate::topology::Topology;
 
@@ -268,9 +268,7 @@ impl Collector {
         };
         if !w.rtt_histogram.is_empty() {
             let h = decode_histogram(&w.rtt_histogram)?;
-            a.hist
-                .add(&h)
-                .map_err(|e| netaware_agent::Error::Histogram(format!("{e:?}")))?;
+            a.hist.add(&h).map_err(Error::HistogramMerge)?;
         }
         a.sent += w.sent;
         a.received += w.received;
@@ -529,7 +527,7 @@ pub fn render_table(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netaware_agent::stats::encode_histogram;
+    use netaware_proto::histogram::encode_histogram;
 
     fn topo() -> Topology {
         Topology::parse(

@@ -236,7 +236,7 @@ fn validate_nodes(raw: &[RawNode]) -> std::result::Result<Vec<Node>, String> {
         check_extra(&at, &n.extra)?;
         for (what, v) in [("name", &n.name), ("region", &n.region)] {
             // A DNS label: it becomes a hostname and part of a namespace name.
-            if !netaware_common::is_dns_label(v) {
+            if !netaware_model::labels::is_dns_label(v) {
                 return Err(format!(
                     "{at}: {what} '{v}' must be lower-case letters, digits and '-' (at most 63, \
                      not starting or ending with '-')"

@@ -1,7 +1,7 @@
 //! Time to cluster and score a synthetic matrix (docs/benchmarks.md).
 //!
 //! ```sh
-//! cargo run --release -p netaware-aggregator --example cluster_bench -- 1000 5000
+//! cargo run --release -p netaware-model --example cluster_bench -- 1000 5000
 //! ```
 //!
 //! Nodes sit in sites of 8, sites in metros of 4, metros in regions of 4;
@@ -11,8 +11,8 @@
 
 use std::time::Instant;
 
-use netaware_aggregator::groups::{self, Distances};
-use netaware_aggregator::quality::{self, PeerLink, Scales, Weights};
+use netaware_model::groups::{self, Distances};
+use netaware_model::quality::{self, PeerLink, Scales, Weights};
 
 fn main() {
     let sizes: Vec<usize> = std::env::args()

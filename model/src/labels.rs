@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::quality::Figures;
+use crate::{Error, Result};
 
 /// Default prefix of every key we own.
 pub const DEFAULT_PREFIX: &str = "netaware.io/";
@@ -14,28 +15,6 @@ pub const DEFAULT_PREFIX: &str = "netaware.io/";
 pub const MAX_SUMMARY_BYTES: usize = 4 * 1024;
 /// Annotation name (after the prefix).
 pub const SUMMARY: &str = "summary";
-
-/// Why a key, value or prefix is not acceptable to Kubernetes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LabelError {
-    #[error(
-        "label prefix '{0}' is invalid: it must be a DNS subdomain (lower-case letters, digits, \
-         '-' and '.', at most 253 characters) followed by '/', e.g. netaware.io/"
-    )]
-    Prefix(String),
-    #[error(
-        "label prefix '{0}' is reserved for Kubernetes (kubernetes.io, k8s.io); choose your own domain"
-    )]
-    ReservedPrefix(String),
-    #[error(
-        "label name '{0}' is invalid: at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"
-    )]
-    Name(String),
-    #[error(
-        "label value '{0}' is invalid: at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric, or empty"
-    )]
-    Value(String),
-}
 
 fn name_like(s: &str) -> bool {
     let ok = |b: u8| b.is_ascii_alphanumeric();
@@ -47,38 +26,54 @@ fn name_like(s: &str) -> bool {
 }
 
 /// Check a label value (may be empty).
-pub fn check_value(v: &str) -> Result<(), LabelError> {
+pub fn check_value(v: &str) -> Result<()> {
     if v.is_empty() || name_like(v) {
         Ok(())
     } else {
-        Err(LabelError::Value(v.to_string()))
+        Err(Error::LabelValue(v.to_string()))
     }
 }
 
 /// Check a label name (the part after the prefix).
-pub fn check_name(n: &str) -> Result<(), LabelError> {
+pub fn check_name(n: &str) -> Result<()> {
     if name_like(n) {
         Ok(())
     } else {
-        Err(LabelError::Name(n.to_string()))
+        Err(Error::LabelName(n.to_string()))
     }
 }
 
+/// Whether `s` is a DNS label (RFC 1123): lower-case letters, digits and
+/// '-', 1 to 63 characters, not starting or ending with '-'.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Whether `s` is a DNS subdomain (RFC 1123): dot-separated DNS labels, at
+/// most 253 characters. Node names and label-key prefixes are subdomains.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
 /// Check a configured prefix such as `netaware.io/`.
-pub fn check_prefix(p: &str) -> Result<(), LabelError> {
+pub fn check_prefix(p: &str) -> Result<()> {
     let Some(domain) = p.strip_suffix('/') else {
-        return Err(LabelError::Prefix(p.to_string()));
+        return Err(Error::LabelPrefix(p.to_string()));
     };
-    let label_ok = |l: &str| netaware_common::is_dns_label(l);
-    if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(label_ok) {
-        return Err(LabelError::Prefix(p.to_string()));
+    if !is_dns_subdomain(domain) {
+        return Err(Error::LabelPrefix(p.to_string()));
     }
     let reserved = ["kubernetes.io", "k8s.io"];
     if reserved
         .iter()
         .any(|r| domain == *r || domain.ends_with(&format!(".{r}")))
     {
-        return Err(LabelError::ReservedPrefix(p.to_string()));
+        return Err(Error::ReservedLabelPrefix(p.to_string()));
     }
     Ok(())
 }
@@ -102,9 +97,9 @@ fn us(x: f64) -> String {
 }
 
 /// The labels for one node, keys with `prefix`, all checked.
-pub fn node_labels(prefix: &str, f: &NodeFacts) -> Result<BTreeMap<String, String>, LabelError> {
+pub fn node_labels(prefix: &str, f: &NodeFacts) -> Result<BTreeMap<String, String>> {
     let mut m: BTreeMap<String, String> = BTreeMap::new();
-    let mut put = |name: &str, value: String| -> Result<(), LabelError> {
+    let mut put = |name: &str, value: String| -> Result<()> {
         check_name(name)?;
         check_value(&value)?;
         m.insert(format!("{prefix}{name}"), value);
@@ -129,13 +124,17 @@ pub fn node_labels(prefix: &str, f: &NodeFacts) -> Result<BTreeMap<String, Strin
     Ok(m)
 }
 
+/// The keys we want on one Node: every label and annotation under our
+/// prefix. What the Kubernetes writer applies, and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// Everything to apply to one Node: the labels and the summary annotation,
 /// all under `prefix` and checked. `measured_at` is RFC 3339.
-pub fn desired(
-    prefix: &str,
-    facts: &NodeFacts,
-    measured_at: &str,
-) -> Result<crate::kube_writer::Desired, LabelError> {
+pub fn desired(prefix: &str, facts: &NodeFacts, measured_at: &str) -> Result<Desired> {
     let labels = node_labels(prefix, facts)?;
     check_name(SUMMARY)?;
     let mut annotations = BTreeMap::new();
@@ -143,7 +142,7 @@ pub fn desired(
         format!("{prefix}{SUMMARY}"),
         summary(measured_at, &facts.nearest),
     );
-    Ok(crate::kube_writer::Desired {
+    Ok(Desired {
         labels,
         annotations,
     })

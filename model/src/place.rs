@@ -8,12 +8,12 @@
 //!    the label selector, by `fresh_only`, and nodes with no RTT measured.
 //! 2. With a minimum bandwidth, a pair below it (or not measured) counts as
 //!    infinitely far, so no chosen pair can be below it.
-//! 3. Minimise the largest pairwise RTT ([`place::choose`]).
+//! 3. Minimise the largest pairwise RTT ([`diameter::choose`]).
 //! 4. Zone first, then quality: sets whose largest RTT lies in the same
 //!    latency level as the best one (under the same group threshold, e.g.
 //!    500 µs for l1), or within [`TIE_TOLERANCE`] of it, count as equally
 //!    good for latency; among them prefer the larger bottleneck bandwidth,
-//!    then the higher mean quality ([`place::refine`]). The widening is
+//!    then the higher mean quality ([`diameter::refine`]). The widening is
 //!    capped at twice a lower bound of the optimum, so the answer is never
 //!    worse than twice the best possible largest RTT.
 //! 5. Predict the ring all-reduce time with the α-β model
@@ -21,10 +21,15 @@
 
 use std::collections::BTreeMap;
 
-use kube::core::{Selector, SelectorExt};
+use std::fmt;
+use std::sync::Arc;
 
 use crate::groups::Distances;
-use crate::place::{self, Candidates, PlaceError};
+use crate::{Error, Result};
+
+pub mod diameter;
+
+use diameter::Candidates;
 
 /// Sets whose largest RTT is within this fraction of the best one count as
 /// tied: RTTs inside a zone differ by measurement noise of this order.
@@ -40,14 +45,57 @@ pub struct Query {
     pub k: usize,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
-    /// The selector as given and parsed; `None` selects every node.
-    pub selector: Option<(String, Selector)>,
+    /// Which nodes' labels qualify; `None` selects every node.
+    pub selector: Option<LabelFilter>,
     /// 0 = no minimum.
     pub min_bandwidth_mbps: f64,
     pub fresh_only: bool,
     /// 0 = do not predict.
     pub allreduce_bytes: u64,
     pub explain: bool,
+}
+
+/// Node labels, key to value.
+pub type Labels = BTreeMap<String, String>;
+type LabelTest = dyn Fn(&Labels) -> bool + Send + Sync;
+
+/// A test on a node's labels, with the text it was parsed from (for
+/// messages). The model does not parse selectors: the aggregator turns a
+/// Kubernetes label selector into a filter, so Kubernetes' types stay out of
+/// the maths.
+#[derive(Clone)]
+pub struct LabelFilter {
+    text: String,
+    test: Arc<LabelTest>,
+}
+
+impl LabelFilter {
+    /// A filter named `text` that keeps the label sets `test` accepts.
+    pub fn new(
+        text: impl Into<String>,
+        test: impl Fn(&Labels) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            text: text.into(),
+            test: Arc::new(test),
+        }
+    }
+
+    /// The selector as the user wrote it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether a node with these labels qualifies.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        (self.test)(labels)
+    }
+}
+
+impl fmt::Debug for LabelFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LabelFilter").field(&self.text).finish()
+    }
 }
 
 /// What the aggregator knows, by node index (`names` is sorted).
@@ -138,13 +186,13 @@ fn ineligible(q: &Query, v: &View, i: usize) -> Option<String> {
     if q.exclude.contains(name) {
         return Some("excluded by request".into());
     }
-    if let (Some((text, sel)), Some(labels)) = (&q.selector, v.labels) {
+    if let (Some(filter), Some(labels)) = (&q.selector, v.labels) {
         match labels.get(name) {
             None => {
                 return Some("not in the Kubernetes Node list, so its labels are unknown".into());
             }
-            Some(l) if !sel.matches(l) => {
-                return Some(format!("labels do not match selector '{text}'"));
+            Some(l) if !filter.matches(l) => {
+                return Some(format!("labels do not match selector '{}'", filter.text()));
             }
             Some(_) => {}
         }
@@ -160,7 +208,7 @@ fn ineligible(q: &Query, v: &View, i: usize) -> Option<String> {
 }
 
 /// Choose nodes for `q`; errors say which constraint could not be met.
-pub fn place(q: &Query, v: &View) -> Result<Placement, PlaceError> {
+pub fn place(q: &Query, v: &View) -> Result<Placement> {
     let n = v.names.len();
     let index: BTreeMap<&str, usize> = v
         .names
@@ -169,31 +217,31 @@ pub fn place(q: &Query, v: &View) -> Result<Placement, PlaceError> {
         .map(|(i, s)| (s.as_str(), i))
         .collect();
     if q.k == 0 {
-        return Err(PlaceError::ZeroK);
+        return Err(Error::ZeroK);
     }
     if !(q.min_bandwidth_mbps >= 0.0 && q.min_bandwidth_mbps.is_finite()) {
-        return Err(PlaceError::BadMinBandwidth(q.min_bandwidth_mbps));
+        return Err(Error::BadMinBandwidth(q.min_bandwidth_mbps));
     }
     if q.selector.is_some() && v.labels.is_none() {
-        return Err(PlaceError::NoLabels);
+        return Err(Error::NoLabels);
     }
     for (role, list) in [("include", &q.include), ("exclude", &q.exclude)] {
         if let Some(bad) = list.iter().find(|x| !index.contains_key(x.as_str())) {
-            return Err(PlaceError::UnknownNode {
+            return Err(Error::UnknownNode {
                 role,
                 name: bad.clone(),
             });
         }
     }
     if let Some(both) = q.include.iter().find(|x| q.exclude.contains(x)) {
-        return Err(PlaceError::IncludedAndExcluded(both.clone()));
+        return Err(Error::IncludedAndExcluded(both.clone()));
     }
 
     let reasons: Vec<Option<String>> = (0..n).map(|i| ineligible(q, v, i)).collect();
     for name in &q.include {
         let i = index[name.as_str()];
         if let Some(r) = &reasons[i] {
-            return Err(PlaceError::IncludeIneligible {
+            return Err(Error::IncludeIneligible {
                 name: name.clone(),
                 reason: r.clone(),
             });
@@ -201,7 +249,7 @@ pub fn place(q: &Query, v: &View) -> Result<Placement, PlaceError> {
     }
     let eligible: Vec<usize> = (0..n).filter(|&i| reasons[i].is_none()).collect();
     if eligible.len() < q.k {
-        return Err(PlaceError::TooFewEligibleBecause {
+        return Err(Error::TooFewEligibleBecause {
             k: q.k,
             eligible: eligible.len(),
             known: n,
@@ -226,14 +274,18 @@ pub fn place(q: &Query, v: &View) -> Result<Placement, PlaceError> {
         v.dist.clone()
     };
 
-    let first = place::choose(&dist, q.k, &c)?;
+    let first = diameter::choose(&dist, q.k, &c)?;
     if first.diameter.is_infinite() {
-        return Err(PlaceError::NoMeasuredSet {
+        return Err(Error::NoMeasuredSet {
             k: q.k,
             min_bandwidth_mbps: q.min_bandwidth_mbps,
         });
     }
-    let limit = tie_limit(first.diameter, v.levels, place::lower_bound(&dist, q.k, &c));
+    let limit = tie_limit(
+        first.diameter,
+        v.levels,
+        diameter::lower_bound(&dist, q.k, &c),
+    );
     let bottleneck = |set: &[usize]| -> (Option<f64>, u32, u32) {
         let (mut min, mut pairs, mut measured) = (None::<f64>, 0u32, 0u32);
         for (x, &a) in set.iter().enumerate() {
@@ -268,28 +320,28 @@ pub fn place(q: &Query, v: &View) -> Result<Placement, PlaceError> {
     // Local search from one start cannot leave a zone (every single swap
     // crosses a slow link), so refine from each distinct ball within the
     // limit, best first, and keep the best key.
-    let mut starts: Vec<place::Choice> = place::balls(&dist, q.k, &c)?
+    let mut starts: Vec<diameter::Choice> = diameter::balls(&dist, q.k, &c)?
         .into_iter()
         .filter(|b| b.diameter <= limit)
         .take(MAX_STARTS)
         .collect();
     starts.insert(0, first);
-    let mut choice: Option<(place::Choice, (f64, f64))> = None;
+    let mut choice: Option<(diameter::Choice, (f64, f64))> = None;
     for start in starts {
-        let r = place::refine(&dist, start, &c, limit, key);
+        let r = diameter::refine(&dist, start, &c, limit, key);
         let kr = key(&r.nodes);
         if choice.as_ref().is_none_or(|(_, kb)| kr > *kb) {
             choice = Some((r, kr));
         }
     }
     let Some((choice, _)) = choice else {
-        return Err(PlaceError::NoMeasuredSet {
+        return Err(Error::NoMeasuredSet {
             k: q.k,
             min_bandwidth_mbps: q.min_bandwidth_mbps,
         });
     };
     // Report the real RTT figures, not the bandwidth-masked ones.
-    let max_rtt_us = place::diameter(v.dist, &choice.nodes);
+    let max_rtt_us = diameter::diameter(v.dist, &choice.nodes);
     let (bottleneck_mbps, pairs, measured) = bottleneck(&choice.nodes);
     let predicted_allreduce_ms = match (q.allreduce_bytes, bottleneck_mbps) {
         (0, _) => None,

@@ -1,7 +1,10 @@
 //! The netaware wire contract: message types and gRPC stubs for package
-//! `netaware.v1`, generated at build time from `proto/netaware/v1/netaware.proto`.
+//! `netaware.v1`, generated at build time from `proto/netaware/v1/netaware.proto`,
+//! and the codec of the RTT histograms the windows carry ([`histogram`]).
 //!
-//! The .proto file is the documentation of every message and field.
+//! The .proto file is the documentation of every message and field. The gRPC
+//! stubs come with the default `grpc` feature; without it the crate has the
+//! messages only (what the pure `netaware-model` crate uses).
 
 #![allow(missing_docs, missing_debug_implementations)]
 
@@ -13,8 +16,10 @@ pub mod v1 {
         clippy::unwrap_used,
         clippy::expect_used
     )]
-    tonic::include_proto!("netaware.v1");
+    include!(concat!(env!("OUT_DIR"), "/netaware.v1.rs"));
 }
+
+pub mod histogram;
 
 pub use v1::ProbeMethod;
 

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use netaware_aggregator::kube_writer::{Desired, NodeWriter};
+use netaware_aggregator::kube_writer::NodeWriter;
 use netaware_e2e::apiserver::ApiServerDouble;
+use netaware_model::labels::Desired;
 use serde_json::json;
 
 fn client(double: &ApiServerDouble) -> kube::Client {
@@ -156,9 +157,9 @@ async fn merge_patch_null_removes_a_key_and_failures_are_retried_or_reported() {
 
 mod watched {
     use super::*;
-    use netaware_aggregator::infer::Inferred;
-    use netaware_aggregator::labels::NodeFacts;
     use netaware_aggregator::publish::{self, PublishConfig, Sink};
+    use netaware_model::infer::Inferred;
+    use netaware_model::labels::NodeFacts;
     use std::sync::Arc;
     use std::time::Duration;
 

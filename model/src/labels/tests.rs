@@ -54,7 +54,7 @@ fn kubernetes_rules_for_names_values_and_prefixes() {
     for bad in ["netaware.io", "Netaware.io/", "/", "a..b/", "-a.io/"] {
         assert_eq!(
             check_prefix(bad),
-            Err(LabelError::Prefix(bad.into())),
+            Err(Error::LabelPrefix(bad.into())),
             "{bad}"
         );
     }
@@ -66,7 +66,7 @@ fn kubernetes_rules_for_names_values_and_prefixes() {
     ] {
         assert!(matches!(
             check_prefix(reserved),
-            Err(LabelError::ReservedPrefix(_))
+            Err(Error::ReservedLabelPrefix(_))
         ));
     }
 }
@@ -88,7 +88,7 @@ fn a_bad_group_id_is_refused_before_any_write() {
     f.groups[0] = "not ok".into();
     assert_eq!(
         node_labels(DEFAULT_PREFIX, &f),
-        Err(LabelError::Value("not ok".into()))
+        Err(Error::LabelValue("not ok".into()))
     );
 }
 
@@ -116,4 +116,28 @@ fn the_summary_fits_in_4_kib_nearest_first() {
             .len(),
         2
     );
+}
+
+#[test]
+fn dns_labels() {
+    assert!(is_dns_label("dj-1"));
+    for bad in ["", "Dj", "-a", "a-", "a_b", "a.b", &"x".repeat(64)] {
+        assert!(!is_dns_label(bad), "{bad}");
+    }
+}
+
+#[test]
+fn dns_subdomains() {
+    for good in [
+        "dj-1",
+        "node-1.zone-a.example",
+        &format!("{}.b", "a".repeat(63)),
+    ] {
+        assert!(is_dns_subdomain(good), "{good}");
+    }
+    let long = vec!["abc"; 64].join(".");
+    assert_eq!(long.len(), 255);
+    for bad in ["", "a..b", ".a", "a.", "A.b", "a_b.c", long.as_str()] {
+        assert!(!is_dns_subdomain(bad), "{bad}");
+    }
 }

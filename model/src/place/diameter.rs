@@ -11,6 +11,7 @@
 //! when any measured set exists.
 
 use crate::groups::Distances;
+use crate::{Error, Result};
 
 /// Nodes that must or may be chosen (indices into the distance matrix).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,44 +31,6 @@ pub struct Choice {
     pub diameter: f64,
 }
 
-/// Why no set can be chosen.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PlaceError {
-    #[error("k must be at least 1")]
-    ZeroK,
-    #[error("k = {k} but only {eligible} nodes are eligible")]
-    TooFewEligible { k: usize, eligible: usize },
-    #[error("{include} nodes must be included but k is only {k}")]
-    TooManyIncluded { k: usize, include: usize },
-    #[error("node {0} must be included but is not eligible")]
-    IncludeNotEligible(usize),
-    #[error(
-        "k = {k} but only {eligible} of {known} known nodes are eligible ({why}); ask for fewer nodes or relax the constraints"
-    )]
-    TooFewEligibleBecause {
-        k: usize,
-        eligible: usize,
-        known: usize,
-        why: String,
-    },
-    #[error("{role} names unknown node '{name}' (no agent with that node name ever connected)")]
-    UnknownNode { role: &'static str, name: String },
-    #[error("node '{0}' is both included and excluded")]
-    IncludedAndExcluded(String),
-    #[error("node '{name}' must be included but is not eligible: {reason}")]
-    IncludeIneligible { name: String, reason: String },
-    #[error(
-        "a label selector needs the Node labels, but this aggregator has no Kubernetes connection (dry run or no kubeconfig)"
-    )]
-    NoLabels,
-    #[error("min_bandwidth_mbps must be a finite number >= 0, got {0}")]
-    BadMinBandwidth(f64),
-    #[error(
-        "no {k} nodes whose every pair has a measured bandwidth of at least {min_bandwidth_mbps} Mbit/s and a measured RTT; lower the minimum, ask for fewer nodes, or wait for more measurements"
-    )]
-    NoMeasuredSet { k: usize, min_bandwidth_mbps: f64 },
-}
-
 /// Largest pairwise distance of a set.
 pub fn diameter(d: &Distances, set: &[usize]) -> f64 {
     let mut m: f64 = 0.0;
@@ -79,21 +42,21 @@ pub fn diameter(d: &Distances, set: &[usize]) -> f64 {
     m
 }
 
-fn check(k: usize, c: &Candidates) -> Result<(), PlaceError> {
+fn check(k: usize, c: &Candidates) -> Result<()> {
     if k == 0 {
-        return Err(PlaceError::ZeroK);
+        return Err(Error::ZeroK);
     }
     if let Some(&bad) = c.include.iter().find(|i| !c.eligible.contains(i)) {
-        return Err(PlaceError::IncludeNotEligible(bad));
+        return Err(Error::IncludeNotEligible(bad));
     }
     if c.include.len() > k {
-        return Err(PlaceError::TooManyIncluded {
+        return Err(Error::TooManyIncluded {
             k,
             include: c.include.len(),
         });
     }
     if c.eligible.len() < k {
-        return Err(PlaceError::TooFewEligible {
+        return Err(Error::TooFewEligible {
             k,
             eligible: c.eligible.len(),
         });
@@ -131,7 +94,7 @@ fn may_centre(c: &Candidates, centre: usize, k: usize) -> bool {
 }
 
 /// The distinct centre balls of size k, smallest diameter first.
-pub fn balls(d: &Distances, k: usize, c: &Candidates) -> Result<Vec<Choice>, PlaceError> {
+pub fn balls(d: &Distances, k: usize, c: &Candidates) -> Result<Vec<Choice>> {
     check(k, c)?;
     let mut out: Vec<Choice> = Vec::new();
     for &centre in &c.eligible {
@@ -175,9 +138,9 @@ pub fn lower_bound(d: &Distances, k: usize, c: &Candidates) -> f64 {
 }
 
 /// Centre-ball 2-approximation followed by swap local search.
-pub fn choose(d: &Distances, k: usize, c: &Candidates) -> Result<Choice, PlaceError> {
+pub fn choose(d: &Distances, k: usize, c: &Candidates) -> Result<Choice> {
     let Some(start) = balls(d, k, c)?.into_iter().next() else {
-        return Err(PlaceError::TooFewEligible {
+        return Err(Error::TooFewEligible {
             k,
             eligible: c.eligible.len(),
         });

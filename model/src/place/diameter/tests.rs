@@ -130,10 +130,10 @@ fn constraints_are_honoured_and_impossible_requests_say_why() {
     assert!(got.nodes.iter().all(|n| (8..12).contains(n)), "{got:?}");
     assert_eq!(got.diameter, brute_force(&d, 3, &c));
 
-    assert_eq!(choose(&d, 0, &all(12)), Err(PlaceError::ZeroK));
+    assert_eq!(choose(&d, 0, &all(12)), Err(Error::ZeroK));
     assert_eq!(
         choose(&d, 13, &all(12)),
-        Err(PlaceError::TooFewEligible {
+        Err(Error::TooFewEligible {
             k: 13,
             eligible: 12
         })
@@ -144,13 +144,13 @@ fn constraints_are_honoured_and_impossible_requests_say_why() {
     };
     assert_eq!(
         choose(&d, 2, &c),
-        Err(PlaceError::TooManyIncluded { k: 2, include: 3 })
+        Err(Error::TooManyIncluded { k: 2, include: 3 })
     );
     let c = Candidates {
         eligible: vec![0, 1],
         include: vec![5],
     };
-    assert_eq!(choose(&d, 1, &c), Err(PlaceError::IncludeNotEligible(5)));
+    assert_eq!(choose(&d, 1, &c), Err(Error::IncludeNotEligible(5)));
 }
 
 #[test]
