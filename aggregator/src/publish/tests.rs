@@ -1,0 +1,149 @@
+use super::*;
+use crate::kube_writer::test_support::{expect_apply, expect_get, writer};
+use netaware_model::labels::NodeFacts;
+use std::sync::Mutex;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+fn inferred(nodes: &[(&str, u32)]) -> Arc<Inferred> {
+    let mut i = Inferred {
+        computed_unix_us: 1_795_000_000_000_000,
+        ..Default::default()
+    };
+    for (n, q) in nodes {
+        i.facts.insert(
+            n.to_string(),
+            NodeFacts {
+                groups: ["g1".into(), "g1".into(), "g1".into()],
+                quality: Some(*q),
+                figures: None,
+                fresh: true,
+                nearest: vec![],
+            },
+        );
+    }
+    Arc::new(i)
+}
+
+fn fast() -> PublishConfig {
+    PublishConfig {
+        backoff_initial: Duration::from_millis(50),
+        ..PublishConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn dry_run_prints_each_changed_node_once_as_yaml() {
+    let out = Captured::default();
+    let (tx, rx) = watch::channel(None);
+    let task = tokio::spawn(run(fast(), Sink::DryRun(Box::new(out.clone())), rx, None));
+    tx.send_replace(Some(inferred(&[("dj-1", 90), ("dj-2", 80)])));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx.send_replace(Some(inferred(&[("dj-1", 90), ("dj-2", 70)])));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task.abort();
+    let text = out.text();
+    assert_eq!(
+        text.matches("PATCH /api/v1/nodes/dj-1?").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("PATCH /api/v1/nodes/dj-2?").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("netaware.io/quality: '70'"), "{text}");
+    assert!(text.contains("kind: Node"), "{text}");
+    assert!(
+        text.contains("2026-11-18T"),
+        "measured_at in the summary: {text}"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_nodes_are_counted_as_skipped_once_per_recomputation() {
+    let (service, mut handle) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
+    let metrics = crate::metrics::WriterMetrics::default();
+    let skipped = metrics.skipped.clone();
+    let w = crate::kube_writer::NodeWriter::with_metrics(
+        kube::Client::new(service, "default"),
+        metrics,
+    );
+    let (tx, rx) = watch::channel(None);
+    let i = inferred(&[("a", 90)]);
+    let want = desired_all(labels::DEFAULT_PREFIX, &i);
+    let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx, None));
+    tx.send_replace(Some(i.clone()));
+    expect_get(&mut handle, "a", http::StatusCode::OK).await;
+    expect_apply(&mut handle, "a", &want["a"], http::StatusCode::OK).await;
+    // The same recomputation again: one skip. Then several retry ticks pass.
+    tx.send_replace(Some(i));
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    task.abort();
+    assert_eq!(skipped.get(), 1, "a skip per recomputation, not per tick");
+}
+
+#[tokio::test]
+async fn a_failed_node_is_retried_after_its_backoff_and_the_others_are_not_resent() {
+    let (w, mut handle) = writer();
+    let (tx, rx) = watch::channel(None);
+    let i = inferred(&[("a", 90), ("b", 80)]);
+    let want: BTreeMap<String, Desired> = desired_all(labels::DEFAULT_PREFIX, &i);
+    let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx, None));
+    tx.send_replace(Some(i));
+    // a fails, b succeeds, then a is retried (and only a); each first
+    // write to a node, and each retry, is preceded by a check it exists.
+    expect_get(&mut handle, "a", http::StatusCode::OK).await;
+    expect_apply(
+        &mut handle,
+        "a",
+        &want["a"],
+        http::StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    expect_get(&mut handle, "b", http::StatusCode::OK).await;
+    expect_apply(&mut handle, "b", &want["b"], http::StatusCode::OK).await;
+    expect_get(&mut handle, "a", http::StatusCode::OK).await;
+    expect_apply(&mut handle, "a", &want["a"], http::StatusCode::OK).await;
+    let extra = tokio::time::timeout(Duration::from_millis(1500), handle.next_request()).await;
+    assert!(extra.is_err(), "nothing more may be sent");
+    task.abort();
+}
+
+#[test]
+fn the_token_bucket_allows_a_burst_then_the_rate() {
+    let t0 = Instant::now();
+    let mut r = RateLimiter::new(10.0, 3, t0);
+    for _ in 0..3 {
+        assert!(r.try_take(t0).is_ok());
+    }
+    let wait = r.try_take(t0).unwrap_err();
+    assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+    assert!(r.try_take(t0 + Duration::from_millis(100)).is_ok());
+    assert!(r.try_take(t0 + Duration::from_millis(100)).is_err());
+    // Idle time refills up to the burst, not beyond.
+    let later = t0 + Duration::from_secs(60);
+    for _ in 0..3 {
+        assert!(r.try_take(later).is_ok());
+    }
+    assert!(r.try_take(later).is_err());
+}
