@@ -238,6 +238,49 @@ pub fn percentiles(times: &[f64]) -> (f64, f64) {
     (rank(0.5), rank(0.9))
 }
 
+/// One placement's result from its iteration times (ms).
+pub fn placement_result(
+    name: &str,
+    nodes: Vec<String>,
+    configured: ConfiguredSet,
+    predicted_ms: Option<f64>,
+    iter_ms: Vec<f64>,
+) -> PlacementResult {
+    let (p50, p90) = percentiles(&iter_ms);
+    PlacementResult {
+        name: name.to_string(),
+        nodes,
+        iter_ms_p50: p50,
+        iter_ms_p90: p90,
+        ratio_to_netaware: None,
+        configured,
+        predicted_ms,
+        iter_ms,
+    }
+}
+
+/// The report, with every placement's median compared to the first one's
+/// (netaware's; no ratio when that median is 0).
+pub fn report(
+    topo: &Topology,
+    b: &BenchOptions,
+    mut placements: Vec<PlacementResult>,
+) -> BenchReport {
+    let ours = placements.first().map(|r| r.iter_ms_p50);
+    for r in &mut placements {
+        r.ratio_to_netaware = ours.filter(|o| *o > 0.0).map(|o| r.iter_ms_p50 / o);
+    }
+    BenchReport {
+        topology: topo.name.clone(),
+        k: b.k,
+        bytes: b.bytes,
+        iters: b.iters,
+        algorithm: b.algorithm,
+        seed: b.seed,
+        placements,
+    }
+}
+
 /// Write the rank program and the launcher mpirun uses instead of ssh: it
 /// runs the remote command in the node's namespace under its own hostname.
 pub fn prepare(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
@@ -437,5 +480,77 @@ mod tests {
         let t: Vec<f64> = (1..=10).map(f64::from).collect();
         assert_eq!(percentiles(&t), (5.0, 9.0));
         assert_eq!(percentiles(&[3.0]), (3.0, 3.0));
+    }
+
+    #[test]
+    fn the_report_compares_every_placement_with_netaware() {
+        let t = geo12();
+        let b = BenchOptions {
+            k: 2,
+            bytes: 1 << 20,
+            iters: 3,
+            seed: 1,
+            algorithm: Algorithm::Ring,
+            python: DEFAULT_PYTHON.into(),
+            settle: std::time::Duration::from_secs(1),
+        };
+        let cfg = configured(&t, &[0, 1]);
+        let r = report(
+            &t,
+            &b,
+            vec![
+                placement_result(
+                    "netaware",
+                    vec!["dj-1".into(), "dj-2".into()],
+                    cfg,
+                    Some(9.0),
+                    vec![10.0, 12.0, 11.0],
+                ),
+                placement_result(
+                    "spread",
+                    vec!["dj-1".into(), "se-1".into()],
+                    cfg,
+                    None,
+                    vec![30.0, 44.0, 33.0],
+                ),
+            ],
+        );
+        assert_eq!((r.topology.as_str(), r.k, r.iters), (t.name.as_str(), 2, 3));
+        let [ours, spread] = &r.placements[..] else {
+            panic!("{r:?}")
+        };
+        assert_eq!((ours.iter_ms_p50, ours.iter_ms_p90), (11.0, 12.0));
+        assert_eq!(ours.ratio_to_netaware, Some(1.0));
+        assert_eq!(spread.ratio_to_netaware, Some(3.0));
+        assert_eq!(ours.predicted_ms, Some(9.0));
+        // Iteration times are kept as measured, not sorted.
+        assert_eq!(spread.iter_ms, [30.0, 44.0, 33.0]);
+    }
+
+    #[test]
+    fn no_ratio_against_a_zero_median() {
+        let t = geo12();
+        let b = BenchOptions {
+            k: 2,
+            bytes: 1,
+            iters: 1,
+            seed: 1,
+            algorithm: Algorithm::Default,
+            python: DEFAULT_PYTHON.into(),
+            settle: std::time::Duration::from_secs(1),
+        };
+        let cfg = configured(&t, &[0, 1]);
+        let r = report(
+            &t,
+            &b,
+            vec![
+                placement_result("netaware", vec![], cfg, None, vec![]),
+                placement_result("random", vec![], cfg, None, vec![5.0]),
+            ],
+        );
+        assert!(
+            r.placements.iter().all(|p| p.ratio_to_netaware.is_none()),
+            "{r:?}"
+        );
     }
 }

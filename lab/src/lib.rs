@@ -5,12 +5,12 @@
 //! and one real agent per node. See `docs/lab.md`.
 
 pub mod bench;
-pub mod emulator;
-pub mod error;
+mod emulator;
+mod error;
 pub mod lab;
-pub mod netns;
+mod netns;
 pub mod report;
-pub mod sidecar;
+mod sidecar;
 pub mod topology;
 
 pub use error::{Error, Result};

@@ -1,4 +1,4 @@
-//! `netaware-lab` binary: subcommands `run` and `up`.
+//! `netaware-lab` binary: subcommands `run`, `up` and `bench`.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,363 @@
+//! What a lab does once it is up: `run` (measure for a while and report),
+//! `up` (a live table until Ctrl-C) and `bench` (place several ways and run
+//! a real all-reduce on each set).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use netaware_model::labels::DEFAULT_PREFIX;
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::query_service_client::QueryServiceClient;
+use netaware_proto::v1::{PlaceRequest, WatchLinksRequest};
+use tonic::transport::Channel;
+use tracing::warn;
+
+use super::events::{self, EventSchedule};
+use super::wait::{self, check_children};
+use super::{BandwidthOptions, Lab, Options, human, methods, now_unix_us};
+use crate::bench::{self, BenchOptions, BenchReport, PlacementResult};
+use crate::error::{Error, Result};
+use crate::report::{self, Collector, Report, render_table};
+use crate::sidecar::{PingMesh, UsageMeter};
+use crate::topology::Topology;
+
+/// Node labels, by node name.
+type NodeLabels = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The `run` mode: measure for `duration`, then assemble the report.
+pub(super) async fn run(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+    duration: Duration,
+) -> Result<Report> {
+    let mut watch = client
+        .watch_links(WatchLinksRequest {
+            method: ProbeMethod::Unspecified as i32,
+            send_initial: false,
+        })
+        .await?
+        .into_inner();
+    // Windows that began before every agent had its plan are partial: skip them.
+    let from = now_unix_us();
+    let to = from + u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+    let mut collector = Collector::new(from, to);
+    // The last window starting before `to` ends one report interval
+    // later and is sent after the loss timeout and a flush.
+    let grace = opts.report_interval + opts.loss_timeout + Duration::from_secs(2);
+    let started = tokio::time::Instant::now();
+    let until = started + duration + grace;
+    eprintln!(
+        "measuring {} nodes for {} (results about {} later)...",
+        topo.nodes.len(),
+        human(duration),
+        human(grace)
+    );
+    let pings = if opts.ping {
+        Some(PingMesh::start(topo, opts.probe_interval, duration)?)
+    } else {
+        None
+    };
+    let mut usage = Some(UsageMeter::start(lab.network.agent_pids()));
+    let measure_end = started + duration;
+    let mut agents = Vec::new();
+    let mut health = tokio::time::interval(Duration::from_secs(1));
+    let mut labels_seen = NodeLabels::new();
+    let mut label_changes = Vec::new();
+    let mut schedule = EventSchedule::new(&topo.events, started);
+    let mut applied = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => break,
+            _ = events::next_due(&schedule) => {
+                while let Some(ev) = schedule.take(tokio::time::Instant::now()) {
+                    applied.push(events::apply(lab, topo, ev, now_unix_us())?);
+                }
+            }
+            _ = health.tick() => {
+                check_children(lab, opts)?;
+                if let Some(port) = lab.apiserver_port {
+                    // Sampled once a second: convergence times are within a second.
+                    match read_labels(port) {
+                        Ok(now) => {
+                            label_changes.extend(report::label_changes(&labels_seen, &now, now_unix_us()));
+                            labels_seen = now;
+                        }
+                        Err(e) => warn!(error = %e, "cannot read labels from the API double"),
+                    }
+                }
+                if let Some(u) = usage.as_mut() {
+                    u.sample();
+                }
+                if tokio::time::Instant::now() >= measure_end
+                    && let Some(u) = usage.take()
+                {
+                    agents = u.finish();
+                }
+            }
+            m = watch.message() => match m? {
+                Some(update) => {
+                    if let Some(link) = update.link
+                        && let Some(w) = link.latest.as_ref()
+                    {
+                        if link.disturbed {
+                            collector.skip_disturbed(w);
+                        } else {
+                            collector.add(&link.src, w)?;
+                        }
+                    }
+                }
+                None => return Err(Error::Run("the aggregator ended the link watch".into())),
+            },
+        }
+    }
+    let mut report = collector.report(topo, duration.as_secs_f64(), &methods(opts));
+    // Labels as the measuring period left them: the iperf3 comparison
+    // below loads links the aggregator does not know of.
+    if let Some(port) = lab.apiserver_port {
+        report.labels = read_labels(port)?;
+        report.label_changes = label_changes;
+    }
+    let bandwidth = match (opts.iperf3, opts.bandwidth) {
+        (true, Some(b)) => {
+            eprintln!(
+                "waiting until every pair's bandwidth is measured, then running iperf3 on each..."
+            );
+            wait::bandwidth(lab, client, topo, opts, b).await?
+        }
+        _ => wait::matrix(client).await?.bandwidth,
+    };
+    report.bandwidth = report::bandwidth_report(topo, &bandwidth);
+    if let (true, Some(b)) = (opts.iperf3, opts.bandwidth) {
+        compare_iperf3(topo, &mut report.bandwidth, b).await?;
+    }
+    report.agents = agents;
+    report.events = applied;
+    if let Some(p) = pings {
+        let results = tokio::task::spawn_blocking(move || p.finish())
+            .await
+            .map_err(|e| Error::Run(format!("ping collection failed: {e}")))??;
+        report.attach_ping(&results);
+    }
+    Ok(report)
+}
+
+/// The `up` mode: redraw the latest window of every link until shutdown.
+pub(super) async fn up(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(opts.report_interval);
+    let mut schedule = EventSchedule::new(&topo.events, tokio::time::Instant::now());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = events::next_due(&schedule) => {
+                while let Some(ev) = schedule.take(tokio::time::Instant::now()) {
+                    events::apply(lab, topo, ev, now_unix_us())?;
+                }
+                continue;
+            }
+        }
+        check_children(lab, opts)?;
+        let m = wait::matrix(client).await?;
+        let mut c = Collector::new(0, u64::MAX);
+        for l in &m.links {
+            if let Some(w) = l.latest.as_ref() {
+                c.add(&l.src, w)?;
+            }
+        }
+        let r = c.report(topo, opts.report_interval.as_secs_f64(), &methods(opts));
+        // Clear the screen and redraw: a live table.
+        netaware_common::print_stdout(&format!(
+            "\x1b[2J\x1b[Hnetaware-lab up: {} ({} nodes) — latest {} window per link; Ctrl-C to stop\n\
+             query API: http://127.0.0.1:{} (try: netaware matrix)\n\n{}",
+            topo.name,
+            topo.nodes.len(),
+            human(opts.report_interval),
+            opts.query_port,
+            render_table(&r)
+        ));
+    }
+}
+
+/// The `bench` mode: measure, place several ways, run MPI on each set.
+pub(super) async fn bench(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+    b: &BenchOptions,
+) -> Result<BenchReport> {
+    let started = tokio::time::Instant::now();
+    eprintln!(
+        "measuring {} nodes (at least {}{})...",
+        topo.nodes.len(),
+        human(b.settle),
+        if opts.bandwidth.is_some() {
+            ", and until every pair's bandwidth is tested"
+        } else {
+            ""
+        }
+    );
+    wait::rtt(lab, client, topo, opts).await?;
+    if let Some(bw) = opts.bandwidth {
+        wait::bandwidth(lab, client, topo, opts, bw).await?;
+    }
+    while tokio::time::Instant::now() < started + b.settle {
+        check_children(lab, opts)?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Two more recomputations, so groups and quality include everything.
+    tokio::time::sleep(opts.report_interval * 2).await;
+
+    let m = wait::matrix(client).await?;
+    let mut names: Vec<String> = topo.nodes.iter().map(|n| n.name.clone()).collect();
+    names.sort();
+    let placed = client
+        .place(PlaceRequest {
+            k: u32::try_from(b.k).unwrap_or(u32::MAX),
+            allreduce_bytes: b.bytes,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let by_index = |set: Vec<usize>| -> Vec<String> {
+        set.into_iter()
+            .map(|i| topo.nodes[i].name.clone())
+            .collect()
+    };
+    let mut sets: Vec<(&str, Vec<String>, Option<f64>)> = vec![
+        (
+            "netaware",
+            placed.nodes.clone(),
+            (placed.predicted_allreduce_ms > 0.0).then_some(placed.predicted_allreduce_ms),
+        ),
+        ("latency-only", bench::latency_only(&m, &names, b.k)?, None),
+        ("spread", by_index(bench::spread(topo, b.k)), None),
+        (
+            "random",
+            by_index(bench::random(topo.nodes.len(), b.k, b.seed)),
+            None,
+        ),
+    ];
+    if let Some(best) = bench::optimal(topo, b.k) {
+        sets.push(("optimal", by_index(best), None));
+    }
+    let (program, launcher) = bench::prepare(&opts.log_dir.join("bench"))?;
+    let mut results: Vec<PlacementResult> = Vec::new();
+    for (name, mut nodes, predicted_ms) in sets {
+        nodes.sort();
+        eprintln!("all-reduce on {name}: {}", nodes.join(" "));
+        let idx: Vec<usize> = nodes.iter().filter_map(|n| topo.index_of(n)).collect();
+        let (o, p, l, ns) = (b.clone(), program.clone(), launcher.clone(), nodes.clone());
+        let times = tokio::task::spawn_blocking(move || bench::run_mpi(&ns, &o, &p, &l))
+            .await
+            .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
+        check_children(lab, opts)?;
+        results.push(bench::placement_result(
+            name,
+            nodes,
+            bench::configured(topo, &idx),
+            predicted_ms,
+            times,
+        ));
+    }
+    Ok(bench::report(topo, b, results))
+}
+
+/// Run iperf3 on every measured pair, one after another, and attach it.
+async fn compare_iperf3(
+    topo: &Topology,
+    rows: &mut [report::BandwidthReport],
+    b: BandwidthOptions,
+) -> Result<()> {
+    for row in rows.iter_mut() {
+        let (Some(i), Some(j)) = (topo.index_of(&row.sender), topo.index_of(&row.receiver)) else {
+            continue;
+        };
+        let t = topo.clone();
+        let mbps = tokio::task::spawn_blocking(move || {
+            crate::sidecar::iperf3(&t, i, j, b.streams, b.omit.as_secs(), b.duration.as_secs())
+        })
+        .await
+        .map_err(|e| Error::Run(format!("iperf3 task failed: {e}")))??;
+        row.iperf3_mbps = Some(mbps);
+        row.to_iperf3 = Some(row.measured_mbps / mbps);
+    }
+    Ok(())
+}
+
+/// Our labels on every Node in the API server double on 127.0.0.1:`port`.
+fn read_labels(port: u16) -> Result<NodeLabels> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /api/v1/nodes HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or_else(|| Error::Run("the API server double sent no body".into()))?;
+    node_labels(&serde_json::from_str(body)?, DEFAULT_PREFIX)
+}
+
+/// The labels under `prefix` of every Node in a NodeList.
+fn node_labels(list: &serde_json::Value, prefix: &str) -> Result<NodeLabels> {
+    let items = list["items"]
+        .as_array()
+        .ok_or_else(|| Error::Run("the API server double's node list has no items".into()))?;
+    let mut out = NodeLabels::new();
+    for item in items {
+        let Some(name) = item["metadata"]["name"].as_str() else {
+            continue;
+        };
+        let labels: BTreeMap<String, String> = item["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect();
+        out.insert(name.to_string(), labels);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_our_labels_are_kept_and_every_node_is_listed() {
+        let list = json!({"kind": "NodeList", "items": [
+            {"metadata": {"name": "dj-1", "labels": {
+                "netaware.io/group-l1": "g1",
+                "kubernetes.io/hostname": "dj-1",
+                "netaware.io/quality": "85"}}},
+            {"metadata": {"name": "dj-2"}},
+            {"metadata": {"labels": {"netaware.io/x": "nameless"}}},
+        ]});
+        let got = node_labels(&list, "netaware.io/").unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got["dj-1"],
+            BTreeMap::from([
+                ("netaware.io/group-l1".to_string(), "g1".to_string()),
+                ("netaware.io/quality".to_string(), "85".to_string()),
+            ])
+        );
+        assert!(got["dj-2"].is_empty());
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_node_list_is_an_error() {
+        let e = node_labels(&json!({"kind": "Status", "code": 500}), "netaware.io/").unwrap_err();
+        assert!(e.to_string().contains("no items"), "{e}");
+    }
+}

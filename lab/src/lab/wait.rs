@@ -1,0 +1,240 @@
+//! Waiting for the lab to get somewhere: the query API up, every agent
+//! connected, every pair measured, every pair's bandwidth tested. Each wait
+//! polls the aggregator's matrix and checks the lab's processes between
+//! polls, so a crashed agent fails the run at once instead of at a
+//! deadline. What counts as progress is a pure function of one matrix.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::query_service_client::QueryServiceClient;
+use netaware_proto::v1::{BandwidthState, GetMatrixRequest, GetMatrixResponse};
+use tonic::transport::Channel;
+use tracing::warn;
+
+use super::{BandwidthOptions, CONNECT_DEADLINE, Lab, Options, human};
+use crate::error::{Error, Result};
+use crate::topology::Topology;
+
+/// How often the matrix is polled while waiting for agents.
+const CONNECT_POLL: Duration = Duration::from_millis(200);
+/// How often the matrix is polled while waiting for measurements.
+const MEASURE_POLL: Duration = Duration::from_millis(500);
+/// How long the query API may take to come up.
+const QUERY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Fail if a process of the lab has exited.
+pub(super) fn check_children(lab: &mut Lab, opts: &Options) -> Result<()> {
+    let exited = lab.network.exited_children();
+    if exited.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Run(format!(
+        "exited unexpectedly: {}; see the logs in {}",
+        exited.join(", "),
+        opts.log_dir.display()
+    )))
+}
+
+/// Connect to the aggregator's query API, waiting for it to come up.
+pub(super) async fn connect_query(
+    lab: &mut Lab,
+    opts: &Options,
+) -> Result<QueryServiceClient<Channel>> {
+    let url = format!("http://127.0.0.1:{}", opts.query_port);
+    let deadline = tokio::time::Instant::now() + QUERY_DEADLINE;
+    loop {
+        match tonic::transport::Endpoint::from_shared(url.clone())?
+            .connect()
+            .await
+        {
+            Ok(ch) => return Ok(QueryServiceClient::new(ch)),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(Error::Run(format!(
+                    "the aggregator's query API at {url} did not come up: {e}; see {}",
+                    opts.log_dir.join("aggregator.log").display()
+                )));
+            }
+            Err(_) => {
+                check_children(lab, opts)?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The whole matrix, every method.
+pub(super) async fn matrix(client: &mut QueryServiceClient<Channel>) -> Result<GetMatrixResponse> {
+    Ok(client
+        .get_matrix(GetMatrixRequest {
+            method: ProbeMethod::Unspecified as i32,
+        })
+        .await?
+        .into_inner())
+}
+
+/// Poll the matrix every `every` until `progress` says done (`Ok`) or
+/// `deadline` passes, which returns `progress`'s last `Err` (what is still
+/// missing). The lab's processes are checked between polls.
+async fn poll_matrix<T, E>(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    opts: &Options,
+    deadline: tokio::time::Instant,
+    every: Duration,
+    mut progress: impl FnMut(GetMatrixResponse) -> std::result::Result<T, E>,
+) -> Result<std::result::Result<T, E>> {
+    loop {
+        match progress(matrix(client).await?) {
+            Ok(done) => return Ok(Ok(done)),
+            Err(missing) if tokio::time::Instant::now() >= deadline => return Ok(Err(missing)),
+            Err(_) => {}
+        }
+        check_children(lab, opts)?;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Nodes of the topology without a connected agent in `m`.
+pub(super) fn missing_agents<'t>(topo: &'t Topology, m: &GetMatrixResponse) -> Vec<&'t str> {
+    topo.nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|n| !m.nodes.iter().any(|s| s.node_name == *n && s.connected))
+        .collect()
+}
+
+/// Directed pairs with smoothed UDP figures from at least two windows.
+pub(super) fn udp_pairs_measured(m: &GetMatrixResponse) -> usize {
+    m.links
+        .iter()
+        .filter(|l| l.method == ProbeMethod::StampUdp as i32 && l.windows_total >= 2)
+        .count()
+}
+
+/// Unordered pairs with at least one bandwidth result (either direction).
+pub(super) fn bandwidth_pairs_tested(bandwidth: &[BandwidthState]) -> usize {
+    bandwidth
+        .iter()
+        .map(|s| {
+            if s.sender < s.receiver {
+                (s.sender.as_str(), s.receiver.as_str())
+            } else {
+                (s.receiver.as_str(), s.sender.as_str())
+            }
+        })
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// Wait until every node's agent is connected.
+pub(super) async fn connected(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + CONNECT_DEADLINE;
+    let polled = poll_matrix(lab, client, opts, deadline, CONNECT_POLL, |m| {
+        let missing: Vec<String> = missing_agents(topo, &m)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    })
+    .await?;
+    polled.map_err(|missing| {
+        Error::Run(format!(
+            "agents not connected after {}: {}; see their logs in {}",
+            human(CONNECT_DEADLINE),
+            missing.join(", "),
+            opts.log_dir.display()
+        ))
+    })
+}
+
+/// Wait until every directed pair has smoothed UDP figures from at least
+/// two windows.
+pub(super) async fn rtt(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+) -> Result<()> {
+    let n = topo.nodes.len();
+    let want = n * (n - 1);
+    let deadline = tokio::time::Instant::now() + opts.report_interval * 10 + CONNECT_DEADLINE;
+    let polled = poll_matrix(lab, client, opts, deadline, MEASURE_POLL, |m| {
+        let have = udp_pairs_measured(&m);
+        if have >= want { Ok(()) } else { Err(have) }
+    })
+    .await?;
+    polled.map_err(|have| {
+        Error::Run(format!(
+            "only {have} of {want} directed pairs measured in time; see the logs in {}",
+            opts.log_dir.display()
+        ))
+    })
+}
+
+/// Wait until every unordered pair has a bandwidth result (or a deadline
+/// sized for the number of tests), then return the latest results. Past
+/// the deadline it warns and returns what there is.
+pub(super) async fn bandwidth(
+    lab: &mut Lab,
+    client: &mut QueryServiceClient<Channel>,
+    topo: &Topology,
+    opts: &Options,
+    b: BandwidthOptions,
+) -> Result<Vec<BandwidthState>> {
+    let n = topo.nodes.len();
+    let pairs = n * (n - 1) / 2;
+    let per_test = b.omit + b.duration + Duration::from_secs(3);
+    let rounds = u32::try_from(pairs.div_ceil(b.concurrency.max(1))).unwrap_or(u32::MAX);
+    let deadline = tokio::time::Instant::now() + per_test * rounds + Duration::from_secs(30);
+    let polled = poll_matrix(lab, client, opts, deadline, MEASURE_POLL, |m| {
+        let tested = bandwidth_pairs_tested(&m.bandwidth);
+        if tested >= pairs {
+            Ok(m.bandwidth)
+        } else {
+            Err((tested, m.bandwidth))
+        }
+    })
+    .await?;
+    Ok(polled.unwrap_or_else(|(measured, bandwidth)| {
+        warn!(
+            measured,
+            pairs, "not every pair's bandwidth was measured in time; comparing those that were"
+        );
+        bandwidth
+    }))
+}
+
+/// Wait until `path` exists and has content; return it.
+pub(super) fn for_file(path: &Path, timeout: Duration) -> Result<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && !s.trim().is_empty()
+        {
+            return Ok(s);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Run(format!(
+                "{} did not appear within {}",
+                path.display(),
+                human(timeout)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests;
