@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
+use netaware_common::{default_text, format_duration, parse_duration, parse_positive};
 
 pub const ENV_NODE_NAME: &str = "NODE_NAME";
 pub const ENV_NODE_IP: &str = "NODE_IP";
@@ -20,7 +21,6 @@ pub const ENV_MAX_BUFFERED_WINDOWS: &str = "NETAWARE_MAX_BUFFERED_WINDOWS";
 pub const ENV_BACKOFF_INITIAL: &str = "NETAWARE_BACKOFF_INITIAL";
 pub const ENV_BACKOFF_MAX: &str = "NETAWARE_BACKOFF_MAX";
 
-pub const DEFAULT_AGGREGATOR: &str = "http://netaware-aggregator:7400";
 /// STAMP's registered port is 862, which needs CAP_NET_BIND_SERVICE; the
 /// agent runs with NET_RAW only, so it defaults to an unprivileged port.
 pub const DEFAULT_STAMP_PORT: u16 = 8620;
@@ -30,8 +30,16 @@ pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9465";
 pub const DEFAULT_STAMP_BIND: &str = "0.0.0.0";
 pub const DEFAULT_MAX_PROBE_RATE: f64 = 1000.0;
 pub const DEFAULT_MAX_BUFFERED_WINDOWS: usize = 4096;
-pub const DEFAULT_BACKOFF_INITIAL: &str = "500ms";
-pub const DEFAULT_BACKOFF_MAX: &str = "30s";
+/// First reconnect delay; it doubles per failure.
+pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+/// Largest reconnect delay: a restarted aggregator has every agent back
+/// within half a minute.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The aggregator's agent port through the chart's Service name.
+fn default_aggregator() -> String {
+    format!("http://netaware-aggregator:{}", netaware_proto::AGENT_PORT)
+}
 
 /// netaware-agent: measures RTT, jitter and loss to peer nodes and streams
 /// the results to the aggregator.
@@ -47,7 +55,7 @@ pub struct Config {
     pub node_ip: IpAddr,
 
     /// Aggregator's agent-facing gRPC endpoint.
-    #[arg(long, env = ENV_AGGREGATOR, default_value = DEFAULT_AGGREGATOR, value_parser = parse_endpoint)]
+    #[arg(long, env = ENV_AGGREGATOR, default_value = default_text!(default_aggregator()), value_parser = parse_endpoint)]
     pub aggregator: String,
 
     /// UDP port of this agent's STAMP reflector.
@@ -79,7 +87,7 @@ pub struct Config {
 
     /// Upper bound on probes per second to all peers together; a plan asking
     /// for more is slowed down to this rate.
-    #[arg(long, env = ENV_MAX_PROBE_RATE, default_value_t = DEFAULT_MAX_PROBE_RATE, value_parser = parse_positive_rate)]
+    #[arg(long, env = ENV_MAX_PROBE_RATE, default_value_t = DEFAULT_MAX_PROBE_RATE, value_parser = parse_positive)]
     pub max_probe_rate: f64,
 
     /// Report windows kept while the aggregator is unreachable; beyond this
@@ -88,11 +96,11 @@ pub struct Config {
     pub max_buffered_windows: usize,
 
     /// First reconnect delay; doubles per failure up to --backoff-max.
-    #[arg(long, env = ENV_BACKOFF_INITIAL, default_value = DEFAULT_BACKOFF_INITIAL, value_parser = parse_nonzero_duration)]
+    #[arg(long, env = ENV_BACKOFF_INITIAL, default_value = default_text!(format_duration(DEFAULT_BACKOFF_INITIAL)), value_parser = parse_duration)]
     pub backoff_initial: Duration,
 
     /// Largest reconnect delay.
-    #[arg(long, env = ENV_BACKOFF_MAX, default_value = DEFAULT_BACKOFF_MAX, value_parser = parse_nonzero_duration)]
+    #[arg(long, env = ENV_BACKOFF_MAX, default_value = default_text!(format_duration(DEFAULT_BACKOFF_MAX)), value_parser = parse_duration)]
     pub backoff_max: Duration,
 }
 
@@ -120,22 +128,6 @@ fn parse_endpoint(s: &str) -> Result<String, String> {
     tonic::transport::Endpoint::from_shared(s.to_string())
         .map(|_| s.to_string())
         .map_err(|e| format!("'{s}' is not a valid URI: {e}"))
-}
-
-fn parse_positive_rate(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("'{s}' must be a positive number")),
-    }
-}
-
-/// A duration such as `500ms`, `2s`, `1m`.
-pub fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(format!("'{s}' must be longer than zero")),
-        Err(e) => Err(format!("'{s}' is not a duration like 500ms or 2s: {e}")),
-    }
 }
 
 #[cfg(test)]
@@ -169,7 +161,7 @@ mod tests {
             panic!("expected success")
         };
         assert_eq!(c.stamp_port, DEFAULT_STAMP_PORT);
-        assert_eq!(c.aggregator, DEFAULT_AGGREGATOR);
+        assert_eq!(c.aggregator, "http://netaware-aggregator:7400");
         assert!(c.icmp);
         assert_eq!(c.backoff_max, Duration::from_secs(30));
     }

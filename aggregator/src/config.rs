@@ -4,9 +4,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-
+use netaware_common::{
+    default_text, format_bytes, format_duration, parse_duration, parse_duration_or_zero,
+    parse_positive,
+};
 use netaware_model::groups::Thresholds;
 use netaware_model::quality::Weights;
+
+use crate::publish::PublishConfig;
+use crate::state::StateConfig;
 
 pub const ENV_AGENT_LISTEN: &str = "NETAWARE_AGENT_LISTEN";
 pub const ENV_QUERY_LISTEN: &str = "NETAWARE_QUERY_LISTEN";
@@ -45,35 +51,28 @@ pub const ENV_POD_NAME: &str = "POD_NAME";
 pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
 pub const ENV_POD_IP: &str = "POD_IP";
 
-pub const DEFAULT_AGENT_LISTEN: &str = "0.0.0.0:7400";
-pub const DEFAULT_QUERY_LISTEN: &str = "0.0.0.0:7401";
-/// 5 probes per second per peer and method.
-pub const DEFAULT_PROBE_INTERVAL: &str = "200ms";
-pub const DEFAULT_REPORT_INTERVAL: &str = "10s";
-pub const DEFAULT_LOSS_TIMEOUT: &str = "2s";
-/// Three missed report windows.
-pub const DEFAULT_STALE_AFTER: &str = "30s";
-pub const DEFAULT_SMOOTHING: f64 = 0.3;
-/// Same site, same metro/zone, same region.
-pub const DEFAULT_GROUP_THRESHOLDS: &str = "500us,2ms,10ms";
-pub const DEFAULT_GROUP_HYSTERESIS: u32 = 3;
-pub const DEFAULT_RECOMPUTE_INTERVAL: &str = "10s";
-pub const DEFAULT_WRITE_QPS: f64 = 10.0;
-pub const DEFAULT_WRITE_BURST: u32 = 100;
-pub const DEFAULT_RESYNC: &str = "1h";
+/// Address of `/metrics`: a port of its own beside the agent's 9465 (both
+/// may run on one host network).
 pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
-pub const DEFAULT_BANDWIDTH_STREAMS: u32 = 4;
-/// TCP slow start is over well within a second on data-centre RTTs.
-pub const DEFAULT_BANDWIDTH_OMIT: &str = "1s";
-pub const DEFAULT_BANDWIDTH_DURATION: &str = "3s";
-/// 3 s at 2.5 Gbit/s; faster links end early at the cap, which is fine.
-pub const DEFAULT_BANDWIDTH_MAX_BYTES: &str = "1GiB";
-/// 16 full tests per node per hour at most.
-pub const DEFAULT_BANDWIDTH_BUDGET: &str = "16GiB";
-pub const DEFAULT_BANDWIDTH_RETEST: &str = "30m";
-pub const DEFAULT_BANDWIDTH_CONCURRENCY: usize = 4;
-pub const DEFAULT_QUALITY_WEIGHTS: &str =
-    "loss=0.35,rtt-p50=0.25,rtt-p99=0.15,jitter=0.10,bandwidth=0.15";
+
+// Every other default is typed, in the settings it fills (the model's
+// `PlanTiming`, `InferConfig`, `BandwidthConfig`, and `StateConfig`,
+// `PublishConfig` here), and shown on the flags through `default_text!`: one
+// definition each. `docs/configuration.md` and the chart repeat some; a test
+// (tests/e2e/settings.rs) keeps them equal.
+
+/// `0.0.0.0:port`: every interface.
+fn any_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
+}
+
+fn state() -> StateConfig {
+    StateConfig::default()
+}
+
+fn publish() -> PublishConfig {
+    PublishConfig::default()
+}
 
 /// netaware-aggregator: collects agent measurements into a link-state
 /// matrix and serves it over gRPC.
@@ -81,49 +80,49 @@ pub const DEFAULT_QUALITY_WEIGHTS: &str =
 #[command(name = "netaware-aggregator", version)]
 pub struct Config {
     /// Address of the agent-facing gRPC service (AgentService).
-    #[arg(long, env = ENV_AGENT_LISTEN, default_value = DEFAULT_AGENT_LISTEN)]
+    #[arg(long, env = ENV_AGENT_LISTEN, default_value = default_text!(any_addr(netaware_proto::AGENT_PORT)))]
     pub agent_listen: SocketAddr,
 
     /// Address of the query gRPC service (QueryService, used by the CLI).
-    #[arg(long, env = ENV_QUERY_LISTEN, default_value = DEFAULT_QUERY_LISTEN)]
+    #[arg(long, env = ENV_QUERY_LISTEN, default_value = default_text!(any_addr(netaware_proto::QUERY_PORT)))]
     pub query_listen: SocketAddr,
 
     /// Interval between two probes from one node to one peer, per method.
-    #[arg(long, env = ENV_PROBE_INTERVAL, default_value = DEFAULT_PROBE_INTERVAL, value_parser = parse_duration)]
+    #[arg(long, env = ENV_PROBE_INTERVAL, default_value = default_text!(format_duration(state().timing.probe_interval)), value_parser = parse_duration)]
     pub probe_interval: Duration,
 
     /// Length of one report window.
-    #[arg(long, env = ENV_REPORT_INTERVAL, default_value = DEFAULT_REPORT_INTERVAL, value_parser = parse_duration)]
+    #[arg(long, env = ENV_REPORT_INTERVAL, default_value = default_text!(format_duration(state().timing.report_interval)), value_parser = parse_duration)]
     pub report_interval: Duration,
 
     /// A probe not answered within this time is lost.
-    #[arg(long, env = ENV_LOSS_TIMEOUT, default_value = DEFAULT_LOSS_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, env = ENV_LOSS_TIMEOUT, default_value = default_text!(format_duration(state().timing.loss_timeout)), value_parser = parse_duration)]
     pub loss_timeout: Duration,
 
     /// A link with no new window for this long is marked stale (never deleted).
-    #[arg(long, env = ENV_STALE_AFTER, default_value = DEFAULT_STALE_AFTER, value_parser = parse_duration)]
+    #[arg(long, env = ENV_STALE_AFTER, default_value = default_text!(format_duration(state().stale_after)), value_parser = parse_duration)]
     pub stale_after: Duration,
 
     /// Weight of the newest window in the smoothed figures, in (0, 1].
-    #[arg(long, env = ENV_SMOOTHING, default_value_t = DEFAULT_SMOOTHING, value_parser = parse_smoothing)]
+    #[arg(long, env = ENV_SMOOTHING, default_value = default_text!(state().smoothing), value_parser = parse_smoothing)]
     pub smoothing: f64,
 
     /// RTT thresholds of the nested groups l1, l2, l3 (increasing), or
     /// `auto` to cut at the largest gaps of the clustering.
-    #[arg(long, env = ENV_GROUP_THRESHOLDS, default_value = DEFAULT_GROUP_THRESHOLDS, value_parser = parse_thresholds)]
+    #[arg(long, env = ENV_GROUP_THRESHOLDS, default_value = default_text!(state().infer.thresholds), value_parser = parse_thresholds)]
     pub group_thresholds: Thresholds,
 
     /// Recomputations a node's new groups must hold before it moves.
-    #[arg(long, env = ENV_GROUP_HYSTERESIS, default_value_t = DEFAULT_GROUP_HYSTERESIS, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = ENV_GROUP_HYSTERESIS, default_value = default_text!(state().infer.hysteresis), value_parser = clap::value_parser!(u32).range(1..))]
     pub group_hysteresis: u32,
 
     /// How often groups and quality are recomputed.
-    #[arg(long, env = ENV_RECOMPUTE_INTERVAL, default_value = DEFAULT_RECOMPUTE_INTERVAL, value_parser = parse_duration)]
+    #[arg(long, env = ENV_RECOMPUTE_INTERVAL, default_value = default_text!(format_duration(state().recompute_interval)), value_parser = parse_duration)]
     pub recompute_interval: Duration,
 
     /// Weights of the quality score's terms (docs/labels.md); names not
     /// given keep their default.
-    #[arg(long, env = ENV_QUALITY_WEIGHTS, default_value = DEFAULT_QUALITY_WEIGHTS, value_parser = parse_weights)]
+    #[arg(long, env = ENV_QUALITY_WEIGHTS, default_value = default_text!(state().infer.weights), value_parser = parse_weights)]
     pub quality_weights: Weights,
 
     /// Prefix of every label and annotation key we write (a DNS subdomain
@@ -144,15 +143,15 @@ pub struct Config {
     pub dry_run: bool,
 
     /// Node writes per second (sustained).
-    #[arg(long, env = ENV_WRITE_QPS, default_value_t = DEFAULT_WRITE_QPS, value_parser = parse_positive)]
+    #[arg(long, env = ENV_WRITE_QPS, default_value = default_text!(publish().qps), value_parser = parse_positive)]
     pub write_qps: f64,
 
     /// Node writes allowed in a burst.
-    #[arg(long, env = ENV_WRITE_BURST, default_value_t = DEFAULT_WRITE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = ENV_WRITE_BURST, default_value = default_text!(publish().burst), value_parser = clap::value_parser!(u32).range(1..))]
     pub write_burst: u32,
 
     /// Write every node again this often, changed or not.
-    #[arg(long, env = ENV_RESYNC, default_value = DEFAULT_RESYNC, value_parser = parse_duration)]
+    #[arg(long, env = ENV_RESYNC, default_value = default_text!(format_duration(publish().resync)), value_parser = parse_duration)]
     pub resync: Duration,
 
     /// Address of the Prometheus `/metrics` endpoint.
@@ -160,35 +159,35 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
 
     /// Schedule TCP bandwidth tests between agents (docs/bandwidth.md).
-    #[arg(long, env = ENV_BANDWIDTH_TESTS, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = ENV_BANDWIDTH_TESTS, default_value = default_text!(state().bandwidth.enabled), action = clap::ArgAction::Set)]
     pub bandwidth_tests: bool,
 
     /// Parallel TCP streams per bandwidth test.
-    #[arg(long, env = ENV_BANDWIDTH_STREAMS, default_value_t = DEFAULT_BANDWIDTH_STREAMS, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, env = ENV_BANDWIDTH_STREAMS, default_value = default_text!(state().bandwidth.streams), value_parser = clap::value_parser!(u32).range(1..=64))]
     pub bandwidth_streams: u32,
 
     /// Leading part of a test left out of the result (TCP slow start).
-    #[arg(long, env = ENV_BANDWIDTH_OMIT, default_value = DEFAULT_BANDWIDTH_OMIT, value_parser = parse_duration_or_zero)]
+    #[arg(long, env = ENV_BANDWIDTH_OMIT, default_value = default_text!(format_duration(state().bandwidth.omit)), value_parser = parse_duration_or_zero)]
     pub bandwidth_omit: Duration,
 
     /// Measured part of a test.
-    #[arg(long, env = ENV_BANDWIDTH_DURATION, default_value = DEFAULT_BANDWIDTH_DURATION, value_parser = parse_duration)]
+    #[arg(long, env = ENV_BANDWIDTH_DURATION, default_value = default_text!(format_duration(state().bandwidth.duration)), value_parser = parse_duration)]
     pub bandwidth_duration: Duration,
 
     /// Payload bytes one test may send at most (e.g. 1GiB, 500MB).
-    #[arg(long, env = ENV_BANDWIDTH_MAX_BYTES, default_value = DEFAULT_BANDWIDTH_MAX_BYTES, value_parser = parse_nonzero_bytes)]
+    #[arg(long, env = ENV_BANDWIDTH_MAX_BYTES, default_value = default_text!(format_bytes(state().bandwidth.max_bytes_per_test)), value_parser = parse_nonzero_bytes)]
     pub bandwidth_max_bytes: u64,
 
     /// Test bytes a node may send or receive per sliding hour; never exceeded.
-    #[arg(long, env = ENV_BANDWIDTH_BUDGET, default_value = DEFAULT_BANDWIDTH_BUDGET, value_parser = parse_nonzero_bytes)]
+    #[arg(long, env = ENV_BANDWIDTH_BUDGET, default_value = default_text!(format_bytes(state().bandwidth.budget_bytes_per_hour)), value_parser = parse_nonzero_bytes)]
     pub bandwidth_budget: u64,
 
     /// A pair is tested again once its latest test is this old.
-    #[arg(long, env = ENV_BANDWIDTH_RETEST, default_value = DEFAULT_BANDWIDTH_RETEST, value_parser = parse_duration)]
+    #[arg(long, env = ENV_BANDWIDTH_RETEST, default_value = default_text!(format_duration(state().bandwidth.retest_after)), value_parser = parse_duration)]
     pub bandwidth_retest: Duration,
 
     /// Bandwidth tests running at once in the whole cluster.
-    #[arg(long, env = ENV_BANDWIDTH_CONCURRENCY, default_value_t = DEFAULT_BANDWIDTH_CONCURRENCY, value_parser = netaware_common::parse_nonzero_usize)]
+    #[arg(long, env = ENV_BANDWIDTH_CONCURRENCY, default_value = default_text!(state().bandwidth.max_concurrent), value_parser = netaware_common::parse_nonzero_usize)]
     pub bandwidth_concurrency: usize,
 
     /// Elect one leader among replicas through a Lease (needs Kubernetes).
@@ -231,11 +230,6 @@ fn parse_nonzero_bytes(s: &str) -> Result<u64, String> {
     }
 }
 
-fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 500ms or 1s: {e}"))
-}
-
 /// Whether to write Node labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KubeMode {
@@ -249,13 +243,6 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     netaware_model::labels::check_prefix(s)
         .map(|()| s.to_string())
         .map_err(|e| e.to_string())
-}
-
-fn parse_positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("'{s}' must be a positive number")),
-    }
 }
 
 /// `auto` or three increasing durations such as `500us,2ms,10ms` (µs inside).
@@ -313,14 +300,6 @@ fn parse_weights(s: &str) -> Result<Weights, String> {
         return Err("at least one quality weight must be greater than 0".into());
     }
     Ok(w)
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(format!("'{s}' must be longer than zero")),
-        Err(e) => Err(format!("'{s}' is not a duration like 200ms or 10s: {e}")),
-    }
 }
 
 fn parse_smoothing(s: &str) -> Result<f64, String> {

@@ -22,7 +22,7 @@ use netaware_model::Error as PlaceError;
 use netaware_model::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
 use netaware_model::infer::{Group, InferConfig, Inference, Inferred};
 use netaware_model::labels::NodeFacts;
-use netaware_model::matrix::{Matrix, PlanTiming};
+use netaware_model::matrix::{self, Matrix, PlanTiming};
 use netaware_model::place::{self, Placement, Query, View};
 
 /// Outbound messages of one agent session.
@@ -113,22 +113,23 @@ pub struct StateConfig {
 }
 
 impl Default for StateConfig {
-    /// The same values as the command-line defaults (checked by a test).
+    /// The one definition of these defaults: the aggregator's flags show
+    /// them (`config.rs` renders each from here or from the model's).
     fn default() -> Self {
         Self {
-            timing: PlanTiming {
-                probe_interval: std::time::Duration::from_millis(200),
-                report_interval: std::time::Duration::from_secs(10),
-                loss_timeout: std::time::Duration::from_secs(2),
-            },
-            smoothing: 0.3,
-            stale_after: std::time::Duration::from_secs(30),
+            timing: PlanTiming::default(),
+            smoothing: matrix::DEFAULT_SMOOTHING,
+            stale_after: matrix::DEFAULT_STALE_AFTER,
             infer: InferConfig::default(),
-            recompute_interval: std::time::Duration::from_secs(10),
+            recompute_interval: DEFAULT_RECOMPUTE_INTERVAL,
             bandwidth: BandwidthConfig::default(),
         }
     }
 }
+
+/// How often groups and quality are recomputed: once per default report
+/// window, so every recomputation sees new figures.
+pub const DEFAULT_RECOMPUTE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often the bandwidth scheduler looks for tests to start.
 const BANDWIDTH_TICK: std::time::Duration = std::time::Duration::from_secs(1);

@@ -14,7 +14,10 @@ use netaware_proto::v1::{
 use serde_json::{Value, json};
 
 pub const ENV_AGGREGATOR: &str = "NETAWARE_QUERY";
-pub const DEFAULT_AGGREGATOR: &str = "http://127.0.0.1:7401";
+/// The query port on this machine (a `kubectl port-forward` or the lab).
+fn default_aggregator() -> String {
+    format!("http://127.0.0.1:{}", netaware_proto::QUERY_PORT)
+}
 /// Exit code when the aggregator cannot be reached (sysexits' EX_UNAVAILABLE).
 pub const EXIT_UNAVAILABLE: i32 = 69;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,7 +42,7 @@ pub enum Error {
 #[command(name = "netaware", version)]
 pub struct Cli {
     /// Aggregator query endpoint.
-    #[arg(long, global = true, env = ENV_AGGREGATOR, default_value = DEFAULT_AGGREGATOR)]
+    #[arg(long, global = true, env = ENV_AGGREGATOR, default_value = netaware_common::default_text!(default_aggregator()))]
     pub aggregator: String,
     #[command(subcommand)]
     pub command: Command,

@@ -1,6 +1,12 @@
 //! Pieces every netaware binary shares.
 
 pub mod observe;
+mod settings;
+
+pub use settings::{
+    format_bytes, format_duration, parse_bytes, parse_duration, parse_duration_or_zero,
+    parse_nonzero_usize, parse_positive,
+};
 
 use std::ffi::OsString;
 
@@ -161,51 +167,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A whole number above zero (counts and sizes given on the command line).
-pub fn parse_nonzero_usize(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(v) if v > 0 => Ok(v),
-        _ => Err(format!("'{s}' must be a whole number greater than zero")),
-    }
-}
-
-/// A byte count such as `8MiB`, `100MB`, `1.5GiB` or `4096`: decimal units
-/// (kB, MB, GB, TB = 1000ⁿ) and binary ones (KiB, MiB, GiB, TiB = 1024ⁿ),
-/// case-insensitive, `B` optional.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "k" => 1e3,
-        "m" => 1e6,
-        "g" => 1e9,
-        "t" => 1e12,
-        "ki" => 1024.0,
-        "mi" => 1024.0 * 1024.0,
-        "gi" => 1024.0 * 1024.0 * 1024.0,
-        "ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => {
-            return Err(format!(
-                "'{s}' is not a byte count like 8MiB, 100MB or 4096 (unknown unit)"
-            ));
-        }
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a byte count like 8MiB, 100MB or 4096"))?;
-    let bytes = (v * mult).round();
-    if !(bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64) {
-        return Err(format!("'{s}' is out of range"));
-    }
-    Ok(bytes as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,19 +206,5 @@ mod tests {
             panic!("expected success");
         };
         assert_eq!(d.port, 7);
-    }
-
-    #[test]
-    fn byte_counts_parse_with_decimal_and_binary_units() {
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_bytes("8 mib"), Ok(8 << 20));
-        assert_eq!(parse_bytes("100MB"), Ok(100_000_000));
-        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_bytes("2k"), Ok(2000));
-        for bad in ["", "MB", "8 parsecs", "-1", "1e400"] {
-            let e = parse_bytes(bad).unwrap_err();
-            assert!(e.contains(bad), "{e}");
-        }
     }
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use netaware_common::format_duration as human;
+use netaware_model::matrix::PlanTiming;
 use netaware_proto::ProbeMethod;
 use tracing::{info, warn};
 
@@ -29,7 +31,18 @@ mod spawn;
 mod wait;
 
 /// Port of the aggregator's agent-facing service on the control bridge.
-pub const AGENT_PORT: u16 = 7400;
+pub use netaware_proto::AGENT_PORT;
+
+/// The lab's plan timing: ten times the cluster default's pace (100 ms
+/// probes, 2 s windows), so a 30 s demo has figures, groups and labels.
+pub const LAB_TIMING: PlanTiming = PlanTiming {
+    probe_interval: Duration::from_millis(100),
+    report_interval: Duration::from_secs(2),
+    loss_timeout: Duration::from_secs(1),
+};
+/// Bandwidth tests at once in the lab: one, since every test goes through
+/// the one userspace emulator and two would compete for its CPU.
+pub const LAB_BANDWIDTH_CONCURRENCY: u64 = 1;
 /// How long agents may take to connect before the run fails.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -117,10 +130,6 @@ fn now_unix_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-fn human(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<File> {

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use netaware_common::{default_text, format_duration};
 use netaware_lab::bench;
 use netaware_lab::lab::{self, Mode, Options, Outcome};
 use netaware_lab::report::render_table;
 use netaware_lab::topology::Topology;
+use netaware_model::bandwidth::BandwidthConfig;
 
 /// netaware-lab: run netaware on an emulated multi-region cluster (needs root).
 #[derive(Debug, Parser)]
@@ -25,7 +27,7 @@ enum Cmd {
         /// Topology file (see docs/lab.md).
         topology: PathBuf,
         /// How long to measure.
-        #[arg(long = "for", default_value = "30s", value_parser = parse_duration)]
+        #[arg(long = "for", default_value = "30s", value_parser = netaware_common::parse_duration)]
         duration: Duration,
         /// Also write the report as JSON to this file.
         #[arg(long)]
@@ -68,7 +70,7 @@ enum Cmd {
         #[arg(long, default_value = bench::DEFAULT_PYTHON)]
         python: String,
         /// Measure at least this long before placing (loss needs samples).
-        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        #[arg(long, default_value = "20s", value_parser = netaware_common::parse_duration)]
         settle: Duration,
         #[command(flatten)]
         common: Common,
@@ -85,16 +87,16 @@ enum Cmd {
 #[derive(Debug, clap::Args)]
 struct Common {
     /// Interval between probes to one peer (per method).
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, default_value = default_text!(format_duration(lab::LAB_TIMING.probe_interval)), value_parser = netaware_common::parse_duration)]
     probe_interval: Duration,
     /// Report window length.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = default_text!(format_duration(lab::LAB_TIMING.report_interval)), value_parser = netaware_common::parse_duration)]
     report_interval: Duration,
     /// A probe unanswered for this long is lost.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = default_text!(format_duration(lab::LAB_TIMING.loss_timeout)), value_parser = netaware_common::parse_duration)]
     loss_timeout: Duration,
-    /// Port of the aggregator's query API on 127.0.0.1.
-    #[arg(long, default_value_t = 7401)]
+    /// Port of the aggregator's query API on 127.0.0.1 (the CLI's default).
+    #[arg(long, default_value_t = netaware_proto::QUERY_PORT)]
     query_port: u16,
     /// Probe with ICMP echo too.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -121,37 +123,28 @@ struct Common {
     /// Let the aggregator schedule TCP bandwidth tests between the agents.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     bandwidth: bool,
-    /// Parallel TCP streams per bandwidth test.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// Parallel TCP streams per bandwidth test (the aggregator's default).
+    #[arg(long, default_value = default_text!(BandwidthConfig::default().streams), value_parser = clap::value_parser!(u32).range(1..=64))]
     bandwidth_streams: u32,
     /// Leading part of a bandwidth test left out (whole seconds, as iperf3 takes them).
-    #[arg(long, default_value = "1s", value_parser = parse_whole_seconds)]
+    #[arg(long, default_value = default_text!(format_duration(BandwidthConfig::default().omit)), value_parser = parse_whole_seconds)]
     bandwidth_omit: Duration,
     /// Measured part of a bandwidth test (whole seconds).
-    #[arg(long, default_value = "3s", value_parser = parse_whole_seconds)]
+    #[arg(long, default_value = default_text!(format_duration(BandwidthConfig::default().duration)), value_parser = parse_whole_seconds)]
     bandwidth_duration: Duration,
     /// Bandwidth tests at once (1: tests do not compete for the emulator's CPU).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = lab::LAB_BANDWIDTH_CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..))]
     bandwidth_concurrency: u64,
 }
 
 fn parse_whole_seconds(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 1s or 3s: {e}"))?;
+    let d = netaware_common::parse_duration_or_zero(s)?;
     if d.subsec_nanos() != 0 {
         return Err(format!(
             "'{s}' must be whole seconds (iperf3 takes whole seconds)"
         ));
     }
     Ok(d)
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(format!("'{s}' must be longer than zero")),
-        Err(e) => Err(format!("'{s}' is not a duration like 30s or 2m: {e}")),
-    }
 }
 
 fn options(c: Common, ping: bool, iperf3: bool) -> anyhow::Result<Options> {

@@ -49,7 +49,7 @@ pub struct BandwidthConfig {
 }
 
 impl Default for BandwidthConfig {
-    /// The same values as the command-line defaults (checked by a test).
+    /// The one definition: the aggregator's flags show these as their defaults.
     fn default() -> Self {
         Self {
             enabled: true,

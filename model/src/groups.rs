@@ -170,6 +170,30 @@ pub enum Thresholds {
     Auto,
 }
 
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self::Fixed(DEFAULT_THRESHOLDS_US)
+    }
+}
+
+/// `auto`, or the three thresholds as durations (`500us,2ms,10ms`): the
+/// form `--group-thresholds` takes.
+impl std::fmt::Display for Thresholds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fixed(t) => {
+                for (i, us) in t.iter().enumerate() {
+                    let d = std::time::Duration::from_nanos((us * 1e3).round() as u64);
+                    let sep = if i == 0 { "" } else { "," };
+                    write!(f, "{sep}{}", humantime::format_duration(d))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Default thresholds: same site (0.5 ms), same metro/zone (2 ms), same
 /// region (10 ms) round trip.
 pub const DEFAULT_THRESHOLDS_US: [f64; 3] = [500.0, 2_000.0, 10_000.0];

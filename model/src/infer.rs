@@ -19,6 +19,10 @@ const MAX_NEAREST: usize = 32;
 use crate::matrix::Matrix;
 use crate::quality::{self, Figures, PeerLink, Scales, Weights};
 
+/// Recomputations a node's new groups must hold before it moves: one noisy
+/// window moves nobody.
+pub const DEFAULT_HYSTERESIS: u32 = 3;
+
 /// Settings of the inference.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InferConfig {
@@ -32,8 +36,8 @@ pub struct InferConfig {
 impl Default for InferConfig {
     fn default() -> Self {
         Self {
-            thresholds: Thresholds::Fixed(groups::DEFAULT_THRESHOLDS_US),
-            hysteresis: 3,
+            thresholds: Thresholds::default(),
+            hysteresis: DEFAULT_HYSTERESIS,
             weights: Weights::default(),
             scales: Scales::default(),
         }

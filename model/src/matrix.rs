@@ -21,6 +21,25 @@ pub struct PlanTiming {
     pub loss_timeout: Duration,
 }
 
+impl Default for PlanTiming {
+    /// 5 probes per second per peer and method, 10 s windows, and a probe
+    /// unanswered for 2 s is lost (far above any RTT on Earth, so loss is
+    /// not confused with delay).
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_millis(200),
+            report_interval: Duration::from_secs(10),
+            loss_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Weight of the newest window in the smoothed figures.
+pub const DEFAULT_SMOOTHING: f64 = 0.3;
+/// A link with no new window for this long is stale: three missed windows
+/// of the default timing.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 struct Link {
     latest: LinkWindow,

@@ -41,6 +41,17 @@ impl Default for Weights {
     }
 }
 
+/// `loss=0.35,rtt-p50=0.25,...`: the form `--quality-weights` takes.
+impl std::fmt::Display for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "loss={},rtt-p50={},rtt-p99={},jitter={},bandwidth={}",
+            self.loss, self.rtt_p50, self.rtt_p99, self.jitter, self.bandwidth
+        )
+    }
+}
+
 /// The figure at which a term's penalty reaches 1 − 1/e ≈ 63 %.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scales {

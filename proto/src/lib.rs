@@ -45,5 +45,10 @@ impl v1::ProbeMethod {
     }
 }
 
+/// Port of `AgentService`, where agents connect to the aggregator.
+pub const AGENT_PORT: u16 = 7400;
+/// Port of `QueryService`, where the CLI connects to the aggregator.
+pub const QUERY_PORT: u16 = 7401;
+
 /// Wire protocol version spoken by this crate (`Hello.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -5,8 +5,6 @@
 //! k8s-openapi type of its kind and serialises back to the same JSON (a
 //! misspelt field would be dropped and show as a difference).
 
-use std::process::Command;
-
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
@@ -15,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use netaware_e2e::repo_root;
+use netaware_e2e::render_chart as render;
 use serde_json::Value;
 
 /// The part of prometheus-operator's `monitoring.coreos.com/v1` monitors we
@@ -75,28 +73,6 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value, wh
         "{what} has fields Kubernetes does not know"
     );
     typed
-}
-
-/// Render with check.py; `None` when the SDK is missing outside CI.
-/// Render into a directory of its own (`tag`: tests run in parallel).
-fn render(tag: &str) -> Option<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("netaware-chart-{}-{tag}", std::process::id()));
-    let out = Command::new("python3")
-        .arg(repo_root().join("charts/check.py"))
-        .arg(&dir)
-        .output()
-        .expect("python3 is needed to render the chart");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(3) && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: {stderr}");
-        return None;
-    }
-    assert!(
-        out.status.success(),
-        "charts/check.py failed:\n{}{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    Some(dir)
 }
 
 #[test]

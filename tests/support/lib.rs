@@ -153,3 +153,28 @@ pub fn binomial_99(n: u64, p: f64) -> (f64, f64) {
     let half = 2.576 * sd;
     ((mean - half).max(0.0), mean + half)
 }
+
+/// Render the Helm chart with Helm's own engine (`charts/check.py`, which
+/// also lints it) into a directory of its own (`tag`: tests run in
+/// parallel): one `<case>.jsonl` of rendered objects per values case.
+/// `None`, after a loud `SKIPPED`, when helm-python-sdk is missing outside
+/// CI (`./test.sh` installs it; in CI a missing SDK fails the test).
+pub fn render_chart(tag: &str) -> Option<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("netaware-chart-{}-{tag}", std::process::id()));
+    let out = std::process::Command::new("python3")
+        .arg(repo_root().join("charts/check.py"))
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed to render the chart: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(3) && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: {stderr}");
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "charts/check.py failed:\n{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Some(dir)
+}

@@ -22,6 +22,38 @@ fn the_state_default_matches_the_flag_defaults() {
 }
 
 #[test]
+fn the_publisher_default_matches_the_flag_defaults() {
+    let Ok(c) = parse_args_from::<Config, _, _>(["x"]) else {
+        panic!("defaults must parse")
+    };
+    let (got, want) = (crate::publish_config(&c), PublishConfig::default());
+    assert_eq!(
+        (got.prefix.as_str(), got.qps, got.burst, got.resync),
+        (want.prefix.as_str(), want.qps, want.burst, want.resync)
+    );
+}
+
+#[test]
+fn typed_defaults_print_as_the_flags_take_them() {
+    let s = StateConfig::default();
+    assert_eq!(s.infer.thresholds.to_string(), "500us,2ms,10ms");
+    assert_eq!(
+        parse_thresholds(&s.infer.thresholds.to_string()),
+        Ok(s.infer.thresholds)
+    );
+    assert_eq!(
+        parse_thresholds(&Thresholds::Auto.to_string()),
+        Ok(Thresholds::Auto)
+    );
+    let odd = Thresholds::Fixed([250.0, 1_500.0, 60_000.0]);
+    assert_eq!(parse_thresholds(&odd.to_string()), Ok(odd));
+    assert_eq!(
+        parse_weights(&s.infer.weights.to_string()),
+        Ok(s.infer.weights)
+    );
+}
+
+#[test]
 fn thresholds_and_weights_parse() {
     assert_eq!(parse_thresholds("auto"), Ok(Thresholds::Auto));
     assert_eq!(
