@@ -33,13 +33,16 @@ fn a_missing_node_name_exits_64() {
 /// `ping_group_range` is `1 0`), the agent says clearly that ICMP is disabled
 /// and keeps running with its STAMP reflector.
 #[test]
+#[ignore = "needs root to run the agent as nobody: ./test.sh runs it as root"]
 fn without_icmp_permission_the_agent_logs_why_and_keeps_probing_udp() {
-    if !nix::unistd::geteuid().is_root()
-        || Command::new("setpriv").arg("--version").output().is_err()
-    {
-        eprintln!("SKIPPED: needs root and setpriv to run the agent as nobody");
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root to run the agent as nobody: run ./test.sh as root"
+    );
+    assert!(
+        Command::new("setpriv").arg("--version").output().is_ok(),
+        "setpriv is missing: apt-get install util-linux (./test.sh does)"
+    );
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap_or_default();
     if range.split_whitespace().collect::<Vec<_>>() != ["1", "0"] {
         eprintln!("SKIPPED: unprivileged ICMP is allowed here ({range})");

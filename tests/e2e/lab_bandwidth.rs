@@ -4,14 +4,12 @@
 //! `bandwidth-mbps` labels, and iperf3 on the same pairs agrees. Accuracy
 //! figures live in docs/benchmarks.md; the bounds here only catch breakage.
 
-use netaware_e2e::{is_root, run_lab};
+use netaware_e2e::{require_root, run_lab};
 
 #[test]
+#[ignore = "needs root (network namespaces): ./test.sh runs it as root"]
 fn every_pair_is_tested_and_agrees_with_iperf3() {
-    if !is_root() {
-        eprintln!("SKIPPED: the lab needs root (CI runs as root)");
-        return;
-    }
+    require_root();
     let run = run_lab(
         "e2e-bw.yaml",
         // Tests disturb every window of their ends (and 2 s after): a node

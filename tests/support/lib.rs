@@ -34,9 +34,15 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Whether we are root (the lab needs it).
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// Fail unless we are root. The lab tests are `#[ignore]`d, so a plain
+/// `cargo test` leaves them out and says so; asked for explicitly
+/// (`--include-ignored`, as `./test.sh` does as root), they must not pass
+/// without running.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test builds a lab of network namespaces and needs root: run ./test.sh as root"
+    );
 }
 
 /// A TCP port nothing listens on right now.
@@ -161,7 +167,9 @@ pub fn binomial_99(n: u64, p: f64) -> (f64, f64) {
 /// CI (`./test.sh` installs it; in CI a missing SDK fails the test).
 pub fn render_chart(tag: &str) -> Option<PathBuf> {
     let dir = std::env::temp_dir().join(format!("netaware-chart-{}-{tag}", std::process::id()));
-    let out = std::process::Command::new("python3")
+    // ./test.sh points this at a virtualenv with helm-python-sdk.
+    let python = std::env::var_os("NETAWARE_PYTHON").unwrap_or_else(|| "python3".into());
+    let out = std::process::Command::new(python)
         .arg(repo_root().join("charts/check.py"))
         .arg(&dir)
         .output()

@@ -1,0 +1,48 @@
+# Sourced by lab.sh and test.sh: what a fresh Debian machine needs beyond
+# Rust, installed only when missing (quiet, idempotent).
+
+# Debian packages for building: a C compiler and linker (ring, the linker
+# of every crate).
+BUILD_PACKAGES=(gcc libc6-dev)
+# The lab: ip/tc (iproute2), unshare (util-linux), ps (procps).
+LAB_PACKAGES=(iproute2 util-linux procps)
+# The tests, beyond the lab: ping and iperf3 (the lab compares against
+# them), Open MPI with mpi4py (the all-reduce benchmark), promtool (checks
+# /metrics), Python with venv (Helm's engine renders the chart).
+TEST_PACKAGES=(iputils-ping iperf3 openmpi-bin python3-mpi4py prometheus python3 python3-venv)
+# Helm v4's engine for Python, pinned.
+HELM_SDK_VERSION=0.2.2
+
+say() { printf '%s\n' "$*" >&2; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# Install the Debian packages given that are not installed yet.
+need_debian_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if ! is_root; then
+        say "missing Debian packages: ${missing[*]}"
+        say "run this as root, or first: sudo apt-get install ${missing[*]}"
+        return 1
+    fi
+    say "== installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# A virtualenv with helm-python-sdk, cached per version; prints its python.
+helm_python() {
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/netaware/python-helm-sdk-$HELM_SDK_VERSION"
+    if ! "$venv/bin/python" -c 'import helm_python' 2>/dev/null; then
+        say "== installing helm-python-sdk $HELM_SDK_VERSION into $venv"
+        rm -rf "$venv"
+        /usr/bin/python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install -q --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION" >&2
+    fi
+    printf '%s\n' "$venv/bin/python"
+}
