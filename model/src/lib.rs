@@ -22,5 +22,7 @@ pub mod labels;
 pub mod matrix;
 pub mod place;
 pub mod quality;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use error::{Error, Result};

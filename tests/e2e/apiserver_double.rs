@@ -159,28 +159,11 @@ mod watched {
     use super::*;
     use netaware_aggregator::publish::{self, PublishConfig, Sink};
     use netaware_model::infer::Inferred;
-    use netaware_model::labels::NodeFacts;
     use std::sync::Arc;
     use std::time::Duration;
 
     fn inferred(nodes: &[(&str, u32)]) -> Arc<Inferred> {
-        let mut i = Inferred {
-            computed_unix_us: 1_795_000_000_000_000,
-            ..Default::default()
-        };
-        for (n, q) in nodes {
-            i.facts.insert(
-                n.to_string(),
-                NodeFacts {
-                    groups: ["g1".into(), "g1".into(), "g1".into()],
-                    quality: Some(*q),
-                    figures: None,
-                    fresh: true,
-                    nearest: vec![],
-                },
-            );
-        }
-        Arc::new(i)
+        Arc::new(netaware_model::testing::inferred(nodes))
     }
 
     async fn eventually(what: &str, check: impl Fn() -> bool) {

@@ -1,6 +1,5 @@
 use super::*;
 use crate::kube_writer::test_support::{expect_apply, expect_get, writer};
-use netaware_model::labels::NodeFacts;
 use std::sync::Mutex;
 
 #[derive(Clone, Default)]
@@ -21,23 +20,7 @@ impl Captured {
 }
 
 fn inferred(nodes: &[(&str, u32)]) -> Arc<Inferred> {
-    let mut i = Inferred {
-        computed_unix_us: 1_795_000_000_000_000,
-        ..Default::default()
-    };
-    for (n, q) in nodes {
-        i.facts.insert(
-            n.to_string(),
-            NodeFacts {
-                groups: ["g1".into(), "g1".into(), "g1".into()],
-                quality: Some(*q),
-                figures: None,
-                fresh: true,
-                nearest: vec![],
-            },
-        );
-    }
-    Arc::new(i)
+    Arc::new(netaware_model::testing::inferred(nodes))
 }
 
 fn fast() -> PublishConfig {
