@@ -482,40 +482,39 @@ mod tests {
         assert_eq!(percentiles(&[3.0]), (3.0, 3.0));
     }
 
-    #[test]
-    fn the_report_compares_every_placement_with_netaware() {
+    /// The report of a two-node bench on geo-12 whose placements took
+    /// `runs`: (name, predicted ms, iteration times).
+    fn report_of(iters: u32, runs: &[(&str, Option<f64>, &[f64])]) -> BenchReport {
         let t = geo12();
         let b = BenchOptions {
             k: 2,
             bytes: 1 << 20,
-            iters: 3,
+            iters,
             seed: 1,
             algorithm: Algorithm::Ring,
             python: DEFAULT_PYTHON.into(),
             settle: std::time::Duration::from_secs(1),
         };
         let cfg = configured(&t, &[0, 1]);
-        let r = report(
-            &t,
-            &b,
-            vec![
-                placement_result(
-                    "netaware",
-                    vec!["dj-1".into(), "dj-2".into()],
-                    cfg,
-                    Some(9.0),
-                    vec![10.0, 12.0, 11.0],
-                ),
-                placement_result(
-                    "spread",
-                    vec!["dj-1".into(), "se-1".into()],
-                    cfg,
-                    None,
-                    vec![30.0, 44.0, 33.0],
-                ),
+        let placements = runs
+            .iter()
+            .map(|(name, predicted, times)| {
+                placement_result(name, vec![], cfg, *predicted, times.to_vec())
+            })
+            .collect();
+        report(&t, &b, placements)
+    }
+
+    #[test]
+    fn the_report_compares_every_placement_with_netaware() {
+        let r = report_of(
+            3,
+            &[
+                ("netaware", Some(9.0), &[10.0, 12.0, 11.0]),
+                ("spread", None, &[30.0, 44.0, 33.0]),
             ],
         );
-        assert_eq!((r.topology.as_str(), r.k, r.iters), (t.name.as_str(), 2, 3));
+        assert_eq!((r.topology.as_str(), r.k, r.iters), ("geo-12", 2, 3));
         let [ours, spread] = &r.placements[..] else {
             panic!("{r:?}")
         };
@@ -529,25 +528,7 @@ mod tests {
 
     #[test]
     fn no_ratio_against_a_zero_median() {
-        let t = geo12();
-        let b = BenchOptions {
-            k: 2,
-            bytes: 1,
-            iters: 1,
-            seed: 1,
-            algorithm: Algorithm::Default,
-            python: DEFAULT_PYTHON.into(),
-            settle: std::time::Duration::from_secs(1),
-        };
-        let cfg = configured(&t, &[0, 1]);
-        let r = report(
-            &t,
-            &b,
-            vec![
-                placement_result("netaware", vec![], cfg, None, vec![]),
-                placement_result("random", vec![], cfg, None, vec![5.0]),
-            ],
-        );
+        let r = report_of(1, &[("netaware", None, &[]), ("random", None, &[5.0])]);
         assert!(
             r.placements.iter().all(|p| p.ratio_to_netaware.is_none()),
             "{r:?}"

@@ -291,16 +291,22 @@ async fn drive(
     opts: &Options,
     mode: Mode,
 ) -> Result<Option<Outcome>> {
-    let mut client = wait::connect_query(lab, opts).await?;
-    wait::connected(lab, &mut client, topo, opts).await?;
+    let client = wait::connect_query(lab, opts).await?;
+    let mut r = wait::Running {
+        lab,
+        client,
+        topo,
+        opts,
+    };
+    r.connected().await?;
     info!(nodes = topo.nodes.len(), "all agents connected");
     match mode {
-        Mode::Run { duration } => modes::run(lab, &mut client, topo, opts, duration)
+        Mode::Run { duration } => modes::run(&mut r, duration)
             .await
             .map(|r| Some(Outcome::Run(r))),
-        Mode::Bench(b) => modes::bench(lab, &mut client, topo, opts, &b)
+        Mode::Bench(b) => modes::bench(&mut r, &b)
             .await
             .map(|r| Some(Outcome::Bench(r))),
-        Mode::Up => modes::up(lab, &mut client, topo, opts).await.map(|()| None),
+        Mode::Up => modes::up(&mut r).await.map(|()| None),
     }
 }

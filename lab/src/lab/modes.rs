@@ -7,14 +7,12 @@ use std::time::Duration;
 
 use netaware_model::labels::DEFAULT_PREFIX;
 use netaware_proto::ProbeMethod;
-use netaware_proto::v1::query_service_client::QueryServiceClient;
 use netaware_proto::v1::{PlaceRequest, WatchLinksRequest};
-use tonic::transport::Channel;
 use tracing::warn;
 
 use super::events::{self, EventSchedule};
-use super::wait::{self, check_children};
-use super::{BandwidthOptions, Lab, Options, human, methods, now_unix_us};
+use super::wait::Running;
+use super::{BandwidthOptions, human, methods, now_unix_us};
 use crate::bench::{self, BenchOptions, BenchReport, PlacementResult};
 use crate::error::{Error, Result};
 use crate::report::{self, Collector, Report, render_table};
@@ -25,14 +23,10 @@ use crate::topology::Topology;
 type NodeLabels = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The `run` mode: measure for `duration`, then assemble the report.
-pub(super) async fn run(
-    lab: &mut Lab,
-    client: &mut QueryServiceClient<Channel>,
-    topo: &Topology,
-    opts: &Options,
-    duration: Duration,
-) -> Result<Report> {
-    let mut watch = client
+pub(super) async fn run(r: &mut Running<'_>, duration: Duration) -> Result<Report> {
+    let (topo, opts) = (r.topo, r.opts);
+    let mut watch = r
+        .client
         .watch_links(WatchLinksRequest {
             method: ProbeMethod::Unspecified as i32,
             send_initial: false,
@@ -59,7 +53,7 @@ pub(super) async fn run(
     } else {
         None
     };
-    let mut usage = Some(UsageMeter::start(lab.network.agent_pids()));
+    let mut usage = Some(UsageMeter::start(r.lab.network.agent_pids()));
     let measure_end = started + duration;
     let mut agents = Vec::new();
     let mut health = tokio::time::interval(Duration::from_secs(1));
@@ -72,12 +66,12 @@ pub(super) async fn run(
             _ = tokio::time::sleep_until(until) => break,
             _ = events::next_due(&schedule) => {
                 while let Some(ev) = schedule.take(tokio::time::Instant::now()) {
-                    applied.push(events::apply(lab, topo, ev, now_unix_us())?);
+                    applied.push(events::apply(r.lab, topo, ev, now_unix_us())?);
                 }
             }
             _ = health.tick() => {
-                check_children(lab, opts)?;
-                if let Some(port) = lab.apiserver_port {
+                r.check_children()?;
+                if let Some(port) = r.lab.apiserver_port {
                     // Sampled once a second: convergence times are within a second.
                     match read_labels(port) {
                         Ok(now) => {
@@ -115,7 +109,7 @@ pub(super) async fn run(
     let mut report = collector.report(topo, duration.as_secs_f64(), &methods(opts));
     // Labels as the measuring period left them: the iperf3 comparison
     // below loads links the aggregator does not know of.
-    if let Some(port) = lab.apiserver_port {
+    if let Some(port) = r.lab.apiserver_port {
         report.labels = read_labels(port)?;
         report.label_changes = label_changes;
     }
@@ -124,9 +118,9 @@ pub(super) async fn run(
             eprintln!(
                 "waiting until every pair's bandwidth is measured, then running iperf3 on each..."
             );
-            wait::bandwidth(lab, client, topo, opts, b).await?
+            r.bandwidth(b).await?
         }
-        _ => wait::matrix(client).await?.bandwidth,
+        _ => r.matrix().await?.bandwidth,
     };
     report.bandwidth = report::bandwidth_report(topo, &bandwidth);
     if let (true, Some(b)) = (opts.iperf3, opts.bandwidth) {
@@ -144,12 +138,8 @@ pub(super) async fn run(
 }
 
 /// The `up` mode: redraw the latest window of every link until shutdown.
-pub(super) async fn up(
-    lab: &mut Lab,
-    client: &mut QueryServiceClient<Channel>,
-    topo: &Topology,
-    opts: &Options,
-) -> Result<()> {
+pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
+    let (topo, opts) = (r.topo, r.opts);
     let mut tick = tokio::time::interval(opts.report_interval);
     let mut schedule = EventSchedule::new(&topo.events, tokio::time::Instant::now());
     loop {
@@ -157,13 +147,13 @@ pub(super) async fn up(
             _ = tick.tick() => {}
             _ = events::next_due(&schedule) => {
                 while let Some(ev) = schedule.take(tokio::time::Instant::now()) {
-                    events::apply(lab, topo, ev, now_unix_us())?;
+                    events::apply(r.lab, topo, ev, now_unix_us())?;
                 }
                 continue;
             }
         }
-        check_children(lab, opts)?;
-        let m = wait::matrix(client).await?;
+        r.check_children()?;
+        let m = r.matrix().await?;
         let mut c = Collector::new(0, u64::MAX);
         for l in &m.links {
             if let Some(w) = l.latest.as_ref() {
@@ -185,13 +175,8 @@ pub(super) async fn up(
 }
 
 /// The `bench` mode: measure, place several ways, run MPI on each set.
-pub(super) async fn bench(
-    lab: &mut Lab,
-    client: &mut QueryServiceClient<Channel>,
-    topo: &Topology,
-    opts: &Options,
-    b: &BenchOptions,
-) -> Result<BenchReport> {
+pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<BenchReport> {
+    let (topo, opts) = (r.topo, r.opts);
     let started = tokio::time::Instant::now();
     eprintln!(
         "measuring {} nodes (at least {}{})...",
@@ -203,21 +188,22 @@ pub(super) async fn bench(
             ""
         }
     );
-    wait::rtt(lab, client, topo, opts).await?;
+    r.rtt().await?;
     if let Some(bw) = opts.bandwidth {
-        wait::bandwidth(lab, client, topo, opts, bw).await?;
+        r.bandwidth(bw).await?;
     }
     while tokio::time::Instant::now() < started + b.settle {
-        check_children(lab, opts)?;
+        r.check_children()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Two more recomputations, so groups and quality include everything.
     tokio::time::sleep(opts.report_interval * 2).await;
 
-    let m = wait::matrix(client).await?;
+    let m = r.matrix().await?;
     let mut names: Vec<String> = topo.nodes.iter().map(|n| n.name.clone()).collect();
     names.sort();
-    let placed = client
+    let placed = r
+        .client
         .place(PlaceRequest {
             k: u32::try_from(b.k).unwrap_or(u32::MAX),
             allreduce_bytes: b.bytes,
@@ -257,7 +243,7 @@ pub(super) async fn bench(
         let times = tokio::task::spawn_blocking(move || bench::run_mpi(&ns, &o, &p, &l))
             .await
             .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
-        check_children(lab, opts)?;
+        r.check_children()?;
         results.push(bench::placement_result(
             name,
             nodes,

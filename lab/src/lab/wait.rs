@@ -25,6 +25,16 @@ const MEASURE_POLL: Duration = Duration::from_millis(500);
 /// How long the query API may take to come up.
 const QUERY_DEADLINE: Duration = Duration::from_secs(10);
 
+/// A lab whose aggregator answers queries: what the waits and the modes
+/// work on.
+#[derive(Debug)]
+pub(super) struct Running<'a> {
+    pub lab: &'a mut Lab,
+    pub client: QueryServiceClient<Channel>,
+    pub topo: &'a Topology,
+    pub opts: &'a Options,
+}
+
 /// Fail if a process of the lab has exited.
 pub(super) fn check_children(lab: &mut Lab, opts: &Options) -> Result<()> {
     let exited = lab.network.exited_children();
@@ -65,38 +75,6 @@ pub(super) async fn connect_query(
     }
 }
 
-/// The whole matrix, every method.
-pub(super) async fn matrix(client: &mut QueryServiceClient<Channel>) -> Result<GetMatrixResponse> {
-    Ok(client
-        .get_matrix(GetMatrixRequest {
-            method: ProbeMethod::Unspecified as i32,
-        })
-        .await?
-        .into_inner())
-}
-
-/// Poll the matrix every `every` until `progress` says done (`Ok`) or
-/// `deadline` passes, which returns `progress`'s last `Err` (what is still
-/// missing). The lab's processes are checked between polls.
-async fn poll_matrix<T, E>(
-    lab: &mut Lab,
-    client: &mut QueryServiceClient<Channel>,
-    opts: &Options,
-    deadline: tokio::time::Instant,
-    every: Duration,
-    mut progress: impl FnMut(GetMatrixResponse) -> std::result::Result<T, E>,
-) -> Result<std::result::Result<T, E>> {
-    loop {
-        match progress(matrix(client).await?) {
-            Ok(done) => return Ok(Ok(done)),
-            Err(missing) if tokio::time::Instant::now() >= deadline => return Ok(Err(missing)),
-            Err(_) => {}
-        }
-        check_children(lab, opts)?;
-        tokio::time::sleep(every).await;
-    }
-}
-
 /// Nodes of the topology without a connected agent in `m`.
 pub(super) fn missing_agents<'t>(topo: &'t Topology, m: &GetMatrixResponse) -> Vec<&'t str> {
     topo.nodes
@@ -129,91 +107,118 @@ pub(super) fn bandwidth_pairs_tested(bandwidth: &[BandwidthState]) -> usize {
         .len()
 }
 
-/// Wait until every node's agent is connected.
-pub(super) async fn connected(
-    lab: &mut Lab,
-    client: &mut QueryServiceClient<Channel>,
-    topo: &Topology,
-    opts: &Options,
-) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + CONNECT_DEADLINE;
-    let polled = poll_matrix(lab, client, opts, deadline, CONNECT_POLL, |m| {
-        let missing: Vec<String> = missing_agents(topo, &m)
-            .into_iter()
-            .map(String::from)
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(missing)
-        }
-    })
-    .await?;
-    polled.map_err(|missing| {
-        Error::Run(format!(
-            "agents not connected after {}: {}; see their logs in {}",
-            human(CONNECT_DEADLINE),
-            missing.join(", "),
-            opts.log_dir.display()
-        ))
-    })
-}
+impl Running<'_> {
+    /// Fail if a process of the lab has exited.
+    pub fn check_children(&mut self) -> Result<()> {
+        check_children(self.lab, self.opts)
+    }
 
-/// Wait until every directed pair has smoothed UDP figures from at least
-/// two windows.
-pub(super) async fn rtt(
-    lab: &mut Lab,
-    client: &mut QueryServiceClient<Channel>,
-    topo: &Topology,
-    opts: &Options,
-) -> Result<()> {
-    let n = topo.nodes.len();
-    let want = n * (n - 1);
-    let deadline = tokio::time::Instant::now() + opts.report_interval * 10 + CONNECT_DEADLINE;
-    let polled = poll_matrix(lab, client, opts, deadline, MEASURE_POLL, |m| {
-        let have = udp_pairs_measured(&m);
-        if have >= want { Ok(()) } else { Err(have) }
-    })
-    .await?;
-    polled.map_err(|have| {
-        Error::Run(format!(
-            "only {have} of {want} directed pairs measured in time; see the logs in {}",
-            opts.log_dir.display()
-        ))
-    })
-}
+    /// The whole matrix, every method.
+    pub async fn matrix(&mut self) -> Result<GetMatrixResponse> {
+        Ok(self
+            .client
+            .get_matrix(GetMatrixRequest {
+                method: ProbeMethod::Unspecified as i32,
+            })
+            .await?
+            .into_inner())
+    }
 
-/// Wait until every unordered pair has a bandwidth result (or a deadline
-/// sized for the number of tests), then return the latest results. Past
-/// the deadline it warns and returns what there is.
-pub(super) async fn bandwidth(
-    lab: &mut Lab,
-    client: &mut QueryServiceClient<Channel>,
-    topo: &Topology,
-    opts: &Options,
-    b: BandwidthOptions,
-) -> Result<Vec<BandwidthState>> {
-    let n = topo.nodes.len();
-    let pairs = n * (n - 1) / 2;
-    let per_test = b.omit + b.duration + Duration::from_secs(3);
-    let rounds = u32::try_from(pairs.div_ceil(b.concurrency.max(1))).unwrap_or(u32::MAX);
-    let deadline = tokio::time::Instant::now() + per_test * rounds + Duration::from_secs(30);
-    let polled = poll_matrix(lab, client, opts, deadline, MEASURE_POLL, |m| {
-        let tested = bandwidth_pairs_tested(&m.bandwidth);
-        if tested >= pairs {
-            Ok(m.bandwidth)
-        } else {
-            Err((tested, m.bandwidth))
+    /// Poll the matrix every `every` until `progress` says done (`Ok`) or
+    /// `deadline` passes, which returns `progress`'s last `Err` (what is
+    /// still missing). The lab's processes are checked between polls.
+    async fn poll<T, E>(
+        &mut self,
+        deadline: tokio::time::Instant,
+        every: Duration,
+        mut progress: impl FnMut(GetMatrixResponse) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<T, E>> {
+        loop {
+            match progress(self.matrix().await?) {
+                Ok(done) => return Ok(Ok(done)),
+                Err(missing) if tokio::time::Instant::now() >= deadline => return Ok(Err(missing)),
+                Err(_) => {}
+            }
+            self.check_children()?;
+            tokio::time::sleep(every).await;
         }
-    })
-    .await?;
-    Ok(polled.unwrap_or_else(|(measured, bandwidth)| {
-        warn!(
-            measured,
-            pairs, "not every pair's bandwidth was measured in time; comparing those that were"
-        );
-        bandwidth
-    }))
+    }
+
+    /// Wait until every node's agent is connected.
+    pub async fn connected(&mut self) -> Result<()> {
+        let topo = self.topo;
+        let deadline = tokio::time::Instant::now() + CONNECT_DEADLINE;
+        let polled = self
+            .poll(deadline, CONNECT_POLL, |m| {
+                let missing: Vec<String> = missing_agents(topo, &m)
+                    .into_iter()
+                    .map(String::from)
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(missing)
+                }
+            })
+            .await?;
+        polled.map_err(|missing| {
+            Error::Run(format!(
+                "agents not connected after {}: {}; see their logs in {}",
+                human(CONNECT_DEADLINE),
+                missing.join(", "),
+                self.opts.log_dir.display()
+            ))
+        })
+    }
+
+    /// Wait until every directed pair has smoothed UDP figures from at least
+    /// two windows.
+    pub async fn rtt(&mut self) -> Result<()> {
+        let n = self.topo.nodes.len();
+        let want = n * (n - 1);
+        let deadline =
+            tokio::time::Instant::now() + self.opts.report_interval * 10 + CONNECT_DEADLINE;
+        let polled = self
+            .poll(deadline, MEASURE_POLL, |m| {
+                let have = udp_pairs_measured(&m);
+                if have >= want { Ok(()) } else { Err(have) }
+            })
+            .await?;
+        polled.map_err(|have| {
+            Error::Run(format!(
+                "only {have} of {want} directed pairs measured in time; see the logs in {}",
+                self.opts.log_dir.display()
+            ))
+        })
+    }
+
+    /// Wait until every unordered pair has a bandwidth result (or a deadline
+    /// sized for the number of tests), then return the latest results. Past
+    /// the deadline it warns and returns what there is.
+    pub async fn bandwidth(&mut self, b: BandwidthOptions) -> Result<Vec<BandwidthState>> {
+        let n = self.topo.nodes.len();
+        let pairs = n * (n - 1) / 2;
+        let per_test = b.omit + b.duration + Duration::from_secs(3);
+        let rounds = u32::try_from(pairs.div_ceil(b.concurrency.max(1))).unwrap_or(u32::MAX);
+        let deadline = tokio::time::Instant::now() + per_test * rounds + Duration::from_secs(30);
+        let polled = self
+            .poll(deadline, MEASURE_POLL, |m| {
+                let tested = bandwidth_pairs_tested(&m.bandwidth);
+                if tested >= pairs {
+                    Ok(m.bandwidth)
+                } else {
+                    Err((tested, m.bandwidth))
+                }
+            })
+            .await?;
+        Ok(polled.unwrap_or_else(|(measured, bandwidth)| {
+            warn!(
+                measured,
+                pairs, "not every pair's bandwidth was measured in time; comparing those that were"
+            );
+            bandwidth
+        }))
+    }
 }
 
 /// Wait until `path` exists and has content; return it.

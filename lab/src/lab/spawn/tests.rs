@@ -1,6 +1,13 @@
 use super::*;
 use std::path::PathBuf;
 
+/// Every `(flag, value)` is on the command line.
+fn assert_values(c: &CommandLine, want: &[(&str, &str)]) {
+    for (flag, value) in want {
+        assert_eq!(c.value_of(flag), Some(*value), "{flag} in {c:?}");
+    }
+}
+
 fn options() -> Options {
     Options {
         probe_interval: Duration::from_millis(100),
@@ -23,16 +30,21 @@ fn options() -> Options {
 fn the_aggregator_gets_the_lab_timing_and_a_stale_window_of_three_reports() {
     let c = aggregator(&options(), None);
     assert_eq!(c.program, "/bin/netaware-aggregator");
-    assert_eq!(c.value_of("--agent-listen"), Some("10.78.0.254:7400"));
-    assert_eq!(c.value_of("--query-listen"), Some("127.0.0.1:7401"));
-    assert_eq!(c.value_of("--probe-interval"), Some("100000us"));
-    assert_eq!(c.value_of("--report-interval"), Some("2000ms"));
-    assert_eq!(c.value_of("--loss-timeout"), Some("1000ms"));
-    // 3 × 2 s + 1 s.
-    assert_eq!(c.value_of("--stale-after"), Some("7000ms"));
-    assert_eq!(c.value_of("--recompute-interval"), Some("2000ms"));
-    // A scraper port of its own would collide between runs.
-    assert_eq!(c.value_of("--metrics-listen"), Some("127.0.0.1:0"));
+    assert_values(
+        &c,
+        &[
+            ("--agent-listen", "10.78.0.254:7400"),
+            ("--query-listen", "127.0.0.1:7401"),
+            ("--probe-interval", "100000us"),
+            ("--report-interval", "2000ms"),
+            ("--loss-timeout", "1000ms"),
+            // 3 × 2 s + 1 s.
+            ("--stale-after", "7000ms"),
+            ("--recompute-interval", "2000ms"),
+            // A scraper port of its own would collide between runs.
+            ("--metrics-listen", "127.0.0.1:0"),
+        ],
+    );
 }
 
 #[test]
@@ -59,11 +71,16 @@ fn bandwidth_settings_pass_through_or_tests_are_off() {
         concurrency: 1,
     });
     let c = aggregator(&o, None);
-    assert_eq!(c.value_of("--bandwidth-tests"), Some("true"));
-    assert_eq!(c.value_of("--bandwidth-streams"), Some("2"));
-    assert_eq!(c.value_of("--bandwidth-omit"), Some("1000ms"));
-    assert_eq!(c.value_of("--bandwidth-duration"), Some("2500ms"));
-    assert_eq!(c.value_of("--bandwidth-concurrency"), Some("1"));
+    assert_values(
+        &c,
+        &[
+            ("--bandwidth-tests", "true"),
+            ("--bandwidth-streams", "2"),
+            ("--bandwidth-omit", "1000ms"),
+            ("--bandwidth-duration", "2500ms"),
+            ("--bandwidth-concurrency", "1"),
+        ],
+    );
 }
 
 #[test]
@@ -81,11 +98,16 @@ fn an_agent_runs_in_its_namespace_under_its_own_hostname() {
     // execs the agent, so the node name must come right after the script.
     assert_eq!(c.args[8], "dj-1");
     assert_eq!(c.args[9], "/bin/netaware-agent");
-    assert_eq!(c.value_of("--node-name"), Some("dj-1"));
-    assert_eq!(c.value_of("--node-ip"), Some("10.77.0.1"));
-    assert_eq!(c.value_of("--stamp-bind"), Some("10.77.0.1"));
-    assert_eq!(c.value_of("--aggregator"), Some("http://10.78.0.254:7400"));
-    assert_eq!(c.value_of("--icmp"), Some("true"));
+    assert_values(
+        &c,
+        &[
+            ("--node-name", "dj-1"),
+            ("--node-ip", "10.77.0.1"),
+            ("--stamp-bind", "10.77.0.1"),
+            ("--aggregator", "http://10.78.0.254:7400"),
+            ("--icmp", "true"),
+        ],
+    );
 }
 
 #[test]
@@ -97,7 +119,12 @@ fn the_api_double_serves_every_node_and_says_where_it_listens() {
         Path::new("/tmp/lab/kubeconfig"),
     );
     assert_eq!(c.program, "/bin/double");
-    assert_eq!(c.value_of("--nodes"), Some("dj-1,se-1"));
-    assert_eq!(c.value_of("--port-file"), Some("/tmp/lab/apiserver.port"));
-    assert_eq!(c.value_of("--kubeconfig-out"), Some("/tmp/lab/kubeconfig"));
+    assert_values(
+        &c,
+        &[
+            ("--nodes", "dj-1,se-1"),
+            ("--port-file", "/tmp/lab/apiserver.port"),
+            ("--kubeconfig-out", "/tmp/lab/kubeconfig"),
+        ],
+    );
 }
