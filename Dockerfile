@@ -4,8 +4,10 @@
 #   docker build --target aggregator -t ghcr.io/netaware/netaware-aggregator:0.1.0 .
 #   docker build --target cli        -t ghcr.io/netaware/netaware:0.1.0 .
 # The tag should be the chart's appVersion (charts/netaware/Chart.yaml).
-# No container engine runs on the project's build machine: this file is kept
-# simple enough to review, and is not built in CI.
+# CI builds the same images without a container engine (scripts/images.sh,
+# static musl binaries, docs/install.md#images); a test in images/ keeps the
+# binaries' paths, the user, the entrypoints and the agent's capability here
+# equal to those.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

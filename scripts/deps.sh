@@ -10,6 +10,10 @@ LAB_PACKAGES=(iproute2 util-linux procps)
 # them), Open MPI with mpi4py (the all-reduce benchmark), promtool (checks
 # /metrics), Python with venv (Helm's engine renders the chart).
 TEST_PACKAGES=(iputils-ping iperf3 openmpi-bin python3-mpi4py prometheus python3 python3-venv)
+# The container images: musl-gcc (ring's C code for the static musl
+# target), ca-certificates (the bundle the images ship), coreutils' chroot
+# (runs each entrypoint from its unpacked layer).
+IMAGE_PACKAGES=(musl-tools ca-certificates coreutils)
 # Helm v4's engine for Python, pinned.
 HELM_SDK_VERSION=0.2.2
 
