@@ -575,3 +575,6 @@ impl Owner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! The state owner on its own, through its handle: commands take effect
+//! in the order they were sent, a session that does not read is closed
+//! without stalling anyone, and every query is answered.
+
+use super::*;
+use netaware_proto::v1::LinkWindow;
+use std::time::Duration;
+
+/// A session's outbound queue, as the gRPC layer would hold it.
+type Rx = mpsc::Receiver<Result<AggregatorMessage, Status>>;
+
+fn config() -> StateConfig {
+    StateConfig {
+        // Recompute only when told to, so a test decides when.
+        recompute_interval: Duration::from_secs(3600),
+        bandwidth: BandwidthConfig {
+            enabled: false,
+            ..BandwidthConfig::default()
+        },
+        ..StateConfig::default()
+    }
+}
+
+fn hello(node: &str) -> Hello {
+    Hello {
+        node_name: node.into(),
+        probe_addresses: vec!["192.0.2.1".into()],
+        stamp_port: 8620,
+        capabilities: vec![ProbeMethod::StampUdp as i32],
+        protocol_version: netaware_proto::PROTOCOL_VERSION,
+        instance_id: 1,
+        ..Default::default()
+    }
+}
+
+fn window(peer: &str, start_s: u64, rtt_us: u64) -> LinkWindow {
+    LinkWindow {
+        peer: peer.into(),
+        method: ProbeMethod::StampUdp as i32,
+        window_start_unix_us: start_s * 1_000_000,
+        window_end_unix_us: (start_s + 1) * 1_000_000,
+        sent: 10,
+        received: 10,
+        rtt_p50_ns: rtt_us * 1_000,
+        rtt_p99_ns: rtt_us * 1_000,
+        ..Default::default()
+    }
+}
+
+async fn connect(state: &StateHandle, node: &str, capacity: usize) -> (SessionId, Rx) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let id = state
+        .ask(|reply| Command::Connect {
+            hello: hello(node),
+            tx,
+            reply,
+        })
+        .await
+        .unwrap();
+    (id, rx)
+}
+
+async fn reports(state: &StateHandle, session: SessionId, seq: u64, windows: Vec<LinkWindow>) {
+    state
+        .send(Command::Reports {
+            session,
+            batch: ReportBatch {
+                batch_seq: seq,
+                windows,
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+}
+
+async fn matrix(state: &StateHandle) -> GetMatrixResponse {
+    state
+        .ask(|reply| Command::GetMatrix {
+            method: ProbeMethod::Unspecified,
+            reply,
+        })
+        .await
+        .unwrap()
+}
+
+/// Messages queued for a session so far.
+fn drain(rx: &mut Rx) -> Vec<AggMsg> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .filter_map(|m| m.ok().and_then(|m| m.msg))
+        .collect()
+}
+
+fn connected(m: &GetMatrixResponse, node: &str) -> bool {
+    m.nodes.iter().any(|n| n.node_name == node && n.connected)
+}
+
+#[tokio::test]
+async fn commands_take_effect_in_the_order_they_were_sent() {
+    let state = spawn(config());
+    let (a, mut rx_a) = connect(&state, "a", 64).await;
+    let (_b, mut rx_b) = connect(&state, "b", 64).await;
+    // Sent, not awaited: the query after them must already see them.
+    reports(&state, a, 1, vec![window("b", 1, 500)]).await;
+    reports(&state, a, 2, vec![window("b", 2, 700)]).await;
+    let m = matrix(&state).await;
+    let link = m
+        .links
+        .iter()
+        .find(|l| l.src == "a" && l.dst == "b")
+        .unwrap();
+    assert_eq!(link.windows_total, 2);
+    assert_eq!(link.latest.as_ref().unwrap().rtt_p50_ns, 700_000);
+
+    // a got its plans (alone, then with b) and both acks, in order.
+    let msgs = drain(&mut rx_a);
+    let acks: Vec<u64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            AggMsg::Ack(a) => Some(a.batch_seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, [1, 2]);
+    let last_plan = msgs
+        .iter()
+        .filter_map(|m| match m {
+            AggMsg::Plan(p) => Some(p),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    assert_eq!(last_plan.peers.len(), 1, "a's plan names b");
+    assert!(
+        drain(&mut rx_b)
+            .iter()
+            .any(|m| matches!(m, AggMsg::Plan(p) if p.peers.len() == 1)),
+        "b's plan names a"
+    );
+}
+
+#[tokio::test]
+async fn a_session_that_does_not_read_is_closed_and_the_others_go_on() {
+    let state = spawn(config());
+    // Room for one message: its first plan fills it, and nothing reads it.
+    let (_slow, _rx_slow) = connect(&state, "slow", 1).await;
+    let (a, mut rx_a) = connect(&state, "a", 64).await;
+    // a's arrival replans everyone: the slow session's queue is full.
+    for seq in 1..=3 {
+        reports(&state, a, seq, vec![window("slow", seq, 300)]).await;
+    }
+    let m = matrix(&state).await;
+    assert!(!connected(&m, "slow"), "{:?}", m.nodes);
+    assert!(connected(&m, "a"));
+    let acks = drain(&mut rx_a)
+        .into_iter()
+        .filter(|m| matches!(m, AggMsg::Ack(_)))
+        .count();
+    assert_eq!(acks, 3, "the owner kept serving a");
+    // The closed node's figures are kept (marked disconnected), not lost.
+    assert!(m.links.iter().any(|l| l.src == "a" && l.dst == "slow"));
+}
+
+#[tokio::test]
+async fn every_query_is_answered() {
+    let state = spawn(config());
+    // Before anything is known.
+    let none = state
+        .ask(|reply| Command::GetNode {
+            name: "nowhere".into(),
+            reply,
+        })
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert!(
+        state
+            .ask(|reply| Command::ListGroups { reply })
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Two sites: a-b close, c far.
+    let mut sessions = Vec::new();
+    for n in ["a", "b", "c"] {
+        sessions.push((n, connect(&state, n, 64).await));
+    }
+    for (src, (id, _)) in &sessions {
+        let windows = ["a", "b", "c"]
+            .iter()
+            .filter(|p| *p != src)
+            .map(|p| {
+                let far = *src == "c" || *p == "c";
+                window(p, 1, if far { 20_000 } else { 200 })
+            })
+            .collect();
+        reports(&state, *id, 1, windows).await;
+    }
+    state.send(Command::Recompute).await.unwrap();
+    let groups = state
+        .ask(|reply| Command::ListGroups { reply })
+        .await
+        .unwrap()
+        .unwrap();
+    let l1: Vec<Vec<String>> = groups
+        .iter()
+        .filter(|g| g.level == 1)
+        .map(|g| g.members.clone())
+        .collect();
+    assert!(
+        l1.contains(&vec!["a".to_string(), "b".to_string()]),
+        "{l1:?}"
+    );
+    let node = state
+        .ask(|reply| Command::GetNode {
+            name: "a".into(),
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(node.status.connected && node.facts.is_some(), "{node:?}");
+
+    let place = |k: usize| {
+        let state = state.clone();
+        async move {
+            state
+                .ask(|reply| Command::Place {
+                    query: Query {
+                        k,
+                        ..Default::default()
+                    },
+                    labels: None,
+                    reply,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(place(2).await.unwrap().nodes, ["a", "b"]);
+    assert_eq!(place(0).await.unwrap_err(), PlaceError::ZeroK);
+
+    let (initial, _updates) = state
+        .ask(|reply| Command::Watch {
+            method: ProbeMethod::StampUdp,
+            send_initial: true,
+            reply,
+        })
+        .await
+        .unwrap();
+    assert_eq!(initial.len(), 6, "every directed pair");
+}
