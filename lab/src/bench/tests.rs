@@ -1,0 +1,116 @@
+
+use super::*;
+
+fn geo12() -> Topology {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/geo-12.yaml");
+    Topology::load(Path::new(path)).unwrap()
+}
+
+fn names(t: &Topology, s: &[usize]) -> Vec<String> {
+    s.iter().map(|&i| t.nodes[i].name.clone()).collect()
+}
+
+#[test]
+fn spread_takes_regions_in_turn() {
+    let t = geo12();
+    assert_eq!(names(&t, &spread(&t, 4)), ["dj-1", "se-1", "gj-1", "dj-2"]);
+    assert_eq!(spread(&t, 12).len(), 12);
+    assert_eq!(spread(&t, 20).len(), 12);
+}
+
+#[test]
+fn random_is_seeded_and_distinct() {
+    let a = random(12, 4, 7);
+    assert_eq!(a, random(12, 4, 7));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a.iter().collect::<BTreeSet<_>>().len(), 4);
+    assert!((0..20).any(|s| random(12, 4, s) != a), "seed matters");
+}
+
+#[test]
+fn the_optimum_avoids_the_lossy_node_and_crosses_the_cheapest_gap() {
+    let t = geo12();
+    let four = optimal(&t, 4).unwrap();
+    let c = configured(&t, &four);
+    assert_eq!(
+        (c.max_rtt_ms, c.max_loss),
+        (0.2, 0.0),
+        "{:?}",
+        names(&t, &four)
+    );
+    // Eight: Daejeon + Seoul is the nearest pair of regions (5 ms), but
+    // holds the lossy dj-4; without it, eight nodes span Seoul and
+    // Gwangju (10 ms).
+    let eight = optimal(&t, 8).unwrap();
+    let c = configured(&t, &eight);
+    assert_eq!(
+        (c.max_rtt_ms, c.max_loss),
+        (10.0, 0.0),
+        "{:?}",
+        names(&t, &eight)
+    );
+    assert!(!names(&t, &eight).contains(&"dj-4".to_string()));
+    assert_eq!(binomial(12, 4), 495);
+    assert_eq!(binomial(40, 20), 137_846_528_820);
+    assert!(optimal(&t, 13).is_none());
+}
+
+#[test]
+fn percentiles_are_nearest_rank() {
+    let t: Vec<f64> = (1..=10).map(f64::from).collect();
+    assert_eq!(percentiles(&t), (5.0, 9.0));
+    assert_eq!(percentiles(&[3.0]), (3.0, 3.0));
+}
+
+/// The report of a two-node bench on geo-12 whose placements took
+/// `runs`: (name, predicted ms, iteration times).
+fn report_of(iters: u32, runs: &[(&str, Option<f64>, &[f64])]) -> BenchReport {
+    let t = geo12();
+    let b = BenchOptions {
+        k: 2,
+        bytes: 1 << 20,
+        iters,
+        seed: 1,
+        algorithm: Algorithm::Ring,
+        python: DEFAULT_PYTHON.into(),
+        settle: std::time::Duration::from_secs(1),
+    };
+    let cfg = configured(&t, &[0, 1]);
+    let placements = runs
+        .iter()
+        .map(|(name, predicted, times)| {
+            placement_result(name, vec![], cfg, *predicted, times.to_vec())
+        })
+        .collect();
+    report(&t, &b, placements)
+}
+
+#[test]
+fn the_report_compares_every_placement_with_netaware() {
+    let r = report_of(
+        3,
+        &[
+            ("netaware", Some(9.0), &[10.0, 12.0, 11.0]),
+            ("spread", None, &[30.0, 44.0, 33.0]),
+        ],
+    );
+    assert_eq!((r.topology.as_str(), r.k, r.iters), ("geo-12", 2, 3));
+    let [ours, spread] = &r.placements[..] else {
+        panic!("{r:?}")
+    };
+    assert_eq!((ours.iter_ms_p50, ours.iter_ms_p90), (11.0, 12.0));
+    assert_eq!(ours.ratio_to_netaware, Some(1.0));
+    assert_eq!(spread.ratio_to_netaware, Some(3.0));
+    assert_eq!(ours.predicted_ms, Some(9.0));
+    // Iteration times are kept as measured, not sorted.
+    assert_eq!(spread.iter_ms, [30.0, 44.0, 33.0]);
+}
+
+#[test]
+fn no_ratio_against_a_zero_median() {
+    let r = report_of(1, &[("netaware", None, &[]), ("random", None, &[5.0])]);
+    assert!(
+        r.placements.iter().all(|p| p.ratio_to_netaware.is_none()),
+        "{r:?}"
+    );
+}
