@@ -35,8 +35,16 @@ need_debian_packages() {
     fi
     say "== installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    local log
+    log=$(mktemp)
+    # Quiet when it works; everything apt said when it does not.
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        say "installing ${missing[*]} failed (apt's output above)"
+        return 1
+    fi
+    rm -f "$log"
 }
 
 # A virtualenv with helm-python-sdk, cached per version; prints its python.
