@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn geo12() -> Topology {
