@@ -335,11 +335,12 @@ impl RawKeys {
             p.jitter_ms = check("jitter_ms", v, v >= 0.0, "0 or more")?;
         }
         if let Some(v) = self.loss {
+            // 1 is a firewalled pair: nothing passes.
             p.loss = check(
                 "loss",
                 v,
-                (0.0..1.0).contains(&v),
-                "a probability in [0, 1)",
+                (0.0..=1.0).contains(&v),
+                "a probability in [0, 1]",
             )?;
         }
         if let Some(v) = self.bandwidth_mbps {

@@ -75,11 +75,23 @@ pub struct Inference {
     tracker: GroupTracker,
 }
 
-/// The link figures towards a peer, from whichever method has data.
+/// The link figures towards a peer: the method that got answers (STAMP
+/// first), else whichever has figures at all (then with an unknown RTT).
 fn link(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<(Smoothed, bool)> {
-    m.smoothed(a, b, ProbeMethod::StampUdp, now)
-        .or_else(|| m.smoothed(a, b, ProbeMethod::IcmpEcho, now))
+    let udp = m.smoothed(a, b, ProbeMethod::StampUdp, now);
+    let icmp = m.smoothed(a, b, ProbeMethod::IcmpEcho, now);
+    let answered = |l: &Option<(Smoothed, bool)>| l.as_ref().is_some_and(|(s, _)| s.rtt_known);
+    if answered(&udp) || (!answered(&icmp) && udp.is_some()) {
+        udp
+    } else {
+        icmp
+    }
 }
+
+/// A pair losing more than this share of its probes is unreachable for
+/// grouping and placement: its RTT describes the few packets that got
+/// through, not a link a job can use.
+pub const UNREACHABLE_LOSS_PPM: f64 = 500_000.0;
 
 /// Worse of the two directions of a pair, or the one that exists, with
 /// the pair's bandwidth (for the quality figures).
@@ -93,10 +105,13 @@ fn pair(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
 /// The probe figures of [`pair`] alone: distances and nearest peers need no
 /// bandwidth, and looking it up for every pair would cost as much again.
 fn pair_probed(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
+    // An RTT never answered is infinite: the worst case in quality and
+    // placement, and never close in grouping.
+    let known = |s: &Smoothed, v: f64| if s.rtt_known { v } else { f64::INFINITY };
     let to = |s: Smoothed| PeerLink {
-        rtt_p50_us: s.rtt_p50_us,
-        rtt_p99_us: s.rtt_p99_us,
-        jitter_us: s.jitter_us,
+        rtt_p50_us: known(&s, s.rtt_p50_us),
+        rtt_p99_us: known(&s, s.rtt_p99_us),
+        jitter_us: known(&s, s.jitter_us),
         loss_ppm: s.loss_ppm,
         bandwidth_mbps: None,
     };
@@ -117,13 +132,16 @@ fn pair_probed(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
 }
 
 /// RTT p50 (µs) of every pair of `names`, the worse direction; pairs not
-/// measured are infinitely far.
+/// measured, never answered, or losing more than [`UNREACHABLE_LOSS_PPM`]
+/// are infinitely far.
 pub fn distances(m: &Matrix, names: &[String], now: Instant) -> Distances {
     let n = names.len();
     let mut dist = Distances::new(n);
     for i in 0..n {
         for j in i + 1..n {
-            if let Some(p) = pair_probed(m, &names[i], &names[j], now) {
+            if let Some(p) = pair_probed(m, &names[i], &names[j], now)
+                && p.loss_ppm <= UNREACHABLE_LOSS_PPM
+            {
                 dist.set(i, j, p.rtt_p50_us);
             }
         }

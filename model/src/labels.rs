@@ -91,9 +91,18 @@ pub struct NodeFacts {
     pub nearest: Vec<Peer>,
 }
 
+/// A figure as a label value. Gt/Lt compare integers only, and Kubernetes
+/// parses them as int64: plain non-negative integers up to `i64::MAX` (an
+/// unreachable peer's infinite RTT reads as that maximum, the worst value).
 fn us(x: f64) -> String {
-    // Gt/Lt compare integers only: plain non-negative integers.
-    format!("{}", x.max(0.0).round() as u64)
+    // 2^63 and above (and infinity) do not fit; NaN is treated as 0.
+    const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    let v = x.max(0.0).round();
+    if v >= I64_LIMIT {
+        i64::MAX.to_string()
+    } else {
+        format!("{}", v as u64)
+    }
 }
 
 /// The labels for one node, keys with `prefix`, all checked.

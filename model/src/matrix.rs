@@ -47,9 +47,9 @@ struct Link {
     windows_total: u64,
     disturbed: bool,
     disturbed_windows_total: u64,
-    /// The smoothed figures hold an undisturbed window; until then the
-    /// link has no figures (a first window taken during our own bandwidth
-    /// test would seed them with the test's queueing).
+    /// The smoothed figures hold an undisturbed window that sent probes;
+    /// until then the link has no figures (a first window taken during our
+    /// own bandwidth test would seed them with the test's queueing).
     seeded: bool,
     /// Aggregator-local receive time of the latest window: staleness is
     /// judged on our clock, so a skewed agent clock cannot hide staleness.
@@ -81,13 +81,30 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-/// The smoothed figures a link starts from: its first undisturbed window.
-fn first_figures(w: &LinkWindow) -> Smoothed {
-    Smoothed {
-        rtt_p50_us: us(w.rtt_p50_ns),
-        rtt_p99_us: us(w.rtt_p99_ns),
-        jitter_us: us(w.jitter_ns),
-        loss_ppm: loss_ppm(w).unwrap_or(0.0),
+/// Fold an undisturbed window into a link's smoothed figures. Loss starts
+/// from the first window that sent probes; the RTT figures only from the
+/// first window that got an answer, so a link that never answered keeps
+/// `rtt_known = false` (unreachable) instead of reading as 0 µs.
+fn absorb(s: &mut Smoothed, seeded: &mut bool, w: &LinkWindow, alpha: f64) {
+    let ewma = |old: &mut f64, new: f64| *old += alpha * (new - *old);
+    if let Some(l) = loss_ppm(w) {
+        if *seeded {
+            ewma(&mut s.loss_ppm, l);
+        } else {
+            s.loss_ppm = l;
+            *seeded = true;
+        }
+    }
+    if w.received > 0 {
+        let (p50, p99, jitter) = (us(w.rtt_p50_ns), us(w.rtt_p99_ns), us(w.jitter_ns));
+        if s.rtt_known {
+            ewma(&mut s.rtt_p50_us, p50);
+            ewma(&mut s.rtt_p99_us, p99);
+            ewma(&mut s.jitter_us, jitter);
+        } else {
+            (s.rtt_p50_us, s.rtt_p99_us, s.jitter_us) = (p50, p99, jitter);
+            s.rtt_known = true;
+        }
     }
 }
 
@@ -159,44 +176,29 @@ impl Matrix {
     ) -> Option<LinkState> {
         let key = (src.to_string(), w.peer.clone(), w.method);
         let alpha = self.alpha;
-        let link = match self.links.get_mut(&key) {
-            Some(link) => {
-                if w.window_start_unix_us <= link.latest.window_start_unix_us {
-                    return None;
-                }
-                let s = &mut link.smoothed;
-                let ewma = |old: &mut f64, new: f64| *old += alpha * (new - *old);
-                if disturbed {
-                    link.disturbed_windows_total += 1;
-                } else if !link.seeded {
-                    *s = first_figures(&w);
-                    link.seeded = true;
-                } else {
-                    if w.received > 0 {
-                        ewma(&mut s.rtt_p50_us, us(w.rtt_p50_ns));
-                        ewma(&mut s.rtt_p99_us, us(w.rtt_p99_ns));
-                        ewma(&mut s.jitter_us, us(w.jitter_ns));
-                    }
-                    if let Some(l) = loss_ppm(&w) {
-                        ewma(&mut s.loss_ppm, l);
-                    }
-                }
-                link.disturbed = disturbed;
-                link.latest = w;
-                link.windows_total += 1;
-                link.received_at = now;
-                link
-            }
-            None => self.links.entry(key).or_insert(Link {
-                smoothed: first_figures(&w),
-                latest: w,
-                windows_total: 1,
-                disturbed,
-                disturbed_windows_total: u64::from(disturbed),
-                seeded: !disturbed,
-                received_at: now,
-            }),
-        };
+        if let Some(link) = self.links.get(&key)
+            && w.window_start_unix_us <= link.latest.window_start_unix_us
+        {
+            return None;
+        }
+        let link = self.links.entry(key).or_insert_with(|| Link {
+            smoothed: Smoothed::default(),
+            latest: LinkWindow::default(),
+            windows_total: 0,
+            disturbed: false,
+            disturbed_windows_total: 0,
+            seeded: false,
+            received_at: now,
+        });
+        if disturbed {
+            link.disturbed_windows_total += 1;
+        } else {
+            absorb(&mut link.smoothed, &mut link.seeded, &w, alpha);
+        }
+        link.disturbed = disturbed;
+        link.latest = w;
+        link.windows_total += 1;
+        link.received_at = now;
         Some(Self::state_of(src, link, false))
     }
 

@@ -121,3 +121,91 @@ fn stale_data_keeps_groups_and_turns_fresh_false() {
         assert_eq!(f.quality, first.facts[node].quality);
     }
 }
+
+/// Three nodes 200 µs apart, except that `a` and `b` never answer each
+/// other (a firewall between them), or lose `loss_ppm` of their probes.
+fn triangle(ab_received: u64, now: Instant) -> Matrix {
+    let mut m = Matrix::new(1.0, Duration::from_secs(30));
+    for n in ["a", "b", "c"] {
+        m.connect(hello(n));
+    }
+    for (src, dst) in [
+        ("a", "b"),
+        ("b", "a"),
+        ("a", "c"),
+        ("c", "a"),
+        ("b", "c"),
+        ("c", "b"),
+    ] {
+        let blocked = matches!((src, dst), ("a", "b") | ("b", "a"));
+        let received = if blocked { ab_received } else { 100 };
+        let w = LinkWindow {
+            peer: dst.into(),
+            method: ProbeMethod::StampUdp as i32,
+            window_start_unix_us: 1,
+            sent: 100,
+            received,
+            rtt_p50_ns: if received > 0 { 200_000 } else { 0 },
+            rtt_p99_ns: if received > 0 { 300_000 } else { 0 },
+            ..Default::default()
+        };
+        m.apply(src, w, false, now);
+    }
+    m
+}
+
+#[test]
+fn a_pair_that_never_answers_is_never_grouped_and_never_nearest() {
+    let now = Instant::now();
+    let m = triangle(0, now);
+    let names = m.node_names();
+    let d = distances(&m, &names, now);
+    assert!(
+        d.get(0, 1).is_infinite(),
+        "a–b must be unreachable, not 0 µs"
+    );
+    let mut inf = Inference::new(InferConfig {
+        hysteresis: 1,
+        ..InferConfig::default()
+    });
+    let out = inf.recompute(&m, now);
+    for level in 0..3 {
+        assert_ne!(
+            out.facts["a"].groups[level],
+            out.facts["b"].groups[level],
+            "a and b share level {}",
+            level + 1
+        );
+    }
+    assert!(out.facts["a"].nearest.iter().all(|p| p.node != "b"));
+    assert!(out.facts["b"].nearest.iter().all(|p| p.node != "a"));
+    // Their own figures come from c, the peer they do reach.
+    let f = out.facts["a"].figures.unwrap();
+    assert_eq!(f.rtt_p50_us, 200.0);
+}
+
+#[test]
+fn a_pair_losing_most_of_its_probes_is_unreachable_too() {
+    let now = Instant::now();
+    let names = ["a", "b", "c"].map(String::from);
+    // 40 of 100 answered: 60 % loss, above the threshold.
+    let d = distances(&triangle(40, now), &names, now);
+    assert!(d.get(0, 1).is_infinite());
+    // 60 of 100 answered: 40 % loss is a bad link, but a link.
+    let d = distances(&triangle(60, now), &names, now);
+    assert_eq!(d.get(0, 1), 200.0);
+}
+
+#[test]
+fn an_unreachable_peer_is_the_worst_case_for_quality() {
+    let now = Instant::now();
+    let unreachable = pair(&triangle(0, now), "a", "b", now).unwrap();
+    assert!(unreachable.rtt_p50_us.is_infinite() && unreachable.loss_ppm == 1e6);
+    let reachable = pair(&triangle(100, now), "a", "b", now).unwrap();
+    let score = |p: PeerLink| {
+        let f = quality::figures(&[p]).unwrap();
+        quality::score(&f, &Weights::default(), &Scales::default())
+    };
+    assert_eq!(score(unreachable), 0, "every term at its worst");
+    assert!(score(reachable) > 90);
+}

@@ -141,3 +141,17 @@ fn dns_subdomains() {
         assert!(!is_dns_subdomain(bad), "{bad}");
     }
 }
+
+#[test]
+fn an_infinite_figure_is_the_largest_int64_not_a_value_kubernetes_rejects() {
+    assert_eq!(us(f64::INFINITY), i64::MAX.to_string());
+    assert_eq!(us(1e300), i64::MAX.to_string());
+    assert_eq!(us(9.3e18), i64::MAX.to_string());
+    assert_eq!(us(f64::NAN), "0");
+    assert_eq!(us(-3.0), "0");
+    assert_eq!(us(250.4), "250");
+    // Every value written parses as an int64, as nodeAffinity Gt/Lt need.
+    for x in [0.0, 1.5, 1e18, 1e19, f64::INFINITY] {
+        us(x).parse::<i64>().unwrap();
+    }
+}

@@ -158,3 +158,35 @@ fn snapshot_filters_by_method() {
     assert_eq!(m.snapshot(ProbeMethod::Unspecified, t0, 0).links.len(), 2);
     assert_eq!(m.snapshot(ProbeMethod::IcmpEcho, t0, 0).links.len(), 1);
 }
+
+#[test]
+fn a_link_that_never_answered_has_no_rtt_not_a_zero_one() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    // Probes sent, none answered: loss is known (all lost), the RTT is not.
+    for start in 1..=3 {
+        m.apply("a", window("b", start, 0, 10, 0), false, t0);
+    }
+    let (s, _) = m.smoothed("a", "b", ProbeMethod::StampUdp, t0).unwrap();
+    assert!(!s.rtt_known, "{s:?}");
+    assert_eq!(s.loss_ppm, 1e6);
+    // The first answer seeds the RTT as it is: 3 ms, not 30 % of the way
+    // from a made-up 0 µs.
+    m.apply("a", window("b", 4, 3_000, 10, 10), false, t0);
+    let (s, _) = m.smoothed("a", "b", ProbeMethod::StampUdp, t0).unwrap();
+    assert!(s.rtt_known);
+    assert_eq!(s.rtt_p50_us, 3_000.0);
+    assert!(s.loss_ppm < 1e6 && s.loss_ppm > 0.0, "{s:?}");
+    // And it goes on smoothing from there.
+    m.apply("a", window("b", 5, 4_000, 10, 10), false, t0);
+    let (s, _) = m.smoothed("a", "b", ProbeMethod::StampUdp, t0).unwrap();
+    assert!((s.rtt_p50_us - 3_300.0).abs() < 1e-9, "{s:?}");
+}
+
+#[test]
+fn a_window_that_sent_nothing_seeds_nothing() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    m.apply("a", window("b", 1, 0, 0, 0), false, t0);
+    assert!(m.smoothed("a", "b", ProbeMethod::StampUdp, t0).is_none());
+}
