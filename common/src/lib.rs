@@ -116,7 +116,7 @@ pub fn print_stdout(text: &str) {
 /// are trimmed. Rows shorter than the first are padded with empty cells.
 pub fn aligned_table(rows: &[Vec<String>], left: usize) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let cell = |r: &Vec<String>, c: usize| r.get(c).map_or("", String::as_str).to_string();
+    let cell = |r: &Vec<String>, c: usize| r.get(c).map_or(String::new(), |s| printable(s));
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
             rows.iter()
@@ -142,6 +142,21 @@ pub fn aligned_table(rows: &[Vec<String>], left: usize) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `s` with control characters escaped (`\u{1b}`): text that came from the
+/// network (node names) must not drive the reader's terminal.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
@@ -185,6 +200,15 @@ mod tests {
         };
         assert!(msg.contains("DEMO_PORT_FOR_TEST"), "{msg}");
         assert!(msg.contains("--port"), "{msg}");
+    }
+
+    #[test]
+    fn tables_escape_control_characters() {
+        let rows = vec![vec!["Evil\x1b[2J".to_string(), "1".to_string()]];
+        let t = aligned_table(&rows, 1);
+        assert!(!t.contains('\x1b'), "{t:?}");
+        assert_eq!(t, "Evil\\u{1b}[2J  1\n");
+        assert_eq!(printable("dj-1 ok"), "dj-1 ok");
     }
 
     #[test]
