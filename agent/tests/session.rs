@@ -112,15 +112,33 @@ fn hello(node: &str) -> Hello {
     }
 }
 
+/// An hour ago (µs since the epoch), fixed for the whole test process: the
+/// aggregator refuses windows from 1970 or from the future.
+fn hour_ago_us() -> u64 {
+    static BASE: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        u64::try_from(now.as_micros()).unwrap() - 3_600_000_000
+    });
+    *BASE
+}
+
 fn window(peer: &str, start_s: u64) -> LinkWindow {
     LinkWindow {
         peer: peer.into(),
         method: ProbeMethod::StampUdp as i32,
-        window_start_unix_us: start_s * 1_000_000,
-        window_end_unix_us: (start_s + 1) * 1_000_000,
+        window_start_unix_us: hour_ago_us() + start_s * 1_000_000,
+        window_end_unix_us: hour_ago_us() + (start_s + 1) * 1_000_000,
         sent: 5,
         received: 5,
+        // Every figure the same: the aggregator refuses figures out of order.
+        rtt_min_ns: 1_000_000 + start_s,
+        rtt_mean_ns: 1_000_000 + start_s,
         rtt_p50_ns: 1_000_000 + start_s,
+        rtt_p90_ns: 1_000_000 + start_s,
+        rtt_p99_ns: 1_000_000 + start_s,
+        rtt_max_ns: 1_000_000 + start_s,
         ..Default::default()
     }
 }
@@ -188,6 +206,26 @@ async fn matrix(state: &StateHandle) -> GetMatrixResponse {
         })
         .await
         .unwrap()
+}
+
+/// Make `node` a node the aggregator knows, with no agent behind it: the
+/// aggregator accepts windows towards known nodes only, and an agent of
+/// its own would race the windows under test to say Hello first. Keep the
+/// returned queue alive for the test.
+async fn known_node(
+    state: &StateHandle,
+    node: &str,
+) -> mpsc::Receiver<Result<AggregatorMessage, Status>> {
+    let (tx, rx) = mpsc::channel(64);
+    state
+        .ask(|reply| Command::Connect {
+            hello: hello(node),
+            tx,
+            reply,
+        })
+        .await
+        .unwrap();
+    rx
 }
 
 /// Poll the matrix until `check` holds (or fail after 10 s).
@@ -258,6 +296,7 @@ async fn windows_measured_during_an_outage_arrive_once_after_reconnecting() {
     let state = state();
     net.up(Services::new(state.clone()));
     let a = start_agent(&net, "a", 100);
+    let _b = known_node(&state, "b").await;
     a.windows.send(window("b", 1)).await.unwrap();
     eventually(&state, "first window", |m| windows_total(m, "a", "b") == 1).await;
 
@@ -278,7 +317,7 @@ async fn windows_measured_during_an_outage_arrive_once_after_reconnecting() {
     })
     .await;
     let latest = m.links[0].latest.as_ref().unwrap();
-    assert_eq!(latest.window_start_unix_us, 4_000_000);
+    assert_eq!(latest.window_start_unix_us, hour_ago_us() + 4_000_000);
     assert_eq!(m.nodes[0].dropped_windows_total, 0);
     // Nothing is counted twice, even though unacknowledged windows may be resent.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -290,6 +329,7 @@ async fn a_full_buffer_drops_the_oldest_windows_and_reports_how_many() {
     let net = MemNet::new();
     let state = state();
     let a = start_agent(&net, "a", 2);
+    let _b = known_node(&state, "b").await;
     for s in 1..=5 {
         a.windows.send(window("b", s)).await.unwrap();
     }
@@ -301,7 +341,7 @@ async fn a_full_buffer_drops_the_oldest_windows_and_reports_how_many() {
     .await;
     assert_eq!(
         m.links[0].latest.as_ref().unwrap().window_start_unix_us,
-        5_000_000
+        hour_ago_us() + 5_000_000
     );
     assert_eq!(m.nodes[0].dropped_windows_total, 3);
 }
@@ -320,6 +360,43 @@ async fn a_session_must_open_with_hello() {
         .expect_err("must be refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("Hello"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_hello_the_aggregator_cannot_trust_is_refused_naming_the_field() {
+    let net = MemNet::new();
+    let state = state();
+    net.up(Services::new(state.clone()));
+    let mut client = AgentServiceClient::new(net.connect().await.unwrap());
+    // The review's names (E3a) and a 2.2 MB one (E3c).
+    let big = "x".repeat(2_200_000);
+    for (name, addresses, field) in [
+        ("../../etc/passwd", vec!["192.0.2.1"], "Hello.node_name"),
+        (
+            "Evil\x1b[2J\x1b[31mRED",
+            vec!["192.0.2.1"],
+            "Hello.node_name",
+        ),
+        ("UPPER_case name", vec!["192.0.2.1"], "Hello.node_name"),
+        (big.as_str(), vec!["192.0.2.1"], "Hello.node_name"),
+        ("ok-name", vec!["not-an-ip"], "Hello.probe_addresses"),
+    ] {
+        let mut h = hello(name);
+        h.probe_addresses = addresses.into_iter().map(String::from).collect();
+        let first = AgentMessage {
+            msg: Some(AgentMsg::Hello(h)),
+        };
+        let err = client
+            .session(tokio_stream::iter(vec![first]))
+            .await
+            .expect_err("must be refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{name:.40}");
+        assert!(err.message().starts_with(field), "{}", err.message());
+        // What reaches messages and logs is escaped and cut.
+        assert!(!err.message().contains('\x1b') && err.message().len() < 400);
+    }
+    // None of them became a node.
+    assert!(matrix(&state).await.nodes.is_empty());
 }
 
 #[tokio::test]
@@ -392,6 +469,7 @@ async fn windows_sent_but_never_acknowledged_are_sent_again_after_a_break() {
 
     net.down();
     let state = state();
+    let _b = known_node(&state, "b").await;
     net.up(Services::new(state.clone()));
     let m = eventually(&state, "the unacknowledged window", |m| {
         windows_total(m, "a", "b") == 1
@@ -399,7 +477,7 @@ async fn windows_sent_but_never_acknowledged_are_sent_again_after_a_break() {
     .await;
     assert_eq!(
         m.links[0].latest.as_ref().unwrap().window_start_unix_us,
-        7_000_000
+        hour_ago_us() + 7_000_000
     );
 }
 

@@ -22,6 +22,7 @@ pub mod kube_writer;
 mod leader;
 mod metrics;
 pub mod publish;
+mod refusals;
 mod selector;
 pub mod service;
 pub mod state;

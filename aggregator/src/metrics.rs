@@ -37,6 +37,15 @@ pub struct StateMetrics {
     pub windows_disturbed: Counter,
     /// Bandwidth tests finished, by outcome.
     pub bandwidth_tests: Family<OutcomeLabels, Counter>,
+    /// Messages from agents refused as invalid, by kind.
+    pub refused: Family<RefusedLabels, Counter>,
+}
+
+/// Labels of a refused message.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `hello`, `window` or `bandwidth_result`.
+    pub kind: String,
 }
 
 /// Labels of a bandwidth-test outcome.
@@ -47,6 +56,13 @@ pub struct OutcomeLabels {
 }
 
 impl StateMetrics {
+    /// Count one refused message of `kind`.
+    pub fn refused(&self, kind: &str) {
+        self.refused
+            .get_or_create(&RefusedLabels { kind: kind.into() })
+            .inc();
+    }
+
     pub fn bandwidth_test(&self, outcome: &str) {
         self.bandwidth_tests
             .get_or_create(&OutcomeLabels {
@@ -109,6 +125,11 @@ impl Metrics {
             "netaware_bandwidth_tests",
             "Bandwidth tests finished, by outcome",
             m.state.bandwidth_tests.clone(),
+        );
+        registry.register(
+            "netaware_refused",
+            "Messages from agents refused as invalid (hello, window, bandwidth_result); the log says why",
+            m.state.refused.clone(),
         );
         registry.register(
             "netaware_leader",

@@ -2,6 +2,7 @@
 //! state owner and translate the answers back; they hold no state.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::agent_message::Msg as AgentMsg;
@@ -20,11 +21,13 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span, warn};
 
+use crate::refusals::RefusalLog;
 use crate::state::{Command, StateHandle};
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::Store;
 use netaware_model::Error as PlaceError;
 use netaware_model::place::Query;
+use netaware_model::validate;
 use std::collections::BTreeMap;
 
 /// Outbound messages queued per agent session before it counts as stuck.
@@ -36,11 +39,17 @@ pub struct Services {
     state: StateHandle,
     /// Node labels for Place's label selector (when watching Nodes).
     nodes: Option<Store<Node>>,
+    /// Refused Hellos, logged at most once a minute per source.
+    refusals: Arc<Mutex<RefusalLog>>,
 }
 
 impl Services {
     pub fn new(state: StateHandle) -> Self {
-        Self { state, nodes: None }
+        Self {
+            state,
+            nodes: None,
+            refusals: Arc::default(),
+        }
     }
 
     /// Answer label selectors from this store of Nodes.
@@ -65,6 +74,7 @@ impl AgentService for Services {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let remote = request.remote_addr();
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(AgentMessage {
@@ -76,8 +86,14 @@ impl AgentService for Services {
                 ));
             }
         };
-        if hello.node_name.is_empty() {
-            return Err(Status::invalid_argument("Hello.node_name is empty"));
+        if let Err(r) = validate::hello(&hello) {
+            self.state.metrics().refused("hello");
+            let source = remote.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+            self.refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .warn(&source, "hello", &r);
+            return Err(Status::invalid_argument(r.to_string()));
         }
         if hello.protocol_version != netaware_proto::PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(

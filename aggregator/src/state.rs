@@ -24,6 +24,9 @@ use netaware_model::infer::{Group, InferConfig, Inference, Inferred};
 use netaware_model::labels::NodeFacts;
 use netaware_model::matrix::{self, Matrix, PlanTiming};
 use netaware_model::place::{self, Placement, Query, View};
+use netaware_model::validate;
+
+use crate::refusals::RefusalLog;
 
 /// Outbound messages of one agent session.
 pub type SessionTx = mpsc::Sender<Result<AggregatorMessage, Status>>;
@@ -142,12 +145,18 @@ const WATCH_CAPACITY: usize = 4096;
 pub struct StateHandle {
     tx: mpsc::Sender<Command>,
     inferred: watch::Receiver<Option<Arc<Inferred>>>,
+    metrics: StateMetrics,
 }
 
 impl StateHandle {
     /// Every recomputation of groups and quality, as it happens.
     pub fn subscribe_inferred(&self) -> watch::Receiver<Option<Arc<Inferred>>> {
         self.inferred.clone()
+    }
+
+    /// The owner's counters (the gRPC layer counts the Hellos it refuses).
+    pub fn metrics(&self) -> &StateMetrics {
+        &self.metrics
     }
 
     /// Send a command; fails only when the state owner has stopped.
@@ -179,8 +188,12 @@ pub fn spawn(config: StateConfig) -> StateHandle {
 pub fn spawn_with_metrics(config: StateConfig, metrics: StateMetrics) -> StateHandle {
     let (tx, rx) = mpsc::channel(1024);
     let (inferred_tx, inferred) = watch::channel(None);
-    tokio::spawn(run(config, rx, inferred_tx, metrics));
-    StateHandle { tx, inferred }
+    tokio::spawn(run(config, rx, inferred_tx, metrics.clone()));
+    StateHandle {
+        tx,
+        inferred,
+        metrics,
+    }
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -207,6 +220,7 @@ struct Owner {
     bandwidth: Scheduler,
     test_periods: TestPeriods,
     metrics: StateMetrics,
+    refusals: RefusalLog,
 }
 
 async fn run(
@@ -229,6 +243,7 @@ async fn run(
         bandwidth: Scheduler::new(config.bandwidth),
         test_periods: TestPeriods::default(),
         metrics,
+        refusals: RefusalLog::default(),
     };
     let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_TICK);
     bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -387,6 +402,14 @@ impl Owner {
         let Some(node) = self.sessions.get(&session).map(|s| s.node.clone()) else {
             return;
         };
+        let mut r = r;
+        if r.error.is_empty()
+            && let Err(refusal) = validate::bandwidth_result(&r)
+        {
+            self.metrics.refused("bandwidth_result");
+            self.refusals.warn(&node, "bandwidth_result", &refusal);
+            r.error = format!("refused by the aggregator: {refusal}");
+        }
         let Some(done) = self.bandwidth.result(r.token, &node, r.error.is_empty()) else {
             debug!(%node, token = r.token, "bandwidth result for no running test (late or foreign)");
             return;
@@ -503,7 +526,29 @@ impl Owner {
         let node = s.node.clone();
         self.matrix.set_dropped(&node, batch.dropped_windows_total);
         let mut stored = 0usize;
+        let wall = now_unix_us();
         for w in batch.windows {
+            // A bad window is dropped alone and the batch still
+            // acknowledged: refusing the batch would make the agent send
+            // it again and again.
+            let checked = validate::window(&w, wall).and_then(|()| {
+                if w.peer != node && self.matrix.hello(&w.peer).is_some() {
+                    Ok(())
+                } else {
+                    Err(validate::Refusal {
+                        field: "LinkWindow.peer",
+                        problem: format!(
+                            "'{}' is not another known node",
+                            validate::shown(&w.peer)
+                        ),
+                    })
+                }
+            });
+            if let Err(r) = checked {
+                self.metrics.refused("window");
+                self.refusals.warn(&node, "window", &r);
+                continue;
+            }
             let disturbed = self.test_periods.disturbs(
                 &node,
                 &w.peer,

@@ -8,13 +8,14 @@ use common::run;
 
 use netaware_aggregator::state::{self, Command, StateConfig};
 use netaware_proto::ProbeMethod;
-use netaware_proto::v1::{Hello, LinkWindow, ReportBatch};
+use netaware_proto::v1::{Hello, ReportBatch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netaware");
 
 /// Start an aggregator holding one measured link a -> b; returns its URL.
 async fn aggregator_with_one_link() -> String {
     let state = state::spawn(StateConfig::default());
+    let mut sessions = Vec::new();
     for node in ["a", "b"] {
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         std::mem::forget(_rx); // keep the session's outbound queue open
@@ -25,33 +26,26 @@ async fn aggregator_with_one_link() -> String {
             protocol_version: netaware_proto::PROTOCOL_VERSION,
             ..Default::default()
         };
-        let session = state
-            .ask(|reply| Command::Connect { hello, tx, reply })
-            .await
-            .unwrap();
-        if node == "a" {
-            let w = LinkWindow {
-                peer: "b".into(),
-                method: ProbeMethod::StampUdp as i32,
-                window_start_unix_us: 1,
-                sent: 50,
-                received: 49,
-                rtt_p50_ns: 5_100_000,
-                ..Default::default()
-            };
+        sessions.push(
             state
-                .send(Command::Reports {
-                    session,
-                    batch: ReportBatch {
-                        batch_seq: 1,
-                        windows: vec![w],
-                        dropped_windows_total: 0,
-                    },
-                })
+                .ask(|reply| Command::Connect { hello, tx, reply })
                 .await
-                .unwrap();
-        }
+                .unwrap(),
+        );
     }
+    // a's window once b is known (windows towards unknown nodes are refused).
+    let w = common::window("b", 5_100_000, 5_100_000, 50, 49);
+    state
+        .send(Command::Reports {
+            session: sessions[0],
+            batch: ReportBatch {
+                batch_seq: 1,
+                windows: vec![w],
+                dropped_windows_total: 0,
+            },
+        })
+        .await
+        .unwrap();
     state.send(Command::Recompute).await.unwrap();
     common::serve(state).await
 }

@@ -45,6 +45,7 @@ fn mbps(a: &str, b: &str) -> f64 {
 /// bandwidth has been measured.
 async fn cluster() -> String {
     let state = state::spawn(StateConfig::default());
+    let mut sessions = Vec::new();
     for node in NODES {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let hello = Hello {
@@ -59,31 +60,7 @@ async fn cluster() -> String {
             .ask(|reply| Command::Connect { hello, tx, reply })
             .await
             .unwrap();
-        let windows: Vec<LinkWindow> = NODES
-            .iter()
-            .filter(|p| **p != node)
-            .map(|p| LinkWindow {
-                peer: p.to_string(),
-                method: ProbeMethod::StampUdp as i32,
-                window_start_unix_us: 1,
-                sent: 100,
-                received: 100,
-                rtt_p50_ns: rtt_us(node, p) * 1000,
-                rtt_p99_ns: rtt_us(node, p) * 1100,
-                ..Default::default()
-            })
-            .collect();
-        state
-            .send(Command::Reports {
-                session,
-                batch: ReportBatch {
-                    batch_seq: 1,
-                    windows,
-                    dropped_windows_total: 0,
-                },
-            })
-            .await
-            .unwrap();
+        sessions.push((node, session));
         // Play this node's agent for bandwidth tests.
         let st: StateHandle = state.clone();
         tokio::spawn(async move {
@@ -114,6 +91,26 @@ async fn cluster() -> String {
                 }
             }
         });
+    }
+    // Windows only once every node is known: the aggregator refuses
+    // windows towards nodes it has never seen.
+    for (node, session) in sessions {
+        let windows: Vec<LinkWindow> = NODES
+            .iter()
+            .filter(|p| **p != node)
+            .map(|p| common::window(p, rtt_us(node, p) * 1000, rtt_us(node, p) * 1100, 100, 100))
+            .collect();
+        state
+            .send(Command::Reports {
+                session,
+                batch: ReportBatch {
+                    batch_seq: 1,
+                    windows,
+                    dropped_windows_total: 0,
+                },
+            })
+            .await
+            .unwrap();
     }
     // Every pair measured (the scheduler starts tests every second).
     for _ in 0..200 {

@@ -24,5 +24,6 @@ pub mod place;
 pub mod quality;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod validate;
 
 pub use error::{Error, Result};

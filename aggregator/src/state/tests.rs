@@ -33,16 +33,24 @@ fn hello(node: &str) -> Hello {
     }
 }
 
+/// A window `start_s` seconds after an hour ago (the aggregator refuses
+/// windows far from its clock), every RTT figure `rtt_us`.
 fn window(peer: &str, start_s: u64, rtt_us: u64) -> LinkWindow {
+    let base = now_unix_us() - 3_600_000_000;
+    let ns = rtt_us * 1_000;
     LinkWindow {
         peer: peer.into(),
         method: ProbeMethod::StampUdp as i32,
-        window_start_unix_us: start_s * 1_000_000,
-        window_end_unix_us: (start_s + 1) * 1_000_000,
+        window_start_unix_us: base + start_s * 1_000_000,
+        window_end_unix_us: base + (start_s + 1) * 1_000_000,
         sent: 10,
         received: 10,
-        rtt_p50_ns: rtt_us * 1_000,
-        rtt_p99_ns: rtt_us * 1_000,
+        rtt_min_ns: ns,
+        rtt_mean_ns: ns,
+        rtt_p50_ns: ns,
+        rtt_p90_ns: ns,
+        rtt_p99_ns: ns,
+        rtt_max_ns: ns,
         ..Default::default()
     }
 }
@@ -250,4 +258,91 @@ async fn every_query_is_answered() {
         .await
         .unwrap();
     assert_eq!(initial.len(), 6, "every directed pair");
+}
+
+fn refused(state: &StateHandle, kind: &str) -> u64 {
+    state
+        .metrics()
+        .refused
+        .get_or_create(&crate::metrics::RefusedLabels { kind: kind.into() })
+        .get()
+}
+
+#[tokio::test]
+async fn a_bad_window_is_dropped_alone_and_its_batch_still_acknowledged() {
+    let state = spawn(config());
+    let (a, mut rx_a) = connect(&state, "a", 64).await;
+    let _b = connect(&state, "b", 64).await;
+    let mut future = window("b", 1, 300);
+    future.window_start_unix_us = 1 << 62;
+    future.window_end_unix_us = (1 << 62) + 1_000_000;
+    let mut inverted = window("b", 2, 300);
+    inverted.received = inverted.sent + 1;
+    let batch = vec![
+        future,
+        window("b", 3, 300),
+        inverted,
+        window("nobody", 4, 300),
+    ];
+    reports(&state, a, 1, batch).await;
+    let m = matrix(&state).await;
+    let link = m
+        .links
+        .iter()
+        .find(|l| l.src == "a" && l.dst == "b")
+        .unwrap();
+    assert_eq!(link.windows_total, 1, "only the good window is stored");
+    assert!(!m.links.iter().any(|l| l.dst == "nobody"));
+    assert_eq!(refused(&state, "window"), 3);
+    // Acknowledged, so the agent does not send the batch again and again.
+    let acked = drain(&mut rx_a)
+        .iter()
+        .any(|m| matches!(m, AggMsg::Ack(a) if a.batch_seq == 1));
+    assert!(acked);
+}
+
+#[tokio::test]
+async fn a_window_from_the_future_cannot_pin_a_link() {
+    let state = spawn(config());
+    let (a, _rx_a) = connect(&state, "a", 64).await;
+    let _b = connect(&state, "b", 64).await;
+    let mut forged = window("b", 1, 300);
+    forged.window_start_unix_us = 1 << 62;
+    forged.window_end_unix_us = (1 << 62) + 1_000_000;
+    reports(&state, a, 1, vec![forged]).await;
+    // The genuine windows after it are all stored (at 8ba8183 none was:
+    // every one looked older than the forged one).
+    for s in 2..=4 {
+        reports(&state, a, s, vec![window("b", s, 300)]).await;
+    }
+    let m = matrix(&state).await;
+    let link = m
+        .links
+        .iter()
+        .find(|l| l.src == "a" && l.dst == "b")
+        .unwrap();
+    assert_eq!(link.windows_total, 3);
+}
+
+#[tokio::test]
+async fn an_impossible_bandwidth_result_counts_as_a_failed_test() {
+    let state = spawn(config());
+    let (a, _rx) = connect(&state, "a", 64).await;
+    // No test is running: the result is refused first, then ignored as
+    // foreign; either way nothing reaches the matrix.
+    state
+        .send(Command::BandwidthResult {
+            session: a,
+            result: BandwidthResult {
+                token: 1,
+                mbps: f64::NAN,
+                stream_mbps: vec![f64::NAN, -5.0],
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+    let m = matrix(&state).await;
+    assert!(m.bandwidth.is_empty());
+    assert_eq!(refused(&state, "bandwidth_result"), 1);
 }
