@@ -20,6 +20,8 @@ pub const ENV_MAX_PROBE_RATE: &str = "NETAWARE_MAX_PROBE_RATE";
 pub const ENV_MAX_BUFFERED_WINDOWS: &str = "NETAWARE_MAX_BUFFERED_WINDOWS";
 pub const ENV_BACKOFF_INITIAL: &str = "NETAWARE_BACKOFF_INITIAL";
 pub const ENV_BACKOFF_MAX: &str = "NETAWARE_BACKOFF_MAX";
+pub const ENV_REFLECTOR_MAX_PPS: &str = "NETAWARE_REFLECTOR_MAX_PPS";
+pub const ENV_REFLECTOR_MAX_PPS_PER_SOURCE: &str = "NETAWARE_REFLECTOR_MAX_PPS_PER_SOURCE";
 
 /// STAMP's registered port is 862, which needs CAP_NET_BIND_SERVICE; the
 /// agent runs with NET_RAW only, so it defaults to an unprivileged port.
@@ -27,9 +29,16 @@ pub const DEFAULT_STAMP_PORT: u16 = 8620;
 pub const DEFAULT_BANDWIDTH_PORT: u16 = 8621;
 /// Host network: a port of its own beside the aggregator's 9464.
 pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9465";
-pub const DEFAULT_STAMP_BIND: &str = "0.0.0.0";
 pub const DEFAULT_MAX_PROBE_RATE: f64 = 1000.0;
 pub const DEFAULT_MAX_BUFFERED_WINDOWS: usize = 4096;
+/// Test packets a second the reflector answers from all sources: twice
+/// what the agent itself may send (`DEFAULT_MAX_PROBE_RATE`), since in a
+/// full mesh every peer probes it as often as it probes them.
+pub const DEFAULT_REFLECTOR_MAX_PPS: f64 = 2.0 * DEFAULT_MAX_PROBE_RATE;
+/// Test packets a second from one source address: a peer sends 5 a second
+/// per method with the default plan, 10 in the lab.
+pub const DEFAULT_REFLECTOR_MAX_PPS_PER_SOURCE: f64 = 100.0;
+
 /// First reconnect delay; it doubles per failure.
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 /// Largest reconnect delay: a restarted aggregator has every agent back
@@ -62,9 +71,10 @@ pub struct Config {
     #[arg(long, env = ENV_STAMP_PORT, default_value_t = DEFAULT_STAMP_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub stamp_port: u16,
 
-    /// Address the STAMP reflector binds to.
-    #[arg(long, env = ENV_STAMP_BIND, default_value = DEFAULT_STAMP_BIND)]
-    pub stamp_bind: IpAddr,
+    /// Address the STAMP reflector (and the bandwidth-test server) binds
+    /// to; default: the node IP, so neither answers on other interfaces.
+    #[arg(long, env = ENV_STAMP_BIND)]
+    pub stamp_bind: Option<IpAddr>,
 
     /// TCP port of the bandwidth-test server (bound on the STAMP bind
     /// address); 0 turns bandwidth tests off for this node.
@@ -95,6 +105,15 @@ pub struct Config {
     #[arg(long, env = ENV_MAX_BUFFERED_WINDOWS, default_value_t = DEFAULT_MAX_BUFFERED_WINDOWS, value_parser = netaware_common::parse_nonzero_usize)]
     pub max_buffered_windows: usize,
 
+    /// Test packets a second the STAMP reflector answers in all (more are
+    /// dropped and counted).
+    #[arg(long, env = ENV_REFLECTOR_MAX_PPS, default_value_t = DEFAULT_REFLECTOR_MAX_PPS, value_parser = parse_positive)]
+    pub reflector_max_pps: f64,
+
+    /// Test packets a second the STAMP reflector answers from one address.
+    #[arg(long, env = ENV_REFLECTOR_MAX_PPS_PER_SOURCE, default_value_t = DEFAULT_REFLECTOR_MAX_PPS_PER_SOURCE, value_parser = parse_positive)]
+    pub reflector_max_pps_per_source: f64,
+
     /// First reconnect delay; doubles per failure up to --backoff-max.
     #[arg(long, env = ENV_BACKOFF_INITIAL, default_value = default_text!(format_duration(DEFAULT_BACKOFF_INITIAL)), value_parser = parse_duration)]
     pub backoff_initial: Duration,
@@ -107,7 +126,12 @@ pub struct Config {
 impl Config {
     /// Where the reflector listens.
     pub fn stamp_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.stamp_bind, self.stamp_port)
+        SocketAddr::new(self.bind_ip(), self.stamp_port)
+    }
+
+    /// Where the reflector and the bandwidth-test server bind.
+    pub fn bind_ip(&self) -> IpAddr {
+        self.stamp_bind.unwrap_or(self.node_ip)
     }
 }
 

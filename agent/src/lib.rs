@@ -15,6 +15,7 @@ pub mod error;
 pub mod icmp;
 pub mod metrics;
 pub mod probe;
+pub mod reflector;
 pub mod rxts;
 pub mod session;
 pub mod stamp;
@@ -37,9 +38,8 @@ const BANDWIDTH_QUEUE: usize = 64;
 /// Run the agent until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let clock = clock::Clock::new();
-    let reflector = probe::bind_reflector(config.stamp_addr()).await?;
+    let reflector = reflector::bind(config.stamp_addr()).await?;
     info!(addr = %config.stamp_addr(), "STAMP reflector listening");
-    let reflector_task = tokio::spawn(probe::run_reflector(reflector, clock));
 
     let icmp = if config.icmp {
         probe::open_icmp(clock)
@@ -47,6 +47,21 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         None
     };
     let (agent_metrics, registry) = metrics::AgentMetrics::new(config.metrics_max_peers);
+    let guard = reflector::Guard::new(
+        config.stamp_addr(),
+        config.stamp_port,
+        reflector::Limits {
+            per_source_pps: config.reflector_max_pps_per_source,
+            total_pps: config.reflector_max_pps,
+        },
+        tokio::time::Instant::now(),
+    );
+    let reflector_task = tokio::spawn(reflector::run(
+        reflector,
+        clock,
+        guard,
+        Some(agent_metrics.clone()),
+    ));
     let ready = netaware_common::observe::Readiness::new("no plan from the aggregator yet");
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
@@ -82,7 +97,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let (result_tx, result_rx) = mpsc::channel(BANDWIDTH_QUEUE);
     let mut bandwidth_tasks = Vec::new();
     if config.bandwidth_port != 0 {
-        let addr = std::net::SocketAddr::new(config.stamp_bind, config.bandwidth_port);
+        let addr = std::net::SocketAddr::new(config.bind_ip(), config.bandwidth_port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;

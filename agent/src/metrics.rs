@@ -41,6 +41,13 @@ pub struct TestLabels {
     pub outcome: String,
 }
 
+/// Labels of a packet the STAMP reflector received.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReflectorLabels {
+    /// `answered`, or why not (`source_rate`, `from_reflector_port`, …).
+    pub outcome: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn rtt_histogram() -> Histogram {
@@ -71,6 +78,7 @@ pub struct AgentMetrics {
     jitter: Family<PeerLabels, FloatGauge>,
     pub session: SessionMetrics,
     pub bandwidth_tests: Family<TestLabels, Counter>,
+    reflector: Family<ReflectorLabels, Counter>,
     max_peers: usize,
     peers: Arc<Mutex<PeerSet>>,
 }
@@ -98,6 +106,7 @@ impl AgentMetrics {
             jitter: Family::default(),
             session: SessionMetrics::default(),
             bandwidth_tests: Family::default(),
+            reflector: Family::default(),
             max_peers,
             peers: Arc::new(Mutex::new(PeerSet::default())),
         };
@@ -146,6 +155,11 @@ impl AgentMetrics {
             "netaware_bandwidth_tests",
             "Bandwidth tests taken part in, by role and outcome",
             m.bandwidth_tests.clone(),
+        );
+        r.register(
+            "netaware_reflector_packets",
+            "Packets the STAMP reflector received: answered, or the reason it did not answer",
+            m.reflector.clone(),
         );
         (m, r)
     }
@@ -221,6 +235,15 @@ impl AgentMetrics {
     }
 
     /// Count a bandwidth test this agent took part in.
+    /// Count one packet the reflector received, by `outcome`.
+    pub fn reflector_packet(&self, outcome: &str) {
+        self.reflector
+            .get_or_create(&ReflectorLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     pub fn bandwidth_test(&self, role: &str, ok: bool) {
         self.bandwidth_tests
             .get_or_create(&TestLabels {

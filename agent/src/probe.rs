@@ -28,51 +28,6 @@ use crate::stats::{ProbeTracker, WindowSummary};
 /// How often a peer task looks for finished windows.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Bind the STAMP reflector socket (done before anything else so a port
-/// conflict is reported at start).
-pub async fn bind_reflector(addr: SocketAddr) -> Result<UdpSocket> {
-    UdpSocket::bind(addr)
-        .await
-        .map_err(|source| Error::BindReflector { addr, source })
-}
-
-/// Answer every STAMP test packet on `socket` (stateless mode) until cancelled.
-pub async fn run_reflector(socket: UdpSocket, clock: Clock) {
-    if let Err(e) = rxts::enable(&socket) {
-        warn!(error = %e, "no kernel receive timestamps; T2 includes wake-up latency");
-    }
-    let mut buf = vec![0u8; stamp::MAX_PACKET_LEN];
-    let mut out = Vec::with_capacity(stamp::MAX_PACKET_LEN);
-    loop {
-        let r = match rxts::recv(&socket, &mut buf, &clock).await {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(error = %e, "reflector receive failed");
-                continue;
-            }
-        };
-        let Some(from) = r.from else { continue };
-        // T2 is the kernel's arrival time, so the hold time T3 - T2 covers
-        // our wake-up too and the sender subtracts it.
-        let t2 = NtpTimestamp::from_unix(clock.to_unix(r.at));
-        // The TTL of the test packet is not visible through a plain UDP
-        // socket; 255 says "not measured" to a sender that looks at it.
-        if let Err(e) =
-            stamp::encode_reflection(&buf[..r.len], t2, 255, &mut out, || ntp_now(&clock))
-        {
-            debug!(%from, error = %e, "ignoring a packet that is not a STAMP test packet");
-            continue;
-        }
-        if let Err(e) = socket.send_to(&out, from).await {
-            debug!(%from, error = %e, "reflector send failed");
-        }
-    }
-}
-
-fn ntp_now(clock: &Clock) -> NtpTimestamp {
-    NtpTimestamp::from_unix(clock.to_unix(clock.now()))
-}
-
 /// Open the ICMP socket: raw (CAP_NET_RAW) or datagram (ping_group_range).
 /// `None` with a clear log line when neither is allowed; the UDP method keeps
 /// working.
@@ -469,40 +424,6 @@ mod tests {
         assert_eq!(unwrap_seq((1 << 32) + 5, 3, 32), (1 << 32) + 3);
         assert_eq!(unwrap_seq(70_000, 4_463, 16), 69_999);
         assert_eq!(unwrap_seq(70_000, 65_535, 16), 65_535);
-    }
-
-    /// A hand-built RFC 8762 Session-Sender packet, sent over real UDP to the
-    /// running reflector, comes back with the reflector layout filled in.
-    #[tokio::test]
-    async fn the_reflector_answers_a_standard_stamp_sender() {
-        let clock = Clock::new();
-        let socket = bind_reflector("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let reflector = tokio::spawn(run_reflector(socket, clock));
-
-        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut test = Vec::new();
-        test.extend_from_slice(&77u32.to_be_bytes()); // sequence number
-        test.extend_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes()); // T1
-        test.extend_from_slice(&[0x00, 0x01]); // error estimate
-        test.resize(64, 0); // MBZ and some padding
-        sender.send_to(&test, addr).await.unwrap();
-        let mut buf = [0u8; 128];
-        let (n, from) = tokio::time::timeout(Duration::from_secs(2), sender.recv_from(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        reflector.abort();
-        assert_eq!(from, addr);
-        assert_eq!(n, 64, "same length as the test packet");
-        let r = stamp::decode_reflector(&buf[..n]).unwrap();
-        assert_eq!((r.seq, r.sender_seq), (77, 77));
-        assert_eq!(r.sender_timestamp.0, 0x0102_0304_0506_0708);
-        assert_eq!(r.sender_error_estimate, 1);
-        assert!(r.timestamp >= r.receive_timestamp, "T3 >= T2");
-        assert!(r.reflector_hold() < Duration::from_millis(100));
     }
 
     fn plan(peers: usize, interval_us: u64) -> ProbePlan {

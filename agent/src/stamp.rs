@@ -107,6 +107,13 @@ fn check_len(buf: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `buf` is a Session-Sender test packet: long enough, and its
+/// must-be-zero bytes (14..44) zero. A Session-Reflector packet carries
+/// timestamps there, so a reflection never passes for a test packet.
+pub fn is_sender_packet(buf: &[u8]) -> bool {
+    buf.len() >= PACKET_LEN && buf[14..PACKET_LEN].iter().all(|&b| b == 0)
+}
+
 /// Encode a Session-Sender packet (no padding).
 pub fn encode_sender(seq: u32, t1: NtpTimestamp) -> [u8; PACKET_LEN] {
     let mut b = [0u8; PACKET_LEN];

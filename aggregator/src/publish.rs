@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use netaware_common::rate::RateLimiter;
 use netaware_model::infer::Inferred;
 use netaware_model::labels::{self, Desired};
 
@@ -67,40 +68,6 @@ impl std::fmt::Debug for Sink {
         match self {
             Sink::Kube(w) => f.debug_tuple("Kube").field(w).finish(),
             Sink::DryRun(_) => f.write_str("DryRun"),
-        }
-    }
-}
-
-/// Token bucket; time is passed in.
-#[derive(Debug, Clone)]
-pub struct RateLimiter {
-    qps: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    pub fn new(qps: f64, burst: u32, now: Instant) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            qps: qps.max(f64::MIN_POSITIVE),
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Take a token at `now`, or say how long until one is available.
-    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.qps).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.qps))
         }
     }
 }

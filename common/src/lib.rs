@@ -1,6 +1,7 @@
 //! Pieces every netaware binary shares.
 
 pub mod observe;
+pub mod rate;
 mod settings;
 
 pub use settings::{
