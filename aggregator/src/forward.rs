@@ -49,8 +49,11 @@ pub fn incoming(
             let (stream, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Per-connection errors (e.g. reset before accept): go on.
+                    // Per-connection errors (e.g. reset before accept): go
+                    // on, after a pause so that a lasting one (out of file
+                    // descriptors) does not spin a core.
                     debug!(error = %e, "accept failed");
+                    tokio::time::sleep(netaware_common::observe::ACCEPT_BACKOFF).await;
                     continue;
                 }
             };

@@ -119,12 +119,25 @@ fn expression(t: &str) -> Result<Expression, String> {
     Ok(Expression::Exists(key(t)?))
 }
 
+/// Longest selector accepted: Kubernetes' own label selectors are a few
+/// hundred bytes; parsing a megabyte would only cost the aggregator.
+pub const MAX_SELECTOR_BYTES: usize = 4096;
+
 /// Parse a selector; the empty string selects everything.
 pub fn parse(s: &str) -> Result<Selector, SelectorError> {
     let err = |reason: String| SelectorError {
         selector: s.to_string(),
         reason,
     };
+    if s.len() > MAX_SELECTOR_BYTES {
+        return Err(SelectorError {
+            selector: format!("{}…", s.chars().take(40).collect::<String>()),
+            reason: format!(
+                "{} bytes; at most {MAX_SELECTOR_BYTES} are accepted",
+                s.len()
+            ),
+        });
+    }
     if s.trim().is_empty() {
         return Ok(Selector::default());
     }
@@ -192,6 +205,14 @@ mod tests {
             assert!(!parse(s).unwrap().matches(&node), "{s}");
             assert!(!filter(s).unwrap().matches(&node), "{s}");
         }
+    }
+
+    #[test]
+    fn a_selector_longer_than_the_limit_is_refused_and_not_echoed_whole() {
+        let long = format!("a in ({})", vec!["x"; 3000].join(","));
+        let e = parse(&long).unwrap_err().to_string();
+        assert!(e.contains("at most 4096"), "{e}");
+        assert!(e.len() < 200, "{e}");
     }
 
     #[test]

@@ -139,10 +139,18 @@ pub fn respond(
     }
 }
 
+/// Pause after a failed accept before the next one.
+pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serve the three paths on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, ready: Readiness) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: retrying at once would
+            // spin a core until the condition clears.
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
             continue;
         };
         let (registry, ready) = (registry.clone(), ready.clone());
@@ -156,7 +164,10 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, r
                 let r = respond(req.uri().path(), accept, &registry, &ready);
                 async move { Ok::<_, Infallible>(r) }
             });
+            // A client that never finishes its request headers is dropped.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -167,6 +178,37 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, r
 mod tests {
     use super::*;
     use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The review's S16: a client that sends half a request held its
+    /// connection for ever (hyper had no timer).
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_dropped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(Registry::default()),
+            Readiness::new("test"),
+        ));
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            HEADER_READ_TIMEOUT + std::time::Duration::from_secs(5),
+            c.read_to_end(&mut buf),
+        )
+        .await;
+        server.abort();
+        assert!(
+            read.is_ok(),
+            "the connection was still open after the header timeout"
+        );
+        assert!(started.elapsed() >= HEADER_READ_TIMEOUT - std::time::Duration::from_secs(1));
+    }
 
     #[test]
     fn the_three_paths_answer_as_probes_expect() {

@@ -44,6 +44,14 @@ pub enum Error {
     },
     #[error("{role} names unknown node '{name}' (no agent with that node name ever connected)")]
     UnknownNode { role: &'static str, name: String },
+    #[error("{role} names node '{name}' twice; name each node once")]
+    DuplicateNode { role: &'static str, name: String },
+    #[error("{role} names {count} nodes; at most {max} are accepted")]
+    TooManyNames {
+        role: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("node '{0}' is both included and excluded")]
     IncludedAndExcluded(String),
     #[error("node '{name}' must be included but is not eligible: {reason}")]

@@ -414,3 +414,46 @@ fn unmeasured_nodes_are_never_chosen() {
     );
     assert!(run(&l, &k(13)).is_err());
 }
+
+#[test]
+fn repeated_or_too_many_names_are_refused_before_any_work() {
+    let l = lab();
+    let err = |q: Query| run(&l, &q).unwrap_err();
+    // The review's E3d: the same known names again and again.
+    let e = err(Query {
+        k: 1,
+        include: vec!["dj-1".into(); 40_000],
+        exclude: vec!["dj-2".into(); 40_000],
+        ..Default::default()
+    });
+    assert!(
+        matches!(
+            e,
+            Error::TooManyNames {
+                role: "include",
+                count: 40_000,
+                max: MAX_NAMES
+            }
+        ),
+        "{e}"
+    );
+    let e = err(Query {
+        k: 1,
+        exclude: vec!["dj-2".into(), "se-1".into(), "dj-2".into()],
+        ..Default::default()
+    });
+    assert_eq!(
+        e.to_string(),
+        "exclude names node 'dj-2' twice; name each node once"
+    );
+    // At the limit, a list of distinct names is checked (every name is
+    // unknown here but the first): the first unknown one is named.
+    let mut many: Vec<String> = (0..MAX_NAMES).map(|i| format!("n-{i}")).collect();
+    many[0] = "dj-1".into();
+    let e = err(Query {
+        k: 1,
+        exclude: many,
+        ..Default::default()
+    });
+    assert!(e.to_string().contains("unknown node 'n-1'"), "{e}");
+}
