@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use netaware_agent::bandwidth::Order;
 use netaware_agent::session::{SessionConfig, SessionIo, run_session};
 use netaware_aggregator::service::Services;
-use netaware_aggregator::state::{self, Command, StateConfig, StateHandle};
+use netaware_aggregator::state::{self, StateConfig, StateHandle};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::AggregatorMessage;
 use netaware_proto::v1::agent_message::Msg as AgentMsg;
@@ -199,13 +199,7 @@ fn start_agent_with(net: &MemNet, hello: Hello, max_buffered: usize) -> Agent {
 }
 
 async fn matrix(state: &StateHandle) -> GetMatrixResponse {
-    state
-        .ask(|reply| Command::GetMatrix {
-            method: ProbeMethod::Unspecified,
-            reply,
-        })
-        .await
-        .unwrap()
+    state.matrix(ProbeMethod::Unspecified).await.unwrap()
 }
 
 /// Make `node` a node the aggregator knows, with no agent behind it: the
@@ -217,14 +211,7 @@ async fn known_node(
     node: &str,
 ) -> mpsc::Receiver<Result<AggregatorMessage, Status>> {
     let (tx, rx) = mpsc::channel(64);
-    state
-        .ask(|reply| Command::Connect {
-            hello: hello(node),
-            tx,
-            reply,
-        })
-        .await
-        .unwrap();
+    state.connect(hello(node), tx).await.unwrap();
     rx
 }
 
@@ -248,10 +235,7 @@ async fn eventually(
 }
 
 fn windows_total(m: &GetMatrixResponse, src: &str, dst: &str) -> u64 {
-    m.links
-        .iter()
-        .find(|l| l.src == src && l.dst == dst)
-        .map_or(0, |l| l.windows_total)
+    m.link(src, dst).map_or(0, |l| l.windows_total)
 }
 
 #[tokio::test]
@@ -362,6 +346,17 @@ async fn a_session_must_open_with_hello() {
     assert!(err.message().contains("Hello"), "{}", err.message());
 }
 
+/// Open a session with `h` and return the aggregator's refusal.
+async fn refused_hello(client: &mut AgentServiceClient<Channel>, h: Hello) -> Status {
+    let first = AgentMessage {
+        msg: Some(AgentMsg::Hello(h)),
+    };
+    client
+        .session(tokio_stream::iter(vec![first]))
+        .await
+        .expect_err("must be refused")
+}
+
 #[tokio::test]
 async fn a_hello_the_aggregator_cannot_trust_is_refused_naming_the_field() {
     let net = MemNet::new();
@@ -383,13 +378,7 @@ async fn a_hello_the_aggregator_cannot_trust_is_refused_naming_the_field() {
     ] {
         let mut h = hello(name);
         h.probe_addresses = addresses.into_iter().map(String::from).collect();
-        let first = AgentMessage {
-            msg: Some(AgentMsg::Hello(h)),
-        };
-        let err = client
-            .session(tokio_stream::iter(vec![first]))
-            .await
-            .expect_err("must be refused");
+        let err = refused_hello(&mut client, h).await;
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{name:.40}");
         assert!(err.message().starts_with(field), "{}", err.message());
         // What reaches messages and logs is escaped and cut.
@@ -406,13 +395,7 @@ async fn a_wrong_protocol_version_is_refused_with_a_clear_message() {
     let mut client = AgentServiceClient::new(net.connect().await.unwrap());
     let mut h = hello("a");
     h.protocol_version = 99;
-    let first = AgentMessage {
-        msg: Some(AgentMsg::Hello(h)),
-    };
-    let err = client
-        .session(tokio_stream::iter(vec![first]))
-        .await
-        .expect_err("must be refused");
+    let err = refused_hello(&mut client, h).await;
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("99"), "{}", err.message());
 }

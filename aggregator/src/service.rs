@@ -104,10 +104,7 @@ impl AgentService for Services {
         }
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let span = info_span!("session", node = %hello.node_name);
-        let session = self
-            .state
-            .ask(|reply| Command::Connect { hello, tx, reply })
-            .await?;
+        let session = self.state.connect(hello, tx).await?;
         let state = self.state.clone();
         // Forward the agent's reports until its stream ends, then say so.
         tokio::spawn(
@@ -153,10 +150,7 @@ impl QueryService for Services {
         request: Request<GetMatrixRequest>,
     ) -> Result<Response<GetMatrixResponse>, Status> {
         let method = method_of(request.into_inner().method)?;
-        let m = self
-            .state
-            .ask(|reply| Command::GetMatrix { method, reply })
-            .await?;
+        let m = self.state.matrix(method).await?;
         Ok(Response::new(m))
     }
 

@@ -167,6 +167,18 @@ impl StateHandle {
             .map_err(|_| Status::unavailable("aggregator is shutting down"))
     }
 
+    /// Open a session for an agent that said `hello`; its plans and acks
+    /// go to `tx`.
+    pub async fn connect(&self, hello: Hello, tx: SessionTx) -> Result<SessionId, Status> {
+        self.ask(|reply| Command::Connect { hello, tx, reply })
+            .await
+    }
+
+    /// The matrix, for one method or all (`Unspecified`).
+    pub async fn matrix(&self, method: ProbeMethod) -> Result<GetMatrixResponse, Status> {
+        self.ask(|reply| Command::GetMatrix { method, reply }).await
+    }
+
     /// Send a command and await its reply.
     pub async fn ask<T>(
         &self,

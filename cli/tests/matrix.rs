@@ -26,12 +26,7 @@ async fn aggregator_with_one_link() -> String {
             protocol_version: netaware_proto::PROTOCOL_VERSION,
             ..Default::default()
         };
-        sessions.push(
-            state
-                .ask(|reply| Command::Connect { hello, tx, reply })
-                .await
-                .unwrap(),
-        );
+        sessions.push(state.connect(hello, tx).await.unwrap());
     }
     // a's window once b is known (windows towards unknown nodes are refused).
     let w = common::window("b", 5_100_000, 5_100_000, 50, 49);

@@ -56,10 +56,7 @@ async fn cluster() -> String {
             bandwidth_port: 8621,
             ..Default::default()
         };
-        let session = state
-            .ask(|reply| Command::Connect { hello, tx, reply })
-            .await
-            .unwrap();
+        let session = state.connect(hello, tx).await.unwrap();
         sessions.push((node, session));
         // Play this node's agent for bandwidth tests.
         let st: StateHandle = state.clone();
@@ -114,13 +111,7 @@ async fn cluster() -> String {
     }
     // Every pair measured (the scheduler starts tests every second).
     for _ in 0..200 {
-        let m = state
-            .ask(|reply| Command::GetMatrix {
-                method: ProbeMethod::Unspecified,
-                reply,
-            })
-            .await
-            .unwrap();
+        let m = state.matrix(ProbeMethod::Unspecified).await.unwrap();
         if m.bandwidth.len() == 15 {
             break;
         }

@@ -45,6 +45,13 @@ impl v1::ProbeMethod {
     }
 }
 
+impl v1::GetMatrixResponse {
+    /// The link from `src` to `dst` (the first method found), if measured.
+    pub fn link(&self, src: &str, dst: &str) -> Option<&v1::LinkState> {
+        self.links.iter().find(|l| l.src == src && l.dst == dst)
+    }
+}
+
 /// Port of `AgentService`, where agents connect to the aggregator.
 pub const AGENT_PORT: u16 = 7400;
 /// Port of `QueryService`, where the CLI connects to the aggregator.

@@ -4,10 +4,9 @@
 //! reaches the agent port can): each asserts the safe outcome. At 8ba8183
 //! every one of them showed the unsafe one (docs/security.md).
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netaware_e2e::{Killed, binary, free_port, http_get};
+use netaware_e2e::{Killed, free_port, http_get, spawn_aggregator};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::agent_message::Msg as AgentMsg;
 use netaware_proto::v1::agent_service_client::AgentServiceClient;
@@ -31,16 +30,11 @@ struct Aggregator {
 
 fn start() -> Aggregator {
     let (agent, query, metrics) = (free_port(), free_port(), free_port());
-    let child = Killed(
-        Command::new(binary("netaware-aggregator"))
-            .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
-            .args(["--query-listen", &format!("127.0.0.1:{query}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args(["--kubernetes", "off", "--report-interval", "1s"])
-            .args(["--bandwidth-omit", "0s", "--bandwidth-duration", "1s"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let child = spawn_aggregator(
+        agent,
+        query,
+        metrics,
+        &["--bandwidth-omit", "0s", "--bandwidth-duration", "1s"],
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     while http_get("127.0.0.1", metrics, "/readyz").is_none_or(|(s, _)| s != 200) {
@@ -183,10 +177,7 @@ impl Fake {
 }
 
 fn windows_total(m: &GetMatrixResponse, src: &str, dst: &str) -> u64 {
-    m.links
-        .iter()
-        .find(|l| l.src == src && l.dst == dst)
-        .map_or(0, |l| l.windows_total)
+    m.link(src, dst).map_or(0, |l| l.windows_total)
 }
 
 /// E3a (names) and E3c (a 2.2 MB name): refused at the Hello, naming the

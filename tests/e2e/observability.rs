@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netaware_e2e::{Killed, binary, free_port, http_get, sigterm};
+use netaware_e2e::{Killed, binary, free_port, http_get, sigterm, spawn_aggregator};
 
 /// `GET path` on 127.0.0.1:port: (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -65,16 +65,7 @@ fn promtool(text: &str, what: &str) {
 #[test]
 fn both_binaries_serve_valid_metrics_and_health() {
     let (agent_port, query, metrics_a) = (free_port(), free_port(), free_port());
-    let _aggregator = Killed(
-        Command::new(binary("netaware-aggregator"))
-            .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
-            .args(["--query-listen", &format!("127.0.0.1:{query}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_a}")])
-            .args(["--kubernetes", "off", "--report-interval", "1s"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _aggregator = spawn_aggregator(agent_port, query, metrics_a, &[]);
     wait_for(metrics_a, "/readyz", 200);
     assert_eq!(get(metrics_a, "/healthz").unwrap().0, 200);
 

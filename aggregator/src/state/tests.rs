@@ -57,15 +57,7 @@ fn window(peer: &str, start_s: u64, rtt_us: u64) -> LinkWindow {
 
 async fn connect(state: &StateHandle, node: &str, capacity: usize) -> (SessionId, Rx) {
     let (tx, rx) = mpsc::channel(capacity);
-    let id = state
-        .ask(|reply| Command::Connect {
-            hello: hello(node),
-            tx,
-            reply,
-        })
-        .await
-        .unwrap();
-    (id, rx)
+    (state.connect(hello(node), tx).await.unwrap(), rx)
 }
 
 async fn reports(state: &StateHandle, session: SessionId, seq: u64, windows: Vec<LinkWindow>) {
@@ -83,13 +75,7 @@ async fn reports(state: &StateHandle, session: SessionId, seq: u64, windows: Vec
 }
 
 async fn matrix(state: &StateHandle) -> GetMatrixResponse {
-    state
-        .ask(|reply| Command::GetMatrix {
-            method: ProbeMethod::Unspecified,
-            reply,
-        })
-        .await
-        .unwrap()
+    state.matrix(ProbeMethod::Unspecified).await.unwrap()
 }
 
 /// Messages queued for a session so far.
@@ -112,11 +98,7 @@ async fn commands_take_effect_in_the_order_they_were_sent() {
     reports(&state, a, 1, vec![window("b", 1, 500)]).await;
     reports(&state, a, 2, vec![window("b", 2, 700)]).await;
     let m = matrix(&state).await;
-    let link = m
-        .links
-        .iter()
-        .find(|l| l.src == "a" && l.dst == "b")
-        .unwrap();
+    let link = m.link("a", "b").unwrap();
     assert_eq!(link.windows_total, 2);
     assert_eq!(link.latest.as_ref().unwrap().rtt_p50_ns, 700_000);
 
@@ -286,11 +268,7 @@ async fn a_bad_window_is_dropped_alone_and_its_batch_still_acknowledged() {
     ];
     reports(&state, a, 1, batch).await;
     let m = matrix(&state).await;
-    let link = m
-        .links
-        .iter()
-        .find(|l| l.src == "a" && l.dst == "b")
-        .unwrap();
+    let link = m.link("a", "b").unwrap();
     assert_eq!(link.windows_total, 1, "only the good window is stored");
     assert!(!m.links.iter().any(|l| l.dst == "nobody"));
     assert_eq!(refused(&state, "window"), 3);
@@ -316,11 +294,7 @@ async fn a_window_from_the_future_cannot_pin_a_link() {
         reports(&state, a, s, vec![window("b", s, 300)]).await;
     }
     let m = matrix(&state).await;
-    let link = m
-        .links
-        .iter()
-        .find(|l| l.src == "a" && l.dst == "b")
-        .unwrap();
+    let link = m.link("a", "b").unwrap();
     assert_eq!(link.windows_total, 3);
 }
 
