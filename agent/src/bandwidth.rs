@@ -271,13 +271,28 @@ async fn serve_connection(mut sock: TcpStream, grants: Grants) {
     grants.close(token);
 }
 
-/// Accept test connections forever.
+/// Connections served at once: a node is in one test at a time, of at most
+/// 64 streams, so more than this is not a test (the review's E2: 1000 idle
+/// connections were all accepted and held).
+pub const MAX_CONNECTIONS: usize = 64 + 16;
+
+/// Accept test connections forever; past [`MAX_CONNECTIONS`] a new one is
+/// closed at once.
 pub async fn run_server(listener: TcpListener, grants: Grants) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((sock, _)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    debug!("bandwidth server full; closing a connection");
+                    continue;
+                };
                 let _ = sock.set_nodelay(true);
-                tokio::spawn(serve_connection(sock, grants.clone()));
+                let grants = grants.clone();
+                tokio::spawn(async move {
+                    serve_connection(sock, grants).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 warn!(error = %e, "bandwidth server accept failed");

@@ -9,6 +9,7 @@ use netaware_agent::bandwidth::{self, Grants, Order};
 use netaware_agent::clock::Clock;
 use netaware_proto::v1::agent_message::Msg as AgentMsg;
 use netaware_proto::v1::{BandwidthGrant, BandwidthResult, BandwidthServed, BandwidthTest};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -235,4 +236,39 @@ async fn a_second_test_while_one_runs_is_refused() {
     };
     assert_eq!(first.token, 12);
     assert!(first.error.contains("another test is running"), "{first:?}");
+}
+
+/// The review's E2: 1000 idle connections were all accepted and held. Now
+/// the server holds at most MAX_CONNECTIONS; the ones past it are closed
+/// at once, and an idle one is closed after the request timeout.
+#[tokio::test]
+async fn idle_connections_past_the_cap_are_closed_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bandwidth::run_server(listener, Grants::default()));
+    let mut held = Vec::new();
+    for _ in 0..bandwidth::MAX_CONNECTIONS {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Give the server time to accept them all and take their slots.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_millis(500), extra.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection past the cap must be closed at once: {closed:?}"
+    );
+    // The held ones are closed by the 2 s request timeout, freeing the slots.
+    let first = &mut held[0];
+    let idle = tokio::time::timeout(Duration::from_secs(5), first.read(&mut buf)).await;
+    assert!(matches!(idle, Ok(Ok(0)) | Ok(Err(_))), "{idle:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Accepted and held this time: nothing arrives within 500 ms.
+    let waited = tokio::time::timeout(Duration::from_millis(500), again.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "a connection under the cap must be served: {waited:?}"
+    );
 }
