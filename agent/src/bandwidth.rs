@@ -296,7 +296,7 @@ pub async fn run_server(listener: TcpListener, grants: Grants) {
             }
             Err(e) => {
                 warn!(error = %e, "bandwidth server accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(netaware_common::observe::ACCEPT_BACKOFF).await;
             }
         }
     }

@@ -435,19 +435,7 @@ impl Owner {
             // A bad window is dropped alone and the batch still
             // acknowledged: refusing the batch would make the agent send
             // it again and again.
-            let checked = validate::window(&w, wall).and_then(|()| {
-                if w.peer != node && self.matrix.hello(&w.peer).is_some() {
-                    Ok(())
-                } else {
-                    Err(validate::Refusal {
-                        field: "LinkWindow.peer",
-                        problem: format!(
-                            "'{}' is not another known node",
-                            validate::shown(&w.peer)
-                        ),
-                    })
-                }
-            });
+            let checked = validate::window(&w, &node, |p| self.matrix.hello(p).is_some(), wall);
             if let Err(r) = checked {
                 self.metrics.refused("window");
                 self.refusals.warn(&node, "window", &r);

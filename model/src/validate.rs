@@ -152,9 +152,15 @@ fn probe_method(raw: i32) -> Option<ProbeMethod> {
     }
 }
 
-/// A window that can be true: a method we probe with, a time span near the
-/// aggregator's clock, counts that add up, ordered RTT figures.
-pub fn window(w: &LinkWindow, now_unix_us: u64) -> Result<(), Refusal> {
+/// A window from `sender` that can be true: a method we probe with, a peer
+/// that is another node the aggregator knows (`known`), a time span near
+/// the aggregator's clock, counts that add up, ordered RTT figures.
+pub fn window(
+    w: &LinkWindow,
+    sender: &str,
+    known: impl Fn(&str) -> bool,
+    now_unix_us: u64,
+) -> Result<(), Refusal> {
     if probe_method(w.method).is_none() {
         return Err(refuse(
             "LinkWindow.method",
@@ -165,6 +171,12 @@ pub fn window(w: &LinkWindow, now_unix_us: u64) -> Result<(), Refusal> {
         return Err(refuse(
             "LinkWindow.peer",
             format!("'{}' is not a node name", shown(&w.peer)),
+        ));
+    }
+    if w.peer == sender || !known(&w.peer) {
+        return Err(refuse(
+            "LinkWindow.peer",
+            format!("'{}' is not another known node", shown(&w.peer)),
         ));
     }
     let (start, end) = (w.window_start_unix_us, w.window_end_unix_us);

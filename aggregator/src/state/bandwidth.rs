@@ -75,13 +75,12 @@ impl Owner {
     pub(super) fn bandwidth_result(
         &mut self,
         session: SessionId,
-        r: BandwidthResult,
+        mut r: BandwidthResult,
         now: Instant,
     ) {
         let Some(node) = self.sessions.get(&session).map(|s| s.node.clone()) else {
             return;
         };
-        let mut r = r;
         if r.error.is_empty()
             && let Err(refusal) = validate::bandwidth_result(&r)
         {

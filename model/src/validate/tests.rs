@@ -33,6 +33,12 @@ fn good_window() -> LinkWindow {
     }
 }
 
+/// `window` as the aggregator calls it for a window from dj-1, in a
+/// cluster of dj-1 and se-1.
+fn checked(w: &LinkWindow) -> Result<(), Refusal> {
+    window(w, "dj-1", |p| ["dj-1", "se-1"].contains(&p), NOW)
+}
+
 fn good_result() -> BandwidthResult {
     BandwidthResult {
         token: 1,
@@ -63,7 +69,7 @@ fn refused<T: Clone>(
 #[test]
 fn a_good_hello_window_and_result_pass() {
     assert_eq!(hello(&good_hello()), Ok(()));
-    assert_eq!(window(&good_window(), NOW), Ok(()));
+    assert_eq!(checked(&good_window()), Ok(()));
     assert_eq!(bandwidth_result(&good_result()), Ok(()));
 }
 
@@ -149,11 +155,13 @@ fn a_hello_is_refused_naming_the_field() {
 #[test]
 fn an_impossible_window_is_refused_naming_the_field() {
     let w = good_window();
-    let check: fn(&LinkWindow) -> Result<(), Refusal> = |w| window(w, NOW);
+    let check: fn(&LinkWindow) -> Result<(), Refusal> = |w| checked(w);
     let cases: Vec<Case<LinkWindow>> = vec![
         (Box::new(|w| w.method = 0), "LinkWindow.method"),
         (Box::new(|w| w.method = 42), "LinkWindow.method"),
         (Box::new(|w| w.peer = "../x".into()), "LinkWindow.peer"),
+        (Box::new(|w| w.peer = "dj-1".into()), "LinkWindow.peer"),
+        (Box::new(|w| w.peer = "nobody".into()), "LinkWindow.peer"),
         // E3: a window starting at 2^62 would pin the link for ever.
         (
             Box::new(|w| {
@@ -196,12 +204,12 @@ fn an_impossible_window_is_refused_naming_the_field() {
     // Unanswered windows carry no RTT figures to order.
     let mut lost = good_window();
     (lost.received, lost.rtt_min_ns, lost.rtt_max_ns) = (0, 9, 1);
-    assert_eq!(window(&lost, NOW), Ok(()));
+    assert_eq!(checked(&lost), Ok(()));
     // A clock a little ahead is fine.
     let mut ahead = good_window();
     ahead.window_start_unix_us = NOW + 60_000_000;
     ahead.window_end_unix_us = NOW + 70_000_000;
-    assert_eq!(window(&ahead, NOW), Ok(()));
+    assert_eq!(checked(&ahead), Ok(()));
 }
 
 #[test]
