@@ -294,7 +294,9 @@ where
     if tx.send(hello_msg).await.is_err() {
         return broken(false, "stream closed before hello".into());
     }
-    let mut client = AgentServiceClient::new(channel);
+    let mut client = AgentServiceClient::new(channel)
+        .max_decoding_message_size(netaware_proto::limits::MAX_AGGREGATOR_MESSAGE_BYTES)
+        .max_encoding_message_size(netaware_proto::limits::MAX_AGENT_MESSAGE_BYTES);
     let mut inbound = match client.session(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
         Err(s) => return broken(false, format!("open session: {s}")),

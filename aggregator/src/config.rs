@@ -12,6 +12,7 @@ use netaware_model::groups::Thresholds;
 use netaware_model::quality::Weights;
 
 use crate::publish::PublishConfig;
+use crate::service::QueryLimits;
 use crate::state::StateConfig;
 
 pub const ENV_AGENT_LISTEN: &str = "NETAWARE_AGENT_LISTEN";
@@ -41,6 +42,9 @@ pub const ENV_BANDWIDTH_MAX_BYTES: &str = "NETAWARE_BANDWIDTH_MAX_BYTES";
 pub const ENV_BANDWIDTH_BUDGET: &str = "NETAWARE_BANDWIDTH_BUDGET";
 pub const ENV_BANDWIDTH_RETEST: &str = "NETAWARE_BANDWIDTH_RETEST";
 pub const ENV_BANDWIDTH_CONCURRENCY: &str = "NETAWARE_BANDWIDTH_CONCURRENCY";
+
+pub const ENV_QUERY_TIMEOUT: &str = "NETAWARE_QUERY_TIMEOUT";
+pub const ENV_MAX_WATCHERS: &str = "NETAWARE_MAX_WATCHERS";
 
 pub const ENV_LEADER_ELECTION: &str = "NETAWARE_LEADER_ELECTION";
 pub const ENV_LEASE_NAME: &str = "NETAWARE_LEASE_NAME";
@@ -72,6 +76,10 @@ fn state() -> StateConfig {
 
 fn publish() -> PublishConfig {
     PublishConfig::default()
+}
+
+fn queries() -> QueryLimits {
+    QueryLimits::default()
 }
 
 /// netaware-aggregator: collects agent measurements into a link-state
@@ -189,6 +197,15 @@ pub struct Config {
     /// Bandwidth tests running at once in the whole cluster.
     #[arg(long, env = ENV_BANDWIDTH_CONCURRENCY, default_value = default_text!(state().bandwidth.max_concurrent), value_parser = netaware_common::parse_nonzero_usize)]
     pub bandwidth_concurrency: usize,
+
+    /// Longest a query may take (waiting for a free slot included); a
+    /// placement search still running then is stopped.
+    #[arg(long, env = ENV_QUERY_TIMEOUT, default_value = default_text!(format_duration(queries().timeout)), value_parser = parse_duration)]
+    pub query_timeout: Duration,
+
+    /// WatchLinks streams open at once; more are refused.
+    #[arg(long, env = ENV_MAX_WATCHERS, default_value = default_text!(queries().max_watchers), value_parser = netaware_common::parse_nonzero_usize)]
+    pub max_watchers: usize,
 
     /// Elect one leader among replicas through a Lease (needs Kubernetes).
     /// Followers forward agent and query connections to the leader.

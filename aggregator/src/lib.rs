@@ -30,6 +30,7 @@ pub mod state;
 use std::future::Future;
 
 use netaware_model::{bandwidth, infer, matrix, quality};
+use netaware_proto::limits;
 use netaware_proto::v1::agent_service_server::AgentServiceServer;
 use netaware_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
@@ -65,8 +66,34 @@ pub fn state_config(c: &Config) -> state::StateConfig {
             retest_after: c.bandwidth_retest,
             max_concurrent: c.bandwidth_concurrency,
         },
+        ..state::StateConfig::default()
     }
 }
+
+/// Limits of the query service from the command line.
+pub fn query_limits(c: &Config) -> service::QueryLimits {
+    service::QueryLimits {
+        timeout: c.query_timeout,
+        max_watchers: c.max_watchers,
+    }
+}
+
+/// HTTP/2 settings both gRPC servers share: a bound on streams per
+/// connection, and keepalive pings so a peer that vanished without closing
+/// does not hold its connection (and what it holds) for ever.
+fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+}
+
+/// Streams one connection may have open at once (an agent needs one, the
+/// CLI a few).
+const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn listen(addr: std::net::SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -141,8 +168,9 @@ pub fn election_config(c: &Config) -> Result<Option<leader::ElectionConfig>> {
 }
 
 /// How long the servers may take to finish after a stop before we leave
-/// anyway (agent sessions are long-lived streams).
-const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// anyway (agent sessions are long-lived streams): short enough that a
+/// SIGTERM ends the process within 5 s, whatever is running.
+const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Run both gRPC services until `shutdown` resolves (or, with leader
 /// election, until this replica loses the lease: `Err(LeadershipLost)`).
@@ -225,8 +253,9 @@ pub async fn run(
             }
         });
     }
-    let services = service::Services::new(state).with_nodes(nodes);
-    let ready = netaware_common::observe::Readiness::new("starting");
+    let heartbeat = state.heartbeat();
+    let services = service::Services::with_limits(state, query_limits(&config)).with_nodes(nodes);
+    let ready = netaware_common::observe::Readiness::new("starting").with_heartbeat(heartbeat);
     tokio::spawn(follow_role(
         role.clone(),
         ready.clone(),
@@ -268,14 +297,22 @@ pub async fn run(
             })
         }
     };
-    let agent_server = tonic::transport::Server::builder()
-        .add_service(AgentServiceServer::new(services.clone()))
+    let agent_server = server_builder()
+        .add_service(
+            AgentServiceServer::new(services.clone())
+                .max_decoding_message_size(limits::MAX_AGENT_MESSAGE_BYTES)
+                .max_encoding_message_size(limits::MAX_AGGREGATOR_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(
             forward::incoming(agent_listener, role.clone()),
             stopped(stop_rx.clone()),
         );
-    let query_server = tonic::transport::Server::builder()
-        .add_service(QueryServiceServer::new(services))
+    let query_server = server_builder()
+        .add_service(
+            QueryServiceServer::new(services)
+                .max_decoding_message_size(limits::MAX_QUERY_REQUEST_BYTES)
+                .max_encoding_message_size(limits::MAX_QUERY_RESPONSE_BYTES),
+        )
         .serve_with_incoming_shutdown(
             forward::incoming(query_listener, role),
             stopped(stop_rx.clone()),

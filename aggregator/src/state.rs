@@ -1,8 +1,9 @@
 //! The one owner of the aggregator's state. gRPC handlers send it
-//! [`Command`]s and await replies; nothing else touches the matrix, so there
-//! are no locks to order.
+//! [`Command`]s; nothing else touches the matrix, so there are no locks to
+//! order. Queries do not run here: the owner hands them a [`Snapshot`] (a
+//! copy taken in one step) and they compute their answer on their own task.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use netaware_proto::ProbeMethod;
@@ -13,18 +14,19 @@ use netaware_proto::v1::{
 };
 use std::sync::Arc;
 
+use netaware_common::observe::Heartbeat;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::metrics::StateMetrics;
-use netaware_model::Error as PlaceError;
 use netaware_model::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
-use netaware_model::infer::{Group, InferConfig, Inference, Inferred};
+use netaware_model::infer::{InferConfig, Inference, Inferred};
 use netaware_model::labels::NodeFacts;
 use netaware_model::matrix::{self, Matrix, PlanTiming};
-use netaware_model::place::{self, Placement, Query, View};
 use netaware_model::validate;
+
+pub use snapshot::{NodeLabels, Snapshot};
 
 use crate::refusals::RefusalLog;
 
@@ -49,28 +51,13 @@ pub enum Command {
     },
     /// A session ended.
     Disconnect { session: SessionId },
-    GetMatrix {
-        method: ProbeMethod,
-        reply: oneshot::Sender<GetMatrixResponse>,
-    },
-    /// One node's status and published facts (`None`: unknown node).
-    GetNode {
-        name: String,
-        reply: oneshot::Sender<Option<NodeView>>,
-    },
-    /// The published groups (`None` before the first recomputation).
-    ListGroups {
-        reply: oneshot::Sender<Option<Vec<Group>>>,
+    /// The state for a query: the latest snapshot, taken anew if the state
+    /// changed and the latest is older than `StateConfig::snapshot_max_age`.
+    Snapshot {
+        reply: oneshot::Sender<Arc<Snapshot>>,
     },
     /// Recompute groups and quality now (tests, and after start-up).
     Recompute,
-    /// Choose nodes for a job; `labels` are the Node labels when the request
-    /// has a selector and the aggregator watches Nodes.
-    Place {
-        query: Query,
-        labels: Option<BTreeMap<String, BTreeMap<String, String>>>,
-        reply: oneshot::Sender<Result<Placement, PlaceError>>,
-    },
     /// A bandwidth test result from the session's node (the receiver).
     BandwidthResult {
         session: SessionId,
@@ -81,12 +68,19 @@ pub enum Command {
         session: SessionId,
         served: BandwidthServed,
     },
-    /// Subscribe to link updates, with the current links if asked.
-    Watch {
-        method: ProbeMethod,
-        send_initial: bool,
-        reply: oneshot::Sender<(Vec<LinkState>, broadcast::Receiver<LinkState>)>,
-    },
+    /// Subscribe to link updates, with the state they start from.
+    Watch { reply: oneshot::Sender<Watch> },
+}
+
+/// A new watcher's start: the links are the snapshot's, then `since` (the
+/// updates stored after the snapshot was taken, in order), then whatever
+/// `updates` brings. Taken in one step of the owner, so no update is lost
+/// between them, and without a fresh copy of the matrix per watcher.
+#[derive(Debug)]
+pub struct Watch {
+    pub snapshot: Arc<Snapshot>,
+    pub since: Vec<LinkState>,
+    pub updates: broadcast::Receiver<LinkState>,
 }
 
 /// What GetNode answers.
@@ -113,6 +107,10 @@ pub struct StateConfig {
     /// How often groups and quality are recomputed.
     pub recompute_interval: std::time::Duration,
     pub bandwidth: BandwidthConfig,
+    /// How old a snapshot may be before a query makes the owner take a new
+    /// one (when the state changed): bounds the copying a query flood can
+    /// make the owner do.
+    pub snapshot_max_age: std::time::Duration,
 }
 
 impl Default for StateConfig {
@@ -126,9 +124,26 @@ impl Default for StateConfig {
             infer: InferConfig::default(),
             recompute_interval: DEFAULT_RECOMPUTE_INTERVAL,
             bandwidth: BandwidthConfig::default(),
+            snapshot_max_age: DEFAULT_SNAPSHOT_MAX_AGE,
         }
     }
 }
+
+/// Queries see the state at most this old: at most four copies a second,
+/// however many queries come.
+pub const DEFAULT_SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How often the owner proves it is not wedged, and how long a silence
+/// `/healthz` tolerates (a recomputation of a large cluster takes seconds).
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+const HEARTBEAT_MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Updates kept since the latest snapshot, for watchers that start from
+/// it; past this many, the next query takes a new snapshot instead.
+const MAX_SINCE_SNAPSHOT: usize = 1024;
+
+/// How long a query waits for the owner to hand over a snapshot.
+const OWNER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often groups and quality are recomputed: once per default report
 /// window, so every recomputation sees new figures.
@@ -146,6 +161,7 @@ pub struct StateHandle {
     tx: mpsc::Sender<Command>,
     inferred: watch::Receiver<Option<Arc<Inferred>>>,
     metrics: StateMetrics,
+    heartbeat: Heartbeat,
 }
 
 impl StateHandle {
@@ -157,6 +173,11 @@ impl StateHandle {
     /// The owner's counters (the gRPC layer counts the Hellos it refuses).
     pub fn metrics(&self) -> &StateMetrics {
         &self.metrics
+    }
+
+    /// Beats while the owner's loop goes round (for `/healthz`).
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     /// Send a command; fails only when the state owner has stopped.
@@ -174,20 +195,42 @@ impl StateHandle {
             .await
     }
 
-    /// The matrix, for one method or all (`Unspecified`).
-    pub async fn matrix(&self, method: ProbeMethod) -> Result<GetMatrixResponse, Status> {
-        self.ask(|reply| Command::GetMatrix { method, reply }).await
+    /// The state for a query.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, Status> {
+        self.ask(|reply| Command::Snapshot { reply }).await
     }
 
-    /// Send a command and await its reply.
+    /// Link updates from now on, and the state they start from.
+    pub async fn watch(&self) -> Result<Watch, Status> {
+        self.ask(|reply| Command::Watch { reply }).await
+    }
+
+    /// The matrix with histograms, for one method or all (`Unspecified`).
+    pub async fn matrix(&self, method: ProbeMethod) -> Result<GetMatrixResponse, Status> {
+        let s = self.snapshot().await?;
+        Ok(s.matrix(method, true, Instant::now(), now_unix_us()))
+    }
+
+    /// Send a command and await its reply, for at most [`OWNER_DEADLINE`]:
+    /// a wedged owner makes queries fail with a clear error, not hang.
     pub async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, Status> {
         let (tx, rx) = oneshot::channel();
-        self.send(make(tx)).await?;
-        rx.await
-            .map_err(|_| Status::unavailable("aggregator is shutting down"))
+        let asked = async {
+            self.send(make(tx)).await?;
+            rx.await
+                .map_err(|_| Status::unavailable("aggregator is shutting down"))
+        };
+        tokio::time::timeout(OWNER_DEADLINE, asked)
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "the aggregator's state owner did not answer within {} s (see /healthz); try again",
+                    OWNER_DEADLINE.as_secs()
+                ))
+            })?
     }
 }
 
@@ -200,11 +243,19 @@ pub fn spawn(config: StateConfig) -> StateHandle {
 pub fn spawn_with_metrics(config: StateConfig, metrics: StateMetrics) -> StateHandle {
     let (tx, rx) = mpsc::channel(1024);
     let (inferred_tx, inferred) = watch::channel(None);
-    tokio::spawn(run(config, rx, inferred_tx, metrics.clone()));
+    let heartbeat = Heartbeat::new("state owner", HEARTBEAT_MAX_SILENCE, Instant::now());
+    tokio::spawn(run(
+        config,
+        rx,
+        inferred_tx,
+        metrics.clone(),
+        heartbeat.clone(),
+    ));
     StateHandle {
         tx,
         inferred,
         metrics,
+        heartbeat,
     }
 }
 
@@ -233,6 +284,13 @@ struct Owner {
     test_periods: TestPeriods,
     metrics: StateMetrics,
     refusals: RefusalLog,
+    /// Counts every command that may change the state; a snapshot is
+    /// current while this has not moved since it was taken.
+    changes: u64,
+    /// The latest snapshot and when it was taken.
+    snapshot: Option<(Arc<Snapshot>, Instant)>,
+    /// Link updates stored since that snapshot was taken, in order.
+    since_snapshot: Vec<LinkState>,
 }
 
 async fn run(
@@ -240,6 +298,7 @@ async fn run(
     mut rx: mpsc::Receiver<Command>,
     inferred_tx: watch::Sender<Option<Arc<Inferred>>>,
     metrics: StateMetrics,
+    heartbeat: Heartbeat,
 ) {
     let (updates, _) = broadcast::channel(WATCH_CAPACITY);
     let mut owner = Owner {
@@ -256,11 +315,16 @@ async fn run(
         test_periods: TestPeriods::default(),
         metrics,
         refusals: RefusalLog::default(),
+        changes: 0,
+        snapshot: None,
+        since_snapshot: Vec::new(),
     };
     let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_TICK);
     bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut recompute = tokio::time::interval(config.recompute_interval);
     recompute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -269,12 +333,24 @@ async fn run(
             },
             _ = recompute.tick() => owner.recompute(Instant::now()),
             _ = bandwidth_tick.tick() => owner.schedule_bandwidth(Instant::now()),
+            _ = beat.tick() => heartbeat.beat(Instant::now()),
         }
     }
 }
 
 impl Owner {
     fn handle(&mut self, cmd: Command, now: Instant) {
+        // What a snapshot holds (the matrix, the inference) may change;
+        // scheduling and queries do not count.
+        if matches!(
+            cmd,
+            Command::Connect { .. }
+                | Command::Reports { .. }
+                | Command::Disconnect { .. }
+                | Command::BandwidthResult { .. }
+        ) {
+            self.changes += 1;
+        }
         match cmd {
             Command::Connect { hello, tx, reply } => {
                 let id = self.next_session;
@@ -296,18 +372,9 @@ impl Owner {
             }
             Command::Reports { session, batch } => self.reports(session, batch, now),
             Command::Disconnect { session } => self.close(session),
-            Command::GetNode { name, reply } => {
-                let view = self.matrix.node_status(&name).map(|status| NodeView {
-                    status,
-                    facts: self
-                        .inferred
-                        .as_ref()
-                        .and_then(|i| i.facts.get(&name).cloned()),
-                });
-                let _ = reply.send(view);
-            }
-            Command::ListGroups { reply } => {
-                let _ = reply.send(self.inferred.as_ref().map(|i| i.groups.clone()));
+            Command::Snapshot { reply } => {
+                let max_age = self.config.snapshot_max_age;
+                let _ = reply.send(self.snapshot(max_age, now));
             }
             Command::Recompute => self.recompute(now),
             Command::BandwidthResult { session, result } => {
@@ -325,28 +392,49 @@ impl Owner {
                     self.test_ended(served.token, now);
                 }
             }
-            Command::Place {
-                query,
-                labels,
-                reply,
-            } => {
-                let _ = reply.send(self.place(&query, labels.as_ref(), now));
+            Command::Watch { reply } => {
+                let max_age = self.config.snapshot_max_age;
+                let snapshot = self.snapshot(max_age, now);
+                let _ = reply.send(Watch {
+                    snapshot,
+                    since: self.since_snapshot.clone(),
+                    updates: self.updates.subscribe(),
+                });
             }
-            Command::GetMatrix { method, reply } => {
-                let _ = reply.send(self.matrix.snapshot(method, now, now_unix_us()));
-            }
-            Command::Watch {
-                method,
-                send_initial,
-                reply,
-            } => {
-                let initial = if send_initial {
-                    self.matrix.links(method, now)
-                } else {
-                    Vec::new()
-                };
-                let _ = reply.send((initial, self.updates.subscribe()));
-            }
+        }
+    }
+
+    /// The latest snapshot if nothing changed since, or if it is younger
+    /// than `max_age`; else a new one. Copying the matrix is the one cost a
+    /// query puts on the owner, and `max_age` bounds how often it is paid.
+    fn snapshot(&mut self, max_age: std::time::Duration, now: Instant) -> Arc<Snapshot> {
+        if let Some((s, taken)) = &self.snapshot
+            && (s.changes == self.changes || now.saturating_duration_since(*taken) < max_age)
+        {
+            return s.clone();
+        }
+        let s = Arc::new(Snapshot {
+            matrix: self.matrix.clone(),
+            inferred: self.inferred.clone(),
+            thresholds: self.config.infer.thresholds,
+            changes: self.changes,
+        });
+        self.snapshot = Some((s.clone(), now));
+        self.since_snapshot.clear();
+        s
+    }
+
+    /// Remember a stored update for watchers that start from the latest
+    /// snapshot; too many, and the snapshot is dropped instead.
+    fn stored_since_snapshot(&mut self, state: &LinkState) {
+        if self.snapshot.is_none() {
+            return;
+        }
+        if self.since_snapshot.len() < MAX_SINCE_SNAPSHOT {
+            self.since_snapshot.push(state.clone());
+        } else {
+            self.snapshot = None;
+            self.since_snapshot.clear();
         }
     }
 
@@ -363,51 +451,12 @@ impl Owner {
         }
     }
 
-    fn place(
-        &self,
-        query: &Query,
-        labels: Option<&BTreeMap<String, BTreeMap<String, String>>>,
-        now: Instant,
-    ) -> Result<Placement, PlaceError> {
-        let names = self.matrix.node_names();
-        let dist = netaware_model::infer::distances(&self.matrix, &names, now);
-        let bandwidth = |i: usize, j: usize| self.matrix.bandwidth(&names[i], &names[j]);
-        let quality: Vec<Option<u32>> = names
-            .iter()
-            .map(|n| {
-                self.inferred
-                    .as_ref()
-                    .and_then(|i| i.facts.get(n))
-                    .and_then(|f| f.quality)
-            })
-            .collect();
-        let fresh: Vec<bool> = names
-            .iter()
-            .map(|n| netaware_model::infer::is_fresh(&self.matrix, n, &names, now))
-            .collect();
-        // The group thresholds in use (resolved when `auto`).
-        let levels: Vec<f64> = match (&self.inferred, self.config.infer.thresholds) {
-            (Some(i), _) => i.thresholds.to_vec(),
-            (None, netaware_model::groups::Thresholds::Fixed(t)) => t.to_vec(),
-            (None, netaware_model::groups::Thresholds::Auto) => Vec::new(),
-        };
-        let view = View {
-            names: &names,
-            dist: &dist,
-            bandwidth: &bandwidth,
-            quality: &quality,
-            fresh: &fresh,
-            labels,
-            levels: &levels,
-        };
-        place::place(query, &view)
-    }
-
     fn recompute(&mut self, now: Instant) {
         if self.matrix.node_names().is_empty() {
             return;
         }
         let started = Instant::now();
+        self.changes += 1;
         let mut out = self.inference.recompute(&self.matrix, now);
         out.computed_unix_us = now_unix_us();
         info!(
@@ -453,6 +502,7 @@ impl Owner {
                     self.metrics.windows_disturbed.inc();
                 }
                 stored += 1;
+                self.stored_since_snapshot(&state);
                 // No watchers is fine.
                 let _ = self.updates.send(state);
             }
@@ -514,6 +564,7 @@ impl Owner {
 }
 
 mod bandwidth;
+mod snapshot;
 
 #[cfg(test)]
 mod tests;

@@ -177,7 +177,11 @@ pub async fn connect(url: &str) -> Result<QueryServiceClient<tonic::transport::C
         }
         unreachable(reason)
     })?;
-    Ok(QueryServiceClient::new(channel))
+    // The server's limits, on purpose: an answer the server may send is
+    // one the CLI accepts (tonic's default would refuse a 150-node matrix).
+    Ok(QueryServiceClient::new(channel)
+        .max_decoding_message_size(netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES)
+        .max_encoding_message_size(netaware_proto::limits::MAX_QUERY_REQUEST_BYTES))
 }
 
 /// Run one CLI command and return what to print.

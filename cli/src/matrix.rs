@@ -15,6 +15,7 @@ pub async fn fetch_matrix(url: &str, method: ProbeMethod) -> Result<GetMatrixRes
     let r = client
         .get_matrix(GetMatrixRequest {
             method: method as i32,
+            include_histograms: false,
         })
         .await?;
     Ok(r.into_inner())

@@ -1,11 +1,13 @@
 //! The small HTTP endpoint every binary serves for Kubernetes and
 //! Prometheus: `/metrics` (Prometheus text exposition), `/healthz`
-//! (liveness: the process serves requests) and `/readyz` (readiness: the
-//! binary says it can do its job, e.g. the agent has a plan).
+//! (liveness: the process serves requests and its main loop still runs)
+//! and `/readyz` (readiness: the binary says it can do its job, e.g. the
+//! agent has a plan).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -55,11 +57,56 @@ pub fn prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-/// Whether the binary is ready, with the reason shown on `/readyz`.
+/// When a loop last went round. A loop that stops going round (wedged in
+/// a computation, dead-locked) makes `/healthz` fail, so the kubelet
+/// restarts the process instead of leaving it up and useless.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    name: &'static str,
+    last: Arc<std::sync::Mutex<Instant>>,
+    max_silence: Duration,
+}
+
+impl Heartbeat {
+    /// A heartbeat of the loop `name`, unhealthy after `max_silence`
+    /// without a beat; it counts as beating at `now`.
+    pub fn new(name: &'static str, max_silence: Duration, now: Instant) -> Self {
+        Self {
+            name,
+            last: Arc::new(std::sync::Mutex::new(now)),
+            max_silence,
+        }
+    }
+
+    /// The loop went round at `now`.
+    pub fn beat(&self, now: Instant) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = now;
+        }
+    }
+
+    /// Why the loop counts as wedged at `now`, or `None` while it beats.
+    pub fn wedged(&self, now: Instant) -> Option<String> {
+        let last = *self.last.lock().ok()?;
+        let silent = now.saturating_duration_since(last);
+        (silent > self.max_silence).then(|| {
+            format!(
+                "the {} has not gone round for {:.1} s (limit {} s)",
+                self.name,
+                silent.as_secs_f64(),
+                self.max_silence.as_secs()
+            )
+        })
+    }
+}
+
+/// Whether the binary is ready, with the reason shown on `/readyz`, and
+/// the heartbeat `/healthz` checks.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     ready: Arc<AtomicBool>,
     why_not: Arc<std::sync::Mutex<String>>,
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Readiness {
@@ -68,6 +115,12 @@ impl Readiness {
         let r = Self::default();
         r.set_not_ready(why);
         r
+    }
+
+    /// `/healthz` also fails while `heartbeat` is silent.
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     pub fn set_ready(&self) {
@@ -105,12 +158,14 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-/// The response to one request; `accept` is the request's Accept header.
+/// The response to one request at `now`; `accept` is the request's Accept
+/// header.
 pub fn respond(
     path: &str,
     accept: &str,
     registry: &Registry,
     ready: &Readiness,
+    now: Instant,
 ) -> Response<Full<Bytes>> {
     match path {
         "/metrics" => {
@@ -126,7 +181,13 @@ pub fn respond(
             );
             r
         }
-        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/healthz" => match ready.heartbeat.as_ref().and_then(|h| h.wedged(now)) {
+            None => text(StatusCode::OK, "ok\n".into()),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: {why}\n"),
+            ),
+        },
         "/readyz" if ready.is_ready() => text(StatusCode::OK, "ready\n".into()),
         "/readyz" => text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -161,7 +222,7 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, r
                     .get(hyper::header::ACCEPT)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                let r = respond(req.uri().path(), accept, &registry, &ready);
+                let r = respond(req.uri().path(), accept, &registry, &ready, Instant::now());
                 async move { Ok::<_, Infallible>(r) }
             });
             // A client that never finishes its request headers is dropped.
@@ -217,19 +278,26 @@ mod tests {
         reg.register("netaware_things", "Things", c.clone());
         c.inc();
         let ready = Readiness::new("no plan from the aggregator yet");
-        let m = respond("/metrics", "", &reg, &ready);
+        let now = Instant::now();
+        let m = respond("/metrics", "", &reg, &ready, now);
         assert_eq!(m.status(), StatusCode::OK);
         assert_eq!(
             m.headers()[hyper::header::CONTENT_TYPE],
             PROMETHEUS_CONTENT_TYPE
         );
-        let om = respond("/metrics", "application/openmetrics-text", &reg, &ready);
+        let om = respond(
+            "/metrics",
+            "application/openmetrics-text",
+            &reg,
+            &ready,
+            now,
+        );
         assert_eq!(
             om.headers()[hyper::header::CONTENT_TYPE],
             OPENMETRICS_CONTENT_TYPE
         );
         assert!(encode(&reg).contains("netaware_things_total 1"));
-        let r = |p: &str| respond(p, "", &reg, &ready).status();
+        let r = |p: &str| respond(p, "", &reg, &ready, now).status();
         assert_eq!(r("/healthz"), StatusCode::OK);
         assert_eq!(r("/readyz"), StatusCode::SERVICE_UNAVAILABLE);
         ready.set_ready();
@@ -238,6 +306,25 @@ mod tests {
         assert!(!ready.is_ready());
         assert_eq!(ready.reason(), "aggregator session lost");
         assert_eq!(r("/x"), StatusCode::NOT_FOUND);
+    }
+
+    /// The review's E3f: a wedged state owner left `/healthz` at 200.
+    #[test]
+    fn healthz_fails_while_the_heartbeat_is_silent() {
+        let reg = Registry::default();
+        let t0 = Instant::now();
+        let hb = Heartbeat::new("state owner", Duration::from_secs(15), t0);
+        let ready = Readiness::new("x").with_heartbeat(hb.clone());
+        let at = |s: u64| respond("/healthz", "", &reg, &ready, t0 + Duration::from_secs(s));
+        assert_eq!(at(15).status(), StatusCode::OK);
+        let wedged = at(16);
+        assert_eq!(wedged.status(), StatusCode::SERVICE_UNAVAILABLE);
+        hb.beat(t0 + Duration::from_secs(16));
+        assert_eq!(at(20).status(), StatusCode::OK);
+        assert_eq!(
+            hb.wedged(t0 + Duration::from_secs(40)).unwrap(),
+            "the state owner has not gone round for 24.0 s (limit 15 s)"
+        );
     }
 
     #[test]

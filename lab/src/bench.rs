@@ -223,7 +223,8 @@ pub fn latency_only(m: &GetMatrixResponse, names: &[String], k: usize) -> Result
         eligible: (0..names.len()).collect(),
         include: Vec::new(),
     };
-    let choice = diameter::choose(&d, k, &c)?;
+    // Nothing stops the lab's own search.
+    let choice = diameter::choose(&d, k, &c, &diameter::Stop::new(false))?;
     Ok(choice.nodes.iter().map(|&i| names[i].clone()).collect())
 }
 

@@ -46,6 +46,8 @@ pub enum Error {
     UnknownNode { role: &'static str, name: String },
     #[error("{role} names node '{name}' twice; name each node once")]
     DuplicateNode { role: &'static str, name: String },
+    #[error("k = {k} is more than the {max} nodes one request may ask for")]
+    TooLargeK { k: usize, max: usize },
     #[error("{role} names {count} nodes; at most {max} are accepted")]
     TooManyNames {
         role: &'static str,
@@ -66,6 +68,10 @@ pub enum Error {
         "no {k} nodes whose every pair has a measured bandwidth of at least {min_bandwidth_mbps} Mbit/s and a measured RTT; lower the minimum, ask for fewer nodes, or wait for more measurements"
     )]
     NoMeasuredSet { k: usize, min_bandwidth_mbps: f64 },
+    #[error(
+        "the placement search ran past its deadline and was stopped; ask for fewer nodes or narrow the candidates (selector, exclude)"
+    )]
+    Stopped,
 }
 
 /// Result alias for the model.

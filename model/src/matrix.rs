@@ -65,8 +65,9 @@ struct Node {
     dropped_windows_total: u64,
 }
 
-/// All measured links and all known nodes.
-#[derive(Debug)]
+/// All measured links and all known nodes. Cloned into the snapshots that
+/// queries read, so no query waits for (or holds up) the owner.
+#[derive(Debug, Clone)]
 pub struct Matrix {
     links: BTreeMap<LinkKey, Link>,
     /// Latest bandwidth test per (sender, receiver).
@@ -278,11 +279,20 @@ impl Matrix {
 
     /// Every link (optionally of one method) as of `now`.
     pub fn links(&self, method: ProbeMethod, now: Instant) -> Vec<LinkState> {
+        self.links_iter(method, now).collect()
+    }
+
+    /// [`links`](Self::links) one at a time, for streaming without a copy
+    /// of them all.
+    pub fn links_iter(
+        &self,
+        method: ProbeMethod,
+        now: Instant,
+    ) -> impl Iterator<Item = LinkState> + '_ {
         self.links
             .iter()
-            .filter(|((_, _, m), _)| method == ProbeMethod::Unspecified || *m == method as i32)
-            .map(|((src, _, _), link)| Self::state_of(src, link, self.is_stale(link, now)))
-            .collect()
+            .filter(move |((_, _, m), _)| method == ProbeMethod::Unspecified || *m == method as i32)
+            .map(move |((src, _, _), link)| Self::state_of(src, link, self.is_stale(link, now)))
     }
 
     fn status_of(name: &str, n: &Node) -> NodeStatus {
@@ -301,20 +311,30 @@ impl Matrix {
         self.nodes.get(name).map(|n| Self::status_of(name, n))
     }
 
-    /// The query answer for GetMatrix.
+    /// The query answer for GetMatrix. Histograms (about 100 bytes a link,
+    /// half the answer) only when asked for.
     pub fn snapshot(
         &self,
         method: ProbeMethod,
+        histograms: bool,
         now: Instant,
         now_unix_us: u64,
     ) -> GetMatrixResponse {
+        let mut links = self.links(method, now);
+        if !histograms {
+            for l in &mut links {
+                if let Some(w) = l.latest.as_mut() {
+                    w.rtt_histogram.clear();
+                }
+            }
+        }
         GetMatrixResponse {
             nodes: self
                 .nodes
                 .iter()
                 .map(|(name, n)| Self::status_of(name, n))
                 .collect(),
-            links: self.links(method, now),
+            links,
             generated_unix_us: now_unix_us,
             stale_after_ms: u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX),
             bandwidth: self.bandwidth.values().cloned().collect(),

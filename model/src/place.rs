@@ -29,11 +29,14 @@ use crate::{Error, Result};
 
 pub mod diameter;
 
-use diameter::Candidates;
+use diameter::{Candidates, Stop};
 
 /// Most names a request may include or exclude: more than any cluster
 /// netaware is built for, few enough that checking them costs nothing.
 pub const MAX_NAMES: usize = 10_000;
+/// Largest k a request may ask for, refused before any work for the same
+/// reason.
+pub const MAX_K: usize = MAX_NAMES;
 
 /// Sets whose largest RTT is within this fraction of the best one count as
 /// tied: RTTs inside a zone differ by measurement noise of this order.
@@ -212,7 +215,8 @@ fn ineligible(q: &Query, v: &View, excluded: &BTreeSet<&str>, i: usize) -> Optio
 }
 
 /// Choose nodes for `q`; errors say which constraint could not be met.
-pub fn place<'a>(q: &'a Query, v: &View) -> Result<Placement> {
+/// The search ends early with [`Error::Stopped`] once `stop` is set.
+pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
     let n = v.names.len();
     let index: BTreeMap<&str, usize> = v
         .names
@@ -222,6 +226,9 @@ pub fn place<'a>(q: &'a Query, v: &View) -> Result<Placement> {
         .collect();
     if q.k == 0 {
         return Err(Error::ZeroK);
+    }
+    if q.k > MAX_K {
+        return Err(Error::TooLargeK { k: q.k, max: MAX_K });
     }
     if !(q.min_bandwidth_mbps >= 0.0 && q.min_bandwidth_mbps.is_finite()) {
         return Err(Error::BadMinBandwidth(q.min_bandwidth_mbps));
@@ -300,7 +307,7 @@ pub fn place<'a>(q: &'a Query, v: &View) -> Result<Placement> {
         v.dist.clone()
     };
 
-    let first = diameter::choose(&dist, q.k, &c)?;
+    let first = diameter::choose(&dist, q.k, &c, stop)?;
     if first.diameter.is_infinite() {
         return Err(Error::NoMeasuredSet {
             k: q.k,
@@ -354,7 +361,7 @@ pub fn place<'a>(q: &'a Query, v: &View) -> Result<Placement> {
     starts.insert(0, first);
     let mut choice: Option<(diameter::Choice, (f64, f64))> = None;
     for start in starts {
-        let r = diameter::refine(&dist, start, &c, limit, key);
+        let r = diameter::refine(&dist, start, &c, limit, key, stop)?;
         let kr = key(&r.nodes);
         if choice.as_ref().is_none_or(|(_, kb)| kr > *kb) {
             choice = Some((r, kr));

@@ -21,6 +21,9 @@ pub mod v1 {
 
 pub mod histogram;
 
+/// The trait of every message (`encoded_len`, `encode`), so that users size
+/// messages against [`limits`] with the prost this crate was built with.
+pub use prost::Message;
 pub use v1::ProbeMethod;
 
 impl v1::ProbeMethod {
@@ -59,3 +62,25 @@ pub const QUERY_PORT: u16 = 7401;
 
 /// Wire protocol version spoken by this crate (`Hello.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest encoded message each side sends and accepts, set explicitly on
+/// every server and client so that a limit is a decision, not a library
+/// default, and an error can name it.
+pub mod limits {
+    /// An agent's message (a report batch, a bandwidth result). The agent
+    /// splits its batches below [`MAX_BATCH_BYTES`], so this leaves room.
+    pub const MAX_AGENT_MESSAGE_BYTES: usize = 4 << 20;
+    /// A report batch as the agent sends it: windows beyond this go into
+    /// the next batch. A window is about 200 bytes, so this is thousands of
+    /// windows, more than a minute of a large mesh.
+    pub const MAX_BATCH_BYTES: usize = 1 << 20;
+    /// The aggregator's message to an agent (a plan: about 80 bytes a peer,
+    /// so 4 MiB holds a plan for 50,000 peers).
+    pub const MAX_AGGREGATOR_MESSAGE_BYTES: usize = 4 << 20;
+    /// A query request (Place names at most 10,000 nodes in each list).
+    pub const MAX_QUERY_REQUEST_BYTES: usize = 4 << 20;
+    /// A query answer (GetMatrix: about 130 bytes a link without its
+    /// histogram, so 64 MiB is about 500,000 links, 700 nodes in full mesh
+    /// with one method).
+    pub const MAX_QUERY_RESPONSE_BYTES: usize = 64 << 20;
+}

@@ -3,6 +3,9 @@
 //! without stalling anyone, and every query is answered.
 
 use super::*;
+use netaware_model::Error as PlaceError;
+use netaware_model::place::Query;
+use netaware_model::place::diameter::Stop;
 use netaware_proto::v1::LinkWindow;
 use std::time::Duration;
 
@@ -17,6 +20,8 @@ fn config() -> StateConfig {
             enabled: false,
             ..BandwidthConfig::default()
         },
+        // Every query sees every command sent before it.
+        snapshot_max_age: Duration::ZERO,
         ..StateConfig::default()
     }
 }
@@ -155,21 +160,9 @@ async fn a_session_that_does_not_read_is_closed_and_the_others_go_on() {
 async fn every_query_is_answered() {
     let state = spawn(config());
     // Before anything is known.
-    let none = state
-        .ask(|reply| Command::GetNode {
-            name: "nowhere".into(),
-            reply,
-        })
-        .await
-        .unwrap();
+    let none = state.snapshot().await.unwrap().node("nowhere");
     assert!(none.is_none());
-    assert!(
-        state
-            .ask(|reply| Command::ListGroups { reply })
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(state.snapshot().await.unwrap().groups().is_none());
 
     // Two sites: a-b close, c far.
     let mut sessions = Vec::new();
@@ -188,11 +181,7 @@ async fn every_query_is_answered() {
         reports(&state, *id, 1, windows).await;
     }
     state.send(Command::Recompute).await.unwrap();
-    let groups = state
-        .ask(|reply| Command::ListGroups { reply })
-        .await
-        .unwrap()
-        .unwrap();
+    let groups = state.snapshot().await.unwrap().groups().unwrap();
     let l1: Vec<Vec<String>> = groups
         .iter()
         .filter(|g| g.level == 1)
@@ -202,44 +191,112 @@ async fn every_query_is_answered() {
         l1.contains(&vec!["a".to_string(), "b".to_string()]),
         "{l1:?}"
     );
-    let node = state
-        .ask(|reply| Command::GetNode {
-            name: "a".into(),
-            reply,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let node = state.snapshot().await.unwrap().node("a").unwrap();
     assert!(node.status.connected && node.facts.is_some(), "{node:?}");
 
     let place = |k: usize| {
         let state = state.clone();
         async move {
-            state
-                .ask(|reply| Command::Place {
-                    query: Query {
-                        k,
-                        ..Default::default()
-                    },
-                    labels: None,
-                    reply,
-                })
-                .await
-                .unwrap()
+            let query = Query {
+                k,
+                ..Default::default()
+            };
+            let snapshot = state.snapshot().await.unwrap();
+            snapshot.place(&query, None, Instant::now(), &Stop::new(false))
         }
     };
     assert_eq!(place(2).await.unwrap().nodes, ["a", "b"]);
     assert_eq!(place(0).await.unwrap_err(), PlaceError::ZeroK);
 
-    let (initial, _updates) = state
-        .ask(|reply| Command::Watch {
-            method: ProbeMethod::StampUdp,
-            send_initial: true,
-            reply,
-        })
-        .await
-        .unwrap();
-    assert_eq!(initial.len(), 6, "every directed pair");
+    let w = state.watch().await.unwrap();
+    let links = w
+        .snapshot
+        .links(ProbeMethod::StampUdp, Instant::now())
+        .count();
+    assert_eq!(links + w.since.len(), 6, "every directed pair");
+}
+
+/// Queries read snapshots: one taken when the state changed and the last
+/// is older than the maximum age, else the last one again (so a query
+/// flood costs the owner at most one copy per `snapshot_max_age`). A
+/// watcher gets the last one and the updates stored since, so it misses
+/// nothing.
+#[tokio::test]
+async fn a_snapshot_is_reused_while_young_and_retaken_when_old_and_changed() {
+    // Real time: the owner's clock is std's, which tokio's pause does not
+    // move.
+    let max_age = Duration::from_millis(300);
+    let state = spawn(StateConfig {
+        snapshot_max_age: max_age,
+        ..config()
+    });
+    let (a, _rx_a) = connect(&state, "a", 64).await;
+    let _b = connect(&state, "b", 64).await;
+    let first = state.snapshot().await.unwrap();
+    assert_eq!(
+        first
+            .links(ProbeMethod::Unspecified, Instant::now())
+            .count(),
+        0
+    );
+    // Unchanged: the same copy.
+    assert!(Arc::ptr_eq(&first, &state.snapshot().await.unwrap()));
+    // Changed, but the copy is young: still the same (one stored window
+    // not yet seen).
+    reports(&state, a, 1, vec![window("b", 1, 500)]).await;
+    let young = state.snapshot().await.unwrap();
+    assert!(Arc::ptr_eq(&first, &young));
+    // A watcher must not miss the window: it comes after the snapshot.
+    let w = state.watch().await.unwrap();
+    assert!(Arc::ptr_eq(&first, &w.snapshot));
+    assert_eq!(w.since.len(), 1);
+    assert_eq!(w.since[0].windows_total, 1);
+    // Old and changed: a new copy.
+    reports(&state, a, 2, vec![window("b", 2, 500)]).await;
+    tokio::time::sleep(max_age + Duration::from_millis(50)).await;
+    let fresh = state.snapshot().await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &fresh));
+    // Taken anew: nothing is "since" it.
+    assert!(state.watch().await.unwrap().since.is_empty());
+    let link = fresh.matrix(ProbeMethod::Unspecified, false, Instant::now(), 0);
+    assert_eq!(link.links[0].windows_total, 2);
+}
+
+/// The heartbeat `/healthz` checks beats while the owner goes round.
+#[tokio::test]
+async fn the_owner_beats_while_it_goes_round() {
+    let t0 = Instant::now();
+    let state = spawn(config());
+    tokio::time::sleep(HEARTBEAT * 2 + Duration::from_millis(200)).await;
+    // Without a beat after t0 + 1.5 s this would be a silence of 16.5 s.
+    let later = t0 + HEARTBEAT_MAX_SILENCE + Duration::from_millis(1500);
+    assert_eq!(state.heartbeat().wedged(later), None);
+}
+
+/// A query to an owner that does not answer fails within its deadline,
+/// with a message that says so (the review's E3f).
+#[tokio::test(start_paused = true)]
+async fn a_query_to_a_silent_owner_fails_in_time() {
+    // An owner that never reads its commands (wedged).
+    let (tx, _rx) = mpsc::channel(1);
+    let (_inferred_tx, inferred) = watch::channel(None);
+    let wedged = StateHandle {
+        tx,
+        inferred,
+        metrics: StateMetrics::default(),
+        heartbeat: Heartbeat::new("state owner", HEARTBEAT_MAX_SILENCE, Instant::now()),
+    };
+    let started = tokio::time::Instant::now();
+    let e = wedged.snapshot().await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(e.message().contains("did not answer within 5 s"), "{e}");
+    assert_eq!(started.elapsed(), OWNER_DEADLINE);
+    assert!(
+        wedged
+            .heartbeat()
+            .wedged(Instant::now() + HEARTBEAT_MAX_SILENCE)
+            .is_some()
+    );
 }
 
 fn refused(state: &StateHandle, kind: &str) -> u64 {

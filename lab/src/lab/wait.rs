@@ -60,7 +60,10 @@ pub(super) async fn connect_query(
             .connect()
             .await
         {
-            Ok(ch) => return Ok(QueryServiceClient::new(ch)),
+            Ok(ch) => {
+                return Ok(QueryServiceClient::new(ch)
+                    .max_decoding_message_size(netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES));
+            }
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(Error::Run(format!(
                     "the aggregator's query API at {url} did not come up: {e}; see {}",
@@ -119,6 +122,7 @@ impl Running<'_> {
             .client
             .get_matrix(GetMatrixRequest {
                 method: ProbeMethod::Unspecified as i32,
+                include_histograms: false,
             })
             .await?
             .into_inner())

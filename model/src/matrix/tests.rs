@@ -129,7 +129,7 @@ fn the_plan_is_a_full_mesh_of_connected_nodes_with_shared_methods() {
     assert_eq!(p.peers.len(), 1);
     assert!(m.plan_for("bb", 8, TIMING).is_none());
     // bb is still known, as disconnected.
-    let snap = m.snapshot(ProbeMethod::Unspecified, Instant::now(), 0);
+    let snap = m.snapshot(ProbeMethod::Unspecified, false, Instant::now(), 0);
     assert_eq!(snap.nodes.len(), 3);
     assert!(!snap.nodes[1].connected);
     assert_eq!(m.node_status("bb"), Some(snap.nodes[1].clone()));
@@ -148,15 +148,43 @@ fn a_second_session_keeps_the_node_connected_when_the_first_closes() {
 }
 
 #[test]
-fn snapshot_filters_by_method() {
+fn snapshot_filters_by_method_and_sends_histograms_only_when_asked() {
     let t0 = Instant::now();
     let mut m = Matrix::new(0.3, Duration::from_secs(30));
-    m.apply("a", window("b", 1, 100, 10, 10), false, t0);
+    let mut udp = window("b", 1, 100, 10, 10);
+    udp.rtt_histogram = vec![1, 2, 3];
+    m.apply("a", udp, false, t0);
     let mut icmp = window("b", 1, 100, 10, 10);
     icmp.method = ProbeMethod::IcmpEcho as i32;
     m.apply("a", icmp, false, t0);
-    assert_eq!(m.snapshot(ProbeMethod::Unspecified, t0, 0).links.len(), 2);
-    assert_eq!(m.snapshot(ProbeMethod::IcmpEcho, t0, 0).links.len(), 1);
+    assert_eq!(
+        m.snapshot(ProbeMethod::Unspecified, false, t0, 0)
+            .links
+            .len(),
+        2
+    );
+    assert_eq!(
+        m.snapshot(ProbeMethod::IcmpEcho, false, t0, 0).links.len(),
+        1
+    );
+    let histogram = |with: bool| {
+        m.snapshot(ProbeMethod::StampUdp, with, t0, 0).links[0]
+            .latest
+            .clone()
+            .unwrap()
+            .rtt_histogram
+    };
+    assert_eq!(histogram(true), vec![1, 2, 3]);
+    assert!(histogram(false).is_empty());
+    // The matrix keeps it: leaving it out is a property of the answer.
+    assert_eq!(
+        m.links(ProbeMethod::StampUdp, t0)[0]
+            .latest
+            .as_ref()
+            .unwrap()
+            .rtt_histogram,
+        vec![1, 2, 3]
+    );
 }
 
 #[test]

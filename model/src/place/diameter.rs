@@ -10,8 +10,22 @@
 //! Unmeasured pairs are infinitely far, so a set is never chosen across them
 //! when any measured set exists.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::groups::Distances;
 use crate::{Error, Result};
+
+/// Set by another thread to end a search early (the query's deadline
+/// passed): the search then returns [`Error::Stopped`] instead of running
+/// on while nobody waits for it.
+pub type Stop = AtomicBool;
+
+fn stopped(stop: &Stop) -> Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        return Err(Error::Stopped);
+    }
+    Ok(())
+}
 
 /// Nodes that must or may be chosen (indices into the distance matrix).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,19 +152,89 @@ pub fn lower_bound(d: &Distances, k: usize, c: &Candidates) -> f64 {
 }
 
 /// Centre-ball 2-approximation followed by swap local search.
-pub fn choose(d: &Distances, k: usize, c: &Candidates) -> Result<Choice> {
+pub fn choose(d: &Distances, k: usize, c: &Candidates, stop: &Stop) -> Result<Choice> {
     let Some(start) = balls(d, k, c)?.into_iter().next() else {
         return Err(Error::TooFewEligible {
             k,
             eligible: c.eligible.len(),
         });
     };
-    // Larger is better: the negated diameter.
-    let nodes = swap_search(start.nodes, c, -start.diameter, |s| Some(-diameter(d, s)));
+    let nodes = shrink(d, start.nodes, c, stop)?;
     Ok(Choice {
         diameter: diameter(d, &nodes),
         nodes,
     })
+}
+
+/// Swap local search on the diameter alone: the same walk as
+/// [`swap_search`] with the diameter as value (the same swaps, in the same
+/// order, so the same answer), but a trial costs O(k) instead of O(k²): the
+/// diameter after swapping member `pos` for `out` is the larger of the
+/// others' diameter (computed once per position) and `out`'s farthest
+/// distance to the others.
+fn shrink(d: &Distances, mut set: Vec<usize>, c: &Candidates, stop: &Stop) -> Result<Vec<usize>> {
+    let mut best = diameter(d, &set);
+    let mut member = vec![false; d.len()];
+    for &m in &set {
+        member[m] = true;
+    }
+    loop {
+        stopped(stop)?;
+        let mut bound = best;
+        let mut improved: Option<(usize, usize)> = None;
+        for pos in 0..set.len() {
+            if c.include.contains(&set[pos]) {
+                continue;
+            }
+            let rest = diameter_without(d, &set, pos);
+            if rest >= bound {
+                continue;
+            }
+            for &out in &c.eligible {
+                if member[out] {
+                    continue;
+                }
+                let mut v = rest;
+                for (x, &m) in set.iter().enumerate() {
+                    if x != pos {
+                        v = v.max(d.get(out, m));
+                        if v >= bound {
+                            break;
+                        }
+                    }
+                }
+                if v < bound {
+                    bound = v;
+                    improved = Some((pos, out));
+                }
+            }
+        }
+        let Some((pos, out)) = improved else {
+            break;
+        };
+        member[set[pos]] = false;
+        member[out] = true;
+        set[pos] = out;
+        best = bound;
+    }
+    set.sort_unstable();
+    Ok(set)
+}
+
+/// The diameter of `set` without its member at `pos`.
+fn diameter_without(d: &Distances, set: &[usize], pos: usize) -> f64 {
+    let mut m: f64 = 0.0;
+    for (x, &a) in set.iter().enumerate() {
+        if x == pos {
+            continue;
+        }
+        for (y, &b) in set.iter().enumerate().skip(x + 1) {
+            if y != pos {
+                m = m.max(d.get(a, b));
+            }
+        }
+    }
+    m
 }
 
 /// Among sets whose diameter stays within `limit`, move to a better one by
@@ -165,15 +249,20 @@ pub fn refine<K: PartialOrd>(
     c: &Candidates,
     limit: f64,
     key: impl Fn(&[usize]) -> K,
-) -> Choice {
+    stop: &Stop,
+) -> Result<Choice> {
     let start = key(&choice.nodes);
-    let nodes = swap_search(choice.nodes, c, start, |s| {
-        (diameter(d, s) <= limit).then(|| key(s))
-    });
-    Choice {
+    let nodes = swap_search(
+        choice.nodes,
+        c,
+        start,
+        |s| (diameter(d, s) <= limit).then(|| key(s)),
+        stop,
+    )?;
+    Ok(Choice {
         diameter: diameter(d, &nodes),
         nodes,
-    }
+    })
 }
 
 /// Swap local search: replace one member (never a required one) by an
@@ -185,9 +274,11 @@ fn swap_search<K: PartialOrd>(
     c: &Candidates,
     start: K,
     value: impl Fn(&[usize]) -> Option<K>,
-) -> Vec<usize> {
+    stop: &Stop,
+) -> Result<Vec<usize>> {
     let mut best = start;
     loop {
+        stopped(stop)?;
         let mut improved: Option<(K, usize, usize)> = None;
         for pos in 0..set.len() {
             if c.include.contains(&set[pos]) {
@@ -216,7 +307,7 @@ fn swap_search<K: PartialOrd>(
         }
     }
     set.sort_unstable();
-    set
+    Ok(set)
 }
 
 #[cfg(test)]

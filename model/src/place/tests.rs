@@ -91,7 +91,7 @@ fn run_with(l: &Lab, q: &Query, labels: bool, levels: &[f64]) -> Result<Placemen
         labels: labels.then_some(&l.labels),
         levels,
     };
-    place(q, &v)
+    place(q, &v, &diameter::tests::NEVER)
 }
 
 /// The filter the aggregator builds for `topology.kubernetes.io/region in (…)`.
@@ -121,6 +121,7 @@ fn near_ties_go_to_the_faster_healthier_nodes() {
             eligible: (0..12).collect(),
             include: vec![],
         },
+        &diameter::tests::NEVER,
     )
     .unwrap();
     assert!(only_latency.nodes.contains(&3), "{only_latency:?}");
@@ -372,7 +373,7 @@ fn never_worse_than_twice_the_optimum_with_the_tie_break() {
                 levels: &[500.0, 2_000.0, 10_000.0],
             };
             for k in 1..=n {
-                let got = place(&super::tests::k(k), &v).unwrap();
+                let got = place(&super::tests::k(k), &v, &diameter::tests::NEVER).unwrap();
                 let opt = brute_force(&d, k, &all(n));
                 assert!(
                     got.max_rtt_us <= 2.0 * opt + 1e-6,
@@ -456,4 +457,12 @@ fn repeated_or_too_many_names_are_refused_before_any_work() {
         ..Default::default()
     });
     assert!(e.to_string().contains("unknown node 'n-1'"), "{e}");
+    // A k past any cluster is refused as such, not searched for.
+    assert_eq!(
+        err(k(MAX_K + 1)),
+        Error::TooLargeK {
+            k: MAX_K + 1,
+            max: MAX_K
+        }
+    );
 }
