@@ -62,6 +62,8 @@ pub struct SessionMetrics {
     pub windows_sent: Counter,
     /// Windows dropped because the buffer was full.
     pub windows_dropped: Counter,
+    /// Windows given up: too large for a batch, or never acknowledged.
+    pub windows_undeliverable: Counter,
     /// Windows held, waiting to be sent or acknowledged.
     pub windows_buffered: Gauge,
     /// Sessions opened to the aggregator.
@@ -135,6 +137,11 @@ impl AgentMetrics {
             "netaware_report_windows_dropped",
             "Report windows dropped because the buffer was full while the aggregator was unreachable",
             m.session.windows_dropped.clone(),
+        );
+        r.register(
+            "netaware_report_windows_undeliverable",
+            "Report windows given up: too large for one batch, or sent on 5 streams that each broke before an acknowledgement",
+            m.session.windows_undeliverable.clone(),
         );
         r.register(
             "netaware_report_windows_buffered",

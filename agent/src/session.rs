@@ -2,14 +2,13 @@
 //! report batches, acknowledgements, reconnects and the bounded buffer that
 //! lets a short aggregator outage lose nothing.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netaware_proto::v1::agent_message::Msg as AgentMsg;
 use netaware_proto::v1::agent_service_client::AgentServiceClient;
 use netaware_proto::v1::aggregator_message::Msg as AggMsg;
-use netaware_proto::v1::{AgentMessage, Hello, LinkWindow, ProbePlan, ReportBatch};
+use netaware_proto::v1::{AgentMessage, Hello, LinkWindow, ProbePlan};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -19,108 +18,17 @@ use crate::bandwidth::Order;
 use crate::metrics::SessionMetrics;
 use netaware_common::observe::Readiness;
 
+mod buffer;
+
+pub use buffer::{MAX_ATTEMPTS, ReportBuffer};
+
 /// How often buffered windows are sent while connected.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
-/// Most windows in one batch (keeps messages far below gRPC's 4 MiB default).
-const MAX_WINDOWS_PER_BATCH: usize = 1000;
+/// A session must last this long, with a plan, to count as healthy and
+/// reset the reconnect backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Give up a connection attempt after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Windows waiting to be sent or to be acknowledged, bounded in total.
-#[derive(Debug)]
-pub struct ReportBuffer {
-    capacity: usize,
-    /// Not yet sent on the current stream.
-    pending: VecDeque<LinkWindow>,
-    /// Sent on the current stream, waiting for a ReportAck; by batch_seq.
-    unacked: BTreeMap<u64, Vec<LinkWindow>>,
-    next_batch_seq: u64,
-    dropped_total: u64,
-}
-
-impl ReportBuffer {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            pending: VecDeque::new(),
-            unacked: BTreeMap::new(),
-            next_batch_seq: 1,
-            dropped_total: 0,
-        }
-    }
-
-    /// Windows held (pending and unacknowledged).
-    pub fn len(&self) -> usize {
-        self.pending.len() + self.unacked.values().map(Vec::len).sum::<usize>()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Windows dropped since start because the buffer was full.
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped_total
-    }
-
-    /// Add a finished window; when full, the oldest window goes first.
-    pub fn push(&mut self, w: LinkWindow) {
-        while self.len() >= self.capacity {
-            self.drop_oldest();
-        }
-        self.pending.push_back(w);
-    }
-
-    fn drop_oldest(&mut self) {
-        // Unacknowledged windows are older than pending ones.
-        if let Some(mut entry) = self.unacked.first_entry() {
-            if !entry.get().is_empty() {
-                entry.get_mut().remove(0);
-            }
-            if entry.get().is_empty() {
-                entry.remove();
-            }
-        } else {
-            self.pending.pop_front();
-        }
-        self.dropped_total += 1;
-    }
-
-    /// Move up to [`MAX_WINDOWS_PER_BATCH`] pending windows into a new batch.
-    pub fn take_batch(&mut self) -> Option<ReportBatch> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let n = self.pending.len().min(MAX_WINDOWS_PER_BATCH);
-        let windows: Vec<LinkWindow> = self.pending.drain(..n).collect();
-        let batch_seq = self.next_batch_seq;
-        self.next_batch_seq += 1;
-        self.unacked.insert(batch_seq, windows.clone());
-        Some(ReportBatch {
-            batch_seq,
-            windows,
-            dropped_windows_total: self.dropped_total,
-        })
-    }
-
-    /// The aggregator stored batch `batch_seq`.
-    pub fn ack(&mut self, batch_seq: u64) {
-        self.unacked.remove(&batch_seq);
-    }
-
-    /// The stream broke: everything unacknowledged goes back to the front of
-    /// the queue, in its original order, to be sent again.
-    pub fn requeue_unacked(&mut self) {
-        let unacked = std::mem::take(&mut self.unacked);
-        for w in unacked
-            .into_values()
-            .rev()
-            .flat_map(|b| b.into_iter().rev())
-        {
-            self.pending.push_front(w);
-        }
-    }
-}
 
 /// Capped exponential backoff with jitter.
 #[derive(Debug, Clone)]
@@ -171,19 +79,29 @@ pub struct SessionConfig {
 fn track(buffer: &ReportBuffer, m: &SessionMetrics) {
     m.windows_buffered
         .set(i64::try_from(buffer.len()).unwrap_or(i64::MAX));
-    let dropped = buffer.dropped_total();
-    let shown = m.windows_dropped.get();
-    if dropped > shown {
-        m.windows_dropped.inc_by(dropped - shown);
-    }
+    let catch_up = |c: &prometheus_client::metrics::counter::Counter, total: u64| {
+        let shown = c.get();
+        if total > shown {
+            c.inc_by(total - shown);
+        }
+    };
+    catch_up(&m.windows_dropped, buffer.full_total());
+    catch_up(&m.windows_undeliverable, buffer.undeliverable_total());
 }
 
 /// Why one connected session ended.
 enum Ended {
     /// Producers are gone or shutdown was asked: stop for good.
     Stop,
-    /// The stream broke; `healthy` if a plan was received on it.
-    Broken { healthy: bool, why: String },
+    /// The stream broke; `got_plan` if a plan was received on it.
+    Broken { got_plan: bool, why: String },
+}
+
+/// Whether a session that ended resets the backoff: it had a plan and
+/// lasted [`HEALTHY_AFTER`]. A stream that breaks soon after opening (the
+/// aggregator refusing what we send, a crash loop) keeps backing off.
+fn healthy(got_plan: bool, lasted: Duration) -> bool {
+    got_plan && lasted >= HEALTHY_AFTER
 }
 
 /// What a session exchanges with the rest of the agent.
@@ -218,18 +136,20 @@ where
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
     tokio::pin!(shutdown);
     loop {
+        let started = Instant::now();
         let ended = tokio::select! {
             e = connected(&cfg, &connect, &mut io, &mut buffer) => e,
             _ = &mut shutdown => Ended::Stop,
         };
         match ended {
             Ended::Stop => return buffer,
-            Ended::Broken { healthy, why } => {
+            Ended::Broken { got_plan, why } => {
                 cfg.metrics.connected.set(0);
                 cfg.ready
                     .set_not_ready(&format!("no session to the aggregator ({why})"));
                 buffer.requeue_unacked();
-                if healthy {
+                track(&buffer, &cfg.metrics);
+                if healthy(got_plan, Instant::now().saturating_duration_since(started)) {
                     backoff.reset();
                 }
                 let delay = backoff.next_delay(rand::random::<f64>());
@@ -281,7 +201,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Channel, tonic::transport::Error>>,
 {
-    let broken = |healthy: bool, why: String| Ended::Broken { healthy, why };
+    let broken = |got_plan: bool, why: String| Ended::Broken { got_plan, why };
     let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect()).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return broken(false, format!("connect: {e}")),
@@ -343,6 +263,7 @@ where
             }
             _ = flush.tick() => {
                 while let Some(batch) = buffer.take_batch() {
+                    track(buffer, &cfg.metrics);
                     cfg.metrics.windows_sent.inc_by(batch.windows.len() as u64);
                     let msg = AgentMessage { msg: Some(AgentMsg::Reports(batch)) };
                     if tx.send(msg).await.is_err() {
@@ -358,62 +279,6 @@ where
 mod tests {
     use super::*;
 
-    fn w(i: u64) -> LinkWindow {
-        LinkWindow {
-            peer: "p".into(),
-            window_start_unix_us: i,
-            ..Default::default()
-        }
-    }
-
-    fn starts(ws: &[LinkWindow]) -> Vec<u64> {
-        ws.iter().map(|w| w.window_start_unix_us).collect()
-    }
-
-    #[test]
-    fn acked_batches_leave_the_buffer() {
-        let mut b = ReportBuffer::new(10);
-        b.push(w(1));
-        b.push(w(2));
-        let batch = b.take_batch().unwrap();
-        assert_eq!(starts(&batch.windows), vec![1, 2]);
-        assert_eq!(b.len(), 2, "unacked windows are still held");
-        b.ack(batch.batch_seq);
-        assert!(b.is_empty());
-        assert!(b.take_batch().is_none());
-    }
-
-    #[test]
-    fn unacked_windows_are_resent_in_order_after_a_break() {
-        let mut b = ReportBuffer::new(10);
-        b.push(w(1));
-        let first = b.take_batch().unwrap();
-        b.push(w(2));
-        let _second = b.take_batch().unwrap();
-        b.push(w(3));
-        b.ack(first.batch_seq);
-        b.requeue_unacked();
-        let again = b.take_batch().unwrap();
-        assert_eq!(starts(&again.windows), vec![2, 3]);
-        assert!(again.batch_seq > first.batch_seq);
-    }
-
-    #[test]
-    fn a_full_buffer_drops_the_oldest_and_counts() {
-        let mut b = ReportBuffer::new(3);
-        b.push(w(1));
-        let _ = b.take_batch(); // 1 is unacked: the oldest
-        b.push(w(2));
-        b.push(w(3));
-        b.push(w(4)); // drops 1
-        b.push(w(5)); // drops 2
-        assert_eq!(b.dropped_total(), 2);
-        b.requeue_unacked();
-        let batch = b.take_batch().unwrap();
-        assert_eq!(starts(&batch.windows), vec![3, 4, 5]);
-        assert_eq!(batch.dropped_windows_total, 2);
-    }
-
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
         let mut bo = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
@@ -426,5 +291,15 @@ mod tests {
         );
         bo.reset();
         assert_eq!(bo.next_delay(0.999_999).as_millis(), 99);
+    }
+
+    /// A stream that broke soon after its plan (e.g. on a batch the
+    /// aggregator cannot take) must not reset the backoff, or the agent
+    /// reconnects in a tight loop.
+    #[test]
+    fn only_a_session_that_lasted_is_healthy() {
+        assert!(!healthy(false, HEALTHY_AFTER * 10));
+        assert!(!healthy(true, HEALTHY_AFTER - Duration::from_millis(1)));
+        assert!(healthy(true, HEALTHY_AFTER));
     }
 }

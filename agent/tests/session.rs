@@ -531,3 +531,86 @@ async fn a_scheduled_bandwidth_test_reaches_both_agents_and_its_result_the_matri
     );
     assert_eq!(bw.stream_mbps, vec![470.0, 470.0]);
 }
+
+/// An aggregator that breaks the stream whenever a batch holds a window
+/// towards `poison`, and acknowledges every other batch.
+#[derive(Clone, Default)]
+struct PoisonedAggregator {
+    poisoned: Arc<AtomicUsize>,
+    acked_peers: Arc<Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl AgentService for PoisonedAggregator {
+    type SessionStream = tokio_stream::wrappers::ReceiverStream<Result<AggregatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        use netaware_proto::v1::aggregator_message::Msg as AggMsg;
+        let mut inbound = request.into_inner();
+        let (poisoned, acked) = (self.poisoned.clone(), self.acked_peers.clone());
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let plan = AggMsg::Plan(ProbePlan::default());
+            let _ = tx.send(Ok(AggregatorMessage { msg: Some(plan) })).await;
+            while let Ok(Some(m)) = inbound.message().await {
+                let Some(AgentMsg::Reports(batch)) = m.msg else {
+                    continue;
+                };
+                if batch.windows.iter().any(|w| w.peer == "poison") {
+                    poisoned.fetch_add(1, Ordering::SeqCst);
+                    let _ = tx
+                        .send(Err(Status::invalid_argument("cannot take it")))
+                        .await;
+                    return;
+                }
+                acked
+                    .lock()
+                    .unwrap()
+                    .extend(batch.windows.iter().map(|w| w.peer.clone()));
+                let ack = AggMsg::Ack(netaware_proto::v1::ReportAck {
+                    batch_seq: batch.batch_seq,
+                });
+                let _ = tx.send(Ok(AggregatorMessage { msg: Some(ack) })).await;
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+}
+
+/// The review's E3c from the agent's side: a batch the aggregator cannot
+/// take was sent again on every reconnect, for ever. Now it is sent on
+/// `MAX_ATTEMPTS` streams, then given up, and what follows is delivered.
+#[tokio::test]
+async fn a_batch_that_breaks_the_stream_is_given_up_after_its_attempts() {
+    use netaware_agent::session::MAX_ATTEMPTS;
+    let net = MemNet::new();
+    let aggregator = PoisonedAggregator::default();
+    net.up_with(AgentServiceServer::new(aggregator.clone()));
+    let a = start_agent(&net, "a", 100);
+    a.windows.send(window("poison", 1)).await.unwrap();
+    let seen = || aggregator.poisoned.load(Ordering::SeqCst);
+    for _ in 0..1000 {
+        if seen() >= usize::from(MAX_ATTEMPTS) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen(), usize::from(MAX_ATTEMPTS));
+    a.windows.send(window("b", 2)).await.unwrap();
+    for _ in 0..500 {
+        if !aggregator.acked_peers.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *aggregator.acked_peers.lock().unwrap(),
+        vec!["b".to_string()]
+    );
+    assert_eq!(seen(), usize::from(MAX_ATTEMPTS), "never sent again");
+}
