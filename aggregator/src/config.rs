@@ -44,6 +44,7 @@ pub const ENV_BANDWIDTH_RETEST: &str = "NETAWARE_BANDWIDTH_RETEST";
 pub const ENV_BANDWIDTH_CONCURRENCY: &str = "NETAWARE_BANDWIDTH_CONCURRENCY";
 
 pub const ENV_QUERY_TIMEOUT: &str = "NETAWARE_QUERY_TIMEOUT";
+pub const ENV_FORGET_AFTER: &str = "NETAWARE_FORGET_AFTER";
 pub const ENV_MAX_WATCHERS: &str = "NETAWARE_MAX_WATCHERS";
 
 pub const ENV_LEADER_ELECTION: &str = "NETAWARE_LEADER_ELECTION";
@@ -197,6 +198,12 @@ pub struct Config {
     /// Bandwidth tests running at once in the whole cluster.
     #[arg(long, env = ENV_BANDWIDTH_CONCURRENCY, default_value = default_text!(state().bandwidth.max_concurrent), value_parser = netaware_common::parse_nonzero_usize)]
     pub bandwidth_concurrency: usize,
+
+    /// A node whose agent has been away this long is forgotten (matrix,
+    /// plans, groups, Place) once the Kubernetes Node list no longer has
+    /// it; without Kubernetes, once away this long.
+    #[arg(long, env = ENV_FORGET_AFTER, default_value = default_text!(format_duration(state().forget_after)), value_parser = parse_duration)]
+    pub forget_after: Duration,
 
     /// Longest a query may take (waiting for a free slot included); a
     /// placement search still running then is stopped.

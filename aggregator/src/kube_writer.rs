@@ -107,6 +107,12 @@ impl NodeWriter {
         self.written.get(node) == Some(desired)
     }
 
+    /// Forget what was written to one node: the next write is sent even if
+    /// unchanged (the live Node drifted from it).
+    pub fn forget_node(&mut self, node: &str) {
+        self.written.remove(node);
+    }
+
     /// Forget what was written (the periodic resync writes everything again).
     pub fn forget(&mut self) {
         self.written.clear();

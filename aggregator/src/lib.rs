@@ -29,6 +29,8 @@ pub mod state;
 
 use std::future::Future;
 
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::Store;
 use netaware_model::{bandwidth, infer, matrix, quality};
 use netaware_proto::limits;
 use netaware_proto::v1::agent_service_server::AgentServiceServer;
@@ -66,6 +68,7 @@ pub fn state_config(c: &Config) -> state::StateConfig {
             retest_after: c.bandwidth_retest,
             max_concurrent: c.bandwidth_concurrency,
         },
+        forget_after: c.forget_after,
         ..state::StateConfig::default()
     }
 }
@@ -234,21 +237,33 @@ pub async fn run(
             }
         }
     };
+    if let Some(store) = nodes.clone() {
+        tokio::spawn(feed_node_list(
+            store,
+            state.clone(),
+            config.recompute_interval,
+        ));
+    }
     if let Some(sink) = sink {
         // Only the leader writes, and it stops the moment it is not.
         let mut r = role.clone();
-        let publishing = publish::run(
-            publish_config(&config),
-            sink,
-            state.subscribe_inferred(),
-            nodes.clone(),
-        );
+        let (cfg, state, store) = (publish_config(&config), state.clone(), nodes.clone());
         tokio::spawn(async move {
             if r.wait_for(|r| *r == leader::Role::Leader).await.is_err() {
                 return;
             }
+            let leading = async {
+                // Everything recomputed before the seeding would carry
+                // fresh group ids: the publisher starts after it.
+                let mut inferred = state.subscribe_inferred();
+                inferred.borrow_and_update();
+                if let Some(store) = &store {
+                    seed_groups(store, &state, &cfg.prefix).await;
+                }
+                publish::run(cfg, sink, inferred, store).await;
+            };
             tokio::select! {
-                () = publishing => {}
+                () = leading => {}
                 _ = r.wait_for(|r| *r != leader::Role::Leader) => {}
             }
         });
@@ -336,6 +351,59 @@ pub async fn run(
     served?;
     info!("aggregator stopped");
     Ok(())
+}
+
+/// How long a new leader waits for the Node list before it starts without
+/// the group ids the Nodes carry.
+const NODE_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Seed the state owner's group ids from the labels on the Nodes: a new
+/// leader keeps the ids the last one published instead of numbering every
+/// group afresh (the review's S12).
+async fn seed_groups(store: &Store<Node>, state: &state::StateHandle, prefix: &str) {
+    if tokio::time::timeout(NODE_LIST_WAIT, store.wait_until_ready())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the Node list did not load in 30 s: group ids start afresh");
+        return;
+    }
+    let assignment: netaware_model::groups::Assignment = store
+        .state()
+        .iter()
+        .filter_map(|n| {
+            let labels = n.metadata.labels.as_ref()?;
+            let ids = netaware_model::labels::groups_from_labels(prefix, labels)?;
+            Some((n.metadata.name.clone()?, ids))
+        })
+        .collect();
+    if let Err(e) = state.seed_groups(assignment).await {
+        tracing::warn!(error = %e, "could not seed group ids; they start afresh");
+    }
+}
+
+/// Tell the state owner the cluster's Node names every `every`, so nodes
+/// deleted from the cluster are forgotten.
+async fn feed_node_list(store: Store<Node>, state: state::StateHandle, every: std::time::Duration) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let names = store
+            .state()
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        if state
+            .send(state::Command::NodeList { names })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Keep readiness and the leader gauge in step with the role.

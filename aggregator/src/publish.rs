@@ -93,6 +93,15 @@ pub fn desired_all(prefix: &str, inferred: &Inferred) -> BTreeMap<String, Desire
         .collect()
 }
 
+/// Whether the live Node carries every key of `d` with its value.
+fn carries(node: &Node, d: &Desired) -> bool {
+    let has = |live: &Option<BTreeMap<String, String>>, want: &BTreeMap<String, String>| {
+        want.iter()
+            .all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
+    };
+    has(&node.metadata.labels, &d.labels) && has(&node.metadata.annotations, &d.annotations)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     until: Instant,
@@ -186,12 +195,23 @@ pub async fn run(
                     dirty.remove(&node);
                 }
                 Sink::Kube(w) => {
-                    if let Some(store) = &nodes
-                        && store.get(&ObjectRef::new(&node)).is_none()
-                    {
+                    let live = nodes.as_ref().map(|s| s.get(&ObjectRef::new(&node)));
+                    if matches!(live, Some(None)) {
                         // Not a Node of this cluster (yet): never create one.
                         continue;
                     }
+                    let mut d = d.clone();
+                    if let Some(Some(n)) = &live {
+                        let current = n.metadata.labels.clone().unwrap_or_default();
+                        labels::keep_last_known(&cfg.prefix, &mut d, &current);
+                        if !carries(n, &d) {
+                            // Drift (a key of ours changed by someone else,
+                            // e.g. through nodes/status): write, whatever we
+                            // remember writing.
+                            w.forget_node(&node);
+                        }
+                    }
+                    let d = &d;
                     // An unchanged node is skipped (and counted) by the
                     // writer itself; only a real write spends a token.
                     if !w.is_current(&node, d)

@@ -3,7 +3,7 @@
 //! order. Queries do not run here: the owner hands them a [`Snapshot`] (a
 //! copy taken in one step) and they compute their answer on their own task.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use netaware_proto::ProbeMethod;
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::StateMetrics;
 use netaware_model::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
+use netaware_model::groups::Assignment;
 use netaware_model::infer::{InferConfig, Inference, Inferred};
 use netaware_model::labels::NodeFacts;
 use netaware_model::matrix::{self, Matrix, PlanTiming};
@@ -58,6 +59,15 @@ pub enum Command {
     },
     /// Recompute groups and quality now (tests, and after start-up).
     Recompute,
+    /// Start from the group ids on the Nodes (a new leader, before it
+    /// writes anything), then recompute.
+    SeedGroups {
+        assignment: Assignment,
+        reply: oneshot::Sender<()>,
+    },
+    /// The names of the cluster's Nodes now: a node no longer among them is
+    /// forgotten once its agent has been away for `forget_after`.
+    NodeList { names: BTreeSet<String> },
     /// A bandwidth test result from the session's node (the receiver).
     BandwidthResult {
         session: SessionId,
@@ -111,6 +121,10 @@ pub struct StateConfig {
     /// one (when the state changed): bounds the copying a query flood can
     /// make the owner do.
     pub snapshot_max_age: std::time::Duration,
+    /// A node whose agent has been away this long is forgotten (matrix,
+    /// plans, groups, Place) once the cluster's Node list no longer has it,
+    /// or at once without a Node list.
+    pub forget_after: std::time::Duration,
 }
 
 impl Default for StateConfig {
@@ -125,9 +139,14 @@ impl Default for StateConfig {
             recompute_interval: DEFAULT_RECOMPUTE_INTERVAL,
             bandwidth: BandwidthConfig::default(),
             snapshot_max_age: DEFAULT_SNAPSHOT_MAX_AGE,
+            forget_after: DEFAULT_FORGET_AFTER,
         }
     }
 }
+
+/// Long enough for a node to reboot or its agent to be upgraded, short
+/// enough that nodes an autoscaler removed leave within minutes.
+pub const DEFAULT_FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Queries see the state at most this old: at most four copies a second,
 /// however many queries come.
@@ -203,6 +222,13 @@ impl StateHandle {
     /// Link updates from now on, and the state they start from.
     pub async fn watch(&self) -> Result<Watch, Status> {
         self.ask(|reply| Command::Watch { reply }).await
+    }
+
+    /// Start from the group ids the Nodes carry; returns once the owner
+    /// has recomputed with them.
+    pub async fn seed_groups(&self, assignment: Assignment) -> Result<(), Status> {
+        self.ask(|reply| Command::SeedGroups { assignment, reply })
+            .await
     }
 
     /// The matrix with histograms, for one method or all (`Unspecified`).
@@ -291,6 +317,8 @@ struct Owner {
     snapshot: Option<(Arc<Snapshot>, Instant)>,
     /// Link updates stored since that snapshot was taken, in order.
     since_snapshot: Vec<LinkState>,
+    /// The cluster's Node names, once known (`None` without Kubernetes).
+    listed: Option<BTreeSet<String>>,
 }
 
 async fn run(
@@ -318,6 +346,7 @@ async fn run(
         changes: 0,
         snapshot: None,
         since_snapshot: Vec::new(),
+        listed: None,
     };
     let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_TICK);
     bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -331,7 +360,10 @@ async fn run(
                 Some(cmd) => owner.handle(cmd, Instant::now()),
                 None => break,
             },
-            _ = recompute.tick() => owner.recompute(Instant::now()),
+            _ = recompute.tick() => {
+                owner.forget_departed(Instant::now());
+                owner.recompute(Instant::now());
+            }
             _ = bandwidth_tick.tick() => owner.schedule_bandwidth(Instant::now()),
             _ = beat.tick() => heartbeat.beat(Instant::now()),
         }
@@ -376,7 +408,20 @@ impl Owner {
                 let max_age = self.config.snapshot_max_age;
                 let _ = reply.send(self.snapshot(max_age, now));
             }
-            Command::Recompute => self.recompute(now),
+            Command::Recompute => {
+                self.forget_departed(now);
+                self.recompute(now);
+            }
+            Command::SeedGroups { assignment, reply } => {
+                info!(
+                    nodes = assignment.len(),
+                    "group ids seeded from the Node labels"
+                );
+                self.inference.seed(&assignment);
+                self.recompute(now);
+                let _ = reply.send(());
+            }
+            Command::NodeList { names } => self.listed = Some(names),
             Command::BandwidthResult { session, result } => {
                 self.bandwidth_result(session, result, now);
             }
@@ -422,6 +467,23 @@ impl Owner {
         self.snapshot = Some((s.clone(), now));
         self.since_snapshot.clear();
         s
+    }
+
+    /// Forget nodes that left: away for `forget_after` and no longer
+    /// Nodes of the cluster (see `Matrix::forgettable`).
+    fn forget_departed(&mut self, now: Instant) {
+        let gone = self
+            .matrix
+            .forgettable(now, self.config.forget_after, self.listed.as_ref());
+        if gone.is_empty() {
+            return;
+        }
+        for node in &gone {
+            self.matrix.forget(node);
+            self.inference.forget(node);
+        }
+        self.changes += 1;
+        info!(nodes = ?gone, "forgot nodes that left the cluster");
     }
 
     /// Remember a stored update for watchers that start from the latest
@@ -535,7 +597,7 @@ impl Owner {
             self.metrics
                 .agents_connected
                 .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
-            self.matrix.disconnect(&s.node);
+            self.matrix.disconnect(&s.node, Instant::now());
             self.replan();
         }
     }

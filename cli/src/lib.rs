@@ -85,9 +85,10 @@ pub struct PlaceArgs {
     /// Every chosen pair must have a measured bandwidth of at least this (Mbit/s).
     #[arg(long, value_name = "MBPS")]
     pub min_bandwidth: Option<f64>,
-    /// Only nodes whose agents reported recently.
+    /// Also consider nodes whose agents have not reported recently (left
+    /// out by default).
     #[arg(long)]
-    pub fresh: bool,
+    pub allow_stale: bool,
     /// Also say why every other node was not chosen.
     #[arg(long)]
     pub explain: bool,

@@ -14,7 +14,8 @@ pub fn place_request(a: &PlaceArgs) -> PlaceRequest {
         exclude: a.exclude.clone(),
         label_selector: a.selector.clone().unwrap_or_default(),
         min_bandwidth_mbps: a.min_bandwidth.unwrap_or(0.0),
-        fresh_only: a.fresh,
+        fresh_only: false,
+        allow_stale: a.allow_stale,
         allreduce_bytes: a.bytes.unwrap_or(0),
         explain: a.explain,
     }

@@ -265,6 +265,29 @@ impl GroupTracker {
         &self.published
     }
 
+    /// Start from ids published before (the labels on the Nodes, read by a
+    /// restarted or newly elected aggregator): they become the published
+    /// assignment of their nodes, and fresh ids are numbered past every
+    /// `gN` among them, so the next recomputation keeps them wherever the
+    /// clusters still overlap instead of renumbering every group.
+    pub fn seed(&mut self, assignment: &Assignment) {
+        for (node, ids) in assignment {
+            self.published.insert(node.clone(), ids.clone());
+            self.pending.remove(node);
+            for (level, id) in ids.iter().enumerate() {
+                if let Some(n) = id.strip_prefix('g').and_then(|n| n.parse::<u64>().ok()) {
+                    self.next_id[level] = self.next_id[level].max(n.saturating_add(1));
+                }
+            }
+        }
+    }
+
+    /// Forget a node (deleted from the cluster).
+    pub fn forget(&mut self, node: &str) {
+        self.published.remove(node);
+        self.pending.remove(node);
+    }
+
     /// Give the new clusters of one level ids: each new cluster takes the
     /// published id it overlaps most (largest overlaps first), others get
     /// fresh ids. Returns node -> id.

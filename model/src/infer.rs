@@ -165,7 +165,19 @@ impl Inference {
         }
     }
 
-    /// Recompute groups and facts from the matrix as of `now`.
+    /// Start from group ids published before (see [`GroupTracker::seed`]).
+    pub fn seed(&mut self, assignment: &groups::Assignment) {
+        self.tracker.seed(assignment);
+    }
+
+    /// Forget a node that left the cluster: it keeps no group.
+    pub fn forget(&mut self, node: &str) {
+        self.tracker.forget(node);
+    }
+
+    /// Recompute groups and facts from the matrix as of `now`. Facts (what
+    /// gets published) only for nodes measured since start: a node known
+    /// only from its labels keeps them untouched until its figures come.
     pub fn recompute(&mut self, m: &Matrix, now: Instant) -> Inferred {
         let names = m.node_names();
         let n = names.len();
@@ -220,8 +232,12 @@ impl Inference {
             })
             .collect();
 
+        let measured_nodes = m.measured_nodes();
         let mut facts = BTreeMap::new();
         for (node, ids) in &assignment {
+            if !measured_nodes.contains(node.as_str()) {
+                continue;
+            }
             let peers_in = |level: usize| -> Vec<PeerLink> {
                 members[level]
                     .get(&ids[level])

@@ -133,6 +133,53 @@ pub fn node_labels(prefix: &str, f: &NodeFacts) -> Result<BTreeMap<String, Strin
     Ok(m)
 }
 
+/// Every label name we write (after the prefix). A label of ours that a
+/// recomputation does not produce (a figure not measured since a restart)
+/// keeps its last value: see [`keep_last_known`].
+pub const LABEL_NAMES: [&str; 10] = [
+    "group-l1",
+    "group-l2",
+    "group-l3",
+    "quality",
+    "rtt-p50-us",
+    "rtt-p99-us",
+    "jitter-us",
+    "loss-ppm",
+    "bandwidth-mbps",
+    "fresh",
+];
+
+/// Add to `desired` every label of ours that it leaves out but the Node
+/// carries now (`current`), with the Node's value: a figure not measured
+/// yet (after a restart, a failover) is not a figure that went away, and
+/// server-side apply would remove a key we leave out. Values Kubernetes
+/// would refuse are not carried.
+pub fn keep_last_known(prefix: &str, desired: &mut Desired, current: &BTreeMap<String, String>) {
+    for name in LABEL_NAMES {
+        let key = format!("{prefix}{name}");
+        if desired.labels.contains_key(&key) {
+            continue;
+        }
+        if let Some(v) = current.get(&key)
+            && check_value(v).is_ok()
+        {
+            desired.labels.insert(key, v.clone());
+        }
+    }
+}
+
+/// The group ids a Node's labels give it (`None` unless all three levels
+/// are there and valid): the state a new leader starts its group ids from.
+pub fn groups_from_labels(prefix: &str, labels: &BTreeMap<String, String>) -> Option<[String; 3]> {
+    let id = |l: usize| {
+        labels
+            .get(&format!("{prefix}group-l{l}"))
+            .filter(|v| !v.is_empty() && check_value(v).is_ok())
+            .cloned()
+    };
+    Some([id(1)?, id(2)?, id(3)?])
+}
+
 /// The keys we want on one Node: every label and annotation under our
 /// prefix. What the Kubernetes writer applies, and nothing else.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

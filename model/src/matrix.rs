@@ -1,7 +1,7 @@
 //! The link-state matrix and the full-mesh probe plan, as plain data with
 //! pure methods: every time-dependent method takes `now`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use netaware_proto::ProbeMethod;
@@ -63,6 +63,8 @@ struct Node {
     /// restarted agent's old stream has not yet been noticed as dead).
     sessions: u32,
     dropped_windows_total: u64,
+    /// When its last session closed (`None` while connected).
+    disconnected_at: Option<Instant>,
 }
 
 /// All measured links and all known nodes. Cloned into the snapshots that
@@ -135,16 +137,67 @@ impl Matrix {
             hello: hello.clone(),
             sessions: 0,
             dropped_windows_total: 0,
+            disconnected_at: None,
         });
         entry.hello = hello;
         entry.sessions += 1;
+        entry.disconnected_at = None;
     }
 
-    /// A session for `node` closed. The node and its links are kept.
-    pub fn disconnect(&mut self, node: &str) {
+    /// A session for `node` closed at `now`. The node and its links are
+    /// kept (see [`forgettable`](Self::forgettable)).
+    pub fn disconnect(&mut self, node: &str, now: Instant) {
         if let Some(n) = self.nodes.get_mut(node) {
             n.sessions = n.sessions.saturating_sub(1);
+            if n.sessions == 0 {
+                n.disconnected_at = Some(now);
+            }
         }
+    }
+
+    /// Nodes to forget at `now`: disconnected for at least `after`, and,
+    /// when the cluster's Node list is known (`listed`), no longer in it. A
+    /// Node of the cluster whose agent is away (a reboot, a crash loop) is
+    /// kept with its figures; one the autoscaler deleted leaves.
+    pub fn forgettable(
+        &self,
+        now: Instant,
+        after: Duration,
+        listed: Option<&BTreeSet<String>>,
+    ) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(name, n)| {
+                n.sessions == 0
+                    && n.disconnected_at
+                        .is_some_and(|t| now.saturating_duration_since(t) >= after)
+                    && listed.is_none_or(|l| !l.contains(name.as_str()))
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Remove a node: its entry, every link from or to it, and its
+    /// bandwidth figures.
+    pub fn forget(&mut self, node: &str) {
+        self.nodes.remove(node);
+        self.links
+            .retain(|(src, dst, _), _| src.as_str() != node && dst.as_str() != node);
+        self.bandwidth
+            .retain(|(a, b), _| a.as_str() != node && b.as_str() != node);
+    }
+
+    /// Nodes at either end of a link with figures: what the aggregator has
+    /// measured since it started.
+    pub fn measured_nodes(&self) -> BTreeSet<&str> {
+        let mut out = BTreeSet::new();
+        for ((src, dst, _), link) in &self.links {
+            if link.seeded {
+                out.insert(src.as_str());
+                out.insert(dst.as_str());
+            }
+        }
+        out
     }
 
     /// The node's latest Hello.

@@ -5,7 +5,9 @@
 //!
 //! Steps, in order (docs/placement.md):
 //! 1. Candidates: every known node, minus those excluded by the request, by
-//!    the label selector, by `fresh_only`, and nodes with no RTT measured.
+//!    the label selector, stale nodes (unless `allow_stale`), nodes the
+//!    Kubernetes Node list does not have (when it is known), and nodes with
+//!    no RTT measured.
 //! 2. With a minimum bandwidth, a pair below it (or not measured) counts as
 //!    infinitely far, so no chosen pair can be below it.
 //! 3. Minimise the largest pairwise RTT ([`diameter::choose`]).
@@ -56,7 +58,8 @@ pub struct Query {
     pub selector: Option<LabelFilter>,
     /// 0 = no minimum.
     pub min_bandwidth_mbps: f64,
-    pub fresh_only: bool,
+    /// Consider nodes whose data is stale too.
+    pub allow_stale: bool,
     /// 0 = do not predict.
     pub allreduce_bytes: u64,
     pub explain: bool,
@@ -193,19 +196,22 @@ fn ineligible(q: &Query, v: &View, excluded: &BTreeSet<&str>, i: usize) -> Optio
     if excluded.contains(name.as_str()) {
         return Some("excluded by request".into());
     }
-    if let (Some(filter), Some(labels)) = (&q.selector, v.labels) {
-        match labels.get(name) {
-            None => {
-                return Some("not in the Kubernetes Node list, so its labels are unknown".into());
+    if let Some(labels) = v.labels {
+        match (labels.get(name), &q.selector) {
+            (None, _) => {
+                return Some("not a Node of the cluster (not in the Kubernetes Node list)".into());
             }
-            Some(l) if !filter.matches(l) => {
+            (Some(l), Some(filter)) if !filter.matches(l) => {
                 return Some(format!("labels do not match selector '{}'", filter.text()));
             }
-            Some(_) => {}
+            _ => {}
         }
     }
-    if q.fresh_only && !v.fresh[i] {
-        return Some("stale: its agent has not reported recently (fresh_only)".into());
+    if !q.allow_stale && !v.fresh[i] {
+        return Some(
+            "stale: its agent has not reported recently (ask with allow_stale to consider it)"
+                .into(),
+        );
     }
     let n = v.names.len();
     if !(0..n).any(|j| j != i && v.dist.get(i, j).is_finite()) {

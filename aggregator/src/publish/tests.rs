@@ -111,3 +111,88 @@ async fn a_failed_node_is_retried_after_its_backoff_and_the_others_are_not_resen
     assert!(extra.is_err(), "nothing more may be sent");
     task.abort();
 }
+
+/// A Node store fed by hand: (store, writer).
+fn store_with(
+    nodes: &[(&str, &[(&str, &str)])],
+) -> (Store<Node>, kube::runtime::reflector::store::Writer<Node>) {
+    let (reader, mut writer) = kube::runtime::reflector::store();
+    for (name, labels) in nodes {
+        writer.apply_watcher_event(&watcher::Event::Apply(node(name, labels)));
+    }
+    (reader, writer)
+}
+
+fn node(name: &str, labels: &[(&str, &str)]) -> Node {
+    let mut n = Node::default();
+    n.metadata.name = Some(name.into());
+    n.metadata.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    n
+}
+
+/// The review's S9: a key of ours changed on the Node (through
+/// nodes/status, which the admission policy did not cover) lived until the
+/// hourly resync, because the writer compared with what it remembered
+/// writing. Now the live Node is compared: the same recomputation again
+/// rewrites a drifted node, and skips it once it carries our keys.
+#[tokio::test]
+async fn a_drifted_node_is_written_again_at_the_next_recomputation() {
+    let (w, mut handle) = writer();
+    let (tx, rx) = watch::channel(None);
+    let i = inferred(&[("a", 90)]);
+    let want = desired_all(labels::DEFAULT_PREFIX, &i)["a"].clone();
+    let (store, mut feed) = store_with(&[("a", &[])]);
+    let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx, Some(store)));
+    tx.send_replace(Some(i.clone()));
+    expect_get(&mut handle, "a", http::StatusCode::OK).await;
+    expect_apply(&mut handle, "a", &want, http::StatusCode::OK).await;
+    // The watch shows our keys, but one of them forged.
+    let mut forged: Vec<(&str, &str)> = want
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    forged.retain(|(k, _)| *k != "netaware.io/quality");
+    forged.push(("netaware.io/quality", "100"));
+    let mut live = node("a", &forged);
+    live.metadata.annotations = Some(want.annotations.clone());
+    feed.apply_watcher_event(&watcher::Event::Apply(live.clone()));
+    tx.send_replace(Some(i.clone()));
+    expect_apply(&mut handle, "a", &want, http::StatusCode::OK).await;
+    // Repaired on the Node: the same recomputation is skipped.
+    live.metadata.labels = Some(want.labels.clone());
+    feed.apply_watcher_event(&watcher::Event::Apply(live));
+    tx.send_replace(Some(i));
+    let extra = tokio::time::timeout(Duration::from_millis(1500), handle.next_request()).await;
+    assert!(
+        extra.is_err(),
+        "a node carrying our keys is not written again"
+    );
+    task.abort();
+}
+
+/// The review's S12: a restarted aggregator that had not measured a
+/// bandwidth yet left `bandwidth-mbps` out, and server-side apply removed
+/// it from every Node for hours. Now a label of ours not produced yet keeps
+/// the value the Node carries.
+#[tokio::test]
+async fn a_label_not_measured_yet_keeps_the_value_the_node_carries() {
+    let (w, mut handle) = writer();
+    let (tx, rx) = watch::channel(None);
+    let i = inferred(&[("a", 90)]);
+    let mut want = desired_all(labels::DEFAULT_PREFIX, &i)["a"].clone();
+    assert!(!want.labels.contains_key("netaware.io/bandwidth-mbps"));
+    let (store, _feed) = store_with(&[("a", &[("netaware.io/bandwidth-mbps", "9400")])]);
+    let task = tokio::spawn(run(fast(), Sink::Kube(Box::new(w)), rx, Some(store)));
+    tx.send_replace(Some(i));
+    want.labels
+        .insert("netaware.io/bandwidth-mbps".into(), "9400".into());
+    expect_get(&mut handle, "a", http::StatusCode::OK).await;
+    expect_apply(&mut handle, "a", &want, http::StatusCode::OK).await;
+    task.abort();
+}

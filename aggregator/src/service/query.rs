@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use netaware_model::Error as PlaceError;
 use netaware_model::place::Query;
 use netaware_model::place::diameter::Stop;
@@ -132,9 +133,12 @@ impl Services {
         Ok(out)
     }
 
-    /// Node labels for a selector, when the aggregator watches Nodes.
+    /// The Node list with labels, when the aggregator watches Nodes and
+    /// has loaded them: Place considers only nodes in it.
     fn node_labels(&self) -> Option<NodeLabels> {
         let store = self.nodes.as_ref()?;
+        // Before the first list, no answer beats "no node exists".
+        store.wait_until_ready().now_or_never()?.ok()?;
         Some(
             store
                 .state()
@@ -248,15 +252,15 @@ impl QueryService for Services {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             Some(filter)
         };
-        // Labels are copied only when a selector needs them.
-        let labels = selector.as_ref().and_then(|_| self.node_labels());
+        let labels = self.node_labels();
         let query = Query {
             k: usize::try_from(r.k).unwrap_or(usize::MAX),
             include: r.include,
             exclude: r.exclude,
             selector,
             min_bandwidth_mbps: r.min_bandwidth_mbps,
-            fresh_only: r.fresh_only,
+            // fresh_only (older clients) is the default now.
+            allow_stale: r.allow_stale && !r.fresh_only,
             allreduce_bytes: r.allreduce_bytes,
             explain: r.explain,
         };

@@ -377,3 +377,86 @@ async fn an_impossible_bandwidth_result_counts_as_a_failed_test() {
     assert!(m.bandwidth.is_empty());
     assert_eq!(refused(&state, "bandwidth_result"), 1);
 }
+
+/// The review's S10: nodes were never forgotten, so Place could choose a
+/// node the autoscaler deleted long ago. A node away for `forget_after`
+/// and no longer in the Node list leaves the matrix, the groups and Place;
+/// one still listed (its agent away) stays.
+#[tokio::test]
+async fn a_node_deleted_from_the_cluster_is_forgotten_after_its_grace() {
+    let state = spawn(StateConfig {
+        forget_after: Duration::ZERO,
+        ..config()
+    });
+    let mut sessions = Vec::new();
+    for n in ["a", "b", "c"] {
+        sessions.push(connect(&state, n, 64).await);
+    }
+    for (i, src) in ["a", "b", "c"].iter().enumerate() {
+        let windows = ["a", "b", "c"]
+            .iter()
+            .filter(|p| *p != src)
+            .map(|p| window(p, 1, 200))
+            .collect();
+        reports(&state, sessions[i].0, 1, windows).await;
+    }
+    // b and c go away; only c is still a Node of the cluster.
+    for (id, _) in sessions.drain(1..) {
+        state
+            .send(Command::Disconnect { session: id })
+            .await
+            .unwrap();
+    }
+    let listed = ["a", "c"].iter().map(|s| s.to_string()).collect();
+    state
+        .send(Command::NodeList { names: listed })
+        .await
+        .unwrap();
+    state.send(Command::Recompute).await.unwrap();
+    let s = state.snapshot().await.unwrap();
+    let nodes: Vec<String> = s
+        .matrix(ProbeMethod::Unspecified, false, Instant::now(), 0)
+        .nodes
+        .into_iter()
+        .map(|n| n.node_name)
+        .collect();
+    assert_eq!(nodes, ["a", "c"]);
+    assert!(
+        s.groups()
+            .unwrap()
+            .iter()
+            .all(|g| !g.members.contains(&"b".to_string()))
+    );
+    let all = Query {
+        k: 3,
+        allow_stale: true,
+        ..Default::default()
+    };
+    let e = s.place(&all, None, Instant::now(), &Stop::new(false));
+    assert!(
+        matches!(e, Err(PlaceError::TooFewEligibleBecause { known: 2, .. })),
+        "{e:?}"
+    );
+}
+
+/// A new leader seeded with the ids on the Nodes publishes them, not
+/// fresh ones.
+#[tokio::test]
+async fn seeded_group_ids_are_the_ones_published() {
+    let state = spawn(config());
+    let (a, _ra) = connect(&state, "a", 64).await;
+    let (b, _rb) = connect(&state, "b", 64).await;
+    reports(&state, a, 1, vec![window("b", 1, 200)]).await;
+    reports(&state, b, 1, vec![window("a", 1, 200)]).await;
+    let ids = ["g41".to_string(), "g42".to_string(), "g43".to_string()];
+    let seeded = [
+        ("a".to_string(), ids.clone()),
+        ("b".to_string(), ids.clone()),
+    ]
+    .into_iter()
+    .collect();
+    state.seed_groups(seeded).await.unwrap();
+    let inferred = state.subscribe_inferred().borrow().clone().unwrap();
+    assert_eq!(inferred.facts["a"].groups, ids);
+    assert_eq!(inferred.facts["b"].groups, ids);
+}

@@ -209,3 +209,54 @@ fn an_unreachable_peer_is_the_worst_case_for_quality() {
     assert_eq!(score(unreachable), 0, "every term at its worst");
     assert!(score(reachable) > 90);
 }
+
+/// The review's S12: a restarted aggregator numbered groups afresh and, by
+/// leaving out what it had not measured yet, had labels removed. Seeded
+/// with the ids on the Nodes, it keeps them; a node known only from its
+/// labels gets no facts (nothing is written for it) until it is measured.
+#[test]
+fn a_restarted_inference_keeps_the_group_ids_it_is_seeded_with() {
+    let now = Instant::now();
+    let m = lab(&["a", "b"], 2, None, now);
+    let before = Inference::new(InferConfig::default()).recompute(&m, now);
+    // What the labels say: the ids swapped (as another leader numbered
+    // them), and a node that has not reconnected yet.
+    let mut seeded: groups::Assignment = before
+        .facts
+        .iter()
+        .map(|(n, f)| {
+            let swap = |id: &str| if id == "g1" { "g2" } else { "g1" }.to_string();
+            (n.clone(), f.groups.clone().map(|g| swap(&g)))
+        })
+        .collect();
+    seeded.insert("c-1".into(), ["g7".into(), "g7".into(), "g7".into()]);
+    let mut restarted = Inference::new(InferConfig::default());
+    restarted.seed(&seeded);
+    let after = restarted.recompute(&m, now);
+    for (node, f) in &after.facts {
+        assert_eq!(f.groups, seeded[node], "{node}");
+    }
+    assert!(
+        !after.facts.contains_key("c-1"),
+        "not measured: not written"
+    );
+    assert!(
+        after
+            .groups
+            .iter()
+            .any(|g| g.members == ["c-1"] && g.id == "g7")
+    );
+    // A new site gets an id past every seeded one.
+    let mut m2 = lab(&["a", "b", "d"], 2, None, now);
+    m2.connect(hello("d-1"));
+    let grown = restarted.recompute(&m2, now);
+    assert_eq!(grown.facts["d-1"].groups[0], "g8");
+    restarted.forget("c-1");
+    let forgotten = restarted.recompute(&m2, now);
+    assert!(
+        forgotten
+            .groups
+            .iter()
+            .all(|g| !g.members.contains(&"c-1".to_string()))
+    );
+}

@@ -155,3 +155,34 @@ fn an_infinite_figure_is_the_largest_int64_not_a_value_kubernetes_rejects() {
         us(x).parse::<i64>().unwrap();
     }
 }
+
+/// A figure not measured yet keeps the value the Node carries; a figure we
+/// produce replaces it; keys not ours and invalid values are left alone.
+#[test]
+fn labels_not_produced_yet_keep_their_last_value() {
+    let p = DEFAULT_PREFIX;
+    let mut facts = facts();
+    facts.figures.as_mut().unwrap().bandwidth_mbps = None;
+    let mut d = desired(p, &facts, "2026-12-02T00:00:00Z").unwrap();
+    let current: BTreeMap<String, String> = [
+        ("netaware.io/bandwidth-mbps", "9400"),
+        ("netaware.io/quality", "12"),
+        ("netaware.io/other", "x"),
+        ("netaware.io/loss-ppm", "not a value!"),
+        ("example.com/bandwidth-mbps", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let quality = d.labels["netaware.io/quality"].clone();
+    keep_last_known(p, &mut d, &current);
+    assert_eq!(d.labels["netaware.io/bandwidth-mbps"], "9400");
+    assert_eq!(d.labels["netaware.io/quality"], quality, "ours wins");
+    assert!(!d.labels.contains_key("netaware.io/other"));
+    assert!(!d.labels.contains_key("example.com/bandwidth-mbps"));
+    assert_ne!(d.labels["netaware.io/loss-ppm"], "not a value!");
+    assert_eq!(groups_from_labels(p, &d.labels), Some(facts.groups.clone()));
+    let mut partial = d.labels.clone();
+    partial.remove("netaware.io/group-l2");
+    assert_eq!(groups_from_labels(p, &partial), None);
+}

@@ -124,7 +124,7 @@ fn the_plan_is_a_full_mesh_of_connected_nodes_with_shared_methods() {
         .collect();
     assert_eq!(peers, vec![("bb", 2), ("ccc", 1)]);
     assert_eq!(p.probe_interval_us, 200_000);
-    m.disconnect("bb");
+    m.disconnect("bb", Instant::now());
     let p = m.plan_for("a", 8, TIMING).unwrap();
     assert_eq!(p.peers.len(), 1);
     assert!(m.plan_for("bb", 8, TIMING).is_none());
@@ -141,9 +141,9 @@ fn a_second_session_keeps_the_node_connected_when_the_first_closes() {
     let mut m = Matrix::new(0.3, Duration::from_secs(30));
     m.connect(hello("a", &[ProbeMethod::StampUdp]));
     m.connect(hello("a", &[ProbeMethod::StampUdp]));
-    m.disconnect("a");
+    m.disconnect("a", Instant::now());
     assert!(m.is_connected("a"));
-    m.disconnect("a");
+    m.disconnect("a", Instant::now());
     assert!(!m.is_connected("a"));
 }
 
@@ -217,4 +217,49 @@ fn a_window_that_sent_nothing_seeds_nothing() {
     let mut m = Matrix::new(0.3, Duration::from_secs(30));
     m.apply("a", window("b", 1, 0, 0, 0), false, t0);
     assert!(m.smoothed("a", "b", ProbeMethod::StampUdp, t0).is_none());
+}
+
+#[test]
+fn a_node_is_forgotten_when_away_long_enough_and_not_a_node_of_the_cluster() {
+    let t0 = Instant::now();
+    let after = Duration::from_secs(600);
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    for n in ["a", "b", "c"] {
+        m.connect(hello(n, &[ProbeMethod::StampUdp]));
+    }
+    m.apply("a", window("b", 1, 100, 10, 10), false, t0);
+    m.apply("b", window("a", 1, 100, 10, 10), false, t0);
+    m.apply("a", window("c", 1, 100, 10, 10), false, t0);
+    assert_eq!(m.measured_nodes().len(), 3);
+    m.disconnect("b", t0);
+    m.disconnect("c", t0);
+    let listed: BTreeSet<String> = ["a", "c"].iter().map(|s| s.to_string()).collect();
+    // Not yet: away for less than `after`.
+    assert!(
+        m.forgettable(t0 + after / 2, after, Some(&listed))
+            .is_empty()
+    );
+    // b is gone from the cluster; c is a Node still (its agent away); a is
+    // connected.
+    assert_eq!(m.forgettable(t0 + after, after, Some(&listed)), vec!["b"]);
+    // Without a Node list, being away is enough.
+    assert_eq!(m.forgettable(t0 + after, after, None), vec!["b", "c"]);
+    // Reconnecting stops the clock.
+    m.connect(hello("c", &[ProbeMethod::StampUdp]));
+    assert_eq!(m.forgettable(t0 + after, after, None), vec!["b"]);
+    m.bandwidth
+        .insert(("a".into(), "b".into()), Default::default());
+    m.forget("b");
+    assert_eq!(m.node_names(), vec!["a", "c"]);
+    assert!(
+        m.links(ProbeMethod::Unspecified, t0)
+            .iter()
+            .all(|l| l.src != "b" && l.dst != "b")
+    );
+    assert_eq!(m.links(ProbeMethod::Unspecified, t0).len(), 1);
+    assert!(m.bandwidth.is_empty());
+    assert_eq!(
+        m.measured_nodes().into_iter().collect::<Vec<_>>(),
+        vec!["a", "c"]
+    );
 }

@@ -261,18 +261,21 @@ fn constraints_exclude_and_explain() {
     assert!(got.nodes.contains(&"se-3".into()));
     assert!(got.nodes.iter().all(|x| region(x) == "se"));
 
-    // Fresh only.
+    // Stale nodes are left out unless asked for.
     let mut stale = lab();
     for i in 0..8 {
         stale.fresh[i] = false;
     }
+    let got = run(&stale, &k(4)).unwrap();
+    assert!(got.nodes.iter().all(|x| region(x) == "se"), "{got:?}");
     let q = Query {
-        k: 4,
-        fresh_only: true,
+        k: 9,
+        allow_stale: true,
         ..Default::default()
     };
-    let got = run(&stale, &q).unwrap();
-    assert!(got.nodes.iter().all(|x| region(x) == "se"), "{got:?}");
+    assert_eq!(run(&stale, &q).unwrap().nodes.len(), 9);
+    let e = run(&stale, &k(9)).unwrap_err().to_string();
+    assert!(e.contains("8: stale"), "{e}");
 }
 
 #[test]
@@ -389,6 +392,8 @@ fn never_worse_than_twice_the_optimum_with_the_tie_break() {
 fn unmeasured_nodes_are_never_chosen() {
     let mut l = lab();
     l.names.push("zz-new".into());
+    // A Node of the cluster, so only its missing figures count.
+    l.labels.insert("zz-new".into(), Labels::new());
     let mut d = Distances::new(13);
     for i in 0..12 {
         for j in i + 1..12 {
@@ -465,4 +470,21 @@ fn repeated_or_too_many_names_are_refused_before_any_work() {
             max: MAX_K
         }
     );
+}
+
+/// The review's S10: a node the Kubernetes Node list no longer has (the
+/// autoscaler deleted it) was still chosen. Now it is never a candidate
+/// when the list is known, selector or not.
+#[test]
+fn a_node_missing_from_the_node_list_is_never_chosen() {
+    let mut l = lab();
+    l.labels.remove("se-1");
+    let mut q = k(12);
+    q.explain = true;
+    let e = run(&l, &q).unwrap_err().to_string();
+    assert!(e.contains("1: not a Node of the cluster"), "{e}");
+    let got = run(&l, &k(11)).unwrap();
+    assert!(!got.nodes.contains(&"se-1".to_string()));
+    // Without the Node list (no Kubernetes), every known node counts.
+    assert_eq!(run_with(&l, &k(12), false, &[]).unwrap().nodes.len(), 12);
 }
