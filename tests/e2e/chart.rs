@@ -248,7 +248,11 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                     let p: ValidatingAdmissionPolicy = round_trip(obj, &what);
                     let spec = p.spec.unwrap();
                     assert_eq!(spec.failure_policy.as_deref(), Some("Ignore"), "{what}");
-                    assert_eq!(spec.validations.unwrap().len(), 2, "labels, annotations");
+                    assert_eq!(
+                        spec.validations.unwrap().len(),
+                        3,
+                        "labels, annotations, the aggregator's own writes"
+                    );
                 }
                 "ValidatingAdmissionPolicyBinding" => {
                     let b: ValidatingAdmissionPolicyBinding = round_trip(obj, &what);
@@ -491,4 +495,48 @@ fn the_admission_policy_lets_only_the_aggregator_touch_our_keys() {
         message.contains("annotations under netaware.io/"),
         "{message}"
     );
+
+    // The review's S9: labels change through nodes/status too (a kubelet's
+    // credentials can), so the policy must match that subresource.
+    let rules = &rendered["spec"]["matchConstraints"]["resourceRules"][0]["resources"];
+    assert_eq!(rules, &serde_json::json!(["nodes", "nodes/status"]));
+
+    // The aggregator may touch nothing but our keys, and creates no Node.
+    let mut tainted = before.clone();
+    tainted["spec"] = serde_json::json!({"unschedulable": true});
+    for (what, old, new) in [
+        (
+            "change another label",
+            Some(&before),
+            node(
+                &[
+                    ("kubernetes.io/hostname", "evil"),
+                    ("netaware.io/group-l2", "g1"),
+                ],
+                &[("netaware.io/summary", "{}")],
+            ),
+        ),
+        (
+            "add another annotation",
+            Some(&before),
+            node(
+                &[
+                    ("kubernetes.io/hostname", "dj-1"),
+                    ("netaware.io/group-l2", "g1"),
+                ],
+                &[("netaware.io/summary", "{}"), ("note", "x")],
+            ),
+        ),
+        ("change the spec", Some(&before), tainted),
+        ("create a Node", None, before.clone()),
+    ] {
+        let message = policy
+            .admit(aggregator, old, &new)
+            .err()
+            .unwrap_or_else(|| panic!("the aggregator could {what}"));
+        assert!(
+            message.contains("only, on Nodes that exist"),
+            "{what}: {message}"
+        );
+    }
 }
