@@ -41,6 +41,29 @@ pub fn start_with(extra: &[&str]) -> Aggregator {
     let mut flags = vec!["--bandwidth-omit", "0s", "--bandwidth-duration", "1s"];
     flags.extend_from_slice(extra);
     let child = spawn_aggregator(agent, query, metrics, &flags);
+    ready(child, agent, query, metrics)
+}
+
+/// An aggregator writing Node labels through `kubeconfig`, with `extra`
+/// flags, ready.
+pub fn start_with_kubeconfig(kubeconfig: &std::path::Path, extra: &[&str]) -> Aggregator {
+    let (agent, query, metrics) = (free_port(), free_port(), free_port());
+    let child = Killed(
+        std::process::Command::new(netaware_e2e::binary("netaware-aggregator"))
+            .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
+            .args(["--query-listen", &format!("127.0.0.1:{query}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+            .args(["--report-interval", "1s"])
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(extra)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    ready(child, agent, query, metrics)
+}
+
+fn ready(child: Killed, agent: u16, query: u16, metrics: u16) -> Aggregator {
     let deadline = Instant::now() + Duration::from_secs(15);
     while http_get("127.0.0.1", metrics, "/readyz").is_none_or(|(s, _)| s != 200) {
         assert!(
