@@ -12,8 +12,8 @@
 //! the above; the others forward their connections to it (`forward`).
 //!
 //! Public for the binaries and the cross-crate tests: [`run`], [`Config`],
-//! [`service`], [`state`], [`publish`] and [`kube_writer`]; the rest is
-//! internal.
+//! [`service`], [`state`], [`publish`], [`kube_writer`] and [`selector`]
+//! (the fuzz target parses selectors); the rest is internal.
 
 mod config;
 mod error;
@@ -23,14 +23,12 @@ mod leader;
 mod metrics;
 pub mod publish;
 mod refusals;
-mod selector;
+pub mod selector;
 pub mod service;
 pub mod state;
 
 use std::future::Future;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::Store;
 use netaware_model::{bandwidth, infer, matrix, quality};
 use netaware_proto::limits;
 use netaware_proto::v1::agent_service_server::AgentServiceServer;
@@ -237,9 +235,9 @@ pub async fn run(
             }
         }
     };
-    if let Some(store) = nodes.clone() {
+    if let Some(list) = nodes.clone() {
         tokio::spawn(feed_node_list(
-            store,
+            list,
             state.clone(),
             config.recompute_interval,
         ));
@@ -247,7 +245,7 @@ pub async fn run(
     if let Some(sink) = sink {
         // Only the leader writes, and it stops the moment it is not.
         let mut r = role.clone();
-        let (cfg, state, store) = (publish_config(&config), state.clone(), nodes.clone());
+        let (cfg, state, list) = (publish_config(&config), state.clone(), nodes.clone());
         tokio::spawn(async move {
             if r.wait_for(|r| *r == leader::Role::Leader).await.is_err() {
                 return;
@@ -257,9 +255,10 @@ pub async fn run(
                 // fresh group ids: the publisher starts after it.
                 let mut inferred = state.subscribe_inferred();
                 inferred.borrow_and_update();
-                if let Some(store) = &store {
-                    seed_groups(store, &state, &cfg.prefix).await;
+                if let Some(list) = &list {
+                    seed_groups(list, &state, &cfg.prefix).await;
                 }
+                let store = list.map(|l| l.store().clone());
                 publish::run(cfg, sink, inferred, store).await;
             };
             tokio::select! {
@@ -360,15 +359,16 @@ const NODE_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Seed the state owner's group ids from the labels on the Nodes: a new
 /// leader keeps the ids the last one published instead of numbering every
 /// group afresh (the review's S12).
-async fn seed_groups(store: &Store<Node>, state: &state::StateHandle, prefix: &str) {
-    if tokio::time::timeout(NODE_LIST_WAIT, store.wait_until_ready())
+async fn seed_groups(list: &publish::NodeList, state: &state::StateHandle, prefix: &str) {
+    if !tokio::time::timeout(NODE_LIST_WAIT, list.ready())
         .await
-        .is_err()
+        .unwrap_or(false)
     {
         tracing::warn!("the Node list did not load in 30 s: group ids start afresh");
         return;
     }
-    let assignment: netaware_model::groups::Assignment = store
+    let assignment: netaware_model::groups::Assignment = list
+        .store()
         .state()
         .iter()
         .filter_map(|n| {
@@ -384,14 +384,19 @@ async fn seed_groups(store: &Store<Node>, state: &state::StateHandle, prefix: &s
 
 /// Tell the state owner the cluster's Node names every `every`, so nodes
 /// deleted from the cluster are forgotten.
-async fn feed_node_list(store: Store<Node>, state: state::StateHandle, every: std::time::Duration) {
-    if store.wait_until_ready().await.is_err() {
+async fn feed_node_list(
+    list: publish::NodeList,
+    state: state::StateHandle,
+    every: std::time::Duration,
+) {
+    if !list.ready().await {
         return;
     }
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let names = store
+        let names = list
+            .store()
             .state()
             .iter()
             .filter_map(|n| n.metadata.name.clone())

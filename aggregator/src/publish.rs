@@ -108,22 +108,60 @@ struct Backoff {
     delay: Duration,
 }
 
+/// The cluster's Nodes as the aggregator watches them: the store, and
+/// whether its first list has arrived.
+///
+/// Readiness is our own signal, not `Store::wait_until_ready`: kube's
+/// readiness future wakes only the last task that polled it, so with two
+/// tasks waiting (the seeding and the Node-list feed) one waited for ever.
+#[derive(Debug, Clone)]
+pub struct NodeList {
+    store: Store<Node>,
+    ready: watch::Receiver<bool>,
+}
+
+impl NodeList {
+    /// The Nodes (empty until the first list arrives).
+    pub fn store(&self) -> &Store<Node> {
+        &self.store
+    }
+
+    /// Whether the first list has arrived.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Wait for the first list; `false` if the watch ended before it.
+    pub async fn ready(&self) -> bool {
+        self.ready.clone().wait_for(|r| *r).await.is_ok()
+    }
+}
+
 /// Watch Node objects (list, then watch, reconnecting with backoff) and keep
 /// them in a store: the publisher writes only to nodes the cluster has.
-pub fn watch_nodes(client: kube::Client) -> Store<Node> {
+pub fn watch_nodes(client: kube::Client) -> NodeList {
     let (reader, writer) = kube::runtime::reflector::store();
+    let (ready_tx, ready) = watch::channel(false);
     let api: Api<Node> = Api::all(client);
     let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff();
     tokio::spawn(async move {
         futures_util::pin_mut!(stream);
         while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                warn!(error = %e, "watching Nodes failed; retrying");
+            match event {
+                // The reflector has swapped the full list into the store.
+                Ok(watcher::Event::InitDone) => {
+                    ready_tx.send_replace(true);
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "watching Nodes failed; retrying"),
             }
         }
     });
-    reader
+    NodeList {
+        store: reader,
+        ready,
+    }
 }
 
 /// Publish every recomputation from `inferred` until the sender is dropped.

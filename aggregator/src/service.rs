@@ -17,8 +17,6 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::refusals::RefusalLog;
 use crate::state::{Command, StateHandle};
-use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::Store;
 use netaware_model::validate;
 
 pub use query::{INITIAL_CONCURRENCY, QUERY_CONCURRENCY, QueryLimits};
@@ -35,7 +33,7 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Services {
     state: StateHandle,
     /// Node labels for Place's label selector (when watching Nodes).
-    nodes: Option<Store<Node>>,
+    nodes: Option<crate::publish::NodeList>,
     /// Refused Hellos, logged at most once a minute per source.
     refusals: Arc<Mutex<RefusalLog>>,
     limits: QueryLimits,
@@ -67,7 +65,7 @@ impl Services {
     }
 
     /// Answer label selectors from this store of Nodes.
-    pub fn with_nodes(mut self, nodes: Option<Store<Node>>) -> Self {
+    pub fn with_nodes(mut self, nodes: Option<crate::publish::NodeList>) -> Self {
         self.nodes = nodes;
         self
     }

@@ -186,7 +186,7 @@ mod watched {
             PublishConfig::default(),
             Sink::Kube(Box::new(NodeWriter::new(client))),
             rx,
-            Some(nodes),
+            Some(nodes.store().clone()),
         ));
         tx.send_replace(Some(inferred(&[("a", 90), ("late", 80)])));
         eventually("labels on a", || {
@@ -229,4 +229,23 @@ mod watched {
         );
         task.abort();
     }
+}
+
+/// Two tasks waiting for the Node list at once are both told when it
+/// arrives. kube's `Store::wait_until_ready` woke only the last one to poll
+/// it, which left the new leader's seeding waiting for ever beside the
+/// Node-list feed (labels never written in a 20 s lab run).
+#[tokio::test]
+async fn every_task_waiting_for_the_node_list_is_told() {
+    let double = ApiServerDouble::start(&["a", "b"]).await.unwrap();
+    let nodes = netaware_aggregator::publish::watch_nodes(client(&double));
+    let other = nodes.clone();
+    let within = std::time::Duration::from_secs(10);
+    let (first, second) = tokio::join!(
+        tokio::time::timeout(within, nodes.ready()),
+        tokio::time::timeout(within, other.ready())
+    );
+    assert_eq!((first, second), (Ok(true), Ok(true)));
+    assert!(nodes.is_ready());
+    assert_eq!(nodes.store().state().len(), 2);
 }

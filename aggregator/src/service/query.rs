@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use netaware_model::Error as PlaceError;
 use netaware_model::place::Query;
 use netaware_model::place::diameter::Stop;
@@ -136,11 +135,13 @@ impl Services {
     /// The Node list with labels, when the aggregator watches Nodes and
     /// has loaded them: Place considers only nodes in it.
     fn node_labels(&self) -> Option<NodeLabels> {
-        let store = self.nodes.as_ref()?;
+        let list = self.nodes.as_ref()?;
         // Before the first list, no answer beats "no node exists".
-        store.wait_until_ready().now_or_never()?.ok()?;
+        if !list.is_ready() {
+            return None;
+        }
         Some(
-            store
+            list.store()
                 .state()
                 .iter()
                 .filter_map(|n| {
