@@ -104,6 +104,8 @@ pub struct NodeView {
 #[derive(Debug)]
 struct Session {
     node: String,
+    /// The agent instance on this session (`Hello.instance_id`).
+    instance: u64,
     tx: SessionTx,
 }
 
@@ -393,6 +395,7 @@ impl Owner {
                     id,
                     Session {
                         node: hello.node_name,
+                        instance: hello.instance_id,
                         tx,
                     },
                 );
@@ -538,10 +541,29 @@ impl Owner {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
-        let node = s.node.clone();
-        self.matrix.set_dropped(&node, batch.dropped_windows_total);
+        let (node, instance) = (s.node.clone(), s.instance);
         let mut stored = 0usize;
         let wall = now_unix_us();
+        // A session of an agent that has since restarted (a newer Hello
+        // from the node): what it still sends is old, and not stored. The
+        // batch is acknowledged all the same, so nothing is resent.
+        if self.matrix.hello(&node).map(|h| h.instance_id) != Some(instance) {
+            for _ in &batch.windows {
+                self.metrics.refused("window");
+            }
+            let r = validate::Refusal::stale_instance(instance);
+            self.refusals.warn(&node, "window", &r);
+            self.push(
+                session,
+                AggregatorMessage {
+                    msg: Some(AggMsg::Ack(ReportAck {
+                        batch_seq: batch.batch_seq,
+                    })),
+                },
+            );
+            return;
+        }
+        self.matrix.set_dropped(&node, batch.dropped_windows_total);
         for w in batch.windows {
             // A bad window is dropped alone and the batch still
             // acknowledged: refusing the batch would make the agent send
@@ -558,7 +580,7 @@ impl Owner {
                 w.window_start_unix_us,
                 w.window_end_unix_us,
             );
-            if let Some(state) = self.matrix.apply(&node, w, disturbed, now) {
+            if let Some(state) = self.matrix.apply_from(&node, instance, w, disturbed, now) {
                 self.metrics.windows.inc();
                 if disturbed {
                     self.metrics.windows_disturbed.inc();

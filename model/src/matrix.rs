@@ -54,6 +54,8 @@ struct Link {
     /// Aggregator-local receive time of the latest window: staleness is
     /// judged on our clock, so a skewed agent clock cannot hide staleness.
     received_at: Instant,
+    /// `Hello.instance_id` of the agent that sent the latest window.
+    instance: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -228,9 +230,32 @@ impl Matrix {
         disturbed: bool,
         now: Instant,
     ) -> Option<LinkState> {
+        let instance = self.nodes.get(src).map_or(0, |n| n.hello.instance_id);
+        self.apply_from(src, instance, w, disturbed, now)
+    }
+
+    /// Store a window from the agent instance `instance` of `src`. Windows
+    /// are ordered per instance: within one, a window that does not start
+    /// after the latest is a resend and ignored. A restarted agent (the
+    /// node's newest Hello carries its new instance) starts its own order,
+    /// so a clock that stepped back does not hide its windows; windows of
+    /// any other instance (an old session not closed yet) are ignored.
+    pub fn apply_from(
+        &mut self,
+        src: &str,
+        instance: u64,
+        w: LinkWindow,
+        disturbed: bool,
+        now: Instant,
+    ) -> Option<LinkState> {
+        let current = self.nodes.get(src).map(|n| n.hello.instance_id);
+        if current.is_some_and(|c| c != instance) {
+            return None;
+        }
         let key = (src.to_string(), w.peer.clone(), w.method);
         let alpha = self.alpha;
         if let Some(link) = self.links.get(&key)
+            && link.instance == instance
             && w.window_start_unix_us <= link.latest.window_start_unix_us
         {
             return None;
@@ -243,7 +268,9 @@ impl Matrix {
             disturbed_windows_total: 0,
             seeded: false,
             received_at: now,
+            instance,
         });
+        link.instance = instance;
         if disturbed {
             link.disturbed_windows_total += 1;
         } else {

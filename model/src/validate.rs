@@ -58,6 +58,19 @@ fn refuse(field: &'static str, problem: impl Into<String>) -> Refusal {
     }
 }
 
+impl Refusal {
+    /// Windows from a session of an agent instance the node has since
+    /// replaced (its newer Hello carries another `instance_id`).
+    pub fn stale_instance(instance: u64) -> Self {
+        refuse(
+            "Hello.instance_id",
+            format!(
+                "windows from agent instance {instance}, which this node has since replaced (the agent restarted); not stored"
+            ),
+        )
+    }
+}
+
 /// Text from the network for a message: long values cut, control
 /// characters escaped (names reach terminals and logs).
 pub fn shown(s: &str) -> String {

@@ -460,3 +460,32 @@ async fn seeded_group_ids_are_the_ones_published() {
     assert_eq!(inferred.facts["a"].groups, ids);
     assert_eq!(inferred.facts["b"].groups, ids);
 }
+
+/// A restarted agent's new session is heard; what its previous instance
+/// still sends on an old session is acknowledged (so never resent) but not
+/// stored, and counted.
+#[tokio::test]
+async fn windows_of_a_replaced_agent_instance_are_not_stored() {
+    let state = spawn(config());
+    let _b = connect(&state, "b", 64).await;
+    let (old, mut rx_old) = connect(&state, "a", 64).await;
+    let (tx, _rx_new) = mpsc::channel(64);
+    let restarted = Hello {
+        instance_id: 2,
+        ..hello("a")
+    };
+    let new = state.connect(restarted, tx).await.unwrap();
+    reports(&state, old, 1, vec![window("b", 5, 900)]).await;
+    reports(&state, new, 1, vec![window("b", 1, 300)]).await;
+    let m = matrix(&state).await;
+    let link = m.link("a", "b").unwrap();
+    assert_eq!(link.windows_total, 1);
+    assert_eq!(link.latest.as_ref().unwrap().rtt_p50_ns, 300_000);
+    assert_eq!(refused(&state, "window"), 1);
+    assert!(
+        drain(&mut rx_old)
+            .iter()
+            .any(|m| matches!(m, AggMsg::Ack(a) if a.batch_seq == 1)),
+        "the old session's batch is acknowledged"
+    );
+}

@@ -263,3 +263,38 @@ fn a_node_is_forgotten_when_away_long_enough_and_not_a_node_of_the_cluster() {
         vec!["a", "c"]
     );
 }
+
+/// Windows are tied to the agent instance that sent them: a restarted
+/// agent (whose clock may have stepped back) is heard at once, and the
+/// windows of its previous instance, from a session not closed yet, are
+/// not.
+#[test]
+fn a_restarted_agent_is_heard_and_its_old_instance_is_not() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(1.0, Duration::from_secs(30));
+    let with = |instance| Hello {
+        instance_id: instance,
+        ..hello("a", &[ProbeMethod::StampUdp])
+    };
+    m.connect(with(1));
+    assert!(
+        m.apply_from("a", 1, window("b", 100, 300, 10, 10), false, t0)
+            .is_some()
+    );
+    // A resend within the instance: ignored.
+    assert!(
+        m.apply_from("a", 1, window("b", 100, 300, 10, 10), false, t0)
+            .is_none()
+    );
+    // The agent restarts with its clock behind.
+    m.connect(with(2));
+    let restarted = m.apply_from("a", 2, window("b", 50, 500, 10, 10), false, t0);
+    assert_eq!(restarted.unwrap().windows_total, 2);
+    // The old instance's session speaks once more: not heard.
+    assert!(
+        m.apply_from("a", 1, window("b", 200, 900, 10, 10), false, t0)
+            .is_none()
+    );
+    let s = m.smoothed("a", "b", ProbeMethod::StampUdp, t0).unwrap().0;
+    assert_eq!(s.rtt_p50_us, 500.0);
+}
