@@ -106,6 +106,43 @@ fn one_spoofed_packet_does_not_start_a_reflector_loop() {
     assert_eq!(refused(a_ip, ma, "answered"), 0);
 }
 
+/// E1: what the reflector answers. At 8ba8183 it answered every datagram
+/// of at least 44 bytes, its own replies included (three rounds between two
+/// of them). Now a test packet is answered once, with a reply as long as
+/// it; a reflected packet and 44 bytes of 0xff are not answered.
+#[test]
+fn the_reflector_answers_test_packets_only() {
+    use netaware_agent::stamp::{NtpTimestamp, encode_reflection, encode_sender};
+    let ip = "127.0.0.1";
+    let (stamp, m) = (free_port(), free_port());
+    let _agent = agent(ip, stamp, 0, m);
+    wait_for_metrics(ip, m);
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let to = (Ipv4Addr::LOCALHOST, stamp);
+    let answered = |packet: &[u8]| {
+        s.send_to(packet, to).unwrap();
+        let mut buf = [0u8; 2048];
+        s.recv_from(&mut buf).ok().map(|(n, _)| n)
+    };
+    let test = encode_sender(7, NtpTimestamp(1 << 32));
+    assert_eq!(
+        answered(&test),
+        Some(test.len()),
+        "a test packet is answered"
+    );
+    let mut reflected = Vec::new();
+    encode_reflection(&test, NtpTimestamp(2 << 32), 64, &mut reflected, || {
+        NtpTimestamp(3 << 32)
+    })
+    .unwrap();
+    assert_eq!(answered(&reflected), None, "a reflection is not answered");
+    assert_eq!(answered(&[0xff; 44]), None, "garbage is not answered");
+    assert_eq!(answered(&[0u8; 20]), None, "a short packet is not answered");
+    assert_eq!(refused(ip, m, "not_a_test_packet"), 3);
+}
+
 /// E2: 500 idle connections to the bandwidth-test port. At 8ba8183 every
 /// one was accepted and held until its 2 s request timeout. Now at most 80
 /// are held; the rest are closed at once.
