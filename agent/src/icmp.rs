@@ -79,6 +79,17 @@ pub fn echo_request(ident: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The identifier and sequence number of an echo reply from `from`, or
+/// `None` when `packet` is anything else. `raw`: the packet starts with its
+/// IPv4 header (a raw socket), else with the ICMP header (a ping socket).
+/// Every byte the ICMP socket receives passes here first (fuzzed:
+/// `fuzz/fuzz_targets/icmp_reply.rs`).
+pub fn parse_echo_reply(packet: &[u8], raw: bool, from: Ipv4Addr) -> Option<(u16, u16)> {
+    let kind = if raw { Type::RAW } else { Type::DGRAM };
+    let p = surge_ping::Icmpv4Packet::decode(packet, kind, from, Ipv4Addr::UNSPECIFIED).ok()?;
+    (p.get_icmp_type().0 == ECHO_REPLY).then(|| (p.get_identifier().0, p.get_sequence().0))
+}
+
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -161,27 +172,17 @@ impl IcmpSocket {
             let Some(SocketAddr::V4(from)) = r.from else {
                 continue;
             };
-            let Ok(p) = surge_ping::Icmpv4Packet::decode(
-                &buf[..r.len],
-                self.kind,
-                *from.ip(),
-                Ipv4Addr::UNSPECIFIED,
-            ) else {
+            let raw = self.kind == Type::RAW;
+            let Some((reply_ident, seq)) = parse_echo_reply(&buf[..r.len], raw, *from.ip()) else {
                 continue;
             };
-            if p.get_icmp_type().0 != ECHO_REPLY {
-                continue;
-            }
             let route = locked(&self.routes).get(from.ip()).cloned();
             let Some((ident, tx)) = route else { continue };
             // A raw socket sees every echo reply on the host: keep ours only.
-            if self.kind == Type::RAW && p.get_identifier().0 != ident {
+            if raw && reply_ident != ident {
                 continue;
             }
-            let _ = tx.try_send(EchoReply {
-                seq: p.get_sequence().0,
-                at: r.at,
-            });
+            let _ = tx.try_send(EchoReply { seq, at: r.at });
         }
     }
 }
@@ -197,6 +198,22 @@ mod tests {
         assert_eq!(&p[4..8], &[0x12, 0x34, 0, 7]);
         // The checksum over a packet including its checksum is zero.
         assert_eq!(checksum(&p), 0);
+    }
+
+    #[test]
+    fn an_echo_reply_parses_and_anything_else_does_not() {
+        let from = Ipv4Addr::new(192, 0, 2, 7);
+        let mut reply = echo_request(0x1234, 9, b"netaware");
+        reply[0] = ECHO_REPLY;
+        reply[2..4].copy_from_slice(&[0, 0]);
+        let sum = checksum(&reply);
+        reply[2..4].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(parse_echo_reply(&reply, false, from), Some((0x1234, 9)));
+        // An echo request, a truncated reply, nothing at all.
+        let request = echo_request(0x1234, 9, b"netaware");
+        assert_eq!(parse_echo_reply(&request, false, from), None);
+        assert_eq!(parse_echo_reply(&reply[..3], false, from), None);
+        assert_eq!(parse_echo_reply(&[], true, from), None);
     }
 
     #[test]
