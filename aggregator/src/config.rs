@@ -108,7 +108,8 @@ pub struct Config {
     #[arg(long, env = ENV_LOSS_TIMEOUT, default_value = default_text!(format_duration(state().timing.loss_timeout)), value_parser = parse_duration)]
     pub loss_timeout: Duration,
 
-    /// A link with no new window for this long is marked stale (never deleted).
+    /// A link with no new window for this long is marked stale (kept until
+    /// a node at either end is forgotten, --forget-after).
     #[arg(long, env = ENV_STALE_AFTER, default_value = default_text!(format_duration(state().stale_after)), value_parser = parse_duration)]
     pub stale_after: Duration,
 

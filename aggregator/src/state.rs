@@ -4,7 +4,7 @@
 //! copy taken in one step) and they compute their answer on their own task.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::aggregator_message::Msg as AggMsg;
@@ -236,7 +236,7 @@ impl StateHandle {
     /// The matrix with histograms, for one method or all (`Unspecified`).
     pub async fn matrix(&self, method: ProbeMethod) -> Result<GetMatrixResponse, Status> {
         let s = self.snapshot().await?;
-        Ok(s.matrix(method, true, Instant::now(), now_unix_us()))
+        Ok(s.matrix(method, true, Instant::now(), netaware_common::now_unix_us()))
     }
 
     /// Send a command and await its reply, for at most [`OWNER_DEADLINE`]:
@@ -289,13 +289,6 @@ pub fn spawn_with_metrics(config: StateConfig, metrics: StateMetrics) -> StateHa
 
 fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn now_unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 struct Owner {
@@ -523,7 +516,7 @@ impl Owner {
         let started = Instant::now();
         self.changes += 1;
         let mut out = self.inference.recompute(&self.matrix, now);
-        out.computed_unix_us = now_unix_us();
+        out.computed_unix_us = netaware_common::now_unix_us();
         info!(
             nodes = out.facts.len(),
             moved = out.moved.len(),
@@ -543,7 +536,7 @@ impl Owner {
         };
         let (node, instance) = (s.node.clone(), s.instance);
         let mut stored = 0usize;
-        let wall = now_unix_us();
+        let wall = netaware_common::now_unix_us();
         // A session of an agent that has since restarted (a newer Hello
         // from the node): what it still sends is old, and not stored. The
         // batch is acknowledged all the same, so nothing is resent.

@@ -100,6 +100,15 @@ fn env_var_of_error<T: Parser>(e: &clap::Error) -> Option<String> {
         .map(|v| v.to_string_lossy().into_owned())
 }
 
+/// The wall clock in microseconds since the Unix epoch (0 before 1970):
+/// what report windows and answers are stamped with.
+pub fn now_unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Write `text` to stdout. A closed pipe (`netaware matrix | head`) ends the
 /// output quietly instead of panicking like `print!` does.
 pub fn print_stdout(text: &str) {

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use netaware_common::format_duration as human;
 use netaware_model::matrix::PlanTiming;
@@ -123,13 +123,6 @@ pub fn find_binary(explicit: Option<PathBuf>, name: &str, flag: &str) -> Result<
             candidate.display(),
         )))
     }
-}
-
-fn now_unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<File> {

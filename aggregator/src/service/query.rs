@@ -88,13 +88,6 @@ impl Drop for StopOnDrop {
     }
 }
 
-fn now_unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 impl Services {
     /// Run `work` on a blocking thread once a costly-query slot is free,
     /// for at most the query deadline (the wait for a slot included).
@@ -164,7 +157,12 @@ impl QueryService for Services {
         let snapshot = self.state.snapshot().await?;
         let m = self
             .costly("GetMatrix", &self.matrix_slots, move |_| {
-                snapshot.matrix(method, r.include_histograms, Instant::now(), now_unix_us())
+                snapshot.matrix(
+                    method,
+                    r.include_histograms,
+                    Instant::now(),
+                    netaware_common::now_unix_us(),
+                )
             })
             .await?;
         let size = m.encoded_len();

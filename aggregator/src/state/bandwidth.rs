@@ -9,7 +9,8 @@ use netaware_proto::v1::aggregator_message::Msg as AggMsg;
 use netaware_proto::v1::{BandwidthGrant, BandwidthResult, BandwidthTest};
 use tracing::{debug, info, warn};
 
-use super::{Owner, SessionId, ms, now_unix_us};
+use super::{Owner, SessionId, ms};
+use netaware_common::now_unix_us;
 
 impl Owner {
     /// Start the bandwidth tests the scheduler picks now.

@@ -3,6 +3,7 @@
 //! without stalling anyone, and every query is answered.
 
 use super::*;
+use netaware_common::now_unix_us;
 use netaware_model::Error as PlaceError;
 use netaware_model::place::Query;
 use netaware_model::place::diameter::Stop;

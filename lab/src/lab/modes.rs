@@ -12,12 +12,13 @@ use tracing::warn;
 
 use super::events::{self, EventSchedule};
 use super::wait::Running;
-use super::{BandwidthOptions, human, methods, now_unix_us};
+use super::{BandwidthOptions, human, methods};
 use crate::bench::{self, BenchOptions, BenchReport, PlacementResult};
 use crate::error::{Error, Result};
 use crate::report::{self, Collector, Report, render_table};
 use crate::sidecar::{PingMesh, UsageMeter};
 use crate::topology::Topology;
+use netaware_common::now_unix_us;
 
 /// Node labels, by node name.
 type NodeLabels = BTreeMap<String, BTreeMap<String, String>>;
