@@ -204,9 +204,14 @@ pub fn respond(
 pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections served at once: a scraper or two and the kubelet's probes
+/// need a handful; past this a new connection is closed at once, so idle
+/// clients cannot hold file descriptors and tasks without bound.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Serve the three paths on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, ready: Readiness) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors and the like: retrying at once would
@@ -214,8 +219,13 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, r
             tokio::time::sleep(ACCEPT_BACKOFF).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes it.
+            continue;
+        };
         let (registry, ready) = (registry.clone(), ready.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let accept = req
                     .headers()
@@ -306,6 +316,42 @@ mod tests {
         assert!(!ready.is_ready());
         assert_eq!(ready.reason(), "aggregator session lost");
         assert_eq!(r("/x"), StatusCode::NOT_FOUND);
+    }
+
+    /// The review's S16: the `/metrics` port accepted every connection.
+    /// Past `MAX_CONNECTIONS` held ones, a new connection is closed at
+    /// once; one freed makes room again.
+    #[tokio::test]
+    async fn connections_past_the_cap_are_closed_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(Registry::default()),
+            Readiness::new("test"),
+        ));
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let closed = |mut c: tokio::net::TcpStream| async move {
+            let mut buf = [0u8; 1];
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(2), c.read(&mut buf)).await;
+            matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+        };
+        let extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(closed(extra).await, "the connection past the cap was kept");
+        held.pop();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut room = tokio::net::TcpStream::connect(addr).await.unwrap();
+        room.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        room.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        server.abort();
     }
 
     /// The review's E3f: a wedged state owner left `/healthz` at 200.
