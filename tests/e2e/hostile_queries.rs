@@ -193,17 +193,27 @@ async fn a_150_node_matrix_reaches_the_cli() {
     assert_eq!(json["links"].as_array().unwrap().len(), 150 * 149);
 }
 
+/// A watcher of `method` with its initial state, on the aggregator whose
+/// query port is `query`.
+async fn watch(
+    query: u16,
+    method: ProbeMethod,
+) -> Result<tonic::Streaming<netaware_proto::v1::LinkUpdate>, tonic::Status> {
+    fake::query_client(query)
+        .await
+        .watch_links(WatchLinksRequest {
+            method: method as i32,
+            send_initial: true,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// Ask for a watcher with its initial state that never reads: what the
 /// aggregator answered, held until the task is aborted.
 fn idle_watcher(query: u16) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let r = fake::query_client(query)
-            .await
-            .watch_links(WatchLinksRequest {
-                method: ProbeMethod::Unspecified as i32,
-                send_initial: true,
-            })
-            .await;
+        let r = watch(query, ProbeMethod::Unspecified).await;
         // Hold the stream (or the refusal) without reading.
         std::future::pending::<()>().await;
         drop(r);
@@ -223,13 +233,7 @@ async fn watchers_that_never_read_hold_neither_memory_nor_a_slot() {
     let idle: Vec<_> = (0..40).map(|_| idle_watcher(agg.query)).collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // All 40 slots are taken (four streaming, the rest waiting their turn).
-    let e = agg
-        .client()
-        .await
-        .watch_links(WatchLinksRequest {
-            method: ProbeMethod::Unspecified as i32,
-            send_initial: true,
-        })
+    let e = watch(agg.query, ProbeMethod::Unspecified)
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
@@ -245,16 +249,7 @@ async fn watchers_that_never_read_hold_neither_memory_nor_a_slot() {
     // for the whole query deadline (10 s): then a new watcher gets its
     // slot and its whole initial state.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut fresh = agg
-        .client()
-        .await
-        .watch_links(WatchLinksRequest {
-            method: ProbeMethod::StampUdp as i32,
-            send_initial: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut fresh = watch(agg.query, ProbeMethod::StampUdp).await.unwrap();
     for _ in 0..150 * 149 {
         let u = tokio::time::timeout(Duration::from_secs(5), fresh.message())
             .await
