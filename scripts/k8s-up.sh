@@ -16,9 +16,15 @@ cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--down" ]; then
     dir=$2
-    for p in "$dir"/*.pid; do
-        [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
+    pids=$(cat "$dir"/*.pid 2>/dev/null || true)
+    [ -n "$pids" ] || exit 0
+    kill $pids 2>/dev/null || true
+    # The API server drains for a while; 10 s, then it is killed.
+    for _ in $(seq 20); do
+        kill -0 $pids 2>/dev/null || exit 0
+        sleep 0.5
     done
+    kill -9 $pids 2>/dev/null || true
     exit 0
 fi
 dir=$(mkdir -p "$1" && cd "$1" && pwd)
