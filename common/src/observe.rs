@@ -251,10 +251,8 @@ mod tests {
     use prometheus_client::metrics::counter::Counter;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// The review's S16: a client that sends half a request held its
-    /// connection for ever (hyper had no timer).
-    #[tokio::test]
-    async fn a_client_that_never_finishes_its_headers_is_dropped() {
+    /// A metrics server on a loopback port: its address and its task.
+    async fn start_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(serve(
@@ -262,6 +260,14 @@ mod tests {
             Arc::new(Registry::default()),
             Readiness::new("test"),
         ));
+        (addr, server)
+    }
+
+    /// The review's S16: a client that sends half a request held its
+    /// connection for ever (hyper had no timer).
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_dropped() {
+        let (addr, server) = start_server().await;
         let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
         c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
             .await
@@ -323,13 +329,7 @@ mod tests {
     /// once; one freed makes room again.
     #[tokio::test]
     async fn connections_past_the_cap_are_closed_at_once() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(
-            listener,
-            Arc::new(Registry::default()),
-            Readiness::new("test"),
-        ));
+        let (addr, server) = start_server().await;
         let mut held = Vec::new();
         for _ in 0..MAX_CONNECTIONS {
             held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
