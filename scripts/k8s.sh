@@ -10,13 +10,12 @@
 # wrapper module requires k8s.io/kubernetes and replaces each staging module
 # with its published v0.X.Y, read from kubernetes' own go.mod.
 #
-# Why 1.37: the newest minor the module proxy serves here, and the one the
-# Rust client is built against (k8s-openapi feature v1_37).
+# The versions are in scripts/k8s.env (with why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-K8S_VERSION=${K8S_VERSION:-v1.37.2}
-ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+# shellcheck source=k8s.env
+source scripts/k8s.env
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/netaware"
 out="$cache/k8s-$K8S_VERSION"
 bins=(kube-apiserver kube-scheduler kube-controller-manager etcd)
@@ -37,6 +36,9 @@ mkdir -p "$out"
 work="$cache/k8s-build-$K8S_VERSION"
 mkdir -p "$work"
 export GOFLAGS=-mod=mod
+# Go's build and module caches live beside the binaries, keyed by version:
+# one place to look, and deleting ~/.cache/netaware removes all of it.
+export GOCACHE="$cache/go-build-$K8S_VERSION" GOMODCACHE="$cache/go-mod"
 started=$(date +%s)
 
 # kubernetes' own go.mod: the staging modules it replaces.
