@@ -19,6 +19,7 @@ use netaware_proto::ProbeMethod;
 use tracing::{info, warn};
 
 use crate::bench::{BenchOptions, BenchReport};
+use crate::cluster::{self, ControlPlane};
 use crate::emulator::{Emulator, Shaper, data_ip, hold_low_latency};
 use crate::error::{Error, Result};
 use crate::netns::{self, Network, ctl_ip, ns_name};
@@ -64,14 +65,63 @@ pub struct Options {
     pub seed: u64,
     /// Run `ping` between every pair beside the agents (`run` only).
     pub ping: bool,
-    /// The test-only API server double the aggregator writes labels to;
-    /// `None` runs without labels.
-    pub apiserver_bin: Option<PathBuf>,
+    /// The API server the aggregator writes labels to.
+    pub kubernetes: Kubernetes,
+    /// Manifests to create once the first labels are written (`run` only).
+    pub apply: Vec<Manifest>,
     /// Bandwidth tests between agents; `None` turns them off.
     pub bandwidth: Option<BandwidthOptions>,
     /// After the run, wait until every pair's bandwidth is measured and run
     /// iperf3 on each pair the same way, for comparison (`run` only).
     pub iperf3: bool,
+}
+
+/// Which API server the aggregator writes Node labels to.
+#[derive(Debug, Clone)]
+pub enum Kubernetes {
+    /// A real control plane ([`cluster`]): what the stock scheduler does
+    /// with the labels can be seen.
+    Real(cluster::Binaries),
+    /// The test-only API server double (Nodes and Leases only), at this path.
+    Double(PathBuf),
+    /// No API server: no labels.
+    Off,
+}
+
+impl Kubernetes {
+    /// `real`, `double` or `off`, as the flag and the report say it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Real(_) => "real",
+            Self::Double(_) => "double",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// The objects of one `--apply` file, parsed before the lab starts.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub objects: Vec<serde_json::Value>,
+}
+
+impl Manifest {
+    /// Read and parse `path`: an error naming the file and document when
+    /// it is not a stream of Kubernetes objects.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Preflight(format!("--apply {}: {e}", path.display())))?;
+        let what = format!("--apply {}", path.display());
+        let objects = cluster::objects::parse_manifests(&text, &what)?;
+        if objects.is_empty() {
+            return Err(Error::Preflight(format!("{what}: no objects in the file")));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            objects,
+        })
+    }
 }
 
 /// How the aggregator runs bandwidth tests in the lab.
@@ -100,7 +150,8 @@ pub enum Mode {
 /// What a finished lab produced.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Run(Report),
+    /// Boxed: a run's report is several times a bench's.
+    Run(Box<Report>),
     Bench(BenchReport),
 }
 
@@ -146,10 +197,30 @@ fn start_process(cmd: &spawn::CommandLine, log: File, what: &str) -> Result<Chil
 struct Lab {
     emulator: Option<Emulator>,
     network: Network,
-    /// Port of the API server double on 127.0.0.1, when labels are on.
-    apiserver_port: Option<u16>,
+    /// The API server labels go to, unless Kubernetes is off.
+    kube: Option<KubeAccess>,
     /// Held open while the lab runs (see `emulator::hold_low_latency`).
     _low_latency: Option<File>,
+}
+
+/// The lab's API server: an admin client (to read labels, apply manifests
+/// and see pods), and the control plane when it is a real one.
+struct KubeAccess {
+    client: kube::Client,
+    mode: &'static str,
+    /// What `/version` said (a real server only).
+    version: Option<String>,
+    /// Stopped when the lab is dropped.
+    _plane: Option<ControlPlane>,
+}
+
+impl std::fmt::Debug for KubeAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeAccess")
+            .field("mode", &self.mode)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Lab {
@@ -176,13 +247,13 @@ pub fn methods(opts: &Options) -> Vec<ProbeMethod> {
     }
 }
 
-/// Build the network, start the emulator, the API server double (when
-/// labels are on), the aggregator and every agent.
-fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
+/// Build the network, start the emulator, the API server (unless
+/// Kubernetes is off), the aggregator and every agent.
+async fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
     std::fs::create_dir_all(&opts.log_dir)?;
     let mut lab = Lab {
         emulator: None,
-        apiserver_port: None,
+        kube: None,
         network: Network::build(topo)?,
         _low_latency: hold_low_latency(),
     };
@@ -191,23 +262,11 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
         Shaper::new(topo, opts.seed),
     )?);
 
-    let mut kubeconfig = None;
-    if let Some(bin) = &opts.apiserver_bin {
-        let port_file = opts.log_dir.join("apiserver.port");
-        let config = opts.log_dir.join("kubeconfig");
-        let _ = std::fs::remove_file(&port_file);
-        let names: Vec<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
-        let cmd = spawn::apiserver(bin, &names, &port_file, &config);
-        let child = start_process(
-            &cmd,
-            log_file(&opts.log_dir, "apiserver")?,
-            &bin.display().to_string(),
-        )?;
-        lab.network.adopt(netns::APISERVER, child);
-        let port = wait::for_file(&port_file, Duration::from_secs(10))?;
-        lab.apiserver_port = port.trim().parse().ok();
-        kubeconfig = Some(config);
-    }
+    let kubeconfig = match &opts.kubernetes {
+        Kubernetes::Off => None,
+        Kubernetes::Double(bin) => Some(start_double(&mut lab, topo, opts, bin).await?),
+        Kubernetes::Real(bins) => Some(start_real(&mut lab, topo, opts, bins).await?),
+    };
     let cmd = spawn::aggregator(opts, kubeconfig.as_deref());
     let child = start_process(
         &cmd,
@@ -228,6 +287,82 @@ fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
     Ok(lab)
 }
 
+/// Start the API server double with the topology's Nodes; the
+/// aggregator's kubeconfig.
+async fn start_double(
+    lab: &mut Lab,
+    topo: &Topology,
+    opts: &Options,
+    bin: &Path,
+) -> Result<PathBuf> {
+    let port_file = opts.log_dir.join("apiserver.port");
+    let config = opts.log_dir.join("kubeconfig");
+    let _ = std::fs::remove_file(&port_file);
+    let names: Vec<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
+    let cmd = spawn::apiserver(bin, &names, &port_file, &config);
+    let child = start_process(
+        &cmd,
+        log_file(&opts.log_dir, "apiserver")?,
+        &bin.display().to_string(),
+    )?;
+    lab.network.adopt(netns::APISERVER, child);
+    wait::for_file(&port_file, Duration::from_secs(10))?;
+    lab.kube = Some(KubeAccess {
+        client: cluster::client_from_kubeconfig(&config).await?,
+        mode: "double",
+        version: None,
+        _plane: None,
+    });
+    Ok(config)
+}
+
+/// Start a real control plane in `<log dir>/kubernetes` with one Ready Node
+/// per topology node (its data address as InternalIP); the aggregator's
+/// kubeconfig. The lab's aggregator writes as a cluster admin: the chart's
+/// narrower RBAC is what the end-to-end tests check, and the lab needs no
+/// Helm.
+async fn start_real(
+    lab: &mut Lab,
+    topo: &Topology,
+    opts: &Options,
+    bins: &cluster::Binaries,
+) -> Result<PathBuf> {
+    let dir = opts.log_dir.join("kubernetes");
+    // A previous run's etcd data would bring back its Nodes and pods.
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "starting a real Kubernetes {} control plane...",
+        cluster::kubernetes_version()
+    );
+    let plane = ControlPlane::start(bins, &dir).await?;
+    let admin = plane.admin()?;
+    let client = plane.client(&admin).await?;
+    let nodes: Vec<cluster::objects::NodeSpec> = topo
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| cluster::objects::NodeSpec {
+            name: n.name.clone(),
+            internal_ip: Some(data_ip(i).into()),
+        })
+        .collect();
+    cluster::objects::add_nodes(&client, &nodes).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map(|v| v.git_version)
+        .map_err(|e| Error::Run(format!("the API server's /version: {e}")))?;
+    let kubeconfig = plane.write_kubeconfig("aggregator", &admin)?;
+    info!(server = %plane.server(), %version, "Kubernetes control plane up");
+    lab.kube = Some(KubeAccess {
+        client,
+        mode: "real",
+        version: Some(version),
+        _plane: Some(plane),
+    });
+    Ok(kubeconfig)
+}
+
 /// Build the lab, run `mode`, tear everything down. Returns the report of a
 /// `Run` or `Bench`, `None` for `Up` (or when `shutdown` fired).
 pub async fn execute(
@@ -238,7 +373,7 @@ pub async fn execute(
 ) -> Result<Option<Outcome>> {
     netns::preflight()?;
     netns::clean_leftovers()?;
-    let mut lab = start(topo, opts)?;
+    let mut lab = start(topo, opts).await?;
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
         r = drive(&mut lab, topo, opts, mode) => r,
@@ -296,7 +431,7 @@ async fn drive(
     match mode {
         Mode::Run { duration } => modes::run(&mut r, duration)
             .await
-            .map(|r| Some(Outcome::Run(r))),
+            .map(|r| Some(Outcome::Run(Box::new(r)))),
         Mode::Bench(b) => modes::bench(&mut r, &b)
             .await
             .map(|r| Some(Outcome::Bench(r))),

@@ -5,6 +5,7 @@
 //! and one real agent per node. See `docs/lab.md`.
 
 pub mod bench;
+pub mod cluster;
 mod emulator;
 mod error;
 pub mod lab;

@@ -6,10 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use netaware_common::{default_text, format_duration};
-use netaware_lab::bench;
 use netaware_lab::lab::{self, Mode, Options, Outcome};
 use netaware_lab::report::render_table;
 use netaware_lab::topology::Topology;
+use netaware_lab::{bench, cluster};
 use netaware_model::bandwidth::BandwidthConfig;
 
 /// netaware-lab: run netaware on an emulated multi-region cluster (needs root).
@@ -39,6 +39,12 @@ enum Cmd {
         /// run iperf3 on each pair the same way and compare (benchmark).
         #[arg(long)]
         iperf3: bool,
+        /// Once every node has its group labels, create the objects in this
+        /// file (Jobs, Pods, anything the API server accepts) and report
+        /// where the scheduler put their pods (repeatable; needs
+        /// --kubernetes real).
+        #[arg(long = "apply", value_name = "FILE")]
+        apply: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -74,6 +80,16 @@ enum Cmd {
         settle: Duration,
         #[command(flatten)]
         common: Common,
+    },
+    /// Start only a real Kubernetes control plane (etcd, API server,
+    /// scheduler, controller-manager; no kubelets) until Ctrl-C, with a
+    /// Ready Node per topology node: for trying manifests by hand.
+    Cluster {
+        /// Topology whose nodes become Nodes (none: no Nodes).
+        topology: Option<PathBuf>,
+        /// State, certificates, logs and admin.kubeconfig.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("netaware-cluster"))]
+        dir: PathBuf,
     },
     /// Keep the lab running with a live table until Ctrl-C.
     Up {
@@ -113,10 +129,12 @@ struct Common {
     /// Seed of the emulator's random loss and jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Let the aggregator write Node labels to a local API server double and
-    /// show them (no cluster needed).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    labels: bool,
+    /// Where the aggregator writes Node labels: `real` (a local Kubernetes
+    /// control plane, built once by scripts/k8s.sh), `double` (the test
+    /// API server double) or `off`. Default: real when its binaries are
+    /// built, else double (saying how to get real).
+    #[arg(long, value_enum)]
+    kubernetes: Option<KubeFlag>,
     /// The API server double binary (default: next to netaware-lab).
     #[arg(long, env = "NETAWARE_APISERVER_BIN")]
     apiserver_bin: Option<PathBuf>,
@@ -137,6 +155,39 @@ struct Common {
     bandwidth_concurrency: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KubeFlag {
+    Real,
+    Double,
+    Off,
+}
+
+/// The API server the lab runs, from `--kubernetes`.
+fn kubernetes(
+    flag: Option<KubeFlag>,
+    double_bin: Option<PathBuf>,
+) -> anyhow::Result<lab::Kubernetes> {
+    let double = |bin| -> anyhow::Result<lab::Kubernetes> {
+        Ok(lab::Kubernetes::Double(lab::find_binary(
+            bin,
+            "netaware-apiserver-double",
+            "--apiserver-bin (or --kubernetes off)",
+        )?))
+    };
+    Ok(match flag {
+        Some(KubeFlag::Off) => lab::Kubernetes::Off,
+        Some(KubeFlag::Double) => double(double_bin)?,
+        Some(KubeFlag::Real) => lab::Kubernetes::Real(cluster::Binaries::find()?),
+        None => match cluster::Binaries::find() {
+            Ok(b) => lab::Kubernetes::Real(b),
+            Err(e) => {
+                eprintln!("using the API server double, not a real control plane: {e}");
+                double(double_bin)?
+            }
+        },
+    })
+}
+
 fn parse_whole_seconds(s: &str) -> Result<Duration, String> {
     let d = netaware_common::parse_duration_or_zero(s)?;
     if d.subsec_nanos() != 0 {
@@ -147,12 +198,23 @@ fn parse_whole_seconds(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn options(c: Common, ping: bool, iperf3: bool) -> anyhow::Result<Options> {
+fn options(c: Common, ping: bool, iperf3: bool, apply: &[PathBuf]) -> anyhow::Result<Options> {
     if iperf3 && !c.bandwidth {
         anyhow::bail!("--iperf3 compares with netaware's bandwidth tests: drop --bandwidth false");
     }
     if c.bandwidth_duration.is_zero() {
         anyhow::bail!("--bandwidth-duration must be at least 1s");
+    }
+    let apply = apply
+        .iter()
+        .map(|p| lab::Manifest::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kubernetes = kubernetes(c.kubernetes, c.apiserver_bin)?;
+    if !apply.is_empty() && !matches!(kubernetes, lab::Kubernetes::Real(_)) {
+        anyhow::bail!(
+            "--apply needs a real scheduler, but the lab runs with --kubernetes {}: build the control plane with scripts/k8s.sh and use --kubernetes real",
+            kubernetes.name()
+        );
     }
     Ok(Options {
         probe_interval: c.probe_interval,
@@ -176,15 +238,8 @@ fn options(c: Common, ping: bool, iperf3: bool) -> anyhow::Result<Options> {
             concurrency: usize::try_from(c.bandwidth_concurrency).unwrap_or(usize::MAX),
         }),
         iperf3,
-        apiserver_bin: if c.labels {
-            Some(lab::find_binary(
-                c.apiserver_bin,
-                "netaware-apiserver-double",
-                "--apiserver-bin (or --labels false)",
-            )?)
-        } else {
-            None
-        },
+        kubernetes,
+        apply,
     })
 }
 
@@ -199,12 +254,13 @@ async fn main() -> anyhow::Result<()> {
             json,
             ping,
             iperf3,
+            apply,
             common,
         } => {
             // Everything that can be wrong with the input is checked before
             // anything is created.
             let topo = Topology::load(&topology)?;
-            let opts = options(common, ping, iperf3)?;
+            let opts = options(common, ping, iperf3, &apply)?;
             let report = lab::execute(
                 &topo,
                 &opts,
@@ -245,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
                     topo.nodes.len()
                 );
             }
-            let opts = options(common, false, false)?;
+            let opts = options(common, false, false, &[])?;
             let b = bench::BenchOptions {
                 k,
                 bytes,
@@ -274,9 +330,40 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("report written to {}", path.display());
             }
         }
+        Cmd::Cluster { topology, dir } => {
+            let topo = topology.as_deref().map(Topology::load).transpose()?;
+            let bins = cluster::Binaries::find()?;
+            // A previous run's etcd data would bring back its objects.
+            let _ = std::fs::remove_dir_all(&dir);
+            let plane = cluster::ControlPlane::start(&bins, &dir).await?;
+            let admin = plane.admin()?;
+            if let Some(topo) = &topo {
+                let nodes: Vec<_> = topo
+                    .nodes
+                    .iter()
+                    .map(|n| cluster::objects::NodeSpec {
+                        name: n.name.clone(),
+                        internal_ip: None,
+                    })
+                    .collect();
+                cluster::objects::add_nodes(&plane.client(&admin).await?, &nodes).await?;
+            }
+            let kubeconfig = plane.write_kubeconfig("admin", &admin)?;
+            netaware_common::print_stdout(&format!(
+                "Kubernetes {} is up at {} (logs in {}); Ctrl-C stops it.\n\
+                 export KUBECONFIG={}\n",
+                cluster::kubernetes_version(),
+                plane.server(),
+                plane.dir().join("logs").display(),
+                kubeconfig.display()
+            ));
+            netaware_common::shutdown_signal().await;
+            drop(plane);
+            eprintln!("stopped");
+        }
         Cmd::Up { topology, common } => {
             let topo = Topology::load(&topology)?;
-            let opts = options(common, false, false)?;
+            let opts = options(common, false, false, &[])?;
             lab::execute(&topo, &opts, Mode::Up, netaware_common::shutdown_signal()).await?;
             eprintln!("stopped: the lab was removed");
         }

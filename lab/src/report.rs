@@ -51,6 +51,22 @@ pub struct Report {
     /// Windows left out of the figures above because they overlapped a
     /// bandwidth test of either end (the aggregator flags them).
     pub disturbed_windows: u64,
+    /// The API server the labels went to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesReport>,
+    /// Where the scheduler put every pod of the `--apply` manifests.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<crate::cluster::objects::PodPlacement>,
+}
+
+/// Which API server a run wrote labels to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KubernetesReport {
+    /// `real` or `double`.
+    pub mode: String,
+    /// The real server's version (e.g. `v1.37.2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// One directed pair's bandwidth.
@@ -313,6 +329,8 @@ impl Collector {
             label_changes: Vec::new(),
             bandwidth: Vec::new(),
             disturbed_windows: self.disturbed,
+            kubernetes: None,
+            pods: Vec::new(),
         }
     }
 

@@ -27,8 +27,8 @@ fn netaware_placement_is_not_slower_than_spreading() {
         .args([
             "--bandwidth",
             "false",
-            "--labels",
-            "false",
+            "--kubernetes",
+            "off",
             "--icmp",
             "false",
         ])

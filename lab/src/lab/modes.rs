@@ -12,10 +12,11 @@ use tracing::warn;
 
 use super::events::{self, EventSchedule};
 use super::wait::Running;
-use super::{BandwidthOptions, human, methods};
+use super::{BandwidthOptions, Manifest, human, methods};
 use crate::bench::{self, BenchOptions, BenchReport, PlacementResult};
+use crate::cluster::objects::{self, PodPlacement};
 use crate::error::{Error, Result};
-use crate::report::{self, Collector, Report, render_table};
+use crate::report::{self, Collector, KubernetesReport, Report, render_table};
 use crate::sidecar::{PingMesh, UsageMeter};
 use crate::topology::Topology;
 use netaware_common::now_unix_us;
@@ -62,6 +63,8 @@ pub(super) async fn run(r: &mut Running<'_>, duration: Duration) -> Result<Repor
     let mut label_changes = Vec::new();
     let mut schedule = EventSchedule::new(&topo.events, started);
     let mut applied = Vec::new();
+    // Creating the --apply manifests, once every node has its groups.
+    let mut placing: Option<tokio::task::JoinHandle<Result<Vec<PodPlacement>>>> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(until) => break,
@@ -72,14 +75,17 @@ pub(super) async fn run(r: &mut Running<'_>, duration: Duration) -> Result<Repor
             }
             _ = health.tick() => {
                 r.check_children()?;
-                if let Some(port) = r.lab.apiserver_port {
+                if let Some(k) = &r.lab.kube {
                     // Sampled once a second: convergence times are within a second.
-                    match read_labels(port) {
+                    match read_labels(&k.client).await {
                         Ok(now) => {
                             label_changes.extend(report::label_changes(&labels_seen, &now, now_unix_us()));
                             labels_seen = now;
                         }
-                        Err(e) => warn!(error = %e, "cannot read labels from the API double"),
+                        Err(e) => warn!(error = %e, "cannot read labels from the API server"),
+                    }
+                    if placing.is_none() && !opts.apply.is_empty() && grouped(topo, &labels_seen) {
+                        placing = Some(tokio::spawn(place_manifests(k.client.clone(), opts.apply.clone())));
                     }
                 }
                 if let Some(u) = usage.as_mut() {
@@ -110,9 +116,24 @@ pub(super) async fn run(r: &mut Running<'_>, duration: Duration) -> Result<Repor
     let mut report = collector.report(topo, duration.as_secs_f64(), &methods(opts));
     // Labels as the measuring period left them: the iperf3 comparison
     // below loads links the aggregator does not know of.
-    if let Some(port) = r.lab.apiserver_port {
-        report.labels = read_labels(port)?;
+    if let Some(k) = &r.lab.kube {
+        report.labels = read_labels(&k.client).await?;
         report.label_changes = label_changes;
+        report.kubernetes = Some(KubernetesReport {
+            mode: k.mode.into(),
+            version: k.version.clone(),
+        });
+    }
+    if !opts.apply.is_empty() {
+        let task = placing.ok_or_else(|| {
+            Error::Run(format!(
+                "the aggregator did not label every node with its groups ({GROUP_LABEL}) within the run, \
+                 so the --apply manifests were not created: measure longer (--for)"
+            ))
+        })?;
+        report.pods = task
+            .await
+            .map_err(|e| Error::Run(format!("applying the manifests failed: {e}")))??;
     }
     let bandwidth = match (opts.iperf3, opts.bandwidth) {
         (true, Some(b)) => {
@@ -278,19 +299,46 @@ async fn compare_iperf3(
     Ok(())
 }
 
-/// Our labels on every Node in the API server double on 127.0.0.1:`port`.
-fn read_labels(port: u16) -> Result<NodeLabels> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /api/v1/nodes HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .ok_or_else(|| Error::Run("the API server double sent no body".into()))?;
-    node_labels(&serde_json::from_str(body)?, DEFAULT_PREFIX)
+/// The label every node has once the aggregator has placed it in groups;
+/// the lab creates `--apply` manifests after that.
+const GROUP_LABEL: &str = "group-l2";
+
+/// Every topology node carries [`GROUP_LABEL`].
+fn grouped(topo: &Topology, labels: &NodeLabels) -> bool {
+    let key = format!("{DEFAULT_PREFIX}{GROUP_LABEL}");
+    topo.nodes
+        .iter()
+        .all(|n| labels.get(&n.name).is_some_and(|l| l.contains_key(&key)))
+}
+
+/// How long the scheduler may take to bind the applied manifests' pods.
+const BIND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Create every manifest, then wait until their pods are bound (or the
+/// scheduler has had [`BIND_TIMEOUT`]): where every pod went.
+async fn place_manifests(
+    client: kube::Client,
+    manifests: Vec<Manifest>,
+) -> Result<Vec<PodPlacement>> {
+    let mut expected = 0;
+    for m in &manifests {
+        let done = objects::apply(&client, &m.objects, "netaware-lab", "default").await?;
+        eprintln!("applied {}: {}", m.path.display(), done.join(", "));
+        expected += objects::expected_pods(&m.objects);
+    }
+    objects::wait_bound(&client, expected, BIND_TIMEOUT).await
+}
+
+/// Our labels on every Node the API server has (the double or a real one).
+async fn read_labels(client: &kube::Client) -> Result<NodeLabels> {
+    let req = http::Request::get("/api/v1/nodes")
+        .body(Vec::new())
+        .map_err(|e| Error::Run(e.to_string()))?;
+    let list: serde_json::Value = client
+        .request(req)
+        .await
+        .map_err(|e| Error::Run(format!("listing Nodes: {e}")))?;
+    node_labels(&list, DEFAULT_PREFIX)
 }
 
 /// The labels under `prefix` of every Node in a NodeList.

@@ -20,7 +20,8 @@ fn options() -> Options {
         log_dir: PathBuf::from("/tmp/lab"),
         seed: 1,
         ping: false,
-        apiserver_bin: None,
+        kubernetes: crate::lab::Kubernetes::Off,
+        apply: Vec::new(),
         bandwidth: None,
         iperf3: false,
     }
