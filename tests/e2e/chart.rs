@@ -247,7 +247,9 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "ValidatingAdmissionPolicy" => {
                     let p: ValidatingAdmissionPolicy = round_trip(obj, &what);
                     let spec = p.spec.unwrap();
-                    assert_eq!(spec.failure_policy.as_deref(), Some("Ignore"), "{what}");
+                    // Fail closed by default; all-on values choose Ignore.
+                    let want = if case == "all-on" { "Ignore" } else { "Fail" };
+                    assert_eq!(spec.failure_policy.as_deref(), Some(want), "{what}");
                     assert_eq!(
                         spec.validations.unwrap().len(),
                         3,
@@ -275,6 +277,8 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
             "RoleBinding",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ];
         if case == "all-on" {
             want.extend([
@@ -282,8 +286,6 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "PodDisruptionBudget",
                 "PodMonitor",
                 "ServiceMonitor",
-                "ValidatingAdmissionPolicy",
-                "ValidatingAdmissionPolicyBinding",
             ]);
             want.sort();
         }
