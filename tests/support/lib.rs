@@ -2,6 +2,7 @@
 //! whether this process may build a lab.
 
 pub mod apiserver;
+pub mod k8s;
 
 use std::path::PathBuf;
 
