@@ -1,47 +1,35 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
-//! Two real aggregator replicas elect a leader through a Lease on the
-//! API-server double. Agents and the CLI talk to the follower; their data
-//! reaches the one leader, which alone writes Nodes. When the leader dies,
-//! the follower takes over; when it stops cleanly, it releases the lease.
+//! Two real aggregator replicas elect a leader through a Lease on a real
+//! API server (`tests/support/k8s.rs`), each with its own pod-bound token
+//! of the chart's ServiceAccount and the chart's Role. Agents and the CLI
+//! talk to the follower; their data reaches the one leader, which alone
+//! writes Nodes. When the leader dies, the follower takes over; when it
+//! stops cleanly, it releases the lease. Who wrote what, and when, is read
+//! from the API server's audit log (the pod each token is bound to) and
+//! the Lease's managedFields: never two writers.
 //!
 //! The replicas listen on 127.0.0.2 and 127.0.0.3 with the same ports, as
 //! pods of one Deployment do on their own IPs.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use netaware_e2e::apiserver::ApiServerDouble;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use netaware_e2e::k8s::{self, AGGREGATOR_USER, Cluster, eventually};
 use netaware_e2e::{Killed, binary, free_port, http_get, sigterm};
 
-const NS: &str = "netaware";
-const LEASE: &str = "netaware-aggregator";
+const NS: &str = k8s::NAMESPACE;
+/// The lease name the chart's all-on values choose.
+const LEASE: &str = "netaware-leader";
 
-fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// One aggregator replica: its IP doubles as its pod IP and its token.
+/// One aggregator replica: its IP doubles as its pod IP; `pod` is the pod
+/// its token is bound to.
 struct Replica {
     ip: &'static str,
+    pod: &'static str,
     proc: Option<Killed>,
-    _kubeconfig: tempfile_path::TempPath,
-}
-
-mod tempfile_path {
-    /// A file removed when dropped.
-    pub struct TempPath(pub std::path::PathBuf);
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
 }
 
 struct Ports {
@@ -50,19 +38,23 @@ struct Ports {
     metrics: u16,
 }
 
-fn start_replica(double: &ApiServerDouble, ip: &'static str, p: &Ports) -> Replica {
-    let path = std::env::temp_dir().join(format!(
-        "netaware-le-{}-{ip}.kubeconfig",
-        std::process::id()
-    ));
-    std::fs::write(&path, double.kubeconfig_with_token(ip)).unwrap();
+async fn start_replica(c: &Cluster, ip: &'static str, pod: &'static str, p: &Ports) -> Replica {
+    c.aggregator_pod(pod).await;
+    let kubeconfig = c.aggregator_kubeconfig(Some(pod)).await;
     let child = Command::new(binary("netaware-aggregator"))
         .args(["--agent-listen", &format!("{ip}:{}", p.agent)])
         .args(["--query-listen", &format!("{ip}:{}", p.query)])
         .args(["--metrics-listen", &format!("{ip}:{}", p.metrics)])
-        .args(["--kubeconfig", path.to_str().unwrap()])
-        .args(["--leader-election", "true", "--pod-ip", ip])
-        .args(["--pod-name", &format!("agg-{ip}"), "--pod-namespace", NS])
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+        .args([
+            "--leader-election",
+            "true",
+            "--pod-ip",
+            ip,
+            "--lease-name",
+            LEASE,
+        ])
+        .args(["--pod-name", pod, "--pod-namespace", NS])
         .args(["--lease-duration", "3s", "--lease-grace", "1s"])
         .args(["--report-interval", "1s", "--recompute-interval", "1s"])
         .args(["--bandwidth-tests", "false"])
@@ -72,8 +64,8 @@ fn start_replica(double: &ApiServerDouble, ip: &'static str, p: &Ports) -> Repli
         .unwrap();
     Replica {
         ip,
+        pod,
         proc: Some(Killed(child)),
-        _kubeconfig: tempfile_path::TempPath(path),
     }
 }
 
@@ -116,82 +108,142 @@ fn cli_nodes(endpoint: &str) -> Output {
         .unwrap()
 }
 
-/// Node writes (PATCH /api/v1/nodes/...) sent with `token`.
-fn node_writes_by(double: &ApiServerDouble, token: &str) -> usize {
-    double
-        .requests_by()
-        .iter()
-        .filter(|(t, line)| t == token && line.starts_with("PATCH /api/v1/nodes/"))
+/// A successful write by the aggregator's ServiceAccount, as the audit log
+/// has it.
+struct Write {
+    /// The pod the token is bound to.
+    pod: String,
+    /// `nodes` or `leases`.
+    resource: String,
+    /// When the API server received it (RFC 3339 with microseconds, so
+    /// strings compare in time order).
+    at: String,
+}
+
+fn writes(c: &Cluster) -> Vec<Write> {
+    c.audit_of(AGGREGATOR_USER)
+        .into_iter()
+        .filter(|e| {
+            matches!(e["verb"].as_str(), Some("create" | "update" | "patch"))
+                && e["responseStatus"]["code"]
+                    .as_u64()
+                    .is_some_and(|c| c < 300)
+        })
+        .map(|e| Write {
+            pod: e["user"]["extra"]["authentication.kubernetes.io/pod-name"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            resource: e["objectRef"]["resource"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            at: e["requestReceivedTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+        .collect()
+}
+
+fn count(w: &[Write], pod: &str, resource: &str) -> usize {
+    w.iter()
+        .filter(|w| w.pod == pod && w.resource == resource)
         .count()
 }
 
-/// Lease requests other than GET sent with `token`.
-fn lease_writes_by(double: &ApiServerDouble, token: &str) -> usize {
-    double
-        .requests_by()
-        .iter()
-        .filter(|(t, line)| t == token && line.contains("/leases") && !line.starts_with("GET"))
-        .count()
+async fn holder(c: &Cluster) -> Option<String> {
+    Api::<Lease>::namespaced(c.admin.clone(), NS)
+        .get_opt(LEASE)
+        .await
+        .unwrap()?
+        .spec?
+        .holder_identity
 }
 
-fn holder(double: &ApiServerDouble) -> Option<String> {
-    double
-        .lease_spec(NS, LEASE)?
-        .get("holderIdentity")?
-        .as_str()
-        .map(String::from)
+async fn labelled(c: &Cluster, nodes: &[&str]) -> bool {
+    let api: Api<Node> = Api::all(c.admin.clone());
+    for n in nodes {
+        let labels = api
+            .get(n)
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap_or_default();
+        if !labels.keys().any(|k| k.starts_with("netaware.io/")) {
+            return false;
+        }
+    }
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
-    let double = ApiServerDouble::start(&["n1", "n2"]).await.unwrap();
+    let Some(c) = k8s::start("lease", &["n1", "n2"]).await else {
+        return;
+    };
+    if c.install_chart("all-on", Some).await.is_none() {
+        return;
+    }
     let ports = Ports {
         agent: free_port(),
         query: free_port(),
         metrics: free_port(),
     };
-    let mut a = start_replica(&double, "127.0.0.2", &ports);
-    let mut b = start_replica(&double, "127.0.0.3", &ports);
+    let mut a = start_replica(&c, "127.0.0.2", "agg-a", &ports).await;
+    let mut b = start_replica(&c, "127.0.0.3", "agg-b", &ports).await;
 
     // Exactly one leader; both ready (the follower knows where to forward).
-    let (leader_is_a, _) = eventually("one leader, both ready", Duration::from_secs(30), || {
-        let (la, lb) = (is_leader(&a, &ports)?, is_leader(&b, &ports)?);
-        (la != lb && ready(&a, &ports) && ready(&b, &ports)).then_some((la, lb))
-    });
+    let leader_is_a = eventually(
+        "one leader, both ready",
+        Duration::from_secs(30),
+        || {
+            let v = match (is_leader(&a, &ports), is_leader(&b, &ports)) {
+                (Some(la), Some(lb)) if la != lb && ready(&a, &ports) && ready(&b, &ports) => {
+                    Some(la)
+                }
+                _ => None,
+            };
+            async move { v }
+        },
+        || format!("refused: {:?}", c.refusals_of(AGGREGATOR_USER)),
+    )
+    .await;
     let (leader, follower) = if leader_is_a {
         (&mut a, &mut b)
     } else {
         (&mut b, &mut a)
     };
-    let held = holder(&double).expect("the lease has a holder");
-    // Both replicas may have tried to create and claim the lease at start
-    // (one got a conflict); from now on the follower must only read it.
-    let follower_lease_writes = lease_writes_by(&double, follower.ip);
+    let held = holder(&c).await.expect("the lease has a holder");
     assert!(held.ends_with(&format!("@{}", leader.ip)), "{held}");
+    // Both replicas may have tried to create and claim the lease at start
+    // (one lost); from now on the follower must only read it.
+    let follower_lease_writes = count(&writes(&c), follower.pod, "leases");
 
     // Agents connect to the follower only; their data reaches the leader.
     let via_follower = |port: u16| format!("http://{}:{port}", follower.ip);
     let _n1 = start_agent("n1", "127.0.0.11", &via_follower(ports.agent));
     let _n2 = start_agent("n2", "127.0.0.12", &via_follower(ports.agent));
-    eventually("labels on both nodes", Duration::from_secs(40), || {
-        ["n1", "n2"]
-            .iter()
-            .all(|n| {
-                double
-                    .labels(n)
-                    .is_some_and(|l| l.keys().any(|k| k.starts_with("netaware.io/")))
-            })
-            .then_some(())
-    });
-    assert!(node_writes_by(&double, leader.ip) > 0);
+    eventually(
+        "labels on both nodes",
+        Duration::from_secs(60),
+        || labelled_now(&c),
+        || format!("refused: {:?}", c.refusals_of(AGGREGATOR_USER)),
+    )
+    .await;
+    let w = writes(&c);
+    assert!(
+        count(&w, leader.pod, "nodes") > 0,
+        "the leader wrote no Node"
+    );
     assert_eq!(
-        node_writes_by(&double, follower.ip),
+        count(&w, follower.pod, "nodes"),
         0,
         "a follower must never write Nodes"
     );
-    // Once the lease was held, the follower only read it.
     assert_eq!(
-        lease_writes_by(&double, follower.ip),
+        count(&w, follower.pod, "leases"),
         follower_lease_writes,
         "a follower must not write a held lease"
     );
@@ -207,21 +259,79 @@ async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
 
     // The leader dies without releasing the lease: the follower takes
     // over once it expires, the agents reconnect, and it writes.
-    let dead = leader.proc.take().unwrap();
-    drop(dead);
-    let writes_before = node_writes_by(&double, follower.ip);
-    eventually("the follower to lead", Duration::from_secs(30), || {
-        is_leader(follower, &ports).filter(|l| *l)
-    });
-    assert!(
-        holder(&double)
-            .unwrap()
-            .ends_with(&format!("@{}", follower.ip))
-    );
+    let old = leader.pod;
+    drop(leader.proc.take());
+    eventually(
+        "the follower to lead",
+        Duration::from_secs(30),
+        || {
+            let v = (is_leader(follower, &ports) == Some(true)).then_some(());
+            async move { v }
+        },
+        || "the lease did not pass to it".into(),
+    )
+    .await;
+    let held = holder(&c).await.unwrap();
+    assert!(held.ends_with(&format!("@{}", follower.ip)), "{held}");
     eventually(
         "the new leader to write Nodes",
-        Duration::from_secs(40),
-        || (node_writes_by(&double, follower.ip) > writes_before).then_some(()),
+        Duration::from_secs(60),
+        || {
+            let n = count(&writes(&c), follower.pod, "nodes");
+            async move { (n > 0).then_some(()) }
+        },
+        || format!("refused: {:?}", c.refusals_of(AGGREGATOR_USER)),
+    )
+    .await;
+    // Never two writers: every Node write of the old leader came before
+    // the new leader's first, in the API server's own clock.
+    let w = writes(&c);
+    let last_old = w
+        .iter()
+        .filter(|w| w.pod == old && w.resource == "nodes")
+        .map(|w| w.at.as_str())
+        .max()
+        .unwrap();
+    let first_new = w
+        .iter()
+        .filter(|w| w.pod == follower.pod && w.resource == "nodes")
+        .map(|w| w.at.as_str())
+        .min()
+        .unwrap();
+    assert!(last_old < first_new, "{last_old} vs {first_new}");
+    // The Lease's managedFields: the new holder's field manager owns the
+    // holder field, and the dead leader's owns nothing any more (server-side
+    // apply moved its fields to the claimant).
+    let lease = Api::<Lease>::namespaced(c.admin.clone(), NS)
+        .get(LEASE)
+        .await
+        .unwrap();
+    let managers: Vec<(String, bool)> = lease
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let holds = m
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.pointer("/f:spec/f:holderIdentity"))
+                .is_some();
+            (m.manager.unwrap_or_default(), holds)
+        })
+        .collect();
+    let of = |pod: &str| {
+        let prefix = format!("netaware/{pod}_");
+        managers
+            .iter()
+            .filter(|(m, _)| m.starts_with(&prefix))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(of(old).is_empty(), "{managers:?}");
+    assert!(
+        of(follower.pod).iter().any(|(_, holds)| *holds),
+        "{managers:?}"
     );
     let out = cli_nodes(&via_follower(ports.query));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -230,9 +340,20 @@ async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
     // A clean stop releases the lease at once.
     let mut p = follower.proc.take().unwrap();
     sigterm(&p.0);
-    let status = eventually("the replica to exit", Duration::from_secs(20), || {
-        p.0.try_wait().unwrap()
-    });
+    let status = eventually(
+        "the replica to exit",
+        Duration::from_secs(20),
+        || {
+            let v = p.0.try_wait().unwrap();
+            async move { v }
+        },
+        || "it kept running after SIGTERM".into(),
+    )
+    .await;
     assert!(status.success(), "{status:?}");
-    assert_eq!(holder(&double), None, "the lease was not released");
+    assert_eq!(holder(&c).await, None, "the lease was not released");
+}
+
+async fn labelled_now(c: &Cluster) -> Option<()> {
+    labelled(c, &["n1", "n2"]).await.then_some(())
 }
