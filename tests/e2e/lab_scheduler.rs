@@ -1,0 +1,220 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! The test the project exists for: the lab measures geo-12 (three regions,
+//! one lossy node, dj-4), the aggregator writes labels to a real API
+//! server, and the stock kube-scheduler places the examples' pods by them.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netaware_e2e::{Killed, binary, free_port, repo_root, require_root, run_lab, sigterm};
+use netaware_lab::cluster::{self, objects};
+use serde_json::{Value, json};
+
+/// One lab at a time on a host (a second refuses to start): the two tests
+/// of this file take turns.
+static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn region(node: &str) -> &str {
+    node.split('-').next().unwrap()
+}
+
+/// The control plane's binaries, or (outside CI) `None` after `SKIPPED`.
+fn have_control_plane() -> bool {
+    match cluster::Binaries::find() {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: {e}");
+            false
+        }
+        Err(e) => panic!("{e} (./test.sh builds it)"),
+    }
+}
+
+#[test]
+#[ignore = "needs root (network namespaces): ./test.sh runs it as root"]
+fn the_example_training_job_lands_in_one_measured_region_and_off_the_lossy_node() {
+    require_root();
+    let _turn = LAB.blocking_lock();
+    if !have_control_plane() {
+        return;
+    }
+    let job = repo_root().join("examples/training-job.yaml");
+    let run = run_lab(
+        "geo-12.yaml",
+        "40s",
+        &[
+            "--kubernetes",
+            "real",
+            "--icmp",
+            "false",
+            "--bandwidth",
+            "false",
+            "--apply",
+            job.to_str().unwrap(),
+        ],
+    );
+    let r = &run.report;
+    assert_eq!(r["kubernetes"]["mode"], "real");
+    assert_eq!(r["kubernetes"]["version"], cluster::kubernetes_version());
+    let pods = r["pods"].as_array().unwrap();
+    let workers: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p["owner"] == "Job/ddp-train")
+        .collect();
+    assert_eq!(workers.len(), 4, "{pods:?}");
+    let nodes: Vec<&str> = workers
+        .iter()
+        .map(|p| p["node"].as_str().unwrap())
+        .collect();
+    assert!(nodes.iter().all(|n| !n.is_empty()), "unbound: {pods:?}");
+    let regions: BTreeSet<&str> = nodes.iter().map(|n| region(n)).collect();
+    assert_eq!(regions.len(), 1, "one region: {nodes:?}");
+    assert!(!nodes.contains(&"dj-4"), "the lossy node: {nodes:?}");
+    // The region is one measured group, as the labels say.
+    let groups: BTreeSet<&str> = nodes
+        .iter()
+        .map(|n| r["labels"][n]["netaware.io/group-l2"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    run.clean_up();
+}
+
+/// A Job of `k` workers pinned by `netaware place -o yaml`'s affinity, one
+/// per node.
+fn pinned_job(affinity: &Value, k: usize) -> Value {
+    let mut aff = affinity["affinity"].clone();
+    aff["podAntiAffinity"] = json!({"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchLabels": {"batch.kubernetes.io/job-name": "placed"}},
+        "topologyKey": "kubernetes.io/hostname",
+    }]});
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "placed", "namespace": "default"},
+        "spec": {"completions": k, "parallelism": k, "template": {"spec": {
+            "restartPolicy": "Never",
+            "affinity": aff,
+            "containers": [{"name": "worker", "image": "registry.invalid/train:1"}],
+        }}},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (network namespaces): ./test.sh runs it as root"]
+async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
+    require_root();
+    let _turn = LAB.lock().await;
+    if !have_control_plane() {
+        return;
+    }
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("netaware-e2e-place-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut lab = Killed(
+        Command::new(binary("netaware-lab"))
+            .arg("up")
+            .arg(repo_root().join("lab/topologies/geo-12.yaml"))
+            .args([
+                "--kubernetes",
+                "real",
+                "--icmp",
+                "false",
+                "--bandwidth",
+                "false",
+            ])
+            .args(["--query-port", &port.to_string()])
+            .arg("--log-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The lab's control plane writes its admin kubeconfig; the groups
+    // follow once the agents have measured.
+    let kubeconfig = dir.join("kubernetes/admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let client = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the lab's control plane did not start (logs in {})",
+            dir.display()
+        );
+        assert!(
+            lab.0.try_wait().unwrap().is_none(),
+            "the lab exited (logs in {})",
+            dir.display()
+        );
+        if kubeconfig.is_file()
+            && let Ok(c) = cluster::client_from_kubeconfig(&kubeconfig).await
+        {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Every node in its groups, then a while longer: loss needs samples
+    // before the lossy node shows.
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no group labels within 2 minutes (logs in {})",
+            dir.display()
+        );
+        let list = nodes.list(&Default::default()).await.unwrap();
+        let grouped = list.items.iter().filter(|n| {
+            n.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key("netaware.io/group-l2"))
+        });
+        if list.items.len() == 12 && grouped.count() == 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let out = Command::new(binary("netaware"))
+        .args(["--aggregator", &format!("http://127.0.0.1:{port}")])
+        .args(["place", "-k", "4", "-o", "yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml: Value = serde_norway::from_slice(&out.stdout).unwrap();
+    let placed: Vec<String> = yaml["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+        ["matchExpressions"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    objects::apply(&client, &[pinned_job(&yaml, 4)], "e2e", "default")
+        .await
+        .unwrap();
+    let pods = objects::wait_bound(&client, 4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let bound: BTreeSet<String> = pods.iter().map(|p| p.node.clone()).collect();
+    let want: BTreeSet<String> = placed.iter().cloned().collect();
+    assert_eq!(bound, want, "pods: {pods:?}");
+    let regions: BTreeSet<&str> = placed.iter().map(|n| region(n)).collect();
+    assert_eq!(
+        regions.len(),
+        1,
+        "netaware placed across regions: {placed:?}"
+    );
+    assert!(!placed.iter().any(|n| n == "dj-4"), "{placed:?}");
+
+    sigterm(&lab.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lab.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the lab did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
