@@ -8,6 +8,8 @@
 #                              ./lab.sh bench lab/topologies/geo-12.yaml -k 4
 #
 # `bench` also needs Open MPI and mpi4py: ./test.sh --install-only brings them.
+# Labels go to a real Kubernetes control plane when scripts/k8s.sh has built
+# it (./test.sh does), else to the API server double (the lab says which).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/deps.sh

@@ -10,7 +10,13 @@
 # wrapper module requires k8s.io/kubernetes and replaces each staging module
 # with its published v0.X.Y, read from kubernetes' own go.mod.
 #
-# The versions are in scripts/k8s.env (with why).
+# The versions are in scripts/k8s.env (with why). Go itself: the one on PATH
+# when it is new enough, else the toolchain from the module proxy (what
+# GOTOOLCHAIN=auto fetches), cached too; so a machine with nothing but
+# Python needs no other download.
+#
+#   scripts/k8s.sh         build what is missing; print the directory
+#   scripts/k8s.sh --go    make sure a new enough Go is there; print its version
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +25,46 @@ source scripts/k8s.env
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/netaware"
 out="$cache/k8s-$K8S_VERSION"
 bins=(kube-apiserver kube-scheduler kube-controller-manager etcd)
+
+say() { echo "$@" >&2; }
+
+# Put a Go of at least $GO_VERSION first on PATH.
+need_go() {
+    local have
+    have=$(go env GOVERSION 2>/dev/null || true)
+    if [ -n "$have" ] && [ "$(printf '%s\n%s\n' "go$GO_VERSION" "$have" | sort -V | head -1)" = "go$GO_VERSION" ]; then
+        return 0
+    fi
+    local dir="$cache/go-$GO_VERSION"
+    if [ ! -x "$dir/bin/go" ]; then
+        local arch proxy
+        arch=$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')
+        proxy=${GOPROXY:-https://proxy.golang.org}
+        proxy=${proxy%%,*}
+        say "== fetching Go $GO_VERSION from $proxy (Go on PATH: ${have:-none})"
+        rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+        python3 - "$proxy/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-$arch.zip" "$dir.tmp" <<'PY'
+import io, os, sys, urllib.request, zipfile
+url, dest = sys.argv[1], sys.argv[2]
+data = urllib.request.urlopen(url, timeout=300).read()
+with zipfile.ZipFile(io.BytesIO(data)) as z:
+    for info in z.infolist():
+        z.extract(info, dest)
+        mode = info.external_attr >> 16
+        if mode:  # the zip keeps Unix modes; extract() drops them
+            os.chmod(os.path.join(dest, info.filename), mode & 0o777)
+PY
+        mv "$dir.tmp"/golang.org/toolchain@*/ "$dir"
+        rm -rf "$dir.tmp"
+    fi
+    export PATH="$dir/bin:$PATH"
+}
+
+if [ "${1:-}" = "--go" ]; then
+    need_go
+    go version
+    exit 0
+fi
 
 have_all() {
     for b in "${bins[@]}"; do
@@ -30,8 +76,7 @@ if have_all; then
     exit 0
 fi
 
-say() { echo "$@" >&2; }
-command -v go >/dev/null || { say "scripts/k8s.sh needs Go (https://go.dev/dl); none on PATH"; exit 1; }
+need_go
 mkdir -p "$out"
 work="$cache/k8s-build-$K8S_VERSION"
 mkdir -p "$work"
