@@ -1,9 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 //! What the aggregator does with Nodes over their life, against the real
-//! binary, the API server double and fake agents: a restarted aggregator
-//! keeps the group ids and figures on the Nodes (the review's S12), and a
-//! Node deleted from the cluster leaves Place at once and the matrix once
-//! its agent is gone (S10). At 8ba8183 the ids were renumbered,
+//! binary, a real API server (the chart's ServiceAccount and RBAC) and fake
+//! agents: a restarted aggregator keeps the group ids and figures on the
+//! Nodes (the review's S12), and a Node deleted from the cluster leaves
+//! Place at once and the matrix once its agent is gone (S10). At 8ba8183 the ids were renumbered,
 //! `bandwidth-mbps` removed, and deleted nodes kept for ever.
 
 mod fake;
@@ -12,13 +12,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fake::{mesh, node, start_with_kubeconfig};
-use netaware_e2e::apiserver::ApiServerDouble;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use netaware_e2e::k8s::{self, Cluster};
 use netaware_proto::v1::PlaceRequest;
 
 /// Poll `check` every 100 ms for up to `secs` seconds.
-async fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+async fn eventually(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check() {
+    while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -28,25 +30,46 @@ fn label(labels: &Option<BTreeMap<String, String>>, key: &str) -> Option<String>
     labels.as_ref()?.get(key).cloned()
 }
 
+async fn labels_of(c: &Cluster, node: &str) -> Option<BTreeMap<String, String>> {
+    Api::<Node>::all(c.admin.clone())
+        .get_opt(node)
+        .await
+        .unwrap()?
+        .metadata
+        .labels
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_what_the_nodes_carry_and_deleted_nodes_leave() {
     let names: Vec<String> = (0..4).map(node).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let double = ApiServerDouble::start(&refs).await.unwrap();
-    // What the last leader published: zone 0 is g5, zone 1 is g3 at every
-    // level, and a bandwidth measured long ago.
+    let Some(c) = k8s::start("lifecycle", &refs).await else {
+        return;
+    };
+    if c.install_chart("default", Some).await.is_none() {
+        return;
+    }
+    // What the last leader published (as the aggregator's identity, with
+    // its field manager): zone 0 is g5, zone 1 is g3 at every level, and a
+    // bandwidth measured long ago.
+    let previous: Api<Node> = Api::all(c.aggregator_client().await);
     for (i, n) in names.iter().enumerate() {
         let id = if i < 2 { "g5" } else { "g3" };
-        for l in 1..=3 {
-            double.set_label_as(n, &format!("netaware.io/group-l{l}"), id, "netaware");
-        }
-        double.set_label_as(n, "netaware.io/bandwidth-mbps", "9400", "netaware");
+        let labels = serde_json::json!({
+            "netaware.io/group-l1": id, "netaware.io/group-l2": id, "netaware.io/group-l3": id,
+            "netaware.io/bandwidth-mbps": "9400",
+        });
+        previous
+            .patch(
+                n,
+                &PatchParams::apply("netaware").force(),
+                &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": n, "labels": labels}})),
+            )
+            .await
+            .unwrap();
     }
-    let kubeconfig = std::env::temp_dir().join(format!(
-        "netaware-lifecycle-{}.kubeconfig",
-        std::process::id()
-    ));
-    std::fs::write(&kubeconfig, double.kubeconfig()).unwrap();
+    let kubeconfig = c.aggregator_kubeconfig(None).await;
     let agg = start_with_kubeconfig(
         &kubeconfig,
         &["--recompute-interval", "1s", "--forget-after", "2s"],
@@ -54,15 +77,18 @@ async fn a_restart_keeps_what_the_nodes_carry_and_deleted_nodes_leave() {
     let mut fakes = mesh(&agg, &[2, 2]).await;
 
     // Written from measurements: quality appears...
-    eventually("labels written from measurements", 20, || {
-        names
-            .iter()
-            .all(|n| label(&double.labels(n), "netaware.io/quality").is_some())
+    eventually("labels written from measurements", 30, async || {
+        for n in &names {
+            if label(&labels_of(&c, n).await, "netaware.io/quality").is_none() {
+                return false;
+            }
+        }
+        true
     })
     .await;
     // ...under the ids the Nodes carried, and the bandwidth kept.
     for (i, n) in names.iter().enumerate() {
-        let labels = double.labels(n);
+        let labels = labels_of(&c, n).await;
         let id = if i < 2 { "g5" } else { "g3" };
         for l in 1..=3 {
             let key = format!("netaware.io/group-l{l}");
@@ -77,7 +103,10 @@ async fn a_restart_keeps_what_the_nodes_carry_and_deleted_nodes_leave() {
 
     // n-003 is deleted from the cluster while its agent still reports: no
     // longer a candidate for Place.
-    double.delete_node(&names[3]);
+    Api::<Node>::all(c.admin.clone())
+        .delete(&names[3], &Default::default())
+        .await
+        .unwrap();
     let place = |k: u32| async move {
         fake::query_client(agg.query)
             .await
@@ -122,5 +151,4 @@ async fn a_restart_keeps_what_the_nodes_carry_and_deleted_nodes_leave() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(place(3).await.unwrap().into_inner().nodes.len(), 3);
-    let _ = std::fs::remove_file(&kubeconfig);
 }

@@ -1,6 +1,11 @@
-//! A test-only double of the Kubernetes API server: Nodes only, over plain
-//! HTTP on loopback, following the real API's semantics for what netaware
-//! uses. It is not part of the product.
+//! A test-only double of the Kubernetes API server, kept as a **fault
+//! injector**: it fails the next writes with a chosen status, which a real
+//! API server does not do on demand (`tests/e2e/apiserver_faults.rs`).
+//! Kubernetes behaviour itself is tested against a real control plane
+//! (`k8s.rs`). The lab also falls back to it (`--kubernetes double`) where
+//! the real binaries are not built. Nodes and Leases, over plain HTTP on
+//! loopback, following the real API's semantics for what netaware uses. It
+//! is not part of the product.
 //!
 //! - `GET /api/v1/nodes`, `GET /api/v1/nodes/NAME` (404 Status when missing),
 //!   `POST /api/v1/nodes` (create; 409 AlreadyExists).
