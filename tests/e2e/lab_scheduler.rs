@@ -77,7 +77,54 @@ fn the_example_training_job_lands_in_one_measured_region_and_off_the_lossy_node(
         .map(|n| r["labels"][n]["netaware.io/group-l2"].as_str().unwrap())
         .collect();
     assert_eq!(groups.len(), 1, "{groups:?}");
+    topology_levels_are_a_tree(&r["labels"]);
     run.clean_up();
+}
+
+/// What Kueue's Topology (examples/kueue-topology.yaml) and Volcano's
+/// label-based HyperNode discovery need of the levels, checked on the
+/// labels the real API server holds (neither controller runs here): every
+/// node carries every level and the ResourceFlavor's `fresh=true`, values
+/// are valid label values, and the levels form a tree (a domain at one
+/// level lies in exactly one domain of the level above), which both
+/// controllers assume when they build theirs.
+fn topology_levels_are_a_tree(labels: &Value) {
+    let labels = labels.as_object().unwrap();
+    assert_eq!(labels.len(), 12, "{labels:?}");
+    let levels = [
+        "netaware.io/group-l1",
+        "netaware.io/group-l2",
+        "netaware.io/group-l3",
+    ];
+    let valid = |v: &str| {
+        v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    for (node, l) in labels {
+        assert_eq!(l["netaware.io/fresh"], "true", "{node}");
+        for key in levels {
+            let v = l[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{node} has no {key}"));
+            assert!(valid(v), "{node} {key}={v:?} is not a label value");
+        }
+    }
+    for pair in levels.windows(2) {
+        let mut parent: std::collections::BTreeMap<(&str, &str), &str> = Default::default();
+        for (node, l) in labels {
+            // Group ids are per level: the domain is (level, id).
+            let (child, up) = (l[pair[0]].as_str().unwrap(), l[pair[1]].as_str().unwrap());
+            let seen = *parent.entry((pair[0], child)).or_insert(up);
+            assert_eq!(
+                seen, up,
+                "{node}: {}={child} lies in two {} domains",
+                pair[0], pair[1]
+            );
+        }
+    }
 }
 
 /// A Job of `k` workers pinned by `netaware place -o yaml`'s affinity, one
