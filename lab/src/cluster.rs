@@ -416,6 +416,11 @@ impl ControlPlane {
         }
     }
 
+    /// (name, pid) of every process, first started first.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.processes.iter().map(|(n, c)| (*n, c.id())).collect()
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub fn server(&self) -> &str {
         &self.server

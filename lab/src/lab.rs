@@ -335,6 +335,7 @@ async fn start_real(
         cluster::kubernetes_version()
     );
     let plane = ControlPlane::start(bins, &dir).await?;
+    netns::note_control_plane(&plane.pids())?;
     let admin = plane.admin()?;
     let client = plane.client(&admin).await?;
     let nodes: Vec<cluster::objects::NodeSpec> = topo

@@ -143,6 +143,20 @@ fn apiserver_pid_file() -> PathBuf {
     Path::new(STATE_DIR).join("apiserver.pid")
 }
 
+/// "name pid" lines of a real control plane's processes.
+fn kubernetes_pid_file() -> PathBuf {
+    Path::new(STATE_DIR).join("kubernetes.pids")
+}
+
+/// Remember a real control plane's processes, so a lab killed before it
+/// could stop them (SIGKILL, a crash) has them stopped by the next one.
+pub fn note_control_plane(pids: &[(&str, u32)]) -> Result<()> {
+    std::fs::create_dir_all(STATE_DIR)?;
+    let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
+    std::fs::write(kubernetes_pid_file(), text)?;
+    Ok(())
+}
+
 /// Names of the lab's own helper processes (not agents).
 pub const AGGREGATOR: &str = "aggregator";
 pub const APISERVER: &str = "apiserver";
@@ -232,6 +246,17 @@ pub fn clean_leftovers() -> Result<()> {
             removed.push(format!("{comm} process {pid}"));
         }
     }
+    let noted = std::fs::read_to_string(kubernetes_pid_file()).unwrap_or_default();
+    for (name, pid) in noted.lines().filter_map(|l| l.split_once(' ')) {
+        let Ok(pid) = pid.parse() else { continue };
+        // The pid may belong to something else by now: only a process of
+        // that name (comm is cut to 15 characters) is killed.
+        if process_name(pid).is_some_and(|comm| !comm.is_empty() && name.starts_with(&comm)) {
+            kill(pid, nix::sys::signal::Signal::SIGKILL);
+            removed.push(format!("{name} process {pid}"));
+        }
+    }
+    let _ = std::fs::remove_file(kubernetes_pid_file());
     for ns in lab_namespaces() {
         kill_namespace_processes(&ns);
         run("ip", &["netns", "del", &ns])?;
@@ -478,6 +503,7 @@ impl Network {
         if self.state_written {
             let _ = std::fs::remove_file(aggregator_pid_file());
             let _ = std::fs::remove_file(apiserver_pid_file());
+            let _ = std::fs::remove_file(kubernetes_pid_file());
             let _ = std::fs::remove_file(pid_file());
             self.state_written = false;
         }

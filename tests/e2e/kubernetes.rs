@@ -318,3 +318,60 @@ async fn a_kubelet_cannot_set_change_or_remove_our_labels_through_nodes_or_statu
     )
     .await;
 }
+
+/// What the next issue's agent identity builds on: a token bound to a pod
+/// that the scheduler has put on a Node reviews (TokenReview, our own
+/// audience) as the pod's ServiceAccount, naming the pod and its Node in
+/// `extra` (Kubernetes 1.32+ adds the node); another audience is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_bound_token_reviews_with_its_pod_and_node() {
+    use k8s_openapi::api::authentication::v1::TokenReview;
+    use netaware_lab::cluster::objects;
+    let Some(c) = k8s::start("review", &["n1"]).await else {
+        return;
+    };
+    if c.install_chart("default", Some).await.is_none() {
+        return;
+    }
+    c.aggregator_pod("agent-x").await;
+    let bound = objects::wait_bound(&c.admin, 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(bound[0].node, "n1", "{bound:?}");
+    let token = objects::service_account_token(
+        &c.admin,
+        k8s::NAMESPACE,
+        k8s::AGGREGATOR_SA,
+        &["netaware"],
+        Duration::from_secs(600),
+        Some("agent-x"),
+    )
+    .await
+    .unwrap();
+    let review = |audience: &str| {
+        serde_json::from_value::<TokenReview>(json!({
+            "spec": {"token": token, "audiences": [audience]},
+        }))
+        .unwrap()
+    };
+    let reviews: Api<TokenReview> = Api::all(c.admin.clone());
+    let ok = reviews
+        .create(&Default::default(), &review("netaware"))
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(ok.authenticated, Some(true), "{ok:?}");
+    let user = ok.user.unwrap();
+    assert_eq!(user.username.as_deref(), Some(AGGREGATOR_USER));
+    let extra = user.extra.unwrap();
+    assert_eq!(extra["authentication.kubernetes.io/pod-name"], ["agent-x"]);
+    assert_eq!(extra["authentication.kubernetes.io/node-name"], ["n1"]);
+    let wrong = reviews
+        .create(&Default::default(), &review("someone-else"))
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_ne!(wrong.authenticated, Some(true), "{wrong:?}");
+}
