@@ -232,11 +232,33 @@ const AUDIT_POLICY: &str = r#"{
   ]
 }"#;
 
-/// A loopback TCP port nothing listens on right now.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Where the control plane's ports come from: below the kernel's ephemeral
+/// range (32768–60999 by default), from which tests and the lab take "a
+/// free port" by binding port 0 and releasing it. Taking ours there too,
+/// etcd once got the port a test had just chosen for the aggregator's
+/// query API, and the lab's query client reached etcd.
+const PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// `n` distinct loopback TCP ports in [`PORTS`] nothing listens on now.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..1000 {
+        if out.len() == n {
+            break;
+        }
+        let p = rand::random_range(PORTS);
+        if !out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            out.push(p);
+        }
+    }
+    if out.len() == n {
+        Ok(out)
+    } else {
+        Err(Error::Run(format!(
+            "no {n} free loopback ports in {}..{}",
+            PORTS.start, PORTS.end
+        )))
+    }
 }
 
 impl ControlPlane {
@@ -266,7 +288,8 @@ impl ControlPlane {
         write_private(&sa_pub, &sa.public_key_pem())?;
         let audit_policy = pki.join("audit-policy.json");
         write_private(&audit_policy, AUDIT_POLICY)?;
-        let (etcd_client, etcd_peer, api_port) = (free_port()?, free_port()?, free_port()?);
+        let ports = free_ports(3)?;
+        let (etcd_client, etcd_peer, api_port) = (ports[0], ports[1], ports[2]);
         let mut plane = Self {
             server: format!("https://127.0.0.1:{api_port}"),
             dir: dir.clone(),
@@ -580,4 +603,39 @@ async fn client_from(kc: kube::config::Kubeconfig, what: &str) -> Result<kube::C
             .await
             .map_err(|e| err(&e))?;
     kube::Client::try_from(config).map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let ports = free_ports(3).unwrap();
+        assert_eq!(ports.len(), 3);
+        for (i, p) in ports.iter().enumerate() {
+            assert!(PORTS.contains(p), "{p}");
+            assert!(!ports[..i].contains(p), "{ports:?}");
+        }
+        // What tests and the lab take by binding port 0 never overlaps.
+        let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap_or_else(|_| "32768 60999".into());
+        let low: u16 = ephemeral
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(PORTS.end <= low, "{ephemeral}");
+    }
+
+    #[test]
+    fn the_version_comes_from_k8s_env() {
+        assert!(
+            kubernetes_version().starts_with("v1."),
+            "{}",
+            kubernetes_version()
+        );
+    }
 }
