@@ -152,5 +152,8 @@ GO
 fi
 
 have_all || { say "the build finished without every binary in $out"; exit 1; }
+# The build cache (about 4 GB) only served this build: a new version gets a
+# directory of its own anyway.
+rm -rf "$GOCACHE"
 say "== control plane $K8S_VERSION built in $(( $(date +%s) - started )) s into $out"
 echo "$out"

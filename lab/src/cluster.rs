@@ -213,6 +213,8 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
 pub struct ControlPlane {
     dir: PathBuf,
     server: String,
+    /// From the start of [`ControlPlane::start`] to the API server's `/readyz`.
+    ready_after: Duration,
     ca: Authority,
     /// Started first to last; stopped last to first.
     processes: Vec<(&'static str, Child)>,
@@ -293,6 +295,7 @@ impl ControlPlane {
         let mut plane = Self {
             server: format!("https://127.0.0.1:{api_port}"),
             dir: dir.clone(),
+            ready_after: Duration::ZERO,
             ca,
             processes: Vec::new(),
         };
@@ -343,6 +346,7 @@ impl ControlPlane {
         let admin = plane.admin()?;
         plane.write_kubeconfig("admin", &admin)?;
         plane.wait_ready(started).await?;
+        plane.ready_after = started.elapsed();
 
         for (name, user) in [
             ("kube-scheduler", "system:kube-scheduler"),
@@ -442,6 +446,11 @@ impl ControlPlane {
     /// (name, pid) of every process, first started first.
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
         self.processes.iter().map(|(n, c)| (*n, c.id())).collect()
+    }
+
+    /// How long the API server took to become ready.
+    pub fn ready_after(&self) -> Duration {
+        self.ready_after
     }
 
     /// `https://127.0.0.1:PORT`.

@@ -350,10 +350,11 @@ async fn main() -> anyhow::Result<()> {
             }
             let kubeconfig = plane.write_kubeconfig("admin", &admin)?;
             netaware_common::print_stdout(&format!(
-                "Kubernetes {} is up at {} (logs in {}); Ctrl-C stops it.\n\
+                "Kubernetes {} is up at {} (ready in {:.1} s; logs in {}); Ctrl-C stops it.\n\
                  export KUBECONFIG={}\n",
                 cluster::kubernetes_version(),
                 plane.server(),
+                plane.ready_after().as_secs_f64(),
                 plane.dir().join("logs").display(),
                 kubeconfig.display()
             ));
