@@ -113,16 +113,13 @@ async fn the_aggregator_writes_labels_by_server_side_apply_with_the_charts_rbac_
     eventually(
         "the aggregator's group labels on every Node",
         Duration::from_secs(60),
-        || {
-            let (admin, names, group) = (c.admin.clone(), names.clone(), group.clone());
-            async move {
-                for n in &names {
-                    if !labels(&admin, n).await.contains_key(&group) {
-                        return None;
-                    }
+        async || {
+            for n in &names {
+                if !labels(&c.admin, n).await.contains_key(&group) {
+                    return None;
                 }
-                Some(())
             }
+            Some(())
         },
         || {
             format!(
@@ -230,18 +227,15 @@ async fn a_kubelet_cannot_set_change_or_remove_our_labels_through_nodes_or_statu
     eventually(
         "the admission policy to refuse a kubelet",
         Duration::from_secs(30),
-        || {
-            let (k, dry) = (kubelet.clone(), dry.clone());
-            async move {
-                let r = k
-                    .patch(
-                        "n1",
-                        &dry,
-                        &labels_patch(json!({"netaware.io/quality": "100"})),
-                    )
-                    .await;
-                (code(&r) == 403).then_some(())
-            }
+        async || {
+            let r = kubelet
+                .patch(
+                    "n1",
+                    &dry,
+                    &labels_patch(json!({"netaware.io/quality": "100"})),
+                )
+                .await;
+            (code(&r) == 403).then_some(())
         },
         || "the kubelet's write was still allowed".into(),
     )
@@ -301,18 +295,15 @@ async fn a_kubelet_cannot_set_change_or_remove_our_labels_through_nodes_or_statu
     eventually(
         "the kubelet's write to pass without the policy",
         Duration::from_secs(30),
-        || {
-            let k = kubelet.clone();
-            async move {
-                let r = k
-                    .patch(
-                        "n1",
-                        &PatchParams::default(),
-                        &labels_patch(json!({"netaware.io/quality": "100"})),
-                    )
-                    .await;
-                r.is_ok().then_some(())
-            }
+        async || {
+            let r = kubelet
+                .patch(
+                    "n1",
+                    &PatchParams::default(),
+                    &labels_patch(json!({"netaware.io/quality": "100"})),
+                )
+                .await;
+            r.is_ok().then_some(())
         },
         || "still refused after the binding was deleted".into(),
     )

@@ -19,24 +19,12 @@ fn region(node: &str) -> &str {
     node.split('-').next().unwrap()
 }
 
-/// The control plane's binaries, or (outside CI) `None` after `SKIPPED`.
-fn have_control_plane() -> bool {
-    match cluster::Binaries::find() {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: {e}");
-            false
-        }
-        Err(e) => panic!("{e} (./test.sh builds it)"),
-    }
-}
-
 #[test]
 #[ignore = "needs root (network namespaces): ./test.sh runs it as root"]
 fn the_example_training_job_lands_in_one_measured_region_and_off_the_lossy_node() {
     require_root();
     let _turn = LAB.blocking_lock();
-    if !have_control_plane() {
+    if netaware_e2e::k8s::binaries().is_none() {
         return;
     }
     let job = repo_root().join("examples/training-job.yaml");
@@ -151,7 +139,7 @@ fn pinned_job(affinity: &Value, k: usize) -> Value {
 async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
     require_root();
     let _turn = LAB.lock().await;
-    if !have_control_plane() {
+    if netaware_e2e::k8s::binaries().is_none() {
         return;
     }
     let port = free_port();

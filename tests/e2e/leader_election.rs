@@ -198,14 +198,9 @@ async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
     let leader_is_a = eventually(
         "one leader, both ready",
         Duration::from_secs(30),
-        || {
-            let v = match (is_leader(&a, &ports), is_leader(&b, &ports)) {
-                (Some(la), Some(lb)) if la != lb && ready(&a, &ports) && ready(&b, &ports) => {
-                    Some(la)
-                }
-                _ => None,
-            };
-            async move { v }
+        async || match (is_leader(&a, &ports), is_leader(&b, &ports)) {
+            (Some(la), Some(lb)) if la != lb && ready(&a, &ports) && ready(&b, &ports) => Some(la),
+            _ => None,
         },
         || format!("refused: {:?}", c.refusals_of(AGGREGATOR_USER)),
     )
@@ -228,7 +223,7 @@ async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
     eventually(
         "labels on both nodes",
         Duration::from_secs(60),
-        || labelled_now(&c),
+        async || labelled(&c, &["n1", "n2"]).await.then_some(()),
         || format!("refused: {:?}", c.refusals_of(AGGREGATOR_USER)),
     )
     .await;
@@ -264,10 +259,7 @@ async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
     eventually(
         "the follower to lead",
         Duration::from_secs(30),
-        || {
-            let v = (is_leader(follower, &ports) == Some(true)).then_some(());
-            async move { v }
-        },
+        async || (is_leader(follower, &ports) == Some(true)).then_some(()),
         || "the lease did not pass to it".into(),
     )
     .await;
@@ -276,10 +268,7 @@ async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
     eventually(
         "the new leader to write Nodes",
         Duration::from_secs(60),
-        || {
-            let n = count(&writes(&c), follower.pod, "nodes");
-            async move { (n > 0).then_some(()) }
-        },
+        async || (count(&writes(&c), follower.pod, "nodes") > 0).then_some(()),
         || format!("refused: {:?}", c.refusals_of(AGGREGATOR_USER)),
     )
     .await;
@@ -343,17 +332,10 @@ async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
     let status = eventually(
         "the replica to exit",
         Duration::from_secs(20),
-        || {
-            let v = p.0.try_wait().unwrap();
-            async move { v }
-        },
+        async || p.0.try_wait().unwrap(),
         || "it kept running after SIGTERM".into(),
     )
     .await;
     assert!(status.success(), "{status:?}");
     assert_eq!(holder(&c).await, None, "the lease was not released");
-}
-
-async fn labelled_now(c: &Cluster) -> Option<()> {
-    labelled(c, &["n1", "n2"]).await.then_some(())
 }

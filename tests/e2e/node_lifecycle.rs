@@ -17,13 +17,15 @@ use kube::api::{Api, Patch, PatchParams};
 use netaware_e2e::k8s::{self, Cluster};
 use netaware_proto::v1::PlaceRequest;
 
-/// Poll `check` every 100 ms for up to `secs` seconds.
+/// Wait up to `secs` seconds for `check`.
 async fn eventually(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    k8s::eventually(
+        what,
+        Duration::from_secs(secs),
+        async || check().await.then_some(()),
+        String::new,
+    )
+    .await;
 }
 
 fn label(labels: &Option<BTreeMap<String, String>>, key: &str) -> Option<String> {

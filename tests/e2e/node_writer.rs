@@ -168,14 +168,15 @@ fn inferred(nodes: &[(&str, u32)]) -> Arc<Inferred> {
     Arc::new(netaware_model::testing::inferred(nodes))
 }
 
+/// Wait up to 10 s for `check`.
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
+    k8s::eventually(
+        what,
+        Duration::from_secs(10),
+        async || check().await.then_some(()),
+        String::new,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,18 +47,23 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// Start a control plane in a directory of its own (`tag`: tests run in
-/// parallel) with Ready Nodes `nodes`. Without the binaries: in CI a
-/// failure, elsewhere `None` after a loud `SKIPPED` saying how to get them.
-pub async fn start(tag: &str, nodes: &[&str]) -> Option<Cluster> {
-    let bins = match Binaries::find() {
-        Ok(b) => b,
+/// The control plane's binaries. Without them: in CI a failure, elsewhere
+/// `None` after a loud `SKIPPED` saying how to get them.
+pub fn binaries() -> Option<Binaries> {
+    match Binaries::find() {
+        Ok(b) => Some(b),
         Err(e) if std::env::var_os("CI").is_none() => {
             eprintln!("SKIPPED: {e}");
-            return None;
+            None
         }
         Err(e) => panic!("{e} (./test.sh builds it)"),
-    };
+    }
+}
+
+/// Start a control plane in a directory of its own (`tag`: tests run in
+/// parallel) with Ready Nodes `nodes`; `None` as [`binaries`] says.
+pub async fn start(tag: &str, nodes: &[&str]) -> Option<Cluster> {
+    let bins = binaries()?;
     let dir = std::env::temp_dir().join(format!("netaware-k8s-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let plane = ControlPlane::start(&bins, &dir)
@@ -207,10 +212,10 @@ impl Cluster {
 
 /// Poll `check` every 200 ms until it gives a value; after `within`, panic
 /// with `what` and whatever `explain` says then.
-pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+pub async fn eventually<T>(
     what: &str,
     within: Duration,
-    mut check: impl FnMut() -> F,
+    mut check: impl AsyncFnMut() -> Option<T>,
     explain: impl Fn() -> String,
 ) -> T {
     let deadline = Instant::now() + within;
