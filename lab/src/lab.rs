@@ -210,6 +210,8 @@ struct KubeAccess {
     mode: &'static str,
     /// What `/version` said (a real server only).
     version: Option<String>,
+    /// The admin's kubeconfig (a real server only), for people to use.
+    admin_kubeconfig: Option<PathBuf>,
     /// Stopped when the lab is dropped.
     _plane: Option<ControlPlane>,
 }
@@ -311,6 +313,7 @@ async fn start_double(
         client: cluster::client_from_kubeconfig(&config).await?,
         mode: "double",
         version: None,
+        admin_kubeconfig: None,
         _plane: None,
     });
     Ok(config)
@@ -354,11 +357,13 @@ async fn start_real(
         .map(|v| v.git_version)
         .map_err(|e| Error::Run(format!("the API server's /version: {e}")))?;
     let kubeconfig = plane.write_kubeconfig("aggregator", &admin)?;
+    let admin_kubeconfig = Some(plane.write_kubeconfig("admin", &admin)?);
     info!(server = %plane.server(), %version, "Kubernetes control plane up");
     lab.kube = Some(KubeAccess {
         client,
         mode: "real",
         version: Some(version),
+        admin_kubeconfig,
         _plane: Some(plane),
     });
     Ok(kubeconfig)

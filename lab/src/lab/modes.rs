@@ -164,6 +164,14 @@ pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
     let (topo, opts) = (r.topo, r.opts);
     let mut tick = tokio::time::interval(opts.report_interval);
     let mut schedule = EventSchedule::new(&topo.events, tokio::time::Instant::now());
+    // With a real control plane, say how to reach it (kubectl, --apply by hand).
+    let kubernetes = r
+        .lab
+        .kube
+        .as_ref()
+        .and_then(|k| k.admin_kubeconfig.as_ref())
+        .map(|p| format!("Kubernetes: export KUBECONFIG={}\n", p.display()))
+        .unwrap_or_default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -175,7 +183,8 @@ pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
             }
         }
         r.check_children()?;
-        let m = r.matrix().await?;
+        // The table's percentiles come from the windows' histograms.
+        let m = r.matrix_with_histograms().await?;
         let mut c = Collector::new(0, u64::MAX);
         for l in &m.links {
             if let Some(w) = l.latest.as_ref() {
@@ -186,7 +195,7 @@ pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
         // Clear the screen and redraw: a live table.
         netaware_common::print_stdout(&format!(
             "\x1b[2J\x1b[Hnetaware-lab up: {} ({} nodes) — latest {} window per link; Ctrl-C to stop\n\
-             query API: http://127.0.0.1:{} (try: netaware matrix)\n\n{}",
+             query API: http://127.0.0.1:{} (try: netaware matrix)\n{kubernetes}\n{}",
             topo.name,
             topo.nodes.len(),
             human(opts.report_interval),

@@ -118,11 +118,21 @@ impl Running<'_> {
 
     /// The whole matrix, every method.
     pub async fn matrix(&mut self) -> Result<GetMatrixResponse> {
+        self.get_matrix(false).await
+    }
+
+    /// The matrix with every window's RTT histogram (what percentiles are
+    /// computed from; the aggregator leaves them out unless asked).
+    pub async fn matrix_with_histograms(&mut self) -> Result<GetMatrixResponse> {
+        self.get_matrix(true).await
+    }
+
+    async fn get_matrix(&mut self, include_histograms: bool) -> Result<GetMatrixResponse> {
         Ok(self
             .client
             .get_matrix(GetMatrixRequest {
                 method: ProbeMethod::Unspecified as i32,
-                include_histograms: false,
+                include_histograms,
             })
             .await?
             .into_inner())
