@@ -216,6 +216,9 @@ pub struct ControlPlane {
     /// From the start of [`ControlPlane::start`] to the API server's `/readyz`.
     ready_after: Duration,
     ca: Authority,
+    /// The admin's client certificate, signed once: files a kubeconfig
+    /// names must not be rewritten under it.
+    admin: Credential,
     /// Started first to last; stopped last to first.
     processes: Vec<(&'static str, Child)>,
 }
@@ -290,6 +293,14 @@ impl ControlPlane {
         write_private(&sa_pub, &sa.public_key_pem())?;
         let audit_policy = pki.join("audit-policy.json");
         write_private(&audit_policy, AUDIT_POLICY)?;
+        let (cert, key) = ca.sign(
+            &pki,
+            "admin",
+            "netaware-lab-admin",
+            &["system:masters"],
+            &[],
+        )?;
+        let admin = Credential::Certificate { cert, key };
         let ports = free_ports(3)?;
         let (etcd_client, etcd_peer, api_port) = (ports[0], ports[1], ports[2]);
         let mut plane = Self {
@@ -297,6 +308,7 @@ impl ControlPlane {
             dir: dir.clone(),
             ready_after: Duration::ZERO,
             ca,
+            admin,
             processes: Vec::new(),
         };
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
@@ -343,8 +355,7 @@ impl ControlPlane {
             .arg("--audit-log-path")
             .arg(plane.audit_log());
         plane.spawn("kube-apiserver", &mut apiserver)?;
-        let admin = plane.admin()?;
-        plane.write_kubeconfig("admin", &admin)?;
+        plane.write_kubeconfig("admin", &plane.admin)?;
         plane.wait_ready(started).await?;
         plane.ready_after = started.elapsed();
 
@@ -409,7 +420,7 @@ impl ControlPlane {
     }
 
     async fn wait_ready(&mut self, started: Instant) -> Result<()> {
-        let client = self.client(&self.admin()?).await?;
+        let client = self.client(&self.admin).await?;
         let addr = self.server.trim_start_matches("https://").to_string();
         loop {
             // Until the port is open, a client would only log connection errors.
@@ -486,8 +497,8 @@ impl ControlPlane {
 
     /// The cluster admin (group `system:masters`): for setting up, never for
     /// what is under test.
-    pub fn admin(&self) -> Result<Credential> {
-        self.user_certificate("admin", "netaware-lab-admin", &["system:masters"])
+    pub fn admin(&self) -> Credential {
+        self.admin.clone()
     }
 
     /// A kubelet's identity: user `system:node:<node>` in `system:nodes`,

@@ -339,7 +339,7 @@ async fn start_real(
     );
     let plane = ControlPlane::start(bins, &dir).await?;
     netns::note_control_plane(&plane.pids())?;
-    let admin = plane.admin()?;
+    let admin = plane.admin();
     let client = plane.client(&admin).await?;
     let nodes: Vec<cluster::objects::NodeSpec> = topo
         .nodes

@@ -336,7 +336,7 @@ async fn main() -> anyhow::Result<()> {
             // A previous run's etcd data would bring back its objects.
             let _ = std::fs::remove_dir_all(&dir);
             let plane = cluster::ControlPlane::start(&bins, &dir).await?;
-            let admin = plane.admin()?;
+            let admin = plane.admin();
             if let Some(topo) = &topo {
                 let nodes: Vec<_> = topo
                     .nodes

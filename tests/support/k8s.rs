@@ -70,7 +70,7 @@ pub async fn start(tag: &str, nodes: &[&str]) -> Option<Cluster> {
         .await
         .unwrap_or_else(|e| panic!("the control plane did not start: {e}"));
     let admin = plane
-        .client(&plane.admin().unwrap_or_else(|e| panic!("{e}")))
+        .client(&plane.admin())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let specs: Vec<NodeSpec> = nodes
