@@ -3,7 +3,9 @@
 //! client, against a real API server (`tests/support/k8s.rs`), writing as
 //! the chart's ServiceAccount with the chart's RBAC (the admission policy
 //! is left out here: these tests set our keys as other managers on purpose,
-//! which the policy forbids; `kubernetes.rs` tests the policy).
+//! which the policy forbids; `kubernetes.rs` tests the policy). What a real
+//! server does not do on demand, failing the next writes, comes from the
+//! API double, kept as a fault injector (`tests/support/apiserver.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use netaware_aggregator::kube_writer::NodeWriter;
 use netaware_aggregator::publish::{self, PublishConfig, Sink};
+use netaware_e2e::apiserver::ApiServerDouble;
 use netaware_e2e::k8s::{self, AGGREGATOR_USER, Cluster};
 use netaware_model::infer::Inferred;
 use netaware_model::labels::Desired;
@@ -251,4 +254,44 @@ async fn labels_follow_the_nodes_the_watch_knows_and_never_create_one() {
         "a deleted Node is not recreated"
     );
     task.abort();
+}
+
+/// A client of the API double (plain HTTP on loopback).
+fn double_client(double: &ApiServerDouble) -> kube::Client {
+    let config = kube::Config::new(double.url().parse().unwrap());
+    kube::Client::try_from(config).unwrap()
+}
+
+/// The kube client retries 429, 503 and 504 itself; anything else is
+/// reported to the publisher, whose per-node backoff tries again later.
+#[tokio::test]
+async fn failures_are_retried_or_reported() {
+    let double = ApiServerDouble::start(&["dj-1"]).await.unwrap();
+    // 503 (like 429 and 504) is retried inside the kube client: the write
+    // succeeds, after two PATCH requests.
+    double.fail_next_writes(503, 1);
+    let mut w = NodeWriter::new(double_client(&double));
+    w.write("dj-1", &desired(&[("group-l2", "g1")]))
+        .await
+        .unwrap();
+    assert_eq!(double.labels("dj-1").unwrap()["netaware.io/group-l2"], "g1");
+    let patches = double
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.starts_with("PATCH /api/v1/nodes/dj-1?") && r.contains("fieldManager=netaware")
+        })
+        .count();
+    assert_eq!(patches, 2);
+    // 500 is reported; the publisher's per-node backoff retries it later.
+    double.fail_next_writes(500, 1);
+    assert!(
+        w.write("dj-1", &desired(&[("group-l2", "g2")]))
+            .await
+            .is_err()
+    );
+    w.write("dj-1", &desired(&[("group-l2", "g2")]))
+        .await
+        .unwrap();
+    assert_eq!(double.labels("dj-1").unwrap()["netaware.io/group-l2"], "g2");
 }

@@ -1,6 +1,6 @@
 //! A test-only double of the Kubernetes API server, kept as a **fault
 //! injector**: it fails the next writes with a chosen status, which a real
-//! API server does not do on demand (`tests/e2e/apiserver_faults.rs`).
+//! API server does not do on demand (`tests/e2e/node_writer.rs`).
 //! Kubernetes behaviour itself is tested against a real control plane
 //! (`k8s.rs`). The lab also falls back to it (`--kubernetes double`) where
 //! the real binaries are not built. Nodes and Leases, over plain HTTP on
