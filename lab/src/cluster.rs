@@ -424,28 +424,24 @@ impl ControlPlane {
         let addr = self.server.trim_start_matches("https://").to_string();
         loop {
             // Until the port is open, a client would only log connection errors.
-            if tokio::net::TcpStream::connect(&addr).await.is_err() {
-                self.check_running()?;
-                if started.elapsed() > READY_TIMEOUT {
-                    return Err(Error::Run(format!(
-                        "kube-apiserver did not open its port in {} s; its log is in {}",
-                        READY_TIMEOUT.as_secs(),
-                        self.dir.join("logs").display()
-                    )));
+            let open = tokio::net::TcpStream::connect(&addr).await.is_ok();
+            if open {
+                let req = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| Error::Run(e.to_string()))?;
+                if matches!(client.request_text(req).await.as_deref(), Ok("ok")) {
+                    return Ok(());
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                continue;
-            }
-            let req = http::Request::get("/readyz")
-                .body(Vec::new())
-                .map_err(|e| Error::Run(e.to_string()))?;
-            if matches!(client.request_text(req).await.as_deref(), Ok("ok")) {
-                return Ok(());
             }
             self.check_running()?;
             if started.elapsed() > READY_TIMEOUT {
                 return Err(Error::Run(format!(
-                    "kube-apiserver not ready after {} s; its log is in {}",
+                    "kube-apiserver {} after {} s; its log is in {}",
+                    if open {
+                        "not ready"
+                    } else {
+                        "did not open its port"
+                    },
                     READY_TIMEOUT.as_secs(),
                     self.dir.join("logs").display()
                 )));
