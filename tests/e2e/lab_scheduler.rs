@@ -15,6 +15,16 @@ use serde_json::{Value, json};
 /// of this file take turns.
 static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Both tests: geo-12 on a real control plane, RTT only (fast and steady).
+const REAL_LAB: [&str; 6] = [
+    "--kubernetes",
+    "real",
+    "--icmp",
+    "false",
+    "--bandwidth",
+    "false",
+];
+
 fn region(node: &str) -> &str {
     node.split('-').next().unwrap()
 }
@@ -31,16 +41,7 @@ fn the_example_training_job_lands_in_one_measured_region_and_off_the_lossy_node(
     let run = run_lab(
         "geo-12.yaml",
         "40s",
-        &[
-            "--kubernetes",
-            "real",
-            "--icmp",
-            "false",
-            "--bandwidth",
-            "false",
-            "--apply",
-            job.to_str().unwrap(),
-        ],
+        &[&REAL_LAB[..], &["--apply", job.to_str().unwrap()]].concat(),
     );
     let r = &run.report;
     assert_eq!(r["kubernetes"]["mode"], "real");
@@ -149,14 +150,7 @@ async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
         Command::new(binary("netaware-lab"))
             .arg("up")
             .arg(repo_root().join("lab/topologies/geo-12.yaml"))
-            .args([
-                "--kubernetes",
-                "real",
-                "--icmp",
-                "false",
-                "--bandwidth",
-                "false",
-            ])
+            .args(REAL_LAB)
             .args(["--query-port", &port.to_string()])
             .arg("--log-dir")
             .arg(&dir)
@@ -196,7 +190,12 @@ async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
             "no group labels within 2 minutes (logs in {})",
             dir.display()
         );
-        let list = nodes.list(&Default::default()).await.unwrap();
+        // The lab writes the admin kubeconfig before its API server
+        // answers: until then a list fails, and that is "not yet".
+        let Ok(list) = nodes.list(&Default::default()).await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
         let grouped = list.items.iter().filter(|n| {
             n.metadata
                 .labels
