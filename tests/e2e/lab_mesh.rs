@@ -54,6 +54,21 @@ fn every_pair_of_the_three_region_lab_is_measured_accurately() {
     // 6 nodes: 30 directed pairs, two methods each.
     assert_eq!(links.len(), 60, "{report:#}");
 
+    // The emulator shares two cores with every agent it carries, so its own
+    // scheduling lateness reads as jitter too. Measure that floor in this run,
+    // on the pairs configured without any delay spread, instead of guessing it:
+    // a heavily loaded machine raises the floor, a lost jitter setting still
+    // fails the lower bound.
+    let mut floor: Vec<f64> = links
+        .iter()
+        .filter(|l| l["configured"]["rfc3550_jitter_ms"].as_f64() == Some(0.0))
+        .filter_map(|l| l["measured"]["jitter_ms"].as_f64())
+        .collect();
+    floor.sort_by(f64::total_cmp);
+    assert!(!floor.is_empty(), "e2e-6 has pairs without delay spread");
+    let noise_ms = (2.0 * floor[floor.len() / 2]).max(0.1);
+    println!("emulator jitter floor: {noise_ms:.3} ms (twice the median of the zero-spread pairs)");
+
     let mut failures = Vec::new();
     for l in links {
         let name = format!("{} -> {} ({})", l["src"], l["dst"], l["method"]);
@@ -86,10 +101,12 @@ fn every_pair_of_the_three_region_lab_is_measured_accurately() {
 
         let want_jitter = c["rfc3550_jitter_ms"].as_f64().unwrap();
         let jitter = m["jitter_ms"].as_f64().unwrap();
-        if want_jitter > 0.0 && !(jitter >= 0.5 * want_jitter && jitter <= 2.0 * want_jitter + 0.1)
+        if want_jitter > 0.0
+            && !(jitter >= 0.5 * want_jitter && jitter <= 2.0 * want_jitter + noise_ms)
         {
             failures.push(format!(
-                "{name}: jitter {jitter:.3} ms, expected about {want_jitter:.3} ms"
+                "{name}: jitter {jitter:.3} ms, expected about {want_jitter:.3} ms \
+                 (emulator floor {noise_ms:.3} ms)"
             ));
         }
     }
