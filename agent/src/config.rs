@@ -10,6 +10,7 @@ use netaware_common::{default_text, format_duration, parse_duration, parse_posit
 pub const ENV_NODE_NAME: &str = "NODE_NAME";
 pub const ENV_NODE_IP: &str = "NODE_IP";
 pub const ENV_AGGREGATOR: &str = "NETAWARE_AGGREGATOR";
+pub const ENV_TOKEN_FILE: &str = "NETAWARE_TOKEN_FILE";
 pub const ENV_STAMP_PORT: &str = "NETAWARE_STAMP_PORT";
 pub const ENV_STAMP_BIND: &str = "NETAWARE_STAMP_BIND";
 pub const ENV_ICMP: &str = "NETAWARE_ICMP";
@@ -66,6 +67,13 @@ pub struct Config {
     /// Aggregator's agent-facing gRPC endpoint.
     #[arg(long, env = ENV_AGGREGATOR, default_value = default_text!(default_aggregator()), value_parser = parse_endpoint)]
     pub aggregator: String,
+
+    /// File of the projected ServiceAccount token (audience `netaware`) to
+    /// present to the aggregator; read again at every reconnect, as the
+    /// kubelet rotates it. Without it no token is sent, which only an
+    /// aggregator with --agent-auth none accepts.
+    #[arg(long, env = ENV_TOKEN_FILE)]
+    pub token_file: Option<std::path::PathBuf>,
 
     /// UDP port of this agent's STAMP reflector.
     #[arg(long, env = ENV_STAMP_PORT, default_value_t = DEFAULT_STAMP_PORT, value_parser = clap::value_parser!(u16).range(1..))]

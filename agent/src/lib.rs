@@ -157,6 +157,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         backoff_max: config.backoff_max,
         metrics: agent_metrics.session.clone(),
         ready,
+        token_file: config.token_file.clone(),
     };
     info!(node = %config.node_name, aggregator = %config.aggregator, "agent started");
     let io = session::SessionIo {

@@ -73,6 +73,37 @@ pub struct SessionConfig {
     pub metrics: SessionMetrics,
     /// Ready while a session is open and has a plan (`/readyz`).
     pub ready: Readiness,
+    /// The projected ServiceAccount token to present, read anew for every
+    /// session (the kubelet rotates it); `None` sends none.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// A token file larger than this is not a ServiceAccount token.
+const MAX_TOKEN_BYTES: u64 = 16 << 10;
+
+/// The bearer token in `path`, trimmed: the value of the `authorization`
+/// metadata.
+fn bearer(
+    path: &std::path::Path,
+) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || text.len() as u64 > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "the token file {} is empty or larger than 16 KiB",
+            path.display()
+        ));
+    }
+    format!("Bearer {token}").parse().map_err(|_| {
+        format!(
+            "the token file {} holds characters a token cannot have",
+            path.display()
+        )
+    })
 }
 
 /// Mirror the buffer into the metrics.
@@ -217,7 +248,16 @@ where
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(netaware_proto::limits::MAX_AGGREGATOR_MESSAGE_BYTES)
         .max_encoding_message_size(netaware_proto::limits::MAX_AGENT_MESSAGE_BYTES);
-    let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(path) = &cfg.token_file {
+        match bearer(path) {
+            Ok(v) => {
+                request.metadata_mut().insert("authorization", v);
+            }
+            Err(why) => return broken(false, why),
+        }
+    }
+    let mut inbound = match client.session(request).await {
         Ok(r) => r.into_inner(),
         Err(s) => return broken(false, format!("open session: {s}")),
     };
@@ -296,6 +336,24 @@ mod tests {
     /// A stream that broke soon after its plan (e.g. on a batch the
     /// aggregator cannot take) must not reset the backoff, or the agent
     /// reconnects in a tight loop.
+    #[test]
+    fn the_token_file_is_read_as_a_bearer_token() {
+        let dir = std::env::temp_dir().join(format!("netaware-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "abc.def.ghi\n").unwrap();
+        assert_eq!(bearer(&path).unwrap(), "Bearer abc.def.ghi");
+        std::fs::write(&path, "").unwrap();
+        assert!(bearer(&path).unwrap_err().contains("empty"));
+        std::fs::write(&path, "x".repeat(20_000)).unwrap();
+        assert!(bearer(&path).unwrap_err().contains("16 KiB"));
+        std::fs::write(&path, "a\u{1}b").unwrap();
+        assert!(bearer(&path).unwrap_err().contains("characters"));
+        let missing = dir.join("missing");
+        assert!(bearer(&missing).unwrap_err().contains("cannot read"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn only_a_session_that_lasted_is_healthy() {
         assert!(!healthy(false, HEALTHY_AFTER * 10));

@@ -168,6 +168,7 @@ fn start_agent_with(net: &MemNet, hello: Hello, max_buffered: usize) -> Agent {
         backoff_max: Duration::from_millis(100),
         metrics: Default::default(),
         ready: Default::default(),
+        token_file: None,
     };
     let net = net.clone();
     tokio::spawn(async move {

@@ -47,6 +47,9 @@ pub const ENV_QUERY_TIMEOUT: &str = "NETAWARE_QUERY_TIMEOUT";
 pub const ENV_FORGET_AFTER: &str = "NETAWARE_FORGET_AFTER";
 pub const ENV_MAX_WATCHERS: &str = "NETAWARE_MAX_WATCHERS";
 
+pub const ENV_AGENT_AUTH: &str = "NETAWARE_AGENT_AUTH";
+pub const ENV_AGENT_SERVICE_ACCOUNT: &str = "NETAWARE_AGENT_SERVICE_ACCOUNT";
+
 pub const ENV_LEADER_ELECTION: &str = "NETAWARE_LEADER_ELECTION";
 pub const ENV_LEASE_NAME: &str = "NETAWARE_LEASE_NAME";
 pub const ENV_LEASE_DURATION: &str = "NETAWARE_LEASE_DURATION";
@@ -215,6 +218,18 @@ pub struct Config {
     #[arg(long, env = ENV_MAX_WATCHERS, default_value = default_text!(queries().max_watchers), value_parser = netaware_common::parse_nonzero_usize)]
     pub max_watchers: usize,
 
+    /// How agent sessions prove which node they speak for: `token` (a
+    /// projected ServiceAccount token, reviewed by the API server) or
+    /// `none` (anyone who reaches the agent port may claim any node: labs
+    /// and tests without an API server only; logged loudly).
+    #[arg(long, env = ENV_AGENT_AUTH, value_enum, default_value_t = AgentAuth::Token)]
+    pub agent_auth: AgentAuth,
+
+    /// The agents' ServiceAccount, NAMESPACE/NAME: only its tokens are
+    /// accepted (required with --agent-auth token; the chart sets it).
+    #[arg(long, env = ENV_AGENT_SERVICE_ACCOUNT)]
+    pub agent_service_account: Option<crate::auth::ServiceAccount>,
+
     /// Elect one leader among replicas through a Lease (needs Kubernetes).
     /// Followers forward agent and query connections to the leader.
     #[arg(long, env = ENV_LEADER_ELECTION, default_value_t = false, action = clap::ArgAction::Set)]
@@ -253,6 +268,15 @@ fn parse_nonzero_bytes(s: &str) -> Result<u64, String> {
         0 => Err(format!("'{s}' must be more than zero bytes")),
         b => Ok(b),
     }
+}
+
+/// How agent sessions are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentAuth {
+    /// A projected ServiceAccount token bound to the agent's pod and node.
+    Token,
+    /// No authentication: any client may speak for any node. Insecure.
+    None,
 }
 
 /// Whether to write Node labels.

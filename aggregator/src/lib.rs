@@ -15,6 +15,7 @@
 //! [`service`], [`state`], [`publish`], [`kube_writer`] and [`selector`]
 //! (the fuzz target parses selectors); the rest is internal.
 
+pub mod auth;
 mod config;
 mod error;
 mod forward;
@@ -34,9 +35,9 @@ use netaware_proto::limits;
 use netaware_proto::v1::agent_service_server::AgentServiceServer;
 use netaware_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
-pub use config::Config;
+pub use config::{AgentAuth, Config};
 pub use error::{Error, Result};
 
 /// State-owner settings from the command line.
@@ -136,6 +137,30 @@ async fn kube_config(c: &Config) -> Result<Option<kube::Config>> {
     }
 }
 
+/// The API server client and ServiceAccount that agent tokens are checked
+/// against, with `--agent-auth token`; `None` with `none`, said loudly.
+fn agent_identity(
+    c: &Config,
+    client: Option<&kube::Client>,
+) -> Result<Option<(kube::Client, auth::ServiceAccount)>> {
+    if c.agent_auth == AgentAuth::None {
+        warn!(
+            "AGENT AUTHENTICATION IS OFF (--agent-auth none): anyone who reaches the agent port can speak for any node and change what the scheduler sees; for labs and tests only"
+        );
+        return Ok(None);
+    }
+    let client = client.ok_or_else(|| Error::Config {
+        name: config::ENV_AGENT_AUTH,
+        message: "`token` needs a Kubernetes API server to review agent tokens: run in a pod or give --kubeconfig (and not --kubernetes off); only a lab or test without one may set --agent-auth none".into(),
+    })?;
+    let sa = c.agent_service_account.clone().ok_or_else(|| Error::Config {
+        name: config::ENV_AGENT_SERVICE_ACCOUNT,
+        message: "is required with --agent-auth token: the agents' ServiceAccount as NAMESPACE/NAME (the chart sets it)".into(),
+    })?;
+    info!(agents = %sa, "agent sessions need a token of this ServiceAccount bound to their node");
+    Ok(Some((client.clone(), sa)))
+}
+
 /// The election settings when `--leader-election` is on, checked.
 pub fn election_config(c: &Config) -> Result<Option<leader::ElectionConfig>> {
     if !c.leader_election {
@@ -203,6 +228,7 @@ pub async fn run(
         .map(kube::Client::try_from)
         .transpose()
         .map_err(|e| Error::Kube(e.to_string()))?;
+    let agents = agent_identity(&config, client.as_ref())?;
     let agent_listener = listen(config.agent_listen).await?;
     let query_listener = listen(config.query_listen).await?;
     let (metrics, registry) = metrics::Metrics::new();
@@ -215,18 +241,17 @@ pub async fn run(
     } else {
         leader::Role::Leader
     });
-    let mut nodes = None;
+    // Watched whenever there is an API server: the label writer, the
+    // probe-address check and forgetting departed nodes all read them.
+    let nodes = client.clone().map(publish::watch_nodes);
     let sink = if config.dry_run {
         info!("dry run: Node patches are printed, not sent");
         Some(publish::Sink::DryRun(Box::new(std::io::stdout())))
     } else {
         match &client {
-            Some(client) => {
-                nodes = Some(publish::watch_nodes(client.clone()));
-                Some(publish::Sink::Kube(Box::new(
-                    kube_writer::NodeWriter::with_metrics(client.clone(), metrics.writer.clone()),
-                )))
-            }
+            Some(client) => Some(publish::Sink::Kube(Box::new(
+                kube_writer::NodeWriter::with_metrics(client.clone(), metrics.writer.clone()),
+            ))),
             None => {
                 info!(
                     "no Kubernetes configuration (not in a pod, no --kubeconfig): Node labels are not written"
@@ -268,7 +293,16 @@ pub async fn run(
         });
     }
     let heartbeat = state.heartbeat();
-    let services = service::Services::with_limits(state, query_limits(&config)).with_nodes(nodes);
+    let reviewer = agents.map(|(client, sa)| {
+        std::sync::Arc::new(auth::Reviewer::new(
+            client,
+            sa,
+            metrics.auth.reviews.clone(),
+        ))
+    });
+    let services = service::Services::with_limits(state, query_limits(&config))
+        .with_nodes(nodes)
+        .with_agent_auth(reviewer, metrics.auth.clone());
     let ready = netaware_common::observe::Readiness::new("starting").with_heartbeat(heartbeat);
     tokio::spawn(follow_role(
         role.clone(),

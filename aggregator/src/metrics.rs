@@ -41,6 +41,34 @@ pub struct StateMetrics {
     pub refused: Family<RefusedLabels, Counter>,
 }
 
+/// Counters of agent authentication (cheap to clone: they share state).
+#[derive(Debug, Clone, Default)]
+pub struct AuthMetrics {
+    /// Sessions refused before they started, by reason.
+    pub refused: Family<ReasonLabels, Counter>,
+    /// TokenReviews sent to the API server (cache misses).
+    pub reviews: Counter,
+}
+
+impl AuthMetrics {
+    /// Count one session refused for `reason`.
+    pub fn refused(&self, reason: &str) {
+        self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+}
+
+/// Labels of a refused session.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `no_token`, `invalid_token`, `wrong_audience`, `node_mismatch`, ...
+    /// (`netaware_aggregator::auth::Denied::reason`).
+    pub reason: String,
+}
+
 /// Labels of a refused message.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
@@ -77,6 +105,7 @@ impl StateMetrics {
 pub struct Metrics {
     pub writer: WriterMetrics,
     pub state: StateMetrics,
+    pub auth: AuthMetrics,
     /// 1 while this replica writes Nodes (the leader, or the only replica).
     pub leader: Gauge,
 }
@@ -87,6 +116,7 @@ impl Metrics {
         let m = Self {
             writer: WriterMetrics::default(),
             state: StateMetrics::default(),
+            auth: AuthMetrics::default(),
             leader: Gauge::default(),
         };
         let mut registry = Registry::default();
@@ -130,6 +160,16 @@ impl Metrics {
             "netaware_refused",
             "Messages from agents refused as invalid (hello, window, bandwidth_result); the log says why",
             m.state.refused.clone(),
+        );
+        registry.register(
+            "netaware_agent_sessions_refused",
+            "Agent sessions refused before they started, by reason (no_token, invalid_token, wrong_audience, wrong_service_account, not_pod_bound, node_mismatch, foreign_address, ...); the log says more",
+            m.auth.refused.clone(),
+        );
+        registry.register(
+            "netaware_token_reviews",
+            "TokenReviews sent to the API server for agent tokens (answers are cached until the token expires)",
+            m.auth.reviews.clone(),
         );
         registry.register(
             "netaware_leader",

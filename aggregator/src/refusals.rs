@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use netaware_model::validate::{Refusal, shown};
+use netaware_model::validate::shown;
 use tracing::warn;
 
 /// At most one log line per source and kind this often.
@@ -38,7 +38,12 @@ impl RefusalLog {
     }
 
     /// Log `refusal` unless this source and kind were logged within the minute.
-    pub(crate) fn warn(&mut self, source: &str, kind: &'static str, refusal: &Refusal) {
+    pub(crate) fn warn(
+        &mut self,
+        source: &str,
+        kind: &'static str,
+        refusal: &dyn std::fmt::Display,
+    ) {
         if self.should_log(source, kind, Instant::now()) {
             warn!(
                 source = %shown(source),

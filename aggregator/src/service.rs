@@ -5,18 +5,20 @@
 
 use std::sync::{Arc, Mutex};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netaware_proto::v1::agent_message::Msg as AgentMsg;
 use netaware_proto::v1::agent_service_server::AgentService;
-use netaware_proto::v1::{AgentMessage, AggregatorMessage};
+use netaware_proto::v1::{AgentMessage, AggregatorMessage, Hello};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span, warn};
 
+use crate::auth::{self, Denied, Reviewer};
+use crate::metrics::AuthMetrics;
 use crate::refusals::RefusalLog;
-use crate::state::{Command, StateHandle};
+use crate::state::{Command, StateHandle, Trust};
 use netaware_model::validate;
 
 pub use query::{INITIAL_CONCURRENCY, QUERY_CONCURRENCY, QueryLimits};
@@ -36,6 +38,9 @@ pub struct Services {
     nodes: Option<crate::publish::NodeList>,
     /// Refused Hellos, logged at most once a minute per source.
     refusals: Arc<Mutex<RefusalLog>>,
+    /// Reviews agent tokens; `None` with `--agent-auth none`.
+    reviewer: Option<Arc<Reviewer>>,
+    auth_metrics: AuthMetrics,
     limits: QueryLimits,
     /// Slots of the costly queries, one pool per kind.
     matrix_slots: Arc<Semaphore>,
@@ -56,12 +61,78 @@ impl Services {
             state,
             nodes: None,
             refusals: Arc::default(),
+            reviewer: None,
+            auth_metrics: AuthMetrics::default(),
             matrix_slots: Arc::new(Semaphore::new(QUERY_CONCURRENCY)),
             place_slots: Arc::new(Semaphore::new(QUERY_CONCURRENCY)),
             watchers: Arc::new(Semaphore::new(limits.max_watchers)),
             initial_slots: Arc::new(Semaphore::new(query::INITIAL_CONCURRENCY)),
             limits,
         }
+    }
+
+    /// Require agent tokens, reviewed by `reviewer`; count refusals in `metrics`.
+    pub fn with_agent_auth(
+        mut self,
+        reviewer: Option<Arc<Reviewer>>,
+        metrics: AuthMetrics,
+    ) -> Self {
+        self.reviewer = reviewer;
+        self.auth_metrics = metrics;
+        self
+    }
+
+    /// Count a refused session, log it (once a minute per source) and
+    /// give the agent the status that says why.
+    fn deny(&self, source: &str, denied: &Denied) -> Status {
+        self.auth_metrics.refused(denied.reason());
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .warn(source, "session", denied);
+        denied.status()
+    }
+
+    /// Keep only the Hello's probe addresses that are its Node's own (with
+    /// `--agent-auth token`, which always watches the Nodes).
+    async fn own_addresses(&self, hello: &mut Hello, source: &str) -> Result<(), Denied> {
+        // Without authentication nothing a Hello says is trusted, its name
+        // included, so checking its addresses would protect nothing.
+        if self.reviewer.is_none() {
+            return Ok(());
+        }
+        let Some(list) = &self.nodes else {
+            return Ok(());
+        };
+        if !tokio::time::timeout(HELLO_TIMEOUT, list.ready())
+            .await
+            .unwrap_or(false)
+        {
+            return Err(Denied::Unavailable(
+                "the aggregator has not loaded the cluster's Nodes yet".into(),
+            ));
+        }
+        let node = list
+            .store()
+            .get(&kube::runtime::reflector::ObjectRef::new(&hello.node_name))
+            .ok_or_else(|| Denied::UnknownNode(hello.node_name.clone()))?;
+        let (kept, dropped) = auth::own_addresses(&node, &hello.probe_addresses)?;
+        if !dropped.is_empty() {
+            self.state.metrics().refused("probe_address");
+            self.refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .warn(
+                    source,
+                    "probe_address",
+                    &format!(
+                        "probe addresses {dropped:?} of node '{}' are not its Node's InternalIP/ExternalIP; peers will not probe them",
+                        hello.node_name
+                    ),
+                );
+        }
+        hello.probe_addresses = kept;
+        Ok(())
     }
 
     /// Answer label selectors from this store of Nodes.
@@ -80,6 +151,16 @@ impl AgentService for Services {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let remote = request.remote_addr();
+        let source = remote.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        // No token, no Hello read: refused before anything else is spent.
+        let token = match &self.reviewer {
+            Some(_) => Some(
+                auth::bearer(request.metadata())
+                    .map_err(|d| self.deny(&source, &d))?
+                    .to_string(),
+            ),
+            None => None,
+        };
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -89,7 +170,7 @@ impl AgentService for Services {
                     HELLO_TIMEOUT.as_secs()
                 ))
             })??;
-        let hello = match first {
+        let mut hello = match first {
             Some(AgentMessage {
                 msg: Some(AgentMsg::Hello(h)),
             }) => h,
@@ -101,7 +182,6 @@ impl AgentService for Services {
         };
         if let Err(r) = validate::hello(&hello) {
             self.state.metrics().refused("hello");
-            let source = remote.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
             self.refusals
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -115,9 +195,34 @@ impl AgentService for Services {
                 netaware_proto::PROTOCOL_VERSION
             )));
         }
+        let trust = match (&self.reviewer, token) {
+            (Some(reviewer), Some(token)) => {
+                let agent = tokio::time::timeout(
+                    HELLO_TIMEOUT,
+                    reviewer.agent(&token, Instant::now(), unix_seconds()),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Denied::Unavailable("the TokenReview took too long".into()))
+                })
+                .map_err(|d| self.deny(&source, &d))?;
+                if agent.node != hello.node_name {
+                    let d = Denied::NodeMismatch {
+                        token: agent.node,
+                        hello: hello.node_name.clone(),
+                    };
+                    return Err(self.deny(&source, &d));
+                }
+                Trust::Until(agent.valid_until)
+            }
+            _ => Trust::Unauthenticated,
+        };
+        self.own_addresses(&mut hello, &source)
+            .await
+            .map_err(|d| self.deny(&source, &d))?;
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let span = info_span!("session", node = %hello.node_name);
-        let session = self.state.connect(hello, tx).await?;
+        let session = self.state.connect_as(hello, tx, trust).await?;
         let state = self.state.clone();
         // Forward the agent's reports until its stream ends, then say so.
         tokio::spawn(
@@ -154,6 +259,11 @@ impl AgentService for Services {
         );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Wall-clock seconds, for the expiry JWTs carry.
+fn unix_seconds() -> i64 {
+    i64::try_from(netaware_common::now_unix_us() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 mod query;

@@ -43,7 +43,8 @@ pub enum Command {
     Connect {
         hello: Hello,
         tx: SessionTx,
-        reply: oneshot::Sender<SessionId>,
+        trust: Trust,
+        reply: oneshot::Sender<Result<SessionId, Status>>,
     },
     /// A batch from an open session.
     Reports {
@@ -101,11 +102,24 @@ pub struct NodeView {
     pub facts: Option<NodeFacts>,
 }
 
+/// What proves a session speaks for its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Nothing (`--agent-auth none`): a newer session of the node does not
+    /// close it, and it never closes an authenticated one.
+    Unauthenticated,
+    /// A reviewed token bound to the node, trusted until then: the session
+    /// is closed at that instant and the agent reconnects with the token
+    /// the kubelet has rotated in.
+    Until(Instant),
+}
+
 #[derive(Debug)]
 struct Session {
     node: String,
     /// The agent instance on this session (`Hello.instance_id`).
     instance: u64,
+    trust: Trust,
     tx: SessionTx,
 }
 
@@ -209,11 +223,26 @@ impl StateHandle {
             .map_err(|_| Status::unavailable("aggregator is shutting down"))
     }
 
-    /// Open a session for an agent that said `hello`; its plans and acks
-    /// go to `tx`.
+    /// Open a session for an agent that said `hello`, unauthenticated
+    /// (`--agent-auth none`, and tests); its plans and acks go to `tx`.
     pub async fn connect(&self, hello: Hello, tx: SessionTx) -> Result<SessionId, Status> {
-        self.ask(|reply| Command::Connect { hello, tx, reply })
-            .await
+        self.connect_as(hello, tx, Trust::Unauthenticated).await
+    }
+
+    /// Open a session whose node `trust` vouches for.
+    pub async fn connect_as(
+        &self,
+        hello: Hello,
+        tx: SessionTx,
+        trust: Trust,
+    ) -> Result<SessionId, Status> {
+        self.ask(|reply| Command::Connect {
+            hello,
+            tx,
+            trust,
+            reply,
+        })
+        .await?
     }
 
     /// The state for a query.
@@ -360,7 +389,10 @@ async fn run(
                 owner.recompute(Instant::now());
             }
             _ = bandwidth_tick.tick() => owner.schedule_bandwidth(Instant::now()),
-            _ = beat.tick() => heartbeat.beat(Instant::now()),
+            _ = beat.tick() => {
+                owner.expire_sessions(Instant::now());
+                heartbeat.beat(Instant::now());
+            }
         }
     }
 }
@@ -379,7 +411,16 @@ impl Owner {
             self.changes += 1;
         }
         match cmd {
-            Command::Connect { hello, tx, reply } => {
+            Command::Connect {
+                hello,
+                tx,
+                trust,
+                reply,
+            } => {
+                if let Err(refused) = self.displace(&hello.node_name, trust) {
+                    let _ = reply.send(Err(refused));
+                    return;
+                }
                 let id = self.next_session;
                 self.next_session += 1;
                 info!(node = %hello.node_name, version = %hello.software_version, session = id, "agent connected");
@@ -389,10 +430,11 @@ impl Owner {
                     Session {
                         node: hello.node_name,
                         instance: hello.instance_id,
+                        trust,
                         tx,
                     },
                 );
-                let _ = reply.send(id);
+                let _ = reply.send(Ok(id));
                 self.metrics
                     .agents_connected
                     .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
@@ -608,12 +650,69 @@ impl Owner {
 
     fn close(&mut self, session: SessionId) {
         if let Some(s) = self.sessions.remove(&session) {
+            // Also when called outside a command (an expired token).
+            self.changes += 1;
             info!(node = %s.node, session, "agent disconnected");
             self.metrics
                 .agents_connected
                 .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
             self.matrix.disconnect(&s.node, Instant::now());
             self.replan();
+        }
+    }
+
+    /// Make way for a new session of `node`: an authenticated one closes
+    /// the node's older sessions (a node has one agent; the older stream is
+    /// a dead connection or an impostor that held a stolen token); an
+    /// unauthenticated one may not join a node that has an authenticated
+    /// session.
+    fn displace(&mut self, node: &str, trust: Trust) -> Result<(), Status> {
+        let older: Vec<(SessionId, Trust)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.node == node)
+            .map(|(id, s)| (*id, s.trust))
+            .collect();
+        match trust {
+            Trust::Unauthenticated => {
+                if older.iter().any(|(_, t)| *t != Trust::Unauthenticated) {
+                    return Err(Status::permission_denied(format!(
+                        "node '{node}' has an authenticated session; an unauthenticated one may not replace it"
+                    )));
+                }
+            }
+            Trust::Until(_) => {
+                for (id, _) in older {
+                    if let Some(s) = self.sessions.remove(&id) {
+                        // The node stays connected: the new session counts next.
+                        self.matrix.disconnect(node, Instant::now());
+                        info!(%node, session = id, "agent session replaced by a newer authenticated one");
+                        let _ = s.tx.try_send(Err(Status::aborted(format!(
+                            "replaced by a newer authenticated session of node '{node}'"
+                        ))));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Close the sessions whose token has expired; their agents reconnect
+    /// with the token the kubelet has rotated in meanwhile.
+    fn expire_sessions(&mut self, now: Instant) {
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| matches!(s.trust, Trust::Until(t) if now >= t))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(s) = self.sessions.get(&id) {
+                let _ = s.tx.try_send(Err(Status::unauthenticated(
+                    "the session's token has expired; reconnect with the current one",
+                )));
+            }
+            self.close(id);
         }
     }
 

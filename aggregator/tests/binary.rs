@@ -23,6 +23,8 @@ fn a_port_in_use_is_reported_with_the_address() {
     let addr = busy.local_addr().unwrap().to_string();
     let out = Command::new(BIN)
         .args(["--agent-listen", &addr, "--query-listen", "127.0.0.1:0"])
+        // No API server here to review agent tokens.
+        .args(["--agent-auth", "none"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -45,6 +47,8 @@ fn it_serves_until_sigterm_and_exits_cleanly() {
             "127.0.0.1:0",
             "--query-listen",
             &query.to_string(),
+            "--agent-auth",
+            "none",
         ])
         .stderr(Stdio::null())
         .spawn()

@@ -60,6 +60,11 @@ pub const AGENT_PORT: u16 = 7400;
 /// Port of `QueryService`, where the CLI connects to the aggregator.
 pub const QUERY_PORT: u16 = 7401;
 
+/// Audience of the ServiceAccount tokens agents present on `Session`: the
+/// chart's projected token asks for it, the aggregator's TokenReview
+/// requires it, so a token minted for another service is refused here.
+pub const TOKEN_AUDIENCE: &str = "netaware";
+
 /// Wire protocol version spoken by this crate (`Hello.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;
 

@@ -30,6 +30,14 @@ const CHART_CHOICES: &[(&str, &str)] = &[
         "NETAWARE_AGGREGATOR",
         "the agents reach the aggregator through this release's Service",
     ),
+    (
+        "NETAWARE_AGENT_SERVICE_ACCOUNT",
+        "no default: the agents' ServiceAccount is this release's",
+    ),
+    (
+        "NETAWARE_TOKEN_FILE",
+        "no default: the chart mounts the agent's projected token there",
+    ),
 ];
 /// Variables the chart sets that are not flags of the binary.
 const NOT_FLAGS: &[&str] = &["LOG_FORMAT"];

@@ -86,14 +86,16 @@ impl Drop for Killed {
 }
 
 /// Start the aggregator binary on loopback: agent, query and metrics ports
-/// given, no Kubernetes, 1 s report windows, plus `extra` flags.
+/// given, no Kubernetes (and so no agent authentication, said explicitly),
+/// 1 s report windows, plus `extra` flags.
 pub fn spawn_aggregator(agent: u16, query: u16, metrics: u16, extra: &[&str]) -> Killed {
     Killed(
         std::process::Command::new(binary("netaware-aggregator"))
             .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
             .args(["--query-listen", &format!("127.0.0.1:{query}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args(["--kubernetes", "off", "--report-interval", "1s"])
+            .args(["--kubernetes", "off", "--agent-auth", "none"])
+            .args(["--report-interval", "1s"])
             .args(extra)
             .stderr(std::process::Stdio::null())
             .spawn()

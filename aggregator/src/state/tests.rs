@@ -490,3 +490,74 @@ async fn windows_of_a_replaced_agent_instance_are_not_stored() {
         "the old session's batch is acknowledged"
     );
 }
+
+/// The status a session's queue ends with (after any messages).
+fn closing_status(rx: &mut Rx) -> Option<Status> {
+    std::iter::from_fn(|| rx.try_recv().ok()).find_map(Result::err)
+}
+
+/// A node has one agent: a newer authenticated session closes the older
+/// one, saying why; an unauthenticated one may not join it at all.
+#[tokio::test]
+async fn a_newer_authenticated_session_replaces_the_older_and_none_may_sneak_in() {
+    let state = spawn(config());
+    let until = Trust::Until(Instant::now() + Duration::from_secs(3600));
+    let (tx, mut old_rx) = mpsc::channel(64);
+    let old = state.connect_as(hello("a"), tx, until).await.unwrap();
+    let (tx, _new_rx) = mpsc::channel(64);
+    let new = state.connect_as(hello("a"), tx, until).await.unwrap();
+    assert_ne!(old, new);
+    let s = closing_status(&mut old_rx).expect("the older session is told");
+    assert_eq!(s.code(), tonic::Code::Aborted, "{s:?}");
+    assert!(s.message().contains("replaced"), "{s:?}");
+    assert!(
+        connected(&matrix(&state).await, "a"),
+        "the newer one is live"
+    );
+    // The older stream's end, arriving later, changes nothing.
+    state
+        .send(Command::Disconnect { session: old })
+        .await
+        .unwrap();
+    assert!(connected(&matrix(&state).await, "a"), "still live");
+    state
+        .send(Command::Disconnect { session: new })
+        .await
+        .unwrap();
+    assert!(
+        !connected(&matrix(&state).await, "a"),
+        "gone with the newer"
+    );
+    let (tx, _new_rx) = mpsc::channel(64);
+    state.connect_as(hello("a"), tx, until).await.unwrap();
+
+    let (tx, _rx) = mpsc::channel(64);
+    let refused = state.connect(hello("a"), tx).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    // Unauthenticated sessions (--agent-auth none) live side by side.
+    let (_, _b1) = connect(&state, "b", 64).await;
+    let (_, mut b2) = connect(&state, "b", 64).await;
+    assert!(closing_status(&mut b2).is_none());
+}
+
+/// A session lasts as long as its token: then it is closed, and the
+/// agent reconnects with the token the kubelet rotated in.
+/// (Real time: the owner reads the wall of `std::time::Instant`, checked
+/// on its one-second heartbeat.)
+#[tokio::test]
+async fn a_session_is_closed_when_its_token_expires() {
+    let state = spawn(config());
+    let (tx, mut rx) = mpsc::channel(64);
+    let until = Instant::now() + Duration::from_millis(1500);
+    state
+        .connect_as(hello("a"), tx, Trust::Until(until))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(connected(&matrix(&state).await, "a"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!connected(&matrix(&state).await, "a"));
+    let s = closing_status(&mut rx).expect("the agent is told why");
+    assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+    assert!(s.message().contains("expired"), "{s:?}");
+}

@@ -45,9 +45,15 @@ pub fn start_with(extra: &[&str]) -> Aggregator {
 }
 
 /// An aggregator writing Node labels through `kubeconfig`, with `extra`
-/// flags, ready.
+/// flags, ready. Fake agents have no tokens: agent authentication is off
+/// unless `extra` sets `--agent-auth`.
 pub fn start_with_kubeconfig(kubeconfig: &std::path::Path, extra: &[&str]) -> Aggregator {
     let (agent, query, metrics) = (free_port(), free_port(), free_port());
+    let auth: &[&str] = if extra.contains(&"--agent-auth") {
+        &[]
+    } else {
+        &["--agent-auth", "none"]
+    };
     let child = Killed(
         std::process::Command::new(netaware_e2e::binary("netaware-aggregator"))
             .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
@@ -55,6 +61,7 @@ pub fn start_with_kubeconfig(kubeconfig: &std::path::Path, extra: &[&str]) -> Ag
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
             .args(["--report-interval", "1s"])
             .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(auth)
             .args(extra)
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -83,8 +90,14 @@ fn ready(child: Killed, agent: u16, query: u16, metrics: u16) -> Aggregator {
 impl Aggregator {
     /// `netaware_refused_total{kind="…"}` from /metrics.
     pub fn refused(&self, kind: &str) -> u64 {
+        self.metric(&format!("netaware_refused_total{{kind=\"{kind}\"}}"))
+    }
+
+    /// The value of the series `series` (name and labels as exposed) on
+    /// /metrics; 0 when absent.
+    pub fn metric(&self, series: &str) -> u64 {
         let (_, body) = http_get("127.0.0.1", self.metrics, "/metrics").unwrap();
-        let line = format!("netaware_refused_total{{kind=\"{kind}\"}} ");
+        let line = format!("{series} ");
         body.lines()
             .find_map(|l| l.strip_prefix(&line))
             .map_or(0, |v| v.trim().parse().unwrap())
@@ -163,6 +176,15 @@ pub fn hello(name: &str) -> Hello {
 }
 
 pub async fn connect(agg: &Aggregator, h: Hello) -> Result<Fake, tonic::Status> {
+    connect_with_token(agg, h, None).await
+}
+
+/// [`connect`] presenting `token` as the bearer token, if given.
+pub async fn connect_with_token(
+    agg: &Aggregator,
+    h: Hello,
+    token: Option<&str>,
+) -> Result<Fake, tonic::Status> {
     let mut client = AgentServiceClient::connect(format!("http://127.0.0.1:{}", agg.agent))
         .await
         .unwrap();
@@ -172,7 +194,13 @@ pub async fn connect(agg: &Aggregator, h: Hello) -> Result<Fake, tonic::Status> 
     })
     .await
     .unwrap();
-    let rx = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let rx = client.session(request).await?.into_inner();
     Ok(Fake { tx, rx })
 }
 
