@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Render and lint the netaware chart with Helm's own engine (helm-python-sdk,
-which bundles Helm v4's library), for the default values and for
-ci/all-on-values.yaml, and write every rendered object as JSON lines to
+which bundles Helm v4's library), for the default values,
+ci/all-on-values.yaml and two single changes (no ICMP, no agent
+authentication), and write every rendered object as JSON lines to
 OUT_DIR/<case>.jsonl for the Rust test that parses them into k8s-openapi
 types. Also checks that the schema rejects wrong values.
 
@@ -49,7 +50,13 @@ def main():
     chart = helm.Chart.load(CHART)
     with open(os.path.join(CHART, "ci", "all-on-values.yaml")) as f:
         all_on = helm.values_from_yaml(f.read())
-    for case, values in [("default", {}), ("all-on", all_on), ("no-icmp", {"agent": {"icmp": False}})]:
+    cases = [
+        ("default", {}),
+        ("all-on", all_on),
+        ("no-icmp", {"agent": {"icmp": False}}),
+        ("no-auth", {"security": {"agentAuth": "none"}}),
+    ]
+    for case, values in cases:
         report = helm.lint(CHART, values, strict=True, namespace="netaware")
         problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
         if problems or report.get("errors"):
@@ -74,6 +81,9 @@ def main():
         {"aggregator": {"config": {"labelPrefix": "Bad Prefix"}}},
         {"agnet": {}},
         {"agent": {"resources": {"limit": {}}}},
+        {"security": {"agentAuth": "off"}},
+        {"security": {"agentTokenExpirationSeconds": 60}},
+        {"security": {"podLookup": "yes"}},
     ]:
         try:
             chart.validate_schema(bad)

@@ -80,8 +80,10 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
     let Some(dir) = render("objects") else {
         return;
     };
-    for case in ["default", "all-on", "no-icmp"] {
+    for case in ["default", "all-on", "no-icmp", "no-auth"] {
         let icmp = case != "no-icmp";
+        let auth = case != "no-auth";
+        let pod_lookup = case == "all-on";
         let text = std::fs::read_to_string(dir.join(format!("{case}.jsonl"))).unwrap();
         let mut kinds = Vec::new();
         for line in text.lines() {
@@ -96,12 +98,38 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                     assert_eq!(pod.host_network, Some(true), "{what}");
                     assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
                     assert_eq!(pod.automount_service_account_token, Some(false));
+                    assert_eq!(pod.service_account_name.as_deref(), Some("netaware-agent"));
                     let c = &pod.containers[0];
                     let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
                     assert!(
                         env.contains(&"NODE_NAME") && env.contains(&"NODE_IP"),
                         "{env:?}"
                     );
+                    // The projected token (audience netaware) where the
+                    // agent reads it, only with agent authentication.
+                    let token = pod
+                        .volumes
+                        .iter()
+                        .flatten()
+                        .filter_map(|v| v.projected.as_ref())
+                        .flat_map(|p| p.sources.iter().flatten())
+                        .find_map(|s| s.service_account_token.as_ref());
+                    assert_eq!(token.is_some(), auth, "{what}");
+                    assert_eq!(env.contains(&"NETAWARE_TOKEN_FILE"), auth, "{what}");
+                    if let Some(t) = token {
+                        assert_eq!(t.audience.as_deref(), Some("netaware"));
+                        let secs = if case == "all-on" { 7200 } else { 3600 };
+                        assert_eq!(t.expiration_seconds, Some(secs));
+                        let mount = &c.volume_mounts.as_ref().unwrap()[0];
+                        let file = c
+                            .env
+                            .iter()
+                            .flatten()
+                            .find(|e| e.name == "NETAWARE_TOKEN_FILE")
+                            .and_then(|e| e.value.clone())
+                            .unwrap();
+                        assert_eq!(file, format!("{}/{}", mount.mount_path, t.path));
+                    }
                     let sc = c.security_context.as_ref().unwrap();
                     assert_eq!(sc.read_only_root_filesystem, Some(true));
                     let caps = sc.capabilities.as_ref().unwrap();
@@ -164,20 +192,32 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                     let _: ServiceAccount = round_trip(obj, &what);
                 }
                 "ClusterRole" => {
+                    // Nodes, and token reviews with agent authentication.
                     let r: ClusterRole = round_trip(obj, &what);
-                    let rules = r.rules.unwrap();
-                    assert_eq!(rules.len(), 1, "nodes only");
-                    assert_eq!(
-                        rules[0].resources.as_deref(),
-                        Some(&["nodes".to_string()][..])
-                    );
-                    assert_eq!(
-                        rules[0].verbs,
-                        ["get", "list", "watch", "patch"].map(String::from).to_vec()
-                    );
+                    let got: Vec<(Vec<String>, Vec<String>)> = r
+                        .rules
+                        .unwrap()
+                        .into_iter()
+                        .map(|r| (r.resources.unwrap(), r.verbs))
+                        .collect();
+                    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+                    let mut want = vec![(s(&["nodes"]), s(&["get", "list", "watch", "patch"]))];
+                    if auth {
+                        want.push((s(&["tokenreviews"]), s(&["create"])));
+                    }
+                    assert_eq!(got, want, "{what}");
                 }
                 "ClusterRoleBinding" => {
                     let _: ClusterRoleBinding = round_trip(obj, &what);
+                }
+                "Role" if obj["metadata"]["name"] == "netaware-aggregator-pods" => {
+                    // Reading pods, only for clusters without node names
+                    // in tokens.
+                    let r: Role = round_trip(obj, &what);
+                    assert!(pod_lookup, "{what}");
+                    let rule = &r.rules.unwrap()[0];
+                    assert_eq!(rule.resources.as_deref(), Some(&["pods".to_string()][..]));
+                    assert_eq!(rule.verbs, ["get"]);
                 }
                 "Role" => {
                     // Leases only: create (RBAC cannot limit it by name),
@@ -277,6 +317,7 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
             "RoleBinding",
             "Service",
             "ServiceAccount",
+            "ServiceAccount",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
         ];
@@ -286,9 +327,11 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "PodDisruptionBudget",
                 "PodMonitor",
                 "ServiceMonitor",
+                "Role",
+                "RoleBinding",
             ]);
-            want.sort();
         }
+        want.sort();
         assert_eq!(kinds, want, "{case}");
         let notes = std::fs::read_to_string(dir.join(format!("{case}.notes.txt"))).unwrap();
         assert!(notes.contains("kubectl get nodes -L"), "{notes}");

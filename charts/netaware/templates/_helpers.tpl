@@ -34,3 +34,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "netaware.leaseName" -}}
 {{- .Values.aggregator.leaderElection.leaseName | default (include "netaware.aggregatorName" .) -}}
 {{- end -}}
+
+{{/* The agents' ServiceAccount: only its tokens may speak for a node. */}}
+{{- define "netaware.agentName" -}}
+{{- printf "%s-agent" (include "netaware.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
