@@ -310,7 +310,7 @@ async fn a_kubelet_cannot_set_change_or_remove_our_labels_through_nodes_or_statu
     .await;
 }
 
-/// What the next issue's agent identity builds on: a token bound to a pod
+/// What agent identity (tests/e2e/agent_auth.rs) builds on: a token bound to a pod
 /// that the scheduler has put on a Node reviews (TokenReview, our own
 /// audience) as the pod's ServiceAccount, naming the pod and its Node in
 /// `extra` (Kubernetes 1.32+ adds the node); another audience is refused.

@@ -18,6 +18,9 @@ pub const NAMESPACE: &str = "netaware";
 pub const AGGREGATOR_SA: &str = "netaware-aggregator";
 /// The user the API server sees for the aggregator's tokens.
 pub const AGGREGATOR_USER: &str = "system:serviceaccount:netaware:netaware-aggregator";
+/// The agents' ServiceAccount, and the aggregator's flag naming it.
+pub const AGENT_SA: &str = "netaware-agent";
+pub const AGENT_SA_FLAG: &str = "netaware/netaware-agent";
 
 /// The chart objects a control plane without kubelets can use: who the
 /// aggregator is, what it may do, and the admission policy. (The workloads
@@ -63,6 +66,19 @@ pub fn binaries() -> Option<Binaries> {
 /// Start a control plane in a directory of its own (`tag`: tests run in
 /// parallel) with Ready Nodes `nodes`; `None` as [`binaries`] says.
 pub async fn start(tag: &str, nodes: &[&str]) -> Option<Cluster> {
+    let specs: Vec<NodeSpec> = nodes
+        .iter()
+        .map(|n| NodeSpec {
+            name: (*n).to_string(),
+            internal_ip: None,
+        })
+        .collect();
+    start_nodes(tag, &specs).await
+}
+
+/// [`start`] with Nodes as given (their InternalIP, for the probe-address
+/// check).
+pub async fn start_nodes(tag: &str, specs: &[NodeSpec]) -> Option<Cluster> {
     let bins = binaries()?;
     let dir = std::env::temp_dir().join(format!("netaware-k8s-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -73,14 +89,7 @@ pub async fn start(tag: &str, nodes: &[&str]) -> Option<Cluster> {
         .client(&plane.admin())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let specs: Vec<NodeSpec> = nodes
-        .iter()
-        .map(|n| NodeSpec {
-            name: (*n).to_string(),
-            internal_ip: None,
-        })
-        .collect();
-    objects::add_nodes(&admin, &specs)
+    objects::add_nodes(&admin, specs)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     Some(Cluster { plane, admin })
@@ -178,6 +187,39 @@ impl Cluster {
         objects::apply(&self.admin, &[pod], "test", NAMESPACE)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// A pod of ServiceAccount `sa` put on Node `node` directly (as the
+    /// DaemonSet controller and the scheduler would; nothing runs it).
+    pub async fn pod_on(&self, name: &str, sa: &str, node: &str) {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "serviceAccountName": sa,
+                "nodeName": node,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "agent", "image": "registry.invalid/netaware:test"}],
+            },
+        });
+        objects::apply(&self.admin, &[pod], "test", NAMESPACE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// A token of ServiceAccount `sa` for `audience`, bound to `pod` when
+    /// given: what the kubelet mounts as a projected token.
+    pub async fn token(&self, sa: &str, audience: &str, pod: Option<&str>) -> String {
+        objects::service_account_token(
+            &self.admin,
+            NAMESPACE,
+            sa,
+            &[audience],
+            Duration::from_secs(3600),
+            pod,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The audit events of `user` so far (see `ControlPlane::audit_log`).
