@@ -11,6 +11,7 @@ pub const ENV_NODE_NAME: &str = "NODE_NAME";
 pub const ENV_NODE_IP: &str = "NODE_IP";
 pub const ENV_AGGREGATOR: &str = "NETAWARE_AGGREGATOR";
 pub const ENV_TOKEN_FILE: &str = "NETAWARE_TOKEN_FILE";
+pub const ENV_CA_FILE: &str = "NETAWARE_CA_FILE";
 pub const ENV_STAMP_PORT: &str = "NETAWARE_STAMP_PORT";
 pub const ENV_STAMP_BIND: &str = "NETAWARE_STAMP_BIND";
 pub const ENV_ICMP: &str = "NETAWARE_ICMP";
@@ -67,6 +68,11 @@ pub struct Config {
     /// Aggregator's agent-facing gRPC endpoint.
     #[arg(long, env = ENV_AGGREGATOR, default_value = default_text!(default_aggregator()), value_parser = parse_endpoint)]
     pub aggregator: String,
+
+    /// PEM CA bundle that signed the aggregator's certificate, for an
+    /// `https://` --aggregator; read again at every reconnect.
+    #[arg(long, env = ENV_CA_FILE)]
+    pub ca_file: Option<std::path::PathBuf>,
 
     /// File of the projected ServiceAccount token (audience `netaware`) to
     /// present to the aggregator; read again at every reconnect, as the
@@ -132,6 +138,31 @@ pub struct Config {
 }
 
 impl Config {
+    /// Settings that only make sense together: a token never goes out in
+    /// clear text, and `https://` needs the CA to check the aggregator.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        let tls = self.aggregator.starts_with("https://");
+        if self.token_file.is_some() && !tls {
+            return Err(crate::Error::Config {
+                name: ENV_AGGREGATOR,
+                message: format!(
+                    "'{}' is plain text, and a token ({ENV_TOKEN_FILE}) must not be sent in clear: use https:// with {ENV_CA_FILE}, or no token for an aggregator with --agent-auth none",
+                    self.aggregator
+                ),
+            });
+        }
+        if tls && self.ca_file.is_none() {
+            return Err(crate::Error::Config {
+                name: ENV_CA_FILE,
+                message: format!(
+                    "is required with an https:// aggregator ('{}'): the CA bundle that signed its certificate",
+                    self.aggregator
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Where the reflector listens.
     pub fn stamp_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind_ip(), self.stamp_port)

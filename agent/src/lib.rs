@@ -37,6 +37,7 @@ const BANDWIDTH_QUEUE: usize = 64;
 
 /// Run the agent until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    config.check()?;
     let clock = clock::Clock::new();
     let reflector = reflector::bind(config.stamp_addr()).await?;
     info!(addr = %config.stamp_addr(), "STAMP reflector listening");
@@ -147,9 +148,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         }
     });
 
-    let endpoint = tonic::transport::Endpoint::from_shared(config.aggregator.clone())?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true);
+    // Made anew for every connection, so a renewed CA bundle is read.
+    let endpoint = || {
+        netaware_proto::client::endpoint(&config.aggregator, config.ca_file.as_deref()).map(|e| {
+            e.connect_timeout(std::time::Duration::from_secs(5))
+                .tcp_nodelay(true)
+        })
+    };
+    endpoint().map_err(|message| Error::Config {
+        name: config::ENV_AGGREGATOR,
+        message,
+    })?;
     let cfg = session::SessionConfig {
         hello,
         max_buffered_windows: config.max_buffered_windows,
@@ -166,7 +175,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         orders: order_tx,
         results: result_rx,
     };
-    let buffer = session::run_session(cfg, || endpoint.connect(), io, shutdown).await;
+    let connect = || async {
+        match endpoint() {
+            Ok(e) => e.connect().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        }
+    };
+    let buffer = session::run_session(cfg, connect, io, shutdown).await;
     info!(
         unsent_windows = buffer.len(),
         dropped_total = buffer.dropped_total(),

@@ -153,7 +153,7 @@ pub struct SessionIo {
 /// Keep a session to the aggregator open until `shutdown` resolves or the
 /// window producers go away. `connect` opens a new channel (a real endpoint
 /// in production, an in-memory pipe in tests).
-pub async fn run_session<F, Fut>(
+pub async fn run_session<F, Fut, E>(
     cfg: SessionConfig,
     connect: F,
     mut io: SessionIo,
@@ -161,7 +161,8 @@ pub async fn run_session<F, Fut>(
 ) -> ReportBuffer
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<Channel, tonic::transport::Error>>,
+    Fut: Future<Output = Result<Channel, E>>,
+    E: std::fmt::Display,
 {
     let mut buffer = ReportBuffer::new(cfg.max_buffered_windows);
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
@@ -222,7 +223,7 @@ fn order(orders: &mpsc::Sender<Order>, o: Order) {
     }
 }
 
-async fn connected<F, Fut>(
+async fn connected<F, Fut, E>(
     cfg: &SessionConfig,
     connect: &F,
     io: &mut SessionIo,
@@ -230,7 +231,8 @@ async fn connected<F, Fut>(
 ) -> Ended
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<Channel, tonic::transport::Error>>,
+    Fut: Future<Output = Result<Channel, E>>,
+    E: std::fmt::Display,
 {
     let broken = |got_plan: bool, why: String| Ended::Broken { got_plan, why };
     let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect()).await {

@@ -48,6 +48,9 @@ pub const ENV_FORGET_AFTER: &str = "NETAWARE_FORGET_AFTER";
 pub const ENV_MAX_WATCHERS: &str = "NETAWARE_MAX_WATCHERS";
 
 pub const ENV_AGENT_AUTH: &str = "NETAWARE_AGENT_AUTH";
+pub const ENV_TLS: &str = "NETAWARE_TLS";
+pub const ENV_TLS_CERT: &str = "NETAWARE_TLS_CERT";
+pub const ENV_TLS_KEY: &str = "NETAWARE_TLS_KEY";
 pub const ENV_AGENT_SERVICE_ACCOUNT: &str = "NETAWARE_AGENT_SERVICE_ACCOUNT";
 
 pub const ENV_LEADER_ELECTION: &str = "NETAWARE_LEADER_ELECTION";
@@ -217,6 +220,22 @@ pub struct Config {
     /// WatchLinks streams open at once; more are refused.
     #[arg(long, env = ENV_MAX_WATCHERS, default_value = default_text!(queries().max_watchers), value_parser = netaware_common::parse_nonzero_usize)]
     pub max_watchers: usize,
+
+    /// Serve both gRPC ports over TLS (needs --tls-cert and --tls-key).
+    /// `false` sends tokens, plans and grants in clear text, so it is
+    /// allowed only with --agent-auth none, and logged loudly.
+    #[arg(long, env = ENV_TLS, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls: bool,
+
+    /// PEM certificate chain of both gRPC ports (the chart mounts it from
+    /// a Secret); read again every 10 s, a change applies to new
+    /// connections.
+    #[arg(long, env = ENV_TLS_CERT)]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = ENV_TLS_KEY)]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// How agent sessions prove which node they speak for: `token` (a
     /// projected ServiceAccount token, reviewed by the API server) or

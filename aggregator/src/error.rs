@@ -18,6 +18,9 @@ pub enum Error {
     /// This replica was the leader and no longer is; it must stop at once.
     #[error("lost leadership: {0}; exiting so this replica restarts as a follower")]
     LeadershipLost(String),
+    /// A certificate or key that cannot be used; the message names the files.
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }

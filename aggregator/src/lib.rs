@@ -27,6 +27,7 @@ mod refusals;
 pub mod selector;
 pub mod service;
 pub mod state;
+mod tls;
 
 use std::future::Future;
 
@@ -161,6 +162,34 @@ fn agent_identity(
     Ok(Some((client.clone(), sa)))
 }
 
+/// The TLS acceptor of both gRPC ports; `None` with `--tls false`, which
+/// only `--agent-auth none` allows (tokens must not travel in clear text).
+fn tls_acceptor(c: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+    if !c.tls {
+        if c.agent_auth != AgentAuth::None {
+            return Err(Error::Config {
+                name: config::ENV_TLS,
+                message: "`false` would send agent tokens in clear text: give --tls-cert and --tls-key, or (labs and tests only) --agent-auth none".into(),
+            });
+        }
+        warn!(
+            "TLS IS OFF (--tls false): plans, grants and measurements cross the network in clear text; for labs and tests only"
+        );
+        return Ok(None);
+    }
+    match (&c.tls_cert, &c.tls_key) {
+        (Some(cert), Some(key)) => tls::acceptor(cert, key).map(Some),
+        _ => Err(Error::Config {
+            name: config::ENV_TLS_CERT,
+            message: format!(
+                "TLS is on (the default): give the serving certificate and key ({} and {}; the chart mounts them), or set --tls false for a lab without agent authentication",
+                config::ENV_TLS_CERT,
+                config::ENV_TLS_KEY
+            ),
+        }),
+    }
+}
+
 /// The election settings when `--leader-election` is on, checked.
 pub fn election_config(c: &Config) -> Result<Option<leader::ElectionConfig>> {
     if !c.leader_election {
@@ -229,6 +258,7 @@ pub async fn run(
         .transpose()
         .map_err(|e| Error::Kube(e.to_string()))?;
     let agents = agent_identity(&config, client.as_ref())?;
+    let tls = tls_acceptor(&config)?;
     let agent_listener = listen(config.agent_listen).await?;
     let query_listener = listen(config.query_listen).await?;
     let (metrics, registry) = metrics::Metrics::new();
@@ -352,7 +382,7 @@ pub async fn run(
                 .max_encoding_message_size(limits::MAX_AGGREGATOR_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            forward::incoming(agent_listener, role.clone()),
+            tls::serve(forward::incoming(agent_listener, role.clone()), tls.clone()),
             stopped(stop_rx.clone()),
         );
     let query_server = server_builder()
@@ -362,7 +392,7 @@ pub async fn run(
                 .max_encoding_message_size(limits::MAX_QUERY_RESPONSE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            forward::incoming(query_listener, role),
+            tls::serve(forward::incoming(query_listener, role), tls),
             stopped(stop_rx.clone()),
         );
     tokio::spawn(async move {

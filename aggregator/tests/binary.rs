@@ -24,7 +24,7 @@ fn a_port_in_use_is_reported_with_the_address() {
     let out = Command::new(BIN)
         .args(["--agent-listen", &addr, "--query-listen", "127.0.0.1:0"])
         // No API server here to review agent tokens.
-        .args(["--agent-auth", "none"])
+        .args(["--agent-auth", "none", "--tls", "false"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -49,6 +49,8 @@ fn it_serves_until_sigterm_and_exits_cleanly() {
             &query.to_string(),
             "--agent-auth",
             "none",
+            "--tls",
+            "false",
         ])
         .stderr(Stdio::null())
         .spawn()

@@ -18,6 +18,7 @@ use nodes::{fetch_nodes, nodes_json, render_groups, render_nodes};
 use place::{place_json, place_request, place_yaml, render_place};
 
 pub const ENV_AGGREGATOR: &str = "NETAWARE_QUERY";
+pub const ENV_CA_FILE: &str = "NETAWARE_CA_FILE";
 /// The query port on this machine (a `kubectl port-forward` or the lab).
 fn default_aggregator() -> String {
     format!("http://127.0.0.1:{}", netaware_proto::QUERY_PORT)
@@ -48,6 +49,10 @@ pub struct Cli {
     /// Aggregator query endpoint.
     #[arg(long, global = true, env = ENV_AGGREGATOR, default_value = netaware_common::default_text!(default_aggregator()))]
     pub aggregator: String,
+    /// PEM CA bundle that signed the aggregator's certificate, for an
+    /// https:// --aggregator (the chart's Secret has it as ca.crt).
+    #[arg(long, global = true, env = ENV_CA_FILE)]
+    pub ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -160,14 +165,45 @@ pub enum Output {
     Json,
 }
 
+/// The aggregator's query API: where, and (for `https://`) the CA bundle
+/// that signed its certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl From<&str> for Target {
+    /// A plain-text (`http://`) target.
+    fn from(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            ca_file: None,
+        }
+    }
+}
+
+impl Cli {
+    /// The aggregator this command line names.
+    pub fn target(&self) -> Target {
+        Target {
+            url: self.aggregator.clone(),
+            ca_file: self.ca_file.clone(),
+        }
+    }
+}
+
 /// Connect to the query service.
-pub async fn connect(url: &str) -> Result<QueryServiceClient<tonic::transport::Channel>, Error> {
+pub async fn connect(
+    target: &Target,
+) -> Result<QueryServiceClient<tonic::transport::Channel>, Error> {
+    let url = &target.url;
     let unreachable = |reason: String| Error::Unreachable {
         url: url.to_string(),
         reason,
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| unreachable(format!("not a valid URL ({e})")))?
+    let endpoint = netaware_proto::client::endpoint(url, target.ca_file.as_deref())
+        .map_err(unreachable)?
         .connect_timeout(CONNECT_TIMEOUT);
     let channel = endpoint.connect().await.map_err(|e| {
         let mut reason = e.to_string();
@@ -187,24 +223,25 @@ pub async fn connect(url: &str) -> Result<QueryServiceClient<tonic::transport::C
 
 /// Run one CLI command and return what to print.
 pub async fn execute(cli: &Cli) -> Result<String, Error> {
+    let target = cli.target();
     match &cli.command {
         Command::Matrix(args) => {
             let method = ProbeMethod::from(args.method);
-            let m = fetch_matrix(&cli.aggregator, method).await?;
+            let m = fetch_matrix(&target, method).await?;
             Ok(match args.output {
                 Output::Table => render_table(&m, &args.metric, method),
                 Output::Json => format!("{:#}\n", render_json(&m)),
             })
         }
         Command::Nodes(args) => {
-            let nodes = fetch_nodes(&cli.aggregator).await?;
+            let nodes = fetch_nodes(&target).await?;
             Ok(match args.output {
                 Output::Table => render_nodes(&nodes),
                 Output::Json => format!("{:#}\n", nodes_json(&nodes)),
             })
         }
         Command::Groups(args) => {
-            let mut client = connect(&cli.aggregator).await?;
+            let mut client = connect(&target).await?;
             let g = client.list_groups(ListGroupsRequest {}).await?.into_inner();
             Ok(match args.output {
                 Output::Table => render_groups(&g),
@@ -219,7 +256,7 @@ pub async fn execute(cli: &Cli) -> Result<String, Error> {
             })
         }
         Command::Place(args) => {
-            let mut client = connect(&cli.aggregator).await?;
+            let mut client = connect(&target).await?;
             let p = client.place(place_request(args)).await?.into_inner();
             match args.output {
                 PlaceOutput::Table => Ok(render_place(&p, args.bytes)),

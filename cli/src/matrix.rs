@@ -7,11 +7,14 @@ use netaware_proto::ProbeMethod;
 use netaware_proto::v1::{GetMatrixRequest, GetMatrixResponse, LinkState};
 use serde_json::{Value, json};
 
-use crate::{Error, Metric, connect};
+use crate::{Error, Metric, Target, connect};
 
 /// Fetch the matrix for one method.
-pub async fn fetch_matrix(url: &str, method: ProbeMethod) -> Result<GetMatrixResponse, Error> {
-    let mut client = connect(url).await?;
+pub async fn fetch_matrix(
+    target: &Target,
+    method: ProbeMethod,
+) -> Result<GetMatrixResponse, Error> {
+    let mut client = connect(target).await?;
     let r = client
         .get_matrix(GetMatrixRequest {
             method: method as i32,

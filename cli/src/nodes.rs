@@ -4,11 +4,11 @@
 use netaware_proto::v1::{GetNodeRequest, GetNodeResponse, ListGroupsRequest, ListGroupsResponse};
 use serde_json::{Value, json};
 
-use crate::{Error, connect};
+use crate::{Error, Target, connect};
 
 /// Every known node with its published facts (nodes not computed yet are skipped).
-pub async fn fetch_nodes(url: &str) -> Result<Vec<GetNodeResponse>, Error> {
-    let mut client = connect(url).await?;
+pub async fn fetch_nodes(target: &Target) -> Result<Vec<GetNodeResponse>, Error> {
+    let mut client = connect(target).await?;
     // The level-1 groups name every placed node (the others have no facts
     // yet); asking for the matrix would ship every link just for the names.
     let groups = match client.list_groups(ListGroupsRequest {}).await {

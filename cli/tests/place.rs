@@ -119,7 +119,7 @@ async fn cluster() -> String {
     }
     state.send(Command::Recompute).await.unwrap();
     let url = common::serve(state).await;
-    let mut client = netaware_cli::connect(&url).await.unwrap();
+    let mut client = netaware_cli::connect(&url.as_str().into()).await.unwrap();
     let m = client
         .get_matrix(GetMatrixRequest::default())
         .await
@@ -281,7 +281,7 @@ async fn invalid_requests_are_invalid_argument_and_a_selector_without_labels_a_f
     use netaware_proto::v1::PlaceRequest;
     use tonic::Code;
     let url = cluster().await;
-    let mut client = netaware_cli::connect(&url).await.unwrap();
+    let mut client = netaware_cli::connect(&url.as_str().into()).await.unwrap();
     let code = |r: Result<tonic::Response<netaware_proto::v1::PlaceResponse>, tonic::Status>| {
         r.expect_err("must fail").code()
     };

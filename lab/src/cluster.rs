@@ -194,6 +194,54 @@ impl Authority {
     }
 }
 
+/// Where [`serving_certificate`] wrote a CA and a certificate it signed.
+#[derive(Debug, Clone)]
+pub struct ServingCertificate {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A new CA and a serving certificate signed by it for `hosts` (names or
+/// IP addresses), in `dir` as `ca.crt`, `tls.crt` and `tls.key`: what the
+/// chart's Secret holds, for the lab's and the tests' aggregators. The
+/// [`Renewer`] signs new ones with the same CA.
+pub fn serving_certificate(dir: &Path, hosts: &[&str]) -> Result<(ServingCertificate, Renewer)> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Run(format!("cannot create {}: {e}", dir.display())))?;
+    let ca = Authority::new(dir)?;
+    let renewer = Renewer {
+        ca,
+        dir: dir.to_path_buf(),
+        hosts: hosts.iter().map(|h| (*h).to_string()).collect(),
+    };
+    let cert = renewer.renew()?;
+    Ok((cert, renewer))
+}
+
+/// Signs new serving certificates with the CA of [`serving_certificate`].
+#[derive(Debug)]
+pub struct Renewer {
+    ca: Authority,
+    dir: PathBuf,
+    hosts: Vec<String>,
+}
+
+impl Renewer {
+    /// A new key and certificate in place of `tls.crt` and `tls.key`.
+    pub fn renew(&self) -> Result<ServingCertificate> {
+        let hosts: Vec<&str> = self.hosts.iter().map(String::as_str).collect();
+        let (cert, key) = self
+            .ca
+            .sign(&self.dir, "tls", "netaware-aggregator", &[], &hosts)?;
+        Ok(ServingCertificate {
+            ca: self.ca.cert_file.clone(),
+            cert,
+            key,
+        })
+    }
+}
+
 /// Write a file only its owner can read (keys, and certificates beside them).
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;

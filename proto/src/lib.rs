@@ -55,6 +55,40 @@ impl v1::GetMatrixResponse {
     }
 }
 
+/// Connections to the aggregator, for the agent and the CLI.
+#[cfg(feature = "grpc")]
+pub mod client {
+    use std::path::Path;
+
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+    /// An endpoint for `uri`. `https://` verifies the aggregator's
+    /// certificate against the PEM bundle in `ca_file`, read now (call this
+    /// for every connection and a renewed CA is picked up); `http://` is
+    /// plain text. The host name in `uri` must be in the certificate.
+    pub fn endpoint(uri: &str, ca_file: Option<&Path>) -> Result<Endpoint, String> {
+        let endpoint = Endpoint::from_shared(uri.to_string())
+            .map_err(|e| format!("'{uri}' is not a valid URI: {e}"))?;
+        if !uri.starts_with("https://") {
+            return Ok(endpoint);
+        }
+        let ca_file = ca_file.ok_or_else(|| {
+            format!("'{uri}' is https: give the CA bundle that signed the aggregator's certificate (--ca-file)")
+        })?;
+        let pem = std::fs::read(ca_file)
+            .map_err(|e| format!("cannot read the CA bundle {}: {e}", ca_file.display()))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(format!(
+                "the CA bundle {} holds no PEM certificate",
+                ca_file.display()
+            ));
+        }
+        endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .map_err(|e| format!("TLS settings for '{uri}': {e}"))
+    }
+}
+
 /// Port of `AgentService`, where agents connect to the aggregator.
 pub const AGENT_PORT: u16 = 7400;
 /// Port of `QueryService`, where the CLI connects to the aggregator.

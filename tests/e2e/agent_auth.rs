@@ -78,15 +78,26 @@ async fn a_session_speaks_only_for_the_node_its_token_is_bound_to() {
 
     c.aggregator_pod("aggregator-0").await;
     let kubeconfig = c.aggregator_kubeconfig(Some("aggregator-0")).await;
-    let agg = start_with_kubeconfig(
+    // Tokens travel only over TLS, as the chart sets it up.
+    let (pki, _) = netaware_lab::cluster::serving_certificate(
+        &c.plane.dir().join("aggregator-tls"),
+        &["127.0.0.1"],
+    )
+    .unwrap();
+    let mut agg = start_with_kubeconfig(
         &kubeconfig,
         &[
             "--agent-auth",
             "token",
             "--agent-service-account",
             AGENT_SA_FLAG,
+            "--tls-cert",
+            pki.cert.to_str().unwrap(),
+            "--tls-key",
+            pki.key.to_str().unwrap(),
         ],
     );
+    agg.ca = Some(pki.ca.clone());
 
     // The genuine agent of n2: the real binary, its token from a file.
     let token_file = c.plane.dir().join("agent-n2.token");
@@ -98,7 +109,8 @@ async fn a_session_speaks_only_for_the_node_its_token_is_bound_to() {
             .args(["--stamp-port", &free_port().to_string()])
             .args(["--bandwidth-port", "0", "--icmp", "false"])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--aggregator", &format!("http://127.0.0.1:{}", agg.agent)])
+            .args(["--aggregator", &agg.url(agg.agent)])
+            .args(["--ca-file", pki.ca.to_str().unwrap()])
             .args(["--token-file", token_file.to_str().unwrap()])
             .args(["--backoff-max", "1s"])
             .stderr(Stdio::null())

@@ -145,7 +145,14 @@ fn log_format_json_gives_one_json_object_per_line() {
         .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
         .args(["--query-listen", &format!("127.0.0.1:{query}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-        .args(["--kubernetes", "off", "--agent-auth", "none"])
+        .args([
+            "--kubernetes",
+            "off",
+            "--agent-auth",
+            "none",
+            "--tls",
+            "false",
+        ])
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

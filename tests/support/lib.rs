@@ -94,7 +94,14 @@ pub fn spawn_aggregator(agent: u16, query: u16, metrics: u16, extra: &[&str]) ->
             .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
             .args(["--query-listen", &format!("127.0.0.1:{query}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args(["--kubernetes", "off", "--agent-auth", "none"])
+            .args([
+                "--kubernetes",
+                "off",
+                "--agent-auth",
+                "none",
+                "--tls",
+                "false",
+            ])
             .args(["--report-interval", "1s"])
             .args(extra)
             .stderr(std::process::Stdio::null())

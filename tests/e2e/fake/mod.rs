@@ -28,6 +28,9 @@ pub struct Aggregator {
     pub agent: u16,
     pub query: u16,
     pub metrics: u16,
+    /// The CA of its certificate when it serves TLS (then clients connect
+    /// with https to 127.0.0.1).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// An aggregator with short bandwidth tests.
@@ -52,7 +55,7 @@ pub fn start_with_kubeconfig(kubeconfig: &std::path::Path, extra: &[&str]) -> Ag
     let auth: &[&str] = if extra.contains(&"--agent-auth") {
         &[]
     } else {
-        &["--agent-auth", "none"]
+        &["--agent-auth", "none", "--tls", "false"]
     };
     let child = Killed(
         std::process::Command::new(netaware_e2e::binary("netaware-aggregator"))
@@ -70,6 +73,46 @@ pub fn start_with_kubeconfig(kubeconfig: &std::path::Path, extra: &[&str]) -> Ag
     ready(child, agent, query, metrics)
 }
 
+/// An aggregator without Kubernetes or agent authentication serving TLS
+/// with `cert` and `key` (signed by `ca`), ready.
+pub fn spawn_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    ca: &std::path::Path,
+) -> Aggregator {
+    let (agent, query, metrics) = (free_port(), free_port(), free_port());
+    let child = Killed(
+        std::process::Command::new(netaware_e2e::binary("netaware-aggregator"))
+            .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
+            .args(["--query-listen", &format!("127.0.0.1:{query}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+            .args(["--kubernetes", "off", "--agent-auth", "none"])
+            .args(["--report-interval", "1s", "--bandwidth-tests", "false"])
+            .args(["--tls-cert", cert.to_str().unwrap()])
+            .args(["--tls-key", key.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut a = ready(child, agent, query, metrics);
+    a.ca = Some(ca.to_path_buf());
+    a
+}
+
+/// Whether a plain-text query to `port` is answered.
+pub async fn query_client_plain(port: u16) -> Result<(), String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(3));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    QueryServiceClient::new(channel)
+        .get_matrix(GetMatrixRequest::default())
+        .await
+        .map(|_| ())
+        .map_err(|s| s.to_string())
+}
+
 fn ready(child: Killed, agent: u16, query: u16, metrics: u16) -> Aggregator {
     let deadline = Instant::now() + Duration::from_secs(15);
     while http_get("127.0.0.1", metrics, "/readyz").is_none_or(|(s, _)| s != 200) {
@@ -84,6 +127,7 @@ fn ready(child: Killed, agent: u16, query: u16, metrics: u16) -> Aggregator {
         agent,
         query,
         metrics,
+        ca: None,
     }
 }
 
@@ -105,7 +149,37 @@ impl Aggregator {
 
     /// A query client with the limits the CLI uses.
     pub async fn client(&self) -> QueryServiceClient<Channel> {
-        query_client(self.query).await
+        QueryServiceClient::new(self.channel(self.query).await)
+            .max_decoding_message_size(netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES)
+    }
+
+    /// `http://` or, with TLS, `https://` on loopback.
+    pub fn url(&self, port: u16) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{port}")
+    }
+
+    /// A channel to `port`, over TLS checked against [`Self::ca`] if set.
+    pub async fn channel(&self, port: u16) -> Channel {
+        netaware_proto::client::endpoint(&self.url(port), self.ca.as_deref())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// The matrix over TLS checked against `ca` instead of [`Self::ca`].
+    pub async fn matrix_with_ca(&self, ca: &std::path::Path) -> GetMatrixResponse {
+        let channel = netaware_proto::client::endpoint(&self.url(self.query), Some(ca))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        QueryServiceClient::new(channel)
+            .get_matrix(GetMatrixRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     pub async fn matrix(&self) -> GetMatrixResponse {
@@ -185,9 +259,7 @@ pub async fn connect_with_token(
     h: Hello,
     token: Option<&str>,
 ) -> Result<Fake, tonic::Status> {
-    let mut client = AgentServiceClient::connect(format!("http://127.0.0.1:{}", agg.agent))
-        .await
-        .unwrap();
+    let mut client = AgentServiceClient::new(agg.channel(agg.agent).await);
     let (tx, rx) = mpsc::channel(16);
     tx.send(AgentMessage {
         msg: Some(AgentMsg::Hello(h)),
