@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Render and lint the netaware chart with Helm's own engine (helm-python-sdk,
 which bundles Helm v4's library), for the default values,
-ci/all-on-values.yaml and two single changes (no ICMP, no agent
-authentication), and write every rendered object as JSON lines to
+ci/all-on-values.yaml and single changes (no ICMP, no agent
+authentication, no TLS), and write every rendered object as JSON lines to
 OUT_DIR/<case>.jsonl for the Rust test that parses them into k8s-openapi
 types. Also checks that the schema rejects wrong values.
 
@@ -55,6 +55,7 @@ def main():
         ("all-on", all_on),
         ("no-icmp", {"agent": {"icmp": False}}),
         ("no-auth", {"security": {"agentAuth": "none"}}),
+        ("plain", {"security": {"agentAuth": "none", "tls": {"enabled": False}}}),
     ]
     for case, values in cases:
         report = helm.lint(CHART, values, strict=True, namespace="netaware")
@@ -70,6 +71,16 @@ def main():
         with open(os.path.join(out_dir, f"{case}.notes.txt"), "w") as f:
             f.write(manifests.get("netaware/templates/NOTES.txt", ""))
         print(f"{case}: {len(objects)} objects rendered, lint clean")
+    # Values that would send tokens in clear text must not render.
+    for bad in [{"security": {"tls": {"enabled": False}}}]:
+        try:
+            chart.render(bad, name="netaware", namespace="netaware", is_install=True)
+        except helm.HelmError as e:
+            if "clear text" not in str(e):
+                fail(f"{json.dumps(bad)} failed for another reason: {e}")
+            print(f"refused as it should be: {json.dumps(bad)}")
+            continue
+        fail(f"the chart rendered {json.dumps(bad)}")
     # Wrong types and unknown keys must be rejected by values.schema.json.
     for bad in [
         {"agent": {"icmp": "yes"}},

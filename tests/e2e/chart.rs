@@ -9,12 +9,12 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use netaware_e2e::render_chart as render;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The part of prometheus-operator's `monitoring.coreos.com/v1` monitors we
 /// render (k8s-openapi has no types for CRDs); unknown fields are errors.
@@ -80,9 +80,10 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
     let Some(dir) = render("objects") else {
         return;
     };
-    for case in ["default", "all-on", "no-icmp", "no-auth"] {
+    for case in ["default", "all-on", "no-icmp", "no-auth", "plain"] {
         let icmp = case != "no-icmp";
-        let auth = case != "no-auth";
+        let auth = !matches!(case, "no-auth" | "plain");
+        let tls = case != "plain";
         let pod_lookup = case == "all-on";
         let text = std::fs::read_to_string(dir.join(format!("{case}.jsonl"))).unwrap();
         let mut kinds = Vec::new();
@@ -116,6 +117,33 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                         .find_map(|s| s.service_account_token.as_ref());
                     assert_eq!(token.is_some(), auth, "{what}");
                     assert_eq!(env.contains(&"NETAWARE_TOKEN_FILE"), auth, "{what}");
+                    // https with the CA to check it, or plain text.
+                    let value = |name: &str| {
+                        c.env
+                            .iter()
+                            .flatten()
+                            .find(|e| e.name == name)
+                            .and_then(|e| e.value.clone())
+                    };
+                    let url = value("NETAWARE_AGGREGATOR").unwrap();
+                    assert_eq!(url.starts_with("https://"), tls, "{what}: {url}");
+                    assert_eq!(
+                        value("NETAWARE_CA_FILE").as_deref(),
+                        tls.then_some("/etc/netaware/ca/ca.crt"),
+                        "{what}"
+                    );
+                    if tls {
+                        // The CA only, never the aggregator's key.
+                        let ca = pod
+                            .volumes
+                            .iter()
+                            .flatten()
+                            .find_map(|v| v.secret.as_ref())
+                            .unwrap();
+                        let keys: Vec<&str> =
+                            ca.items.iter().flatten().map(|i| i.key.as_str()).collect();
+                        assert_eq!(keys, ["ca.crt"], "{what}");
+                    }
                     if let Some(t) = token {
                         assert_eq!(t.audience.as_deref(), Some("netaware"));
                         let secs = if case == "all-on" { 7200 } else { 3600 };
@@ -178,6 +206,18 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                     );
                     // Replicas spread over nodes when there are several.
                     assert_eq!(pod.affinity.is_some(), replicas > 1, "{what}");
+                    // The serving certificate and key, where the ConfigMap
+                    // points, with TLS.
+                    let secret = pod.volumes.iter().flatten().find_map(|v| v.secret.as_ref());
+                    assert_eq!(secret.is_some(), tls, "{what}");
+                    if let Some(secret) = secret {
+                        assert_eq!(
+                            secret.secret_name.as_deref(),
+                            Some("netaware-aggregator-tls")
+                        );
+                        let mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
+                        assert_eq!(mount.mount_path, "/etc/netaware/tls");
+                    }
                 }
                 "Service" => {
                     let s: Service = round_trip(obj, &what);
@@ -186,7 +226,34 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                     assert_eq!(names, ["agents", "query", "metrics"]);
                 }
                 "ConfigMap" => {
-                    let _: ConfigMap = round_trip(obj, &what);
+                    let cm: ConfigMap = round_trip(obj, &what);
+                    let data = cm.data.unwrap();
+                    assert_eq!(data["NETAWARE_TLS"], tls.to_string(), "{what}");
+                    assert_eq!(data.contains_key("NETAWARE_TLS_CERT"), tls, "{what}");
+                }
+                "Secret" => {
+                    // Generated at install: a CA and a certificate it signed.
+                    let s: Secret = round_trip(obj, &what);
+                    assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
+                    let data = s.data.unwrap();
+                    let keys: Vec<&String> = data.keys().collect();
+                    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"], "{what}");
+                    for (k, v) in &data {
+                        let text = String::from_utf8_lossy(&v.0);
+                        assert!(text.starts_with("-----BEGIN "), "{what}: {k}");
+                    }
+                }
+                "Certificate" => {
+                    // cert-manager's, for the Service's names.
+                    assert_eq!(obj["apiVersion"], "cert-manager.io/v1");
+                    let spec = &obj["spec"];
+                    assert_eq!(spec["secretName"], "netaware-aggregator-tls");
+                    assert_eq!(spec["issuerRef"]["kind"], "ClusterIssuer");
+                    let names = spec["dnsNames"].as_array().unwrap();
+                    assert!(
+                        names.contains(&json!("netaware-aggregator.netaware.svc.cluster.example")),
+                        "{names:?}"
+                    );
                 }
                 "ServiceAccount" => {
                     let _: ServiceAccount = round_trip(obj, &what);
@@ -329,7 +396,10 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "ServiceMonitor",
                 "Role",
                 "RoleBinding",
+                "Certificate",
             ]);
+        } else if tls {
+            want.push("Secret");
         }
         want.sort();
         assert_eq!(kinds, want, "{case}");

@@ -38,6 +38,18 @@ const CHART_CHOICES: &[(&str, &str)] = &[
         "NETAWARE_TOKEN_FILE",
         "no default: the chart mounts the agent's projected token there",
     ),
+    (
+        "NETAWARE_CA_FILE",
+        "no default: the chart mounts the aggregator's CA there",
+    ),
+    (
+        "NETAWARE_TLS_CERT",
+        "no default: the chart mounts the serving certificate there",
+    ),
+    (
+        "NETAWARE_TLS_KEY",
+        "no default: the chart mounts the serving key there",
+    ),
 ];
 /// Variables the chart sets that are not flags of the binary.
 const NOT_FLAGS: &[&str] = &["LOG_FORMAT"];

@@ -39,3 +39,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "netaware.agentName" -}}
 {{- printf "%s-agent" (include "netaware.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* The Secret with tls.crt, tls.key and ca.crt of the gRPC ports. */}}
+{{- define "netaware.tlsSecret" -}}
+{{- if eq .Values.security.tls.source "secret" -}}
+{{- required "security.tls.existingSecret is required with security.tls.source=secret" .Values.security.tls.existingSecret -}}
+{{- else -}}
+{{- printf "%s-tls" (include "netaware.aggregatorName" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The names the aggregator's certificate must carry: its Service in
+every form, and localhost for kubectl port-forward. */}}
+{{- define "netaware.tlsNames" -}}
+{{- $svc := include "netaware.aggregatorName" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.security.tls.clusterDomain) "localhost" | toJson -}}
+{{- end -}}
+
+{{/* Refuse values that would put tokens on the wire in clear text. */}}
+{{- define "netaware.checkSecurity" -}}
+{{- if and (not .Values.security.tls.enabled) (eq .Values.security.agentAuth "token") -}}
+{{- fail "security.tls.enabled=false would send agent tokens in clear text: keep TLS on, or (labs only) also set security.agentAuth=none" -}}
+{{- end -}}
+{{- end -}}
