@@ -28,7 +28,10 @@ use crate::topology::Topology;
 
 mod events;
 mod modes;
+mod secure;
 mod spawn;
+
+pub use secure::SecurityReport;
 mod wait;
 
 /// Port of the aggregator's agent-facing service on the control bridge.
@@ -195,6 +198,8 @@ fn start_process(cmd: &spawn::CommandLine, log: File, what: &str) -> Result<Chil
 /// fds) stops before the network is removed.
 #[derive(Debug)]
 struct Lab {
+    /// TLS always; agent tokens with a real API server.
+    security: secure::Security,
     emulator: Option<Emulator>,
     network: Network,
     /// The API server labels go to, unless Kubernetes is off.
@@ -254,6 +259,7 @@ pub fn methods(opts: &Options) -> Vec<ProbeMethod> {
 async fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
     std::fs::create_dir_all(&opts.log_dir)?;
     let mut lab = Lab {
+        security: secure::Security::new(&opts.log_dir)?,
         emulator: None,
         kube: None,
         network: Network::build(topo)?,
@@ -269,7 +275,7 @@ async fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
         Kubernetes::Double(bin) => Some(start_double(&mut lab, topo, opts, bin).await?),
         Kubernetes::Real(bins) => Some(start_real(&mut lab, topo, opts, bins).await?),
     };
-    let cmd = spawn::aggregator(opts, kubeconfig.as_deref());
+    let cmd = spawn::aggregator(opts, kubeconfig.as_deref(), &lab.security);
     let child = start_process(
         &cmd,
         log_file(&opts.log_dir, "aggregator")?,
@@ -280,7 +286,7 @@ async fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
     for (i, node) in topo.nodes.iter().enumerate() {
         let ns = ns_name(&node.name);
         let ip = data_ip(i);
-        let cmd = spawn::agent(opts, &ns, &node.name, ip);
+        let cmd = spawn::agent(opts, &ns, &node.name, ip, &lab.security);
         let what = format!("the agent of {}", node.name);
         let child = start_process(&cmd, log_file(&opts.log_dir, &node.name)?, &what)?;
         lab.network.adopt(&node.name, child);
@@ -351,6 +357,9 @@ async fn start_real(
         })
         .collect();
     cluster::objects::add_nodes(&client, &nodes).await?;
+    lab.security
+        .issue_tokens(&client, topo, &opts.log_dir.join("tokens"))
+        .await?;
     let version = client
         .apiserver_version()
         .await

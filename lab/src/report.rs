@@ -54,6 +54,9 @@ pub struct Report {
     /// The API server the labels went to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesReport>,
+    /// What the run authenticated and encrypted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security: Option<crate::lab::SecurityReport>,
     /// Where the scheduler put every pod of the `--apply` manifests.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<crate::cluster::objects::PodPlacement>,
@@ -330,6 +333,7 @@ impl Collector {
             bandwidth: Vec::new(),
             disturbed_windows: self.disturbed,
             kubernetes: None,
+            security: None,
             pods: Vec::new(),
         }
     }

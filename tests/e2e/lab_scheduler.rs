@@ -46,6 +46,12 @@ fn the_example_training_job_lands_in_one_measured_region_and_off_the_lossy_node(
     let r = &run.report;
     assert_eq!(r["kubernetes"]["mode"], "real");
     assert_eq!(r["kubernetes"]["version"], cluster::kubernetes_version());
+    // The lab ran as a cluster should: its API server issued every agent a
+    // pod-bound token, and both ports served TLS.
+    assert_eq!(
+        r["security"],
+        json!({"agent_auth": "token", "query_auth": "none", "tls": true})
+    );
     let pods = r["pods"].as_array().unwrap();
     let workers: Vec<&Value> = pods
         .iter()
@@ -114,6 +120,71 @@ fn topology_levels_are_a_tree(labels: &Value) {
             );
         }
     }
+}
+
+/// With dj-1's genuine token (the lab's API server issued it for dj-1's
+/// agent pod), a client says it is dj-2: refused, naming both nodes, and
+/// dj-2's session and labels are what they were.
+async fn an_impersonator_is_refused_and_changes_nothing(
+    client: &kube::Client,
+    dir: &std::path::Path,
+) {
+    use netaware_proto::v1::agent_message::Msg;
+    use netaware_proto::v1::agent_service_client::AgentServiceClient;
+    use netaware_proto::v1::{AgentMessage, Hello};
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let before = nodes.get("dj-2").await.unwrap();
+    let address = before
+        .status
+        .as_ref()
+        .unwrap()
+        .addresses
+        .iter()
+        .flatten()
+        .find(|a| a.type_ == "InternalIP")
+        .unwrap()
+        .address
+        .clone();
+    let token = std::fs::read_to_string(dir.join("tokens/dj-1.token")).unwrap();
+    let ca = dir.join("tls/ca.crt");
+    let channel = netaware_proto::client::endpoint("https://10.78.0.254:7400", Some(&ca))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(AgentMessage {
+        msg: Some(Msg::Hello(Hello {
+            node_name: "dj-2".into(),
+            probe_addresses: vec![address],
+            stamp_port: 8620,
+            software_version: "impostor".into(),
+            capabilities: vec![netaware_proto::ProbeMethod::StampUdp as i32],
+            protocol_version: netaware_proto::PROTOCOL_VERSION,
+            instance_id: 7,
+            bandwidth_port: 0,
+        })),
+    })
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    let Err(refused) = AgentServiceClient::new(channel).session(request).await else {
+        panic!("dj-1's token was accepted as dj-2");
+    };
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("'dj-1'") && refused.message().contains("'dj-2'"),
+        "{refused:?}"
+    );
+    let after = nodes.get("dj-2").await.unwrap();
+    let group = |n: &k8s_openapi::api::core::v1::Node| {
+        n.metadata.labels.as_ref().unwrap()["netaware.io/group-l2"].clone()
+    };
+    assert_eq!(group(&after), group(&before), "dj-2's groups unchanged");
 }
 
 /// A Job of `k` workers pinned by `netaware place -o yaml`'s affinity, one
@@ -208,8 +279,11 @@ async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     tokio::time::sleep(Duration::from_secs(15)).await;
+    an_impersonator_is_refused_and_changes_nothing(&client, &dir).await;
+    let ca = dir.join("tls/ca.crt");
     let out = Command::new(binary("netaware"))
-        .args(["--aggregator", &format!("http://127.0.0.1:{port}")])
+        .args(["--aggregator", &format!("https://127.0.0.1:{port}")])
+        .args(["--ca-file", ca.to_str().unwrap()])
         .args(["place", "-k", "4", "-o", "yaml"])
         .output()
         .unwrap();

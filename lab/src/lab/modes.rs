@@ -114,6 +114,7 @@ pub(super) async fn run(r: &mut Running<'_>, duration: Duration) -> Result<Repor
         }
     }
     let mut report = collector.report(topo, duration.as_secs_f64(), &methods(opts));
+    report.security = Some(r.lab.security.report());
     // Labels as the measuring period left them: the iperf3 comparison
     // below loads links the aggregator does not know of.
     if let Some(k) = &r.lab.kube {
@@ -172,6 +173,7 @@ pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
         .and_then(|k| k.admin_kubeconfig.as_ref())
         .map(|p| format!("Kubernetes: export KUBECONFIG={}\n", p.display()))
         .unwrap_or_default();
+    let ca = r.lab.security.pki.ca.display().to_string();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -195,7 +197,7 @@ pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
         // Clear the screen and redraw: a live table.
         netaware_common::print_stdout(&format!(
             "\x1b[2J\x1b[Hnetaware-lab up: {} ({} nodes) — latest {} window per link; Ctrl-C to stop\n\
-             query API: http://127.0.0.1:{} (try: netaware matrix)\n{kubernetes}\n{}",
+             query API (TLS): export NETAWARE_QUERY=https://127.0.0.1:{} NETAWARE_CA_FILE={ca} (try: netaware matrix)\n{kubernetes}\n{}",
             topo.name,
             topo.nodes.len(),
             human(opts.report_interval),

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::secure::Security;
 use super::{AGENT_PORT, BandwidthOptions, Options};
 use crate::netns::BRIDGE_IP;
 
@@ -69,7 +70,11 @@ pub(super) fn apiserver(
 /// The aggregator on the control bridge, with the lab's timing. With a
 /// kubeconfig it writes labels to the API server double; without, it runs
 /// with Kubernetes off.
-pub(super) fn aggregator(opts: &Options, kubeconfig: Option<&Path>) -> CommandLine {
+pub(super) fn aggregator(
+    opts: &Options,
+    kubeconfig: Option<&Path>,
+    security: &Security,
+) -> CommandLine {
     // A link is stale after three missed windows and a loss timeout, as in
     // a cluster; the lab recomputes groups every window so labels follow
     // a short run.
@@ -91,12 +96,17 @@ pub(super) fn aggregator(opts: &Options, kubeconfig: Option<&Path>) -> CommandLi
         ms(opts.report_interval),
         "--metrics-listen".into(),
         "127.0.0.1:0".into(),
-        // The lab's agents carry no tokens yet, and so need no TLS.
-        "--agent-auth".into(),
-        "none".into(),
-        "--tls".into(),
-        "false".into(),
     ]);
+    let cmd = cmd
+        .arg("--tls-cert")
+        .arg(&security.pki.cert)
+        .arg("--tls-key")
+        .arg(&security.pki.key);
+    let cmd = match security.agent_service_account() {
+        Some(sa) => cmd.args(["--agent-auth", "token", "--agent-service-account", &sa]),
+        // The API double cannot review tokens.
+        None => cmd.args(["--agent-auth", "none"]),
+    };
     let cmd = match kubeconfig {
         // A short resync keeps the demo honest if the double restarts.
         Some(k) => cmd.arg("--kubeconfig").arg(k).args(["--resync", "5m"]),
@@ -126,9 +136,15 @@ fn bandwidth(b: Option<BandwidthOptions>) -> Vec<String> {
 /// The agent of `node`, run inside the node's namespace `ns` with its own
 /// UTS namespace, so `hostname` says the node's name (what MPI and the
 /// agent's logs show).
-pub(super) fn agent(opts: &Options, ns: &str, node: &str, ip: Ipv4Addr) -> CommandLine {
+pub(super) fn agent(
+    opts: &Options,
+    ns: &str,
+    node: &str,
+    ip: Ipv4Addr,
+    security: &Security,
+) -> CommandLine {
     let ip = ip.to_string();
-    CommandLine::new("ip")
+    let cmd = CommandLine::new("ip")
         .args(["netns", "exec", ns, "unshare", "--uts", "sh", "-c"])
         .arg("hostname \"$0\" && exec \"$@\"")
         .arg(node)
@@ -141,12 +157,18 @@ pub(super) fn agent(opts: &Options, ns: &str, node: &str, ip: Ipv4Addr) -> Comma
             "--stamp-bind",
             &ip,
             "--aggregator",
-            &format!("http://{BRIDGE_IP}:{AGENT_PORT}"),
+            &format!("https://{BRIDGE_IP}:{AGENT_PORT}"),
             "--icmp",
             if opts.icmp { "true" } else { "false" },
             "--backoff-max",
             "2s",
         ])
+        .arg("--ca-file")
+        .arg(&security.pki.ca);
+    match security.token_file(node) {
+        Some(token) => cmd.arg("--token-file").arg(token),
+        None => cmd,
+    }
 }
 
 #[cfg(test)]

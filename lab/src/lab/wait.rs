@@ -53,13 +53,12 @@ pub(super) async fn connect_query(
     lab: &mut Lab,
     opts: &Options,
 ) -> Result<QueryServiceClient<Channel>> {
-    let url = format!("http://127.0.0.1:{}", opts.query_port);
+    let url = format!("https://127.0.0.1:{}", opts.query_port);
+    let endpoint =
+        netaware_proto::client::endpoint(&url, Some(&lab.security.pki.ca)).map_err(Error::Run)?;
     let deadline = tokio::time::Instant::now() + QUERY_DEADLINE;
     loop {
-        match tonic::transport::Endpoint::from_shared(url.clone())?
-            .connect()
-            .await
-        {
+        match endpoint.connect().await {
             Ok(ch) => {
                 return Ok(QueryServiceClient::new(ch)
                     .max_decoding_message_size(netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES));

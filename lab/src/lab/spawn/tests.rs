@@ -1,10 +1,23 @@
 use super::*;
+use crate::lab::secure::Security;
 use std::path::PathBuf;
 
 /// Every `(flag, value)` is on the command line.
 fn assert_values(c: &CommandLine, want: &[(&str, &str)]) {
     for (flag, value) in want {
         assert_eq!(c.value_of(flag), Some(*value), "{flag} in {c:?}");
+    }
+}
+
+/// TLS files in the lab's directory; agent tokens only with `tokens`.
+fn security(tokens: bool) -> Security {
+    Security {
+        pki: crate::cluster::ServingCertificate {
+            ca: PathBuf::from("/tmp/lab/tls/ca.crt"),
+            cert: PathBuf::from("/tmp/lab/tls/tls.crt"),
+            key: PathBuf::from("/tmp/lab/tls/tls.key"),
+        },
+        tokens: tokens.then(|| PathBuf::from("/tmp/lab/tokens")),
     }
 }
 
@@ -29,7 +42,7 @@ fn options() -> Options {
 
 #[test]
 fn the_aggregator_gets_the_lab_timing_and_a_stale_window_of_three_reports() {
-    let c = aggregator(&options(), None);
+    let c = aggregator(&options(), None, &security(false));
     assert_eq!(c.program, "/bin/netaware-aggregator");
     assert_values(
         &c,
@@ -50,10 +63,14 @@ fn the_aggregator_gets_the_lab_timing_and_a_stale_window_of_three_reports() {
 
 #[test]
 fn labels_go_to_the_double_only_with_a_kubeconfig() {
-    let off = aggregator(&options(), None);
+    let off = aggregator(&options(), None, &security(false));
     assert_eq!(off.value_of("--kubernetes"), Some("off"));
     assert_eq!(off.value_of("--kubeconfig"), None);
-    let on = aggregator(&options(), Some(Path::new("/tmp/lab/kubeconfig")));
+    let on = aggregator(
+        &options(),
+        Some(Path::new("/tmp/lab/kubeconfig")),
+        &security(false),
+    );
     assert_eq!(on.value_of("--kubernetes"), None);
     assert_eq!(on.value_of("--kubeconfig"), Some("/tmp/lab/kubeconfig"));
     assert_eq!(on.value_of("--resync"), Some("5m"));
@@ -61,7 +78,7 @@ fn labels_go_to_the_double_only_with_a_kubeconfig() {
 
 #[test]
 fn bandwidth_settings_pass_through_or_tests_are_off() {
-    let c = aggregator(&options(), None);
+    let c = aggregator(&options(), None, &security(false));
     assert_eq!(c.value_of("--bandwidth-tests"), Some("false"));
     assert_eq!(c.value_of("--bandwidth-streams"), None);
     let mut o = options();
@@ -71,7 +88,7 @@ fn bandwidth_settings_pass_through_or_tests_are_off() {
         duration: Duration::from_millis(2500),
         concurrency: 1,
     });
-    let c = aggregator(&o, None);
+    let c = aggregator(&o, None, &security(false));
     assert_values(
         &c,
         &[
@@ -88,7 +105,13 @@ fn bandwidth_settings_pass_through_or_tests_are_off() {
 fn an_agent_runs_in_its_namespace_under_its_own_hostname() {
     let mut o = options();
     o.icmp = true;
-    let c = agent(&o, "nwa-dj-1", "dj-1", Ipv4Addr::new(10, 77, 0, 1));
+    let c = agent(
+        &o,
+        "nwa-dj-1",
+        "dj-1",
+        Ipv4Addr::new(10, 77, 0, 1),
+        &security(false),
+    );
     assert_eq!(c.program, "ip");
     let head: Vec<&str> = c.args[..7].iter().filter_map(|a| a.to_str()).collect();
     assert_eq!(
@@ -105,10 +128,54 @@ fn an_agent_runs_in_its_namespace_under_its_own_hostname() {
             ("--node-name", "dj-1"),
             ("--node-ip", "10.77.0.1"),
             ("--stamp-bind", "10.77.0.1"),
-            ("--aggregator", "http://10.78.0.254:7400"),
+            ("--aggregator", "https://10.78.0.254:7400"),
+            ("--ca-file", "/tmp/lab/tls/ca.crt"),
             ("--icmp", "true"),
         ],
     );
+    assert_eq!(c.value_of("--token-file"), None);
+}
+
+/// TLS always; with a real API server's tokens, every agent presents its
+/// own and the aggregator requires them.
+#[test]
+fn the_lab_is_secure_by_default() {
+    let plain = aggregator(&options(), None, &security(false));
+    assert_values(
+        &plain,
+        &[
+            ("--tls-cert", "/tmp/lab/tls/tls.crt"),
+            ("--tls-key", "/tmp/lab/tls/tls.key"),
+            ("--agent-auth", "none"),
+        ],
+    );
+    assert_eq!(plain.value_of("--tls"), None, "TLS is on by default");
+    let with_tokens = security(true);
+    let agg = aggregator(
+        &options(),
+        Some(Path::new("/tmp/lab/kubeconfig")),
+        &with_tokens,
+    );
+    assert_values(
+        &agg,
+        &[
+            ("--agent-auth", "token"),
+            ("--agent-service-account", "kube-system/netaware-agent"),
+        ],
+    );
+    let a = agent(
+        &options(),
+        "nwa-dj-1",
+        "dj-1",
+        Ipv4Addr::new(10, 77, 0, 1),
+        &with_tokens,
+    );
+    assert_eq!(
+        a.value_of("--token-file"),
+        Some("/tmp/lab/tokens/dj-1.token")
+    );
+    assert_eq!(with_tokens.report().agent_auth, "token");
+    assert_eq!(security(false).report().agent_auth, "none");
 }
 
 #[test]
