@@ -55,7 +55,7 @@ def main():
         ("all-on", all_on),
         ("no-icmp", {"agent": {"icmp": False}}),
         ("no-auth", {"security": {"agentAuth": "none"}}),
-        ("plain", {"security": {"agentAuth": "none", "tls": {"enabled": False}}}),
+        ("plain", {"security": {"agentAuth": "none", "queryAuth": "none", "tls": {"enabled": False}}}),
     ]
     for case, values in cases:
         report = helm.lint(CHART, values, strict=True, namespace="netaware")
@@ -72,7 +72,10 @@ def main():
             f.write(manifests.get("netaware/templates/NOTES.txt", ""))
         print(f"{case}: {len(objects)} objects rendered, lint clean")
     # Values that would send tokens in clear text must not render.
-    for bad in [{"security": {"tls": {"enabled": False}}}]:
+    for bad in [
+        {"security": {"tls": {"enabled": False}}},
+        {"security": {"agentAuth": "none", "tls": {"enabled": False}}},
+    ]:
         try:
             chart.render(bad, name="netaware", namespace="netaware", is_install=True)
         except helm.HelmError as e:
@@ -95,6 +98,7 @@ def main():
         {"security": {"agentAuth": "off"}},
         {"security": {"agentTokenExpirationSeconds": 60}},
         {"security": {"podLookup": "yes"}},
+        {"security": {"queryAuth": "rbac"}},
     ]:
         try:
             chart.validate_schema(bad)

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
+use k8s_openapi::api::authorization::v1::{
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use netaware_proto::TOKEN_AUDIENCE;
@@ -117,6 +120,14 @@ pub enum Denied {
     NodeMismatch { token: String, hello: String },
     #[error("cannot review the token now: {0}")]
     Unavailable(String),
+    #[error(
+        "'{user}' may not {verb} {what}: bind it to the ClusterRole netaware-viewer (docs/install.md, Security)"
+    )]
+    Forbidden {
+        user: String,
+        verb: &'static str,
+        what: &'static str,
+    },
     #[error("node '{0}' is not among the cluster's Nodes (yet); retry once it is registered")]
     UnknownNode(String),
     #[error(
@@ -144,6 +155,7 @@ impl Denied {
             Self::Unavailable(_) => "review_unavailable",
             Self::UnknownNode(_) => "unknown_node",
             Self::ForeignAddresses { .. } => "foreign_address",
+            Self::Forbidden { .. } => "forbidden",
         }
     }
 
@@ -160,7 +172,8 @@ impl Denied {
             | Self::NotPodBound
             | Self::PodLookup(_)
             | Self::NodeMismatch { .. }
-            | Self::ForeignAddresses { .. } => Status::permission_denied(msg),
+            | Self::ForeignAddresses { .. }
+            | Self::Forbidden { .. } => Status::permission_denied(msg),
         }
     }
 
@@ -313,8 +326,8 @@ fn trust_for(token: &str, now_unix: i64) -> Duration {
 }
 
 #[derive(Debug)]
-struct Cached {
-    answer: Result<Agent, Denied>,
+struct Cached<T = Agent> {
+    answer: Result<T, Denied>,
     until: Instant,
 }
 
@@ -466,6 +479,182 @@ impl Reviewer {
                     self.agents.namespace
                 ))
             })
+    }
+}
+
+/// What a query asks to do, as Kubernetes authorization sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// GetMatrix, GetNode, ListGroups, WatchLinks: `get` on `nodes` (the
+    /// matrix describes Nodes; whoever may read them may read it).
+    Read,
+    /// Place: `create` on the non-resource URL [`PLACE_PATH`].
+    Place,
+}
+
+/// The non-resource URL whose `create` permits Place.
+pub const PLACE_PATH: &str = "/netaware/place";
+
+impl Access {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Read => "get",
+            Self::Place => "create",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Read => "nodes (the matrix, nodes and groups)",
+            Self::Place => "/netaware/place (Place)",
+        }
+    }
+
+    fn attributes(self) -> SubjectAccessReviewSpec {
+        let mut spec = SubjectAccessReviewSpec::default();
+        match self {
+            Self::Read => {
+                spec.resource_attributes = Some(ResourceAttributes {
+                    verb: Some("get".into()),
+                    resource: Some("nodes".into()),
+                    ..ResourceAttributes::default()
+                });
+            }
+            Self::Place => {
+                spec.non_resource_attributes = Some(NonResourceAttributes {
+                    verb: Some("create".into()),
+                    path: Some(PLACE_PATH.into()),
+                });
+            }
+        }
+        spec
+    }
+}
+
+/// How long a query's answer (allowed or not) is reused: short, so a
+/// revoked binding takes effect soon, long enough that a CLI command's
+/// few calls cost one review.
+const QUERY_ANSWER_FOR: Duration = Duration::from_secs(30);
+
+/// Query answers (the user, or why not) by token digest and access.
+type QueryAnswers = HashMap<([u8; 32], Access), Cached<String>>;
+
+/// Authenticates queries with the API server (TokenReview of a Kubernetes
+/// credential, as kubectl sends it) and authorizes them
+/// (SubjectAccessReview); needs `create` on both.
+pub struct Queriers {
+    client: kube::Client,
+    cache: Mutex<QueryAnswers>,
+    slots: Semaphore,
+    reviews: prometheus_client::metrics::counter::Counter,
+}
+
+impl std::fmt::Debug for Queriers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queriers").finish_non_exhaustive()
+    }
+}
+
+impl Queriers {
+    pub fn new(
+        client: kube::Client,
+        reviews: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Self {
+            client,
+            cache: Mutex::default(),
+            slots: Semaphore::new(MAX_CONCURRENT_REVIEWS),
+            reviews,
+        }
+    }
+
+    /// The user `token` belongs to, if it may do `access`.
+    pub async fn allow(&self, token: &str, access: Access, now: Instant) -> Result<String, Denied> {
+        let key = (<[u8; 32]>::from(Sha256::digest(token.as_bytes())), access);
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.get(&key) {
+                Some(c) if now < c.until => return c.answer.clone(),
+                Some(_) => {
+                    cache.remove(&key);
+                }
+                None => {}
+            }
+        }
+        let answer = self.review(token, access).await;
+        if !matches!(answer, Err(Denied::Unavailable(_))) {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= MAX_CACHED {
+                cache.retain(|_, c| now < c.until);
+            }
+            if cache.len() < MAX_CACHED {
+                cache.insert(
+                    key,
+                    Cached {
+                        answer: answer.clone(),
+                        until: now + QUERY_ANSWER_FOR,
+                    },
+                );
+            }
+        }
+        answer
+    }
+
+    async fn review(&self, token: &str, access: Access) -> Result<String, Denied> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Denied::Unavailable("shutting down".into()))?;
+        self.reviews.inc();
+        // No audiences: the token is a Kubernetes credential (what kubectl
+        // sends), valid for the API server's own audiences.
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                audiences: None,
+            },
+            ..TokenReview::default()
+        };
+        let status = Api::<TokenReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| Denied::Unavailable(format!("TokenReview failed: {e}")))?
+            .status
+            .unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Err(Denied::Rejected(
+                status
+                    .error
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "not authenticated".into()),
+            ));
+        }
+        let user = status.user.unwrap_or_default();
+        let name = user.username.clone().unwrap_or_default();
+        let mut spec = access.attributes();
+        spec.user = user.username;
+        spec.groups = user.groups;
+        spec.uid = user.uid;
+        spec.extra = user.extra;
+        let sar = SubjectAccessReview {
+            spec,
+            ..SubjectAccessReview::default()
+        };
+        let allowed = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &sar)
+            .await
+            .map_err(|e| Denied::Unavailable(format!("SubjectAccessReview failed: {e}")))?
+            .status
+            .is_some_and(|s| s.allowed);
+        if !allowed {
+            return Err(Denied::Forbidden {
+                user: name,
+                verb: access.verb(),
+                what: access.what(),
+            });
+        }
+        Ok(name)
     }
 }
 

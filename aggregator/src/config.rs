@@ -48,6 +48,7 @@ pub const ENV_FORGET_AFTER: &str = "NETAWARE_FORGET_AFTER";
 pub const ENV_MAX_WATCHERS: &str = "NETAWARE_MAX_WATCHERS";
 
 pub const ENV_AGENT_AUTH: &str = "NETAWARE_AGENT_AUTH";
+pub const ENV_QUERY_AUTH: &str = "NETAWARE_QUERY_AUTH";
 pub const ENV_TLS: &str = "NETAWARE_TLS";
 pub const ENV_TLS_CERT: &str = "NETAWARE_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "NETAWARE_TLS_KEY";
@@ -241,8 +242,16 @@ pub struct Config {
     /// projected ServiceAccount token, reviewed by the API server) or
     /// `none` (anyone who reaches the agent port may claim any node: labs
     /// and tests without an API server only; logged loudly).
-    #[arg(long, env = ENV_AGENT_AUTH, value_enum, default_value_t = AgentAuth::Token)]
-    pub agent_auth: AgentAuth,
+    #[arg(long, env = ENV_AGENT_AUTH, value_enum, default_value_t = AuthMode::Token)]
+    pub agent_auth: AuthMode,
+
+    /// How queries are authenticated and authorized: `token` (a
+    /// Kubernetes bearer token, reviewed with the API server, then a
+    /// SubjectAccessReview: `get nodes` to read, `create` on
+    /// /netaware/place to place) or `none` (anyone who reaches the query
+    /// port may ask anything; logged loudly).
+    #[arg(long, env = ENV_QUERY_AUTH, value_enum, default_value_t = AuthMode::Token)]
+    pub query_auth: AuthMode,
 
     /// The agents' ServiceAccount, NAMESPACE/NAME: only its tokens are
     /// accepted (required with --agent-auth token; the chart sets it).
@@ -289,12 +298,14 @@ fn parse_nonzero_bytes(s: &str) -> Result<u64, String> {
     }
 }
 
-/// How agent sessions are authenticated.
+/// How agent sessions or queries are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AgentAuth {
-    /// A projected ServiceAccount token bound to the agent's pod and node.
+pub enum AuthMode {
+    /// A bearer token the API server reviews (agents: a projected token
+    /// bound to the agent's pod and node).
     Token,
-    /// No authentication: any client may speak for any node. Insecure.
+    /// No authentication: anyone may speak for any node, or ask anything.
+    /// Insecure.
     None,
 }
 

@@ -38,7 +38,7 @@ use netaware_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-pub use config::{AgentAuth, Config};
+pub use config::{AuthMode, Config};
 pub use error::{Error, Result};
 
 /// State-owner settings from the command line.
@@ -144,7 +144,7 @@ fn agent_identity(
     c: &Config,
     client: Option<&kube::Client>,
 ) -> Result<Option<(kube::Client, auth::ServiceAccount)>> {
-    if c.agent_auth == AgentAuth::None {
+    if c.agent_auth == AuthMode::None {
         warn!(
             "AGENT AUTHENTICATION IS OFF (--agent-auth none): anyone who reaches the agent port can speak for any node and change what the scheduler sees; for labs and tests only"
         );
@@ -162,14 +162,33 @@ fn agent_identity(
     Ok(Some((client.clone(), sa)))
 }
 
+/// The API server that reviews query tokens with `--query-auth token`;
+/// `None` with `none`, said loudly.
+fn query_identity(c: &Config, client: Option<&kube::Client>) -> Result<Option<kube::Client>> {
+    if c.query_auth == AuthMode::None {
+        warn!(
+            "QUERY AUTHENTICATION IS OFF (--query-auth none): anyone who reaches the query port can read the matrix and ask placements; for labs and tests only"
+        );
+        return Ok(None);
+    }
+    let client = client.ok_or_else(|| Error::Config {
+        name: config::ENV_QUERY_AUTH,
+        message: "`token` needs a Kubernetes API server to review query tokens: run in a pod or give --kubeconfig; only a lab or test without one may set --query-auth none".into(),
+    })?;
+    info!(
+        "queries need a Kubernetes bearer token allowed by RBAC (get nodes; create /netaware/place)"
+    );
+    Ok(Some(client.clone()))
+}
+
 /// The TLS acceptor of both gRPC ports; `None` with `--tls false`, which
 /// only `--agent-auth none` allows (tokens must not travel in clear text).
 fn tls_acceptor(c: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>> {
     if !c.tls {
-        if c.agent_auth != AgentAuth::None {
+        if c.agent_auth != AuthMode::None || c.query_auth != AuthMode::None {
             return Err(Error::Config {
                 name: config::ENV_TLS,
-                message: "`false` would send agent tokens in clear text: give --tls-cert and --tls-key, or (labs and tests only) --agent-auth none".into(),
+                message: "`false` would send tokens in clear text: give --tls-cert and --tls-key, or (labs and tests only) --agent-auth none and --query-auth none".into(),
             });
         }
         warn!(
@@ -258,6 +277,7 @@ pub async fn run(
         .transpose()
         .map_err(|e| Error::Kube(e.to_string()))?;
     let agents = agent_identity(&config, client.as_ref())?;
+    let query_client = query_identity(&config, client.as_ref())?;
     let tls = tls_acceptor(&config)?;
     let agent_listener = listen(config.agent_listen).await?;
     let query_listener = listen(config.query_listen).await?;
@@ -332,7 +352,10 @@ pub async fn run(
     });
     let services = service::Services::with_limits(state, query_limits(&config))
         .with_nodes(nodes)
-        .with_agent_auth(reviewer, metrics.auth.clone());
+        .with_agent_auth(reviewer, metrics.auth.clone())
+        .with_query_auth(query_client.map(|c| {
+            std::sync::Arc::new(auth::Queriers::new(c, metrics.auth.query_reviews.clone()))
+        }));
     let ready = netaware_common::observe::Readiness::new("starting").with_heartbeat(heartbeat);
     tokio::spawn(follow_role(
         role.clone(),

@@ -48,12 +48,25 @@ pub struct AuthMetrics {
     pub refused: Family<ReasonLabels, Counter>,
     /// TokenReviews sent to the API server (cache misses).
     pub reviews: Counter,
+    /// Queries refused, by reason.
+    pub queries_refused: Family<ReasonLabels, Counter>,
+    /// TokenReview + SubjectAccessReview pairs sent for queries.
+    pub query_reviews: Counter,
 }
 
 impl AuthMetrics {
     /// Count one session refused for `reason`.
     pub fn refused(&self, reason: &str) {
         self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Count one query refused for `reason`.
+    pub fn query_refused(&self, reason: &str) {
+        self.queries_refused
             .get_or_create(&ReasonLabels {
                 reason: reason.into(),
             })
@@ -170,6 +183,16 @@ impl Metrics {
             "netaware_token_reviews",
             "TokenReviews sent to the API server for agent tokens (answers are cached until the token expires)",
             m.auth.reviews.clone(),
+        );
+        registry.register(
+            "netaware_queries_refused",
+            "Queries refused before they ran, by reason (no_token, invalid_token, forbidden, review_unavailable)",
+            m.auth.queries_refused.clone(),
+        );
+        registry.register(
+            "netaware_query_reviews",
+            "TokenReview and SubjectAccessReview pairs sent for queries (answers are reused for 30 s)",
+            m.auth.query_reviews.clone(),
         );
         registry.register(
             "netaware_leader",

@@ -40,6 +40,8 @@ pub struct Services {
     refusals: Arc<Mutex<RefusalLog>>,
     /// Reviews agent tokens; `None` with `--agent-auth none`.
     reviewer: Option<Arc<Reviewer>>,
+    /// Authenticates and authorizes queries; `None` with `--query-auth none`.
+    queriers: Option<Arc<auth::Queriers>>,
     auth_metrics: AuthMetrics,
     limits: QueryLimits,
     /// Slots of the costly queries, one pool per kind.
@@ -62,6 +64,7 @@ impl Services {
             nodes: None,
             refusals: Arc::default(),
             reviewer: None,
+            queriers: None,
             auth_metrics: AuthMetrics::default(),
             matrix_slots: Arc::new(Semaphore::new(QUERY_CONCURRENCY)),
             place_slots: Arc::new(Semaphore::new(QUERY_CONCURRENCY)),
@@ -80,6 +83,48 @@ impl Services {
         self.reviewer = reviewer;
         self.auth_metrics = metrics;
         self
+    }
+
+    /// Require a Kubernetes bearer token on queries, allowed by RBAC.
+    pub fn with_query_auth(mut self, queriers: Option<Arc<auth::Queriers>>) -> Self {
+        self.queriers = queriers;
+        self
+    }
+
+    /// Whether the caller of `request` may do `access` (always, with
+    /// `--query-auth none`); a refusal is counted, logged at most once a
+    /// minute per source, and says what to do.
+    async fn authorize<T>(&self, request: &Request<T>, access: auth::Access) -> Result<(), Status> {
+        let Some(queriers) = &self.queriers else {
+            return Ok(());
+        };
+        let source = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let denied = |d: Denied| {
+            self.auth_metrics.query_refused(d.reason());
+            self.refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .warn(&source, "query", &d);
+            d.status()
+        };
+        let token = match auth::bearer(request.metadata()) {
+            Ok(t) => t,
+            Err(Denied::NoToken) => {
+                self.auth_metrics.query_refused("no_token");
+                return Err(Status::unauthenticated(
+                    "no bearer token: the CLI sends the token of the kubeconfig's current user, or --token",
+                ));
+            }
+            Err(d) => return Err(denied(d)),
+        };
+        let now = Instant::now();
+        tokio::time::timeout(HELLO_TIMEOUT, queriers.allow(token, access, now))
+            .await
+            .unwrap_or_else(|_| Err(Denied::Unavailable("the review took too long".into())))
+            .map(|_| ())
+            .map_err(denied)
     }
 
     /// Count a refused session, log it (once a minute per source) and

@@ -24,7 +24,14 @@ fn a_port_in_use_is_reported_with_the_address() {
     let out = Command::new(BIN)
         .args(["--agent-listen", &addr, "--query-listen", "127.0.0.1:0"])
         // No API server here to review agent tokens.
-        .args(["--agent-auth", "none", "--tls", "false"])
+        .args([
+            "--agent-auth",
+            "none",
+            "--query-auth",
+            "none",
+            "--tls",
+            "false",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -48,6 +55,8 @@ fn it_serves_until_sigterm_and_exits_cleanly() {
             "--query-listen",
             &query.to_string(),
             "--agent-auth",
+            "none",
+            "--query-auth",
             "none",
             "--tls",
             "false",

@@ -1,6 +1,7 @@
 //! The `netaware` command-line client: talks to the aggregator's query API
 //! and renders answers for people (aligned tables) and machines (JSON).
 
+mod credentials;
 mod matrix;
 mod nodes;
 mod place;
@@ -19,6 +20,7 @@ use place::{place_json, place_request, place_yaml, render_place};
 
 pub const ENV_AGGREGATOR: &str = "NETAWARE_QUERY";
 pub const ENV_CA_FILE: &str = "NETAWARE_CA_FILE";
+pub const ENV_TOKEN: &str = "NETAWARE_TOKEN";
 /// The query port on this machine (a `kubectl port-forward` or the lab).
 fn default_aggregator() -> String {
     format!("http://127.0.0.1:{}", netaware_proto::QUERY_PORT)
@@ -38,6 +40,8 @@ pub enum Error {
     Unreachable { url: String, reason: String },
     #[error("the aggregator answered with an error: {0}")]
     Status(#[from] tonic::Status),
+    #[error("cannot find the token to send: {0} (give --token)")]
+    Credentials(String),
     #[error("cannot render YAML: {0}")]
     Yaml(String),
 }
@@ -53,6 +57,11 @@ pub struct Cli {
     /// https:// --aggregator (the chart's Secret has it as ca.crt).
     #[arg(long, global = true, env = ENV_CA_FILE)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Bearer token for the query API (an aggregator with --query-auth
+    /// token); by default the kubeconfig's current user's token, as kubectl
+    /// sends it.
+    #[arg(long, global = true, env = ENV_TOKEN, hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -167,36 +176,50 @@ pub enum Output {
 
 /// The aggregator's query API: where, and (for `https://`) the CA bundle
 /// that signed its certificate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Target {
     pub url: String,
     pub ca_file: Option<std::path::PathBuf>,
+    /// Sent as `authorization: Bearer`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("ca_file", &self.ca_file)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 impl From<&str> for Target {
-    /// A plain-text (`http://`) target.
+    /// A plain-text (`http://`) target without a token.
     fn from(url: &str) -> Self {
         Self {
             url: url.to_string(),
-            ca_file: None,
+            ..Self::default()
         }
     }
 }
 
 impl Cli {
-    /// The aggregator this command line names.
-    pub fn target(&self) -> Target {
-        Target {
+    /// The aggregator this command line names, with the token to send.
+    pub fn target(&self) -> Result<Target, Error> {
+        Ok(Target {
             url: self.aggregator.clone(),
             ca_file: self.ca_file.clone(),
-        }
+            token: credentials::token(self.token.as_deref()).map_err(Error::Credentials)?,
+        })
     }
 }
 
+/// A query client of the aggregator.
+pub type Client = netaware_proto::client::QueryClient;
+
 /// Connect to the query service.
-pub async fn connect(
-    target: &Target,
-) -> Result<QueryServiceClient<tonic::transport::Channel>, Error> {
+pub async fn connect(target: &Target) -> Result<Client, Error> {
     let url = &target.url;
     let unreachable = |reason: String| Error::Unreachable {
         url: url.to_string(),
@@ -214,16 +237,18 @@ pub async fn connect(
         }
         unreachable(reason)
     })?;
+    let bearer =
+        netaware_proto::client::Bearer::new(target.token.as_deref()).map_err(Error::Credentials)?;
     // The server's limits, on purpose: an answer the server may send is
     // one the CLI accepts (tonic's default would refuse a 150-node matrix).
-    Ok(QueryServiceClient::new(channel)
+    Ok(QueryServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES)
         .max_encoding_message_size(netaware_proto::limits::MAX_QUERY_REQUEST_BYTES))
 }
 
 /// Run one CLI command and return what to print.
 pub async fn execute(cli: &Cli) -> Result<String, Error> {
-    let target = cli.target();
+    let target = cli.target()?;
     match &cli.command {
         Command::Matrix(args) => {
             let method = ProbeMethod::from(args.method);

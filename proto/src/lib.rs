@@ -60,7 +60,52 @@ impl v1::GetMatrixResponse {
 pub mod client {
     use std::path::Path;
 
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    use tonic::metadata::{Ascii, MetadataValue};
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+    use crate::v1::query_service_client::QueryServiceClient;
+
+    /// A query client that sends a bearer token with every call.
+    pub type QueryClient = QueryServiceClient<InterceptedService<Channel, Bearer>>;
+
+    /// Adds `authorization: Bearer <token>` to every call (nothing without
+    /// a token).
+    #[derive(Clone, Default)]
+    pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+    impl Bearer {
+        /// The interceptor for `token`; an error if it cannot be a header.
+        pub fn new(token: Option<&str>) -> Result<Self, String> {
+            token
+                .map(|t| {
+                    format!("Bearer {}", t.trim())
+                        .parse()
+                        .map_err(|_| "the token holds characters a token cannot have".to_string())
+                })
+                .transpose()
+                .map(Self)
+        }
+    }
+
+    impl std::fmt::Debug for Bearer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(if self.0.is_some() {
+                "Bearer(set)"
+            } else {
+                "Bearer(none)"
+            })
+        }
+    }
+
+    impl tonic::service::Interceptor for Bearer {
+        fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+            if let Some(v) = &self.0 {
+                r.metadata_mut().insert("authorization", v.clone());
+            }
+            Ok(r)
+        }
+    }
 
     /// An endpoint for `uri`. `https://` verifies the aggregator's
     /// certificate against the PEM bundle in `ca_file`, read now (call this

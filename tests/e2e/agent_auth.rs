@@ -91,6 +91,9 @@ async fn a_session_speaks_only_for_the_node_its_token_is_bound_to() {
             "token",
             "--agent-service-account",
             AGENT_SA_FLAG,
+            // Queries: tests/e2e/query_auth.rs.
+            "--query-auth",
+            "none",
             "--tls-cert",
             pki.cert.to_str().unwrap(),
             "--tls-key",

@@ -84,6 +84,7 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
         let icmp = case != "no-icmp";
         let auth = !matches!(case, "no-auth" | "plain");
         let tls = case != "plain";
+        let query_auth = case != "plain";
         let pod_lookup = case == "all-on";
         let text = std::fs::read_to_string(dir.join(format!("{case}.jsonl"))).unwrap();
         let mut kinds = Vec::new();
@@ -229,6 +230,9 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                     let cm: ConfigMap = round_trip(obj, &what);
                     let data = cm.data.unwrap();
                     assert_eq!(data["NETAWARE_TLS"], tls.to_string(), "{what}");
+                    let mode = |on: bool| if on { "token" } else { "none" };
+                    assert_eq!(data["NETAWARE_AGENT_AUTH"], mode(auth), "{what}");
+                    assert_eq!(data["NETAWARE_QUERY_AUTH"], mode(query_auth), "{what}");
                     assert_eq!(data.contains_key("NETAWARE_TLS_CERT"), tls, "{what}");
                 }
                 "Secret" => {
@@ -258,8 +262,24 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                 "ServiceAccount" => {
                     let _: ServiceAccount = round_trip(obj, &what);
                 }
+                "ClusterRole" if obj["metadata"]["name"] == "netaware-viewer" => {
+                    // What a CLI user needs: get nodes, create /netaware/place.
+                    let r: ClusterRole = round_trip(obj, &what);
+                    let rules = r.rules.unwrap();
+                    assert_eq!(
+                        rules[0].resources.as_deref(),
+                        Some(&["nodes".to_string()][..])
+                    );
+                    assert_eq!(rules[0].verbs, ["get"]);
+                    assert_eq!(
+                        rules[1].non_resource_urls.as_deref(),
+                        Some(&["/netaware/place".to_string()][..])
+                    );
+                    assert_eq!(rules[1].verbs, ["create"]);
+                }
                 "ClusterRole" => {
-                    // Nodes, and token reviews with agent authentication.
+                    // Nodes; token reviews with agent or query
+                    // authentication; access reviews with the latter.
                     let r: ClusterRole = round_trip(obj, &what);
                     let got: Vec<(Vec<String>, Vec<String>)> = r
                         .rules
@@ -269,8 +289,11 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                         .collect();
                     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
                     let mut want = vec![(s(&["nodes"]), s(&["get", "list", "watch", "patch"]))];
-                    if auth {
+                    if auth || query_auth {
                         want.push((s(&["tokenreviews"]), s(&["create"])));
+                    }
+                    if query_auth {
+                        want.push((s(&["subjectaccessreviews"]), s(&["create"])));
                     }
                     assert_eq!(got, want, "{what}");
                 }
@@ -375,6 +398,7 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
         }
         kinds.sort();
         let mut want = vec![
+            "ClusterRole",
             "ClusterRole",
             "ClusterRoleBinding",
             "ConfigMap",

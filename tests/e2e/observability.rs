@@ -150,6 +150,8 @@ fn log_format_json_gives_one_json_object_per_line() {
             "off",
             "--agent-auth",
             "none",
+            "--query-auth",
+            "none",
             "--tls",
             "false",
         ])

@@ -153,7 +153,14 @@ fn tokens_never_travel_in_clear_text() {
 
     let e = run(
         "netaware-aggregator",
-        &["--kubernetes", "off", "--agent-auth", "none"],
+        &[
+            "--kubernetes",
+            "off",
+            "--agent-auth",
+            "none",
+            "--query-auth",
+            "none",
+        ],
     );
     assert!(
         e.contains("NETAWARE_TLS_CERT") && e.contains("--tls false"),

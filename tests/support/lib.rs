@@ -99,6 +99,8 @@ pub fn spawn_aggregator(agent: u16, query: u16, metrics: u16, extra: &[&str]) ->
                 "off",
                 "--agent-auth",
                 "none",
+                "--query-auth",
+                "none",
                 "--tls",
                 "false",
             ])

@@ -29,6 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Services;
+use crate::auth::Access;
 use crate::state::{NodeLabels, Snapshot, Watch};
 
 /// Costly queries of one kind running at once: one per core of a small
@@ -152,6 +153,7 @@ impl QueryService for Services {
         &self,
         request: Request<GetMatrixRequest>,
     ) -> Result<Response<GetMatrixResponse>, Status> {
+        self.authorize(&request, Access::Read).await?;
         let r = request.into_inner();
         let method = method_of(r.method)?;
         let snapshot = self.state.snapshot().await?;
@@ -184,6 +186,7 @@ impl QueryService for Services {
         &self,
         request: Request<GetNodeRequest>,
     ) -> Result<Response<GetNodeResponse>, Status> {
+        self.authorize(&request, Access::Read).await?;
         let name = request.into_inner().node_name;
         if name.is_empty() {
             return Err(Status::invalid_argument(
@@ -219,8 +222,9 @@ impl QueryService for Services {
 
     async fn list_groups(
         &self,
-        _request: Request<ListGroupsRequest>,
+        request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
+        self.authorize(&request, Access::Read).await?;
         let groups = self.state.snapshot().await?.groups().ok_or_else(|| {
             Status::unavailable(
                 "groups are not computed yet (no agent has reported); try again shortly",
@@ -243,6 +247,7 @@ impl QueryService for Services {
         &self,
         request: Request<PlaceRequest>,
     ) -> Result<Response<PlaceResponse>, Status> {
+        self.authorize(&request, Access::Place).await?;
         let r = request.into_inner();
         let selector = if r.label_selector.trim().is_empty() {
             None
@@ -295,6 +300,7 @@ impl QueryService for Services {
         &self,
         request: Request<WatchLinksRequest>,
     ) -> Result<Response<Self::WatchLinksStream>, Status> {
+        self.authorize(&request, Access::Read).await?;
         let req = request.into_inner();
         let method = method_of(req.method)?;
         let slot = self.watchers.clone().try_acquire_owned().map_err(|_| {

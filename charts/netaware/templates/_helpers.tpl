@@ -59,7 +59,7 @@ every form, and localhost for kubectl port-forward. */}}
 
 {{/* Refuse values that would put tokens on the wire in clear text. */}}
 {{- define "netaware.checkSecurity" -}}
-{{- if and (not .Values.security.tls.enabled) (eq .Values.security.agentAuth "token") -}}
-{{- fail "security.tls.enabled=false would send agent tokens in clear text: keep TLS on, or (labs only) also set security.agentAuth=none" -}}
+{{- if and (not .Values.security.tls.enabled) (or (eq .Values.security.agentAuth "token") (eq .Values.security.queryAuth "token")) -}}
+{{- fail "security.tls.enabled=false would send tokens in clear text: keep TLS on, or (labs only) also set security.agentAuth=none and security.queryAuth=none" -}}
 {{- end -}}
 {{- end -}}

@@ -55,7 +55,14 @@ pub fn start_with_kubeconfig(kubeconfig: &std::path::Path, extra: &[&str]) -> Ag
     let auth: &[&str] = if extra.contains(&"--agent-auth") {
         &[]
     } else {
-        &["--agent-auth", "none", "--tls", "false"]
+        &[
+            "--agent-auth",
+            "none",
+            "--query-auth",
+            "none",
+            "--tls",
+            "false",
+        ]
     };
     let child = Killed(
         std::process::Command::new(netaware_e2e::binary("netaware-aggregator"))
@@ -86,7 +93,14 @@ pub fn spawn_tls(
             .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
             .args(["--query-listen", &format!("127.0.0.1:{query}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args(["--kubernetes", "off", "--agent-auth", "none"])
+            .args([
+                "--kubernetes",
+                "off",
+                "--agent-auth",
+                "none",
+                "--query-auth",
+                "none",
+            ])
             .args(["--report-interval", "1s", "--bandwidth-tests", "false"])
             .args(["--tls-cert", cert.to_str().unwrap()])
             .args(["--tls-key", key.to_str().unwrap()])
