@@ -50,7 +50,7 @@ fn the_example_training_job_lands_in_one_measured_region_and_off_the_lossy_node(
     // pod-bound token, and both ports served TLS.
     assert_eq!(
         r["security"],
-        json!({"agent_auth": "token", "query_auth": "none", "tls": true})
+        json!({"agent_auth": "token", "query_auth": "token", "tls": true})
     );
     let pods = r["pods"].as_array().unwrap();
     let workers: Vec<&Value> = pods
@@ -284,6 +284,12 @@ async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
     let out = Command::new(binary("netaware"))
         .args(["--aggregator", &format!("https://127.0.0.1:{port}")])
         .args(["--ca-file", ca.to_str().unwrap()])
+        .env(
+            "NETAWARE_TOKEN",
+            std::fs::read_to_string(dir.join("tokens/viewer.token"))
+                .unwrap()
+                .trim(),
+        )
         .args(["place", "-k", "4", "-o", "yaml"])
         .output()
         .unwrap();

@@ -174,6 +174,12 @@ pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
         .map(|p| format!("Kubernetes: export KUBECONFIG={}\n", p.display()))
         .unwrap_or_default();
     let ca = r.lab.security.pki.ca.display().to_string();
+    let token = r
+        .lab
+        .security
+        .query_token_file()
+        .map(|f| format!(" NETAWARE_TOKEN=$(cat {})", f.display()))
+        .unwrap_or_default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -197,7 +203,7 @@ pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
         // Clear the screen and redraw: a live table.
         netaware_common::print_stdout(&format!(
             "\x1b[2J\x1b[Hnetaware-lab up: {} ({} nodes) — latest {} window per link; Ctrl-C to stop\n\
-             query API (TLS): export NETAWARE_QUERY=https://127.0.0.1:{} NETAWARE_CA_FILE={ca} (try: netaware matrix)\n{kubernetes}\n{}",
+             query API (TLS): export NETAWARE_QUERY=https://127.0.0.1:{} NETAWARE_CA_FILE={ca}{token} (try: netaware matrix)\n{kubernetes}\n{}",
             topo.name,
             topo.nodes.len(),
             human(opts.report_interval),

@@ -20,6 +20,10 @@ use crate::topology::Topology;
 /// only what `--apply` created.
 pub(super) const AGENT_NAMESPACE: &str = "kube-system";
 pub(super) const AGENT_SA: &str = "netaware-agent";
+/// Whom the lab's own query client (and the CLI, with its token) is: bound
+/// to the same rules as the chart's netaware-viewer.
+const VIEWER_SA: &str = "netaware-lab-viewer";
+const VIEWER_FILE: &str = "viewer.token";
 /// Lifetime of the lab's agent tokens. The aggregator trusts one for at
 /// most an hour, then the agent reconnects with the same file and it is
 /// reviewed again; a lab `up` longer than this needs a restart.
@@ -30,7 +34,7 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub struct SecurityReport {
     /// `token` or `none`.
     pub agent_auth: &'static str,
-    /// `token` or `none` (the query port is not authenticated yet).
+    /// `token` or `none`.
     pub query_auth: &'static str,
     pub tls: bool,
 }
@@ -58,6 +62,8 @@ impl Security {
     /// Issue every node's agent a token as the kubelet would mount it: the
     /// agents' ServiceAccount, one pod per node bound to it, a token of
     /// audience `netaware` bound to that pod, written to `<dir>/<node>.token`.
+    /// And a token for queries (`<dir>/viewer.token`) of a ServiceAccount
+    /// the chart's viewer rules allow.
     pub async fn issue_tokens(
         &mut self,
         client: &kube::Client,
@@ -66,11 +72,31 @@ impl Security {
     ) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Run(format!("cannot create {}: {e}", dir.display())))?;
-        let mut objs = vec![json!({
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": AGENT_SA, "namespace": AGENT_NAMESPACE},
-            "automountServiceAccountToken": false,
-        })];
+        let mut objs = vec![
+            json!({
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": AGENT_SA, "namespace": AGENT_NAMESPACE},
+                "automountServiceAccountToken": false,
+            }),
+            json!({
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": VIEWER_SA, "namespace": AGENT_NAMESPACE},
+            }),
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": VIEWER_SA},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+                    {"nonResourceURLs": ["/netaware/place"], "verbs": ["create"]},
+                ],
+            }),
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": VIEWER_SA},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": VIEWER_SA},
+                "subjects": [{"kind": "ServiceAccount", "name": VIEWER_SA, "namespace": AGENT_NAMESPACE}],
+            }),
+        ];
         for n in &topo.nodes {
             objs.push(json!({
                 "apiVersion": "v1", "kind": "Pod",
@@ -98,8 +124,36 @@ impl Security {
             std::fs::write(&file, token)
                 .map_err(|e| Error::Run(format!("cannot write {}: {e}", file.display())))?;
         }
+        let viewer = objects::service_account_token(
+            client,
+            AGENT_NAMESPACE,
+            VIEWER_SA,
+            &[],
+            TOKEN_LIFETIME,
+            None,
+        )
+        .await?;
+        let file = dir.join(VIEWER_FILE);
+        std::fs::write(&file, viewer)
+            .map_err(|e| Error::Run(format!("cannot write {}: {e}", file.display())))?;
         self.tokens = Some(dir.to_path_buf());
         Ok(())
+    }
+
+    /// The query token, when queries are authenticated.
+    pub fn query_token(&self) -> Result<Option<String>> {
+        let Some(dir) = &self.tokens else {
+            return Ok(None);
+        };
+        let file = dir.join(VIEWER_FILE);
+        std::fs::read_to_string(&file)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| Error::Run(format!("cannot read {}: {e}", file.display())))
+    }
+
+    /// Where the query token is, when queries are authenticated.
+    pub fn query_token_file(&self) -> Option<PathBuf> {
+        self.tokens.as_ref().map(|d| d.join(VIEWER_FILE))
     }
 
     /// The token file of `node`'s agent, when agents authenticate.
@@ -117,13 +171,14 @@ impl Security {
     }
 
     pub fn report(&self) -> SecurityReport {
+        let mode = if self.tokens.is_some() {
+            "token"
+        } else {
+            "none"
+        };
         SecurityReport {
-            agent_auth: if self.tokens.is_some() {
-                "token"
-            } else {
-                "none"
-            },
-            query_auth: "none",
+            agent_auth: mode,
+            query_auth: mode,
             tls: true,
         }
     }

@@ -103,9 +103,16 @@ pub(super) fn aggregator(
         .arg("--tls-key")
         .arg(&security.pki.key);
     let cmd = match security.agent_service_account() {
-        Some(sa) => cmd.args(["--agent-auth", "token", "--agent-service-account", &sa]),
+        Some(sa) => cmd.args([
+            "--agent-auth",
+            "token",
+            "--agent-service-account",
+            &sa,
+            "--query-auth",
+            "token",
+        ]),
         // The API double cannot review tokens.
-        None => cmd.args(["--agent-auth", "none"]),
+        None => cmd.args(["--agent-auth", "none", "--query-auth", "none"]),
     };
     let cmd = match kubeconfig {
         // A short resync keeps the demo honest if the double restarts.

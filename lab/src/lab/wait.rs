@@ -11,7 +11,6 @@ use std::time::Duration;
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::query_service_client::QueryServiceClient;
 use netaware_proto::v1::{BandwidthState, GetMatrixRequest, GetMatrixResponse};
-use tonic::transport::Channel;
 use tracing::warn;
 
 use super::{BandwidthOptions, CONNECT_DEADLINE, Lab, Options, human};
@@ -30,7 +29,7 @@ const QUERY_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) struct Running<'a> {
     pub lab: &'a mut Lab,
-    pub client: QueryServiceClient<Channel>,
+    pub client: netaware_proto::client::QueryClient,
     pub topo: &'a Topology,
     pub opts: &'a Options,
 }
@@ -52,15 +51,17 @@ pub(super) fn check_children(lab: &mut Lab, opts: &Options) -> Result<()> {
 pub(super) async fn connect_query(
     lab: &mut Lab,
     opts: &Options,
-) -> Result<QueryServiceClient<Channel>> {
+) -> Result<netaware_proto::client::QueryClient> {
     let url = format!("https://127.0.0.1:{}", opts.query_port);
     let endpoint =
         netaware_proto::client::endpoint(&url, Some(&lab.security.pki.ca)).map_err(Error::Run)?;
+    let bearer = netaware_proto::client::Bearer::new(lab.security.query_token()?.as_deref())
+        .map_err(Error::Run)?;
     let deadline = tokio::time::Instant::now() + QUERY_DEADLINE;
     loop {
         match endpoint.connect().await {
             Ok(ch) => {
-                return Ok(QueryServiceClient::new(ch)
+                return Ok(QueryServiceClient::with_interceptor(ch, bearer)
                     .max_decoding_message_size(netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES));
             }
             Err(e) if tokio::time::Instant::now() >= deadline => {

@@ -147,6 +147,7 @@ fn the_lab_is_secure_by_default() {
             ("--tls-cert", "/tmp/lab/tls/tls.crt"),
             ("--tls-key", "/tmp/lab/tls/tls.key"),
             ("--agent-auth", "none"),
+            ("--query-auth", "none"),
         ],
     );
     assert_eq!(plain.value_of("--tls"), None, "TLS is on by default");
@@ -161,6 +162,7 @@ fn the_lab_is_secure_by_default() {
         &[
             ("--agent-auth", "token"),
             ("--agent-service-account", "kube-system/netaware-agent"),
+            ("--query-auth", "token"),
         ],
     );
     let a = agent(
