@@ -443,10 +443,14 @@ impl Reviewer {
                     .await?
             }
         };
+        let trust = trust_for(token, now_unix);
+        // One line per token (an hour at most): what reviews cost is
+        // countable from the log too.
+        tracing::info!(%node, pod = %claims.pod, trusted_s = trust.as_secs(), "agent token reviewed");
         Ok(Agent {
             node,
             pod: claims.pod,
-            valid_until: now + trust_for(token, now_unix),
+            valid_until: now + trust,
         })
     }
 

@@ -56,6 +56,7 @@ pub const ENV_AGENT_SERVICE_ACCOUNT: &str = "NETAWARE_AGENT_SERVICE_ACCOUNT";
 
 pub const ENV_LEADER_ELECTION: &str = "NETAWARE_LEADER_ELECTION";
 pub const ENV_LEASE_NAME: &str = "NETAWARE_LEASE_NAME";
+pub const ENV_SERVICE_NAME: &str = "NETAWARE_SERVICE_NAME";
 pub const ENV_LEASE_DURATION: &str = "NETAWARE_LEASE_DURATION";
 pub const ENV_LEASE_GRACE: &str = "NETAWARE_LEASE_GRACE";
 /// Set by the chart from the downward API.
@@ -262,6 +263,11 @@ pub struct Config {
     /// Followers forward agent and query connections to the leader.
     #[arg(long, env = ENV_LEADER_ELECTION, default_value_t = false, action = clap::ArgAction::Set)]
     pub leader_election: bool,
+
+    /// The aggregator's Service: followers forward only to a ready endpoint
+    /// of it (required with leader election; the chart sets it).
+    #[arg(long, env = ENV_SERVICE_NAME)]
+    pub service_name: Option<String>,
 
     /// Name of the Lease the replicas compete for.
     #[arg(long, env = ENV_LEASE_NAME, default_value = crate::leader::DEFAULT_LEASE_NAME)]

@@ -9,9 +9,16 @@
 //! A forwarded connection is cut as soon as its target stops being the
 //! leader, so the client reconnects and reaches the new one: data never
 //! keeps flowing to a replica that no longer leads.
+//!
+//! Whoever can write the Lease names the leader, so a follower forwards
+//! only to an address that is a ready endpoint of the aggregator's own
+//! Service, and never to itself ([`Guard`], the review's S19): a forged
+//! holder identity cannot steer agents' tokens elsewhere, nor make a
+//! follower forward to itself in a loop.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -25,15 +32,84 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Accepted local connections waiting for the gRPC server.
 const LOCAL_QUEUE: usize = 64;
 
+/// Where a follower may forward: the ready endpoints of the aggregator's
+/// Service (`ready`, kept by [`watch_endpoints`]), never `own`.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub own: IpAddr,
+    pub ready: watch::Receiver<BTreeSet<IpAddr>>,
+}
+
+impl Guard {
+    /// Why a connection may not go to `leader`, if it may not.
+    fn refuses(&self, leader: IpAddr) -> Option<&'static str> {
+        if leader == self.own {
+            Some("the lease names this replica's own address")
+        } else if !self.ready.borrow().contains(&leader) {
+            Some(
+                "the lease names an address that is not a ready endpoint of the aggregator's Service",
+            )
+        } else {
+            None
+        }
+    }
+}
+
+/// Keep the ready addresses of Service `service`'s EndpointSlices in
+/// `namespace` (needs `list` and `watch` on endpointslices there). An
+/// endpoint whose `ready` condition is unset counts as ready, as the API
+/// says it should.
+pub fn watch_endpoints(
+    client: kube::Client,
+    namespace: &str,
+    service: &str,
+) -> watch::Receiver<BTreeSet<IpAddr>> {
+    use futures_util::StreamExt;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (tx, rx) = watch::channel(BTreeSet::new());
+    let api: kube::Api<EndpointSlice> = kube::Api::namespaced(client, namespace);
+    let config =
+        watcher::Config::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    tokio::spawn(async move {
+        futures_util::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                warn!(error = %e, "watching the aggregator's EndpointSlices failed; retrying");
+                continue;
+            }
+            let ready: BTreeSet<IpAddr> = store
+                .state()
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                .flat_map(|e| e.addresses.iter())
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            tx.send_if_modified(|old| {
+                let changed = *old != ready;
+                *old = ready;
+                changed
+            });
+        }
+    });
+    rx
+}
+
 /// Accept on `listener` and route every connection by `role`; the stream
-/// yields the connections to serve here. Accepting stops when the stream
-/// is dropped.
+/// yields the connections to serve here. A follower forwards only where
+/// `guard` allows (always without one: a single replica has no followers).
+/// Accepting stops when the stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     role: watch::Receiver<Role>,
+    guard: Option<Guard>,
 ) -> ReceiverStream<std::io::Result<TcpStream>> {
     let (tx, rx) = mpsc::channel(LOCAL_QUEUE);
     tokio::spawn(async move {
+        let mut refusals = crate::refusals::RefusalLog::default();
         let port = match listener.local_addr() {
             Ok(a) => a.port(),
             Err(e) => {
@@ -68,6 +144,13 @@ pub fn incoming(
                 Role::Follower {
                     leader: Some(leader),
                 } => {
+                    if let Some(why) = guard.as_ref().and_then(|g| g.refuses(leader)) {
+                        if refusals.should_log(&leader.to_string(), "forward", Instant::now()) {
+                            warn!(%leader, why, "not forwarding to the lease holder; closing connections until it is a ready endpoint");
+                        }
+                        drop(stream);
+                        continue;
+                    }
                     let target = SocketAddr::new(leader, port);
                     debug!(%peer, %target, "forwarding to the leader");
                     tokio::spawn(forward(stream, target, role.clone()));

@@ -224,6 +224,12 @@ pub fn election_config(c: &Config) -> Result<Option<leader::ElectionConfig>> {
         .clone()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| missing(config::ENV_POD_NAME))?;
+    if c.service_name.as_deref().is_none_or(str::is_empty) {
+        return Err(Error::Config {
+            name: config::ENV_SERVICE_NAME,
+            message: "is required with leader election: followers forward only to a ready endpoint of the aggregator's Service (the Helm chart sets it)".into(),
+        });
+    }
     let namespace = c
         .pod_namespace
         .clone()
@@ -398,6 +404,21 @@ pub async fn run(
             })
         }
     };
+    // Followers forward only to a ready endpoint of our own Service.
+    let guard = match (
+        &config.pod_ip,
+        &config.pod_namespace,
+        &config.service_name,
+        &client,
+    ) {
+        (Some(own), Some(ns), Some(svc), Some(client)) if config.leader_election => {
+            Some(forward::Guard {
+                own: *own,
+                ready: forward::watch_endpoints(client.clone(), ns, svc),
+            })
+        }
+        _ => None,
+    };
     let agent_server = server_builder()
         .add_service(
             AgentServiceServer::new(services.clone())
@@ -405,7 +426,10 @@ pub async fn run(
                 .max_encoding_message_size(limits::MAX_AGGREGATOR_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            tls::serve(forward::incoming(agent_listener, role.clone()), tls.clone()),
+            tls::serve(
+                forward::incoming(agent_listener, role.clone(), guard.clone()),
+                tls.clone(),
+            ),
             stopped(stop_rx.clone()),
         );
     let query_server = server_builder()
@@ -415,7 +439,7 @@ pub async fn run(
                 .max_encoding_message_size(limits::MAX_QUERY_RESPONSE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            tls::serve(forward::incoming(query_listener, role), tls),
+            tls::serve(forward::incoming(query_listener, role, guard), tls),
             stopped(stop_rx.clone()),
         );
     tokio::spawn(async move {

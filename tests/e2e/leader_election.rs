@@ -8,8 +8,12 @@
 //! from the API server's audit log (the pod each token is bound to) and
 //! the Lease's managedFields: never two writers.
 //!
-//! The replicas listen on 127.0.0.2 and 127.0.0.3 with the same ports, as
-//! pods of one Deployment do on their own IPs.
+//! The replicas listen on 10.253.0.2 and 10.253.0.3 (added to `lo` for the
+//! test: an EndpointSlice may not name loopback addresses) with the same
+//! ports, as pods of one Deployment do on their own IPs. Their Service's
+//! EndpointSlice lists both as ready: a follower forwards only to a ready
+//! endpoint (the review's S19), so without it nothing below would reach the
+//! leader.
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -23,6 +27,54 @@ use netaware_e2e::{Killed, binary, free_port, http_get, sigterm};
 const NS: &str = k8s::NAMESPACE;
 /// The lease name the chart's all-on values choose.
 const LEASE: &str = "netaware-leader";
+
+/// The two replicas' addresses.
+const IPS: [&str; 2] = ["10.253.0.2", "10.253.0.3"];
+
+/// The replicas' addresses on `lo` while the test runs (needs root).
+struct Addresses;
+
+impl Addresses {
+    fn add() -> Option<Self> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIPPED: needs root to add the replicas' addresses to lo");
+            return None;
+        }
+        for ip in IPS {
+            let _ = Command::new("ip")
+                .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+                .status();
+        }
+        Some(Self)
+    }
+}
+
+impl Drop for Addresses {
+    fn drop(&mut self) {
+        for ip in IPS {
+            let _ = Command::new("ip")
+                .args(["addr", "del", &format!("{ip}/32"), "dev", "lo"])
+                .status();
+        }
+    }
+}
+
+/// The aggregator Service's EndpointSlice, both replicas ready, as the
+/// EndpointSlice controller writes it for Ready pods.
+async fn endpoints(c: &Cluster) {
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "netaware-aggregator-1", "namespace": NS,
+                     "labels": {"kubernetes.io/service-name": "netaware-aggregator"}},
+        "addressType": "IPv4",
+        "endpoints": IPS.iter().map(|ip| serde_json::json!({
+            "addresses": [ip], "conditions": {"ready": true},
+        })).collect::<Vec<_>>(),
+    });
+    netaware_lab::cluster::objects::apply(&c.admin, &[slice], "test", NS)
+        .await
+        .unwrap();
+}
 
 /// One aggregator replica: its IP doubles as its pod IP; `pod` is the pod
 /// its token is bound to.
@@ -55,6 +107,7 @@ async fn start_replica(c: &Cluster, ip: &'static str, pod: &'static str, p: &Por
             LEASE,
         ])
         .args(["--pod-name", pod, "--pod-namespace", NS])
+        .args(["--service-name", "netaware-aggregator"])
         .args(["--lease-duration", "3s", "--lease-grace", "1s"])
         .args(["--report-interval", "1s", "--recompute-interval", "1s"])
         .args(["--bandwidth-tests", "false"])
@@ -195,13 +248,17 @@ async fn one_leader_writes_followers_forward_and_a_follower_takes_over() {
     if c.install_chart("all-on", Some).await.is_none() {
         return;
     }
+    let Some(_addresses) = Addresses::add() else {
+        return;
+    };
+    endpoints(&c).await;
     let ports = Ports {
         agent: free_port(),
         query: free_port(),
         metrics: free_port(),
     };
-    let mut a = start_replica(&c, "127.0.0.2", "agg-a", &ports).await;
-    let mut b = start_replica(&c, "127.0.0.3", "agg-b", &ports).await;
+    let mut a = start_replica(&c, IPS[0], "agg-a", &ports).await;
+    let mut b = start_replica(&c, IPS[1], "agg-b", &ports).await;
 
     // Exactly one leader; both ready (the follower knows where to forward).
     let leader_is_a = eventually(

@@ -39,6 +39,10 @@ const CHART_CHOICES: &[(&str, &str)] = &[
         "no default: the chart mounts the agent's projected token there",
     ),
     (
+        "NETAWARE_SERVICE_NAME",
+        "no default: the aggregator's Service is this release's",
+    ),
+    (
         "NETAWARE_CA_FILE",
         "no default: the chart mounts the aggregator's CA there",
     ),

@@ -89,6 +89,7 @@ fn leader_election_needs_the_pod_facts_and_sane_timing() {
         "--pod-name=agg-0",
         "--pod-namespace=netaware",
         "--pod-ip=10.0.0.5",
+        "--service-name=netaware-aggregator",
     ];
     let Ok(Some(cfg)) = parse(&full) else {
         panic!("a complete election setting is accepted")
@@ -103,6 +104,11 @@ fn leader_election_needs_the_pod_facts_and_sane_timing() {
         let e = parse(&args).unwrap_err().to_string();
         assert!(e.contains(env) && e.contains("downward API"), "{e}");
     }
+    let e = parse(&full[..3]).unwrap_err().to_string();
+    assert!(
+        e.contains(ENV_SERVICE_NAME) && e.contains("ready endpoint"),
+        "{e}"
+    );
     let mut args = full.to_vec();
     args.push("--lease-grace=20s");
     let e = parse(&args).unwrap_err().to_string();
