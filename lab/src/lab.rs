@@ -60,6 +60,8 @@ pub struct Options {
     pub query_port: u16,
     /// Also probe with ICMP echo.
     pub icmp: bool,
+    /// No TLS and no authentication (`--insecure`, for measuring their cost).
+    pub insecure: bool,
     pub agent_bin: PathBuf,
     pub aggregator_bin: PathBuf,
     /// Logs of the aggregator and every agent.
@@ -259,7 +261,12 @@ pub fn methods(opts: &Options) -> Vec<ProbeMethod> {
 async fn start(topo: &Topology, opts: &Options) -> Result<Lab> {
     std::fs::create_dir_all(&opts.log_dir)?;
     let mut lab = Lab {
-        security: secure::Security::new(&opts.log_dir)?,
+        security: if opts.insecure {
+            warn!("--insecure: no TLS, no agent or query authentication in this lab");
+            secure::Security::insecure()
+        } else {
+            secure::Security::new(&opts.log_dir)?
+        },
         emulator: None,
         kube: None,
         network: Network::build(topo)?,
@@ -357,9 +364,11 @@ async fn start_real(
         })
         .collect();
     cluster::objects::add_nodes(&client, &nodes).await?;
-    lab.security
-        .issue_tokens(&client, topo, &opts.log_dir.join("tokens"))
-        .await?;
+    if !opts.insecure {
+        lab.security
+            .issue_tokens(&client, topo, &opts.log_dir.join("tokens"))
+            .await?;
+    }
     let version = client
         .apiserver_version()
         .await

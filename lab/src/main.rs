@@ -117,6 +117,11 @@ struct Common {
     /// Probe with ICMP echo too.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     icmp: bool,
+    /// Run without TLS and without any authentication, to measure what
+    /// they cost side by side (docs/benchmarks.md §10); said loudly, and in
+    /// the report.
+    #[arg(long)]
+    insecure: bool,
     /// The agent binary (default: next to netaware-lab).
     #[arg(long, env = "NETAWARE_AGENT_BIN")]
     agent_bin: Option<PathBuf>,
@@ -222,6 +227,7 @@ fn options(c: Common, ping: bool, iperf3: bool, apply: &[PathBuf]) -> anyhow::Re
         loss_timeout: c.loss_timeout,
         query_port: c.query_port,
         icmp: c.icmp,
+        insecure: c.insecure,
         agent_bin: lab::find_binary(c.agent_bin, "netaware-agent", "--agent-bin")?,
         aggregator_bin: lab::find_binary(
             c.aggregator_bin,

@@ -173,7 +173,13 @@ pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
         .and_then(|k| k.admin_kubeconfig.as_ref())
         .map(|p| format!("Kubernetes: export KUBECONFIG={}\n", p.display()))
         .unwrap_or_default();
-    let ca = r.lab.security.pki.ca.display().to_string();
+    let ca = r
+        .lab
+        .security
+        .ca()
+        .map(|c| format!(" NETAWARE_CA_FILE={}", c.display()))
+        .unwrap_or_default();
+    let scheme = r.lab.security.scheme();
     let token = r
         .lab
         .security
@@ -203,7 +209,7 @@ pub(super) async fn up(r: &mut Running<'_>) -> Result<()> {
         // Clear the screen and redraw: a live table.
         netaware_common::print_stdout(&format!(
             "\x1b[2J\x1b[Hnetaware-lab up: {} ({} nodes) — latest {} window per link; Ctrl-C to stop\n\
-             query API (TLS): export NETAWARE_QUERY=https://127.0.0.1:{} NETAWARE_CA_FILE={ca}{token} (try: netaware matrix)\n{kubernetes}\n{}",
+             query API: export NETAWARE_QUERY={scheme}://127.0.0.1:{}{ca}{token} (try: netaware matrix)\n{kubernetes}\n{}",
             topo.name,
             topo.nodes.len(),
             human(opts.report_interval),

@@ -42,7 +42,8 @@ pub struct SecurityReport {
 /// The lab's certificates and tokens.
 #[derive(Debug, Clone)]
 pub(super) struct Security {
-    pub pki: ServingCertificate,
+    /// `None` with `--insecure` only.
+    pub pki: Option<ServingCertificate>,
     /// `<dir>/<node>.token`, with a real API server.
     pub tokens: Option<PathBuf>,
 }
@@ -56,7 +57,28 @@ impl Security {
             &log_dir.join("tls"),
             &[&BRIDGE_IP.to_string(), "127.0.0.1"],
         )?;
-        Ok(Self { pki, tokens: None })
+        Ok(Self {
+            pki: Some(pki),
+            tokens: None,
+        })
+    }
+
+    /// Neither TLS nor tokens (`--insecure`).
+    pub fn insecure() -> Self {
+        Self {
+            pki: None,
+            tokens: None,
+        }
+    }
+
+    /// `https` with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.pki.is_some() { "https" } else { "http" }
+    }
+
+    /// The CA agents and clients check the aggregator against.
+    pub fn ca(&self) -> Option<&Path> {
+        self.pki.as_ref().map(|p| p.ca.as_path())
     }
 
     /// Issue every node's agent a token as the kubelet would mount it: the
@@ -179,7 +201,7 @@ impl Security {
         SecurityReport {
             agent_auth: mode,
             query_auth: mode,
-            tls: true,
+            tls: self.pki.is_some(),
         }
     }
 }

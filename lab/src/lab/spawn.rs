@@ -97,11 +97,15 @@ pub(super) fn aggregator(
         "--metrics-listen".into(),
         "127.0.0.1:0".into(),
     ]);
-    let cmd = cmd
-        .arg("--tls-cert")
-        .arg(&security.pki.cert)
-        .arg("--tls-key")
-        .arg(&security.pki.key);
+    let cmd = match &security.pki {
+        Some(pki) => cmd
+            .arg("--tls-cert")
+            .arg(&pki.cert)
+            .arg("--tls-key")
+            .arg(&pki.key),
+        // --insecure, to measure what TLS costs.
+        None => cmd.args(["--tls", "false"]),
+    };
     let cmd = match security.agent_service_account() {
         Some(sa) => cmd.args([
             "--agent-auth",
@@ -164,14 +168,16 @@ pub(super) fn agent(
             "--stamp-bind",
             &ip,
             "--aggregator",
-            &format!("https://{BRIDGE_IP}:{AGENT_PORT}"),
+            &format!("{}://{BRIDGE_IP}:{AGENT_PORT}", security.scheme()),
             "--icmp",
             if opts.icmp { "true" } else { "false" },
             "--backoff-max",
             "2s",
-        ])
-        .arg("--ca-file")
-        .arg(&security.pki.ca);
+        ]);
+    let cmd = match security.ca() {
+        Some(ca) => cmd.arg("--ca-file").arg(ca),
+        None => cmd,
+    };
     match security.token_file(node) {
         Some(token) => cmd.arg("--token-file").arg(token),
         None => cmd,

@@ -52,9 +52,8 @@ pub(super) async fn connect_query(
     lab: &mut Lab,
     opts: &Options,
 ) -> Result<netaware_proto::client::QueryClient> {
-    let url = format!("https://127.0.0.1:{}", opts.query_port);
-    let endpoint =
-        netaware_proto::client::endpoint(&url, Some(&lab.security.pki.ca)).map_err(Error::Run)?;
+    let url = format!("{}://127.0.0.1:{}", lab.security.scheme(), opts.query_port);
+    let endpoint = netaware_proto::client::endpoint(&url, lab.security.ca()).map_err(Error::Run)?;
     let bearer = netaware_proto::client::Bearer::new(lab.security.query_token()?.as_deref())
         .map_err(Error::Run)?;
     let deadline = tokio::time::Instant::now() + QUERY_DEADLINE;

@@ -12,11 +12,11 @@ fn assert_values(c: &CommandLine, want: &[(&str, &str)]) {
 /// TLS files in the lab's directory; agent tokens only with `tokens`.
 fn security(tokens: bool) -> Security {
     Security {
-        pki: crate::cluster::ServingCertificate {
+        pki: Some(crate::cluster::ServingCertificate {
             ca: PathBuf::from("/tmp/lab/tls/ca.crt"),
             cert: PathBuf::from("/tmp/lab/tls/tls.crt"),
             key: PathBuf::from("/tmp/lab/tls/tls.key"),
-        },
+        }),
         tokens: tokens.then(|| PathBuf::from("/tmp/lab/tokens")),
     }
 }
@@ -28,6 +28,7 @@ fn options() -> Options {
         loss_timeout: Duration::from_secs(1),
         query_port: 7401,
         icmp: false,
+        insecure: false,
         agent_bin: PathBuf::from("/bin/netaware-agent"),
         aggregator_bin: PathBuf::from("/bin/netaware-aggregator"),
         log_dir: PathBuf::from("/tmp/lab"),
@@ -178,6 +179,32 @@ fn the_lab_is_secure_by_default() {
     );
     assert_eq!(with_tokens.report().agent_auth, "token");
     assert_eq!(security(false).report().agent_auth, "none");
+}
+
+/// `--insecure` (to measure what security costs): plain text, no tokens,
+/// and the report says so.
+#[test]
+fn insecure_means_plain_text_and_no_authentication() {
+    let none = Security::insecure();
+    let agg = aggregator(&options(), None, &none);
+    assert_values(
+        &agg,
+        &[
+            ("--tls", "false"),
+            ("--agent-auth", "none"),
+            ("--query-auth", "none"),
+        ],
+    );
+    let a = agent(
+        &options(),
+        "nwa-dj-1",
+        "dj-1",
+        Ipv4Addr::new(10, 77, 0, 1),
+        &none,
+    );
+    assert_eq!(a.value_of("--aggregator"), Some("http://10.78.0.254:7400"));
+    assert_eq!(a.value_of("--ca-file"), None);
+    assert!(!none.report().tls);
 }
 
 #[test]
