@@ -248,6 +248,27 @@ pub fn bearer(metadata: &MetadataMap) -> Result<&str, Denied> {
     Ok(token)
 }
 
+/// What the API server says of `token` for `audience` (its own audiences
+/// when `None`).
+async fn token_review(
+    client: &kube::Client,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<TokenReviewStatus, Denied> {
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: token.to_string(),
+            audiences: audience.map(|a| vec![a.to_string()]),
+        },
+        ..TokenReview::default()
+    };
+    Api::<TokenReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map(|r| r.status.unwrap_or_default())
+        .map_err(|e| Denied::Unavailable(format!("TokenReview failed: {e}")))
+}
+
 /// Check a review's answer against the agent ServiceAccount.
 fn claims(status: &TokenReviewStatus, expected: &ServiceAccount) -> Result<Claims, Denied> {
     if status.authenticated != Some(true) {
@@ -424,18 +445,8 @@ impl Reviewer {
             .await
             .map_err(|_| Denied::Unavailable("shutting down".into()))?;
         self.reviews.inc();
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: token.to_string(),
-                audiences: Some(vec![TOKEN_AUDIENCE.to_string()]),
-            },
-            ..TokenReview::default()
-        };
-        let answer = Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| Denied::Unavailable(format!("TokenReview failed: {e}")))?;
-        let claims = claims(&answer.status.unwrap_or_default(), &self.agents)?;
+        let status = token_review(&self.client, token, Some(TOKEN_AUDIENCE)).await?;
+        let claims = claims(&status, &self.agents)?;
         let node = match claims.node {
             Some(node) => node,
             None => {
@@ -611,21 +622,9 @@ impl Queriers {
             .await
             .map_err(|_| Denied::Unavailable("shutting down".into()))?;
         self.reviews.inc();
-        // No audiences: the token is a Kubernetes credential (what kubectl
+        // No audience: the token is a Kubernetes credential (what kubectl
         // sends), valid for the API server's own audiences.
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: token.to_string(),
-                audiences: None,
-            },
-            ..TokenReview::default()
-        };
-        let status = Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| Denied::Unavailable(format!("TokenReview failed: {e}")))?
-            .status
-            .unwrap_or_default();
+        let status = token_review(&self.client, token, None).await?;
         if status.authenticated != Some(true) {
             return Err(Denied::Rejected(
                 status
