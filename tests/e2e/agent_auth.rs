@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fake::{Aggregator, connect_with_token, hello, start_with_kubeconfig};
+use fake::{Aggregator, connect_with_token, hello, start_tls_with_kubeconfig};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use netaware_e2e::k8s::{self, AGENT_SA, AGENT_SA_FLAG, AGGREGATOR_SA, Cluster};
@@ -79,13 +79,9 @@ async fn a_session_speaks_only_for_the_node_its_token_is_bound_to() {
     c.aggregator_pod("aggregator-0").await;
     let kubeconfig = c.aggregator_kubeconfig(Some("aggregator-0")).await;
     // Tokens travel only over TLS, as the chart sets it up.
-    let (pki, _) = netaware_lab::cluster::serving_certificate(
-        &c.plane.dir().join("aggregator-tls"),
-        &["127.0.0.1"],
-    )
-    .unwrap();
-    let mut agg = start_with_kubeconfig(
+    let agg = start_tls_with_kubeconfig(
         &kubeconfig,
+        &c.plane.dir().join("aggregator-tls"),
         &[
             "--agent-auth",
             "token",
@@ -94,13 +90,9 @@ async fn a_session_speaks_only_for_the_node_its_token_is_bound_to() {
             // Queries: tests/e2e/query_auth.rs.
             "--query-auth",
             "none",
-            "--tls-cert",
-            pki.cert.to_str().unwrap(),
-            "--tls-key",
-            pki.key.to_str().unwrap(),
         ],
     );
-    agg.ca = Some(pki.ca.clone());
+    let ca = agg.ca.clone().unwrap();
 
     // The genuine agent of n2: the real binary, its token from a file.
     let token_file = c.plane.dir().join("agent-n2.token");
@@ -113,7 +105,7 @@ async fn a_session_speaks_only_for_the_node_its_token_is_bound_to() {
             .args(["--bandwidth-port", "0", "--icmp", "false"])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--aggregator", &agg.url(agg.agent)])
-            .args(["--ca-file", pki.ca.to_str().unwrap()])
+            .args(["--ca-file", ca.to_str().unwrap()])
             .args(["--token-file", token_file.to_str().unwrap()])
             .args(["--backoff-max", "1s"])
             .stderr(Stdio::null())
@@ -263,13 +255,7 @@ fn token_auth_without_an_api_server_or_account_does_not_start() {
     let dir = std::env::temp_dir().join(format!("netaware-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n\
-         users: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n\
-         current-context: c\n",
-    )
-    .unwrap();
+    netaware_e2e::unreachable_kubeconfig(&kubeconfig);
     let err = run(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
     assert!(
         err.contains("NETAWARE_AGENT_SERVICE_ACCOUNT") && err.contains("NAMESPACE/NAME"),

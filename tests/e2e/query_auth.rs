@@ -10,7 +10,7 @@ mod fake;
 use std::process::Command;
 use std::time::Duration;
 
-use fake::start_with_kubeconfig;
+use fake::start_tls_with_kubeconfig;
 use netaware_e2e::binary;
 use netaware_e2e::k8s::{self, NAMESPACE};
 use netaware_lab::cluster::objects;
@@ -115,25 +115,12 @@ async fn queries_need_a_token_that_rbac_allows() {
 
     c.aggregator_pod("aggregator-0").await;
     let kubeconfig = c.aggregator_kubeconfig(Some("aggregator-0")).await;
-    let (pki, _) = netaware_lab::cluster::serving_certificate(
-        &c.plane.dir().join("aggregator-tls"),
-        &["127.0.0.1"],
-    )
-    .unwrap();
-    let mut agg = start_with_kubeconfig(
+    let agg = start_tls_with_kubeconfig(
         &kubeconfig,
-        &[
-            "--agent-auth",
-            "none",
-            "--query-auth",
-            "token",
-            "--tls-cert",
-            pki.cert.to_str().unwrap(),
-            "--tls-key",
-            pki.key.to_str().unwrap(),
-        ],
+        &c.plane.dir().join("aggregator-tls"),
+        &["--agent-auth", "none", "--query-auth", "token"],
     );
-    agg.ca = Some(pki.ca.clone());
+    let ca = agg.ca.clone().unwrap();
 
     let (m, p) = ask(&agg, None).await;
     assert_eq!(m.code(), Code::Unauthenticated, "{m:?}");
@@ -171,7 +158,7 @@ async fn queries_need_a_token_that_rbac_allows() {
     let cli = |args: &[&str], kubeconfig: Option<&std::path::Path>| {
         let mut cmd = Command::new(binary("netaware"));
         cmd.args(["--aggregator", &agg.url(agg.query)])
-            .args(["--ca-file", pki.ca.to_str().unwrap()])
+            .args(["--ca-file", ca.to_str().unwrap()])
             .args(args)
             .args(["matrix", "-o", "json"])
             .env("HOME", &home)

@@ -170,13 +170,7 @@ fn tokens_never_travel_in_clear_text() {
     let dir = tls_dir("clear");
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n\
-         users: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n\
-         current-context: c\n",
-    )
-    .unwrap();
+    netaware_e2e::unreachable_kubeconfig(&kubeconfig);
     let e = run(
         "netaware-aggregator",
         &[

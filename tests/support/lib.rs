@@ -214,3 +214,16 @@ pub fn render_chart(tag: &str) -> Option<PathBuf> {
     );
     Some(dir)
 }
+
+/// Write to `path` a kubeconfig with a token user whose API server
+/// (127.0.0.1:1) never answers: enough for a binary to build its client and
+/// check its settings, which is all a start-up refusal test needs.
+pub fn unreachable_kubeconfig(path: &std::path::Path) {
+    std::fs::write(
+        path,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+         users: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n\
+         current-context: c\n",
+    )
+    .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}

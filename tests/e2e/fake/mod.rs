@@ -80,6 +80,23 @@ pub fn start_with_kubeconfig(kubeconfig: &std::path::Path, extra: &[&str]) -> Ag
     ready(child, agent, query, metrics)
 }
 
+/// [`start_with_kubeconfig`] serving TLS, as the chart sets it up: a
+/// certificate for 127.0.0.1 signed by a CA made in `dir` (clients then
+/// connect with https and that CA).
+pub fn start_tls_with_kubeconfig(
+    kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Aggregator {
+    let (pki, _) = netaware_lab::cluster::serving_certificate(dir, &["127.0.0.1"]).unwrap();
+    let mut flags = extra.to_vec();
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    flags.extend(["--tls-cert", cert, "--tls-key", key]);
+    let mut agg = start_with_kubeconfig(kubeconfig, &flags);
+    agg.ca = Some(pki.ca);
+    agg
+}
+
 /// An aggregator without Kubernetes or agent authentication serving TLS
 /// with `cert` and `key` (signed by `ca`), ready.
 pub fn spawn_tls(
