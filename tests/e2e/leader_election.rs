@@ -112,14 +112,7 @@ async fn start_replica(c: &Cluster, ip: &'static str, pod: &'static str, p: &Por
         .args(["--report-interval", "1s", "--recompute-interval", "1s"])
         .args(["--bandwidth-tests", "false"])
         // The agents here carry no tokens: tests/e2e/agent_auth.rs covers them.
-        .args([
-            "--agent-auth",
-            "none",
-            "--query-auth",
-            "none",
-            "--tls",
-            "false",
-        ])
+        .args(netaware_e2e::UNAUTHENTICATED)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stderr(Stdio::null())
         .spawn()

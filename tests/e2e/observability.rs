@@ -141,20 +141,9 @@ fn both_binaries_serve_valid_metrics_and_health() {
 #[test]
 fn log_format_json_gives_one_json_object_per_line() {
     let (agent, query, metrics) = (free_port(), free_port(), free_port());
-    let child = Command::new(binary("netaware-aggregator"))
-        .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
-        .args(["--query-listen", &format!("127.0.0.1:{query}")])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-        .args([
-            "--kubernetes",
-            "off",
-            "--agent-auth",
-            "none",
-            "--query-auth",
-            "none",
-            "--tls",
-            "false",
-        ])
+    let child = netaware_e2e::aggregator_command(agent, query, metrics)
+        .args(["--kubernetes", "off"])
+        .args(netaware_e2e::UNAUTHENTICATED)
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -85,25 +85,36 @@ impl Drop for Killed {
     }
 }
 
+/// The aggregator's flags for a test whose agents and clients carry no
+/// tokens: no agent or query authentication, said explicitly, and so no
+/// TLS (the aggregator refuses plain text with either on).
+pub const UNAUTHENTICATED: [&str; 6] = [
+    "--agent-auth",
+    "none",
+    "--query-auth",
+    "none",
+    "--tls",
+    "false",
+];
+
+/// The aggregator binary with its agent, query and metrics ports on
+/// loopback.
+pub fn aggregator_command(agent: u16, query: u16, metrics: u16) -> std::process::Command {
+    let mut cmd = std::process::Command::new(binary("netaware-aggregator"));
+    cmd.args(["--agent-listen", &format!("127.0.0.1:{agent}")])
+        .args(["--query-listen", &format!("127.0.0.1:{query}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")]);
+    cmd
+}
+
 /// Start the aggregator binary on loopback: agent, query and metrics ports
-/// given, no Kubernetes (and so no agent authentication, said explicitly),
-/// 1 s report windows, plus `extra` flags.
+/// given, no Kubernetes (and so [`UNAUTHENTICATED`]), 1 s report windows,
+/// plus `extra` flags.
 pub fn spawn_aggregator(agent: u16, query: u16, metrics: u16, extra: &[&str]) -> Killed {
     Killed(
-        std::process::Command::new(binary("netaware-aggregator"))
-            .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
-            .args(["--query-listen", &format!("127.0.0.1:{query}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args([
-                "--kubernetes",
-                "off",
-                "--agent-auth",
-                "none",
-                "--query-auth",
-                "none",
-                "--tls",
-                "false",
-            ])
+        aggregator_command(agent, query, metrics)
+            .args(["--kubernetes", "off"])
+            .args(UNAUTHENTICATED)
             .args(["--report-interval", "1s"])
             .args(extra)
             .stderr(std::process::Stdio::null())

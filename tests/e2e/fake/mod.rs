@@ -55,20 +55,10 @@ pub fn start_with_kubeconfig(kubeconfig: &std::path::Path, extra: &[&str]) -> Ag
     let auth: &[&str] = if extra.contains(&"--agent-auth") {
         &[]
     } else {
-        &[
-            "--agent-auth",
-            "none",
-            "--query-auth",
-            "none",
-            "--tls",
-            "false",
-        ]
+        &netaware_e2e::UNAUTHENTICATED
     };
     let child = Killed(
-        std::process::Command::new(netaware_e2e::binary("netaware-aggregator"))
-            .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
-            .args(["--query-listen", &format!("127.0.0.1:{query}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        netaware_e2e::aggregator_command(agent, query, metrics)
             .args(["--report-interval", "1s"])
             .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
             .args(auth)
@@ -106,18 +96,9 @@ pub fn spawn_tls(
 ) -> Aggregator {
     let (agent, query, metrics) = (free_port(), free_port(), free_port());
     let child = Killed(
-        std::process::Command::new(netaware_e2e::binary("netaware-aggregator"))
-            .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
-            .args(["--query-listen", &format!("127.0.0.1:{query}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args([
-                "--kubernetes",
-                "off",
-                "--agent-auth",
-                "none",
-                "--query-auth",
-                "none",
-            ])
+        netaware_e2e::aggregator_command(agent, query, metrics)
+            .args(["--kubernetes", "off", "--agent-auth", "none"])
+            .args(["--query-auth", "none"])
             .args(["--report-interval", "1s", "--bandwidth-tests", "false"])
             .args(["--tls-cert", cert.to_str().unwrap()])
             .args(["--tls-key", key.to_str().unwrap()])
