@@ -252,14 +252,12 @@ fn token_auth_without_an_api_server_or_account_does_not_start() {
         err.contains("NETAWARE_AGENT_AUTH") && err.contains("--agent-auth none"),
         "{err}"
     );
-    let dir = std::env::temp_dir().join(format!("netaware-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
+    let scratch = netaware_e2e::Scratch::new("auth");
+    let kubeconfig = scratch.path().join("kubeconfig");
     netaware_e2e::unreachable_kubeconfig(&kubeconfig);
     let err = run(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
     assert!(
         err.contains("NETAWARE_AGENT_SERVICE_ACCOUNT") && err.contains("NAMESPACE/NAME"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

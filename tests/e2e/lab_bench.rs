@@ -15,8 +15,8 @@ fn netaware_placement_is_not_slower_than_spreading() {
     if Command::new("mpirun").arg("--version").output().is_err() {
         panic!("mpirun is missing: apt-get install openmpi-bin python3-mpi4py (.ci/run does)");
     }
-    let dir = std::env::temp_dir().join(format!("netaware-e2e-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = netaware_e2e::Scratch::new("e2e-bench");
+    let dir = scratch.path();
     let json = dir.join("bench.json");
     let out = Command::new(binary("netaware-lab"))
         .arg("bench")

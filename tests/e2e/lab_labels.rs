@@ -59,5 +59,4 @@ fn group_l2_labels_are_the_regions_and_the_degraded_node_scores_lowest() {
         }
         assert_eq!(get(node, "fresh"), "true");
     }
-    run.clean_up();
 }

@@ -73,7 +73,6 @@ fn the_example_training_job_lands_in_one_measured_region_and_off_the_lossy_node(
         .collect();
     assert_eq!(groups.len(), 1, "{groups:?}");
     topology_levels_are_a_tree(&r["labels"]);
-    run.clean_up();
 }
 
 /// What Kueue's Topology (examples/kueue-topology.yaml) and Volcano's
@@ -215,8 +214,8 @@ async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
         return;
     }
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("netaware-e2e-place-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = netaware_e2e::Scratch::new("e2e-place");
+    let dir = scratch.path();
     let mut lab = Killed(
         Command::new(binary("netaware-lab"))
             .arg("up")
@@ -224,7 +223,7 @@ async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
             .args(REAL_LAB)
             .args(["--query-port", &port.to_string()])
             .arg("--log-dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -279,7 +278,7 @@ async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     tokio::time::sleep(Duration::from_secs(15)).await;
-    an_impersonator_is_refused_and_changes_nothing(&client, &dir).await;
+    an_impersonator_is_refused_and_changes_nothing(&client, dir).await;
     let ca = dir.join("tls/ca.crt");
     let out = Command::new(binary("netaware"))
         .args(["--aggregator", &format!("https://127.0.0.1:{port}")])
@@ -330,5 +329,4 @@ async fn a_job_pinned_by_netaware_place_lands_on_the_placed_nodes() {
         assert!(Instant::now() < deadline, "the lab did not stop on SIGTERM");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,15 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fake::{Aggregator, spawn_tls};
-use netaware_e2e::{Killed, binary, free_port};
+use netaware_e2e::{Killed, Scratch, binary, free_port};
 use netaware_lab::cluster::serving_certificate;
 use netaware_proto::v1::GetMatrixRequest;
-
-fn tls_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("netaware-tls-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
 
 /// Whether a query over TLS checked against `ca` succeeds.
 async fn query_with(agg: &Aggregator, ca: &std::path::Path) -> Result<(), String> {
@@ -51,7 +45,8 @@ fn agent(agg: &Aggregator, ca: &std::path::Path) -> Killed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_and_the_cli_trust_only_the_given_ca_and_a_renewed_certificate_is_served() {
-    let dir = tls_dir("rotate");
+    let scratch = Scratch::new("tls-rotate");
+    let dir = scratch.path();
     let (pki, _) = serving_certificate(&dir.join("one"), &["127.0.0.1"]).unwrap();
     let agg = spawn_tls(&pki.cert, &pki.key, &pki.ca);
 
@@ -122,7 +117,6 @@ async fn agents_and_the_cli_trust_only_the_given_ca_and_a_renewed_certificate_is
         m.nodes.iter().any(|n| n.node_name == "t1" && n.connected),
         "the open session survived the renewal: {m:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Settings that would put a token on the wire in clear text, or TLS
@@ -167,8 +161,8 @@ fn tokens_never_travel_in_clear_text() {
         "{e}"
     );
     // Token authentication (the default) over plain text: refused.
-    let dir = tls_dir("clear");
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("tls-clear");
+    let dir = scratch.path();
     let kubeconfig = dir.join("kubeconfig");
     netaware_e2e::unreachable_kubeconfig(&kubeconfig);
     let e = run(
@@ -186,7 +180,6 @@ fn tokens_never_travel_in_clear_text() {
         e.contains("NETAWARE_TLS") && e.contains("clear text"),
         "{e}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The certificate the chart generates at install works with our
@@ -206,8 +199,8 @@ async fn the_charts_generated_certificate_is_served_and_trusted() {
         .map(|d| serde_json::from_value(d["object"].clone()).unwrap())
         .expect("the chart renders its TLS Secret");
     let data = secret.data.unwrap();
-    let dir = tls_dir("chart");
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("tls-chart");
+    let dir = scratch.path();
     for key in ["ca.crt", "tls.crt", "tls.key"] {
         std::fs::write(dir.join(key), &data[key].0).unwrap();
     }
@@ -228,6 +221,5 @@ async fn the_charts_generated_certificate_is_served_and_trusted() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(query_with(&agg, &dir.join("ca.crt")).await.is_ok());
-    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&rendered);
 }

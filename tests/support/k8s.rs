@@ -40,6 +40,9 @@ const CHART_KINDS: [&str; 7] = [
 pub struct Cluster {
     pub plane: ControlPlane,
     pub admin: kube::Client,
+    /// The plane's directory; declared last so that it is removed only after
+    /// the plane's processes have stopped.
+    _dir: crate::Scratch,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -80,9 +83,8 @@ pub async fn start(tag: &str, nodes: &[&str]) -> Option<Cluster> {
 /// check).
 pub async fn start_nodes(tag: &str, specs: &[NodeSpec]) -> Option<Cluster> {
     let bins = binaries()?;
-    let dir = std::env::temp_dir().join(format!("netaware-k8s-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let plane = ControlPlane::start(&bins, &dir)
+    let dir = crate::Scratch::new(&format!("k8s-{tag}"));
+    let plane = ControlPlane::start(&bins, dir.path())
         .await
         .unwrap_or_else(|e| panic!("the control plane did not start: {e}"));
     let admin = plane
@@ -92,7 +94,11 @@ pub async fn start_nodes(tag: &str, specs: &[NodeSpec]) -> Option<Cluster> {
     objects::add_nodes(&admin, specs)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    Some(Cluster { plane, admin })
+    Some(Cluster {
+        plane,
+        admin,
+        _dir: dir,
+    })
 }
 
 impl Cluster {

@@ -4,7 +4,7 @@
 pub mod apiserver;
 pub mod k8s;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The directory cargo put the workspace's binaries in (`target/<profile>`):
 /// the test executable lives in its `deps/` subdirectory.
@@ -141,15 +141,41 @@ pub struct LabRun {
     pub report: serde_json::Value,
     /// What the lab printed.
     pub stdout: String,
-    /// Where the report and logs are; removed by [`LabRun::clean_up`], kept
-    /// when a test fails first so the logs can be read.
-    pub dir: PathBuf,
+    /// Where the report and logs are: removed when the test passes, kept
+    /// when it fails.
+    pub dir: Scratch,
 }
 
-impl LabRun {
-    /// Remove the run's directory (call at the end of a passing test).
-    pub fn clean_up(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// A test's working directory (logs, etcd's data, reports). It is removed
+/// when the test passes and kept, named on stderr, when it fails, so the
+/// logs of a failure can be read. Removing it matters: an etcd alone
+/// preallocates 64 MB of write-ahead log, and a test suite that leaves
+/// every control plane behind fills a CI disk within a few runs.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A new, empty directory `<tmp>/netaware-<name>-<pid>` (one left by an
+    /// earlier run of the same process id is removed first).
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("netaware-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for its logs", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -158,9 +184,8 @@ impl LabRun {
 /// the lab's output when it fails.
 pub fn run_lab(topology: &str, duration: &str, extra: &[&str]) -> LabRun {
     let name = topology.trim_end_matches(".yaml");
-    let dir = std::env::temp_dir().join(format!("netaware-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let json = dir.join("report.json");
+    let dir = Scratch::new(&format!("e2e-{name}"));
+    let json = dir.path().join("report.json");
     let topology = repo_root().join("lab/topologies").join(topology);
     let out = std::process::Command::new(binary("netaware-lab"))
         .arg("run")
@@ -170,7 +195,7 @@ pub fn run_lab(topology: &str, duration: &str, extra: &[&str]) -> LabRun {
         .arg(&json)
         .args(["--query-port", &free_port().to_string()])
         .arg("--log-dir")
-        .arg(dir.join("logs"))
+        .arg(dir.path().join("logs"))
         .args(extra)
         .output()
         .unwrap_or_else(|e| panic!("cannot run netaware-lab: {e}"));
@@ -178,7 +203,7 @@ pub fn run_lab(topology: &str, duration: &str, extra: &[&str]) -> LabRun {
     assert!(
         out.status.success(),
         "lab failed (logs kept in {}):\n{}\n{stdout}",
-        dir.display(),
+        dir.path().display(),
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read(&json).unwrap_or_else(|e| panic!("{}: {e}", json.display()));
