@@ -11,6 +11,7 @@ mod error;
 pub mod lab;
 mod netns;
 pub mod report;
+pub mod scale;
 mod sidecar;
 pub mod topology;
 

@@ -9,7 +9,7 @@ use netaware_common::{default_text, format_duration};
 use netaware_lab::lab::{self, Mode, Options, Outcome};
 use netaware_lab::report::render_table;
 use netaware_lab::topology::Topology;
-use netaware_lab::{bench, cluster};
+use netaware_lab::{bench, cluster, scale};
 use netaware_model::bandwidth::BandwidthConfig;
 
 /// netaware-lab: run netaware on an emulated multi-region cluster (needs root).
@@ -90,6 +90,41 @@ enum Cmd {
         /// State, certificates, logs and admin.kubeconfig.
         #[arg(long, default_value_os_t = std::env::temp_dir().join("netaware-cluster"))]
         dir: PathBuf,
+    },
+    /// Scale run, no root needed: the real aggregator and N simulated
+    /// agents (real gRPC sessions on loopback, windows drawn from a
+    /// synthetic network of racks, pods and regions); reports CPU, memory,
+    /// plan sizes, label convergence and accuracy, query latencies, a
+    /// joining node and Node writes (docs/lab.md, docs/benchmarks.md).
+    Scale {
+        /// Simulated nodes.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+        nodes: u32,
+        /// How long to run (the join happens at 70 %, the queries at 85 %).
+        #[arg(long = "for", default_value = "300s", value_parser = netaware_common::parse_duration)]
+        duration: Duration,
+        /// Seed of the synthetic network and of the agents' noise.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Window length of the simulated agents (and the aggregator's
+        /// recompute interval).
+        #[arg(long, default_value = "10s", value_parser = netaware_common::parse_duration)]
+        report_interval: Duration,
+        /// Placement sizes to time (comma-separated).
+        #[arg(long, default_value = "4,64,256", value_delimiter = ',')]
+        place_k: Vec<u32>,
+        /// One more aggregator flag (repeatable), e.g. `--aggregator-arg=--max-probe-targets=16`.
+        #[arg(long = "aggregator-arg", allow_hyphen_values = true)]
+        aggregator_args: Vec<String>,
+        /// The aggregator binary (default: next to netaware-lab).
+        #[arg(long, env = "NETAWARE_AGGREGATOR_BIN")]
+        aggregator_bin: Option<PathBuf>,
+        /// Where the aggregator's log goes.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("netaware-scale"))]
+        log_dir: PathBuf,
     },
     /// Keep the lab running with a live table until Ctrl-C.
     Up {
@@ -367,6 +402,41 @@ async fn main() -> anyhow::Result<()> {
             netaware_common::shutdown_signal().await;
             drop(plane);
             eprintln!("stopped");
+        }
+        Cmd::Scale {
+            nodes,
+            duration,
+            seed,
+            json,
+            report_interval,
+            place_k,
+            aggregator_args,
+            aggregator_bin,
+            log_dir,
+        } => {
+            let opts = scale::ScaleOptions {
+                nodes: nodes as usize,
+                duration,
+                seed,
+                aggregator_bin: lab::find_binary(
+                    aggregator_bin,
+                    "netaware-aggregator",
+                    "--aggregator-bin",
+                )?,
+                log_dir,
+                report_interval,
+                probe_interval: lab::LAB_TIMING.probe_interval,
+                place_k,
+                aggregator_args,
+            };
+            let report = scale::run(&opts).await?;
+            netaware_common::print_stdout(&scale::render(&report));
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&path, text + "\n")
+                    .with_context(|| format!("writing the report to {}", path.display()))?;
+                eprintln!("report written to {}", path.display());
+            }
         }
         Cmd::Up { topology, common } => {
             let topo = Topology::load(&topology)?;

@@ -1,0 +1,751 @@
+//! `netaware-lab scale`: the real aggregator process and N simulated agents
+//! on loopback, no root and no network emulation. The agents answer the
+//! plans they are given with windows drawn from a synthetic network
+//! ([`truth`]); the run then measures what the issue asks of a large
+//! cluster: the aggregator's CPU and memory, plan sizes, how fast labels
+//! converge and whether they find the racks, pods and regions, whether the
+//! degraded nodes stand out, query latencies under load, how fast a joining
+//! node gets a plan and labels, and how many Node writes the steady state
+//! costs. Labels are read from the aggregator's `--dry-run` output, which
+//! is exactly what it would send to the API server.
+
+pub mod ari;
+mod fleet;
+mod published;
+pub mod truth;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use tokio::io::BufReader;
+use tonic::transport::Channel;
+
+use netaware_proto::v1::query_service_client::QueryServiceClient;
+use netaware_proto::v1::{GetMatrixRequest, GetNodeRequest, PlaceRequest};
+
+use crate::{Error, Result};
+use fleet::Fleet;
+use published::Published;
+use truth::Truth;
+
+/// What a scale run is asked to do.
+#[derive(Debug, Clone)]
+pub struct ScaleOptions {
+    pub nodes: usize,
+    pub duration: Duration,
+    pub seed: u64,
+    pub aggregator_bin: PathBuf,
+    /// The aggregator's log goes here.
+    pub log_dir: PathBuf,
+    /// Window length of the simulated agents (the aggregator's
+    /// `--report-interval` and `--recompute-interval` are set to it).
+    pub report_interval: Duration,
+    pub probe_interval: Duration,
+    /// Placement sizes to time.
+    pub place_k: Vec<u32>,
+    /// More aggregator flags (e.g. a probe-target bound).
+    pub aggregator_args: Vec<String>,
+}
+
+/// CPU and memory of one process over the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Usage {
+    pub cpu_cores_mean: f64,
+    pub rss_max_mib: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Targets {
+    pub max: usize,
+    pub mean: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Groups {
+    pub ari_l1: f64,
+    pub ari_l2: f64,
+    pub ari_l3: f64,
+    /// Groups per level: as labelled, and in the ground truth.
+    pub measured: [usize; 3],
+    pub truth: [usize; 3],
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Degraded {
+    pub found: usize,
+    pub of: usize,
+    /// Healthy nodes that stand out the same way.
+    #[serde(rename = "false")]
+    pub false_: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Queries {
+    pub get_node_ms_p99: Option<f64>,
+    pub get_node_calls: usize,
+    pub get_matrix_ms: Option<f64>,
+    pub get_matrix_bytes: Option<usize>,
+    /// p99 (nearest rank) of the Place calls per k.
+    pub place_ms_p99: BTreeMap<String, f64>,
+    /// The first failure of each query kind, if any.
+    pub errors: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Join {
+    pub plan_s: Option<f64>,
+    pub labels_s: Option<f64>,
+    /// `labels_s` in recomputations.
+    pub recomputations: Option<f64>,
+}
+
+/// One sample of the labels during the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    /// Nodes (of those started at the beginning) with every group label and
+    /// a quality.
+    pub labelled: usize,
+    pub ari: [f64; 3],
+    pub writes_total: usize,
+}
+
+/// The report; fields may be added, none renamed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScaleReport {
+    pub nodes: usize,
+    pub duration_s: f64,
+    pub seed: u64,
+    pub aggregator: Usage,
+    /// The simulator shares the machine's cores with the aggregator.
+    pub simulator: Usage,
+    pub probe_targets_per_agent: Targets,
+    pub plan_bytes_max: usize,
+    pub labels_converged_s: Option<f64>,
+    pub groups: Groups,
+    pub degraded_detected: Degraded,
+    pub queries: Queries,
+    pub join: Join,
+    /// Node writes per hour between convergence and the join, extrapolated
+    /// from that span, and as a share of the nodes (percent).
+    pub label_writes_per_hour_steady: Option<f64>,
+    pub label_writes_per_hour_steady_pct: Option<f64>,
+    /// Writes that changed a label value, per hour, in the same span.
+    pub label_changes_per_hour_steady: Option<f64>,
+    pub windows_sent: u64,
+    pub sessions_reopened: u64,
+    pub agent_errors: BTreeMap<String, usize>,
+    pub unreadable_patches: u64,
+    pub timeline: Vec<Sample>,
+}
+
+/// The label keys the run reads (default prefix).
+const PREFIX: &str = netaware_model::labels::DEFAULT_PREFIX;
+/// ARI every level must reach for the labels to count as converged.
+const CONVERGED_ARI: f64 = 0.99;
+/// How often the labels are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// A degraded node must be this many quality points below its group's
+/// median (and the lowest of its group) to count as found.
+const STANDS_OUT_BY: i64 = 10;
+/// Place calls per k and GetNode calls, for the percentiles.
+const PLACE_CALLS: usize = 10;
+const GET_NODE_CALLS: usize = 200;
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// CPU seconds (user + system) and RSS (MiB) of a process, from /proc.
+/// /proc/PID/stat counts in USER_HZ, which the kernel ABI fixes at 100.
+fn sample_proc(pid: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, rss_kib / 1024.0))
+}
+
+/// Samples a process's CPU and RSS once a second until stopped.
+struct Sampler {
+    pid: String,
+    start: Option<(Instant, f64)>,
+    last: Option<(Instant, f64)>,
+    rss_max: f64,
+}
+
+impl Sampler {
+    fn new(pid: String) -> Self {
+        Self {
+            pid,
+            start: None,
+            last: None,
+            rss_max: 0.0,
+        }
+    }
+
+    fn sample(&mut self) {
+        if let Some((cpu, rss)) = sample_proc(&self.pid) {
+            let now = Instant::now();
+            self.start.get_or_insert((now, cpu));
+            self.last = Some((now, cpu));
+            self.rss_max = self.rss_max.max(rss);
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        let cpu = match (self.start, self.last) {
+            (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => {
+                (c1 - c0) / t1.duration_since(t0).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        Usage {
+            cpu_cores_mean: cpu,
+            rss_max_mib: self.rss_max,
+        }
+    }
+}
+
+/// Nearest-rank percentile of `v` (sorted here), in the same unit.
+fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
+}
+
+/// A node's labelled group ids, if it has all three.
+fn groups_of(labels: &BTreeMap<String, String>) -> Option<[&str; 3]> {
+    let g = |l: u32| {
+        labels
+            .get(&format!("{PREFIX}group-l{l}"))
+            .map(String::as_str)
+    };
+    Some([g(1)?, g(2)?, g(3)?])
+}
+
+fn quality_of(labels: &BTreeMap<String, String>) -> Option<i64> {
+    labels.get(&format!("{PREFIX}quality"))?.parse().ok()
+}
+
+/// ARI of each labelled level against the truth, over the first `n` nodes;
+/// a node without labels counts as a group of its own.
+fn score(
+    truth: &Truth,
+    n: usize,
+    labels: &HashMap<String, BTreeMap<String, String>>,
+) -> ([f64; 3], usize) {
+    let mut found: [Vec<String>; 3] = Default::default();
+    let mut want: [Vec<u32>; 3] = Default::default();
+    let mut labelled = 0;
+    for (i, node) in truth.nodes().iter().take(n).enumerate() {
+        let l = labels.get(&node.name);
+        let g = l.and_then(groups_of);
+        if g.is_some() && l.and_then(quality_of).is_some() {
+            labelled += 1;
+        }
+        for level in 0..3 {
+            found[level].push(g.map_or_else(|| format!("none-{i}"), |g| g[level].to_string()));
+            want[level].push(node.levels[level]);
+        }
+    }
+    let ari = [0, 1, 2].map(|l| ari::adjusted_rand_index(&want[l], &found[l]));
+    (ari, labelled)
+}
+
+/// Degraded nodes found: the lowest quality of their labelled l2 group and
+/// [`STANDS_OUT_BY`] below its median; healthy nodes that stand out the
+/// same way are false finds.
+fn degraded(
+    truth: &Truth,
+    n: usize,
+    labels: &HashMap<String, BTreeMap<String, String>>,
+) -> Degraded {
+    let mut by_group: HashMap<&str, Vec<(i64, usize)>> = HashMap::new();
+    for (i, node) in truth.nodes().iter().take(n).enumerate() {
+        if let Some(l) = labels.get(&node.name)
+            && let (Some(g), Some(q)) = (groups_of(l), quality_of(l))
+        {
+            by_group.entry(g[1]).or_default().push((q, i));
+        }
+    }
+    let mut out = Degraded {
+        of: truth.nodes().iter().take(n).filter(|x| x.degraded).count(),
+        ..Default::default()
+    };
+    for members in by_group.values_mut() {
+        members.sort();
+        let median = members[members.len() / 2].0;
+        let (lowest, i) = members[0];
+        if members.len() > 1 && median - lowest >= STANDS_OUT_BY {
+            if truth.nodes()[i].degraded {
+                out.found += 1;
+            } else {
+                out.false_ += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Time the queries a user and a scheduler would send, under the agents'
+/// load: GetNode in a loop while Place runs for each k, then one GetMatrix.
+async fn time_queries(
+    client: &QueryServiceClient<Channel>,
+    truth: &Truth,
+    n: usize,
+    place_k: &[u32],
+    seed: u64,
+) -> Queries {
+    let mut q = Queries::default();
+    let get_nodes = {
+        let client = client.clone();
+        let names: Vec<String> = {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            (0..GET_NODE_CALLS)
+                .map(|_| truth.nodes()[rng.random_range(0..n)].name.clone())
+                .collect()
+        };
+        tokio::spawn(async move {
+            let mut ms = Vec::new();
+            let mut error = None;
+            for name in names {
+                let t = Instant::now();
+                match client
+                    .clone()
+                    .get_node(GetNodeRequest { node_name: name })
+                    .await
+                {
+                    Ok(_) => ms.push(t.elapsed().as_secs_f64() * 1e3),
+                    Err(e) => {
+                        error.get_or_insert(e.message().to_string());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ms, error)
+        })
+    };
+    for &k in place_k.iter().filter(|&&k| k as usize <= n) {
+        let mut ms = Vec::new();
+        for _ in 0..PLACE_CALLS {
+            let t = Instant::now();
+            let r = client
+                .clone()
+                .place(PlaceRequest {
+                    k,
+                    ..Default::default()
+                })
+                .await;
+            match r {
+                Ok(_) => ms.push(t.elapsed().as_secs_f64() * 1e3),
+                Err(e) => {
+                    q.errors
+                        .entry(format!("place_{k}"))
+                        .or_insert_with(|| e.message().to_string());
+                }
+            }
+        }
+        if let Some(p) = percentile(&mut ms, 99.0) {
+            q.place_ms_p99.insert(k.to_string(), p);
+        }
+    }
+    if let Ok((mut ms, error)) = get_nodes.await {
+        q.get_node_calls = ms.len();
+        q.get_node_ms_p99 = percentile(&mut ms, 99.0);
+        if let Some(e) = error {
+            q.errors.insert("get_node".into(), e);
+        }
+    }
+    let t = Instant::now();
+    match client
+        .clone()
+        .max_decoding_message_size(netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES)
+        .get_matrix(GetMatrixRequest::default())
+        .await
+    {
+        Ok(r) => {
+            q.get_matrix_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+            q.get_matrix_bytes = Some(prost::Message::encoded_len(r.get_ref()));
+        }
+        Err(e) => {
+            q.errors
+                .insert("get_matrix".into(), e.message().to_string());
+        }
+    }
+    q
+}
+
+/// Run the aggregator and `opts.nodes` simulated agents for
+/// `opts.duration`; one more node joins at 70 % of it.
+pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
+    if opts.nodes < 2 {
+        return Err(Error::Preflight("--nodes must be at least 2".into()));
+    }
+    let n = opts.nodes;
+    let truth = Arc::new(Truth::generate(n + 1, opts.seed));
+    std::fs::create_dir_all(&opts.log_dir)?;
+    let (agent_port, query_port) = (free_port()?, free_port()?);
+    let interval = format!("{}ms", opts.report_interval.as_millis());
+    let mut aggregator = tokio::process::Command::new(&opts.aggregator_bin)
+        .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--query-listen", &format!("127.0.0.1:{query_port}")])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        // A loopback benchmark with no API server: no TLS, no tokens, and
+        // labels printed instead of written.
+        .args([
+            "--agent-auth",
+            "none",
+            "--query-auth",
+            "none",
+            "--tls",
+            "false",
+        ])
+        .args([
+            "--kubernetes",
+            "off",
+            "--dry-run",
+            "--bandwidth-tests",
+            "false",
+        ])
+        .args(["--group-thresholds", truth::THRESHOLDS])
+        .args([
+            "--report-interval",
+            &interval,
+            "--recompute-interval",
+            &interval,
+        ])
+        .args([
+            "--probe-interval",
+            &format!("{}us", opts.probe_interval.as_micros()),
+        ])
+        .args(&opts.aggregator_args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(opts.log_dir.join("aggregator.log"))?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            Error::Preflight(format!(
+                "cannot start {}: {e}",
+                opts.aggregator_bin.display()
+            ))
+        })?;
+    let pid = aggregator.id().map(|p| p.to_string()).unwrap_or_default();
+    let published = Arc::new(Mutex::new(Published::default()));
+    if let Some(out) = aggregator.stdout.take() {
+        tokio::spawn(published::follow(BufReader::new(out), published.clone()));
+    }
+    // The query port answers once the aggregator is up.
+    let query_url = format!("http://127.0.0.1:{query_port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        // Connected (TCP and HTTP/2) is up: ListGroups would say
+        // "unavailable" until the first agents report.
+        if let Ok(c) = QueryServiceClient::connect(query_url.clone()).await {
+            break c;
+        }
+        if let Ok(Some(status)) = aggregator.try_wait() {
+            return Err(Error::Run(format!(
+                "the aggregator exited ({status}); see {}",
+                opts.log_dir.join("aggregator.log").display()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Run(
+                "the aggregator did not answer within 30 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let started = Instant::now();
+    let mut agg_usage = Sampler::new(pid);
+    let mut sim_usage = Sampler::new("self".into());
+    agg_usage.sample();
+    sim_usage.sample();
+    let mut fleet = Fleet::new(
+        &format!("http://127.0.0.1:{agent_port}"),
+        opts.report_interval,
+        opts.probe_interval,
+        opts.seed,
+    )
+    .map_err(Error::Run)?;
+    for i in 0..n {
+        fleet.start(&truth, i);
+    }
+    let join_at = opts.duration.mul_f64(0.7);
+    let queries_at = opts.duration.mul_f64(0.85);
+    let mut joined: Option<Instant> = None;
+    let mut queries: Option<tokio::task::JoinHandle<Queries>> = None;
+    let mut timeline = Vec::new();
+    let mut next_sample = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while started.elapsed() < opts.duration {
+        tick.tick().await;
+        agg_usage.sample();
+        sim_usage.sample();
+        if let Ok(Some(status)) = aggregator.try_wait() {
+            return Err(Error::Run(format!(
+                "the aggregator exited during the run ({status}); see {}",
+                opts.log_dir.join("aggregator.log").display()
+            )));
+        }
+        if Instant::now() >= next_sample {
+            next_sample += SAMPLE_EVERY;
+            if let Ok(p) = published.lock() {
+                let (ari, labelled) = score(&truth, n, &p.labels);
+                timeline.push(Sample {
+                    t_s: started.elapsed().as_secs_f64(),
+                    labelled,
+                    ari,
+                    writes_total: p.writes.len(),
+                });
+            }
+        }
+        if joined.is_none() && started.elapsed() >= join_at {
+            joined = Some(Instant::now());
+            fleet.start(&truth, n);
+        }
+        if queries.is_none() && started.elapsed() >= queries_at {
+            let (client, truth, k) = (client.clone(), truth.clone(), opts.place_k.clone());
+            let seed = opts.seed;
+            queries = Some(tokio::spawn(async move {
+                time_queries(&client, &truth, n, &k, seed).await
+            }));
+        }
+    }
+    // Slow queries (a Place may take up to the aggregator's deadline)
+    // lengthen the run rather than being cut short.
+    let queries = match queries {
+        Some(q) => q.await.ok(),
+        None => None,
+    };
+    agg_usage.sample();
+    sim_usage.sample();
+    let stats = fleet.stats();
+    fleet.stop().await;
+    if let Some(pid) = aggregator.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), aggregator.wait()).await;
+
+    let p = published
+        .lock()
+        .map_err(|_| Error::Run("the label reader panicked".into()))?;
+    let initial = &stats[..n.min(stats.len())];
+    let mut report = ScaleReport {
+        nodes: n,
+        duration_s: started.elapsed().as_secs_f64(),
+        seed: opts.seed,
+        aggregator: agg_usage.usage(),
+        simulator: sim_usage.usage(),
+        probe_targets_per_agent: Targets {
+            max: initial.iter().map(|s| s.targets_max).max().unwrap_or(0),
+            mean: initial.iter().map(|s| s.targets as f64).sum::<f64>() / n as f64,
+        },
+        plan_bytes_max: stats.iter().map(|s| s.plan_bytes_max).max().unwrap_or(0),
+        windows_sent: stats.iter().map(|s| s.windows_sent).sum(),
+        sessions_reopened: stats.iter().map(|s| s.sessions.saturating_sub(1)).sum(),
+        queries: queries.unwrap_or_default(),
+        unreadable_patches: p.unreadable,
+        ..Default::default()
+    };
+    for s in &stats {
+        if let Some(e) = &s.last_error {
+            *report.agent_errors.entry(e.clone()).or_default() += 1;
+        }
+    }
+    let (ari, _) = score(&truth, n, &p.labels);
+    let count = |level: usize, found: bool| -> usize {
+        let mut ids: Vec<String> = truth
+            .nodes()
+            .iter()
+            .take(n)
+            .filter_map(|node| {
+                if found {
+                    p.labels
+                        .get(&node.name)
+                        .and_then(groups_of)
+                        .map(|g| g[level].to_string())
+                } else {
+                    Some(node.levels[level].to_string())
+                }
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    report.groups = Groups {
+        ari_l1: ari[0],
+        ari_l2: ari[1],
+        ari_l3: ari[2],
+        measured: [0, 1, 2].map(|l| count(l, true)),
+        truth: [0, 1, 2].map(|l| count(l, false)),
+    };
+    report.degraded_detected = degraded(&truth, n, &p.labels);
+
+    // Converged: from the first sample after which every later sample
+    // (until the join) has every node labelled and every level's ARI at
+    // least CONVERGED_ARI.
+    let join_s = join_at.as_secs_f64();
+    let before_join: Vec<&Sample> = timeline.iter().filter(|s| s.t_s < join_s).collect();
+    let good = |s: &Sample| s.labelled == n && s.ari.iter().all(|&a| a >= CONVERGED_ARI);
+    let first_good = before_join
+        .iter()
+        .rposition(|s| !good(s))
+        .map_or(0, |k| k + 1);
+    report.labels_converged_s = before_join.get(first_good).map(|s| s.t_s);
+    if let (Some(conv), Some(join)) = (report.labels_converged_s, joined) {
+        let from = started + Duration::from_secs_f64(conv);
+        let span = join.saturating_duration_since(from).as_secs_f64();
+        if span > 0.0 {
+            let steady: Vec<_> = p
+                .writes
+                .iter()
+                .filter(|w| w.at >= from && w.at < join)
+                .collect();
+            let per_hour = steady.len() as f64 * 3600.0 / span;
+            report.label_writes_per_hour_steady = Some(per_hour);
+            report.label_writes_per_hour_steady_pct = Some(per_hour * 100.0 / n as f64);
+            report.label_changes_per_hour_steady = Some(
+                steady.iter().filter(|w| !w.changed.is_empty()).count() as f64 * 3600.0 / span,
+            );
+        }
+    }
+    if let Some(join) = joined {
+        let s = stats.get(n).cloned().unwrap_or_default();
+        report.join.plan_s = match (s.hello_at, s.first_plan_at) {
+            (Some(h), Some(p)) => Some(p.saturating_duration_since(h).as_secs_f64()),
+            _ => None,
+        };
+        let name = &truth.nodes()[n].name;
+        report.join.labels_s = p
+            .writes
+            .iter()
+            .filter(|w| &w.node == name && w.at >= join)
+            .find(|_| {
+                p.labels
+                    .get(name)
+                    .is_some_and(|l| groups_of(l).is_some() && quality_of(l).is_some())
+            })
+            .map(|w| w.at.saturating_duration_since(join).as_secs_f64());
+        report.join.recomputations = report
+            .join
+            .labels_s
+            .map(|s| s / opts.report_interval.as_secs_f64());
+    }
+    report.timeline = timeline;
+    Ok(report)
+}
+
+/// The report as a table for people.
+pub fn render(r: &ScaleReport) -> String {
+    let opt = |v: Option<f64>, unit: &str| v.map_or("—".to_string(), |v| format!("{v:.1}{unit}"));
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<34} {v}\n"));
+    line(
+        "nodes",
+        format!("{} for {:.0} s (seed {})", r.nodes, r.duration_s, r.seed),
+    );
+    line(
+        "aggregator",
+        format!(
+            "{:.2} cores mean, {:.0} MiB RSS max",
+            r.aggregator.cpu_cores_mean, r.aggregator.rss_max_mib
+        ),
+    );
+    line(
+        "simulator (same cores)",
+        format!(
+            "{:.2} cores mean, {:.0} MiB RSS max",
+            r.simulator.cpu_cores_mean, r.simulator.rss_max_mib
+        ),
+    );
+    line(
+        "probe targets per agent",
+        format!(
+            "max {}, mean {:.1}; largest plan {} B",
+            r.probe_targets_per_agent.max, r.probe_targets_per_agent.mean, r.plan_bytes_max
+        ),
+    );
+    line("labels converged", opt(r.labels_converged_s, " s"));
+    line(
+        "groups ARI l1 / l2 / l3",
+        format!(
+            "{:.4} / {:.4} / {:.4} ({:?} groups; truth {:?})",
+            r.groups.ari_l1, r.groups.ari_l2, r.groups.ari_l3, r.groups.measured, r.groups.truth
+        ),
+    );
+    line(
+        "degraded nodes found",
+        format!(
+            "{} of {}, {} false",
+            r.degraded_detected.found, r.degraded_detected.of, r.degraded_detected.false_
+        ),
+    );
+    line(
+        "GetNode p99 under load",
+        opt(r.queries.get_node_ms_p99, " ms"),
+    );
+    for (k, ms) in &r.queries.place_ms_p99 {
+        line(&format!("Place k={k} p99"), format!("{ms:.1} ms"));
+    }
+    line(
+        "GetMatrix",
+        match (r.queries.get_matrix_ms, r.queries.get_matrix_bytes) {
+            (Some(ms), Some(b)) => format!("{ms:.0} ms, {:.1} MB", b as f64 / 1e6),
+            _ => "—".into(),
+        },
+    );
+    for (kind, e) in &r.queries.errors {
+        line(&format!("error: {kind}"), e.clone());
+    }
+    line(
+        "join: plan / labels",
+        format!(
+            "{} / {}",
+            opt(r.join.plan_s, " s"),
+            opt(r.join.labels_s, " s")
+        ),
+    );
+    line(
+        "steady Node writes per hour",
+        format!(
+            "{} ({} of the nodes); label changes {}",
+            opt(r.label_writes_per_hour_steady, ""),
+            opt(r.label_writes_per_hour_steady_pct, " %"),
+            opt(r.label_changes_per_hour_steady, "")
+        ),
+    );
+    line(
+        "windows sent / sessions reopened",
+        format!("{} / {}", r.windows_sent, r.sessions_reopened),
+    );
+    for (e, count) in &r.agent_errors {
+        line("agent error", format!("{count} × {e}"));
+    }
+    out
+}

@@ -1,0 +1,136 @@
+//! What the aggregator would write to the Nodes, read from its `--dry-run`
+//! output: every patch it would send, so the run sees the labels a cluster
+//! would carry and counts the writes a cluster's API server would take.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// The first line of each printed patch, followed by the node's name.
+const PATCH: &str = "# PATCH /api/v1/nodes/";
+
+/// One write the aggregator would send.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub at: Instant,
+    pub node: String,
+    /// Label keys whose value changed (or appeared) with this write; empty
+    /// for a write that only rewrote the annotation.
+    pub changed: Vec<String>,
+}
+
+/// The labels every node would carry now, and every write so far.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub labels: HashMap<String, BTreeMap<String, String>>,
+    pub writes: Vec<Write>,
+    /// Patches that did not parse (a format change would show here).
+    pub unreadable: u64,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    metadata: Meta,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+impl Published {
+    fn apply(&mut self, text: &str, at: Instant) {
+        let Ok(body) = serde_norway::from_str::<Body>(text) else {
+            self.unreadable += 1;
+            return;
+        };
+        let Meta { name, labels } = body.metadata;
+        let old = self.labels.get(&name);
+        let changed = labels
+            .iter()
+            .filter(|(k, v)| old.and_then(|o| o.get(*k)) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.writes.push(Write {
+            at,
+            node: name.clone(),
+            changed,
+        });
+        self.labels.insert(name, labels);
+    }
+}
+
+/// Read patches from `out` (the aggregator's stdout) into `into` until it
+/// closes.
+pub async fn follow(out: impl AsyncBufRead + Unpin, into: Arc<Mutex<Published>>) {
+    let mut lines = out.lines();
+    let mut doc = String::new();
+    let mut in_patch = false;
+    let flush = |doc: &mut String, in_patch: bool| {
+        if in_patch
+            && !doc.trim().is_empty()
+            && let Ok(mut p) = into.lock()
+        {
+            p.apply(doc, Instant::now());
+        }
+        doc.clear();
+    };
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.starts_with(PATCH) {
+            flush(&mut doc, in_patch);
+            in_patch = true;
+        } else if line != "---" {
+            doc.push_str(&line);
+            doc.push('\n');
+        }
+    }
+    flush(&mut doc, in_patch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn patches_become_labels_and_counted_writes() {
+        let out = "\
+# PATCH /api/v1/nodes/a?fieldManager=netaware&force=true (dry run)
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: a
+  labels:
+    netaware.io/group-l1: g1
+    netaware.io/quality: '90'
+  annotations:
+    netaware.io/summary: '{}'
+
+# PATCH /api/v1/nodes/a?fieldManager=netaware&force=true (dry run)
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: a
+  labels:
+    netaware.io/group-l1: g1
+    netaware.io/quality: '88'
+# PATCH /api/v1/nodes/b?fieldManager=netaware&force=true (dry run)
+---
+not: [a, node
+";
+        let p = Arc::new(Mutex::new(Published::default()));
+        follow(out.as_bytes(), p.clone()).await;
+        let p = p.lock().unwrap();
+        assert_eq!(p.writes.len(), 2);
+        assert_eq!(p.writes[0].changed.len(), 2);
+        assert_eq!(p.writes[1].changed, ["netaware.io/quality"]);
+        assert_eq!(p.labels["a"]["netaware.io/quality"], "88");
+        assert_eq!(p.unreadable, 1);
+    }
+}
