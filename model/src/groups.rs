@@ -12,6 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+mod sparse;
+pub use sparse::complete_linkage_sparse;
+
 /// Symmetric distance matrix over `n` nodes (µs), condensed upper triangle.
 /// Missing distances are `f32::INFINITY`.
 #[derive(Debug, Clone)]

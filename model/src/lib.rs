@@ -21,6 +21,7 @@ pub mod infer;
 pub mod labels;
 pub mod matrix;
 pub mod place;
+pub mod plan;
 pub mod quality;
 #[cfg(feature = "test-support")]
 pub mod testing;
