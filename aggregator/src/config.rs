@@ -45,6 +45,8 @@ pub const ENV_BANDWIDTH_CONCURRENCY: &str = "NETAWARE_BANDWIDTH_CONCURRENCY";
 
 pub const ENV_QUERY_TIMEOUT: &str = "NETAWARE_QUERY_TIMEOUT";
 pub const ENV_FORGET_AFTER: &str = "NETAWARE_FORGET_AFTER";
+pub const ENV_MAX_PROBE_TARGETS: &str = "NETAWARE_MAX_PROBE_TARGETS";
+pub const ENV_PLAN_ROTATION: &str = "NETAWARE_PLAN_ROTATION";
 pub const ENV_MAX_WATCHERS: &str = "NETAWARE_MAX_WATCHERS";
 
 pub const ENV_AGENT_AUTH: &str = "NETAWARE_AGENT_AUTH";
@@ -213,6 +215,17 @@ pub struct Config {
     /// it; without Kubernetes, once away this long.
     #[arg(long, env = ENV_FORGET_AFTER, default_value = default_text!(format_duration(state().forget_after)), value_parser = parse_duration)]
     pub forget_after: Duration,
+
+    /// Probe targets per agent at most; a cluster of at most this many
+    /// nodes plus one is probed as a full mesh, a larger one by tiered,
+    /// rotating plans (docs/architecture.md).
+    #[arg(long, env = ENV_MAX_PROBE_TARGETS, default_value = default_text!(state().plan.max_targets), value_parser = netaware_common::parse_nonzero_usize)]
+    pub max_probe_targets: usize,
+
+    /// How often the sparse plans' representatives and samples rotate
+    /// (links no plan has refreshed for three rotations are dropped).
+    #[arg(long, env = ENV_PLAN_ROTATION, default_value = default_text!(format_duration(state().plan.rotate_every)), value_parser = parse_duration)]
+    pub plan_rotation: Duration,
 
     /// Longest a query may take (waiting for a free slot included); a
     /// placement search still running then is stopped.

@@ -69,6 +69,10 @@ pub fn state_config(c: &Config) -> state::StateConfig {
             max_concurrent: c.bandwidth_concurrency,
         },
         forget_after: c.forget_after,
+        plan: netaware_model::plan::PlanConfig {
+            max_targets: c.max_probe_targets,
+            rotate_every: c.plan_rotation,
+        },
         ..state::StateConfig::default()
     }
 }

@@ -25,6 +25,7 @@ use netaware_model::groups::Assignment;
 use netaware_model::infer::{InferConfig, Inference, Inferred};
 use netaware_model::labels::NodeFacts;
 use netaware_model::matrix::{self, Matrix, PlanTiming};
+use netaware_model::plan::{PlanConfig, PlanIndex};
 use netaware_model::validate;
 
 pub use snapshot::{NodeLabels, Snapshot};
@@ -121,6 +122,8 @@ struct Session {
     instance: u64,
     trust: Trust,
     tx: SessionTx,
+    /// The targets of the plan last sent (`None` before the first).
+    plan: Option<Vec<String>>,
 }
 
 /// Settings of the state owner.
@@ -141,6 +144,8 @@ pub struct StateConfig {
     /// plans, groups, Place) once the cluster's Node list no longer has it,
     /// or at once without a Node list.
     pub forget_after: std::time::Duration,
+    /// Probe-target bound and rotation.
+    pub plan: PlanConfig,
 }
 
 impl Default for StateConfig {
@@ -156,6 +161,7 @@ impl Default for StateConfig {
             bandwidth: BandwidthConfig::default(),
             snapshot_max_age: DEFAULT_SNAPSHOT_MAX_AGE,
             forget_after: DEFAULT_FORGET_AFTER,
+            plan: PlanConfig::default(),
         }
     }
 }
@@ -183,6 +189,10 @@ const OWNER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often groups and quality are recomputed: once per default report
 /// window, so every recomputation sees new figures.
 pub const DEFAULT_RECOMPUTE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often plans are looked at again when something changed: at most
+/// one replanning of every session per tick.
+const REPLAN_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the bandwidth scheduler looks for tests to start.
 const BANDWIDTH_TICK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -343,6 +353,12 @@ struct Owner {
     since_snapshot: Vec<LinkState>,
     /// The cluster's Node names, once known (`None` without Kubernetes).
     listed: Option<BTreeSet<String>>,
+    /// When the owner started (plan epochs count from here), the epoch of
+    /// the plans sent, and whether plans must be looked at again on the
+    /// next replanning tick.
+    started: Instant,
+    epoch: u64,
+    replan_due: bool,
 }
 
 async fn run(
@@ -371,6 +387,9 @@ async fn run(
         snapshot: None,
         since_snapshot: Vec::new(),
         listed: None,
+        started: Instant::now(),
+        epoch: 0,
+        replan_due: false,
     };
     let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_TICK);
     bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -378,6 +397,8 @@ async fn run(
     recompute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut replan_tick = tokio::time::interval(REPLAN_TICK);
+    replan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -389,6 +410,7 @@ async fn run(
                 owner.recompute(Instant::now());
             }
             _ = bandwidth_tick.tick() => owner.schedule_bandwidth(Instant::now()),
+            _ = replan_tick.tick() => owner.replan_if_due(Instant::now()),
             _ = beat.tick() => {
                 owner.expire_sessions(Instant::now());
                 heartbeat.beat(Instant::now());
@@ -432,13 +454,20 @@ impl Owner {
                         instance: hello.instance_id,
                         trust,
                         tx,
+                        plan: None,
                     },
                 );
                 let _ = reply.send(Ok(id));
                 self.metrics
                     .agents_connected
                     .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
-                self.replan();
+                // The newcomer gets its plan now; the others, whose plans
+                // may now name it, at once while the cluster is a full
+                // mesh, else on the next replanning tick (a rollout of
+                // thousands of agents costs one replanning a tick, not one
+                // per agent).
+                self.plan_sessions(&[id]);
+                self.peers_changed();
             }
             Command::Reports { session, batch } => self.reports(session, batch, now),
             Command::Disconnect { session } => self.close(session),
@@ -510,6 +539,13 @@ impl Owner {
     /// Forget nodes that left: away for `forget_after` and no longer
     /// Nodes of the cluster (see `Matrix::forgettable`).
     fn forget_departed(&mut self, now: Instant) {
+        let expired = self
+            .matrix
+            .expire_links(now, self.config.plan.link_expiry());
+        if expired > 0 {
+            self.changes += 1;
+            debug!(links = expired, "dropped links no plan has refreshed");
+        }
         let gone = self
             .matrix
             .forgettable(now, self.config.forget_after, self.listed.as_ref());
@@ -566,6 +602,10 @@ impl Owner {
             took_ms = started.elapsed().as_millis() as u64,
             "groups and quality recomputed"
         );
+        if !out.moved.is_empty() {
+            // Plans follow the groups (a full mesh does not change).
+            self.replan_due = true;
+        }
         let out = Arc::new(out);
         self.inferred = Some(out.clone());
         // Nobody subscribed (no publisher) is fine.
@@ -657,7 +697,7 @@ impl Owner {
                 .agents_connected
                 .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
             self.matrix.disconnect(&s.node, Instant::now());
-            self.replan();
+            self.peers_changed();
         }
     }
 
@@ -716,25 +756,78 @@ impl Owner {
         }
     }
 
-    /// Send every open session its full-mesh plan.
+    /// The set of connected nodes changed: replan everyone now while the
+    /// cluster is a full mesh (cheap, and what small clusters expect),
+    /// else on the next tick.
+    fn peers_changed(&mut self) {
+        if self.matrix.connected().count() <= self.config.plan.max_targets + 1 {
+            self.replan();
+        } else {
+            self.replan_due = true;
+        }
+    }
+
+    /// Replan when something asked for it, or when a new epoch rotates the
+    /// representatives and samples.
+    fn replan_if_due(&mut self, now: Instant) {
+        let epoch = self
+            .config
+            .plan
+            .epoch(now.saturating_duration_since(self.started));
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.replan_due = true;
+        }
+        if self.replan_due {
+            self.replan();
+        }
+    }
+
+    /// Send every session whose targets changed its new plan.
     fn replan(&mut self) {
-        self.plan_version += 1;
+        self.replan_due = false;
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
-        for id in ids {
-            let Some(node) = self.sessions.get(&id).map(|s| s.node.clone()) else {
+        self.plan_sessions(&ids);
+    }
+
+    /// Work out the plans of `ids` and send those that changed (or were
+    /// never sent). One index of the connected nodes and their groups
+    /// serves them all.
+    fn plan_sessions(&mut self, ids: &[SessionId]) {
+        let names: Vec<String> = self.matrix.connected().map(String::from).collect();
+        let assignment = self.inference.assignment().clone();
+        let index = PlanIndex::new(&names, &assignment);
+        let mut changed = Vec::new();
+        for &id in ids {
+            let Some(s) = self.sessions.get(&id) else {
                 continue;
             };
-            if let Some(plan) = self
-                .matrix
-                .plan_for(&node, self.plan_version, self.config.timing)
-            {
-                self.push(
-                    id,
-                    AggregatorMessage {
-                        msg: Some(AggMsg::Plan(plan)),
-                    },
-                );
+            let targets = index.targets(&s.node, self.config.plan.max_targets, self.epoch);
+            if s.plan.as_ref().is_some_and(|p| p.iter().eq(targets.iter())) {
+                continue;
             }
+            changed.push((id, s.node.clone(), targets));
+        }
+        if changed.is_empty() {
+            return;
+        }
+        self.plan_version += 1;
+        for (id, node, targets) in changed {
+            let Some(plan) =
+                self.matrix
+                    .plan_with(&node, &targets, self.plan_version, self.config.timing)
+            else {
+                continue;
+            };
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.plan = Some(targets.iter().map(|t| t.to_string()).collect());
+            }
+            self.push(
+                id,
+                AggregatorMessage {
+                    msg: Some(AggMsg::Plan(plan)),
+                },
+            );
         }
     }
 }

@@ -150,11 +150,38 @@ pub fn distances(m: &Matrix, names: &[String], now: Instant) -> Distances {
 }
 
 /// The node's own agent delivered a window recently (towards any peer).
-pub fn is_fresh(m: &Matrix, node: &str, names: &[String], now: Instant) -> bool {
-    names
+pub fn is_fresh(m: &Matrix, node: &str, now: Instant) -> bool {
+    m.reports_fresh(node, now)
+}
+
+/// The measured pairs of `names` as adjacency lists (by index, both
+/// directions): the distance is the pair's RTT p50 (the worse direction),
+/// infinite when never answered or losing more than
+/// [`UNREACHABLE_LOSS_PPM`]. Pairs nobody measured are absent: the
+/// clustering, group diameters and nearest peers read only these, so a
+/// recomputation costs the measured pairs, not every possible one.
+fn measured_pairs(m: &Matrix, names: &[String], now: Instant) -> Vec<Vec<(usize, f64)>> {
+    let index: BTreeMap<&str, usize> = names
         .iter()
-        .filter(|p| p.as_str() != node)
-        .any(|p| link(m, node, p, now).is_some_and(|(_, stale)| !stale))
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let mut adj: Vec<Vec<(usize, f64)>> = vec![Vec::new(); names.len()];
+    for (a, b) in m.measured_pairs() {
+        let (Some(&i), Some(&j)) = (index.get(a), index.get(b)) else {
+            continue;
+        };
+        if let Some(p) = pair_probed(m, a, b, now) {
+            let d = if p.loss_ppm <= UNREACHABLE_LOSS_PPM {
+                p.rtt_p50_us
+            } else {
+                f64::INFINITY
+            };
+            adj[i].push((j, d));
+            adj[j].push((i, d));
+        }
+    }
+    adj
 }
 
 impl Inference {
@@ -170,6 +197,11 @@ impl Inference {
         self.tracker.seed(assignment);
     }
 
+    /// The published groups (what probe plans are built from).
+    pub fn assignment(&self) -> &groups::Assignment {
+        self.tracker.assignment()
+    }
+
     /// Forget a node that left the cluster: it keeps no group.
     pub fn forget(&mut self, node: &str) {
         self.tracker.forget(node);
@@ -181,15 +213,22 @@ impl Inference {
     pub fn recompute(&mut self, m: &Matrix, now: Instant) -> Inferred {
         let names = m.node_names();
         let n = names.len();
-        let dist = distances(m, &names, now);
-        let merges = groups::complete_linkage(&dist);
+        let adj = measured_pairs(m, &names, now);
+        let merges = groups::complete_linkage_sparse(
+            n,
+            adj.iter().enumerate().flat_map(|(i, row)| {
+                row.iter()
+                    .filter(move |(j, _)| *j > i)
+                    .map(move |&(j, d)| (i, j, d))
+            }),
+        );
         let thresholds = groups::thresholds_for(self.config.thresholds, &merges);
         let levels = thresholds.map(|t| groups::cut(&merges, n, t));
         // A node with no measured pair yet is not placed: it would land in a
         // group of its own, be labelled so, and move again a few
         // recomputations later. It is placed once it has data.
         let measured: Vec<usize> = (0..n)
-            .filter(|&i| (0..n).any(|j| j != i && dist.get(i, j).is_finite()))
+            .filter(|&i| adj[i].iter().any(|(_, d)| d.is_finite()))
             .collect();
         let placed_names: Vec<String> = measured.iter().map(|&i| names[i].clone()).collect();
         let placed_levels: [Vec<usize>; 3] =
@@ -204,22 +243,22 @@ impl Inference {
                 members[l].entry(id.clone()).or_default().push(node.clone());
             }
         }
-        let index: BTreeMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i))
-            .collect();
-        let diameter = |ms: &[String]| -> f64 {
-            let mut d: f64 = 0.0;
-            for a in ms {
-                for b in ms {
-                    if let (Some(&i), Some(&j)) = (index.get(a.as_str()), index.get(b.as_str())) {
-                        d = d.max(dist.get(i, j));
+        // Each group's largest measured distance between two members.
+        let ids: Vec<Option<&[String; 3]>> = names.iter().map(|x| assignment.get(x)).collect();
+        let mut diameters: [BTreeMap<&str, f64>; 3] = Default::default();
+        for (i, row) in adj.iter().enumerate() {
+            let Some(gi) = ids[i] else { continue };
+            for &(j, d) in row {
+                if let Some(gj) = ids[j] {
+                    for l in 0..3 {
+                        if gi[l] == gj[l] {
+                            let e = diameters[l].entry(gi[l].as_str()).or_insert(0.0);
+                            *e = e.max(d);
+                        }
                     }
                 }
             }
-            d
-        };
+        }
         let groups: Vec<Group> = members
             .iter()
             .enumerate()
@@ -228,26 +267,26 @@ impl Inference {
                 level: l as u32 + 1,
                 id: id.clone(),
                 members: ms.clone(),
-                max_rtt_us: diameter(ms),
+                max_rtt_us: diameters[l].get(id.as_str()).copied().unwrap_or(0.0),
             })
             .collect();
 
         let measured_nodes = m.measured_nodes();
         let mut facts = BTreeMap::new();
-        for (node, ids) in &assignment {
+        for (i, node) in names.iter().enumerate() {
+            let Some(ids) = assignment.get(node) else {
+                continue;
+            };
             if !measured_nodes.contains(node.as_str()) {
                 continue;
             }
+            // Measured peers in the node's own group at `level`.
             let peers_in = |level: usize| -> Vec<PeerLink> {
-                members[level]
-                    .get(&ids[level])
-                    .map(|ms| {
-                        ms.iter()
-                            .filter(|p| *p != node)
-                            .filter_map(|p| pair(m, node, p, now))
-                            .collect()
-                    })
-                    .unwrap_or_default()
+                adj[i]
+                    .iter()
+                    .filter(|(j, _)| ids_at(&assignment, &names[*j], level) == Some(&ids[level]))
+                    .filter_map(|(j, _)| pair(m, node, &names[*j], now))
+                    .collect()
             };
             let mut peers = peers_in(1);
             if peers.is_empty() {
@@ -256,18 +295,13 @@ impl Inference {
             let figures: Option<Figures> = quality::figures(&peers);
             let quality =
                 figures.map(|f| quality::score(&f, &self.config.weights, &self.config.scales));
-            let fresh = is_fresh(m, node, &names, now);
+            let fresh = is_fresh(m, node, now);
             // Rank by the distances already computed; read the full pair
             // figures (for loss) only for the peers kept.
-            let me = index.get(node.as_str()).copied();
-            let mut ranked: Vec<(u64, &String)> = names
+            let mut ranked: Vec<(u64, &String)> = adj[i]
                 .iter()
-                .enumerate()
-                .filter(|(_, p)| *p != node)
-                .filter_map(|(j, p)| {
-                    let d = dist.get(me?, j);
-                    d.is_finite().then(|| (d.max(0.0).round() as u64, p))
-                })
+                .filter(|(_, d)| d.is_finite())
+                .map(|&(j, d)| (d.max(0.0).round() as u64, &names[j]))
                 .collect();
             ranked.sort();
             ranked.truncate(MAX_NEAREST);
@@ -301,6 +335,11 @@ impl Inference {
             computed_unix_us: 0,
         }
     }
+}
+
+/// The published group id of `node` at `level`.
+fn ids_at<'a>(a: &'a groups::Assignment, node: &str, level: usize) -> Option<&'a String> {
+    a.get(node).map(|ids| &ids[level])
 }
 
 #[cfg(test)]

@@ -202,6 +202,44 @@ impl Matrix {
         out
     }
 
+    /// Every pair of nodes with figures in at least one direction, each
+    /// once, the lower name first.
+    pub fn measured_pairs(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .links
+            .iter()
+            .filter(|(_, link)| link.seeded)
+            .map(|((a, b, _), _)| {
+                let (a, b) = (a.as_str(), b.as_str());
+                if a < b { (a, b) } else { (b, a) }
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Whether the node's own agent delivered a window within
+    /// `stale_after` of `now` (towards any peer, by any method).
+    pub fn reports_fresh(&self, node: &str, now: Instant) -> bool {
+        let from = (node.to_string(), String::new(), i32::MIN);
+        self.links
+            .range(from..)
+            .take_while(|((src, _, _), _)| src == node)
+            .any(|(_, link)| !self.is_stale(link, now))
+    }
+
+    /// Drop links with no window for `after` (a peer that left the plan
+    /// long ago); returns how many. Their figures would otherwise be kept
+    /// for ever, and with rotating plans that is a link per pair ever
+    /// sampled.
+    pub fn expire_links(&mut self, now: Instant, after: Duration) -> usize {
+        let before = self.links.len();
+        self.links
+            .retain(|_, link| now.saturating_duration_since(link.received_at) < after);
+        before - self.links.len()
+    }
+
     /// The node's latest Hello.
     pub fn hello(&self, node: &str) -> Option<&Hello> {
         self.nodes.get(node).map(|n| &n.hello)
@@ -424,11 +462,34 @@ impl Matrix {
     /// Full-mesh plan for `node`: every other connected node, with the
     /// methods both ends support. `None` if the node is not connected.
     pub fn plan_for(&self, node: &str, version: u64, timing: PlanTiming) -> Option<ProbePlan> {
-        let me = self.nodes.get(node).filter(|n| n.sessions > 0)?;
-        let peers = self
-            .nodes
+        let others: Vec<&str> = self.connected().filter(|n| *n != node).collect();
+        self.plan_with(node, &others, version, timing)
+    }
+
+    /// Names of the connected nodes, sorted.
+    pub fn connected(&self) -> impl Iterator<Item = &str> + '_ {
+        self.nodes
             .iter()
-            .filter(|(name, n)| name.as_str() != node && n.sessions > 0)
+            .filter(|(_, n)| n.sessions > 0)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The plan for `node` towards `targets` (those connected and sharing a
+    /// method with it, in the given order). `None` if the node is not
+    /// connected.
+    pub fn plan_with(
+        &self,
+        node: &str,
+        targets: &[&str],
+        version: u64,
+        timing: PlanTiming,
+    ) -> Option<ProbePlan> {
+        let me = self.nodes.get(node).filter(|n| n.sessions > 0)?;
+        let peers = targets
+            .iter()
+            .filter(|name| **name != node)
+            .filter_map(|name| self.nodes.get(*name).map(|n| (*name, n)))
+            .filter(|(_, n)| n.sessions > 0)
             .filter_map(|(name, n)| {
                 let methods: Vec<i32> = [ProbeMethod::StampUdp, ProbeMethod::IcmpEcho]
                     .into_iter()
@@ -439,7 +500,7 @@ impl Matrix {
                     .collect();
                 let address = n.hello.probe_addresses.first()?.clone();
                 (!methods.is_empty()).then(|| PeerTarget {
-                    node_name: name.clone(),
+                    node_name: name.to_string(),
                     address,
                     stamp_port: n.hello.stamp_port,
                     methods,

@@ -24,11 +24,48 @@
 //! landmark-based coordinates).
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use crate::groups::Assignment;
 
 /// Default bound on a node's probe targets.
 pub const DEFAULT_MAX_TARGETS: usize = 64;
+/// Default epoch length: representatives and samples change this often.
+pub const DEFAULT_ROTATE_EVERY: Duration = Duration::from_secs(600);
+
+/// Settings of the probe plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// At most this many targets per node; a cluster of at most this many
+    /// nodes plus one is a full mesh.
+    pub max_targets: usize,
+    /// Representatives and samples are chosen again this often.
+    pub rotate_every: Duration,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        Self {
+            max_targets: DEFAULT_MAX_TARGETS,
+            rotate_every: DEFAULT_ROTATE_EVERY,
+        }
+    }
+}
+
+impl PlanConfig {
+    /// The epoch `elapsed` after the planner started.
+    pub fn epoch(&self, elapsed: Duration) -> u64 {
+        let every = self.rotate_every.as_millis().max(1);
+        u64::try_from(elapsed.as_millis() / every).unwrap_or(u64::MAX)
+    }
+
+    /// Links not refreshed for this long are dropped: three epochs, so the
+    /// samples of the last epochs still count while rotation does not make
+    /// the matrix grow without end.
+    pub fn link_expiry(&self) -> Duration {
+        self.rotate_every * 3
+    }
+}
 /// Ring successors every node probes once plans are sparse.
 pub const RING_NEIGHBOURS: usize = 4;
 

@@ -91,7 +91,7 @@ impl Snapshot {
             .collect();
         let fresh: Vec<bool> = names
             .iter()
-            .map(|n| infer::is_fresh(&self.matrix, n, &names, now))
+            .map(|n| infer::is_fresh(&self.matrix, n, now))
             .collect();
         // The group thresholds in use (resolved when `auto`).
         let levels: Vec<f64> = match (&self.inferred, self.thresholds) {

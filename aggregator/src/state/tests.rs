@@ -561,3 +561,52 @@ async fn a_session_is_closed_when_its_token_expires() {
     assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
     assert!(s.message().contains("expired"), "{s:?}");
 }
+
+/// The peers of the newest plan among `msgs`.
+fn latest_plan(msgs: &[AggMsg]) -> Option<Vec<String>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            AggMsg::Plan(p) => Some(p.peers.iter().map(|t| t.node_name.clone()).collect()),
+            _ => None,
+        })
+        .next_back()
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_bound_a_newcomer_is_planned_at_once_and_the_others_on_the_next_tick() {
+    let mut c = config();
+    c.plan.max_targets = 2;
+    let state = spawn(c);
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let mut rxs = Vec::new();
+    for n in names {
+        rxs.push(connect(&state, n, 64).await.1);
+    }
+    // Connecting is answered only after the newcomer's plan is queued.
+    let first: Vec<Vec<AggMsg>> = rxs.iter_mut().map(drain).collect();
+    let f = latest_plan(&first[5]).expect("f was planned when it connected");
+    assert_eq!(f.len(), 2, "{f:?}");
+    // a saw a full mesh while the cluster fitted (up to 3 nodes), then
+    // nothing more until the replanning tick.
+    assert_eq!(latest_plan(&first[0]).map(|p| p.len()), Some(2));
+    tokio::time::sleep(REPLAN_TICK * 2).await;
+    for (rx, me) in rxs.iter_mut().zip(names) {
+        if let Some(p) = latest_plan(&drain(rx)) {
+            assert!(p.len() <= 2 && !p.contains(&me.to_string()), "{me}: {p:?}");
+        }
+    }
+    // A node that leaves is dropped from every plan on the next tick.
+    state
+        .send(Command::Disconnect { session: 1 })
+        .await
+        .unwrap();
+    tokio::time::sleep(REPLAN_TICK * 2).await;
+    let mut replanned = 0;
+    for rx in rxs.iter_mut().skip(1) {
+        if let Some(p) = latest_plan(&drain(rx)) {
+            assert!(!p.contains(&"a".to_string()), "{p:?}");
+            replanned += 1;
+        }
+    }
+    assert!(replanned > 0, "the nodes that probed a got new plans");
+}

@@ -57,38 +57,96 @@ fn candidate(d: f32, x: usize, y: usize) -> Candidate {
     }
 }
 
+/// At most this share (a fifth) of the measured pairs across a merge may be
+/// unreachable. One broken pair between two otherwise well-measured racks
+/// (a host firewall rule, a bad cable) does not split a region in two; a
+/// firewall between zones (every pair across lost) still does, and so does
+/// a single unreachable pair between two nodes that share nothing else.
+pub const MAX_UNREACHABLE_SHARE: f64 = 0.2;
+
+/// What is known between two clusters: the largest finite distance, and
+/// how many measured pairs across were finite and how many unreachable.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Across {
+    max: f32,
+    finite: u32,
+    unreachable: u32,
+    /// The heap key this pair was last pushed with (NaN: not in the heap).
+    key: f32,
+}
+
+impl Across {
+    fn of(d: f32) -> Self {
+        if d.is_finite() {
+            Self {
+                max: d,
+                finite: 1,
+                unreachable: 0,
+                key: f32::NAN,
+            }
+        } else {
+            Self {
+                max: 0.0,
+                finite: 0,
+                unreachable: 1,
+                key: f32::NAN,
+            }
+        }
+    }
+
+    fn add(self, o: Self) -> Self {
+        Self {
+            max: self.max.max(o.max),
+            finite: self.finite + o.finite,
+            unreachable: self.unreachable + o.unreachable,
+            key: f32::NAN,
+        }
+    }
+
+    /// The merge height, if the two clusters may merge at all.
+    fn height(&self) -> Option<f32> {
+        let known = f64::from(self.finite + self.unreachable);
+        (self.finite > 0 && f64::from(self.unreachable) <= MAX_UNREACHABLE_SHARE * known)
+            .then_some(self.max)
+    }
+}
+
 /// The dendrogram of `n` items from the measured pairs `(i, j, distance)`
-/// (µs; NaN counts as unreachable; a pair given twice keeps the larger).
-/// Merges come back sorted by height; infinite ones are left out, so items
-/// never joined through finite measured pairs stay apart at every cut.
+/// (µs; infinite or NaN: unreachable; a pair given twice keeps the worse).
+/// Merges come back sorted by height; clusters with no finite measured
+/// pair between them, or too many unreachable ones
+/// ([`MAX_UNREACHABLE_SHARE`]), never merge.
 pub fn complete_linkage_sparse(
     n: usize,
     pairs: impl IntoIterator<Item = (usize, usize, f64)>,
 ) -> Vec<Merge> {
-    let mut adj: Vec<HashMap<usize, f32>> = vec![HashMap::new(); n];
+    let mut given: HashMap<(usize, usize), f32> = HashMap::new();
     for (i, j, d) in pairs {
         if i == j || i >= n || j >= n {
             continue;
         }
         let d = if d.is_nan() { f32::INFINITY } else { d as f32 };
-        let e = adj[i].entry(j).or_insert(d);
+        let e = given.entry((i.min(j), i.max(j))).or_insert(d);
         *e = e.max(d);
-        let e = *e;
-        adj[j].insert(i, e);
     }
+    let mut adj: Vec<HashMap<usize, Across>> = vec![HashMap::new(); n];
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
-    for (i, row) in adj.iter().enumerate() {
-        for (&j, &d) in row {
-            if i < j && d.is_finite() {
-                heap.push(candidate(d, i, j));
-            }
+    for (&(i, j), &d) in &given {
+        let mut a = Across::of(d);
+        if let Some(h) = a.height() {
+            a.key = h;
+            heap.push(candidate(h, i, j));
         }
+        adj[i].insert(j, a);
+        adj[j].insert(i, a);
     }
     let mut active = vec![true; n];
     let mut merges = Vec::with_capacity(n.saturating_sub(1));
     while let Some(c) = heap.pop() {
-        // Stale entries: a slot merged away, or a distance since raised.
-        if !active[c.a] || !active[c.b] || adj[c.a].get(&c.b) != Some(&c.d) {
+        // Stale entries: a slot merged away, or the pair pushed again
+        // since (what is known across it changed).
+        let key = adj[c.a].get(&c.b).map(|a| a.key);
+        if !active[c.a] || !active[c.b] || key != Some(c.d) {
             continue;
         }
         let (keep, gone) = if adj[c.a].len() >= adj[c.b].len() {
@@ -98,17 +156,23 @@ pub fn complete_linkage_sparse(
         };
         let folded = std::mem::take(&mut adj[gone]);
         adj[keep].remove(&gone);
-        for (other, d) in folded {
+        for (other, a) in folded {
             if other == keep {
                 continue;
             }
             adj[other].remove(&gone);
-            let merged = adj[keep].get(&other).map_or(d, |&k| k.max(d));
+            // What is known across changed for this neighbour: it may now
+            // merge (unreachable pairs outweighed), or at another height,
+            // never below this merge's, so heights stay in order. The
+            // neighbours of `keep` alone are unchanged and stay queued.
+            let mut merged = adj[keep].get(&other).map_or(a, |k| k.add(a));
+            merged.key = f32::NAN;
+            if let Some(h) = merged.height() {
+                merged.key = h.max(c.d);
+                heap.push(candidate(merged.key, keep, other));
+            }
             adj[keep].insert(other, merged);
             adj[other].insert(keep, merged);
-            if merged.is_finite() {
-                heap.push(candidate(merged, keep, other));
-            }
         }
         active[gone] = false;
         merges.push(Merge {
@@ -117,8 +181,6 @@ pub fn complete_linkage_sparse(
             height: f64::from(c.d),
         });
     }
-    // Already in order (heights never decrease); sorting keeps `cut`'s
-    // contract explicit should float rounding ever tie differently.
     merges.sort_by(|x, y| x.height.total_cmp(&y.height));
     merges
 }

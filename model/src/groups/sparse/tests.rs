@@ -142,3 +142,54 @@ fn a_node_with_no_pairs_stays_alone_and_a_repeated_pair_keeps_its_worse_figure()
     assert_eq!(merges[0].height, 90.0);
     assert_eq!(cut(&merges, 3, 100.0), vec![0, 0, 1]);
 }
+
+/// Two racks of ten, 50 µs inside and 300 µs across, every pair measured
+/// except as `lost` says (those pairs lose every probe).
+fn two_racks(lost: impl Fn(usize, usize) -> bool) -> Vec<Merge> {
+    let mut pairs = Vec::new();
+    for i in 0..20 {
+        for j in i + 1..20 {
+            let d = if i / 10 == j / 10 { 50.0 } else { 300.0 };
+            pairs.push((i, j, if lost(i, j) { f64::INFINITY } else { d }));
+        }
+    }
+    complete_linkage_sparse(20, pairs)
+}
+
+#[test]
+fn one_broken_pair_does_not_split_its_pod_but_a_firewall_between_racks_does() {
+    // A broken pair across the racks, and one inside rack 0 (there, 1 of
+    // the 9 pairs between node 2 and the others of its rack is lost: within
+    // the tolerated share).
+    let one = two_racks(|i, j| (i, j) == (3, 14) || (i, j) == (1, 2));
+    assert_eq!(cut(&one, 20, 100.0), [[0; 10], [1; 10]].concat());
+    assert_eq!(cut(&one, 20, 500.0), vec![0; 20], "the pod holds");
+    // Every pair between the racks lost: two groups at every level.
+    let wall = two_racks(|i, j| i / 10 != j / 10);
+    assert_eq!(cut(&wall, 20, 1e9), [[0; 10], [1; 10]].concat());
+    // A third of the pairs across lost: more than the tolerated share.
+    let many = two_racks(|i, j| i / 10 != j / 10 && (i + j) % 3 == 0);
+    assert_eq!(cut(&many, 20, 1e9), [[0; 10], [1; 10]].concat());
+}
+
+#[test]
+fn a_firewalled_pair_among_four_never_shares_a_group() {
+    // The lab's e2e-firewall topology: f-1 and f-2 lose everything.
+    let mut pairs = Vec::new();
+    let mut rng = Lcg(5);
+    for i in 0..4 {
+        for j in i + 1..4 {
+            let d = if (i, j) == (0, 1) {
+                f64::INFINITY
+            } else {
+                200.0 + 10.0 * rng.next()
+            };
+            pairs.push((i, j, d));
+        }
+    }
+    let merges = complete_linkage_sparse(4, pairs);
+    for t in [500.0, 1e9] {
+        let c = cut(&merges, 4, t);
+        assert_ne!(c[0], c[1], "{c:?}");
+    }
+}
