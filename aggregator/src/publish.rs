@@ -74,22 +74,28 @@ impl std::fmt::Debug for Sink {
 
 /// The desired keys of every node in a recomputation.
 pub fn desired_all(prefix: &str, inferred: &Inferred) -> BTreeMap<String, Desired> {
-    let measured_at = humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + Duration::from_micros(inferred.computed_unix_us),
-    )
-    .to_string();
+    let rfc3339 = |us: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_micros(us))
+            .to_string()
+    };
     inferred
         .facts
         .iter()
-        .filter_map(
-            |(node, facts)| match labels::desired(prefix, facts, &measured_at) {
+        .filter_map(|(node, facts)| {
+            // When the summary's content last changed, so an unchanged
+            // summary is not rewritten at every recomputation.
+            let since = match facts.summary_since_unix_us {
+                0 => inferred.computed_unix_us,
+                t => t,
+            };
+            match labels::desired(prefix, facts, &rfc3339(since)) {
                 Ok(d) => Some((node.clone(), d)),
                 Err(e) => {
                     warn!(%node, error = %e, "not publishing a node whose labels would be invalid");
                     None
                 }
-            },
-        )
+            }
+        })
         .collect()
 }
 

@@ -593,8 +593,9 @@ impl Owner {
         }
         let started = Instant::now();
         self.changes += 1;
-        let mut out = self.inference.recompute(&self.matrix, now);
-        out.computed_unix_us = netaware_common::now_unix_us();
+        let out = self
+            .inference
+            .recompute(&self.matrix, now, netaware_common::now_unix_us());
         info!(
             nodes = out.facts.len(),
             moved = out.moved.len(),

@@ -30,6 +30,7 @@ fn written_keys() -> Vec<String> {
         }),
         fresh: true,
         nearest: vec![],
+        summary_since_unix_us: 0,
     };
     labels::node_labels(labels::DEFAULT_PREFIX, &facts)
         .unwrap()

@@ -97,6 +97,21 @@ pub struct Queries {
     pub errors: BTreeMap<String, String>,
 }
 
+/// One healthy node degraded halfway through the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Fault {
+    pub node: String,
+    pub at_s: f64,
+    /// Whether that node's labels changed before the join.
+    pub relabelled: bool,
+    /// Its quality is then the lowest of its labelled l2 group.
+    pub found: bool,
+    /// Other nodes with a label value change between the fault and the
+    /// join, and how many changes each key saw among them.
+    pub others_relabelled: usize,
+    pub others_keys: BTreeMap<String, usize>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Join {
     pub plan_s: Option<f64>,
@@ -132,7 +147,10 @@ pub struct ScaleReport {
     pub degraded_detected: Degraded,
     pub queries: Queries,
     pub join: Join,
-    /// Node writes per hour between convergence and the join, extrapolated
+    pub fault: Fault,
+    /// Other nodes relabelled by the fault (`fault.others_relabelled`).
+    pub nodes_relabelled_on_single_fault: Option<usize>,
+    /// Node writes per hour between convergence and the fault, extrapolated
     /// from that span, and as a share of the nodes (percent).
     pub label_writes_per_hour_steady: Option<f64>,
     pub label_writes_per_hour_steady_pct: Option<f64>,
@@ -305,6 +323,23 @@ fn degraded(
         }
     }
     out
+}
+
+/// Whether `node`'s quality is the lowest of its labelled l2 group (and
+/// the group has others).
+fn lowest_of_group(labels: &HashMap<String, BTreeMap<String, String>>, node: &str) -> bool {
+    let Some(mine) = labels.get(node) else {
+        return false;
+    };
+    let (Some(g), Some(q)) = (groups_of(mine), quality_of(mine)) else {
+        return false;
+    };
+    let peers: Vec<i64> = labels
+        .iter()
+        .filter(|(name, l)| name.as_str() != node && groups_of(l).is_some_and(|h| h[1] == g[1]))
+        .filter_map(|(_, l)| quality_of(l))
+        .collect();
+    !peers.is_empty() && peers.iter().all(|&p| p > q)
 }
 
 /// Time the queries a user and a scheduler would send, under the agents'
@@ -492,7 +527,25 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
     for i in 0..n {
         fleet.start(&truth, i);
     }
+    let fault_at = opts.duration.mul_f64(0.5);
     let join_at = opts.duration.mul_f64(0.7);
+    // The node to degrade: healthy, in a pod with no degraded node.
+    let fault_node = {
+        let sick_pods: std::collections::HashSet<u32> = truth
+            .nodes()
+            .iter()
+            .filter(|x| x.degraded)
+            .map(|x| x.levels[1])
+            .collect();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed ^ 0xFA17);
+        let healthy: Vec<usize> = (0..n)
+            .filter(|&i| !sick_pods.contains(&truth.nodes()[i].levels[1]))
+            .collect();
+        healthy
+            .get(rng.random_range(0..healthy.len().max(1)))
+            .copied()
+    };
+    let mut faulted: Option<Instant> = None;
     let queries_at = opts.duration.mul_f64(0.85);
     let mut joined: Option<Instant> = None;
     let mut queries: Option<tokio::task::JoinHandle<Queries>> = None;
@@ -519,6 +572,12 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                     ari,
                     writes_total: p.writes.len(),
                 });
+            }
+        }
+        if faulted.is_none() && started.elapsed() >= fault_at {
+            faulted = Some(Instant::now());
+            if let Some(i) = fault_node {
+                truth.inject_fault(i);
             }
         }
         if joined.is_none() && started.elapsed() >= join_at {
@@ -610,22 +669,22 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
     // Converged: from the first sample after which every later sample
     // (until the join) has every node labelled and every level's ARI at
     // least CONVERGED_ARI.
-    let join_s = join_at.as_secs_f64();
-    let before_join: Vec<&Sample> = timeline.iter().filter(|s| s.t_s < join_s).collect();
+    let fault_s = fault_at.as_secs_f64();
+    let before_join: Vec<&Sample> = timeline.iter().filter(|s| s.t_s < fault_s).collect();
     let good = |s: &Sample| s.labelled == n && s.ari.iter().all(|&a| a >= CONVERGED_ARI);
     let first_good = before_join
         .iter()
         .rposition(|s| !good(s))
         .map_or(0, |k| k + 1);
     report.labels_converged_s = before_join.get(first_good).map(|s| s.t_s);
-    if let (Some(conv), Some(join)) = (report.labels_converged_s, joined) {
+    if let (Some(conv), Some(until)) = (report.labels_converged_s, faulted) {
         let from = started + Duration::from_secs_f64(conv);
-        let span = join.saturating_duration_since(from).as_secs_f64();
+        let span = until.saturating_duration_since(from).as_secs_f64();
         if span > 0.0 {
             let steady: Vec<_> = p
                 .writes
                 .iter()
-                .filter(|w| w.at >= from && w.at < join)
+                .filter(|w| w.at >= from && w.at < until)
                 .collect();
             let per_hour = steady.len() as f64 * 3600.0 / span;
             report.label_writes_per_hour_steady = Some(per_hour);
@@ -634,6 +693,35 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                 steady.iter().filter(|w| !w.changed.is_empty()).count() as f64 * 3600.0 / span,
             );
         }
+    }
+    if let (Some(i), Some(from), Some(until)) = (fault_node, faulted, joined) {
+        let name = &truth.nodes()[i].name;
+        let mut f = Fault {
+            node: name.clone(),
+            at_s: from.saturating_duration_since(started).as_secs_f64(),
+            ..Default::default()
+        };
+        let mut others = std::collections::HashSet::new();
+        for w in p
+            .writes
+            .iter()
+            .filter(|w| w.at >= from && w.at < until && !w.changed.is_empty())
+        {
+            if &w.node == name {
+                f.relabelled = true;
+            } else {
+                others.insert(w.node.clone());
+                for k in &w.changed {
+                    *f.others_keys
+                        .entry(k.trim_start_matches(PREFIX).to_string())
+                        .or_default() += 1;
+                }
+            }
+        }
+        f.others_relabelled = others.len();
+        f.found = lowest_of_group(&p.labels, name);
+        report.nodes_relabelled_on_single_fault = Some(f.others_relabelled);
+        report.fault = f;
     }
     if let Some(join) = joined {
         let s = stats.get(n).cloned().unwrap_or_default();
@@ -723,6 +811,17 @@ pub fn render(r: &ScaleReport) -> String {
     for (kind, e) in &r.queries.errors {
         line(&format!("error: {kind}"), e.clone());
     }
+    line(
+        "single fault",
+        format!(
+            "{}: relabelled {}, found {}; {} other nodes relabelled {:?}",
+            r.fault.node,
+            r.fault.relabelled,
+            r.fault.found,
+            r.fault.others_relabelled,
+            r.fault.others_keys
+        ),
+    );
     line(
         "join: plan / labels",
         format!(

@@ -18,6 +18,7 @@ use crate::labels::{NodeFacts, Peer};
 const MAX_NEAREST: usize = 32;
 use crate::matrix::Matrix;
 use crate::quality::{self, Figures, PeerLink, Scales, Weights};
+use crate::settle::settle;
 
 /// Recomputations a node's new groups must hold before it moves: one noisy
 /// window moves nobody.
@@ -68,11 +69,14 @@ pub struct Inferred {
     pub computed_unix_us: u64,
 }
 
-/// Keeps the group tracker between recomputations.
+/// Keeps the group tracker, and what was published for each node, between
+/// recomputations.
 #[derive(Debug, Clone)]
 pub struct Inference {
     config: InferConfig,
     tracker: GroupTracker,
+    /// The facts of the latest recomputation, as published (settled).
+    published: BTreeMap<String, NodeFacts>,
 }
 
 /// The link figures towards a peer: the method that got answers (STAMP
@@ -189,6 +193,7 @@ impl Inference {
         Self {
             config,
             tracker: GroupTracker::new(config.hysteresis),
+            published: BTreeMap::new(),
         }
     }
 
@@ -205,12 +210,15 @@ impl Inference {
     /// Forget a node that left the cluster: it keeps no group.
     pub fn forget(&mut self, node: &str) {
         self.tracker.forget(node);
+        self.published.remove(node);
     }
 
-    /// Recompute groups and facts from the matrix as of `now`. Facts (what
-    /// gets published) only for nodes measured since start: a node known
-    /// only from its labels keeps them untouched until its figures come.
-    pub fn recompute(&mut self, m: &Matrix, now: Instant) -> Inferred {
+    /// Recompute groups and facts from the matrix as of `now` (wall clock
+    /// `now_unix_us`). Facts (what gets published) only for nodes measured
+    /// since start: a node known only from its labels keeps them untouched
+    /// until its figures come. Figures are settled against what was
+    /// published before ([`settle`]), so noise writes nothing.
+    pub fn recompute(&mut self, m: &Matrix, now: Instant, now_unix_us: u64) -> Inferred {
         let names = m.node_names();
         let n = names.len();
         let adj = measured_pairs(m, &names, now);
@@ -316,23 +324,26 @@ impl Inference {
                 })
                 .collect();
             nearest.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
+            let raw = NodeFacts {
+                groups: ids.clone(),
+                quality,
+                figures,
+                fresh,
+                nearest,
+                summary_since_unix_us: now_unix_us,
+            };
             facts.insert(
                 node.clone(),
-                NodeFacts {
-                    groups: ids.clone(),
-                    quality,
-                    figures,
-                    fresh,
-                    nearest,
-                },
+                settle(self.published.get(node), raw, now_unix_us),
             );
         }
+        self.published = facts.clone();
         Inferred {
             facts,
             groups,
             thresholds,
             moved,
-            computed_unix_us: 0,
+            computed_unix_us: now_unix_us,
         }
     }
 }

@@ -89,6 +89,10 @@ pub struct NodeFacts {
     pub fresh: bool,
     /// Measured peers, nearest first (for the summary annotation).
     pub nearest: Vec<Peer>,
+    /// When `nearest` last changed (µs since the Unix epoch; 0: unknown),
+    /// the summary's `measured_at`, so an unchanged summary is not
+    /// rewritten.
+    pub summary_since_unix_us: u64,
 }
 
 /// A figure as a label value. Gt/Lt compare integers only, and Kubernetes

@@ -23,6 +23,7 @@ pub mod matrix;
 pub mod place;
 pub mod plan;
 pub mod quality;
+pub mod settle;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod validate;

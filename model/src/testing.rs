@@ -20,6 +20,7 @@ pub fn inferred(nodes: &[(&str, u32)]) -> Inferred {
                 figures: None,
                 fresh: true,
                 nearest: vec![],
+                summary_since_unix_us: 0,
             },
         );
     }

@@ -5,6 +5,7 @@
 //! seed, so two runs with one seed see one network.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -38,6 +39,8 @@ const NODES_PER_BROKEN_LINK: usize = 100;
 /// Probe loss and jitter of a degraded node, on every link it has.
 const DEGRADED_LOSS: std::ops::Range<f64> = 0.02..0.05;
 const DEGRADED_JITTER_US: f64 = 400.0;
+/// Probe loss of the node degraded during a run.
+pub const FAULT_LOSS: f64 = 0.04;
 
 /// One node of the synthetic cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +54,7 @@ pub struct Node {
 }
 
 /// The whole synthetic network.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Truth {
     nodes: Vec<Node>,
     index: HashMap<String, usize>,
@@ -60,6 +63,9 @@ pub struct Truth {
     /// Unordered pairs (lower index first) that lose every probe.
     broken: HashSet<(usize, usize)>,
     seed: u64,
+    /// A node degraded during the run (index + 1; 0: none), read by the
+    /// agents' tasks while they run.
+    fault: AtomicUsize,
 }
 
 /// One window's figures for a directed pair.
@@ -156,6 +162,26 @@ impl Truth {
             inter_region,
             broken,
             seed,
+            fault: AtomicUsize::new(0),
+        }
+    }
+
+    /// Degrade node `i` from now on: [`FAULT_LOSS`] and the degraded
+    /// jitter on every link it has.
+    pub fn inject_fault(&self, i: usize) {
+        self.fault.store(i + 1, Ordering::Relaxed);
+    }
+
+    /// Degraded from the start or by [`inject_fault`](Self::inject_fault).
+    pub fn is_degraded(&self, i: usize) -> bool {
+        self.nodes[i].degraded || self.fault.load(Ordering::Relaxed) == i + 1
+    }
+
+    fn node_loss(&self, i: usize) -> f64 {
+        if self.fault.load(Ordering::Relaxed) == i + 1 {
+            FAULT_LOSS
+        } else {
+            self.nodes[i].loss
         }
     }
 
@@ -212,7 +238,7 @@ impl Truth {
         if self.is_broken(a, b) {
             1.0
         } else {
-            self.nodes[a].loss.max(self.nodes[b].loss)
+            self.node_loss(a).max(self.node_loss(b))
         }
     }
 
@@ -225,7 +251,7 @@ impl Truth {
         let base = self.rtt_us(a, b);
         let noise: f64 = rng.sample(StandardNormal);
         let p50 = base * (1.0 + 0.02 * noise.clamp(-3.0, 3.0));
-        let degraded = self.nodes[a].degraded || self.nodes[b].degraded;
+        let degraded = self.is_degraded(a) || self.is_degraded(b);
         let jitter = if degraded {
             DEGRADED_JITTER_US
         } else {

@@ -52,7 +52,7 @@ fn l2_groups_are_the_regions_and_the_lossy_node_scores_lowest() {
     let now = Instant::now();
     let m = lab(&["dj", "se", "gj"], 4, Some("dj-4"), now);
     let mut inf = Inference::new(InferConfig::default());
-    let out = inf.recompute(&m, now);
+    let out = inf.recompute(&m, now, 1);
     let l2 = |n: &str| out.facts[n].groups[1].clone();
     for r in ["dj", "se", "gj"] {
         let g = l2(&format!("{r}-1"));
@@ -103,7 +103,7 @@ fn a_node_without_measurements_is_not_placed_yet() {
     let mut m = lab(&["a", "b"], 2, None, now);
     m.connect(hello("new-1"));
     let mut inf = Inference::new(InferConfig::default());
-    let out = inf.recompute(&m, now);
+    let out = inf.recompute(&m, now, 1);
     assert_eq!(out.facts.len(), 4);
     assert!(!out.facts.contains_key("new-1"));
 }
@@ -113,8 +113,8 @@ fn stale_data_keeps_groups_and_turns_fresh_false() {
     let now = Instant::now();
     let m = lab(&["a", "b"], 2, None, now);
     let mut inf = Inference::new(InferConfig::default());
-    let first = inf.recompute(&m, now);
-    let later = inf.recompute(&m, now + Duration::from_secs(60));
+    let first = inf.recompute(&m, now, 1);
+    let later = inf.recompute(&m, now + Duration::from_secs(60), 1);
     for (node, f) in &later.facts {
         assert!(!f.fresh, "{node}");
         assert_eq!(f.groups, first.facts[node].groups);
@@ -168,7 +168,7 @@ fn a_pair_that_never_answers_is_never_grouped_and_never_nearest() {
         hysteresis: 1,
         ..InferConfig::default()
     });
-    let out = inf.recompute(&m, now);
+    let out = inf.recompute(&m, now, 1);
     for level in 0..3 {
         assert_ne!(
             out.facts["a"].groups[level],
@@ -218,7 +218,7 @@ fn an_unreachable_peer_is_the_worst_case_for_quality() {
 fn a_restarted_inference_keeps_the_group_ids_it_is_seeded_with() {
     let now = Instant::now();
     let m = lab(&["a", "b"], 2, None, now);
-    let before = Inference::new(InferConfig::default()).recompute(&m, now);
+    let before = Inference::new(InferConfig::default()).recompute(&m, now, 1);
     // What the labels say: the ids swapped (as another leader numbered
     // them), and a node that has not reconnected yet.
     let mut seeded: groups::Assignment = before
@@ -232,7 +232,7 @@ fn a_restarted_inference_keeps_the_group_ids_it_is_seeded_with() {
     seeded.insert("c-1".into(), ["g7".into(), "g7".into(), "g7".into()]);
     let mut restarted = Inference::new(InferConfig::default());
     restarted.seed(&seeded);
-    let after = restarted.recompute(&m, now);
+    let after = restarted.recompute(&m, now, 1);
     for (node, f) in &after.facts {
         assert_eq!(f.groups, seeded[node], "{node}");
     }
@@ -249,10 +249,10 @@ fn a_restarted_inference_keeps_the_group_ids_it_is_seeded_with() {
     // A new site gets an id past every seeded one.
     let mut m2 = lab(&["a", "b", "d"], 2, None, now);
     m2.connect(hello("d-1"));
-    let grown = restarted.recompute(&m2, now);
+    let grown = restarted.recompute(&m2, now, 1);
     assert_eq!(grown.facts["d-1"].groups[0], "g8");
     restarted.forget("c-1");
-    let forgotten = restarted.recompute(&m2, now);
+    let forgotten = restarted.recompute(&m2, now, 1);
     assert!(
         forgotten
             .groups

@@ -18,6 +18,7 @@ fn facts() -> NodeFacts {
             rtt_p50_us: 250,
             loss_ppm: 0,
         }],
+        summary_since_unix_us: 0,
     }
 }
 

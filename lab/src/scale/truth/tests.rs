@@ -12,6 +12,7 @@ fn one_seed_is_one_network_and_another_seed_another() {
         Truth::generate(700, 3),
         Truth::generate(700, 4),
     );
+    assert_eq!(a.broken, b.broken);
     assert_eq!(a.nodes(), b.nodes());
     assert_eq!(a.rtt_us(5, 600), b.rtt_us(5, 600));
     assert_ne!(a.nodes(), c.nodes());
@@ -94,4 +95,25 @@ fn windows_are_ordered_as_the_aggregator_requires() {
             assert!((w.p50_ns as f64 - base).abs() < base * 0.07, "{w:?}");
         }
     }
+}
+
+#[test]
+fn a_fault_degrades_one_node_on_every_link_from_then_on() {
+    let t = Truth::generate(400, 8);
+    let i = (0..t.len()).find(|&i| !t.nodes()[i].degraded).unwrap();
+    let peer = (0..t.len())
+        .find(|&j| j != i && !t.is_degraded(j) && !t.is_broken(i, j))
+        .unwrap();
+    assert_eq!(t.loss(i, peer), 0.0);
+    t.inject_fault(i);
+    assert!(t.is_degraded(i));
+    assert_eq!(t.loss(peer, i), FAULT_LOSS);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let lost: u64 = (0..200)
+        .map(|_| {
+            let w = t.window(i, peer, 50, &mut rng);
+            w.sent - w.received
+        })
+        .sum();
+    assert!((200..=700).contains(&lost), "4 % of 10,000 probes: {lost}");
 }

@@ -1,0 +1,96 @@
+use super::*;
+
+fn facts(quality: u32, rtt: f64, loss: f64, nearest: &[(&str, u64)]) -> NodeFacts {
+    NodeFacts {
+        groups: ["g1", "g1", "g1"].map(String::from),
+        quality: Some(quality),
+        figures: Some(Figures {
+            rtt_p50_us: rtt,
+            rtt_p99_us: rtt * 2.0,
+            jitter_us: 3.0,
+            loss_ppm: loss,
+            bandwidth_mbps: None,
+            peers: 5,
+        }),
+        fresh: true,
+        nearest: nearest
+            .iter()
+            .map(|(n, r)| Peer {
+                node: n.to_string(),
+                rtt_p50_us: *r,
+                loss_ppm: 0,
+            })
+            .collect(),
+        summary_since_unix_us: 0,
+    }
+}
+
+#[test]
+fn two_significant_digits() {
+    assert_eq!(two_digits(0.0), 0.0);
+    assert_eq!(two_digits(7.0), 7.0);
+    assert_eq!(two_digits(304.0), 300.0);
+    assert_eq!(two_digits(1_551.0), 1_600.0);
+    assert_eq!(two_digits(98_765.0), 99_000.0);
+    assert!(two_digits(f64::INFINITY).is_infinite());
+}
+
+#[test]
+fn quality_moves_in_steps_of_five_and_only_past_five() {
+    assert_eq!(settle_quality(None, Some(67)), Some(65));
+    assert_eq!(settle_quality(None, Some(98)), Some(100));
+    // The ±1–2 drift seen in the lab (66→65→67→68) writes nothing.
+    let mut published = settle_quality(None, Some(66));
+    for raw in [65, 67, 68, 64, 66, 69] {
+        assert_eq!(settle_quality(published, Some(raw)), published, "{raw}");
+    }
+    // A real change does.
+    published = settle_quality(published, Some(52));
+    assert_eq!(published, Some(50));
+    assert_eq!(settle_quality(published, None), None);
+}
+
+#[test]
+fn figures_stay_within_their_band_and_follow_a_real_change() {
+    let p = settle_value(None, 304.0, RTT_BAND);
+    assert_eq!(p, 300.0);
+    for raw in [290.0, 318.0, 329.0, 271.0] {
+        assert_eq!(settle_value(Some(p), raw, RTT_BAND), p, "{raw}");
+    }
+    assert_eq!(settle_value(Some(p), 340.0, RTT_BAND), 340.0);
+    // Small values: the absolute floor.
+    assert_eq!(settle_value(Some(50.0), 54.0, RTT_BAND), 50.0);
+    // Loss: 0 stays 0 under a few lost probes, a degraded node shows.
+    assert_eq!(settle_value(Some(0.0), 800.0, LOSS_BAND), 0.0);
+    assert_eq!(settle_value(Some(0.0), 30_000.0, LOSS_BAND), 30_000.0);
+    // Unreachable and back.
+    assert!(settle_value(Some(300.0), f64::INFINITY, RTT_BAND).is_infinite());
+    assert_eq!(settle_value(Some(f64::INFINITY), 300.0, RTT_BAND), 300.0);
+}
+
+#[test]
+fn an_unchanged_summary_keeps_its_time_and_a_changed_one_takes_the_new() {
+    let first = settle(None, facts(70, 300.0, 0.0, &[("b", 50), ("c", 300)]), 1_000);
+    assert_eq!(first.summary_since_unix_us, 1_000);
+    let noisy = settle(
+        Some(&first),
+        facts(71, 310.0, 500.0, &[("b", 52), ("c", 290)]),
+        2_000,
+    );
+    assert_eq!(noisy, first, "noise changes nothing at all");
+    let moved = settle(
+        Some(&first),
+        facts(70, 300.0, 0.0, &[("b", 900), ("c", 300)]),
+        3_000,
+    );
+    assert_eq!(moved.summary_since_unix_us, 3_000);
+    assert_eq!(
+        moved
+            .nearest
+            .iter()
+            .map(|p| p.node.as_str())
+            .collect::<Vec<_>>(),
+        ["c", "b"],
+        "re-sorted by the published values"
+    );
+}
