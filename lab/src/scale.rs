@@ -129,6 +129,9 @@ pub struct Sample {
     pub labelled: usize,
     pub ari: [f64; 3],
     pub writes_total: usize,
+    pub aggregator_rss_mib: f64,
+    /// Aggregator CPU (cores) since the previous sample.
+    pub aggregator_cpu_cores: f64,
 }
 
 /// The report; fields may be added, none renamed.
@@ -206,6 +209,7 @@ struct Sampler {
     start: Option<(Instant, f64)>,
     last: Option<(Instant, f64)>,
     rss_max: f64,
+    rss: f64,
 }
 
 impl Sampler {
@@ -215,6 +219,7 @@ impl Sampler {
             start: None,
             last: None,
             rss_max: 0.0,
+            rss: 0.0,
         }
     }
 
@@ -224,6 +229,7 @@ impl Sampler {
             self.start.get_or_insert((now, cpu));
             self.last = Some((now, cpu));
             self.rss_max = self.rss_max.max(rss);
+            self.rss = rss;
         }
     }
 
@@ -307,7 +313,7 @@ fn degraded(
         }
     }
     let mut out = Degraded {
-        of: truth.nodes().iter().take(n).filter(|x| x.degraded).count(),
+        of: (0..n).filter(|&i| truth.is_degraded(i)).count(),
         ..Default::default()
     };
     for members in by_group.values_mut() {
@@ -315,7 +321,7 @@ fn degraded(
         let median = members[members.len() / 2].0;
         let (lowest, i) = members[0];
         if members.len() > 1 && median - lowest >= STANDS_OUT_BY {
-            if truth.nodes()[i].degraded {
+            if truth.is_degraded(i) {
                 out.found += 1;
             } else {
                 out.false_ += 1;
@@ -551,6 +557,7 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
     let mut queries: Option<tokio::task::JoinHandle<Queries>> = None;
     let mut timeline = Vec::new();
     let mut next_sample = Instant::now();
+    let mut last_cpu = agg_usage.last.map(|(_, c)| c).unwrap_or(0.0);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     while started.elapsed() < opts.duration {
         tick.tick().await;
@@ -564,6 +571,9 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
         }
         if Instant::now() >= next_sample {
             next_sample += SAMPLE_EVERY;
+            let cpu = agg_usage.last.map(|(_, c)| c).unwrap_or(0.0);
+            let cores = (cpu - last_cpu) / SAMPLE_EVERY.as_secs_f64();
+            last_cpu = cpu;
             if let Ok(p) = published.lock() {
                 let (ari, labelled) = score(&truth, n, &p.labels);
                 timeline.push(Sample {
@@ -571,6 +581,8 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                     labelled,
                     ari,
                     writes_total: p.writes.len(),
+                    aggregator_rss_mib: agg_usage.rss,
+                    aggregator_cpu_cores: cores,
                 });
             }
         }

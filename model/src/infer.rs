@@ -5,17 +5,15 @@
 //! pair has no UDP data), so one window does not reshuffle groups on its own;
 //! the group tracker's hysteresis does the rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::Smoothed;
 
 use crate::groups::{self, Distances, GroupTracker, Thresholds};
-use crate::labels::{NodeFacts, Peer};
+use crate::labels::{MAX_NEAREST, NodeFacts, Peer};
 
-/// Peers listed in a node's summary annotation, nearest first.
-const MAX_NEAREST: usize = 32;
 use crate::matrix::Matrix;
 use crate::quality::{self, Figures, PeerLink, Scales, Weights};
 use crate::settle::settle;
@@ -79,17 +77,15 @@ pub struct Inference {
     published: BTreeMap<String, NodeFacts>,
 }
 
-/// The link figures towards a peer: the method that got answers (STAMP
-/// first), else whichever has figures at all (then with an unknown RTT).
-fn link(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<(Smoothed, bool)> {
-    let udp = m.smoothed(a, b, ProbeMethod::StampUdp, now);
-    let icmp = m.smoothed(a, b, ProbeMethod::IcmpEcho, now);
-    let answered = |l: &Option<(Smoothed, bool)>| l.as_ref().is_some_and(|(s, _)| s.rtt_known);
-    if answered(&udp) || (!answered(&icmp) && udp.is_some()) {
-        udp
-    } else {
-        icmp
+/// The link figures towards a peer, chosen as [`choose`] does.
+fn link(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<Smoothed> {
+    let mut best = None;
+    for method in [ProbeMethod::StampUdp, ProbeMethod::IcmpEcho] {
+        if let Some((s, _)) = m.smoothed(a, b, method, now) {
+            best = Some(choose(best, method as i32, s));
+        }
     }
+    best.map(|(_, s)| s)
 }
 
 /// A pair losing more than this share of its probes is unreachable for
@@ -98,7 +94,8 @@ fn link(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<(Smoothed, bool)> 
 pub const UNREACHABLE_LOSS_PPM: f64 = 500_000.0;
 
 /// Worse of the two directions of a pair, or the one that exists, with
-/// the pair's bandwidth (for the quality figures).
+/// the pair's bandwidth (the quality figures of one pair).
+#[cfg(test)]
 fn pair(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
     pair_probed(m, a, b, now).map(|p| PeerLink {
         bandwidth_mbps: m.bandwidth(a, b),
@@ -106,33 +103,11 @@ fn pair(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
     })
 }
 
-/// The probe figures of [`pair`] alone: distances and nearest peers need no
-/// bandwidth, and looking it up for every pair would cost as much again.
+/// The probe figures of a pair alone (Place's distances need no
+/// bandwidth). The recomputation reads the same figures for every pair in
+/// one pass ([`measured_pairs`]).
 fn pair_probed(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
-    // An RTT never answered is infinite: the worst case in quality and
-    // placement, and never close in grouping.
-    let known = |s: &Smoothed, v: f64| if s.rtt_known { v } else { f64::INFINITY };
-    let to = |s: Smoothed| PeerLink {
-        rtt_p50_us: known(&s, s.rtt_p50_us),
-        rtt_p99_us: known(&s, s.rtt_p99_us),
-        jitter_us: known(&s, s.jitter_us),
-        loss_ppm: s.loss_ppm,
-        bandwidth_mbps: None,
-    };
-    match (link(m, a, b, now), link(m, b, a, now)) {
-        (Some((x, _)), Some((y, _))) => {
-            let (x, y) = (to(x), to(y));
-            Some(PeerLink {
-                rtt_p50_us: x.rtt_p50_us.max(y.rtt_p50_us),
-                rtt_p99_us: x.rtt_p99_us.max(y.rtt_p99_us),
-                jitter_us: x.jitter_us.max(y.jitter_us),
-                loss_ppm: x.loss_ppm.max(y.loss_ppm),
-                bandwidth_mbps: None,
-            })
-        }
-        (Some((x, _)), None) | (None, Some((x, _))) => Some(to(x)),
-        (None, None) => None,
-    }
+    combine(link(m, a, b, now), link(m, b, a, now))
 }
 
 /// RTT p50 (µs) of every pair of `names`, the worse direction; pairs not
@@ -158,34 +133,95 @@ pub fn is_fresh(m: &Matrix, node: &str, now: Instant) -> bool {
     m.reports_fresh(node, now)
 }
 
+/// The figures of one direction of a pair: the method that got answers
+/// (STAMP first), else whichever has figures at all (then with an unknown
+/// RTT, which reads as infinite: the worst case in quality and placement,
+/// never close in grouping). `current` is the choice so far.
+fn choose(current: Option<(i32, Smoothed)>, method: i32, s: Smoothed) -> (i32, Smoothed) {
+    let udp = ProbeMethod::StampUdp as i32;
+    match current {
+        None => (method, s),
+        Some((m, c)) => {
+            let better = match (c.rtt_known, s.rtt_known) {
+                (false, true) => true,
+                (true, false) => false,
+                // Both answered or neither: STAMP first.
+                _ => method == udp && m != udp,
+            };
+            if better { (method, s) } else { (m, c) }
+        }
+    }
+}
+
+/// Worse of the two directions (`None`: not measured that way).
+fn combine(x: Option<Smoothed>, y: Option<Smoothed>) -> Option<PeerLink> {
+    let known = |s: &Smoothed, v: f64| if s.rtt_known { v } else { f64::INFINITY };
+    let to = |s: Smoothed| PeerLink {
+        rtt_p50_us: known(&s, s.rtt_p50_us),
+        rtt_p99_us: known(&s, s.rtt_p99_us),
+        jitter_us: known(&s, s.jitter_us),
+        loss_ppm: s.loss_ppm,
+        bandwidth_mbps: None,
+    };
+    match (x.map(to), y.map(to)) {
+        (Some(x), Some(y)) => Some(PeerLink {
+            rtt_p50_us: x.rtt_p50_us.max(y.rtt_p50_us),
+            rtt_p99_us: x.rtt_p99_us.max(y.rtt_p99_us),
+            jitter_us: x.jitter_us.max(y.jitter_us),
+            loss_ppm: x.loss_ppm.max(y.loss_ppm),
+            bandwidth_mbps: None,
+        }),
+        (Some(x), None) | (None, Some(x)) => Some(x),
+        (None, None) => None,
+    }
+}
+
 /// The measured pairs of `names` as adjacency lists (by index, both
-/// directions): the distance is the pair's RTT p50 (the worse direction),
-/// infinite when never answered or losing more than
-/// [`UNREACHABLE_LOSS_PPM`]. Pairs nobody measured are absent: the
-/// clustering, group diameters and nearest peers read only these, so a
-/// recomputation costs the measured pairs, not every possible one.
-fn measured_pairs(m: &Matrix, names: &[String], now: Instant) -> Vec<Vec<(usize, f64)>> {
-    let index: BTreeMap<&str, usize> = names
+/// directions) with the pair's figures ([`pair_probed`]'s, without
+/// bandwidth), read in one pass over the matrix. Pairs nobody measured are
+/// absent: the clustering, group diameters, quality and nearest peers read
+/// only these, so a recomputation costs the measured pairs, not every
+/// possible one.
+fn measured_pairs(m: &Matrix, names: &[String]) -> Vec<Vec<(usize, PeerLink)>> {
+    let index: HashMap<&str, usize> = names
         .iter()
         .enumerate()
         .map(|(i, s)| (s.as_str(), i))
         .collect();
-    let mut adj: Vec<Vec<(usize, f64)>> = vec![Vec::new(); names.len()];
-    for (a, b) in m.measured_pairs() {
-        let (Some(&i), Some(&j)) = (index.get(a), index.get(b)) else {
-            continue;
-        };
-        if let Some(p) = pair_probed(m, a, b, now) {
-            let d = if p.loss_ppm <= UNREACHABLE_LOSS_PPM {
-                p.rtt_p50_us
-            } else {
-                f64::INFINITY
-            };
-            adj[i].push((j, d));
-            adj[j].push((i, d));
+    let mut directed: HashMap<(usize, usize), (i32, Smoothed)> = HashMap::new();
+    for (a, b, method, s) in m.figures() {
+        if let (Some(&i), Some(&j)) = (index.get(a), index.get(b)) {
+            directed
+                .entry((i, j))
+                .and_modify(|e| *e = choose(Some(*e), method, *s))
+                .or_insert((method, *s));
         }
     }
+    let mut adj: Vec<Vec<(usize, PeerLink)>> = vec![Vec::new(); names.len()];
+    for (&(i, j), &(_, s)) in &directed {
+        let back = directed.get(&(j, i)).map(|(_, s)| *s);
+        // Each pair once: from the lower index, or from the only direction.
+        if back.is_some() && j < i {
+            continue;
+        }
+        if let Some(p) = combine(Some(s), back) {
+            adj[i].push((j, p));
+            adj[j].push((i, p));
+        }
+    }
+    for row in &mut adj {
+        row.sort_by_key(|(j, _)| *j);
+    }
     adj
+}
+
+/// The distance clustering reads: the RTT p50, infinite when unreachable.
+fn distance(p: &PeerLink) -> f64 {
+    if p.loss_ppm <= UNREACHABLE_LOSS_PPM {
+        p.rtt_p50_us
+    } else {
+        f64::INFINITY
+    }
 }
 
 impl Inference {
@@ -221,14 +257,20 @@ impl Inference {
     pub fn recompute(&mut self, m: &Matrix, now: Instant, now_unix_us: u64) -> Inferred {
         let names = m.node_names();
         let n = names.len();
-        let adj = measured_pairs(m, &names, now);
+        let adj = measured_pairs(m, &names);
+        // With fixed thresholds nothing above the highest matters.
+        let ceiling = match self.config.thresholds {
+            groups::Thresholds::Fixed(t) => t[2],
+            groups::Thresholds::Auto => f64::INFINITY,
+        };
         let merges = groups::complete_linkage_sparse(
             n,
             adj.iter().enumerate().flat_map(|(i, row)| {
                 row.iter()
                     .filter(move |(j, _)| *j > i)
-                    .map(move |&(j, d)| (i, j, d))
+                    .map(move |(j, p)| (i, *j, distance(p)))
             }),
+            ceiling,
         );
         let thresholds = groups::thresholds_for(self.config.thresholds, &merges);
         let levels = thresholds.map(|t| groups::cut(&merges, n, t));
@@ -236,7 +278,7 @@ impl Inference {
         // group of its own, be labelled so, and move again a few
         // recomputations later. It is placed once it has data.
         let measured: Vec<usize> = (0..n)
-            .filter(|&i| adj[i].iter().any(|(_, d)| d.is_finite()))
+            .filter(|&i| adj[i].iter().any(|(_, p)| distance(p).is_finite()))
             .collect();
         let placed_names: Vec<String> = measured.iter().map(|&i| names[i].clone()).collect();
         let placed_levels: [Vec<usize>; 3] =
@@ -251,22 +293,41 @@ impl Inference {
                 members[l].entry(id.clone()).or_default().push(node.clone());
             }
         }
+        // Each node's group at each level as a number (comparing numbers,
+        // not strings, in the passes over every measured pair below).
+        let mut numbers: [HashMap<&str, usize>; 3] = Default::default();
+        let group_of: Vec<Option<[usize; 3]>> = names
+            .iter()
+            .map(|x| {
+                assignment.get(x).map(|ids| {
+                    [0, 1, 2].map(|l| {
+                        let next = numbers[l].len();
+                        *numbers[l].entry(ids[l].as_str()).or_insert(next)
+                    })
+                })
+            })
+            .collect();
         // Each group's largest measured distance between two members.
-        let ids: Vec<Option<&[String; 3]>> = names.iter().map(|x| assignment.get(x)).collect();
-        let mut diameters: [BTreeMap<&str, f64>; 3] = Default::default();
+        let mut diameter_of: [Vec<f64>; 3] = [0, 1, 2].map(|l| vec![0.0; numbers[l].len()]);
         for (i, row) in adj.iter().enumerate() {
-            let Some(gi) = ids[i] else { continue };
-            for &(j, d) in row {
-                if let Some(gj) = ids[j] {
+            let Some(gi) = group_of[i] else { continue };
+            for (j, p) in row {
+                if let Some(gj) = group_of[*j] {
                     for l in 0..3 {
                         if gi[l] == gj[l] {
-                            let e = diameters[l].entry(gi[l].as_str()).or_insert(0.0);
-                            *e = e.max(d);
+                            let e = &mut diameter_of[l][gi[l]];
+                            *e = e.max(distance(p));
                         }
                     }
                 }
             }
         }
+        let diameters: [BTreeMap<&str, f64>; 3] = [0, 1, 2].map(|l| {
+            numbers[l]
+                .iter()
+                .map(|(id, &k)| (*id, diameter_of[l][k]))
+                .collect()
+        });
         let groups: Vec<Group> = members
             .iter()
             .enumerate()
@@ -279,21 +340,25 @@ impl Inference {
             })
             .collect();
 
-        let measured_nodes = m.measured_nodes();
         let mut facts = BTreeMap::new();
         for (i, node) in names.iter().enumerate() {
-            let Some(ids) = assignment.get(node) else {
+            let (Some(ids), Some(mine)) = (assignment.get(node), group_of[i]) else {
                 continue;
             };
-            if !measured_nodes.contains(node.as_str()) {
+            // Measured since start (a node known only from its labels
+            // keeps them untouched until its figures come).
+            if adj[i].is_empty() {
                 continue;
             }
             // Measured peers in the node's own group at `level`.
             let peers_in = |level: usize| -> Vec<PeerLink> {
                 adj[i]
                     .iter()
-                    .filter(|(j, _)| ids_at(&assignment, &names[*j], level) == Some(&ids[level]))
-                    .filter_map(|(j, _)| pair(m, node, &names[*j], now))
+                    .filter(|(j, _)| group_of[*j].is_some_and(|g| g[level] == mine[level]))
+                    .map(|(j, p)| PeerLink {
+                        bandwidth_mbps: m.bandwidth(node, &names[*j]),
+                        ..*p
+                    })
                     .collect()
             };
             let mut peers = peers_in(1);
@@ -306,21 +371,21 @@ impl Inference {
             let fresh = is_fresh(m, node, now);
             // Rank by the distances already computed; read the full pair
             // figures (for loss) only for the peers kept.
-            let mut ranked: Vec<(u64, &String)> = adj[i]
+            let mut ranked: Vec<(u64, &String, &PeerLink)> = adj[i]
                 .iter()
-                .filter(|(_, d)| d.is_finite())
-                .map(|&(j, d)| (d.max(0.0).round() as u64, &names[j]))
+                .filter(|(_, p)| distance(p).is_finite())
+                .map(|(j, p)| (distance(p).max(0.0).round() as u64, &names[*j], p))
                 .collect();
-            ranked.sort();
-            ranked.truncate(MAX_NEAREST);
+            // Twice as many as listed: settling keeps the listed ones
+            // unless a newcomer is clearly nearer (no flicker among ties).
+            ranked.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            ranked.truncate(2 * MAX_NEAREST);
             let mut nearest: Vec<Peer> = ranked
                 .into_iter()
-                .filter_map(|(_, p)| {
-                    pair_probed(m, node, p, now).map(|l| Peer {
-                        node: p.clone(),
-                        rtt_p50_us: l.rtt_p50_us.max(0.0).round() as u64,
-                        loss_ppm: l.loss_ppm.max(0.0).round() as u64,
-                    })
+                .map(|(_, p, l)| Peer {
+                    node: p.clone(),
+                    rtt_p50_us: l.rtt_p50_us.max(0.0).round() as u64,
+                    loss_ppm: l.loss_ppm.max(0.0).round() as u64,
                 })
                 .collect();
             nearest.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
@@ -346,11 +411,6 @@ impl Inference {
             computed_unix_us: now_unix_us,
         }
     }
-}
-
-/// The published group id of `node` at `level`.
-fn ids_at<'a>(a: &'a groups::Assignment, node: &str, level: usize) -> Option<&'a String> {
-    a.get(node).map(|ids| &ids[level])
 }
 
 #[cfg(test)]

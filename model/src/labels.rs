@@ -13,6 +13,8 @@ use crate::{Error, Result};
 pub const DEFAULT_PREFIX: &str = "netaware.io/";
 /// Largest summary annotation we write.
 pub const MAX_SUMMARY_BYTES: usize = 4 * 1024;
+/// Peers listed in a node's summary annotation, nearest first.
+pub const MAX_NEAREST: usize = 32;
 /// Annotation name (after the prefix).
 pub const SUMMARY: &str = "summary";
 

@@ -1,7 +1,7 @@
 //! The link-state matrix and the full-mesh probe plan, as plain data with
 //! pure methods: every time-dependent method takes `now`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use netaware_proto::ProbeMethod;
@@ -10,8 +10,13 @@ use netaware_proto::v1::{
     ProbePlan, Smoothed,
 };
 
+/// A node's interned id: links are keyed by two of these, so looking one
+/// up by name costs two hash lookups and no allocation (review S10: the
+/// `(String, String)` keys allocated on every lookup).
+type Id = u32;
+
 /// Key of one directed link measured with one method.
-pub type LinkKey = (String, String, i32);
+type LinkKey = (Id, Id, i32);
 
 /// Plan timing, copied into every plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +78,14 @@ struct Node {
 /// queries read, so no query waits for (or holds up) the owner.
 #[derive(Debug, Clone)]
 pub struct Matrix {
+    /// Ids of the names known (nodes, and peers that links point to).
+    ids: HashMap<String, Id>,
+    /// Name of each id still in use.
+    names: HashMap<Id, String>,
+    next_id: Id,
     links: BTreeMap<LinkKey, Link>,
     /// Latest bandwidth test per (sender, receiver).
-    bandwidth: BTreeMap<(String, String), BandwidthState>,
+    bandwidth: BTreeMap<(Id, Id), BandwidthState>,
     nodes: BTreeMap<String, Node>,
     /// Weight of the newest window in the smoothed figures (0 < alpha <= 1).
     alpha: f64,
@@ -121,6 +131,9 @@ pub fn loss_ppm(w: &LinkWindow) -> Option<f64> {
 impl Matrix {
     pub fn new(alpha: f64, stale_after: Duration) -> Self {
         Self {
+            ids: HashMap::new(),
+            names: HashMap::new(),
+            next_id: 0,
             links: BTreeMap::new(),
             bandwidth: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -131,6 +144,27 @@ impl Matrix {
 
     pub fn stale_after(&self) -> Duration {
         self.stale_after
+    }
+
+    fn id(&self, name: &str) -> Option<Id> {
+        self.ids.get(name).copied()
+    }
+
+    /// The id of `name`, given one if it has none.
+    fn intern(&mut self, name: &str) -> Id {
+        if let Some(id) = self.id(name) {
+            return id;
+        }
+        let id = self.next_id;
+        // Ids are never reused: 4 G names would take centuries of churn.
+        self.next_id = self.next_id.wrapping_add(1);
+        self.ids.insert(name.to_string(), id);
+        self.names.insert(id, name.to_string());
+        id
+    }
+
+    fn name(&self, id: Id) -> &str {
+        self.names.get(&id).map_or("", String::as_str)
     }
 
     /// A session for `hello.node_name` opened.
@@ -183,10 +217,13 @@ impl Matrix {
     /// bandwidth figures.
     pub fn forget(&mut self, node: &str) {
         self.nodes.remove(node);
+        let Some(id) = self.ids.remove(node) else {
+            return;
+        };
+        self.names.remove(&id);
         self.links
-            .retain(|(src, dst, _), _| src.as_str() != node && dst.as_str() != node);
-        self.bandwidth
-            .retain(|(a, b), _| a.as_str() != node && b.as_str() != node);
+            .retain(|(src, dst, _), _| *src != id && *dst != id);
+        self.bandwidth.retain(|(a, b), _| *a != id && *b != id);
     }
 
     /// Nodes at either end of a link with figures: what the aggregator has
@@ -195,8 +232,8 @@ impl Matrix {
         let mut out = BTreeSet::new();
         for ((src, dst, _), link) in &self.links {
             if link.seeded {
-                out.insert(src.as_str());
-                out.insert(dst.as_str());
+                out.insert(self.name(*src));
+                out.insert(self.name(*dst));
             }
         }
         out
@@ -210,7 +247,7 @@ impl Matrix {
             .iter()
             .filter(|(_, link)| link.seeded)
             .map(|((a, b, _), _)| {
-                let (a, b) = (a.as_str(), b.as_str());
+                let (a, b) = (self.name(*a), self.name(*b));
                 if a < b { (a, b) } else { (b, a) }
             })
             .collect();
@@ -219,13 +256,25 @@ impl Matrix {
         out
     }
 
+    /// Every link with figures, without copying: (source, destination,
+    /// method, smoothed figures). For passes over the whole matrix, where a
+    /// lookup per pair would cost more than the pass.
+    pub fn figures(&self) -> impl Iterator<Item = (&str, &str, i32, &Smoothed)> + '_ {
+        self.links
+            .iter()
+            .filter(|(_, link)| link.seeded)
+            .map(|((a, b, m), link)| (self.name(*a), self.name(*b), *m, &link.smoothed))
+    }
+
     /// Whether the node's own agent delivered a window within
     /// `stale_after` of `now` (towards any peer, by any method).
     pub fn reports_fresh(&self, node: &str, now: Instant) -> bool {
-        let from = (node.to_string(), String::new(), i32::MIN);
+        let Some(id) = self.id(node) else {
+            return false;
+        };
         self.links
-            .range(from..)
-            .take_while(|((src, _, _), _)| src == node)
+            .range((id, 0, i32::MIN)..)
+            .take_while(|((src, _, _), _)| *src == id)
             .any(|(_, link)| !self.is_stale(link, now))
     }
 
@@ -290,7 +339,7 @@ impl Matrix {
         if current.is_some_and(|c| c != instance) {
             return None;
         }
-        let key = (src.to_string(), w.peer.clone(), w.method);
+        let key = (self.intern(src), self.intern(&w.peer), w.method);
         let alpha = self.alpha;
         if let Some(link) = self.links.get(&key)
             && link.instance == instance
@@ -330,7 +379,7 @@ impl Matrix {
         stream_mbps: Vec<f64>,
         started_unix_us: u64,
     ) {
-        let key = (sender.to_string(), receiver.to_string());
+        let key = (self.intern(sender), self.intern(receiver));
         let tests_total = self.bandwidth.get(&key).map_or(0, |b| b.tests_total) + 1;
         let state = BandwidthState {
             sender: sender.to_string(),
@@ -348,7 +397,7 @@ impl Matrix {
     pub fn bandwidth(&self, a: &str, b: &str) -> Option<f64> {
         let one = |s: &str, r: &str| {
             self.bandwidth
-                .get(&(s.to_string(), r.to_string()))
+                .get(&(self.id(s)?, self.id(r)?))
                 .map(|b| b.mbps)
         };
         match (one(a, b), one(b, a)) {
@@ -390,7 +439,7 @@ impl Matrix {
     ) -> Option<(Smoothed, bool)> {
         let link = self
             .links
-            .get(&(src.to_string(), dst.to_string(), method as i32))?;
+            .get(&(self.id(src)?, self.id(dst)?, method as i32))?;
         link.seeded
             .then(|| (link.smoothed, self.is_stale(link, now)))
     }
@@ -410,7 +459,9 @@ impl Matrix {
         self.links
             .iter()
             .filter(move |((_, _, m), _)| method == ProbeMethod::Unspecified || *m == method as i32)
-            .map(move |((src, _, _), link)| Self::state_of(src, link, self.is_stale(link, now)))
+            .map(move |((src, _, _), link)| {
+                Self::state_of(self.name(*src), link, self.is_stale(link, now))
+            })
     }
 
     fn status_of(name: &str, n: &Node) -> NodeStatus {
@@ -439,6 +490,8 @@ impl Matrix {
         now_unix_us: u64,
     ) -> GetMatrixResponse {
         let mut links = self.links(method, now);
+        // By name, as people read it (the store is ordered by interned id).
+        links.sort_by(|a, b| (&a.src, &a.dst, a.method).cmp(&(&b.src, &b.dst, b.method)));
         if !histograms {
             for l in &mut links {
                 if let Some(w) = l.latest.as_mut() {
@@ -455,7 +508,11 @@ impl Matrix {
             links,
             generated_unix_us: now_unix_us,
             stale_after_ms: u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX),
-            bandwidth: self.bandwidth.values().cloned().collect(),
+            bandwidth: {
+                let mut b: Vec<BandwidthState> = self.bandwidth.values().cloned().collect();
+                b.sort_by(|x, y| (&x.sender, &x.receiver).cmp(&(&y.sender, &y.receiver)));
+                b
+            },
         }
     }
 

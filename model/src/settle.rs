@@ -15,7 +15,7 @@
 //! `measured_at` is when its content last changed, so an unchanged summary
 //! is not rewritten either.
 
-use crate::labels::{NodeFacts, Peer};
+use crate::labels::{MAX_NEAREST, NodeFacts, Peer};
 use crate::quality::Figures;
 
 /// Quality is published in steps of this many points, and moves only when
@@ -90,21 +90,36 @@ fn settle_figures(prev: Option<&Figures>, new: Figures) -> Figures {
     }
 }
 
+/// The [`MAX_NEAREST`] peers to list from the candidates `new`: values
+/// settled against the listed ones, and a peer not listed before replaces
+/// a listed one only when it is nearer by more than the RTT band (among
+/// many peers at about the same distance, the list would otherwise change
+/// with every window).
 fn settle_peers(prev: &[Peer], new: Vec<Peer>) -> Vec<Peer> {
-    let mut out: Vec<Peer> = new
+    let mut out: Vec<(f64, Peer)> = new
         .into_iter()
         .map(|p| {
             let old = prev.iter().find(|o| o.node == p.node);
             let int = |prev: Option<u64>, raw: u64, band| {
                 settle_value(prev.map(|x| x as f64), raw as f64, band).round() as u64
             };
-            Peer {
+            let peer = Peer {
                 rtt_p50_us: int(old.map(|o| o.rtt_p50_us), p.rtt_p50_us, RTT_BAND),
                 loss_ppm: int(old.map(|o| o.loss_ppm), p.loss_ppm, LOSS_BAND),
                 node: p.node,
-            }
+            };
+            let rank = peer.rtt_p50_us as f64;
+            let rank = if old.is_some() {
+                rank
+            } else {
+                rank * (1.0 + RTT_BAND.relative) + RTT_BAND.floor
+            };
+            (rank, peer)
         })
         .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.node.cmp(&b.1.node)));
+    out.truncate(MAX_NEAREST);
+    let mut out: Vec<Peer> = out.into_iter().map(|(_, p)| p).collect();
     out.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
     out
 }

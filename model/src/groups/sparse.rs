@@ -116,9 +116,13 @@ impl Across {
 /// Merges come back sorted by height; clusters with no finite measured
 /// pair between them, or too many unreachable ones
 /// ([`MAX_UNREACHABLE_SHARE`]), never merge.
+///
+/// Merges above `ceiling` are not made (the cuts below it do not need
+/// them; pass infinity for the whole dendrogram, as `auto` thresholds do).
 pub fn complete_linkage_sparse(
     n: usize,
     pairs: impl IntoIterator<Item = (usize, usize, f64)>,
+    ceiling: f64,
 ) -> Vec<Merge> {
     let mut given: HashMap<(usize, usize), f32> = HashMap::new();
     for (i, j, d) in pairs {
@@ -129,17 +133,20 @@ pub fn complete_linkage_sparse(
         let e = given.entry((i.min(j), i.max(j))).or_insert(d);
         *e = e.max(d);
     }
+    let ceiling = ceiling as f32;
     let mut adj: Vec<HashMap<usize, Across>> = vec![HashMap::new(); n];
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
+    let mut first = Vec::with_capacity(given.len());
     for (&(i, j), &d) in &given {
         let mut a = Across::of(d);
-        if let Some(h) = a.height() {
+        if let Some(h) = a.height().filter(|h| *h <= ceiling) {
             a.key = h;
-            heap.push(candidate(h, i, j));
+            first.push(candidate(h, i, j));
         }
         adj[i].insert(j, a);
         adj[j].insert(i, a);
     }
+    // Built at once (O(E)), not pushed one by one.
+    let mut heap = BinaryHeap::from(first);
     let mut active = vec![true; n];
     let mut merges = Vec::with_capacity(n.saturating_sub(1));
     while let Some(c) = heap.pop() {
@@ -167,9 +174,13 @@ pub fn complete_linkage_sparse(
             // neighbours of `keep` alone are unchanged and stay queued.
             let mut merged = adj[keep].get(&other).map_or(a, |k| k.add(a));
             merged.key = f32::NAN;
-            if let Some(h) = merged.height() {
-                merged.key = h.max(c.d);
-                heap.push(candidate(merged.key, keep, other));
+            if let Some(h) = merged
+                .height()
+                .map(|h| h.max(c.d))
+                .filter(|h| *h <= ceiling)
+            {
+                merged.key = h;
+                heap.push(candidate(h, keep, other));
             }
             adj[keep].insert(other, merged);
             adj[other].insert(keep, merged);

@@ -247,8 +247,7 @@ fn a_node_is_forgotten_when_away_long_enough_and_not_a_node_of_the_cluster() {
     // Reconnecting stops the clock.
     m.connect(hello("c", &[ProbeMethod::StampUdp]));
     assert_eq!(m.forgettable(t0 + after, after, None), vec!["b"]);
-    m.bandwidth
-        .insert(("a".into(), "b".into()), Default::default());
+    m.apply_bandwidth("a", "b", 900.0, vec![900.0], 1);
     m.forget("b");
     assert_eq!(m.node_names(), vec!["a", "c"]);
     assert!(

@@ -94,3 +94,31 @@ fn an_unchanged_summary_keeps_its_time_and_a_changed_one_takes_the_new() {
         "re-sorted by the published values"
     );
 }
+
+#[test]
+fn among_many_peers_at_one_distance_the_listed_ones_stay() {
+    // 40 peers at 300 µs ± noise: 32 are listed, and noise does not swap
+    // them for the 8 others.
+    let peers = |shift: u64| -> Vec<(String, u64)> {
+        (0..40u64)
+            .map(|i| (format!("p{i:02}"), 290 + (i * 7 + shift * 13) % 21))
+            .collect()
+    };
+    let as_facts = |v: &[(String, u64)]| {
+        let named: Vec<(&str, u64)> = v.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+        facts(70, 300.0, 0.0, &named)
+    };
+    let first = settle(None, as_facts(&peers(0)), 1);
+    assert_eq!(first.nearest.len(), MAX_NEAREST);
+    let mut now = first.clone();
+    for shift in 1..10 {
+        now = settle(Some(&now), as_facts(&peers(shift)), 1 + shift);
+        assert_eq!(now.nearest, first.nearest, "shift {shift}");
+    }
+    // A peer clearly nearer gets in.
+    let mut closer = peers(3);
+    closer[39].1 = 50;
+    let moved = settle(Some(&now), as_facts(&closer), 99);
+    assert_eq!(moved.nearest[0].node, "p39");
+    assert_eq!(moved.summary_since_unix_us, 99);
+}

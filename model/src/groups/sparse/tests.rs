@@ -33,7 +33,7 @@ fn on_every_pair_it_is_textbook_complete_linkage() {
             }
         }
         let dense = complete_linkage(&d);
-        let sparse = complete_linkage_sparse(n, all_pairs(&d));
+        let sparse = complete_linkage_sparse(n, all_pairs(&d), f64::INFINITY);
         let heights = |m: &[Merge]| m.iter().map(|x| x.height).collect::<Vec<_>>();
         assert_eq!(heights(&dense), heights(&sparse), "n = {n}");
         for t in [50.0, 200.0, 500.0, 800.0, 2_000.0] {
@@ -86,7 +86,7 @@ fn a_few_measured_pairs_a_node_recover_every_level() {
         "sparse: {} pairs",
         pairs.len()
     );
-    let merges = complete_linkage_sparse(n, pairs);
+    let merges = complete_linkage_sparse(n, pairs, f64::INFINITY);
     for (l, t) in [120.0, 800.0, 8_000.0].into_iter().enumerate() {
         let got = cut(&merges, n, t);
         for i in 0..n {
@@ -104,7 +104,7 @@ fn a_few_measured_pairs_a_node_recover_every_level() {
 #[test]
 fn every_measured_pair_inside_a_cluster_is_within_the_threshold() {
     let (n, pairs, _) = hierarchy(6, 11);
-    let merges = complete_linkage_sparse(n, pairs.clone());
+    let merges = complete_linkage_sparse(n, pairs.clone(), f64::INFINITY);
     for t in [100.0, 500.0, 5_000.0] {
         let c = cut(&merges, n, t);
         for &(i, j, d) in &pairs {
@@ -127,7 +127,7 @@ fn an_unreachable_pair_never_shares_a_group_and_unknown_pairs_join_through_other
         (3, 1, 60.0),
         (3, 2, f64::NAN),
     ];
-    let merges = complete_linkage_sparse(4, pairs);
+    let merges = complete_linkage_sparse(4, pairs, f64::INFINITY);
     let c = cut(&merges, 4, 1e9);
     assert_eq!(c[0], c[1]);
     assert_eq!(c[1], c[2]);
@@ -137,7 +137,8 @@ fn an_unreachable_pair_never_shares_a_group_and_unknown_pairs_join_through_other
 
 #[test]
 fn a_node_with_no_pairs_stays_alone_and_a_repeated_pair_keeps_its_worse_figure() {
-    let merges = complete_linkage_sparse(3, [(0, 1, 10.0), (1, 0, 90.0), (5, 1, 1.0)]);
+    let merges =
+        complete_linkage_sparse(3, [(0, 1, 10.0), (1, 0, 90.0), (5, 1, 1.0)], f64::INFINITY);
     assert_eq!(merges.len(), 1);
     assert_eq!(merges[0].height, 90.0);
     assert_eq!(cut(&merges, 3, 100.0), vec![0, 0, 1]);
@@ -153,7 +154,7 @@ fn two_racks(lost: impl Fn(usize, usize) -> bool) -> Vec<Merge> {
             pairs.push((i, j, if lost(i, j) { f64::INFINITY } else { d }));
         }
     }
-    complete_linkage_sparse(20, pairs)
+    complete_linkage_sparse(20, pairs, f64::INFINITY)
 }
 
 #[test]
@@ -187,7 +188,7 @@ fn a_firewalled_pair_among_four_never_shares_a_group() {
             pairs.push((i, j, d));
         }
     }
-    let merges = complete_linkage_sparse(4, pairs);
+    let merges = complete_linkage_sparse(4, pairs, f64::INFINITY);
     for t in [500.0, 1e9] {
         let c = cut(&merges, 4, t);
         assert_ne!(c[0], c[1], "{c:?}");
