@@ -79,6 +79,9 @@ pub struct Options {
     /// After the run, wait until every pair's bandwidth is measured and run
     /// iperf3 on each pair the same way, for comparison (`run` only).
     pub iperf3: bool,
+    /// The aggregator's probe-target bound (`None`: its default, so the
+    /// lab's topologies are full meshes).
+    pub max_probe_targets: Option<usize>,
 }
 
 /// Which API server the aggregator writes Node labels to.

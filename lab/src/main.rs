@@ -169,6 +169,11 @@ struct Common {
     /// Seed of the emulator's random loss and jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The aggregator's bound on probe targets per agent (its default keeps
+    /// every lab topology a full mesh; a low bound shows the sparse plans
+    /// of a large cluster on a small one).
+    #[arg(long, value_parser = netaware_common::parse_nonzero_usize)]
+    max_probe_targets: Option<usize>,
     /// Where the aggregator writes Node labels: `real` (a local Kubernetes
     /// control plane, built once by scripts/k8s.sh), `double` (the test
     /// API server double) or `off`. Default: real when its binaries are
@@ -279,6 +284,7 @@ fn options(c: Common, ping: bool, iperf3: bool, apply: &[PathBuf]) -> anyhow::Re
             concurrency: usize::try_from(c.bandwidth_concurrency).unwrap_or(usize::MAX),
         }),
         iperf3,
+        max_probe_targets: c.max_probe_targets,
         kubernetes,
         apply,
     })

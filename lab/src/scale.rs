@@ -153,12 +153,15 @@ pub struct ScaleReport {
     pub fault: Fault,
     /// Other nodes relabelled by the fault (`fault.others_relabelled`).
     pub nodes_relabelled_on_single_fault: Option<usize>,
-    /// Node writes per hour between convergence and the fault, extrapolated
+    /// Node writes per hour in the steady state (from halfway between
+    /// convergence and the fault, to the fault), extrapolated
     /// from that span, and as a share of the nodes (percent).
     pub label_writes_per_hour_steady: Option<f64>,
     pub label_writes_per_hour_steady_pct: Option<f64>,
     /// Writes that changed a label value, per hour, in the same span.
     pub label_changes_per_hour_steady: Option<f64>,
+    /// Where that span starts (it ends at the fault).
+    pub steady_from_s: Option<f64>,
     pub windows_sent: u64,
     pub sessions_reopened: u64,
     pub agent_errors: BTreeMap<String, usize>,
@@ -690,7 +693,11 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
         .map_or(0, |k| k + 1);
     report.labels_converged_s = before_join.get(first_good).map(|s| s.t_s);
     if let (Some(conv), Some(until)) = (report.labels_converged_s, faulted) {
-        let from = started + Duration::from_secs_f64(conv);
+        // The steady state: the second half of the time between
+        // convergence and the fault (plans and figures settle for a few
+        // recomputations after the groups have).
+        let from = started + Duration::from_secs_f64((conv + fault_s) / 2.0);
+        report.steady_from_s = Some((conv + fault_s) / 2.0);
         let span = until.saturating_duration_since(from).as_secs_f64();
         if span > 0.0 {
             let steady: Vec<_> = p

@@ -12,7 +12,7 @@ use netaware_proto::ProbeMethod;
 use netaware_proto::v1::Smoothed;
 
 use crate::groups::{self, Distances, GroupTracker, Thresholds};
-use crate::labels::{MAX_NEAREST, NodeFacts, Peer};
+use crate::labels::{NodeFacts, Peer};
 
 use crate::matrix::Matrix;
 use crate::quality::{self, Figures, PeerLink, Scales, Weights};
@@ -376,10 +376,10 @@ impl Inference {
                 .filter(|(_, p)| distance(p).is_finite())
                 .map(|(j, p)| (distance(p).max(0.0).round() as u64, &names[*j], p))
                 .collect();
-            // Twice as many as listed: settling keeps the listed ones
-            // unless a newcomer is clearly nearer (no flicker among ties).
+            // Every measured peer is a candidate: settling keeps the listed
+            // ones unless a newcomer is clearly nearer, and a listed peer
+            // cut off here by noise would change the list after all.
             ranked.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-            ranked.truncate(2 * MAX_NEAREST);
             let mut nearest: Vec<Peer> = ranked
                 .into_iter()
                 .map(|(_, p, l)| Peer {

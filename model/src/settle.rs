@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | quality | a multiple of 5 | 5 or more away from the published one |
 //! | RTT p50/p99, jitter (µs) | two significant digits | more than 10 % and 5 µs away |
-//! | loss (ppm) | two significant digits | more than 25 % and 1,000 ppm (0.1 %) away |
+//! | loss (ppm) | a step of 0, 1,000, 2,000, 5,000, 10,000, … (1-2-5) | beyond the next step up or down |
 //! | bandwidth (Mbit/s) | two significant digits | more than 10 % and 10 Mbit/s away |
 //!
 //! The summary annotation's peers follow the RTT and loss rules, and its
@@ -34,10 +34,55 @@ pub const RTT_BAND: Band = Band {
     relative: 0.10,
     floor: 5.0,
 };
-pub const LOSS_BAND: Band = Band {
-    relative: 0.25,
-    floor: 1_000.0,
-};
+/// Loss is published on a 1-2-5 ladder (ppm; below 0.1 % reads 0): a
+/// loss measured from 50 probes a window wanders by a third of itself, so
+/// finer steps would follow the noise. A published step stays while the
+/// figure is between the steps either side of it.
+pub const LOSS_STEPS: [f64; 11] = [
+    0.0,
+    1_000.0,
+    2_000.0,
+    5_000.0,
+    10_000.0,
+    20_000.0,
+    50_000.0,
+    100_000.0,
+    200_000.0,
+    500_000.0,
+    1_000_000.0,
+];
+
+/// The loss step nearest `raw` (geometrically; below 500 ppm: 0).
+fn loss_step(raw: f64) -> usize {
+    // NaN reads as no loss measured.
+    if raw.is_nan() || raw < 500.0 {
+        return 0;
+    }
+    (1..LOSS_STEPS.len())
+        .min_by(|&a, &b| {
+            let d = |k: usize| (LOSS_STEPS[k].ln() - raw.ln()).abs();
+            d(a).total_cmp(&d(b))
+        })
+        .unwrap_or(0)
+}
+
+/// The loss (ppm) to publish for `raw`, given what is published.
+pub fn settle_loss(prev: Option<f64>, raw: f64) -> f64 {
+    if let Some(p) = prev
+        && let Some(k) = LOSS_STEPS.iter().position(|&s| s == p)
+    {
+        let below = if k == 0 {
+            f64::NEG_INFINITY
+        } else {
+            LOSS_STEPS[k - 1]
+        };
+        let above = LOSS_STEPS.get(k + 1).copied().unwrap_or(f64::INFINITY);
+        if raw > below && raw < above {
+            return p;
+        }
+    }
+    LOSS_STEPS[loss_step(raw)]
+}
 pub const BANDWIDTH_BAND: Band = Band {
     relative: 0.10,
     floor: 10.0,
@@ -82,7 +127,7 @@ fn settle_figures(prev: Option<&Figures>, new: Figures) -> Figures {
         rtt_p50_us: v(|f| f.rtt_p50_us, RTT_BAND),
         rtt_p99_us: v(|f| f.rtt_p99_us, RTT_BAND),
         jitter_us: v(|f| f.jitter_us, RTT_BAND),
-        loss_ppm: v(|f| f.loss_ppm, LOSS_BAND),
+        loss_ppm: settle_loss(prev.map(|f| f.loss_ppm), new.loss_ppm),
         bandwidth_mbps: new
             .bandwidth_mbps
             .map(|b| settle_value(prev.and_then(|p| p.bandwidth_mbps), b, BANDWIDTH_BAND)),
@@ -105,7 +150,8 @@ fn settle_peers(prev: &[Peer], new: Vec<Peer>) -> Vec<Peer> {
             };
             let peer = Peer {
                 rtt_p50_us: int(old.map(|o| o.rtt_p50_us), p.rtt_p50_us, RTT_BAND),
-                loss_ppm: int(old.map(|o| o.loss_ppm), p.loss_ppm, LOSS_BAND),
+                loss_ppm: settle_loss(old.map(|o| o.loss_ppm as f64), p.loss_ppm as f64).round()
+                    as u64,
                 node: p.node,
             };
             let rank = peer.rtt_p50_us as f64;

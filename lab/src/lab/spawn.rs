@@ -123,6 +123,10 @@ pub(super) fn aggregator(
         Some(k) => cmd.arg("--kubeconfig").arg(k).args(["--resync", "5m"]),
         None => cmd.args(["--kubernetes", "off"]),
     };
+    let cmd = match opts.max_probe_targets {
+        Some(n) => cmd.args(["--max-probe-targets".to_string(), n.to_string()]),
+        None => cmd,
+    };
     cmd.args(bandwidth(opts.bandwidth))
 }
 

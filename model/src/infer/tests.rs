@@ -260,3 +260,88 @@ fn a_restarted_inference_keeps_the_group_ids_it_is_seeded_with() {
             .all(|g| !g.members.contains(&"c-1".to_string()))
     );
 }
+
+/// Racks of 20 in pods of 5 racks (50 µs / 300 µs / 2 ms); each node
+/// measures its rack and 20 other nodes (sparse plans). Window `round`
+/// adds ±2 % noise per pair and window, as real windows do.
+fn sparse_round(m: &mut Matrix, names: &[String], round: u64, now: Instant) {
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let n = names.len();
+    let level = |i: usize| [i / 20, i / 100];
+    for i in 0..n {
+        let rack = (i / 20) * 20;
+        // The same samples every round (one plan), the noise differs.
+        let mut peers: Vec<usize> = (rack..rack + 20).collect();
+        peers.extend((0..20).map(|k| (i * 7 + k * 13) % n));
+        for j in peers.into_iter().filter(|&j| j != i) {
+            let (x, y) = (level(i), level(j));
+            let base = if x[0] == y[0] {
+                50.0
+            } else if x[1] == y[1] {
+                300.0
+            } else {
+                2_000.0
+            };
+            let noise = 1.0 + 0.04 * (rnd() - 0.5) + 0.0 * round as f64;
+            let ns = (base * noise * 1e3) as u64;
+            let w = LinkWindow {
+                peer: names[j].clone(),
+                method: ProbeMethod::StampUdp as i32,
+                window_start_unix_us: 1 + round * 10_000_000,
+                sent: 50,
+                received: 50,
+                rtt_min_ns: ns,
+                rtt_mean_ns: ns,
+                rtt_p50_ns: ns,
+                rtt_p90_ns: ns,
+                rtt_p99_ns: ns * 12 / 10,
+                rtt_max_ns: ns * 12 / 10,
+                jitter_ns: ns / 50,
+                ..Default::default()
+            };
+            m.apply(&names[i], w, false, now);
+        }
+    }
+}
+
+#[test]
+fn once_settled_noise_changes_no_published_fact() {
+    let now = Instant::now();
+    let names: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    for n in &names {
+        m.connect(hello(n));
+    }
+    let mut inf = Inference::new(InferConfig {
+        thresholds: groups::Thresholds::Fixed([120.0, 800.0, 8_000.0]),
+        ..InferConfig::default()
+    });
+    let mut last = None;
+    for round in 0..12u64 {
+        sparse_round(&mut m, &names, round, now);
+        let out = inf.recompute(&m, now, round + 1);
+        if round >= 4 {
+            let before: &Inferred = last.as_ref().unwrap();
+            let changed: Vec<&String> = out
+                .facts
+                .iter()
+                .filter(|(k, f)| before.facts.get(*k) != Some(*f))
+                .map(|(k, _)| k)
+                .collect();
+            assert!(
+                changed.is_empty(),
+                "round {round}: {} nodes changed, e.g. {:?} → {:?}",
+                changed.len(),
+                before.facts.get(changed[0]),
+                out.facts.get(changed[0])
+            );
+        }
+        last = Some(out);
+    }
+}

@@ -60,9 +60,17 @@ fn figures_stay_within_their_band_and_follow_a_real_change() {
     assert_eq!(settle_value(Some(p), 340.0, RTT_BAND), 340.0);
     // Small values: the absolute floor.
     assert_eq!(settle_value(Some(50.0), 54.0, RTT_BAND), 50.0);
-    // Loss: 0 stays 0 under a few lost probes, a degraded node shows.
-    assert_eq!(settle_value(Some(0.0), 800.0, LOSS_BAND), 0.0);
-    assert_eq!(settle_value(Some(0.0), 30_000.0, LOSS_BAND), 30_000.0);
+    // Loss: 0 stays 0 under a few lost probes, a degraded node shows, and
+    // its noise (a third of itself) stays within one step.
+    assert_eq!(settle_loss(Some(0.0), 800.0), 0.0);
+    assert_eq!(settle_loss(None, 35_000.0), 50_000.0);
+    assert_eq!(settle_loss(Some(0.0), 35_000.0), 50_000.0);
+    for raw in [24_000.0, 46_000.0, 60_000.0, 95_000.0] {
+        assert_eq!(settle_loss(Some(50_000.0), raw), 50_000.0, "{raw}");
+    }
+    assert_eq!(settle_loss(Some(50_000.0), 15_000.0), 20_000.0);
+    assert_eq!(settle_loss(Some(50_000.0), 0.0), 0.0);
+    assert_eq!(settle_loss(None, 1e6), 1e6);
     // Unreachable and back.
     assert!(settle_value(Some(300.0), f64::INFINITY, RTT_BAND).is_infinite());
     assert_eq!(settle_value(Some(f64::INFINITY), 300.0, RTT_BAND), 300.0);

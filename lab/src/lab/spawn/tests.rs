@@ -38,6 +38,7 @@ fn options() -> Options {
         apply: Vec::new(),
         bandwidth: None,
         iperf3: false,
+        max_probe_targets: None,
     }
 }
 
@@ -60,6 +61,16 @@ fn the_aggregator_gets_the_lab_timing_and_a_stale_window_of_three_reports() {
             ("--metrics-listen", "127.0.0.1:0"),
         ],
     );
+}
+
+#[test]
+fn the_probe_target_bound_is_the_aggregators_own_unless_given() {
+    let default = aggregator(&options(), None, &security(false));
+    assert_eq!(default.value_of("--max-probe-targets"), None);
+    let mut o = options();
+    o.max_probe_targets = Some(4);
+    let low = aggregator(&o, None, &security(false));
+    assert_eq!(low.value_of("--max-probe-targets"), Some("4"));
 }
 
 #[test]
