@@ -3,7 +3,7 @@
 //! order. Queries do not run here: the owner hands them a [`Snapshot`] (a
 //! copy taken in one step) and they compute their answer on their own task.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use netaware_proto::ProbeMethod;
@@ -205,6 +205,7 @@ const WATCH_CAPACITY: usize = 4096;
 pub struct StateHandle {
     tx: mpsc::Sender<Command>,
     inferred: watch::Receiver<Option<Arc<Inferred>>>,
+    statuses: watch::Receiver<Arc<Statuses>>,
     metrics: StateMetrics,
     heartbeat: Heartbeat,
 }
@@ -213,6 +214,20 @@ impl StateHandle {
     /// Every recomputation of groups and quality, as it happens.
     pub fn subscribe_inferred(&self) -> watch::Receiver<Option<Arc<Inferred>>> {
         self.inferred.clone()
+    }
+
+    /// One node's status and published facts (`None`: unknown node),
+    /// without asking the owner: GetNode is answered while the owner
+    /// recomputes a large cluster. Statuses are at most a replanning tick
+    /// old on a cluster past the probe-target bound, current below it.
+    pub fn node(&self, name: &str) -> Option<NodeView> {
+        let status = self.statuses.borrow().get(name).cloned()?;
+        let facts = self
+            .inferred
+            .borrow()
+            .as_ref()
+            .and_then(|i| i.facts.get(name).cloned());
+        Some(NodeView { status, facts })
     }
 
     /// The owner's counters (the gRPC layer counts the Hellos it refuses).
@@ -310,17 +325,19 @@ pub fn spawn(config: StateConfig) -> StateHandle {
 pub fn spawn_with_metrics(config: StateConfig, metrics: StateMetrics) -> StateHandle {
     let (tx, rx) = mpsc::channel(1024);
     let (inferred_tx, inferred) = watch::channel(None);
+    let (statuses_tx, statuses) = watch::channel(Arc::new(Statuses::new()));
     let heartbeat = Heartbeat::new("state owner", HEARTBEAT_MAX_SILENCE, Instant::now());
     tokio::spawn(run(
         config,
         rx,
-        inferred_tx,
+        (inferred_tx, statuses_tx),
         metrics.clone(),
         heartbeat.clone(),
     ));
     StateHandle {
         tx,
         inferred,
+        statuses,
         metrics,
         heartbeat,
     }
@@ -336,6 +353,10 @@ struct Owner {
     inference: Inference,
     inferred: Option<Arc<Inferred>>,
     inferred_tx: watch::Sender<Option<Arc<Inferred>>>,
+    /// Every known node's status, for GetNode without the owner; the
+    /// `changes` count it was taken at.
+    statuses_tx: watch::Sender<Arc<Statuses>>,
+    statuses_at: u64,
     sessions: HashMap<SessionId, Session>,
     next_session: SessionId,
     plan_version: u64,
@@ -361,10 +382,16 @@ struct Owner {
     replan_due: bool,
 }
 
+/// Every known node's status, by name.
+type Statuses = BTreeMap<String, NodeStatus>;
+
 async fn run(
     config: StateConfig,
     mut rx: mpsc::Receiver<Command>,
-    inferred_tx: watch::Sender<Option<Arc<Inferred>>>,
+    (inferred_tx, statuses_tx): (
+        watch::Sender<Option<Arc<Inferred>>>,
+        watch::Sender<Arc<Statuses>>,
+    ),
     metrics: StateMetrics,
     heartbeat: Heartbeat,
 ) {
@@ -375,6 +402,8 @@ async fn run(
         inference: Inference::new(config.infer),
         inferred: None,
         inferred_tx,
+        statuses_tx,
+        statuses_at: u64::MAX,
         sessions: HashMap::new(),
         next_session: 1,
         plan_version: 0,
@@ -410,7 +439,10 @@ async fn run(
                 owner.recompute(Instant::now());
             }
             _ = bandwidth_tick.tick() => owner.schedule_bandwidth(Instant::now()),
-            _ = replan_tick.tick() => owner.replan_if_due(Instant::now()),
+            _ = replan_tick.tick() => {
+                owner.replan_if_due(Instant::now());
+                owner.publish_statuses();
+            }
             _ = beat.tick() => {
                 owner.expire_sessions(Instant::now());
                 heartbeat.beat(Instant::now());
@@ -757,15 +789,27 @@ impl Owner {
         }
     }
 
-    /// The set of connected nodes changed: replan everyone now while the
-    /// cluster is a full mesh (cheap, and what small clusters expect),
-    /// else on the next tick.
+    /// The set of connected nodes changed: replan everyone and publish
+    /// the statuses now while the cluster is a full mesh (cheap, and what
+    /// small clusters expect), else on the next tick.
     fn peers_changed(&mut self) {
         if self.matrix.connected().count() <= self.config.plan.max_targets + 1 {
             self.replan();
+            self.publish_statuses();
         } else {
             self.replan_due = true;
         }
+    }
+
+    /// Hand every node's status to GetNode, if anything changed since the
+    /// last time (at most once a tick on a large cluster: O(n) each).
+    fn publish_statuses(&mut self) {
+        if self.statuses_at == self.changes {
+            return;
+        }
+        self.statuses_at = self.changes;
+        self.statuses_tx
+            .send_replace(Arc::new(self.matrix.node_statuses().collect()));
     }
 
     /// Replan when something asked for it, or when a new epoch rotates the

@@ -475,6 +475,13 @@ impl Matrix {
         }
     }
 
+    /// Every known node's status, by name.
+    pub fn node_statuses(&self) -> impl Iterator<Item = (String, NodeStatus)> + '_ {
+        self.nodes
+            .iter()
+            .map(|(name, n)| (name.clone(), Self::status_of(name, n)))
+    }
+
     /// One node's status, if the node is known.
     pub fn node_status(&self, name: &str) -> Option<NodeStatus> {
         self.nodes.get(name).map(|n| Self::status_of(name, n))

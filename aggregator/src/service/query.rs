@@ -193,7 +193,7 @@ impl QueryService for Services {
                 "GetNodeRequest.node_name is empty",
             ));
         }
-        let view = self.state.snapshot().await?.node(&name).ok_or_else(|| {
+        let view = self.state.node(&name).ok_or_else(|| {
             Status::not_found(format!(
                 "node '{}' is unknown: no agent with that node name ever connected",
                 netaware_common::printable(&name)

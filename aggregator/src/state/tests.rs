@@ -281,9 +281,11 @@ async fn a_query_to_a_silent_owner_fails_in_time() {
     // An owner that never reads its commands (wedged).
     let (tx, _rx) = mpsc::channel(1);
     let (_inferred_tx, inferred) = watch::channel(None);
+    let (_statuses_tx, statuses) = watch::channel(Arc::new(Statuses::new()));
     let wedged = StateHandle {
         tx,
         inferred,
+        statuses,
         metrics: StateMetrics::default(),
         heartbeat: Heartbeat::new("state owner", HEARTBEAT_MAX_SILENCE, Instant::now()),
     };
@@ -609,4 +611,22 @@ async fn past_the_bound_a_newcomer_is_planned_at_once_and_the_others_on_the_next
         }
     }
     assert!(replanned > 0, "the nodes that probed a got new plans");
+}
+
+#[tokio::test]
+async fn get_node_is_answered_without_the_owner() {
+    let state = spawn(config());
+    let (a, _rx) = connect(&state, "a", 64).await;
+    connect(&state, "b", 64).await;
+    // Known at once on a small cluster, with no facts yet.
+    let view = state.node("a").expect("a is known once connected");
+    assert!(view.status.connected && view.facts.is_none());
+    assert!(state.node("nowhere").is_none());
+    reports(&state, a, 1, vec![window("b", 1, 300)]).await;
+    state.send(Command::Recompute).await.unwrap();
+    // The recomputation is published with its facts.
+    let mut inferred = state.subscribe_inferred();
+    inferred.wait_for(|i| i.is_some()).await.unwrap();
+    let view = state.node("a").unwrap();
+    assert!(view.facts.is_some(), "{view:?}");
 }
