@@ -1,0 +1,222 @@
+//! The scale run's report: the JSON contract of issue 14 (fields may be
+//! added, none renamed) and its table for people.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// CPU and memory of one process over the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Usage {
+    pub cpu_cores_mean: f64,
+    pub rss_max_mib: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Targets {
+    pub max: usize,
+    pub mean: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Groups {
+    pub ari_l1: f64,
+    pub ari_l2: f64,
+    pub ari_l3: f64,
+    /// Groups per level: as labelled, and in the ground truth.
+    pub measured: [usize; 3],
+    pub truth: [usize; 3],
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Degraded {
+    pub found: usize,
+    pub of: usize,
+    /// Healthy nodes that stand out the same way.
+    #[serde(rename = "false")]
+    pub false_: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Queries {
+    pub get_node_ms_p99: Option<f64>,
+    pub get_node_calls: usize,
+    pub get_matrix_ms: Option<f64>,
+    pub get_matrix_bytes: Option<usize>,
+    /// p99 (nearest rank) of the Place calls per k.
+    pub place_ms_p99: BTreeMap<String, f64>,
+    /// The first failure of each query kind, if any.
+    pub errors: BTreeMap<String, String>,
+}
+
+/// One healthy node degraded halfway through the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Fault {
+    pub node: String,
+    pub at_s: f64,
+    /// Whether that node's labels changed before the join.
+    pub relabelled: bool,
+    /// Its quality is then the lowest of its labelled l2 group.
+    pub found: bool,
+    /// Other nodes with a label value change between the fault and the
+    /// join, and how many changes each key saw among them.
+    pub others_relabelled: usize,
+    pub others_keys: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Join {
+    pub plan_s: Option<f64>,
+    pub labels_s: Option<f64>,
+    /// `labels_s` in recomputations.
+    pub recomputations: Option<f64>,
+}
+
+/// One sample of the labels during the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    /// Nodes (of those started at the beginning) with every group label and
+    /// a quality.
+    pub labelled: usize,
+    pub ari: [f64; 3],
+    pub writes_total: usize,
+    pub aggregator_rss_mib: f64,
+    /// Aggregator CPU (cores) since the previous sample.
+    pub aggregator_cpu_cores: f64,
+}
+
+/// The report; fields may be added, none renamed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScaleReport {
+    pub nodes: usize,
+    pub duration_s: f64,
+    pub seed: u64,
+    pub aggregator: Usage,
+    /// The simulator shares the machine's cores with the aggregator.
+    pub simulator: Usage,
+    pub probe_targets_per_agent: Targets,
+    pub plan_bytes_max: usize,
+    pub labels_converged_s: Option<f64>,
+    pub groups: Groups,
+    pub degraded_detected: Degraded,
+    pub queries: Queries,
+    pub join: Join,
+    pub fault: Fault,
+    /// Other nodes relabelled by the fault (`fault.others_relabelled`).
+    pub nodes_relabelled_on_single_fault: Option<usize>,
+    /// Node writes per hour in the steady state (from halfway between
+    /// convergence and the fault, to the fault), extrapolated
+    /// from that span, and as a share of the nodes (percent).
+    pub label_writes_per_hour_steady: Option<f64>,
+    pub label_writes_per_hour_steady_pct: Option<f64>,
+    /// Writes that changed a label value, per hour, in the same span.
+    pub label_changes_per_hour_steady: Option<f64>,
+    /// Where that span starts (it ends at the fault).
+    pub steady_from_s: Option<f64>,
+    pub windows_sent: u64,
+    pub sessions_reopened: u64,
+    pub agent_errors: BTreeMap<String, usize>,
+    pub unreadable_patches: u64,
+    pub timeline: Vec<Sample>,
+}
+
+/// The report as a table for people.
+pub fn render(r: &ScaleReport) -> String {
+    let opt = |v: Option<f64>, unit: &str| v.map_or("—".to_string(), |v| format!("{v:.1}{unit}"));
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<34} {v}\n"));
+    line(
+        "nodes",
+        format!("{} for {:.0} s (seed {})", r.nodes, r.duration_s, r.seed),
+    );
+    line(
+        "aggregator",
+        format!(
+            "{:.2} cores mean, {:.0} MiB RSS max",
+            r.aggregator.cpu_cores_mean, r.aggregator.rss_max_mib
+        ),
+    );
+    line(
+        "simulator (same cores)",
+        format!(
+            "{:.2} cores mean, {:.0} MiB RSS max",
+            r.simulator.cpu_cores_mean, r.simulator.rss_max_mib
+        ),
+    );
+    line(
+        "probe targets per agent",
+        format!(
+            "max {}, mean {:.1}; largest plan {} B",
+            r.probe_targets_per_agent.max, r.probe_targets_per_agent.mean, r.plan_bytes_max
+        ),
+    );
+    line("labels converged", opt(r.labels_converged_s, " s"));
+    line(
+        "groups ARI l1 / l2 / l3",
+        format!(
+            "{:.4} / {:.4} / {:.4} ({:?} groups; truth {:?})",
+            r.groups.ari_l1, r.groups.ari_l2, r.groups.ari_l3, r.groups.measured, r.groups.truth
+        ),
+    );
+    line(
+        "degraded nodes found",
+        format!(
+            "{} of {}, {} false",
+            r.degraded_detected.found, r.degraded_detected.of, r.degraded_detected.false_
+        ),
+    );
+    line(
+        "GetNode p99 under load",
+        opt(r.queries.get_node_ms_p99, " ms"),
+    );
+    for (k, ms) in &r.queries.place_ms_p99 {
+        line(&format!("Place k={k} p99"), format!("{ms:.1} ms"));
+    }
+    line(
+        "GetMatrix",
+        match (r.queries.get_matrix_ms, r.queries.get_matrix_bytes) {
+            (Some(ms), Some(b)) => format!("{ms:.0} ms, {:.1} MB", b as f64 / 1e6),
+            _ => "—".into(),
+        },
+    );
+    for (kind, e) in &r.queries.errors {
+        line(&format!("error: {kind}"), e.clone());
+    }
+    line(
+        "single fault",
+        format!(
+            "{}: relabelled {}, found {}; {} other nodes relabelled {:?}",
+            r.fault.node,
+            r.fault.relabelled,
+            r.fault.found,
+            r.fault.others_relabelled,
+            r.fault.others_keys
+        ),
+    );
+    line(
+        "join: plan / labels",
+        format!(
+            "{} / {}",
+            opt(r.join.plan_s, " s"),
+            opt(r.join.labels_s, " s")
+        ),
+    );
+    line(
+        "steady Node writes per hour",
+        format!(
+            "{} ({} of the nodes); label changes {}",
+            opt(r.label_writes_per_hour_steady, ""),
+            opt(r.label_writes_per_hour_steady_pct, " %"),
+            opt(r.label_changes_per_hour_steady, "")
+        ),
+    );
+    line(
+        "windows sent / sessions reopened",
+        format!("{} / {}", r.windows_sent, r.sessions_reopened),
+    );
+    for (e, count) in &r.agent_errors {
+        line("agent error", format!("{count} × {e}"));
+    }
+    out
+}
