@@ -128,11 +128,6 @@ pub fn distances(m: &Matrix, names: &[String], now: Instant) -> Distances {
     dist
 }
 
-/// The node's own agent delivered a window recently (towards any peer).
-pub fn is_fresh(m: &Matrix, node: &str, now: Instant) -> bool {
-    m.reports_fresh(node, now)
-}
-
 /// The figures of one direction of a pair: the method that got answers
 /// (STAMP first), else whichever has figures at all (then with an unknown
 /// RTT, which reads as infinite: the worst case in quality and placement,
@@ -368,7 +363,7 @@ impl Inference {
             let figures: Option<Figures> = quality::figures(&peers);
             let quality =
                 figures.map(|f| quality::score(&f, &self.config.weights, &self.config.scales));
-            let fresh = is_fresh(m, node, now);
+            let fresh = m.reports_fresh(node, now);
             // Rank by the distances already computed; read the full pair
             // figures (for loss) only for the peers kept.
             let mut ranked: Vec<(u64, &String, &PeerLink)> = adj[i]

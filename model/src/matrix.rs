@@ -239,23 +239,6 @@ impl Matrix {
         out
     }
 
-    /// Every pair of nodes with figures in at least one direction, each
-    /// once, the lower name first.
-    pub fn measured_pairs(&self) -> Vec<(&str, &str)> {
-        let mut out: Vec<(&str, &str)> = self
-            .links
-            .iter()
-            .filter(|(_, link)| link.seeded)
-            .map(|((a, b, _), _)| {
-                let (a, b) = (self.name(*a), self.name(*b));
-                if a < b { (a, b) } else { (b, a) }
-            })
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-
     /// Every link with figures, without copying: (source, destination,
     /// method, smoothed figures). For passes over the whole matrix, where a
     /// lookup per pair would cost more than the pass.

@@ -17,8 +17,6 @@ use netaware_model::place::{self, Placement, Query, View};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::{GetMatrixResponse, LinkState};
 
-use super::NodeView;
-
 /// The owner's state at one moment.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -51,17 +49,6 @@ impl Snapshot {
         self.matrix.links_iter(method, now)
     }
 
-    /// One node's status and published facts (`None`: unknown node).
-    pub fn node(&self, name: &str) -> Option<NodeView> {
-        self.matrix.node_status(name).map(|status| NodeView {
-            status,
-            facts: self
-                .inferred
-                .as_ref()
-                .and_then(|i| i.facts.get(name).cloned()),
-        })
-    }
-
     /// The published groups (`None` before the first recomputation).
     pub fn groups(&self) -> Option<Vec<Group>> {
         self.inferred.as_ref().map(|i| i.groups.clone())
@@ -91,7 +78,7 @@ impl Snapshot {
             .collect();
         let fresh: Vec<bool> = names
             .iter()
-            .map(|n| infer::is_fresh(&self.matrix, n, now))
+            .map(|n| self.matrix.reports_fresh(n, now))
             .collect();
         // The group thresholds in use (resolved when `auto`).
         let levels: Vec<f64> = match (&self.inferred, self.thresholds) {
