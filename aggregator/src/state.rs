@@ -12,7 +12,7 @@ use netaware_proto::v1::{
     AggregatorMessage, BandwidthResult, BandwidthServed, GetMatrixResponse, Hello, LinkState,
     NodeStatus, ReportAck, ReportBatch,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use netaware_common::observe::Heartbeat;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -562,6 +562,7 @@ impl Owner {
             inferred: self.inferred.clone(),
             thresholds: self.config.infer.thresholds,
             changes: self.changes,
+            place_inputs: OnceLock::new(),
         });
         self.snapshot = Some((s.clone(), now));
         self.since_snapshot.clear();

@@ -33,6 +33,7 @@ pub fn place_json(p: &PlaceResponse, bytes: Option<u64>) -> Value {
         "max_rtt_us": p.max_rtt_us,
         "bottleneck_bandwidth_mbps": known(p.bottleneck_bandwidth_mbps),
         "pairs": p.pairs,
+        "rtt_pairs_measured": p.rtt_pairs_measured,
         "bandwidth_pairs_measured": p.bandwidth_pairs_measured,
         "allreduce_bytes": bytes,
         "predicted_allreduce_ms": known(p.predicted_allreduce_ms),
@@ -48,7 +49,16 @@ pub fn render_place(p: &PlaceResponse, bytes: Option<u64>) -> String {
         vec!["nodes".to_string(), p.nodes.join(" ")],
         vec![
             "largest RTT".into(),
-            format!("{:.3} ms", p.max_rtt_us / 1000.0),
+            if p.rtt_pairs_measured < p.pairs {
+                format!(
+                    "{:.3} ms (estimated: {} of {} pairs measured, the rest from their groups)",
+                    p.max_rtt_us / 1000.0,
+                    p.rtt_pairs_measured,
+                    p.pairs
+                )
+            } else {
+                format!("{:.3} ms", p.max_rtt_us / 1000.0)
+            },
         ],
         vec![
             "bottleneck bandwidth".into(),

@@ -69,6 +69,14 @@ pub enum Error {
     )]
     NoMeasuredSet { k: usize, min_bandwidth_mbps: f64 },
     #[error(
+        "min_bandwidth_mbps needs a measured bandwidth between every chosen pair, but with more than {max} eligible nodes pairs are probed sparsely and most have none; narrow the candidates to at most {max} nodes (label selector, exclude), or ask without a minimum and read the bottleneck figures of the answer"
+    )]
+    MinBandwidthSparse { max: usize },
+    #[error(
+        "the eligible nodes form {units} latency groups and ungrouped nodes, more than the {max} a placement works with: most have no group yet; wait for the next recomputation, or narrow the candidates (label selector, exclude)"
+    )]
+    TooManyUnits { units: usize, max: usize },
+    #[error(
         "the placement search ran past its deadline and was stopped; ask for fewer nodes or narrow the candidates (selector, exclude)"
     )]
     Stopped,

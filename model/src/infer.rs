@@ -11,7 +11,7 @@ use std::time::Instant;
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::Smoothed;
 
-use crate::groups::{self, Distances, GroupTracker, Thresholds};
+use crate::groups::{self, GroupTracker, Thresholds};
 use crate::labels::{NodeFacts, Peer};
 
 use crate::matrix::Matrix;
@@ -78,6 +78,7 @@ pub struct Inference {
 }
 
 /// The link figures towards a peer, chosen as [`choose`] does.
+#[cfg(test)]
 fn link(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<Smoothed> {
     let mut best = None;
     for method in [ProbeMethod::StampUdp, ProbeMethod::IcmpEcho] {
@@ -94,38 +95,27 @@ fn link(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<Smoothed> {
 pub const UNREACHABLE_LOSS_PPM: f64 = 500_000.0;
 
 /// Worse of the two directions of a pair, or the one that exists, with
-/// the pair's bandwidth (the quality figures of one pair).
+/// the pair's bandwidth (the quality figures of one pair). The
+/// recomputation reads the same figures for every pair in one pass
+/// ([`measured_pairs`]).
 #[cfg(test)]
 fn pair(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
-    pair_probed(m, a, b, now).map(|p| PeerLink {
+    combine(link(m, a, b, now), link(m, b, a, now)).map(|p| PeerLink {
         bandwidth_mbps: m.bandwidth(a, b),
         ..p
     })
 }
 
-/// The probe figures of a pair alone (Place's distances need no
-/// bandwidth). The recomputation reads the same figures for every pair in
-/// one pass ([`measured_pairs`]).
-fn pair_probed(m: &Matrix, a: &str, b: &str, now: Instant) -> Option<PeerLink> {
-    combine(link(m, a, b, now), link(m, b, a, now))
-}
-
-/// RTT p50 (µs) of every pair of `names`, the worse direction; pairs not
-/// measured, never answered, or losing more than [`UNREACHABLE_LOSS_PPM`]
-/// are infinitely far.
-pub fn distances(m: &Matrix, names: &[String], now: Instant) -> Distances {
-    let n = names.len();
-    let mut dist = Distances::new(n);
-    for i in 0..n {
-        for j in i + 1..n {
-            if let Some(p) = pair_probed(m, &names[i], &names[j], now)
-                && p.loss_ppm <= UNREACHABLE_LOSS_PPM
-            {
-                dist.set(i, j, p.rtt_p50_us);
-            }
-        }
-    }
-    dist
+/// The measured RTT p50 (µs) of `names` by index, for Place
+/// ([`crate::place::View::rtt`]): each node's measured peers, sorted, with
+/// the worse direction's figure; a pair never answered, or losing more than
+/// [`UNREACHABLE_LOSS_PPM`], is infinitely far. Pairs nobody measured are
+/// absent, so this costs the measured pairs, not every possible one.
+pub fn rtts(m: &Matrix, names: &[String]) -> Vec<Vec<(usize, f64)>> {
+    measured_pairs(m, names)
+        .into_iter()
+        .map(|row| row.into_iter().map(|(j, p)| (j, distance(&p))).collect())
+        .collect()
 }
 
 /// The figures of one direction of a pair: the method that got answers
@@ -172,7 +162,7 @@ fn combine(x: Option<Smoothed>, y: Option<Smoothed>) -> Option<PeerLink> {
 }
 
 /// The measured pairs of `names` as adjacency lists (by index, both
-/// directions) with the pair's figures ([`pair_probed`]'s, without
+/// directions) with the pair's figures ([`pair`]'s, without
 /// bandwidth), read in one pass over the matrix. Pairs nobody measured are
 /// absent: the clustering, group diameters, quality and nearest peers read
 /// only these, so a recomputation costs the measured pairs, not every

@@ -1,23 +1,28 @@
 //! The Place query: from a request (k, constraints, message size) and the
-//! aggregator's view of the cluster (RTT distances, bandwidth, quality,
-//! freshness, Node labels) to the chosen nodes, their figures, and why every
-//! other node was left out.
+//! aggregator's view of the cluster (measured RTTs, latency groups,
+//! bandwidth, quality, freshness, Node labels) to the chosen nodes, their
+//! figures, and why every other node was left out.
 //!
 //! Steps, in order (docs/placement.md):
 //! 1. Candidates: every known node, minus those excluded by the request, by
 //!    the label selector, stale nodes (unless `allow_stale`), nodes the
 //!    Kubernetes Node list does not have (when it is known), and nodes with
 //!    no RTT measured.
-//! 2. With a minimum bandwidth, a pair below it (or not measured) counts as
-//!    infinitely far, so no chosen pair can be below it.
-//! 3. Minimise the largest pairwise RTT ([`diameter::choose`]).
-//! 4. Zone first, then quality: sets whose largest RTT lies in the same
-//!    latency level as the best one (under the same group threshold, e.g.
-//!    500 µs for l1), or within [`TIE_TOLERANCE`] of it, count as equally
-//!    good for latency; among them prefer the larger bottleneck bandwidth,
-//!    then the higher mean quality ([`diameter::refine`]). The widening is
-//!    capped at twice a lower bound of the optimum, so the answer is never
-//!    worse than twice the best possible largest RTT.
+//! 2. Distances: measured RTTs, and for pairs nobody probes (sparse plans
+//!    past the full mesh) estimates from the groups ([`estimate`]).
+//! 3. Up to [`DENSE_MAX_NODES`] candidates, the node-level search: with a
+//!    minimum bandwidth, a pair below it (or not measured) counts as
+//!    infinitely far; minimise the largest pairwise RTT
+//!    ([`diameter::choose`]); then zone first, then quality: sets whose
+//!    largest RTT lies in the same latency level as the best one (under the
+//!    same group threshold), or within [`TIE_TOLERANCE`] of it, count as
+//!    equally good for latency; among them prefer the larger bottleneck
+//!    bandwidth, then the higher mean quality ([`diameter::refine`]). The
+//!    widening is capped at twice a lower bound of the optimum, so the
+//!    answer is never worse than twice the best possible largest RTT.
+//! 4. Past it, the same rule over groups instead of nodes ([`zones`]): a
+//!    ball of the nearest l1 groups that holds k, the narrowest within the
+//!    tie limit by bandwidth and quality, then k nodes inside by quality.
 //! 5. Predict the ring all-reduce time with the α-β model
 //!    ([`ring_allreduce_ms`]).
 
@@ -30,8 +35,11 @@ use crate::groups::Distances;
 use crate::{Error, Result};
 
 pub mod diameter;
+pub mod estimate;
+mod zones;
 
-use diameter::{Candidates, Stop};
+use diameter::{Candidates, Stop, stopped};
+use estimate::Estimator;
 
 /// Most names a request may include or exclude: more than any cluster
 /// netaware is built for, few enough that checking them costs nothing.
@@ -47,6 +55,12 @@ pub const TIE_TOLERANCE: f64 = 0.10;
 pub const TIE_FLOOR_US: f64 = 20.0;
 /// Starting sets the tie-break searches from (distinct balls, best first).
 const MAX_STARTS: usize = 32;
+/// Up to this many eligible nodes the node-level search runs (steps 3–4);
+/// past it, the search by groups ([`zones`]). It is the full-mesh size
+/// of the default probe plans (64 targets), so a cluster whose pairs are
+/// all measured is searched exactly, and the node-level search's
+/// O(k²·n) rounds stay well under a second.
+pub const DENSE_MAX_NODES: usize = 65;
 
 /// A Place request, checked and parsed.
 #[derive(Debug, Clone, Default)]
@@ -113,8 +127,14 @@ impl fmt::Debug for LabelFilter {
 #[allow(missing_debug_implementations)] // holds a closure
 pub struct View<'a> {
     pub names: &'a [String],
-    /// RTT p50 (µs) of each pair, worse direction; infinite = not measured.
-    pub dist: &'a Distances,
+    /// Measured RTT p50 (µs) by node: each node's measured peers, sorted
+    /// by index, with the pair's RTT (worse direction); both directions
+    /// listed; infinite = measured but unreachable. A pair absent was not
+    /// measured.
+    pub rtt: &'a [Vec<(usize, f64)>],
+    /// The latency groups, by node index: estimates for pairs nobody
+    /// measured come from them ([`estimate`]); empty = no estimates.
+    pub zones: &'a [Zone],
     /// Measured bandwidth (Mbit/s) of a pair, worse direction.
     pub bandwidth: &'a dyn Fn(usize, usize) -> Option<f64>,
     /// Quality score from the latest recomputation.
@@ -128,13 +148,27 @@ pub struct View<'a> {
     pub levels: &'a [f64],
 }
 
+/// A latency group by node index (see [`crate::infer::Group`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    /// 1, 2 or 3.
+    pub level: u32,
+    pub members: Vec<usize>,
+    /// Largest RTT measured between two members (µs).
+    pub max_rtt_us: f64,
+}
+
 /// The answer to a Place request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {
     /// Chosen nodes, sorted by name.
     pub nodes: Vec<String>,
-    /// Largest RTT p50 between two chosen nodes (µs).
+    /// Largest RTT p50 between two chosen nodes (µs), estimated for pairs
+    /// not measured.
     pub max_rtt_us: f64,
+    /// Chosen pairs whose RTT was measured (of `pairs`); the others'
+    /// figures are estimates from their groups.
+    pub rtt_pairs_measured: u32,
     /// Smallest measured bandwidth between chosen nodes (`None`: none measured).
     pub bottleneck_mbps: Option<f64>,
     /// Pairs among the chosen nodes, and how many have a bandwidth measurement.
@@ -213,8 +247,7 @@ fn ineligible(q: &Query, v: &View, excluded: &BTreeSet<&str>, i: usize) -> Optio
                 .into(),
         );
     }
-    let n = v.names.len();
-    if !(0..n).any(|j| j != i && v.dist.get(i, j).is_finite()) {
+    if !v.rtt[i].iter().any(|&(j, d)| j != i && d.is_finite()) {
         return Some("not measured yet: no RTT to any other node".into());
     }
     None
@@ -296,92 +329,23 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
         });
     }
     let include: Vec<usize> = q.include.iter().map(|x| index[x.as_str()]).collect();
-    let c = Candidates { eligible, include };
-
-    // A minimum bandwidth makes pairs below it (or unknown) unusable.
-    let dist = if q.min_bandwidth_mbps > 0.0 {
-        let mut d = v.dist.clone();
-        for i in 0..n {
-            for j in i + 1..n {
-                if (v.bandwidth)(i, j).is_none_or(|b| b < q.min_bandwidth_mbps) {
-                    d.set(i, j, f64::INFINITY);
-                }
-            }
-        }
-        d
+    let est = Estimator::new(v, &eligible)?;
+    let nodes = if eligible.len() <= DENSE_MAX_NODES {
+        exact(q, v, &est, &eligible, &include, stop)?
     } else {
-        v.dist.clone()
+        by_zones(q, v, &est, &include, stop)?
     };
 
-    let first = diameter::choose(&dist, q.k, &c, stop)?;
-    if first.diameter.is_infinite() {
-        return Err(Error::NoMeasuredSet {
-            k: q.k,
-            min_bandwidth_mbps: q.min_bandwidth_mbps,
-        });
-    }
-    let limit = tie_limit(
-        first.diameter,
-        v.levels,
-        diameter::lower_bound(&dist, q.k, &c),
-    );
-    let bottleneck = |set: &[usize]| -> (Option<f64>, u32, u32) {
-        let (mut min, mut pairs, mut measured) = (None::<f64>, 0u32, 0u32);
-        for (x, &a) in set.iter().enumerate() {
-            for &b in &set[x + 1..] {
-                pairs += 1;
-                if let Some(bw) = (v.bandwidth)(a, b) {
-                    measured += 1;
-                    min = Some(min.map_or(bw, |m: f64| m.min(bw)));
-                }
-            }
-        }
-        (min, pairs, measured)
-    };
-    // Key: bottleneck bandwidth with an unknown pair counting as 0 (unknown
-    // is never preferred over measured), in steps of about 10 % so that
-    // measurement noise between equal links does not decide; then mean
-    // quality.
-    let key = |set: &[usize]| -> (f64, f64) {
-        let (min, pairs, measured) = bottleneck(set);
-        let bw = if measured == pairs {
-            bandwidth_step(min.unwrap_or(0.0))
-        } else {
-            f64::NEG_INFINITY
-        };
-        let q: f64 = set
-            .iter()
-            .map(|&i| f64::from(v.quality[i].unwrap_or(0)))
-            .sum::<f64>()
-            / set.len() as f64;
-        (bw, q)
-    };
-    // Local search from one start cannot leave a zone (every single swap
-    // crosses a slow link), so refine from each distinct ball within the
-    // limit, best first, and keep the best key.
-    let mut starts: Vec<diameter::Choice> = diameter::balls(&dist, q.k, &c)?
-        .into_iter()
-        .filter(|b| b.diameter <= limit)
-        .take(MAX_STARTS)
-        .collect();
-    starts.insert(0, first);
-    let mut choice: Option<(diameter::Choice, (f64, f64))> = None;
-    for start in starts {
-        let r = diameter::refine(&dist, start, &c, limit, key, stop)?;
-        let kr = key(&r.nodes);
-        if choice.as_ref().is_none_or(|(_, kb)| kr > *kb) {
-            choice = Some((r, kr));
+    // The chosen set's figures: measured where measured, else estimated.
+    let (mut max_rtt_us, mut rtt_measured) = (0.0_f64, 0u32);
+    for (x, &a) in nodes.iter().enumerate() {
+        for &b in &nodes[x + 1..] {
+            let (d, m) = est.rtt(v, a, b);
+            max_rtt_us = max_rtt_us.max(d);
+            rtt_measured += u32::from(m);
         }
     }
-    let Some((choice, _)) = choice else {
-        return Err(Error::NoMeasuredSet {
-            k: q.k,
-            min_bandwidth_mbps: q.min_bandwidth_mbps,
-        });
-    };
-    // Report the real RTT figures, not the bandwidth-masked ones.
-    let max_rtt_us = diameter::diameter(v.dist, &choice.nodes);
-    let (bottleneck_mbps, pairs, measured) = bottleneck(&choice.nodes);
+    let (bottleneck_mbps, pairs, measured) = bottleneck(v, &nodes);
     let predicted_allreduce_ms = match (q.allreduce_bytes, bottleneck_mbps) {
         (0, _) => None,
         (_, _) if q.k == 1 => Some(0.0),
@@ -392,13 +356,12 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
     };
     let exclusions = if q.explain {
         (0..n)
-            .filter(|i| !choice.nodes.contains(i))
+            .filter(|i| nodes.binary_search(i).is_err())
             .map(|i| {
                 let why = reasons[i].clone().unwrap_or_else(|| {
-                    let far = choice
-                        .nodes
+                    let far = nodes
                         .iter()
-                        .map(|&j| v.dist.get(i, j))
+                        .map(|&j| est.rtt(v, i, j).0)
                         .fold(0.0, f64::max);
                     format!(
                         "eligible, not chosen: its largest RTT to the chosen nodes is {} µs, the set's is {} µs",
@@ -413,14 +376,172 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
         Vec::new()
     };
     Ok(Placement {
-        nodes: choice.nodes.iter().map(|&i| v.names[i].clone()).collect(),
+        nodes: nodes.iter().map(|&i| v.names[i].clone()).collect(),
         max_rtt_us,
+        rtt_pairs_measured: rtt_measured,
         bottleneck_mbps,
         pairs,
         bandwidth_pairs_measured: measured,
         predicted_allreduce_ms,
         exclusions,
     })
+}
+
+/// Smallest measured bandwidth among `set`'s pairs, how many pairs, and how
+/// many of them have a bandwidth measured.
+fn bottleneck(v: &View, set: &[usize]) -> (Option<f64>, u32, u32) {
+    let (mut min, mut pairs, mut measured) = (None::<f64>, 0u32, 0u32);
+    for (x, &a) in set.iter().enumerate() {
+        for &b in &set[x + 1..] {
+            pairs += 1;
+            if let Some(bw) = (v.bandwidth)(a, b) {
+                measured += 1;
+                min = Some(min.map_or(bw, |m: f64| m.min(bw)));
+            }
+        }
+    }
+    (min, pairs, measured)
+}
+
+/// The tie-break key of a set: bottleneck bandwidth with an unknown pair
+/// counting as 0 (unknown is never preferred over measured), in steps of
+/// about 10 % so that measurement noise between equal links does not
+/// decide; then mean quality.
+fn key(v: &View, set: &[usize]) -> (f64, f64) {
+    let (min, pairs, measured) = bottleneck(v, set);
+    let bw = if measured == pairs {
+        bandwidth_step(min.unwrap_or(0.0))
+    } else {
+        f64::NEG_INFINITY
+    };
+    let q: f64 = set
+        .iter()
+        .map(|&i| f64::from(v.quality[i].unwrap_or(0)))
+        .sum::<f64>()
+        / set.len() as f64;
+    (bw, q)
+}
+
+/// Steps 2–4 on a small candidate set: the node-level search of
+/// [`diameter`] over a dense matrix of the eligible nodes (measured RTTs,
+/// estimates where a pair was not measured). Returns node indices, sorted.
+fn exact(
+    q: &Query,
+    v: &View,
+    est: &Estimator,
+    eligible: &[usize],
+    include: &[usize],
+    stop: &Stop,
+) -> Result<Vec<usize>> {
+    // Local indices: position in `eligible` (ascending, so sorted local
+    // sets map to sorted node sets).
+    let m = eligible.len();
+    let mut dist = Distances::new(m);
+    for x in 0..m {
+        for y in x + 1..m {
+            let (a, b) = (eligible[x], eligible[y]);
+            let usable = q.min_bandwidth_mbps <= 0.0
+                || (v.bandwidth)(a, b).is_some_and(|bw| bw >= q.min_bandwidth_mbps);
+            // A minimum bandwidth makes pairs below it (or unknown) unusable.
+            dist.set(
+                x,
+                y,
+                if usable {
+                    est.rtt(v, a, b).0
+                } else {
+                    f64::INFINITY
+                },
+            );
+        }
+    }
+    let local = |i: usize| eligible.binary_search(&i).unwrap_or_default();
+    let c = Candidates {
+        eligible: (0..m).collect(),
+        include: include.iter().map(|&i| local(i)).collect(),
+    };
+    let first = diameter::choose(&dist, q.k, &c, stop)?;
+    if first.diameter.is_infinite() {
+        return Err(Error::NoMeasuredSet {
+            k: q.k,
+            min_bandwidth_mbps: q.min_bandwidth_mbps,
+        });
+    }
+    let limit = tie_limit(
+        first.diameter,
+        v.levels,
+        diameter::lower_bound(&dist, q.k, &c),
+    );
+    let global = |set: &[usize]| -> Vec<usize> { set.iter().map(|&x| eligible[x]).collect() };
+    // Local search from one start cannot leave a zone (every single swap
+    // crosses a slow link), so refine from each distinct ball within the
+    // limit, best first, and keep the best key.
+    let mut starts: Vec<diameter::Choice> = diameter::balls(&dist, q.k, &c)?
+        .into_iter()
+        .filter(|b| b.diameter <= limit)
+        .take(MAX_STARTS)
+        .collect();
+    starts.insert(0, first);
+    let mut best: Option<(Vec<usize>, (f64, f64))> = None;
+    for start in starts {
+        let r = diameter::refine(&dist, start, &c, limit, |s| key(v, &global(s)), stop)?;
+        let nodes = global(&r.nodes);
+        let kr = key(v, &nodes);
+        if best.as_ref().is_none_or(|(_, kb)| kr > *kb) {
+            best = Some((nodes, kr));
+        }
+    }
+    best.map(|(nodes, _)| nodes).ok_or(Error::NoMeasuredSet {
+        k: q.k,
+        min_bandwidth_mbps: q.min_bandwidth_mbps,
+    })
+}
+
+/// Steps 2–4 on a large candidate set: balls of groups ([`zones`]).
+/// Returns node indices, sorted.
+fn by_zones(
+    q: &Query,
+    v: &View,
+    est: &Estimator,
+    include: &[usize],
+    stop: &Stop,
+) -> Result<Vec<usize>> {
+    if q.min_bandwidth_mbps > 0.0 {
+        return Err(Error::MinBandwidthSparse {
+            max: DENSE_MAX_NODES,
+        });
+    }
+    let balls = zones::balls(est, q.k, include, stop)?;
+    let Some(best) = balls.iter().find(|b| b.diameter.is_finite()) else {
+        return Err(Error::NoMeasuredSet {
+            k: q.k,
+            min_bandwidth_mbps: q.min_bandwidth_mbps,
+        });
+    };
+    let lower = balls.iter().map(|b| b.radius).fold(f64::INFINITY, f64::min);
+    let limit = tie_limit(best.diameter, v.levels, lower);
+    let mut chosen: Option<(Vec<usize>, (f64, f64))> = None;
+    for ball in zones::tied(&balls, limit) {
+        stopped(stop)?;
+        if let Some(nodes) = zones::pick(est, ball, q.k, include, v.quality) {
+            let kn = key(v, &nodes);
+            if chosen.as_ref().is_none_or(|(_, kb)| kn > *kb) {
+                chosen = Some((nodes, kn));
+            }
+        }
+    }
+    if let Some((nodes, _)) = chosen {
+        return Ok(nodes);
+    }
+    // Every tied ball holds a pair measured unreachable too often to fill
+    // k: take the narrowest ball that can.
+    balls
+        .iter()
+        .filter(|b| b.diameter.is_finite())
+        .find_map(|b| zones::pick(est, b, q.k, include, v.quality))
+        .ok_or(Error::NoMeasuredSet {
+            k: q.k,
+            min_bandwidth_mbps: q.min_bandwidth_mbps,
+        })
 }
 
 /// "4 excluded by request, 2 stale" from the per-node reasons.
@@ -440,4 +561,4 @@ fn tally(reasons: &[Option<String>]) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -291,6 +291,7 @@ impl QueryService for Services {
                 .collect(),
             pairs: p.pairs,
             bandwidth_pairs_measured: p.bandwidth_pairs_measured,
+            rtt_pairs_measured: p.rtt_pairs_measured,
         }))
     }
 

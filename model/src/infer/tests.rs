@@ -159,9 +159,9 @@ fn a_pair_that_never_answers_is_never_grouped_and_never_nearest() {
     let now = Instant::now();
     let m = triangle(0, now);
     let names = m.node_names();
-    let d = distances(&m, &names, now);
+    let d = rtts(&m, &names);
     assert!(
-        d.get(0, 1).is_infinite(),
+        rtt(&d, 0, 1).is_infinite(),
         "a–b must be unreachable, not 0 µs"
     );
     let mut inf = Inference::new(InferConfig {
@@ -189,11 +189,19 @@ fn a_pair_losing_most_of_its_probes_is_unreachable_too() {
     let now = Instant::now();
     let names = ["a", "b", "c"].map(String::from);
     // 40 of 100 answered: 60 % loss, above the threshold.
-    let d = distances(&triangle(40, now), &names, now);
-    assert!(d.get(0, 1).is_infinite());
+    let d = rtts(&triangle(40, now), &names);
+    assert!(rtt(&d, 0, 1).is_infinite());
     // 60 of 100 answered: 40 % loss is a bad link, but a link.
-    let d = distances(&triangle(60, now), &names, now);
-    assert_eq!(d.get(0, 1), 200.0);
+    let d = rtts(&triangle(60, now), &names);
+    assert_eq!(rtt(&d, 0, 1), 200.0);
+}
+
+/// A pair's figure in [`rtts`]' answer; `NaN` when it is absent.
+fn rtt(d: &[Vec<(usize, f64)>], i: usize, j: usize) -> f64 {
+    let from_i = d[i].iter().find(|(p, _)| *p == j).map(|(_, x)| *x);
+    let from_j = d[j].iter().find(|(p, _)| *p == i).map(|(_, x)| *x);
+    assert_eq!(from_i, from_j, "both directions list the pair");
+    from_i.unwrap_or(f64::NAN)
 }
 
 #[test]

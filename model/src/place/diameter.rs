@@ -20,7 +20,7 @@ use crate::{Error, Result};
 /// on while nobody waits for it.
 pub type Stop = AtomicBool;
 
-fn stopped(stop: &Stop) -> Result<()> {
+pub(super) fn stopped(stop: &Stop) -> Result<()> {
     if stop.load(Ordering::Relaxed) {
         return Err(Error::Stopped);
     }

@@ -75,6 +75,19 @@ fn lab() -> Lab {
     }
 }
 
+/// The measured pairs of a dense matrix as [`View::rtt`] wants them.
+pub(super) fn rtts(d: &Distances) -> Vec<Vec<(usize, f64)>> {
+    let n = d.len();
+    (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| j != i && d.get(i, j).is_finite())
+                .map(|j| (j, d.get(i, j)))
+                .collect()
+        })
+        .collect()
+}
+
 fn run(l: &Lab, q: &Query) -> Result<Placement> {
     run_with(l, q, true, &[])
 }
@@ -82,9 +95,11 @@ fn run(l: &Lab, q: &Query) -> Result<Placement> {
 /// `run` with or without the Node labels, and with latency levels.
 fn run_with(l: &Lab, q: &Query, labels: bool, levels: &[f64]) -> Result<Placement> {
     let bw = |i: usize, j: usize| l.bw[i][j];
+    let rtt = rtts(&l.dist);
     let v = View {
         names: &l.names,
-        dist: &l.dist,
+        rtt: &rtt,
+        zones: &[],
         bandwidth: &bw,
         quality: &l.quality,
         fresh: &l.fresh,
@@ -366,9 +381,11 @@ fn never_worse_than_twice_the_optimum_with_the_tie_break() {
             let bw = |i: usize, j: usize| Some(((i * 7 + j * 3) % 11) as f64 * 100.0);
             let quality: Vec<Option<u32>> = (0..n).map(|i| Some((i as u32 * 37) % 100)).collect();
             let fresh = vec![true; n];
+            let rtt = rtts(&d);
             let v = View {
                 names: &names,
-                dist: &d,
+                rtt: &rtt,
+                zones: &[],
                 bandwidth: &bw,
                 quality: &quality,
                 fresh: &fresh,
