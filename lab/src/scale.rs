@@ -598,6 +598,18 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
             report.label_changes_per_hour_steady = Some(
                 steady.iter().filter(|w| !w.changed.is_empty()).count() as f64 * 3600.0 / span,
             );
+            for w in &steady {
+                *report
+                    .summary_changes_per_hour_steady
+                    .entry(w.summary.name().to_string())
+                    .or_default() += 3600.0 / span;
+                for k in &w.changed {
+                    *report
+                        .label_changes_by_key_per_hour_steady
+                        .entry(k.trim_start_matches(PREFIX).to_string())
+                        .or_default() += 3600.0 / span;
+                }
+            }
         }
     }
     if let (Some(i), Some(from), Some(until)) = (fault_node, faulted, joined) {

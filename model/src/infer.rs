@@ -384,7 +384,7 @@ impl Inference {
             };
             facts.insert(
                 node.clone(),
-                settle(self.published.get(node), raw, now_unix_us),
+                settle(self.published.get(node), raw, now_unix_us, &thresholds),
             );
         }
         self.published = facts.clone();

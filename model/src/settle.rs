@@ -11,9 +11,11 @@
 //! | loss (ppm) | a step of 0, 1,000, 2,000, 5,000, 10,000, … (1-2-5) | beyond the next step up or down |
 //! | bandwidth (Mbit/s) | two significant digits | more than 10 % and 10 Mbit/s away |
 //!
-//! The summary annotation's peers follow the RTT and loss rules, and its
-//! `measured_at` is when its content last changed, so an unchanged summary
-//! is not rewritten either.
+//! The summary annotation's peers follow the RTT rule and a loss ladder of
+//! decades, keep their place in the list unless a newcomer is in a nearer
+//! latency level (or less than half as far), and its `measured_at` is when
+//! its content last changed, so an unchanged summary is not rewritten
+//! either.
 
 use crate::labels::{MAX_NEAREST, NodeFacts, Peer};
 use crate::quality::Figures;
@@ -52,36 +54,50 @@ pub const LOSS_STEPS: [f64; 11] = [
     1_000_000.0,
 ];
 
-/// The loss step nearest `raw` (geometrically; below 500 ppm: 0).
-fn loss_step(raw: f64) -> usize {
+/// The loss of a peer in the summary annotation: decades only. A lossy
+/// node is listed by every rack mate, so a finer ladder would rewrite all
+/// their summaries each time its loss wanders a step (the node's own
+/// `loss-ppm` label keeps the finer [`LOSS_STEPS`]).
+pub const SUMMARY_LOSS_STEPS: [f64; 5] = [0.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0];
+
+/// The step of `ladder` nearest `raw` (geometrically; below half the first
+/// step above 0: 0).
+fn loss_step(ladder: &[f64], raw: f64) -> usize {
     // NaN reads as no loss measured.
-    if raw.is_nan() || raw < 500.0 {
+    if raw.is_nan() || ladder.len() < 2 || raw < ladder[1] / 2.0 {
         return 0;
     }
-    (1..LOSS_STEPS.len())
+    (1..ladder.len())
         .min_by(|&a, &b| {
-            let d = |k: usize| (LOSS_STEPS[k].ln() - raw.ln()).abs();
+            let d = |k: usize| (ladder[k].ln() - raw.ln()).abs();
             d(a).total_cmp(&d(b))
         })
         .unwrap_or(0)
 }
 
-/// The loss (ppm) to publish for `raw`, given what is published.
-pub fn settle_loss(prev: Option<f64>, raw: f64) -> f64 {
+/// The loss (ppm) to publish for `raw` on `ladder`, given what is
+/// published: a published step stays while the figure is between the
+/// steps either side of it.
+fn settle_on_ladder(ladder: &[f64], prev: Option<f64>, raw: f64) -> f64 {
     if let Some(p) = prev
-        && let Some(k) = LOSS_STEPS.iter().position(|&s| s == p)
+        && let Some(k) = ladder.iter().position(|&s| s == p)
     {
         let below = if k == 0 {
             f64::NEG_INFINITY
         } else {
-            LOSS_STEPS[k - 1]
+            ladder[k - 1]
         };
-        let above = LOSS_STEPS.get(k + 1).copied().unwrap_or(f64::INFINITY);
+        let above = ladder.get(k + 1).copied().unwrap_or(f64::INFINITY);
         if raw > below && raw < above {
             return p;
         }
     }
-    LOSS_STEPS[loss_step(raw)]
+    ladder[loss_step(ladder, raw)]
+}
+
+/// The loss (ppm) to publish for `raw`, given what is published.
+pub fn settle_loss(prev: Option<f64>, raw: f64) -> f64 {
+    settle_on_ladder(&LOSS_STEPS, prev, raw)
 }
 pub const BANDWIDTH_BAND: Band = Band {
     relative: 0.10,
@@ -135,13 +151,29 @@ fn settle_figures(prev: Option<&Figures>, new: Figures) -> Figures {
     }
 }
 
+/// A peer not listed replaces a listed one in the same latency level only
+/// when it is less than this fraction as far.
+pub const NEWCOMER_FACTOR: f64 = 0.5;
+
+/// The latency level of an RTT: 0 under the first group threshold, 1 under
+/// the second, …, `levels.len()` above them all.
+fn level(levels: &[f64], rtt_us: f64) -> usize {
+    levels
+        .iter()
+        .position(|&t| rtt_us <= t)
+        .unwrap_or(levels.len())
+}
+
 /// The [`MAX_NEAREST`] peers to list from the candidates `new`: values
-/// settled against the listed ones, and a peer not listed before replaces
-/// a listed one only when it is nearer by more than the RTT band (among
-/// many peers at about the same distance, the list would otherwise change
-/// with every window).
-fn settle_peers(prev: &[Peer], new: Vec<Peer>) -> Vec<Peer> {
-    let mut out: Vec<(f64, Peer)> = new
+/// settled against the listed ones (loss on [`SUMMARY_LOSS_STEPS`]), and a
+/// peer not listed before replaces a listed one only when it is in a
+/// nearer latency level (`levels`, the group thresholds; its RTT widened by
+/// the RTT band), or in the same level less than [`NEWCOMER_FACTOR`] as
+/// far. Past a rack, a node has hundreds of peers at about the same
+/// distance whose RTTs differ by more than any band: a list ranked by RTT
+/// alone would change with every newly measured pair.
+fn settle_peers(prev: &[Peer], new: Vec<Peer>, levels: &[f64]) -> Vec<Peer> {
+    let mut out: Vec<((usize, f64), Peer)> = new
         .into_iter()
         .map(|p| {
             let old = prev.iter().find(|o| o.node == p.node);
@@ -150,20 +182,29 @@ fn settle_peers(prev: &[Peer], new: Vec<Peer>) -> Vec<Peer> {
             };
             let peer = Peer {
                 rtt_p50_us: int(old.map(|o| o.rtt_p50_us), p.rtt_p50_us, RTT_BAND),
-                loss_ppm: settle_loss(old.map(|o| o.loss_ppm as f64), p.loss_ppm as f64).round()
-                    as u64,
+                loss_ppm: settle_on_ladder(
+                    &SUMMARY_LOSS_STEPS,
+                    old.map(|o| o.loss_ppm as f64),
+                    p.loss_ppm as f64,
+                )
+                .round() as u64,
                 node: p.node,
             };
-            let rank = peer.rtt_p50_us as f64;
+            let rtt = peer.rtt_p50_us as f64;
             let rank = if old.is_some() {
-                rank
+                (level(levels, rtt), rtt)
             } else {
-                rank * (1.0 + RTT_BAND.relative) + RTT_BAND.floor
+                let widened = rtt * (1.0 + RTT_BAND.relative) + RTT_BAND.floor;
+                (level(levels, widened), rtt / NEWCOMER_FACTOR)
             };
             (rank, peer)
         })
         .collect();
-    out.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.node.cmp(&b.1.node)));
+    out.sort_by(|a, b| {
+        (a.0.0.cmp(&b.0.0))
+            .then(a.0.1.total_cmp(&b.0.1))
+            .then_with(|| a.1.node.cmp(&b.1.node))
+    });
     out.truncate(MAX_NEAREST);
     let mut out: Vec<Peer> = out.into_iter().map(|(_, p)| p).collect();
     out.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
@@ -171,14 +212,19 @@ fn settle_peers(prev: &[Peer], new: Vec<Peer>) -> Vec<Peer> {
 }
 
 /// What to publish for a node now (`new`, with `now_unix_us`), given what
-/// was published before (`prev`). Group ids are not touched: the group
-/// tracker's hysteresis keeps them.
-pub fn settle(prev: Option<&NodeFacts>, mut new: NodeFacts, now_unix_us: u64) -> NodeFacts {
+/// was published before (`prev`); `levels` are the group thresholds (µs).
+/// Group ids are not touched: the group tracker's hysteresis keeps them.
+pub fn settle(
+    prev: Option<&NodeFacts>,
+    mut new: NodeFacts,
+    now_unix_us: u64,
+    levels: &[f64],
+) -> NodeFacts {
     new.quality = settle_quality(prev.and_then(|p| p.quality), new.quality);
     new.figures = new
         .figures
         .map(|f| settle_figures(prev.and_then(|p| p.figures.as_ref()), f));
-    new.nearest = settle_peers(prev.map_or(&[], |p| &p.nearest), new.nearest);
+    new.nearest = settle_peers(prev.map_or(&[], |p| &p.nearest), new.nearest, levels);
     new.summary_since_unix_us = match prev {
         Some(p) if p.nearest == new.nearest => p.summary_since_unix_us,
         _ => now_unix_us,

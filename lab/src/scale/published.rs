@@ -20,12 +20,84 @@ pub struct Write {
     /// Label keys whose value changed (or appeared) with this write; empty
     /// for a write that only rewrote the annotation.
     pub changed: Vec<String>,
+    /// What changed in the summary annotation.
+    pub summary: SummaryChange,
+}
+
+/// How a write changed the node's summary annotation (the nearest peers),
+/// the most telling first: which of its rules let the write through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SummaryChange {
+    /// Not written, or written as it was.
+    None,
+    /// Another set of peers (or the first one).
+    Peers,
+    /// The same peers, another RTT.
+    Rtt,
+    /// The same peers and RTTs, another loss.
+    Loss,
+    /// Only `measured_at`, or a summary that did not parse.
+    Other,
+}
+
+impl SummaryChange {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Peers => "peers",
+            Self::Rtt => "rtt",
+            Self::Loss => "loss",
+            Self::Other => "other",
+        }
+    }
+
+    fn of(old: Option<&str>, new: Option<&str>) -> Self {
+        #[derive(Deserialize, PartialEq)]
+        struct Peer {
+            node: String,
+            rtt_p50_us: u64,
+            loss_ppm: u64,
+        }
+        #[derive(Deserialize)]
+        struct Summary {
+            nearest: Vec<Peer>,
+        }
+        if new.is_none() || old == new {
+            return Self::None;
+        }
+        if old.is_none() {
+            return Self::Peers;
+        }
+        let parse = |s: Option<&str>| s.and_then(|s| serde_json::from_str::<Summary>(s).ok());
+        let (Some(a), Some(b)) = (parse(old), parse(new)) else {
+            return Self::Other;
+        };
+        let nodes = |s: &Summary| -> Vec<String> {
+            let mut v: Vec<String> = s.nearest.iter().map(|p| p.node.clone()).collect();
+            v.sort();
+            v
+        };
+        let of = |s: &Summary, f: fn(&Peer) -> u64| -> BTreeMap<String, u64> {
+            s.nearest.iter().map(|p| (p.node.clone(), f(p))).collect()
+        };
+        if nodes(&a) != nodes(&b) {
+            Self::Peers
+        } else if of(&a, |p| p.rtt_p50_us) != of(&b, |p| p.rtt_p50_us) {
+            Self::Rtt
+        } else if of(&a, |p| p.loss_ppm) != of(&b, |p| p.loss_ppm) {
+            Self::Loss
+        } else {
+            Self::Other
+        }
+    }
 }
 
 /// The labels every node would carry now, and every write so far.
 #[derive(Debug, Default)]
 pub struct Published {
     pub labels: HashMap<String, BTreeMap<String, String>>,
+    /// The summary annotation each node would carry now.
+    summaries: HashMap<String, String>,
     pub writes: Vec<Write>,
     /// Patches that did not parse (a format change would show here).
     pub unreadable: u64,
@@ -41,6 +113,8 @@ struct Meta {
     name: String,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
 }
 
 impl Published {
@@ -49,7 +123,22 @@ impl Published {
             self.unreadable += 1;
             return;
         };
-        let Meta { name, labels } = body.metadata;
+        let Meta {
+            name,
+            labels,
+            annotations,
+        } = body.metadata;
+        let new_summary = annotations
+            .iter()
+            .find(|(k, _)| k.ends_with("/summary"))
+            .map(|(_, v)| v.clone());
+        let summary = SummaryChange::of(
+            self.summaries.get(&name).map(String::as_str),
+            new_summary.as_deref(),
+        );
+        if let Some(s) = new_summary {
+            self.summaries.insert(name.clone(), s);
+        }
         let old = self.labels.get(&name);
         let changed = labels
             .iter()
@@ -60,6 +149,7 @@ impl Published {
             at,
             node: name.clone(),
             changed,
+            summary,
         });
         self.labels.insert(name, labels);
     }
@@ -98,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn patches_become_labels_and_counted_writes() {
-        let out = "\
+        let out = r#"\
 # PATCH /api/v1/nodes/a?fieldManager=netaware&force=true (dry run)
 ---
 apiVersion: v1
@@ -109,7 +199,7 @@ metadata:
     netaware.io/group-l1: g1
     netaware.io/quality: '90'
   annotations:
-    netaware.io/summary: '{}'
+    netaware.io/summary: '{"measured_at":"t1","nearest":[{"node":"b","rtt_p50_us":50,"loss_ppm":0}]}'
 
 # PATCH /api/v1/nodes/a?fieldManager=netaware&force=true (dry run)
 ---
@@ -120,16 +210,20 @@ metadata:
   labels:
     netaware.io/group-l1: g1
     netaware.io/quality: '88'
+  annotations:
+    netaware.io/summary: '{"measured_at":"t2","nearest":[{"node":"b","rtt_p50_us":60,"loss_ppm":0}]}'
 # PATCH /api/v1/nodes/b?fieldManager=netaware&force=true (dry run)
 ---
 not: [a, node
-";
+"#;
         let p = Arc::new(Mutex::new(Published::default()));
         follow(out.as_bytes(), p.clone()).await;
         let p = p.lock().unwrap();
         assert_eq!(p.writes.len(), 2);
         assert_eq!(p.writes[0].changed.len(), 2);
         assert_eq!(p.writes[1].changed, ["netaware.io/quality"]);
+        assert_eq!(p.writes[0].summary, SummaryChange::Peers);
+        assert_eq!(p.writes[1].summary, SummaryChange::Rtt);
         assert_eq!(p.labels["a"]["netaware.io/quality"], "88");
         assert_eq!(p.unreadable, 1);
     }

@@ -112,6 +112,11 @@ pub struct ScaleReport {
     pub label_writes_per_hour_steady_pct: Option<f64>,
     /// Writes that changed a label value, per hour, in the same span.
     pub label_changes_per_hour_steady: Option<f64>,
+    /// The steady writes by what changed in their summary annotation
+    /// (`none`: a label changed, the summary did not), per hour.
+    pub summary_changes_per_hour_steady: BTreeMap<String, f64>,
+    /// The steady label changes by label (without the prefix), per hour.
+    pub label_changes_by_key_per_hour_steady: BTreeMap<String, f64>,
     /// Where that span starts (it ends at the fault).
     pub steady_from_s: Option<f64>,
     pub windows_sent: u64,
@@ -210,6 +215,22 @@ pub fn render(r: &ScaleReport) -> String {
             opt(r.label_writes_per_hour_steady_pct, " %"),
             opt(r.label_changes_per_hour_steady, "")
         ),
+    );
+    line(
+        "  by summary change",
+        r.summary_changes_per_hour_steady
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    line(
+        "  label changes by label",
+        r.label_changes_by_key_per_hour_steady
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     line(
         "windows sent / sessions reopened",

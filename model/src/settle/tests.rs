@@ -1,5 +1,8 @@
 use super::*;
 
+/// The default group thresholds (µs).
+const LEVELS: [f64; 3] = [500.0, 2_000.0, 10_000.0];
+
 fn facts(quality: u32, rtt: f64, loss: f64, nearest: &[(&str, u64)]) -> NodeFacts {
     NodeFacts {
         groups: ["g1", "g1", "g1"].map(String::from),
@@ -78,18 +81,25 @@ fn figures_stay_within_their_band_and_follow_a_real_change() {
 
 #[test]
 fn an_unchanged_summary_keeps_its_time_and_a_changed_one_takes_the_new() {
-    let first = settle(None, facts(70, 300.0, 0.0, &[("b", 50), ("c", 300)]), 1_000);
+    let first = settle(
+        None,
+        facts(70, 300.0, 0.0, &[("b", 50), ("c", 300)]),
+        1_000,
+        &LEVELS,
+    );
     assert_eq!(first.summary_since_unix_us, 1_000);
     let noisy = settle(
         Some(&first),
         facts(71, 310.0, 500.0, &[("b", 52), ("c", 290)]),
         2_000,
+        &LEVELS,
     );
     assert_eq!(noisy, first, "noise changes nothing at all");
     let moved = settle(
         Some(&first),
         facts(70, 300.0, 0.0, &[("b", 900), ("c", 300)]),
         3_000,
+        &LEVELS,
     );
     assert_eq!(moved.summary_since_unix_us, 3_000);
     assert_eq!(
@@ -116,17 +126,64 @@ fn among_many_peers_at_one_distance_the_listed_ones_stay() {
         let named: Vec<(&str, u64)> = v.iter().map(|(n, r)| (n.as_str(), *r)).collect();
         facts(70, 300.0, 0.0, &named)
     };
-    let first = settle(None, as_facts(&peers(0)), 1);
+    let first = settle(None, as_facts(&peers(0)), 1, &LEVELS);
     assert_eq!(first.nearest.len(), MAX_NEAREST);
     let mut now = first.clone();
     for shift in 1..10 {
-        now = settle(Some(&now), as_facts(&peers(shift)), 1 + shift);
+        now = settle(Some(&now), as_facts(&peers(shift)), 1 + shift, &LEVELS);
         assert_eq!(now.nearest, first.nearest, "shift {shift}");
     }
     // A peer clearly nearer gets in.
     let mut closer = peers(3);
     closer[39].1 = 50;
-    let moved = settle(Some(&now), as_facts(&closer), 99);
+    let moved = settle(Some(&now), as_facts(&closer), 99, &LEVELS);
     assert_eq!(moved.nearest[0].node, "p39");
     assert_eq!(moved.summary_since_unix_us, 99);
+}
+
+#[test]
+fn past_the_rack_the_list_changes_only_for_a_nearer_level_or_half_the_distance() {
+    // The scale run's thresholds: a rack under 120 µs, a pod under 800.
+    let levels = [120.0, 800.0, 8_000.0];
+    // A full list: 3 rack mates and 29 pod peers at 300-330 µs.
+    let mut listed: Vec<(String, u64)> = (0..3).map(|i| (format!("r{i}"), 50)).collect();
+    listed.extend((0..29).map(|i| (format!("p{i:02}"), 300 + i % 4 * 10)));
+    let as_facts = |v: &[(String, u64)]| {
+        let named: Vec<(&str, u64)> = v.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+        facts(70, 300.0, 0.0, &named)
+    };
+    let first = settle(None, as_facts(&listed), 1, &levels);
+    assert_eq!(first.nearest.len(), MAX_NEAREST);
+    // A newly measured pod peer at 270 µs: 18 % nearer than the farthest
+    // listed, more than the RTT band, but the same level: no change.
+    let mut more = listed.clone();
+    more.push(("p-new".into(), 270));
+    let same = settle(Some(&first), as_facts(&more), 2, &levels);
+    assert_eq!(same, first);
+    // A peer less than half as far (140 µs), or in the rack's level, gets in.
+    for (rtt, case) in [(140, "half as far"), (60, "nearer level")] {
+        let mut more = listed.clone();
+        more.push(("x".into(), rtt));
+        let moved = settle(Some(&first), as_facts(&more), 3, &levels);
+        assert!(moved.nearest.iter().any(|p| p.node == "x"), "{case}");
+        assert_eq!(moved.nearest.len(), MAX_NEAREST);
+    }
+}
+
+#[test]
+fn a_peers_loss_in_the_summary_moves_by_decades() {
+    let with_loss = |loss: u64| {
+        let mut f = facts(70, 300.0, 0.0, &[("b", 50)]);
+        f.nearest[0].loss_ppm = loss;
+        f
+    };
+    let first = settle(None, with_loss(12_000), 1, &LEVELS);
+    assert_eq!(first.nearest[0].loss_ppm, 10_000);
+    // A lossy peer wandering from 1.2 % to 2 % and 5 %: no rewrite.
+    for loss in [20_000, 50_000, 3_000] {
+        let now = settle(Some(&first), with_loss(loss), 2, &LEVELS);
+        assert_eq!(now, first, "{loss} ppm");
+    }
+    let worse = settle(Some(&first), with_loss(150_000), 3, &LEVELS);
+    assert_eq!(worse.nearest[0].loss_ppm, 100_000);
 }
