@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use netaware_proto::ProbeMethod;
-use netaware_proto::v1::ListGroupsRequest;
 use netaware_proto::v1::query_service_client::QueryServiceClient;
+use netaware_proto::v1::{ListGroupsRequest, ListGroupsResponse};
 use serde_json::{Value, json};
 
-use matrix::{fetch_matrix, render_json, render_table};
-use nodes::{fetch_nodes, nodes_json, render_groups, render_nodes};
+use matrix::{SUMMARY_ABOVE, Selection, count_nodes, fetch_matrix, render_json, render_table};
+use nodes::{fetch_nodes, nodes_json, render_group_summary, render_groups, render_nodes};
 use place::{place_json, place_request, place_yaml, render_place};
 
 pub const ENV_AGGREGATOR: &str = "NETAWARE_QUERY";
@@ -133,6 +133,19 @@ pub struct MatrixArgs {
     /// Probe method to show.
     #[arg(long, value_enum, default_value_t = Method::Udp)]
     pub method: Method,
+    /// Only links from or to this node (repeatable).
+    #[arg(long = "node", conflicts_with = "group")]
+    pub nodes: Vec<String>,
+    /// Only links between members of this group (an id from `netaware groups`).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The level of --group (1, 2 or 3).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3), requires = "group")]
+    pub level: u32,
+    /// Every link even on a large cluster (by default more than 200 nodes
+    /// are summarised by group).
+    #[arg(long)]
+    pub full: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -246,13 +259,38 @@ pub async fn connect(target: &Target) -> Result<Client, Error> {
         .max_encoding_message_size(netaware_proto::limits::MAX_QUERY_REQUEST_BYTES))
 }
 
+/// The groups as JSON.
+fn groups_json(g: &ListGroupsResponse) -> Value {
+    Value::Array(
+        g.groups
+            .iter()
+            .map(|x| json!({"level": x.level, "id": x.id, "members": x.members, "max_rtt_us": x.max_rtt_us}))
+            .collect(),
+    )
+}
+
 /// Run one CLI command and return what to print.
 pub async fn execute(cli: &Cli) -> Result<String, Error> {
     let target = cli.target()?;
     match &cli.command {
         Command::Matrix(args) => {
             let method = ProbeMethod::from(args.method);
-            let m = fetch_matrix(&target, method).await?;
+            let select = Selection {
+                nodes: args.nodes.clone(),
+                group: args.group.clone().map(|g| (g, args.level)),
+            };
+            if select.is_all() && !args.full {
+                let known = count_nodes(&target).await?;
+                if known > SUMMARY_ABOVE {
+                    let mut client = connect(&target).await?;
+                    let g = client.list_groups(ListGroupsRequest {}).await?.into_inner();
+                    return Ok(match args.output {
+                        Output::Table => render_group_summary(known, &g),
+                        Output::Json => format!("{:#}\n", groups_json(&g)),
+                    });
+                }
+            }
+            let m = fetch_matrix(&target, method, &select).await?;
             Ok(match args.output {
                 Output::Table => render_table(&m, &args.metric, method),
                 Output::Json => format!("{:#}\n", render_json(&m)),
@@ -270,14 +308,7 @@ pub async fn execute(cli: &Cli) -> Result<String, Error> {
             let g = client.list_groups(ListGroupsRequest {}).await?.into_inner();
             Ok(match args.output {
                 Output::Table => render_groups(&g),
-                Output::Json => {
-                    let v: Vec<Value> = g
-                        .groups
-                        .iter()
-                        .map(|x| json!({"level": x.level, "id": x.id, "members": x.members, "max_rtt_us": x.max_rtt_us}))
-                        .collect();
-                    format!("{:#}\n", Value::Array(v))
-                }
+                Output::Json => format!("{:#}\n", groups_json(&g)),
             })
         }
         Command::Place(args) => {

@@ -9,19 +9,65 @@ use serde_json::{Value, json};
 
 use crate::{Error, Metric, Target, connect};
 
-/// Fetch the matrix for one method.
-pub async fn fetch_matrix(
-    target: &Target,
-    method: ProbeMethod,
-) -> Result<GetMatrixResponse, Error> {
+/// Past this many nodes `netaware matrix` prints the groups instead of the
+/// matrix (unless zoomed or `--full`): a 200-column table is past reading,
+/// and its JSON past 10 MB.
+pub const SUMMARY_ABOVE: usize = 200;
+/// Links asked for per page: about 3 MB without histograms.
+const PAGE_SIZE: u32 = 20_000;
+
+/// Which links to fetch.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Links from or to these nodes.
+    pub nodes: Vec<String>,
+    /// Links among the members of this group (id, level).
+    pub group: Option<(String, u32)>,
+}
+
+impl Selection {
+    pub fn is_all(&self) -> bool {
+        self.nodes.is_empty() && self.group.is_none()
+    }
+}
+
+/// How many nodes the aggregator knows (one page of a single link).
+pub async fn count_nodes(target: &Target) -> Result<usize, Error> {
     let mut client = connect(target).await?;
     let r = client
         .get_matrix(GetMatrixRequest {
-            method: method as i32,
-            include_histograms: false,
+            page_size: 1,
+            ..Default::default()
         })
         .await?;
-    Ok(r.into_inner())
+    Ok(r.into_inner().nodes.len())
+}
+
+/// Fetch the selected links of one method, page by page.
+pub async fn fetch_matrix(
+    target: &Target,
+    method: ProbeMethod,
+    select: &Selection,
+) -> Result<GetMatrixResponse, Error> {
+    let mut client = connect(target).await?;
+    let (group, group_level) = select.group.clone().unwrap_or_default();
+    let mut request = GetMatrixRequest {
+        method: method as i32,
+        include_histograms: false,
+        nodes: select.nodes.clone(),
+        group,
+        group_level,
+        page_size: PAGE_SIZE,
+        page_token: String::new(),
+    };
+    let mut all = client.get_matrix(request.clone()).await?.into_inner();
+    while !all.next_page_token.is_empty() {
+        request.page_token = std::mem::take(&mut all.next_page_token);
+        let page = client.get_matrix(request.clone()).await?.into_inner();
+        all.links.extend(page.links);
+        all.next_page_token = page.next_page_token;
+    }
+    Ok(all)
 }
 
 fn ms(ns: u64) -> f64 {

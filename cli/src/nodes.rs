@@ -88,10 +88,46 @@ pub fn nodes_json(nodes: &[GetNodeResponse]) -> Value {
     )
 }
 
+/// A large cluster's matrix in brief: each group with its size, width and
+/// first members, level by level, and how to zoom in.
+pub fn render_group_summary(nodes: usize, g: &ListGroupsResponse) -> String {
+    let mut rows = vec![
+        ["level", "group", "first members", "nodes", "max rtt us"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    ];
+    let mut groups = g.groups.clone();
+    groups.sort_by(|a, b| (a.level, &a.id).cmp(&(b.level, &b.id)));
+    for x in &groups {
+        let mut first = x
+            .members
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+        if x.members.len() > 3 {
+            first.push_str(",…");
+        }
+        rows.push(vec![
+            format!("l{}", x.level),
+            x.id.clone(),
+            first,
+            x.members.len().to_string(),
+            format!("{:.0}", x.max_rtt_us),
+        ]);
+    }
+    format!(
+        "{nodes} nodes: too many for one matrix, so by group. Zoom in with --group ID [--level N] or --node NAME; --full prints every link.\n\n{}",
+        netaware_common::aligned_table(&rows, 3)
+    )
+}
+
 /// The groups table, level by level.
 pub fn render_groups(g: &ListGroupsResponse) -> String {
     let mut rows = vec![
-        ["level", "group", "max rtt us", "members"]
+        ["level", "group", "members", "max rtt us"]
             .iter()
             .map(|s| s.to_string())
             .collect::<Vec<_>>(),

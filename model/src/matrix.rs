@@ -128,6 +128,32 @@ pub fn loss_ppm(w: &LinkWindow) -> Option<f64> {
     (w.sent > 0).then(|| w.sent.saturating_sub(w.received) as f64 * 1e6 / w.sent as f64)
 }
 
+/// A link by names: (src, dst, method), where a page continues after.
+pub type LinkKeyName = (String, String, i32);
+
+/// Which links a page of the matrix holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Filter<'a> {
+    All,
+    /// Links from or to one of these nodes.
+    Touching(&'a BTreeSet<String>),
+    /// Links between two of these nodes (a group's own links).
+    Among(&'a BTreeSet<String>),
+}
+
+/// A request for one page of the matrix ([`Matrix::page`]).
+#[derive(Debug, Clone)]
+pub struct Page<'a> {
+    /// Only this method; `Unspecified`: all.
+    pub method: ProbeMethod,
+    pub histograms: bool,
+    pub filter: Filter<'a>,
+    /// Continue after this link (`None`: the first page).
+    pub after: Option<LinkKeyName>,
+    /// Most links in the page.
+    pub limit: usize,
+}
+
 impl Matrix {
     pub fn new(alpha: f64, stale_after: Duration) -> Self {
         Self {
@@ -479,31 +505,118 @@ impl Matrix {
         now: Instant,
         now_unix_us: u64,
     ) -> GetMatrixResponse {
-        let mut links = self.links(method, now);
-        // By name, as people read it (the store is ordered by interned id).
-        links.sort_by(|a, b| (&a.src, &a.dst, a.method).cmp(&(&b.src, &b.dst, b.method)));
-        if !histograms {
-            for l in &mut links {
-                if let Some(w) = l.latest.as_mut() {
+        let all = Page {
+            method,
+            histograms,
+            filter: Filter::All,
+            after: None,
+            limit: usize::MAX,
+        };
+        self.page(&all, now, now_unix_us).0
+    }
+
+    /// One page of the matrix: the links `q` selects, sorted by (src, dst,
+    /// method) as in [`snapshot`](Self::snapshot), starting after `q.after`,
+    /// at most `q.limit` of them; with the key to continue after (`None`:
+    /// this was the last page). Node statuses and bandwidth tests (of the
+    /// selected nodes) come with the first page only. Costs the links of
+    /// the sources read, not a copy of the whole matrix.
+    pub fn page(
+        &self,
+        q: &Page<'_>,
+        now: Instant,
+        now_unix_us: u64,
+    ) -> (GetMatrixResponse, Option<LinkKeyName>) {
+        let wanted = |name: &str| match q.filter {
+            Filter::All => true,
+            Filter::Touching(set) | Filter::Among(set) => set.contains(name),
+        };
+        let pair_wanted = |src: &str, dst: &str| match q.filter {
+            Filter::All => true,
+            Filter::Touching(set) => set.contains(src) || set.contains(dst),
+            Filter::Among(set) => set.contains(src) && set.contains(dst),
+        };
+        let method_ok = |m: i32| q.method == ProbeMethod::Unspecified || m == q.method as i32;
+        let start = q.after.as_ref().map_or("", |(src, _, _)| src.as_str());
+        let mut links: Vec<LinkState> = Vec::new();
+        let mut next = None;
+        // Every name with links, in order (a link may outlive its node's
+        // entry, as in `links`).
+        let mut sources: Vec<(&str, Id)> = self
+            .ids
+            .iter()
+            .map(|(name, id)| (name.as_str(), *id))
+            .filter(|(name, _)| *name >= start)
+            .collect();
+        sources.sort_unstable();
+        'sources: for (src, id) in sources {
+            // A source outside the set can still have links into it.
+            if matches!(q.filter, Filter::Among(_)) && !wanted(src) {
+                continue;
+            }
+            let mut row: Vec<(&str, i32, &Link)> = self
+                .links
+                .range((id, 0, i32::MIN)..)
+                .take_while(|((s, _, _), _)| *s == id)
+                .filter(|((_, _, m), _)| method_ok(*m))
+                .map(|((_, d, m), link)| (self.name(*d), *m, link))
+                .filter(|(dst, _, _)| pair_wanted(src, dst))
+                .collect();
+            row.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            for (dst, m, link) in row {
+                if let Some((s, d, mm)) = &q.after
+                    && (src, dst, m) <= (s.as_str(), d.as_str(), *mm)
+                {
+                    continue;
+                }
+                if links.len() >= q.limit {
+                    next = links
+                        .last()
+                        .map(|l: &LinkState| (l.src.clone(), l.dst.clone(), l.method));
+                    break 'sources;
+                }
+                let mut state = Self::state_of(src, link, self.is_stale(link, now));
+                if !q.histograms
+                    && let Some(w) = state.latest.as_mut()
+                {
                     w.rtt_histogram.clear();
                 }
+                links.push(state);
             }
         }
-        GetMatrixResponse {
-            nodes: self
-                .nodes
+        let first = q.after.is_none();
+        let nodes = if first {
+            self.nodes
                 .iter()
+                .filter(|(name, _)| wanted(name))
                 .map(|(name, n)| Self::status_of(name, n))
-                .collect(),
-            links,
-            generated_unix_us: now_unix_us,
-            stale_after_ms: u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX),
-            bandwidth: {
-                let mut b: Vec<BandwidthState> = self.bandwidth.values().cloned().collect();
-                b.sort_by(|x, y| (&x.sender, &x.receiver).cmp(&(&y.sender, &y.receiver)));
-                b
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let bandwidth = if first {
+            let mut b: Vec<BandwidthState> = self
+                .bandwidth
+                .values()
+                .filter(|b| pair_wanted(&b.sender, &b.receiver))
+                .cloned()
+                .collect();
+            b.sort_by(|x, y| (&x.sender, &x.receiver).cmp(&(&y.sender, &y.receiver)));
+            b
+        } else {
+            Vec::new()
+        };
+        (
+            GetMatrixResponse {
+                nodes,
+                links,
+                generated_unix_us: now_unix_us,
+                stale_after_ms: u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX),
+                bandwidth,
+                next_page_token: String::new(),
             },
-        }
+            next,
+        )
     }
 
     /// Full-mesh plan for `node`: every other connected node, with the

@@ -157,6 +157,7 @@ async fn a_150_node_matrix_reaches_the_cli() {
         .get_matrix(GetMatrixRequest {
             method: ProbeMethod::StampUdp as i32,
             include_histograms: true,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -7,15 +7,16 @@
 //! can hold up the state owner, which keeps measuring (the review's S4,
 //! S11).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use netaware_model::Error as PlaceError;
-use netaware_model::place::Query;
+use netaware_model::matrix::{Filter, LinkKeyName, Page};
 use netaware_model::place::diameter::Stop;
+use netaware_model::place::{MAX_NAMES, Query};
 use netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES;
 use netaware_proto::v1::query_service_server::QueryService;
 use netaware_proto::v1::{
@@ -70,6 +71,58 @@ impl Default for QueryLimits {
             max_watchers: 64,
         }
     }
+}
+
+/// Most links one GetMatrix page may hold: about 15 MB without
+/// histograms, well inside the message limit.
+pub const MAX_PAGE_SIZE: usize = 100_000;
+
+/// Where a page continues: opaque to clients. Node names are DNS names
+/// (checked when an agent says hello), so a space separates them.
+fn page_token((src, dst, method): &LinkKeyName) -> String {
+    format!("v1 {method} {src} {dst}")
+}
+
+fn parse_page_token(t: &str) -> Result<LinkKeyName, Status> {
+    let bad = || {
+        Status::invalid_argument("page_token is not one this server gave; start again without one")
+    };
+    let mut parts = t.split(' ');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("v1"), Some(m), Some(src), Some(dst), None) => {
+            let m: i32 = m.parse().map_err(|_| bad())?;
+            Ok((src.to_string(), dst.to_string(), m))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The members of group `id` at `level`, for GetMatrix's group filter.
+fn group_members(snapshot: &Snapshot, id: &str, level: u32) -> Result<BTreeSet<String>, Status> {
+    if !(1..=3).contains(&level) {
+        return Err(Status::invalid_argument(format!(
+            "group_level must be 1, 2 or 3 with a group, got {level}"
+        )));
+    }
+    let groups = snapshot.groups().ok_or_else(|| {
+        Status::unavailable("groups are not computed yet; try again after the next recomputation")
+    })?;
+    groups
+        .into_iter()
+        .find(|g| g.level == level && g.id == id)
+        .map(|g| g.members.into_iter().collect())
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "no level-{level} group '{}' (`netaware groups` lists them)",
+                netaware_common::printable(id)
+            ))
+        })
 }
 
 fn method_of(raw: i32) -> Result<ProbeMethod, Status> {
@@ -156,24 +209,73 @@ impl QueryService for Services {
         self.authorize(&request, Access::Read).await?;
         let r = request.into_inner();
         let method = method_of(r.method)?;
+        let limit = match r.page_size as usize {
+            0 => usize::MAX,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size {n} is more than {MAX_PAGE_SIZE}; ask for smaller pages"
+                )));
+            }
+            n => n,
+        };
+        if r.nodes.len() > MAX_NAMES {
+            return Err(Status::invalid_argument(format!(
+                "GetMatrixRequest.nodes names {} nodes; at most {MAX_NAMES} are accepted",
+                r.nodes.len()
+            )));
+        }
+        if !r.nodes.is_empty() && !r.group.is_empty() {
+            return Err(Status::invalid_argument(
+                "GetMatrixRequest: give nodes or group, not both",
+            ));
+        }
+        let after = match r.page_token.as_str() {
+            "" => None,
+            t => Some(parse_page_token(t)?),
+        };
         let snapshot = self.state.snapshot().await?;
-        let m = self
+        let set: Option<BTreeSet<String>> = if !r.group.is_empty() {
+            Some(group_members(&snapshot, &r.group, r.group_level)?)
+        } else if !r.nodes.is_empty() {
+            for name in &r.nodes {
+                if !snapshot.knows(name) {
+                    return Err(Status::not_found(format!(
+                        "node '{}' is unknown: no agent with that node name ever connected",
+                        netaware_common::printable(name)
+                    )));
+                }
+            }
+            Some(r.nodes.iter().cloned().collect())
+        } else {
+            None
+        };
+        let among = !r.group.is_empty();
+        let histograms = r.include_histograms;
+        let (mut m, next) = self
             .costly("GetMatrix", &self.matrix_slots, move |_| {
-                snapshot.matrix(
+                let filter = match (&set, among) {
+                    (None, _) => Filter::All,
+                    (Some(s), true) => Filter::Among(s),
+                    (Some(s), false) => Filter::Touching(s),
+                };
+                let page = Page {
                     method,
-                    r.include_histograms,
-                    Instant::now(),
-                    netaware_common::now_unix_us(),
-                )
+                    histograms,
+                    filter,
+                    after,
+                    limit,
+                };
+                snapshot.page(&page, Instant::now(), netaware_common::now_unix_us())
             })
             .await?;
+        m.next_page_token = next.map(|k| page_token(&k)).unwrap_or_default();
         let size = m.encoded_len();
         if size > MAX_QUERY_RESPONSE_BYTES {
             return Err(Status::resource_exhausted(format!(
-                "the matrix is {size} bytes, more than the {} MiB one answer may carry; ask for one method{}",
+                "the matrix is {size} bytes, more than the {} MiB one answer may carry; ask for pages (page_size), one method, or some nodes{}",
                 MAX_QUERY_RESPONSE_BYTES >> 20,
                 if r.include_histograms {
-                    " or leave the histograms out"
+                    ", or leave the histograms out"
                 } else {
                     ""
                 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use netaware_model::Error as PlaceError;
 use netaware_model::groups::Thresholds;
 use netaware_model::infer::{self, Group, Inferred};
-use netaware_model::matrix::Matrix;
+use netaware_model::matrix::{LinkKeyName, Matrix, Page};
 use netaware_model::place::diameter::Stop;
 use netaware_model::place::{self, Placement, Query, View, Zone, estimate};
 use netaware_proto::ProbeMethod;
@@ -66,6 +66,21 @@ impl Snapshot {
         now_unix_us: u64,
     ) -> GetMatrixResponse {
         self.matrix.snapshot(method, histograms, now, now_unix_us)
+    }
+
+    /// One page of the matrix ([`Matrix::page`]).
+    pub fn page(
+        &self,
+        page: &Page<'_>,
+        now: Instant,
+        now_unix_us: u64,
+    ) -> (GetMatrixResponse, Option<LinkKeyName>) {
+        self.matrix.page(page, now, now_unix_us)
+    }
+
+    /// Whether the node is known (connected now or measured before).
+    pub fn knows(&self, node: &str) -> bool {
+        self.matrix.hello(node).is_some()
     }
 
     /// Every link of `method` (all: `Unspecified`), as of `now`, one at a

@@ -132,6 +132,7 @@ impl Running<'_> {
             .get_matrix(GetMatrixRequest {
                 method: ProbeMethod::Unspecified as i32,
                 include_histograms,
+                ..Default::default()
             })
             .await?
             .into_inner())

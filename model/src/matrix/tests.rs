@@ -297,3 +297,74 @@ fn a_restarted_agent_is_heard_and_its_old_instance_is_not() {
     let s = m.smoothed("a", "b", ProbeMethod::StampUdp, t0).unwrap().0;
     assert_eq!(s.rtt_p50_us, 500.0);
 }
+
+#[test]
+fn pages_cover_every_selected_link_once_in_order() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    let names = ["a", "b", "c", "d", "e"];
+    for src in names {
+        m.connect(hello(src, &[ProbeMethod::StampUdp]));
+        for dst in names.iter().filter(|d| **d != src) {
+            m.apply(src, window(dst, 1, 100, 10, 10), false, t0);
+        }
+    }
+    let whole = m.snapshot(ProbeMethod::Unspecified, false, t0, 0);
+    assert_eq!(whole.links.len(), 20);
+    let key = |l: &LinkState| (l.src.clone(), l.dst.clone(), l.method);
+    let collect = |filter: Filter<'_>, limit: usize| {
+        let mut page = Page {
+            method: ProbeMethod::Unspecified,
+            histograms: false,
+            filter,
+            after: None,
+            limit,
+        };
+        let mut got = Vec::new();
+        let mut pages = 0;
+        loop {
+            let (r, next) = m.page(&page, t0, 0);
+            assert!(r.links.len() <= limit);
+            // Statuses come with the first page only.
+            assert_eq!(r.nodes.is_empty(), pages > 0);
+            got.extend(r.links.iter().map(key));
+            pages += 1;
+            match next {
+                Some(k) => page.after = Some(k),
+                None => break,
+            }
+        }
+        (got, pages)
+    };
+    // Pages of 3: the whole matrix, in order, nothing twice.
+    let (got, pages) = collect(Filter::All, 3);
+    assert_eq!(got, whole.links.iter().map(key).collect::<Vec<_>>());
+    assert_eq!(pages, 7);
+    // Exactly a page's worth: no empty page after it.
+    assert_eq!(collect(Filter::All, 20).1, 1);
+    // Links from or to b: its row and its column.
+    let b: BTreeSet<String> = ["b".to_string()].into();
+    let (got, _) = collect(Filter::Touching(&b), 3);
+    assert_eq!(got.len(), 8);
+    assert!(got.iter().all(|(s, d, _)| s == "b" || d == "b"));
+    // Links among a, c, e only.
+    let ace: BTreeSet<String> = ["a", "c", "e"].map(String::from).into();
+    let (got, _) = collect(Filter::Among(&ace), 2);
+    assert_eq!(got.len(), 6);
+    assert!(
+        got.iter()
+            .all(|(s, d, _)| ace.contains(s) && ace.contains(d))
+    );
+    let (first, _) = m.page(
+        &Page {
+            method: ProbeMethod::Unspecified,
+            histograms: false,
+            filter: Filter::Among(&ace),
+            after: None,
+            limit: 100,
+        },
+        t0,
+        0,
+    );
+    assert_eq!(first.nodes.len(), 3, "statuses of the selected nodes only");
+}

@@ -200,6 +200,7 @@ impl Aggregator {
             .get_matrix(GetMatrixRequest {
                 method: ProbeMethod::Unspecified as i32,
                 include_histograms: false,
+                ..Default::default()
             })
             .await
             .unwrap()
