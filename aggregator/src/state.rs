@@ -12,7 +12,7 @@ use netaware_proto::v1::{
     AggregatorMessage, BandwidthResult, BandwidthServed, GetMatrixResponse, Hello, LinkState,
     NodeStatus, ReportAck, ReportBatch,
 };
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use netaware_common::observe::Heartbeat;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -220,6 +220,12 @@ impl StateHandle {
     /// without asking the owner: GetNode is answered while the owner
     /// recomputes a large cluster. Statuses are at most a replanning tick
     /// old on a cluster past the probe-target bound, current below it.
+    /// The latest recomputation (`None` before the first), read without
+    /// the owner: Place works on it alone.
+    pub fn inferred(&self) -> Option<Arc<Inferred>> {
+        self.inferred.borrow().clone()
+    }
+
     pub fn node(&self, name: &str) -> Option<NodeView> {
         let status = self.statuses.borrow().get(name).cloned()?;
         let facts = self
@@ -560,9 +566,7 @@ impl Owner {
         let s = Arc::new(Snapshot {
             matrix: self.matrix.clone(),
             inferred: self.inferred.clone(),
-            thresholds: self.config.infer.thresholds,
             changes: self.changes,
-            place_inputs: OnceLock::new(),
         });
         self.snapshot = Some((s.clone(), now));
         self.since_snapshot.clear();

@@ -238,8 +238,15 @@ fn lowest_of_group(labels: &HashMap<String, BTreeMap<String, String>>, node: &st
     !peers.is_empty() && peers.iter().all(|&p| p > q)
 }
 
+/// Steady label changes listed in the report, to see what moved.
+const STEADY_SAMPLE: usize = 20;
+
+/// Links per GetMatrix page, as the CLI asks.
+const MATRIX_PAGE: u32 = 20_000;
+
 /// Time the queries a user and a scheduler would send, under the agents'
-/// load: GetNode in a loop while Place runs for each k, then one GetMatrix.
+/// load: GetNode in a loop while Place runs for each k, then the whole
+/// matrix in pages.
 async fn time_queries(
     client: &QueryServiceClient<Channel>,
     truth: &Truth,
@@ -307,20 +314,32 @@ async fn time_queries(
             q.errors.insert("get_node".into(), e);
         }
     }
+    // The whole matrix as `netaware matrix --full` fetches it: in pages.
     let t = Instant::now();
-    match client
-        .clone()
-        .max_decoding_message_size(netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES)
-        .get_matrix(GetMatrixRequest::default())
-        .await
-    {
-        Ok(r) => {
-            q.get_matrix_ms = Some(t.elapsed().as_secs_f64() * 1e3);
-            q.get_matrix_bytes = Some(prost::Message::encoded_len(r.get_ref()));
-        }
-        Err(e) => {
-            q.errors
-                .insert("get_matrix".into(), e.message().to_string());
+    let mut request = GetMatrixRequest {
+        page_size: MATRIX_PAGE,
+        ..Default::default()
+    };
+    let (mut bytes, mut pages) = (0, 0);
+    loop {
+        match client.clone().get_matrix(request.clone()).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                bytes += prost::Message::encoded_len(&r);
+                pages += 1;
+                if r.next_page_token.is_empty() {
+                    q.get_matrix_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+                    q.get_matrix_bytes = Some(bytes);
+                    q.get_matrix_pages = Some(pages);
+                    break;
+                }
+                request.page_token = r.next_page_token;
+            }
+            Err(e) => {
+                q.errors
+                    .insert("get_matrix".into(), e.message().to_string());
+                break;
+            }
         }
     }
     q
@@ -603,11 +622,21 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                     .summary_changes_per_hour_steady
                     .entry(w.summary.name().to_string())
                     .or_default() += 3600.0 / span;
-                for k in &w.changed {
+                for (k, (from, to)) in w.changed.iter().zip(&w.was) {
+                    let key = k.trim_start_matches(PREFIX).to_string();
                     *report
                         .label_changes_by_key_per_hour_steady
-                        .entry(k.trim_start_matches(PREFIX).to_string())
+                        .entry(key.clone())
                         .or_default() += 3600.0 / span;
+                    if report.steady_changes_sample.len() < STEADY_SAMPLE {
+                        report.steady_changes_sample.push((
+                            w.node.clone(),
+                            key,
+                            from.clone(),
+                            to.clone(),
+                            w.at.saturating_duration_since(started).as_secs_f64(),
+                        ));
+                    }
                 }
             }
         }

@@ -1,5 +1,7 @@
 //! Time of one recomputation (groups, quality, nearest peers) from a matrix
-//! shaped as sparse probe plans leave it (docs/benchmarks.md).
+//! shaped as sparse probe plans leave it; of the copy of the matrix a
+//! GetMatrix snapshot takes; and of a Place for k = 4, 64, 256 on what the
+//! recomputation read (docs/benchmarks.md).
 //!
 //! ```sh
 //! cargo run --release -p netaware-model --example recompute_bench -- 1000 5000
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use netaware_model::infer::{InferConfig, Inference};
 use netaware_model::matrix::Matrix;
+use netaware_model::place::diameter::Stop;
+use netaware_model::place::{Query, place_on};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::{Hello, LinkWindow};
 
@@ -33,7 +37,9 @@ fn main() {
         seed ^= seed << 17;
         (seed >> 11) as f64 / (1u64 << 53) as f64
     };
-    println!("nodes  links  fill_ms  recompute_ms  again_ms");
+    println!(
+        "nodes  links  fill_ms  recompute_ms  again_ms  clone_ms  place_k4_ms  place_k64_ms  place_k256_ms"
+    );
     for n in sizes {
         let name = |i: usize| format!("node-{i:05}");
         let level = |i: usize| [i / 24, i / 144, i / 1000];
@@ -103,11 +109,31 @@ fn main() {
         let _ = inf.recompute(&m, now, 2);
         let again = t2.elapsed();
         assert_eq!(first.facts.len(), n);
+        // The copy a GetMatrix snapshot takes.
+        let t3 = Instant::now();
+        let copy = m.clone();
+        let clone = t3.elapsed();
+        drop(copy);
+        // A Place reads the recomputation alone.
+        let place_ms = |k: usize| {
+            let t = Instant::now();
+            let q = Query {
+                k,
+                ..Query::default()
+            };
+            let p = place_on(&first, &q, None, &Stop::new(false)).map(|p| p.nodes.len());
+            assert_eq!(p, Ok(k));
+            t.elapsed().as_secs_f64() * 1e3
+        };
         println!(
-            "{n:>5}  {links:>6}  {:>7.0}  {:>12.0}  {:>8.0}",
+            "{n:>5}  {links:>6}  {:>7.0}  {:>12.0}  {:>8.0}  {:>8.0}  {:>11.0}  {:>12.0}  {:>13.0}",
             fill.as_secs_f64() * 1e3,
             recompute.as_secs_f64() * 1e3,
-            again.as_secs_f64() * 1e3
+            again.as_secs_f64() * 1e3,
+            clone.as_secs_f64() * 1e3,
+            place_ms(4),
+            place_ms(64),
+            place_ms(256),
         );
     }
 }

@@ -401,6 +401,14 @@ impl Matrix {
         self.bandwidth.insert(key, state);
     }
 
+    /// Every directed pair's latest bandwidth test: (sender, receiver,
+    /// Mbit/s).
+    pub fn bandwidths(&self) -> impl Iterator<Item = (&str, &str, f64)> + '_ {
+        self.bandwidth
+            .iter()
+            .map(|((s, r), b)| (self.name(*s), self.name(*r), b.mbps))
+    }
+
     /// Bandwidth of a pair: the lower of the two directions' latest tests,
     /// or the one direction tested.
     pub fn bandwidth(&self, a: &str, b: &str) -> Option<f64> {

@@ -26,12 +26,13 @@
 //! 5. Predict the ring all-reduce time with the α-β model
 //!    ([`ring_allreduce_ms`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::fmt;
 use std::sync::Arc;
 
 use crate::groups::Distances;
+use crate::infer::Inferred;
 use crate::{Error, Result};
 
 pub mod diameter;
@@ -542,6 +543,51 @@ fn by_zones(
             k: q.k,
             min_bandwidth_mbps: q.min_bandwidth_mbps,
         })
+}
+
+/// Place on what the latest recomputation read ([`Inferred`]): its
+/// measured pairs and bandwidths, groups, quality and freshness, so a Place
+/// needs no copy of the matrix. `labels` are the Node labels when the
+/// aggregator watches Nodes.
+pub fn place_on(
+    inferred: &Inferred,
+    q: &Query,
+    labels: Option<&BTreeMap<String, Labels>>,
+    stop: &Stop,
+) -> Result<Placement> {
+    let links = &inferred.links;
+    let index: HashMap<&str, usize> = links
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let zones = estimate::zones(&inferred.groups, &index);
+    let facts = |n: &String| inferred.facts.get(n);
+    let quality: Vec<Option<u32>> = links
+        .names
+        .iter()
+        .map(|n| facts(n).and_then(|f| f.quality))
+        .collect();
+    // A node without facts has no measured pair: it is left out as "not
+    // measured yet", not as stale.
+    let fresh: Vec<bool> = links
+        .names
+        .iter()
+        .map(|n| facts(n).is_none_or(|f| f.fresh))
+        .collect();
+    let bandwidth = |i: usize, j: usize| links.bandwidth(i, j);
+    let view = View {
+        names: &links.names,
+        rtt: &links.rtt,
+        zones: &zones,
+        bandwidth: &bandwidth,
+        quality: &quality,
+        fresh: &fresh,
+        labels,
+        levels: &inferred.thresholds,
+    };
+    place(q, &view, stop)
 }
 
 /// "4 excluded by request, 2 stale" from the per-node reasons.

@@ -29,9 +29,9 @@ fn place(k: u32) -> PlaceRequest {
 /// agents are acknowledged meanwhile.
 #[tokio::test]
 async fn repeated_names_are_refused_at_once() {
-    let agg = start();
+    let agg = start_with(&["--recompute-interval", "1s"]);
     let mut fakes = mesh(&agg, &[2]).await;
-    agg.matrix_when(|m| m.links.len() == 2).await;
+    agg.recomputed(2).await;
     let q = agg.query;
     let request = tokio::spawn(async move {
         let started = Instant::now();
@@ -71,8 +71,9 @@ async fn ack_time(a: &mut fake::Fake, seq: u64) -> Duration {
 /// placement ends by its deadline, and SIGTERM ends the process in 5 s.
 #[tokio::test]
 async fn costly_placements_neither_stall_measurement_nor_outlive_deadline_or_sigterm() {
-    let mut agg = start_with(&["--query-timeout", "3s"]);
+    let mut agg = start_with(&["--query-timeout", "3s", "--recompute-interval", "1s"]);
     let mut fakes = mesh(&agg, &ZONES).await;
+    agg.recomputed(ZONES.iter().sum()).await;
     // Four at once: two run, two wait for a slot.
     let placements: Vec<_> = (0..4)
         .map(|_| {

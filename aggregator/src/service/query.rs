@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use netaware_model::Error as PlaceError;
 use netaware_model::matrix::{Filter, LinkKeyName, Page};
 use netaware_model::place::diameter::Stop;
-use netaware_model::place::{MAX_NAMES, Query};
+use netaware_model::place::{MAX_NAMES, Query, place_on};
 use netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES;
 use netaware_proto::v1::query_service_server::QueryService;
 use netaware_proto::v1::{
@@ -370,10 +370,16 @@ impl QueryService for Services {
             allreduce_bytes: r.allreduce_bytes,
             explain: r.explain,
         };
-        let snapshot = self.state.snapshot().await?;
+        // The latest recomputation, without asking the owner: it may be
+        // busy recomputing, and Place needs nothing newer.
+        let inferred = self.state.inferred().ok_or_else(|| {
+            Status::unavailable(
+                "no recomputation yet: figures and groups come within --recompute-interval of the first windows; try again then",
+            )
+        })?;
         let p = self
             .costly("Place", &self.place_slots, move |stop| {
-                snapshot.place(&query, labels.as_ref(), Instant::now(), stop)
+                place_on(&inferred, &query, labels.as_ref(), stop)
             })
             .await?
             .map_err(|e| match e {

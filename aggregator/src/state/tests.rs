@@ -5,8 +5,8 @@
 use super::*;
 use netaware_common::now_unix_us;
 use netaware_model::Error as PlaceError;
-use netaware_model::place::Query;
 use netaware_model::place::diameter::Stop;
+use netaware_model::place::{Query, place_on};
 use netaware_proto::v1::LinkWindow;
 use std::time::Duration;
 
@@ -201,8 +201,8 @@ async fn every_query_is_answered() {
                 k,
                 ..Default::default()
             };
-            let snapshot = state.snapshot().await.unwrap();
-            snapshot.place(&query, None, Instant::now(), &Stop::new(false))
+            let inferred = state.inferred().unwrap();
+            place_on(&inferred, &query, None, &Stop::new(false))
         }
     };
     assert_eq!(place(2).await.unwrap().nodes, ["a", "b"]);
@@ -434,7 +434,7 @@ async fn a_node_deleted_from_the_cluster_is_forgotten_after_its_grace() {
         allow_stale: true,
         ..Default::default()
     };
-    let e = s.place(&all, None, Instant::now(), &Stop::new(false));
+    let e = place_on(&state.inferred().unwrap(), &all, None, &Stop::new(false));
     assert!(
         matches!(e, Err(PlaceError::TooFewEligibleBecause { known: 2, .. })),
         "{e:?}"

@@ -20,6 +20,8 @@ pub struct Write {
     /// Label keys whose value changed (or appeared) with this write; empty
     /// for a write that only rewrote the annotation.
     pub changed: Vec<String>,
+    /// Each changed label's value before and after (empty: it was absent).
+    pub was: Vec<(String, String)>,
     /// What changed in the summary annotation.
     pub summary: SummaryChange,
 }
@@ -140,15 +142,19 @@ impl Published {
             self.summaries.insert(name.clone(), s);
         }
         let old = self.labels.get(&name);
-        let changed = labels
+        let (changed, was) = labels
             .iter()
             .filter(|(k, v)| old.and_then(|o| o.get(*k)) != Some(*v))
-            .map(|(k, _)| k.clone())
-            .collect();
+            .map(|(k, v)| {
+                let before = old.and_then(|o| o.get(k)).cloned().unwrap_or_default();
+                (k.clone(), (before, v.clone()))
+            })
+            .unzip();
         self.writes.push(Write {
             at,
             node: name.clone(),
             changed,
+            was,
             summary,
         });
         self.labels.insert(name, labels);
@@ -222,6 +228,7 @@ not: [a, node
         assert_eq!(p.writes.len(), 2);
         assert_eq!(p.writes[0].changed.len(), 2);
         assert_eq!(p.writes[1].changed, ["netaware.io/quality"]);
+        assert_eq!(p.writes[1].was, [("90".to_string(), "88".to_string())]);
         assert_eq!(p.writes[0].summary, SummaryChange::Peers);
         assert_eq!(p.writes[1].summary, SummaryChange::Rtt);
         assert_eq!(p.labels["a"]["netaware.io/quality"], "88");

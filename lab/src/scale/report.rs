@@ -43,6 +43,8 @@ pub struct Queries {
     pub get_node_calls: usize,
     pub get_matrix_ms: Option<f64>,
     pub get_matrix_bytes: Option<usize>,
+    /// Pages the whole matrix took (of 20,000 links).
+    pub get_matrix_pages: Option<usize>,
     /// p99 (nearest rank) of the Place calls per k.
     pub place_ms_p99: BTreeMap<String, f64>,
     /// The first failure of each query kind, if any.
@@ -117,6 +119,8 @@ pub struct ScaleReport {
     pub summary_changes_per_hour_steady: BTreeMap<String, f64>,
     /// The steady label changes by label (without the prefix), per hour.
     pub label_changes_by_key_per_hour_steady: BTreeMap<String, f64>,
+    /// The first steady label changes: node, label, from, to, when (s).
+    pub steady_changes_sample: Vec<(String, String, String, String, f64)>,
     /// Where that span starts (it ends at the fault).
     pub steady_from_s: Option<f64>,
     pub windows_sent: u64,
@@ -181,7 +185,11 @@ pub fn render(r: &ScaleReport) -> String {
     line(
         "GetMatrix",
         match (r.queries.get_matrix_ms, r.queries.get_matrix_bytes) {
-            (Some(ms), Some(b)) => format!("{ms:.0} ms, {:.1} MB", b as f64 / 1e6),
+            (Some(ms), Some(b)) => format!(
+                "{ms:.0} ms, {:.1} MB in {} pages",
+                b as f64 / 1e6,
+                r.queries.get_matrix_pages.unwrap_or(1)
+            ),
             _ => "—".into(),
         },
     );

@@ -158,8 +158,7 @@ fn triangle(ab_received: u64, now: Instant) -> Matrix {
 fn a_pair_that_never_answers_is_never_grouped_and_never_nearest() {
     let now = Instant::now();
     let m = triangle(0, now);
-    let names = m.node_names();
-    let d = rtts(&m, &names);
+    let d = measured(&m);
     assert!(
         rtt(&d, 0, 1).is_infinite(),
         "a–b must be unreachable, not 0 µs"
@@ -187,16 +186,23 @@ fn a_pair_that_never_answers_is_never_grouped_and_never_nearest() {
 #[test]
 fn a_pair_losing_most_of_its_probes_is_unreachable_too() {
     let now = Instant::now();
-    let names = ["a", "b", "c"].map(String::from);
     // 40 of 100 answered: 60 % loss, above the threshold.
-    let d = rtts(&triangle(40, now), &names);
+    let d = measured(&triangle(40, now));
     assert!(rtt(&d, 0, 1).is_infinite());
     // 60 of 100 answered: 40 % loss is a bad link, but a link.
-    let d = rtts(&triangle(60, now), &names);
+    let d = measured(&triangle(60, now));
     assert_eq!(rtt(&d, 0, 1), 200.0);
 }
 
-/// A pair's figure in [`rtts`]' answer; `NaN` when it is absent.
+/// The RTTs a recomputation hands Place ([`Links::rtt`]).
+fn measured(m: &Matrix) -> Vec<Vec<(usize, f64)>> {
+    Inference::new(InferConfig::default())
+        .recompute(m, Instant::now(), 1)
+        .links
+        .rtt
+}
+
+/// A pair's figure in [`Links::rtt`]; `NaN` when it is absent.
 fn rtt(d: &[Vec<(usize, f64)>], i: usize, j: usize) -> f64 {
     let from_i = d[i].iter().find(|(p, _)| *p == j).map(|(_, x)| *x);
     let from_j = d[j].iter().find(|(p, _)| *p == i).map(|(_, x)| *x);

@@ -14,8 +14,8 @@ use netaware_proto::v1::agent_service_client::AgentServiceClient;
 use netaware_proto::v1::aggregator_message::Msg as AggMsg;
 use netaware_proto::v1::query_service_client::QueryServiceClient;
 use netaware_proto::v1::{
-    AgentMessage, AggregatorMessage, GetMatrixRequest, GetMatrixResponse, Hello, LinkWindow,
-    ReportBatch,
+    AgentMessage, AggregatorMessage, GetMatrixRequest, GetMatrixResponse, GetNodeRequest, Hello,
+    LinkWindow, ReportBatch,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -220,6 +220,27 @@ impl Aggregator {
                 return m;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Once a recomputation has seen nodes `0..n` reporting (Place
+    /// answers from the latest one); start the aggregator with a short
+    /// `--recompute-interval`.
+    pub async fn recomputed(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut client = query_client(self.query).await;
+        for i in 0..n {
+            loop {
+                let fresh = client
+                    .get_node(GetNodeRequest { node_name: node(i) })
+                    .await
+                    .is_ok_and(|r| r.into_inner().fresh);
+                if fresh {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} not fresh in 10 s", node(i));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 
