@@ -16,7 +16,7 @@ use crate::labels::{NodeFacts, Peer};
 
 use crate::matrix::Matrix;
 use crate::quality::{self, Figures, PeerLink, Scales, Weights};
-use crate::settle::settle;
+use crate::settle::{Raw, settle};
 
 /// Recomputations a node's new groups must hold before it moves: one noisy
 /// window moves nobody.
@@ -100,6 +100,8 @@ pub struct Inference {
     tracker: GroupTracker,
     /// The facts of the latest recomputation, as published (settled).
     published: BTreeMap<String, NodeFacts>,
+    /// Its raw figures, which a change must confirm ([`settle`]).
+    raw: BTreeMap<String, Raw>,
 }
 
 /// The link figures towards a peer, chosen as [`choose`] does.
@@ -228,6 +230,7 @@ impl Inference {
             config,
             tracker: GroupTracker::new(config.hysteresis),
             published: BTreeMap::new(),
+            raw: BTreeMap::new(),
         }
     }
 
@@ -245,6 +248,7 @@ impl Inference {
     pub fn forget(&mut self, node: &str) {
         self.tracker.forget(node);
         self.published.remove(node);
+        self.raw.remove(node);
     }
 
     /// Recompute groups and facts from the matrix as of `now` (wall clock
@@ -339,6 +343,7 @@ impl Inference {
             .collect();
 
         let mut facts = BTreeMap::new();
+        let mut raws = BTreeMap::new();
         for (i, node) in names.iter().enumerate() {
             let (Some(ids), Some(mine)) = (assignment.get(node), group_of[i]) else {
                 continue;
@@ -387,6 +392,7 @@ impl Inference {
                 })
                 .collect();
             nearest.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
+            raws.insert(node.clone(), Raw { quality, figures });
             let raw = NodeFacts {
                 groups: ids.clone(),
                 quality,
@@ -397,10 +403,17 @@ impl Inference {
             };
             facts.insert(
                 node.clone(),
-                settle(self.published.get(node), raw, now_unix_us, &thresholds),
+                settle(
+                    self.published.get(node),
+                    self.raw.get(node),
+                    raw,
+                    now_unix_us,
+                    &thresholds,
+                ),
             );
         }
         self.published = facts.clone();
+        self.raw = raws;
         let rtt = adj
             .iter()
             .map(|row| row.iter().map(|(j, p)| (*j, distance(p))).collect())

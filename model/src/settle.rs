@@ -7,9 +7,13 @@
 //! | figure | published as | changes when the new figure is |
 //! |---|---|---|
 //! | quality | a multiple of 5 | 5 or more away from the published one |
-//! | RTT p50/p99, jitter (µs) | two significant digits | more than 10 % and 5 µs away |
+//! | RTT p50 (µs) | two significant digits | more than 10 % and 5 µs away |
+//! | RTT p99, jitter (µs) | a step of 0, 10, 20, 50, 100, 200, … (1-2-5) | beyond the next step up or down |
 //! | loss (ppm) | a step of 0, 1,000, 2,000, 5,000, 10,000, … (1-2-5) | beyond the next step up or down |
 //! | bandwidth (Mbit/s) | two significant digits | more than 10 % and 10 Mbit/s away |
+//!
+//! and a figure (or quality) changes only when the previous recomputation's
+//! figure wanted the same change: one late window writes nothing.
 //!
 //! The summary annotation's peers follow the RTT rule and a loss ladder of
 //! decades, keep their place in the list unless a newcomer is in a nearer
@@ -99,6 +103,51 @@ fn settle_on_ladder(ladder: &[f64], prev: Option<f64>, raw: f64) -> f64 {
 pub fn settle_loss(prev: Option<f64>, raw: f64) -> f64 {
     settle_on_ladder(&LOSS_STEPS, prev, raw)
 }
+
+/// RTT p99 and jitter (µs) are published on a 1-2-5 ladder: tail figures
+/// follow every burst of queueing (in the lab, every time the emulator is
+/// late), so a 10 % band would rewrite them every few windows.
+pub const TAIL_STEPS: [f64; 19] = [
+    0.0,
+    10.0,
+    20.0,
+    50.0,
+    100.0,
+    200.0,
+    500.0,
+    1_000.0,
+    2_000.0,
+    5_000.0,
+    10_000.0,
+    20_000.0,
+    50_000.0,
+    100_000.0,
+    200_000.0,
+    500_000.0,
+    1_000_000.0,
+    2_000_000.0,
+    5_000_000.0,
+];
+
+/// The tail figure (µs) to publish for `raw`; infinite (never answered)
+/// stays infinite.
+pub fn settle_tail(prev: Option<f64>, raw: f64) -> f64 {
+    if !raw.is_finite() {
+        return raw;
+    }
+    settle_on_ladder(&TAIL_STEPS, prev.filter(|p| p.is_finite()), raw)
+}
+
+/// A published value changes only when the previous recomputation's figure
+/// (`before`, settled against the same published value) wanted a change
+/// too: one late window is not a new network. `now` is what the latest
+/// figure settles to; the first value is published at once.
+fn confirmed<T: PartialEq + Copy>(prev: Option<T>, before: Option<T>, now: T) -> T {
+    match prev {
+        Some(p) if now != p && before.is_none_or(|b| b == p) => p,
+        _ => now,
+    }
+}
 pub const BANDWIDTH_BAND: Band = Band {
     relative: 0.10,
     floor: 10.0,
@@ -137,16 +186,32 @@ pub fn settle_quality(prev: Option<u32>, raw: Option<u32>) -> Option<u32> {
     })
 }
 
-fn settle_figures(prev: Option<&Figures>, new: Figures) -> Figures {
-    let v = |f: fn(&Figures) -> f64, band| settle_value(prev.map(f), f(&new), band);
+fn settle_figures(prev: Option<&Figures>, before: Option<&Figures>, new: Figures) -> Figures {
+    // Each figure settled against what is published, from the latest raw
+    // figures and (for confirmation) the previous ones.
+    let both = |f: fn(&Figures) -> f64, settle: &dyn Fn(Option<f64>, f64) -> f64| {
+        let published = prev.map(f);
+        let now = settle(published, f(&new));
+        confirmed(published, before.map(|b| settle(published, f(b))), now)
+    };
+    let band = |band: Band| move |p: Option<f64>, raw: f64| settle_value(p, raw, band);
+    let bandwidth = match new.bandwidth_mbps {
+        None => None,
+        Some(b) => {
+            let published = prev.and_then(|p| p.bandwidth_mbps);
+            let now = settle_value(published, b, BANDWIDTH_BAND);
+            let earlier = before
+                .and_then(|x| x.bandwidth_mbps)
+                .map(|x| settle_value(published, x, BANDWIDTH_BAND));
+            Some(confirmed(published, earlier, now))
+        }
+    };
     Figures {
-        rtt_p50_us: v(|f| f.rtt_p50_us, RTT_BAND),
-        rtt_p99_us: v(|f| f.rtt_p99_us, RTT_BAND),
-        jitter_us: v(|f| f.jitter_us, RTT_BAND),
-        loss_ppm: settle_loss(prev.map(|f| f.loss_ppm), new.loss_ppm),
-        bandwidth_mbps: new
-            .bandwidth_mbps
-            .map(|b| settle_value(prev.and_then(|p| p.bandwidth_mbps), b, BANDWIDTH_BAND)),
+        rtt_p50_us: both(|f| f.rtt_p50_us, &band(RTT_BAND)),
+        rtt_p99_us: both(|f| f.rtt_p99_us, &settle_tail),
+        jitter_us: both(|f| f.jitter_us, &settle_tail),
+        loss_ppm: both(|f| f.loss_ppm, &settle_loss),
+        bandwidth_mbps: bandwidth,
         peers: new.peers,
     }
 }
@@ -211,19 +276,37 @@ fn settle_peers(prev: &[Peer], new: Vec<Peer>, levels: &[f64]) -> Vec<Peer> {
     out
 }
 
+/// The raw figures of a node in one recomputation, kept for the next
+/// one's confirmation ([`settle`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Raw {
+    pub quality: Option<u32>,
+    pub figures: Option<Figures>,
+}
+
 /// What to publish for a node now (`new`, with `now_unix_us`), given what
-/// was published before (`prev`); `levels` are the group thresholds (µs).
-/// Group ids are not touched: the group tracker's hysteresis keeps them.
+/// was published before (`prev`) and the previous recomputation's raw
+/// figures (`before`): a figure or quality changes only when both want it
+/// to; `levels` are the group thresholds (µs). Group ids are not touched:
+/// the group tracker's hysteresis keeps them.
 pub fn settle(
     prev: Option<&NodeFacts>,
+    before: Option<&Raw>,
     mut new: NodeFacts,
     now_unix_us: u64,
     levels: &[f64],
 ) -> NodeFacts {
-    new.quality = settle_quality(prev.and_then(|p| p.quality), new.quality);
-    new.figures = new
-        .figures
-        .map(|f| settle_figures(prev.and_then(|p| p.figures.as_ref()), f));
+    let published = prev.map(|p| p.quality);
+    let now = settle_quality(published.flatten(), new.quality);
+    let earlier = before.map(|b| settle_quality(published.flatten(), b.quality));
+    new.quality = confirmed(published, earlier, now);
+    new.figures = new.figures.map(|f| {
+        settle_figures(
+            prev.and_then(|p| p.figures.as_ref()),
+            before.and_then(|b| b.figures.as_ref()),
+            f,
+        )
+    });
     new.nearest = settle_peers(prev.map_or(&[], |p| &p.nearest), new.nearest, levels);
     new.summary_since_unix_us = match prev {
         Some(p) if p.nearest == new.nearest => p.summary_since_unix_us,

@@ -1,5 +1,15 @@
 use super::*;
 
+/// `settle` with the previous recomputation's figures equal to the new
+/// ones: a change that holds for two recomputations.
+fn settled(prev: Option<&NodeFacts>, new: NodeFacts, now: u64, levels: &[f64]) -> NodeFacts {
+    let raw = Raw {
+        quality: new.quality,
+        figures: new.figures,
+    };
+    settle(prev, Some(&raw), new, now, levels)
+}
+
 /// The default group thresholds (µs).
 const LEVELS: [f64; 3] = [500.0, 2_000.0, 10_000.0];
 
@@ -81,21 +91,21 @@ fn figures_stay_within_their_band_and_follow_a_real_change() {
 
 #[test]
 fn an_unchanged_summary_keeps_its_time_and_a_changed_one_takes_the_new() {
-    let first = settle(
+    let first = settled(
         None,
         facts(70, 300.0, 0.0, &[("b", 50), ("c", 300)]),
         1_000,
         &LEVELS,
     );
     assert_eq!(first.summary_since_unix_us, 1_000);
-    let noisy = settle(
+    let noisy = settled(
         Some(&first),
         facts(71, 310.0, 500.0, &[("b", 52), ("c", 290)]),
         2_000,
         &LEVELS,
     );
     assert_eq!(noisy, first, "noise changes nothing at all");
-    let moved = settle(
+    let moved = settled(
         Some(&first),
         facts(70, 300.0, 0.0, &[("b", 900), ("c", 300)]),
         3_000,
@@ -126,17 +136,17 @@ fn among_many_peers_at_one_distance_the_listed_ones_stay() {
         let named: Vec<(&str, u64)> = v.iter().map(|(n, r)| (n.as_str(), *r)).collect();
         facts(70, 300.0, 0.0, &named)
     };
-    let first = settle(None, as_facts(&peers(0)), 1, &LEVELS);
+    let first = settled(None, as_facts(&peers(0)), 1, &LEVELS);
     assert_eq!(first.nearest.len(), MAX_NEAREST);
     let mut now = first.clone();
     for shift in 1..10 {
-        now = settle(Some(&now), as_facts(&peers(shift)), 1 + shift, &LEVELS);
+        now = settled(Some(&now), as_facts(&peers(shift)), 1 + shift, &LEVELS);
         assert_eq!(now.nearest, first.nearest, "shift {shift}");
     }
     // A peer clearly nearer gets in.
     let mut closer = peers(3);
     closer[39].1 = 50;
-    let moved = settle(Some(&now), as_facts(&closer), 99, &LEVELS);
+    let moved = settled(Some(&now), as_facts(&closer), 99, &LEVELS);
     assert_eq!(moved.nearest[0].node, "p39");
     assert_eq!(moved.summary_since_unix_us, 99);
 }
@@ -152,19 +162,19 @@ fn past_the_rack_the_list_changes_only_for_a_nearer_level_or_half_the_distance()
         let named: Vec<(&str, u64)> = v.iter().map(|(n, r)| (n.as_str(), *r)).collect();
         facts(70, 300.0, 0.0, &named)
     };
-    let first = settle(None, as_facts(&listed), 1, &levels);
+    let first = settled(None, as_facts(&listed), 1, &levels);
     assert_eq!(first.nearest.len(), MAX_NEAREST);
     // A newly measured pod peer at 270 µs: 18 % nearer than the farthest
     // listed, more than the RTT band, but the same level: no change.
     let mut more = listed.clone();
     more.push(("p-new".into(), 270));
-    let same = settle(Some(&first), as_facts(&more), 2, &levels);
+    let same = settled(Some(&first), as_facts(&more), 2, &levels);
     assert_eq!(same, first);
     // A peer less than half as far (140 µs), or in the rack's level, gets in.
     for (rtt, case) in [(140, "half as far"), (60, "nearer level")] {
         let mut more = listed.clone();
         more.push(("x".into(), rtt));
-        let moved = settle(Some(&first), as_facts(&more), 3, &levels);
+        let moved = settled(Some(&first), as_facts(&more), 3, &levels);
         assert!(moved.nearest.iter().any(|p| p.node == "x"), "{case}");
         assert_eq!(moved.nearest.len(), MAX_NEAREST);
     }
@@ -177,13 +187,54 @@ fn a_peers_loss_in_the_summary_moves_by_decades() {
         f.nearest[0].loss_ppm = loss;
         f
     };
-    let first = settle(None, with_loss(12_000), 1, &LEVELS);
+    let first = settled(None, with_loss(12_000), 1, &LEVELS);
     assert_eq!(first.nearest[0].loss_ppm, 10_000);
     // A lossy peer wandering from 1.2 % to 2 % and 5 %: no rewrite.
     for loss in [20_000, 50_000, 3_000] {
-        let now = settle(Some(&first), with_loss(loss), 2, &LEVELS);
+        let now = settled(Some(&first), with_loss(loss), 2, &LEVELS);
         assert_eq!(now, first, "{loss} ppm");
     }
-    let worse = settle(Some(&first), with_loss(150_000), 3, &LEVELS);
+    let worse = settled(Some(&first), with_loss(150_000), 3, &LEVELS);
     assert_eq!(worse.nearest[0].loss_ppm, 100_000);
+}
+
+#[test]
+fn one_late_window_writes_nothing_and_a_change_that_holds_does() {
+    let first = settled(None, facts(90, 300.0, 0.0, &[]), 1, &LEVELS);
+    let raw = |f: &NodeFacts| Raw {
+        quality: f.quality,
+        figures: f.figures,
+    };
+    let calm = facts(90, 300.0, 0.0, &[]);
+    // One recomputation with a burst: p99 × 10, RTT × 2, quality 60.
+    let burst = facts(60, 600.0, 0.0, &[]);
+    let during = settle(Some(&first), Some(&raw(&calm)), burst.clone(), 2, &LEVELS);
+    assert_eq!(during, first, "unconfirmed: nothing changes");
+    let after = settle(Some(&during), Some(&raw(&burst)), calm.clone(), 3, &LEVELS);
+    assert_eq!(after, first, "the burst is over: still nothing");
+    // The same change twice in a row is published.
+    let held = settle(Some(&first), Some(&raw(&burst)), burst, 4, &LEVELS);
+    assert_eq!(held.quality, Some(60));
+    assert_eq!(held.figures.unwrap().rtt_p50_us, 600.0);
+}
+
+#[test]
+fn tail_figures_move_on_a_ladder() {
+    // p99 is twice the p50 in `facts`: 1,400 µs publishes as 1,000.
+    let first = settled(None, facts(90, 700.0, 0.0, &[]), 1, &LEVELS);
+    let f = first.figures.unwrap();
+    assert_eq!((f.rtt_p99_us, f.jitter_us), (1_000.0, 0.0));
+    // 1,400 to 1,900 µs (a 35 % swing) stays 1,000; past 2,000 it moves.
+    for p50 in [650.0, 900.0, 950.0] {
+        let now = settled(Some(&first), facts(90, p50, 0.0, &[]), 2, &LEVELS);
+        assert_eq!(
+            now.figures.unwrap().rtt_p99_us,
+            1_000.0,
+            "p99 {}",
+            p50 * 2.0
+        );
+    }
+    let up = settled(Some(&first), facts(90, 2_000.0, 0.0, &[]), 3, &LEVELS);
+    assert_eq!(up.figures.unwrap().rtt_p99_us, 5_000.0);
+    assert_eq!(settle_tail(Some(1_000.0), f64::INFINITY), f64::INFINITY);
 }
