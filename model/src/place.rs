@@ -36,7 +36,7 @@ use crate::infer::Inferred;
 use crate::{Error, Result};
 
 pub mod diameter;
-pub mod estimate;
+mod estimate;
 mod zones;
 
 use diameter::{Candidates, Stop, stopped};

@@ -28,7 +28,7 @@ use super::{View, Zone};
 /// Most units the unit-level search works with: the unit distance table is
 /// `units²` entries (16 MiB at this bound). Only a cluster without groups
 /// yet (every node its own unit) comes near it.
-pub const MAX_UNITS: usize = 2_048;
+pub(super) const MAX_UNITS: usize = 2_048;
 
 /// Sentinel for "no group at this level".
 const NONE: u32 = u32::MAX;
@@ -249,7 +249,7 @@ fn estimate(
 }
 
 /// The groups of [`crate::infer::Group`] by node index, for [`View::zones`].
-pub fn zones(groups: &[crate::infer::Group], index: &HashMap<&str, usize>) -> Vec<Zone> {
+pub(super) fn zones(groups: &[crate::infer::Group], index: &HashMap<&str, usize>) -> Vec<Zone> {
     groups
         .iter()
         .map(|g| Zone {
