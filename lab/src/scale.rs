@@ -238,7 +238,8 @@ fn lowest_of_group(labels: &HashMap<String, BTreeMap<String, String>>, node: &st
     !peers.is_empty() && peers.iter().all(|&p| p > q)
 }
 
-/// Steady label changes listed in the report, to see what moved.
+/// Label changes listed in the report (steady, and others' after the
+/// fault), to see what moved.
 const STEADY_SAMPLE: usize = 20;
 
 /// Links per GetMatrix page, as the CLI asks.
@@ -658,10 +659,25 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                 f.relabelled = true;
             } else {
                 others.insert(w.node.clone());
-                for k in &w.changed {
-                    *f.others_keys
-                        .entry(k.trim_start_matches(PREFIX).to_string())
-                        .or_default() += 1;
+                let l1 = |n: &str| {
+                    p.labels
+                        .get(n)
+                        .and_then(|l| l.get(&format!("{PREFIX}group-l1")))
+                };
+                let peer = l1(&w.node).is_some() && l1(&w.node) == l1(name);
+                for (k, (from, to)) in w.changed.iter().zip(&w.was) {
+                    let key = k.trim_start_matches(PREFIX).to_string();
+                    *f.others_keys.entry(key.clone()).or_default() += 1;
+                    if f.others_sample.len() < STEADY_SAMPLE {
+                        f.others_sample.push((
+                            w.node.clone(),
+                            key,
+                            from.clone(),
+                            to.clone(),
+                            w.at.saturating_duration_since(started).as_secs_f64(),
+                            peer,
+                        ));
+                    }
                 }
             }
         }

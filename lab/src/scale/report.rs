@@ -64,6 +64,9 @@ pub struct Fault {
     /// join, and how many changes each key saw among them.
     pub others_relabelled: usize,
     pub others_keys: BTreeMap<String, usize>,
+    /// Those changes: node, label, from, to, second of the run (at most
+    /// 20), and whether the node shares the faulty node's l1 group.
+    pub others_sample: Vec<(String, String, String, String, f64, bool)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
