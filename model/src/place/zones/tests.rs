@@ -74,19 +74,38 @@ fn cluster(regions: usize, sample: usize) -> Cluster {
     }
 }
 
-fn run(c: &Cluster, q: &Query) -> crate::Result<Placement> {
-    let bw = |_: usize, _: usize| None;
-    let v = View {
+/// `n` nodes with the given measured pairs and no groups.
+fn ungrouped(rtt: Vec<Vec<(usize, f64)>>) -> Cluster {
+    let n = rtt.len();
+    Cluster {
+        names: (0..n).map(|i| format!("n{i:04}")).collect(),
+        rtt,
+        zones: Vec::new(),
+        quality: vec![Some(90); n],
+        fresh: vec![true; n],
+    }
+}
+
+fn no_bandwidth(_: usize, _: usize) -> Option<f64> {
+    None
+}
+
+/// What Place sees of `c`: no bandwidth measured, no Node labels.
+fn view<'a>(c: &'a Cluster, levels: &'a [f64]) -> View<'a> {
+    View {
         names: &c.names,
         rtt: &c.rtt,
         zones: &c.zones,
-        bandwidth: &bw,
+        bandwidth: &no_bandwidth,
         quality: &c.quality,
         fresh: &c.fresh,
         labels: None,
-        levels: &[120.0, 800.0, 8_000.0],
-    };
-    place(q, &v, &NEVER)
+        levels,
+    }
+}
+
+fn run(c: &Cluster, q: &Query) -> crate::Result<Placement> {
+    place(q, &view(c, &[120.0, 800.0, 8_000.0]), &NEVER)
 }
 
 fn k(k: usize) -> Query {
@@ -202,27 +221,13 @@ fn nodes_without_groups_are_placed_by_their_measured_pairs() {
     let mut seed = 7u64;
     for n in 3..=12 {
         let d = random_metric(n, &mut seed);
-        let names: Vec<String> = (0..n).map(|i| format!("n{i:04}")).collect();
-        let rtt = rtts(&d);
-        let quality = vec![Some(90); n];
-        let fresh = vec![true; n];
-        let bw = |_: usize, _: usize| None;
-        let v = View {
-            names: &names,
-            rtt: &rtt,
-            zones: &[],
-            bandwidth: &bw,
-            quality: &quality,
-            fresh: &fresh,
-            labels: None,
-            levels: &[],
-        };
-        let est = super::Estimator::new(&v, &all(n).eligible).unwrap();
+        let c = ungrouped(rtts(&d));
+        let est = super::Estimator::new(&view(&c, &[]), &all(n).eligible).unwrap();
         for k in 1..=n {
             let balls = super::balls(&est, k, &[], &NEVER).unwrap();
             let lower = balls.iter().map(|b| b.radius).fold(f64::INFINITY, f64::min);
             let best = &balls[0];
-            let nodes = super::pick(&est, best, k, &[], &quality).unwrap();
+            let nodes = super::pick(&est, best, k, &[], &c.quality).unwrap();
             let got = crate::place::diameter::diameter(&d, &nodes);
             let opt = brute_force(&d, k, &all(n));
             assert!(got <= 2.0 * opt + 1e-6, "n={n} k={k}: {got} vs {opt}");
@@ -234,7 +239,6 @@ fn nodes_without_groups_are_placed_by_their_measured_pairs() {
 #[test]
 fn too_many_ungrouped_nodes_are_refused_before_any_table_is_built() {
     let n = MAX_UNITS + 1;
-    let names: Vec<String> = (0..n).map(|i| format!("n{i:04}")).collect();
     // A chain: every node measured, none grouped.
     let rtt: Vec<Vec<(usize, f64)>> = (0..n)
         .map(|i| {
@@ -245,20 +249,7 @@ fn too_many_ungrouped_nodes_are_refused_before_any_table_is_built() {
                 .collect()
         })
         .collect();
-    let quality = vec![Some(90); n];
-    let fresh = vec![true; n];
-    let bw = |_: usize, _: usize| None;
-    let v = View {
-        names: &names,
-        rtt: &rtt,
-        zones: &[],
-        bandwidth: &bw,
-        quality: &quality,
-        fresh: &fresh,
-        labels: None,
-        levels: &[],
-    };
-    let err = place(&k(2), &v, &NEVER).unwrap_err();
+    let err = place(&k(2), &view(&ungrouped(rtt), &[]), &NEVER).unwrap_err();
     assert_eq!(
         err,
         Error::TooManyUnits {
