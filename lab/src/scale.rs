@@ -238,6 +238,17 @@ fn lowest_of_group(labels: &HashMap<String, BTreeMap<String, String>>, node: &st
     !peers.is_empty() && peers.iter().all(|&p| p > q)
 }
 
+/// A write's label changes: label (without the prefix), from, to.
+fn label_changes(w: &published::Write) -> impl Iterator<Item = (String, String, String)> + '_ {
+    w.changed.iter().zip(&w.was).map(|(k, (from, to))| {
+        (
+            k.trim_start_matches(PREFIX).to_string(),
+            from.clone(),
+            to.clone(),
+        )
+    })
+}
+
 /// Label changes listed in the report (steady, and others' after the
 /// fault), to see what moved.
 const STEADY_SAMPLE: usize = 20;
@@ -623,20 +634,16 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                     .summary_changes_per_hour_steady
                     .entry(w.summary.name().to_string())
                     .or_default() += 3600.0 / span;
-                for (k, (from, to)) in w.changed.iter().zip(&w.was) {
-                    let key = k.trim_start_matches(PREFIX).to_string();
+                for (key, from, to) in label_changes(w) {
                     *report
                         .label_changes_by_key_per_hour_steady
                         .entry(key.clone())
                         .or_default() += 3600.0 / span;
                     if report.steady_changes_sample.len() < STEADY_SAMPLE {
-                        report.steady_changes_sample.push((
-                            w.node.clone(),
-                            key,
-                            from.clone(),
-                            to.clone(),
-                            w.at.saturating_duration_since(started).as_secs_f64(),
-                        ));
+                        let at = w.at.saturating_duration_since(started).as_secs_f64();
+                        report
+                            .steady_changes_sample
+                            .push((w.node.clone(), key, from, to, at));
                     }
                 }
             }
@@ -665,18 +672,12 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                         .and_then(|l| l.get(&format!("{PREFIX}group-l1")))
                 };
                 let peer = l1(&w.node).is_some() && l1(&w.node) == l1(name);
-                for (k, (from, to)) in w.changed.iter().zip(&w.was) {
-                    let key = k.trim_start_matches(PREFIX).to_string();
+                for (key, from, to) in label_changes(w) {
                     *f.others_keys.entry(key.clone()).or_default() += 1;
                     if f.others_sample.len() < STEADY_SAMPLE {
-                        f.others_sample.push((
-                            w.node.clone(),
-                            key,
-                            from.clone(),
-                            to.clone(),
-                            w.at.saturating_duration_since(started).as_secs_f64(),
-                            peer,
-                        ));
+                        let at = w.at.saturating_duration_since(started).as_secs_f64();
+                        f.others_sample
+                            .push((w.node.clone(), key, from, to, at, peer));
                     }
                 }
             }

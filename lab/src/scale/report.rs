@@ -227,21 +227,20 @@ pub fn render(r: &ScaleReport) -> String {
             opt(r.label_changes_per_hour_steady, "")
         ),
     );
-    line(
-        "  by summary change",
-        r.summary_changes_per_hour_steady
-            .iter()
+    // "peers 1702, loss 655": a rate per kind.
+    let rates = |m: &BTreeMap<String, f64>| {
+        m.iter()
             .map(|(k, v)| format!("{k} {v:.0}"))
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(", ")
+    };
+    line(
+        "  by summary change",
+        rates(&r.summary_changes_per_hour_steady),
     );
     line(
         "  label changes by label",
-        r.label_changes_by_key_per_hour_steady
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        rates(&r.label_changes_by_key_per_hour_steady),
     );
     line(
         "windows sent / sessions reopened",
