@@ -636,6 +636,7 @@ impl Owner {
         info!(
             nodes = out.facts.len(),
             moved = out.moved.len(),
+            pairs = out.links.pairs(),
             thresholds_us = ?out.thresholds,
             took_ms = started.elapsed().as_millis() as u64,
             "groups and quality recomputed"

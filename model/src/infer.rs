@@ -71,6 +71,11 @@ pub struct Links {
 }
 
 impl Links {
+    /// Pairs measured (either direction).
+    pub fn pairs(&self) -> usize {
+        self.rtt.iter().map(Vec::len).sum::<usize>() / 2
+    }
+
     /// The measured bandwidth between nodes `i` and `j`.
     pub fn bandwidth(&self, i: usize, j: usize) -> Option<f64> {
         self.bandwidth.get(&(i.min(j), i.max(j))).copied()
@@ -342,10 +347,49 @@ impl Inference {
             })
             .collect();
 
+        // Each node's measured peers in its own l1 group (l2, then l3, if
+        // it has none there) and what it shows with all of them. Only one
+        // level: past a rack, sparse plans measure a sample of the other
+        // racks, and figures over a mix of rack mates (50 µs) and samples
+        // (300 µs) would follow the share of each in the sample, not the
+        // node.
+        let group_peers: Vec<Vec<(usize, PeerLink)>> = (0..n)
+            .map(|i| {
+                let Some(mine) = group_of[i] else {
+                    return Vec::new();
+                };
+                let peers_in = |level: usize| -> Vec<(usize, PeerLink)> {
+                    adj[i]
+                        .iter()
+                        .filter(|(j, _)| group_of[*j].is_some_and(|g| g[level] == mine[level]))
+                        .map(|(j, p)| {
+                            let bandwidth_mbps = m.bandwidth(&names[i], &names[*j]);
+                            (
+                                *j,
+                                PeerLink {
+                                    bandwidth_mbps,
+                                    ..*p
+                                },
+                            )
+                        })
+                        .collect()
+                };
+                // The nearest level with a measured peer.
+                (0..3)
+                    .map(peers_in)
+                    .find(|peers| !peers.is_empty())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let own: Vec<Option<quality::Own>> = group_peers
+            .iter()
+            .map(|peers| quality::own(&peers.iter().map(|(_, p)| *p).collect::<Vec<_>>()))
+            .collect();
+
         let mut facts = BTreeMap::new();
         let mut raws = BTreeMap::new();
         for (i, node) in names.iter().enumerate() {
-            let (Some(ids), Some(mine)) = (assignment.get(node), group_of[i]) else {
+            let (Some(ids), Some(_)) = (assignment.get(node), group_of[i]) else {
                 continue;
             };
             // Measured since start (a node known only from its labels
@@ -353,20 +397,19 @@ impl Inference {
             if adj[i].is_empty() {
                 continue;
             }
-            // Measured peers in the node's own group at `level`.
-            let peers_in = |level: usize| -> Vec<PeerLink> {
-                adj[i]
-                    .iter()
-                    .filter(|(j, _)| group_of[*j].is_some_and(|g| g[level] == mine[level]))
-                    .map(|(j, p)| PeerLink {
-                        bandwidth_mbps: m.bandwidth(node, &names[*j]),
-                        ..*p
-                    })
-                    .collect()
+            // The figures leave out peers clearly worse with everyone than
+            // this node (all peers if that leaves none).
+            let kept = |(j, _): &&(usize, PeerLink)| match (&own[*j], &own[i]) {
+                (Some(peer), Some(me)) => !quality::clearly_worse(peer, me),
+                _ => true,
             };
-            let mut peers = peers_in(1);
+            let mut peers: Vec<PeerLink> = group_peers[i]
+                .iter()
+                .filter(kept)
+                .map(|(_, p)| *p)
+                .collect();
             if peers.is_empty() {
-                peers = peers_in(2);
+                peers = group_peers[i].iter().map(|(_, p)| *p).collect();
             }
             let figures: Option<Figures> = quality::figures(&peers);
             let quality =

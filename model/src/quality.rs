@@ -1,10 +1,14 @@
 //! Node quality: the paper's "best node inside the zone" score made explicit.
 //!
 //! A node's figures are taken over its links to the other members of its own
-//! l2 group (its l3 group if it is alone in l2): for each peer the worse of
-//! the two directions, then the **median over peers**, so one bad peer does
-//! not make its neighbours look bad while a bad node, bad towards everyone,
-//! stands out. Each figure becomes a penalty in [0, 1):
+//! l1 group (its l2 group if it is alone in l1, its l3 group if alone in
+//! l2): for each peer the worse of the two directions, then the **median
+//! over peers**, so a bad node, bad towards everyone, stands out. A pair's
+//! figure describes both ends, so a peer that is clearly worse with
+//! everyone than the node is ([`Own`], [`clearly_worse`]) is left out of
+//! the node's medians: its neighbours do not look bad because of it,
+//! however few they are (in a group of three, a median over two peers is
+//! their mean). Each figure becomes a penalty in [0, 1):
 //!
 //! ```text
 //! penalty(x) = 1 − exp(−x / scale)          loss, RTT p50, RTT p99, jitter
@@ -121,6 +125,65 @@ pub fn figures(peers: &[PeerLink]) -> Option<Figures> {
         bandwidth_mbps: median(peers.iter().filter_map(|p| p.bandwidth_mbps).collect()),
         peers: peers.len(),
     })
+}
+
+/// What a node shows with everyone: the lower quartile of its jitter and
+/// loss over its peers. A node bad towards everyone is bad with its best
+/// quarter too, while a healthy node keeps reading healthy even when up
+/// to three quarters of its peers are bad (a median would not). Only
+/// the figures that belong to a node (a congested NIC or CPU, a bad
+/// cable): its RTTs depend on where its peers are (a node in a small rack
+/// has most of its group's peers in other racks), not on the node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Own {
+    pub jitter_us: f64,
+    pub loss_ppm: f64,
+}
+
+/// The lower quartile (nearest rank, rounding down: the smallest of up
+/// to four values).
+fn lower_quartile(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len().checked_sub(1)? / 4).copied()
+}
+
+/// A node's own figures from its peer links; `None` with no peers.
+pub fn own(peers: &[PeerLink]) -> Option<Own> {
+    let q = |f: fn(&PeerLink) -> f64| lower_quartile(peers.iter().map(f).collect());
+    Some(Own {
+        jitter_us: q(|p| p.jitter_us)?,
+        loss_ppm: q(|p| p.loss_ppm)?,
+    })
+}
+
+/// How much worse a peer's own figure must be than the node's to count as
+/// clearly worse: more than `factor` times it plus `floor` (the floor keeps
+/// the noise of healthy figures near zero from counting).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Margin {
+    pub factor: f64,
+    pub floor: f64,
+}
+
+/// Jitter (µs): twice, plus 100 µs (the lab's healthy jitter is 20 µs, a
+/// degraded node's 400 µs or more).
+pub const JITTER_MARGIN: Margin = Margin {
+    factor: 2.0,
+    floor: 100.0,
+};
+/// Loss (ppm): twice, plus 0.1 % (the first step of the published ladder).
+pub const LOSS_MARGIN: Margin = Margin {
+    factor: 2.0,
+    floor: 1_000.0,
+};
+
+/// Whether `peer` is clearly worse with everyone than `node` in any
+/// figure: then the pair's figures say more about the peer than about
+/// the node, and the node's medians leave it out.
+pub fn clearly_worse(peer: &Own, node: &Own) -> bool {
+    let worse = |p: f64, n: f64, m: Margin| p > m.factor * n.max(0.0) + m.floor;
+    worse(peer.jitter_us, node.jitter_us, JITTER_MARGIN)
+        || worse(peer.loss_ppm, node.loss_ppm, LOSS_MARGIN)
 }
 
 fn grows(x: f64, scale: f64) -> f64 {

@@ -11,17 +11,15 @@ fn hello(name: &str) -> Hello {
     }
 }
 
-/// A matrix of nodes `{region}-{k}` with RTT 250 µs inside a region and
-/// 5 ms across; `lossy` loses 2 % towards everyone.
-fn lab(regions: &[&str], per_region: usize, lossy: Option<&str>, now: Instant) -> Matrix {
-    let mut m = Matrix::new(1.0, Duration::from_secs(30));
+/// The windows of nodes `{region}-{k}` towards each other (reported by
+/// the first name): RTT 250 µs inside a region and 5 ms across; each of
+/// `lossy` loses 2 % towards everyone.
+fn lab_windows(regions: &[&str], per_region: usize, lossy: &[&str]) -> Vec<(String, LinkWindow)> {
     let names: Vec<String> = regions
         .iter()
         .flat_map(|r| (1..=per_region).map(move |k| format!("{r}-{k}")))
         .collect();
-    for n in &names {
-        m.connect(hello(n));
-    }
+    let mut out = Vec::new();
     for a in &names {
         for b in &names {
             if a == b {
@@ -29,7 +27,7 @@ fn lab(regions: &[&str], per_region: usize, lossy: Option<&str>, now: Instant) -
             }
             let same = a.split('-').next() == b.split('-').next();
             let rtt_us = if same { 250 } else { 5_000 };
-            let bad = lossy == Some(a.as_str()) || lossy == Some(b.as_str());
+            let bad = lossy.contains(&a.as_str()) || lossy.contains(&b.as_str());
             let w = LinkWindow {
                 peer: b.clone(),
                 method: ProbeMethod::StampUdp as i32,
@@ -41,16 +39,31 @@ fn lab(regions: &[&str], per_region: usize, lossy: Option<&str>, now: Instant) -
                 jitter_ns: 20_000,
                 ..Default::default()
             };
-            m.apply(a, w, false, now);
+            out.push((a.clone(), w));
         }
     }
+    out
+}
+
+/// A matrix of `windows`, every reporter connected.
+fn matrix_of(windows: Vec<(String, LinkWindow)>, now: Instant) -> Matrix {
+    let mut m = Matrix::new(1.0, Duration::from_secs(30));
+    for (a, w) in windows {
+        m.connect(hello(&a));
+        m.apply(&a, w, false, now);
+    }
     m
+}
+
+/// [`lab_windows`] as a matrix.
+fn lab(regions: &[&str], per_region: usize, lossy: &[&str], now: Instant) -> Matrix {
+    matrix_of(lab_windows(regions, per_region, lossy), now)
 }
 
 #[test]
 fn l2_groups_are_the_regions_and_the_lossy_node_scores_lowest() {
     let now = Instant::now();
-    let m = lab(&["dj", "se", "gj"], 4, Some("dj-4"), now);
+    let m = lab(&["dj", "se", "gj"], 4, &["dj-4"], now);
     let mut inf = Inference::new(InferConfig::default());
     let out = inf.recompute(&m, now, 1);
     let l2 = |n: &str| out.facts[n].groups[1].clone();
@@ -98,9 +111,35 @@ fn l2_groups_are_the_regions_and_the_lossy_node_scores_lowest() {
 }
 
 #[test]
+fn lossy_peers_do_not_make_a_small_groups_healthy_nodes_look_lossy() {
+    // Three per region (a median over two peers is their mean), and in
+    // "gj" two of four lossy: without leaving them out, dj-1 would read
+    // 1 % loss and gj-1 2 %.
+    let now = Instant::now();
+    let mut windows = lab_windows(&["dj", "se"], 3, &["dj-3"]);
+    windows.extend(lab_windows(&["gj"], 4, &["gj-3", "gj-4"]));
+    let m = matrix_of(windows, now);
+    let out = Inference::new(InferConfig::default()).recompute(&m, now, 1);
+    let f = |n: &str| out.facts[n].figures.unwrap();
+    // The same figures as a region without a lossy node (over fewer peers).
+    let figures = |n: &str| Figures { peers: 0, ..f(n) };
+    for healthy in ["dj-1", "dj-2", "gj-1", "gj-2"] {
+        assert_eq!(figures(healthy), figures("se-1"), "{healthy}");
+    }
+    // The lossy nodes read their own loss (2 % each way: a pair's worse
+    // direction), and lead nobody else astray: gj-3 and gj-4 are as bad
+    // as each other, so each keeps the other among its peers.
+    for lossy in ["dj-3", "gj-3", "gj-4"] {
+        assert_eq!(f(lossy).loss_ppm, 20_000.0, "{lossy}");
+    }
+    assert_eq!(f("gj-3").peers, 3);
+    assert!(out.facts["dj-3"].quality < out.facts["dj-1"].quality);
+}
+
+#[test]
 fn a_node_without_measurements_is_not_placed_yet() {
     let now = Instant::now();
-    let mut m = lab(&["a", "b"], 2, None, now);
+    let mut m = lab(&["a", "b"], 2, &[], now);
     m.connect(hello("new-1"));
     let mut inf = Inference::new(InferConfig::default());
     let out = inf.recompute(&m, now, 1);
@@ -111,7 +150,7 @@ fn a_node_without_measurements_is_not_placed_yet() {
 #[test]
 fn stale_data_keeps_groups_and_turns_fresh_false() {
     let now = Instant::now();
-    let m = lab(&["a", "b"], 2, None, now);
+    let m = lab(&["a", "b"], 2, &[], now);
     let mut inf = Inference::new(InferConfig::default());
     let first = inf.recompute(&m, now, 1);
     let later = inf.recompute(&m, now + Duration::from_secs(60), 1);
@@ -231,7 +270,7 @@ fn an_unreachable_peer_is_the_worst_case_for_quality() {
 #[test]
 fn a_restarted_inference_keeps_the_group_ids_it_is_seeded_with() {
     let now = Instant::now();
-    let m = lab(&["a", "b"], 2, None, now);
+    let m = lab(&["a", "b"], 2, &[], now);
     let before = Inference::new(InferConfig::default()).recompute(&m, now, 1);
     // What the labels say: the ids swapped (as another leader numbered
     // them), and a node that has not reconnected yet.
@@ -261,7 +300,7 @@ fn a_restarted_inference_keeps_the_group_ids_it_is_seeded_with() {
             .any(|g| g.members == ["c-1"] && g.id == "g7")
     );
     // A new site gets an id past every seeded one.
-    let mut m2 = lab(&["a", "b", "d"], 2, None, now);
+    let mut m2 = lab(&["a", "b", "d"], 2, &[], now);
     m2.connect(hello("d-1"));
     let grown = restarted.recompute(&m2, now, 1);
     assert_eq!(grown.facts["d-1"].groups[0], "g8");
@@ -277,8 +316,16 @@ fn a_restarted_inference_keeps_the_group_ids_it_is_seeded_with() {
 
 /// Racks of 20 in pods of 5 racks (50 µs / 300 µs / 2 ms); each node
 /// measures its rack and 20 other nodes (sparse plans). Window `round`
-/// adds ±2 % noise per pair and window, as real windows do.
-fn sparse_round(m: &mut Matrix, names: &[String], round: u64, now: Instant) {
+/// adds ±2 % noise per pair and window, as real windows do. The node
+/// `degraded` (an index) loses 4 % of the probes on every link and
+/// adds 400 µs of jitter.
+fn sparse_round(
+    m: &mut Matrix,
+    names: &[String],
+    round: u64,
+    degraded: Option<usize>,
+    now: Instant,
+) {
     let mut seed = 0x1234_5678_9abc_def0u64;
     let mut rnd = move || {
         seed ^= seed << 13;
@@ -304,19 +351,21 @@ fn sparse_round(m: &mut Matrix, names: &[String], round: u64, now: Instant) {
             };
             let noise = 1.0 + 0.04 * (rnd() - 0.5) + 0.0 * round as f64;
             let ns = (base * noise * 1e3) as u64;
+            let bad = degraded == Some(i) || degraded == Some(j);
+            let jitter_ns = if bad { 400_000 } else { ns / 50 };
             let w = LinkWindow {
                 peer: names[j].clone(),
                 method: ProbeMethod::StampUdp as i32,
                 window_start_unix_us: 1 + round * 10_000_000,
                 sent: 50,
-                received: 50,
+                received: if bad { 48 } else { 50 },
                 rtt_min_ns: ns,
                 rtt_mean_ns: ns,
                 rtt_p50_ns: ns,
                 rtt_p90_ns: ns,
-                rtt_p99_ns: ns * 12 / 10,
-                rtt_max_ns: ns * 12 / 10,
-                jitter_ns: ns / 50,
+                rtt_p99_ns: ns * 12 / 10 + 3 * jitter_ns,
+                rtt_max_ns: ns * 12 / 10 + 3 * jitter_ns,
+                jitter_ns,
                 ..Default::default()
             };
             m.apply(&names[i], w, false, now);
@@ -338,7 +387,7 @@ fn once_settled_noise_changes_no_published_fact() {
     });
     let mut last = None;
     for round in 0..12u64 {
-        sparse_round(&mut m, &names, round, now);
+        sparse_round(&mut m, &names, round, None, now);
         let out = inf.recompute(&m, now, round + 1);
         if round >= 4 {
             let before: &Inferred = last.as_ref().unwrap();
@@ -357,5 +406,60 @@ fn once_settled_noise_changes_no_published_fact() {
             );
         }
         last = Some(out);
+    }
+}
+
+#[test]
+fn one_degraded_node_changes_its_own_facts_and_nobody_elses() {
+    // Sparse plans over racks and pods (`sparse_round`); once settled,
+    // n042 starts losing probes with a lot of jitter. Its rack mates and
+    // its pod's other members measure it, yet only its facts change
+    // (docs/labels.md, "A bad peer does not make its neighbours look bad").
+    let now = Instant::now();
+    let names: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    for n in &names {
+        m.connect(hello(n));
+    }
+    let mut inf = Inference::new(InferConfig {
+        thresholds: groups::Thresholds::Fixed([120.0, 800.0, 8_000.0]),
+        ..InferConfig::default()
+    });
+    const FAULT: usize = 42;
+    // What becomes labels (the summary annotations that list n042 do show
+    // its loss: a fact about that pair).
+    let labels = |f: &NodeFacts| {
+        let figures = f.figures.map(|x| Figures { peers: 0, ..x });
+        (f.groups.clone(), f.quality, figures, f.fresh)
+    };
+    let mut settled = None;
+    for round in 0..20u64 {
+        let degraded = (round >= 8).then_some(FAULT);
+        sparse_round(&mut m, &names, round, degraded, now);
+        let out = inf.recompute(&m, now, round + 1);
+        if round == 7 {
+            settled = Some(out);
+        } else if let Some(before) = &settled {
+            let changed: Vec<&String> = out
+                .facts
+                .iter()
+                .filter(|(k, f)| {
+                    *k != &names[FAULT] && before.facts.get(*k).map(labels) != Some(labels(f))
+                })
+                .map(|(k, _)| k)
+                .collect();
+            assert!(
+                changed.is_empty(),
+                "round {round}: {} others changed, e.g. {}: {:?} → {:?}",
+                changed.len(),
+                changed[0],
+                before.facts.get(changed[0]).map(labels),
+                out.facts.get(changed[0]).map(labels)
+            );
+            if round == 19 {
+                let q = |o: &Inferred| o.facts[&names[FAULT]].quality.unwrap();
+                assert!(q(&out) + 20 < q(before), "{} → {}", q(before), q(&out));
+            }
+        }
     }
 }

@@ -126,3 +126,40 @@ fn no_peers_no_figures() {
     assert!(figures(&[]).is_none());
     assert_eq!(median(vec![1.0, 3.0, 2.0, 10.0]), Some(2.5));
 }
+
+#[test]
+fn own_figures_read_healthy_while_up_to_three_quarters_of_the_peers_are_bad() {
+    let (good, bad) = (link(250.0, 0.0), link(250.0, 20_000.0));
+    let mut peers = vec![good, good];
+    peers.extend([bad; 6]);
+    assert_eq!(own(&peers).unwrap().loss_ppm, 0.0);
+    // One more bad peer and the quarter is bad too.
+    peers.remove(0);
+    assert_eq!(own(&peers).unwrap().loss_ppm, 20_000.0);
+    // Two peers: the better one; none: nothing.
+    assert_eq!(own(&[bad, good]).unwrap().loss_ppm, 0.0);
+    assert_eq!(own(&[]), None);
+}
+
+#[test]
+fn clearly_worse_needs_twice_the_figure_and_the_floor() {
+    let node = |jitter_us: f64, loss_ppm: f64| Own {
+        jitter_us,
+        loss_ppm,
+    };
+    let healthy = node(20.0, 0.0);
+    assert!(!clearly_worse(&healthy, &healthy));
+    // Lossy (2 %) or jittery (400 µs): clearly worse.
+    assert!(clearly_worse(&node(20.0, 20_000.0), &healthy));
+    assert!(clearly_worse(&node(400.0, 0.0), &healthy));
+    // Noise is not: 0.1 % loss against none, 130 µs jitter against 20,
+    // and 1.5 % against 1 %.
+    assert!(!clearly_worse(&node(20.0, 1_000.0), &healthy));
+    assert!(!clearly_worse(&node(130.0, 0.0), &healthy));
+    assert!(!clearly_worse(&node(20.0, 15_000.0), &node(20.0, 10_000.0)));
+    // Never answered (infinite): worse than anything finite, and a node
+    // that never answered finds nobody worse.
+    let silent = node(f64::INFINITY, 1e6);
+    assert!(clearly_worse(&silent, &healthy));
+    assert!(!clearly_worse(&healthy, &silent));
+}

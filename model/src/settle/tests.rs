@@ -70,9 +70,13 @@ fn figures_stay_within_their_band_and_follow_a_real_change() {
     for raw in [290.0, 318.0, 329.0, 271.0] {
         assert_eq!(settle_value(Some(p), raw, RTT_BAND), p, "{raw}");
     }
-    assert_eq!(settle_value(Some(p), 340.0, RTT_BAND), 340.0);
+    assert_eq!(settle_value(Some(p), 340.0, RTT_BAND), p);
+    assert_eq!(settle_value(Some(p), 360.0, RTT_BAND), 360.0);
     // Small values: the absolute floor.
-    assert_eq!(settle_value(Some(50.0), 54.0, RTT_BAND), 50.0);
+    assert_eq!(settle_value(Some(45.0), 51.0, RTT_BAND), 45.0);
+    assert_eq!(settle_value(Some(330.0), 290.0, RTT_BAND), 330.0);
+    assert_eq!(settle_value(Some(50.0), 99.0, RTT_BAND), 50.0);
+    assert_eq!(settle_value(Some(50.0), 101.0, RTT_BAND), 100.0);
     // Loss: 0 stays 0 under a few lost probes, a degraded node shows, and
     // its noise (a third of itself) stays within one step.
     assert_eq!(settle_loss(Some(0.0), 800.0), 0.0);
@@ -237,4 +241,31 @@ fn tail_figures_move_on_a_ladder() {
     let up = settled(Some(&first), facts(90, 2_000.0, 0.0, &[]), 3, &LEVELS);
     assert_eq!(up.figures.unwrap().rtt_p99_us, 5_000.0);
     assert_eq!(settle_tail(Some(1_000.0), f64::INFINITY), f64::INFINITY);
+}
+
+#[test]
+fn a_jittery_nodes_rtt_moves_only_beyond_its_jitter() {
+    let jittery = |rtt_p50_us: f64, jitter_us: f64| Figures {
+        rtt_p50_us,
+        rtt_p99_us: 5_000.0,
+        jitter_us,
+        loss_ppm: 20_000.0,
+        bandwidth_mbps: None,
+        peers: 3,
+    };
+    let published = jittery(1_000.0, 1_000.0);
+    // The lab's dj-4 (1 ms jitter): its median wanders by 14 %.
+    let wandered = jittery(860.0, 1_000.0);
+    let held = settle_figures(Some(&published), Some(&wandered), wandered);
+    assert_eq!(held.rtt_p50_us, 1_000.0);
+    // Beyond its jitter it moves, as a quiet node's does beyond 10 %.
+    let slower = jittery(2_100.0, 1_000.0);
+    let moved = settle_figures(Some(&published), Some(&slower), slower);
+    assert_eq!(moved.rtt_p50_us, 2_100.0);
+    let quiet = jittery(1_000.0, 20.0);
+    let wandered = jittery(860.0, 20.0);
+    assert_eq!(
+        settle_figures(Some(&quiet), Some(&wandered), wandered).rtt_p50_us,
+        860.0
+    );
 }
