@@ -252,6 +252,9 @@ fn label_changes(w: &published::Write) -> impl Iterator<Item = (String, String, 
 /// Label changes listed in the report (steady, and others' after the
 /// fault), to see what moved.
 const STEADY_SAMPLE: usize = 20;
+/// Recomputations after convergence before the steady state is counted:
+/// group hysteresis (3) and a confirmed figure change (2), and one more.
+const SETTLE_RECOMPUTATIONS: f64 = 6.0;
 
 /// Links per GetMatrix page, as the CLI asks.
 const MATRIX_PAGE: u32 = 20_000;
@@ -611,11 +614,14 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
         .map_or(0, |k| k + 1);
     report.labels_converged_s = before_join.get(first_good).map(|s| s.t_s);
     if let (Some(conv), Some(until)) = (report.labels_converged_s, faulted) {
-        // The steady state: the second half of the time between
-        // convergence and the fault (plans and figures settle for a few
-        // recomputations after the groups have).
-        let from = started + Duration::from_secs_f64((conv + fault_s) / 2.0);
-        report.steady_from_s = Some((conv + fault_s) / 2.0);
+        // The steady state: from SETTLE_RECOMPUTATIONS after convergence
+        // (plans and figures settle for a few recomputations after the
+        // groups have), or in a short run the second half of the time
+        // between convergence and the fault, until the fault.
+        let settled = conv + opts.report_interval.as_secs_f64() * SETTLE_RECOMPUTATIONS;
+        let from_s = settled.min((conv + fault_s) / 2.0);
+        let from = started + Duration::from_secs_f64(from_s);
+        report.steady_from_s = Some(from_s);
         let span = until.saturating_duration_since(from).as_secs_f64();
         if span > 0.0 {
             let steady: Vec<_> = p
@@ -626,6 +632,10 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
             let per_hour = steady.len() as f64 * 3600.0 / span;
             report.label_writes_per_hour_steady = Some(per_hour);
             report.label_writes_per_hour_steady_pct = Some(per_hour * 100.0 / n as f64);
+            let upper = report::poisson_upper95(steady.len()) * 3600.0 / span;
+            report.steady_span_s = Some(span);
+            report.label_writes_per_hour_steady_upper95 = Some(upper);
+            report.label_writes_per_hour_steady_upper95_pct = Some(upper * 100.0 / n as f64);
             report.label_changes_per_hour_steady = Some(
                 steady.iter().filter(|w| !w.changed.is_empty()).count() as f64 * 3600.0 / span,
             );
@@ -656,7 +666,17 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
             at_s: from.saturating_duration_since(started).as_secs_f64(),
             ..Default::default()
         };
+        f.window_s = until.saturating_duration_since(from).as_secs_f64();
+        f.others_expected = report
+            .label_changes_per_hour_steady
+            .map(|h| h * f.window_s / 3600.0);
+        let group = |n: &str, level: u8| {
+            p.labels
+                .get(n)
+                .and_then(|l| l.get(&format!("{PREFIX}group-l{level}")))
+        };
         let mut others = std::collections::HashSet::new();
+        let mut in_group = std::collections::HashSet::new();
         for w in p
             .writes
             .iter()
@@ -666,12 +686,13 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                 f.relabelled = true;
             } else {
                 others.insert(w.node.clone());
-                let l1 = |n: &str| {
-                    p.labels
-                        .get(n)
-                        .and_then(|l| l.get(&format!("{PREFIX}group-l1")))
+                let shares = |level| {
+                    group(&w.node, level).is_some() && group(&w.node, level) == group(name, level)
                 };
-                let peer = l1(&w.node).is_some() && l1(&w.node) == l1(name);
+                if shares(2) {
+                    in_group.insert(w.node.clone());
+                }
+                let peer = shares(1);
                 for (key, from, to) in label_changes(w) {
                     *f.others_keys.entry(key.clone()).or_default() += 1;
                     if f.others_sample.len() < STEADY_SAMPLE {
@@ -683,6 +704,7 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
             }
         }
         f.others_relabelled = others.len();
+        f.others_in_group = in_group.len();
         f.found = lowest_of_group(&p.labels, name);
         report.nodes_relabelled_on_single_fault = Some(f.others_relabelled);
         report.fault = f;

@@ -67,6 +67,14 @@ pub struct Fault {
     /// Those changes: node, label, from, to, second of the run (at most
     /// 20), and whether the node shares the faulty node's l1 group.
     pub others_sample: Vec<(String, String, String, String, f64, bool)>,
+    /// Of `others_relabelled`, those in the faulty node's l2 group (the
+    /// nodes whose figures include its links); the rest are elsewhere.
+    pub others_in_group: usize,
+    /// From the fault to the join (s): the span `others_*` count over.
+    pub window_s: f64,
+    /// Nodes with a label value change expected in that span anyway, at
+    /// the steady rate (`label_changes_per_hour_steady`).
+    pub others_expected: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -110,13 +118,19 @@ pub struct ScaleReport {
     pub fault: Fault,
     /// Other nodes relabelled by the fault (`fault.others_relabelled`).
     pub nodes_relabelled_on_single_fault: Option<usize>,
-    /// Node writes per hour in the steady state (from halfway between
-    /// convergence and the fault, to the fault), extrapolated
-    /// from that span, and as a share of the nodes (percent).
+    /// Node writes per hour in the steady state (from `steady_from_s` to
+    /// the fault), extrapolated from that span, and as a share of the
+    /// nodes (percent).
     pub label_writes_per_hour_steady: Option<f64>,
     pub label_writes_per_hour_steady_pct: Option<f64>,
     /// Writes that changed a label value, per hour, in the same span.
     pub label_changes_per_hour_steady: Option<f64>,
+    /// The steady span's length (s), and the 95 % upper bound of the
+    /// steady Node writes per hour it allows (Poisson: with no write in
+    /// 300 s, up to 36 an hour), also as a share of the nodes (percent).
+    pub steady_span_s: Option<f64>,
+    pub label_writes_per_hour_steady_upper95: Option<f64>,
+    pub label_writes_per_hour_steady_upper95_pct: Option<f64>,
     /// The steady writes by what changed in their summary annotation
     /// (`none`: a label changed, the summary did not), per hour.
     pub summary_changes_per_hour_steady: BTreeMap<String, f64>,
@@ -131,6 +145,34 @@ pub struct ScaleReport {
     pub agent_errors: BTreeMap<String, usize>,
     pub unreadable_patches: u64,
     pub timeline: Vec<Sample>,
+}
+
+/// The one-sided 95 % upper confidence bound of a Poisson rate's mean
+/// when `k` events were counted (for k = 0, −ln 0.05 ≈ 3.0): the λ whose
+/// P(X ≤ k) is 5 %, found by bisection.
+pub fn poisson_upper95(k: usize) -> f64 {
+    let below = |lambda: f64| -> f64 {
+        // P(X ≤ k) as a sum of terms computed in logarithms (no overflow
+        // of λ^i or i!, no underflow of e^−λ for large λ).
+        let (mut ln_fact, mut sum) = (0.0, 0.0);
+        for i in 0..=k {
+            if i > 0 {
+                ln_fact += (i as f64).ln();
+            }
+            sum += (-lambda + i as f64 * lambda.ln() - ln_fact).exp();
+        }
+        sum
+    };
+    let (mut lo, mut hi) = (0.0, k as f64 + 10.0 * (k as f64 + 1.0).sqrt() + 10.0);
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if below(mid) > 0.05 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
 }
 
 /// The report as a table for people.
@@ -211,6 +253,16 @@ pub fn render(r: &ScaleReport) -> String {
         ),
     );
     line(
+        "  in its l2 group / elsewhere",
+        format!(
+            "{} / {} in {:.0} s (expected at the steady rate: {})",
+            r.fault.others_in_group,
+            r.fault.others_relabelled - r.fault.others_in_group,
+            r.fault.window_s,
+            opt(r.fault.others_expected, "")
+        ),
+    );
+    line(
         "join: plan / labels",
         format!(
             "{} / {}",
@@ -225,6 +277,15 @@ pub fn render(r: &ScaleReport) -> String {
             opt(r.label_writes_per_hour_steady, ""),
             opt(r.label_writes_per_hour_steady_pct, " %"),
             opt(r.label_changes_per_hour_steady, "")
+        ),
+    );
+    line(
+        "  95 % upper bound",
+        format!(
+            "{} ({} of the nodes) over {}",
+            opt(r.label_writes_per_hour_steady_upper95, ""),
+            opt(r.label_writes_per_hour_steady_upper95_pct, " %"),
+            opt(r.steady_span_s, " s")
         ),
     );
     // "peers 1702, loss 655": a rate per kind.
@@ -251,3 +312,6 @@ pub fn render(r: &ScaleReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
