@@ -703,6 +703,11 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                 }
             }
         }
+        f.labels_followed_s = p
+            .writes
+            .iter()
+            .find(|w| &w.node == name && w.at >= from && !w.changed.is_empty())
+            .map(|w| w.at.saturating_duration_since(from).as_secs_f64());
         f.others_relabelled = others.len();
         f.others_in_group = in_group.len();
         f.found = lowest_of_group(&p.labels, name);

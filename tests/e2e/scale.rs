@@ -60,15 +60,15 @@ fn five_hundred_nodes_get_bounded_plans_and_labels_that_find_the_network() {
     let degraded = &r["degraded_detected"];
     assert_eq!(degraded["found"], degraded["of"], "{degraded}");
     assert_eq!(degraded["false"], 0, "{degraded}");
-    assert!(
-        r["fault"]["relabelled"].as_bool().unwrap(),
-        "{}",
-        r["fault"]
-    );
+    // Its labels follow within 40 s (8 recomputations; measured 25 s:
+    // slower than the two recomputations and a window of docs/labels.md,
+    // see issue 14's note).
+    assert!(num("/fault/labels_followed_s") < 40.0, "{}", r["fault"]);
     assert!(r["fault"]["found"].as_bool().unwrap(), "{}", r["fault"]);
-    // The goal is nobody else; a few figure changes on other nodes are
-    // still seen (docs/benchmarks.md §11: not met yet). Nobody else moves
-    // group, and at most 1 % of the nodes change a figure.
+    // Nobody in the faulty node's group (the nodes that measure it) is
+    // relabelled; elsewhere, at most 1 % of the nodes (what changes
+    // anyway in that minute, `others_expected`), and nobody moves group.
+    assert_eq!(num("/fault/others_in_group"), 0.0, "{}", r["fault"]);
     assert!(
         num("/nodes_relabelled_on_single_fault") <= 5.0,
         "{}",

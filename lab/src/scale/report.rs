@@ -58,6 +58,9 @@ pub struct Fault {
     pub at_s: f64,
     /// Whether that node's labels changed before the join.
     pub relabelled: bool,
+    /// Seconds from the fault to its first label change (any time in the
+    /// run).
+    pub labels_followed_s: Option<f64>,
     /// Its quality is then the lowest of its labelled l2 group.
     pub found: bool,
     /// Other nodes with a label value change between the fault and the
