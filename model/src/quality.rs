@@ -132,12 +132,12 @@ pub fn figures(peers: &[PeerLink]) -> Option<Figures> {
 /// quarter too, while a healthy node keeps reading healthy even when up
 /// to three quarters of its peers are bad (a median would not). Only
 /// the figures that belong to a node (a congested NIC or CPU, a bad
-/// cable): its RTTs depend on where its peers are (a node in a small rack
-/// has most of its group's peers in other racks), not on the node.
+/// cable): its RTTs depend on where its peers are (a node alone in its
+/// rack has only other racks' nodes as peers), not on the node.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Own {
-    pub jitter_us: f64,
-    pub loss_ppm: f64,
+pub(crate) struct Own {
+    pub(crate) jitter_us: f64,
+    pub(crate) loss_ppm: f64,
 }
 
 /// The lower quartile (nearest rank, rounding down: the smallest of up
@@ -148,7 +148,7 @@ fn lower_quartile(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// A node's own figures from its peer links; `None` with no peers.
-pub fn own(peers: &[PeerLink]) -> Option<Own> {
+pub(crate) fn own(peers: &[PeerLink]) -> Option<Own> {
     let q = |f: fn(&PeerLink) -> f64| lower_quartile(peers.iter().map(f).collect());
     Some(Own {
         jitter_us: q(|p| p.jitter_us)?,
@@ -160,19 +160,19 @@ pub fn own(peers: &[PeerLink]) -> Option<Own> {
 /// clearly worse: more than `factor` times it plus `floor` (the floor keeps
 /// the noise of healthy figures near zero from counting).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Margin {
-    pub factor: f64,
-    pub floor: f64,
+struct Margin {
+    factor: f64,
+    floor: f64,
 }
 
 /// Jitter (µs): twice, plus 100 µs (the lab's healthy jitter is 20 µs, a
 /// degraded node's 400 µs or more).
-pub const JITTER_MARGIN: Margin = Margin {
+const JITTER_MARGIN: Margin = Margin {
     factor: 2.0,
     floor: 100.0,
 };
 /// Loss (ppm): twice, plus 0.1 % (the first step of the published ladder).
-pub const LOSS_MARGIN: Margin = Margin {
+const LOSS_MARGIN: Margin = Margin {
     factor: 2.0,
     floor: 1_000.0,
 };
@@ -180,7 +180,7 @@ pub const LOSS_MARGIN: Margin = Margin {
 /// Whether `peer` is clearly worse with everyone than `node` in any
 /// figure: then the pair's figures say more about the peer than about
 /// the node, and the node's medians leave it out.
-pub fn clearly_worse(peer: &Own, node: &Own) -> bool {
+pub(crate) fn clearly_worse(peer: &Own, node: &Own) -> bool {
     let worse = |p: f64, n: f64, m: Margin| p > m.factor * n.max(0.0) + m.floor;
     worse(peer.jitter_us, node.jitter_us, JITTER_MARGIN)
         || worse(peer.loss_ppm, node.loss_ppm, LOSS_MARGIN)
