@@ -373,18 +373,25 @@ fn sparse_round(
     }
 }
 
-#[test]
-fn once_settled_noise_changes_no_published_fact() {
-    let now = Instant::now();
+/// The 300 connected nodes of [`sparse_round`], no window yet, and an
+/// inference with thresholds between its levels.
+fn sparse_cluster() -> (Vec<String>, Matrix, Inference) {
     let names: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
     let mut m = Matrix::new(0.3, Duration::from_secs(30));
     for n in &names {
         m.connect(hello(n));
     }
-    let mut inf = Inference::new(InferConfig {
+    let inf = Inference::new(InferConfig {
         thresholds: groups::Thresholds::Fixed([120.0, 800.0, 8_000.0]),
         ..InferConfig::default()
     });
+    (names, m, inf)
+}
+
+#[test]
+fn once_settled_noise_changes_no_published_fact() {
+    let now = Instant::now();
+    let (names, mut m, mut inf) = sparse_cluster();
     let mut last = None;
     for round in 0..12u64 {
         sparse_round(&mut m, &names, round, None, now);
@@ -416,15 +423,7 @@ fn one_degraded_node_changes_its_own_facts_and_nobody_elses() {
     // its pod's other members measure it, yet only its facts change
     // (docs/labels.md, "A bad peer does not make its neighbours look bad").
     let now = Instant::now();
-    let names: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
-    let mut m = Matrix::new(0.3, Duration::from_secs(30));
-    for n in &names {
-        m.connect(hello(n));
-    }
-    let mut inf = Inference::new(InferConfig {
-        thresholds: groups::Thresholds::Fixed([120.0, 800.0, 8_000.0]),
-        ..InferConfig::default()
-    });
+    let (names, mut m, mut inf) = sparse_cluster();
     const FAULT: usize = 42;
     // What becomes labels (the summary annotations that list n042 do show
     // its loss: a fact about that pair).
