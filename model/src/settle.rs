@@ -47,23 +47,27 @@ pub const RTT_BAND: Band = Band {
     relative: 0.10,
     floor: 50.0,
 };
+/// A ladder of `N` steps: 0, then `first`, 2·`first`, 5·`first`,
+/// 10·`first`, … (every step an integer, so exact in `f64`).
+const fn one_two_five<const N: usize>(first: f64) -> [f64; N] {
+    let mut ladder = [0.0; N];
+    let mut decade = first;
+    let mut k = 1;
+    while k < N {
+        ladder[k] = decade * [1.0, 2.0, 5.0][(k - 1) % 3];
+        if k % 3 == 0 {
+            decade *= 10.0;
+        }
+        k += 1;
+    }
+    ladder
+}
+
 /// Loss is published on a 1-2-5 ladder (ppm; below 0.1 % reads 0): a
 /// loss measured from 50 probes a window wanders by a third of itself, so
 /// finer steps would follow the noise. A published step stays while the
 /// figure is between the steps either side of it.
-pub const LOSS_STEPS: [f64; 11] = [
-    0.0,
-    1_000.0,
-    2_000.0,
-    5_000.0,
-    10_000.0,
-    20_000.0,
-    50_000.0,
-    100_000.0,
-    200_000.0,
-    500_000.0,
-    1_000_000.0,
-];
+pub const LOSS_STEPS: [f64; 11] = one_two_five(1_000.0);
 
 /// The loss of a peer in the summary annotation: decades only. A lossy
 /// node is listed by every rack mate, so a finer ladder would rewrite all
@@ -114,27 +118,7 @@ pub fn settle_loss(prev: Option<f64>, raw: f64) -> f64 {
 /// RTT p99 and jitter (µs) are published on a 1-2-5 ladder: tail figures
 /// follow every burst of queueing (in the lab, every time the emulator is
 /// late), so a 10 % band would rewrite them every few windows.
-pub const TAIL_STEPS: [f64; 19] = [
-    0.0,
-    10.0,
-    20.0,
-    50.0,
-    100.0,
-    200.0,
-    500.0,
-    1_000.0,
-    2_000.0,
-    5_000.0,
-    10_000.0,
-    20_000.0,
-    50_000.0,
-    100_000.0,
-    200_000.0,
-    500_000.0,
-    1_000_000.0,
-    2_000_000.0,
-    5_000_000.0,
-];
+pub const TAIL_STEPS: [f64; 19] = one_two_five(10.0);
 
 /// The tail figure (µs) to publish for `raw`; infinite (never answered)
 /// stays infinite.

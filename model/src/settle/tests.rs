@@ -269,3 +269,16 @@ fn a_jittery_nodes_rtt_moves_only_beyond_its_jitter() {
         860.0
     );
 }
+
+#[test]
+fn the_ladders_are_one_two_five() {
+    assert_eq!(
+        LOSS_STEPS,
+        [0.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6]
+    );
+    assert_eq!(
+        &TAIL_STEPS[..7],
+        [0.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]
+    );
+    assert_eq!(TAIL_STEPS[18], 5_000_000.0);
+}
