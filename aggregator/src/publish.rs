@@ -228,6 +228,9 @@ pub async fn run(
                     if printed.get(&node) != Some(d) {
                         let yaml =
                             serde_norway::to_string(&apply_body(&node, d)).unwrap_or_default();
+                        // A header, the YAML and an empty line: readers
+                        // (`netaware-lab scale`) take the empty line as
+                        // the patch's end.
                         let _ = writeln!(
                             out,
                             "# PATCH /api/v1/nodes/{node}?fieldManager={}&force=true (dry run)\n---\n{yaml}",

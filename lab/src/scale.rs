@@ -708,6 +708,14 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
             .iter()
             .find(|w| &w.node == name && w.at >= from && !w.changed.is_empty())
             .map(|w| w.at.saturating_duration_since(from).as_secs_f64());
+        for w in p.writes.iter().filter(|w| &w.node == name && w.at >= from) {
+            let at = w.at.saturating_duration_since(started).as_secs_f64();
+            for (key, was, now) in label_changes(w) {
+                if f.own_changes.len() < STEADY_SAMPLE {
+                    f.own_changes.push((key, was, now, at));
+                }
+            }
+        }
         f.others_relabelled = others.len();
         f.others_in_group = in_group.len();
         f.found = lowest_of_group(&p.labels, name);

@@ -60,10 +60,10 @@ fn five_hundred_nodes_get_bounded_plans_and_labels_that_find_the_network() {
     let degraded = &r["degraded_detected"];
     assert_eq!(degraded["found"], degraded["of"], "{degraded}");
     assert_eq!(degraded["false"], 0, "{degraded}");
-    // Its labels follow within 40 s (8 recomputations; measured 25 s:
-    // slower than the two recomputations and a window of docs/labels.md,
-    // see issue 14's note).
-    assert!(num("/fault/labels_followed_s") < 40.0, "{}", r["fault"]);
+    // Its labels follow within two recomputations and a window
+    // (docs/labels.md), here 5 s each; one more for a loaded machine.
+    assert_eq!(r["fault"]["relabelled"], true, "{}", r["fault"]);
+    assert!(num("/fault/labels_followed_s") <= 20.0, "{}", r["fault"]);
     assert!(r["fault"]["found"].as_bool().unwrap(), "{}", r["fault"]);
     // Nobody in the faulty node's group (the nodes that measure it) is
     // relabelled; elsewhere, at most 1 % of the nodes (what changes

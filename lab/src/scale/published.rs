@@ -162,7 +162,10 @@ impl Published {
 }
 
 /// Read patches from `out` (the aggregator's stdout) into `into` until it
-/// closes.
+/// closes. A patch ends at the empty line the aggregator prints after it
+/// (or at the next patch): waiting for the next patch would date the last
+/// write of a recomputation to whenever the aggregator next writes, which
+/// in a steady state is minutes later.
 pub async fn follow(out: impl AsyncBufRead + Unpin, into: Arc<Mutex<Published>>) {
     let mut lines = out.lines();
     let mut doc = String::new();
@@ -180,6 +183,11 @@ pub async fn follow(out: impl AsyncBufRead + Unpin, into: Arc<Mutex<Published>>)
         if line.starts_with(PATCH) {
             flush(&mut doc, in_patch);
             in_patch = true;
+        } else if line.is_empty() {
+            if !doc.trim().is_empty() {
+                flush(&mut doc, in_patch);
+                in_patch = false;
+            }
         } else if line != "---" {
             doc.push_str(&line);
             doc.push('\n');
@@ -233,5 +241,31 @@ not: [a, node
         assert_eq!(p.writes[1].summary, SummaryChange::Rtt);
         assert_eq!(p.labels["a"]["netaware.io/quality"], "88");
         assert_eq!(p.unreadable, 1);
+    }
+
+    /// A patch counts when its empty line arrives, not when the next
+    /// patch does: the aggregator may print nothing more for minutes.
+    #[tokio::test]
+    async fn a_patch_counts_at_its_end_while_the_stream_stays_open() {
+        let (mut tx, rx) = tokio::io::duplex(4096);
+        let p = Arc::new(Mutex::new(Published::default()));
+        let reader = tokio::spawn(follow(tokio::io::BufReader::new(rx), p.clone()));
+        let patch = "# PATCH /api/v1/nodes/a?fieldManager=netaware&force=true (dry run)\n---\n\
+            apiVersion: v1\nkind: Node\nmetadata:\n  name: a\n  labels:\n    netaware.io/quality: '90'\n\n";
+        tokio::io::AsyncWriteExt::write_all(&mut tx, patch.as_bytes())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while p.lock().unwrap().writes.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the patch was not counted while the stream stayed open"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(p.lock().unwrap().labels["a"]["netaware.io/quality"], "90");
+        drop(tx);
+        reader.await.unwrap();
+        assert_eq!(p.lock().unwrap().writes.len(), 1);
     }
 }

@@ -63,6 +63,9 @@ pub struct Fault {
     pub labels_followed_s: Option<f64>,
     /// Its quality is then the lowest of its labelled l2 group.
     pub found: bool,
+    /// Its own label changes after the fault: label, from, to, second of
+    /// the run (at most 20), to see which figure followed when.
+    pub own_changes: Vec<(String, String, String, f64)>,
     /// Other nodes with a label value change between the fault and the
     /// join, and how many changes each key saw among them.
     pub others_relabelled: usize,
@@ -247,9 +250,10 @@ pub fn render(r: &ScaleReport) -> String {
     line(
         "single fault",
         format!(
-            "{}: relabelled {}, found {}; {} other nodes relabelled {:?}",
+            "{}: relabelled {} (after {}), found {}; {} other nodes relabelled {:?}",
             r.fault.node,
             r.fault.relabelled,
+            opt(r.fault.labels_followed_s, " s"),
             r.fault.found,
             r.fault.others_relabelled,
             r.fault.others_keys
