@@ -644,11 +644,15 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                     .summary_changes_per_hour_steady
                     .entry(w.summary.name().to_string())
                     .or_default() += 3600.0 / span;
-                for (key, from, to) in label_changes(w) {
+                for (key, _, _) in label_changes(w) {
                     *report
                         .label_changes_by_key_per_hour_steady
-                        .entry(key.clone())
+                        .entry(key)
                         .or_default() += 3600.0 / span;
+                }
+                // The sample shows the summary's changed values too.
+                let summary = w.summary_was.iter().cloned();
+                for (key, from, to) in label_changes(w).chain(summary) {
                     if report.steady_changes_sample.len() < STEADY_SAMPLE {
                         let at = w.at.saturating_duration_since(started).as_secs_f64();
                         report

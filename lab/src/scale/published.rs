@@ -24,6 +24,9 @@ pub struct Write {
     pub was: Vec<(String, String)>,
     /// What changed in the summary annotation.
     pub summary: SummaryChange,
+    /// For an `Rtt` or `Loss` change, each listed peer's changed value:
+    /// what (e.g. `summary loss of node-00012`), before, after.
+    pub summary_was: Vec<(String, String, String)>,
 }
 
 /// How a write changed the node's summary annotation (the nearest peers),
@@ -53,7 +56,8 @@ impl SummaryChange {
         }
     }
 
-    fn of(old: Option<&str>, new: Option<&str>) -> Self {
+    /// The kind of change, and for `Rtt` and `Loss` the changed values.
+    fn of(old: Option<&str>, new: Option<&str>) -> (Self, Vec<(String, String, String)>) {
         #[derive(Deserialize, PartialEq)]
         struct Peer {
             node: String,
@@ -65,14 +69,14 @@ impl SummaryChange {
             nearest: Vec<Peer>,
         }
         if new.is_none() || old == new {
-            return Self::None;
+            return (Self::None, Vec::new());
         }
         if old.is_none() {
-            return Self::Peers;
+            return (Self::Peers, Vec::new());
         }
         let parse = |s: Option<&str>| s.and_then(|s| serde_json::from_str::<Summary>(s).ok());
         let (Some(a), Some(b)) = (parse(old), parse(new)) else {
-            return Self::Other;
+            return (Self::Other, Vec::new());
         };
         let nodes = |s: &Summary| -> Vec<String> {
             let mut v: Vec<String> = s.nearest.iter().map(|p| p.node.clone()).collect();
@@ -82,14 +86,24 @@ impl SummaryChange {
         let of = |s: &Summary, f: fn(&Peer) -> u64| -> BTreeMap<String, u64> {
             s.nearest.iter().map(|p| (p.node.clone(), f(p))).collect()
         };
+        let diff = |what: &str, f: fn(&Peer) -> u64| -> Vec<(String, String, String)> {
+            let (x, y) = (of(&a, f), of(&b, f));
+            x.iter()
+                .filter(|(node, v)| y.get(*node) != Some(*v))
+                .map(|(node, v)| {
+                    let to = y.get(node).map(u64::to_string).unwrap_or_default();
+                    (format!("summary {what} of {node}"), v.to_string(), to)
+                })
+                .collect()
+        };
         if nodes(&a) != nodes(&b) {
-            Self::Peers
+            (Self::Peers, Vec::new())
         } else if of(&a, |p| p.rtt_p50_us) != of(&b, |p| p.rtt_p50_us) {
-            Self::Rtt
+            (Self::Rtt, diff("rtt", |p| p.rtt_p50_us))
         } else if of(&a, |p| p.loss_ppm) != of(&b, |p| p.loss_ppm) {
-            Self::Loss
+            (Self::Loss, diff("loss", |p| p.loss_ppm))
         } else {
-            Self::Other
+            (Self::Other, Vec::new())
         }
     }
 }
@@ -134,7 +148,7 @@ impl Published {
             .iter()
             .find(|(k, _)| k.ends_with("/summary"))
             .map(|(_, v)| v.clone());
-        let summary = SummaryChange::of(
+        let (summary, summary_was) = SummaryChange::of(
             self.summaries.get(&name).map(String::as_str),
             new_summary.as_deref(),
         );
@@ -156,6 +170,7 @@ impl Published {
             changed,
             was,
             summary,
+            summary_was,
         });
         self.labels.insert(name, labels);
     }
@@ -239,6 +254,14 @@ not: [a, node
         assert_eq!(p.writes[1].was, [("90".to_string(), "88".to_string())]);
         assert_eq!(p.writes[0].summary, SummaryChange::Peers);
         assert_eq!(p.writes[1].summary, SummaryChange::Rtt);
+        assert_eq!(
+            p.writes[1].summary_was,
+            [(
+                "summary rtt of b".to_string(),
+                "50".to_string(),
+                "60".to_string()
+            )]
+        );
         assert_eq!(p.labels["a"]["netaware.io/quality"], "88");
         assert_eq!(p.unreadable, 1);
     }
