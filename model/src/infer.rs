@@ -383,7 +383,7 @@ impl Inference {
             .collect();
         let own: Vec<Option<quality::Own>> = group_peers
             .iter()
-            .map(|peers| quality::own(&peers.iter().map(|(_, p)| *p).collect::<Vec<_>>()))
+            .map(|peers| quality::own(peers.iter().map(|(_, p)| p)))
             .collect();
 
         let mut facts = BTreeMap::new();

@@ -148,8 +148,8 @@ fn lower_quartile(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// A node's own figures from its peer links; `None` with no peers.
-pub(crate) fn own(peers: &[PeerLink]) -> Option<Own> {
-    let q = |f: fn(&PeerLink) -> f64| lower_quartile(peers.iter().map(f).collect());
+pub(crate) fn own<'a>(peers: impl Iterator<Item = &'a PeerLink> + Clone) -> Option<Own> {
+    let q = |f: fn(&PeerLink) -> f64| lower_quartile(peers.clone().map(f).collect());
     Some(Own {
         jitter_us: q(|p| p.jitter_us)?,
         loss_ppm: q(|p| p.loss_ppm)?,

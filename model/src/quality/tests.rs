@@ -132,13 +132,13 @@ fn own_figures_read_healthy_while_up_to_three_quarters_of_the_peers_are_bad() {
     let (good, bad) = (link(250.0, 0.0), link(250.0, 20_000.0));
     let mut peers = vec![good, good];
     peers.extend([bad; 6]);
-    assert_eq!(own(&peers).unwrap().loss_ppm, 0.0);
+    assert_eq!(own(peers.iter()).unwrap().loss_ppm, 0.0);
     // One more bad peer and the quarter is bad too.
     peers.remove(0);
-    assert_eq!(own(&peers).unwrap().loss_ppm, 20_000.0);
+    assert_eq!(own(peers.iter()).unwrap().loss_ppm, 20_000.0);
     // Two peers: the better one; none: nothing.
-    assert_eq!(own(&[bad, good]).unwrap().loss_ppm, 0.0);
-    assert_eq!(own(&[]), None);
+    assert_eq!(own([bad, good].iter()).unwrap().loss_ppm, 0.0);
+    assert_eq!(own([].iter()), None);
 }
 
 #[test]
