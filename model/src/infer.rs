@@ -435,7 +435,6 @@ impl Inference {
                 })
                 .collect();
             nearest.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
-            raws.insert(node.clone(), Raw { quality, figures });
             let raw = NodeFacts {
                 groups: ids.clone(),
                 quality,
@@ -444,16 +443,15 @@ impl Inference {
                 nearest,
                 summary_since_unix_us: now_unix_us,
             };
-            facts.insert(
-                node.clone(),
-                settle(
-                    self.published.get(node),
-                    self.raw.get(node),
-                    raw,
-                    now_unix_us,
-                    &thresholds,
-                ),
+            let (settled, raw) = settle(
+                self.published.get(node),
+                self.raw.get(node),
+                raw,
+                now_unix_us,
+                &thresholds,
             );
+            facts.insert(node.clone(), settled);
+            raws.insert(node.clone(), raw);
         }
         self.published = facts.clone();
         self.raw = raws;

@@ -12,8 +12,9 @@
 //! | loss (ppm) | a step of 0, 1,000, 2,000, 5,000, 10,000, … (1-2-5) | beyond the next step up or down |
 //! | bandwidth (Mbit/s) | two significant digits | more than 10 % and 10 Mbit/s away |
 //!
-//! and a figure (or quality) changes only when the previous recomputation's
-//! figure wanted the same change: one late window writes nothing.
+//! and a figure (quality, or a summary peer's RTT or loss) changes only
+//! when the previous recomputation's figure wanted a change too: one late
+//! window writes nothing.
 //!
 //! The summary annotation's peers follow the RTT rule and a loss ladder of
 //! decades, keep their place in the list unless a newcomer is in a nearer
@@ -227,30 +228,44 @@ fn level(levels: &[f64], rtt_us: f64) -> usize {
         .unwrap_or(levels.len())
 }
 
-/// The [`MAX_NEAREST`] peers to list from the candidates `new`: values
-/// settled against the listed ones (loss on [`SUMMARY_LOSS_STEPS`]), and a
+/// The [`MAX_NEAREST`] peers to list from the candidates `new`, and their
+/// raw values: values settled against the listed ones (`prev`; loss on
+/// [`SUMMARY_LOSS_STEPS`]) and changed only when the previous
+/// recomputation's raw value (`before`) wanted a change too, and a
 /// peer not listed before replaces a listed one only when it is in a
 /// nearer latency level (`levels`, the group thresholds; its RTT widened by
 /// the RTT band), or in the same level less than [`NEWCOMER_FACTOR`] as
 /// far. Past a rack, a node has hundreds of peers at about the same
 /// distance whose RTTs differ by more than any band: a list ranked by RTT
 /// alone would change with every newly measured pair.
-fn settle_peers(prev: &[Peer], new: Vec<Peer>, levels: &[f64]) -> Vec<Peer> {
-    let mut out: Vec<((usize, f64), Peer)> = new
+fn settle_peers(
+    prev: &[Peer],
+    before: &[Peer],
+    new: Vec<Peer>,
+    levels: &[f64],
+) -> (Vec<Peer>, Vec<Peer>) {
+    let rtt = |prev: Option<u64>, raw: u64| {
+        settle_value(prev.map(|x| x as f64), raw as f64, RTT_BAND).round() as u64
+    };
+    let loss = |prev: Option<u64>, raw: u64| {
+        settle_on_ladder(&SUMMARY_LOSS_STEPS, prev.map(|x| x as f64), raw as f64).round() as u64
+    };
+    let mut out: Vec<_> = new
         .into_iter()
         .map(|p| {
             let old = prev.iter().find(|o| o.node == p.node);
-            let int = |prev: Option<u64>, raw: u64, band| {
-                settle_value(prev.map(|x| x as f64), raw as f64, band).round() as u64
+            let earlier = before.iter().find(|o| o.node == p.node);
+            let both = |f: fn(&Peer) -> u64, settle: &dyn Fn(Option<u64>, u64) -> u64| {
+                let published = old.map(f);
+                confirmed(
+                    published,
+                    earlier.map(|b| settle(published, f(b))),
+                    settle(published, f(&p)),
+                )
             };
             let peer = Peer {
-                rtt_p50_us: int(old.map(|o| o.rtt_p50_us), p.rtt_p50_us, RTT_BAND),
-                loss_ppm: settle_on_ladder(
-                    &SUMMARY_LOSS_STEPS,
-                    old.map(|o| o.loss_ppm as f64),
-                    p.loss_ppm as f64,
-                )
-                .round() as u64,
+                rtt_p50_us: both(|p| p.rtt_p50_us, &rtt),
+                loss_ppm: both(|p| p.loss_ppm, &loss),
                 node: p.node,
             };
             let rtt = peer.rtt_p50_us as f64;
@@ -260,7 +275,7 @@ fn settle_peers(prev: &[Peer], new: Vec<Peer>, levels: &[f64]) -> Vec<Peer> {
                 let widened = rtt * (1.0 + RTT_BAND.relative) + RTT_BAND.floor;
                 (level(levels, widened), rtt / NEWCOMER_FACTOR)
             };
-            (rank, peer)
+            (rank, peer, (p.rtt_p50_us, p.loss_ppm))
         })
         .collect();
     out.sort_by(|a, b| {
@@ -269,31 +284,47 @@ fn settle_peers(prev: &[Peer], new: Vec<Peer>, levels: &[f64]) -> Vec<Peer> {
             .then_with(|| a.1.node.cmp(&b.1.node))
     });
     out.truncate(MAX_NEAREST);
-    let mut out: Vec<Peer> = out.into_iter().map(|(_, p)| p).collect();
-    out.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
-    out
+    let raw = out
+        .iter()
+        .map(|(_, peer, (rtt_p50_us, loss_ppm))| Peer {
+            node: peer.node.clone(),
+            rtt_p50_us: *rtt_p50_us,
+            loss_ppm: *loss_ppm,
+        })
+        .collect();
+    let mut listed: Vec<Peer> = out.into_iter().map(|(_, peer, _)| peer).collect();
+    listed.sort_by(|a, b| (a.rtt_p50_us, &a.node).cmp(&(b.rtt_p50_us, &b.node)));
+    (listed, raw)
 }
 
 /// The raw figures of a node in one recomputation, kept for the next
 /// one's confirmation ([`settle`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Raw {
     pub quality: Option<u32>,
     pub figures: Option<Figures>,
+    /// The raw RTT and loss of the peers the summary lists.
+    pub nearest: Vec<Peer>,
 }
 
 /// What to publish for a node now (`new`, with `now_unix_us`), given what
 /// was published before (`prev`) and the previous recomputation's raw
-/// figures (`before`): a figure or quality changes only when both want it
-/// to; `levels` are the group thresholds (µs). Group ids are not touched:
-/// the group tracker's hysteresis keeps them.
+/// figures (`before`): a figure, quality or listed peer's value changes
+/// only when both want it to; `levels` are the group thresholds (µs).
+/// Group ids are not touched: the group tracker's hysteresis keeps them.
+/// Also returns this recomputation's raw figures, for the next one.
 pub fn settle(
     prev: Option<&NodeFacts>,
     before: Option<&Raw>,
     mut new: NodeFacts,
     now_unix_us: u64,
     levels: &[f64],
-) -> NodeFacts {
+) -> (NodeFacts, Raw) {
+    let mut raw = Raw {
+        quality: new.quality,
+        figures: new.figures,
+        nearest: Vec::new(),
+    };
     let published = prev.map(|p| p.quality);
     let now = settle_quality(published.flatten(), new.quality);
     let earlier = before.map(|b| settle_quality(published.flatten(), b.quality));
@@ -305,12 +336,17 @@ pub fn settle(
             f,
         )
     });
-    new.nearest = settle_peers(prev.map_or(&[], |p| &p.nearest), new.nearest, levels);
+    (new.nearest, raw.nearest) = settle_peers(
+        prev.map_or(&[], |p| &p.nearest),
+        before.map_or(&[], |b| &b.nearest),
+        new.nearest,
+        levels,
+    );
     new.summary_since_unix_us = match prev {
         Some(p) if p.nearest == new.nearest => p.summary_since_unix_us,
         _ => now_unix_us,
     };
-    new
+    (new, raw)
 }
 
 #[cfg(test)]
