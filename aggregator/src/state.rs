@@ -55,8 +55,10 @@ pub enum Command {
     /// A session ended.
     Disconnect { session: SessionId },
     /// The state for a query: the latest snapshot, taken anew if the state
-    /// changed and the latest is older than `StateConfig::snapshot_max_age`.
+    /// changed and the latest is older than `max_age` (at least
+    /// `StateConfig::snapshot_max_age`).
     Snapshot {
+        max_age: std::time::Duration,
         reply: oneshot::Sender<Arc<Snapshot>>,
     },
     /// Recompute groups and quality now (tests, and after start-up).
@@ -278,7 +280,17 @@ impl StateHandle {
 
     /// The state for a query.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, Status> {
-        self.ask(|reply| Command::Snapshot { reply }).await
+        self.snapshot_within(std::time::Duration::ZERO).await
+    }
+
+    /// The state for a query that accepts a copy up to `max_age` old: the
+    /// later pages of a paged read, which would otherwise each cost the
+    /// owner a copy of every link (0.2 s at 5,000 nodes, 35 pages).
+    pub async fn snapshot_within(
+        &self,
+        max_age: std::time::Duration,
+    ) -> Result<Arc<Snapshot>, Status> {
+        self.ask(|reply| Command::Snapshot { max_age, reply }).await
     }
 
     /// Link updates from now on, and the state they start from.
@@ -509,8 +521,8 @@ impl Owner {
             }
             Command::Reports { session, batch } => self.reports(session, batch, now),
             Command::Disconnect { session } => self.close(session),
-            Command::Snapshot { reply } => {
-                let max_age = self.config.snapshot_max_age;
+            Command::Snapshot { max_age, reply } => {
+                let max_age = max_age.max(self.config.snapshot_max_age);
                 let _ = reply.send(self.snapshot(max_age, now));
             }
             Command::Recompute => {

@@ -262,6 +262,36 @@ async fn a_snapshot_is_reused_while_young_and_retaken_when_old_and_changed() {
     assert_eq!(link.links[0].windows_total, 2);
 }
 
+/// A caller that accepts an older copy (the later pages of a paged read)
+/// gets the latest one while it is that young, though the state changed;
+/// nobody gets one younger than `snapshot_max_age` asks for.
+#[tokio::test]
+async fn a_query_that_accepts_an_older_copy_reuses_it_after_changes() {
+    let max_age = Duration::from_millis(200);
+    let state = spawn(StateConfig {
+        snapshot_max_age: max_age,
+        ..config()
+    });
+    let (a, _rx_a) = connect(&state, "a", 64).await;
+    let _b = connect(&state, "b", 64).await;
+    let first = state.snapshot().await.unwrap();
+    reports(&state, a, 1, vec![window("b", 1, 500)]).await;
+    tokio::time::sleep(max_age + Duration::from_millis(50)).await;
+    let later = state
+        .snapshot_within(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(Arc::ptr_eq(&first, &later), "the later page copied again");
+    // Zero is not younger than the configured age: still the same copy
+    // while it is young, a new one once it is old and changed.
+    let fresh = state.snapshot_within(Duration::ZERO).await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &fresh));
+    assert!(Arc::ptr_eq(
+        &fresh,
+        &state.snapshot_within(Duration::ZERO).await.unwrap()
+    ));
+}
+
 /// The heartbeat `/healthz` checks beats while the owner goes round.
 #[tokio::test]
 async fn the_owner_beats_while_it_goes_round() {
