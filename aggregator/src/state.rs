@@ -28,6 +28,7 @@ use netaware_model::matrix::{self, Matrix, PlanTiming};
 use netaware_model::plan::PlanConfig;
 use netaware_model::validate;
 
+use recompute::Recomputer;
 pub use snapshot::{NodeLabels, Snapshot};
 
 use crate::refusals::RefusalLog;
@@ -61,8 +62,9 @@ pub enum Command {
         max_age: std::time::Duration,
         reply: oneshot::Sender<Arc<Snapshot>>,
     },
-    /// Recompute groups and quality now (tests, and after start-up).
-    Recompute,
+    /// Recompute groups and quality now (tests, and after start-up); the
+    /// reply comes when that recomputation has been applied.
+    Recompute { reply: oneshot::Sender<()> },
     /// Start from the group ids on the Nodes (a new leader, before it
     /// writes anything), then recompute.
     SeedGroups {
@@ -298,6 +300,12 @@ impl StateHandle {
         self.ask(|reply| Command::Watch { reply }).await
     }
 
+    /// Recompute now; returns once the result is applied (queries and
+    /// `inferred()` see it).
+    pub async fn recompute(&self) -> Result<(), Status> {
+        self.ask(|reply| Command::Recompute { reply }).await
+    }
+
     /// Start from the group ids the Nodes carry; returns once the owner
     /// has recomputed with them.
     pub async fn seed_groups(&self, assignment: Assignment) -> Result<(), Status> {
@@ -368,7 +376,8 @@ fn ms(d: std::time::Duration) -> u64 {
 struct Owner {
     config: StateConfig,
     matrix: Matrix,
-    inference: Inference,
+    /// The inference, and its recomputations on a blocking thread.
+    recomputer: Recomputer,
     inferred: Option<Arc<Inferred>>,
     inferred_tx: watch::Sender<Option<Arc<Inferred>>>,
     /// Every known node's status, for GetNode without the owner; the
@@ -414,10 +423,12 @@ async fn run(
     heartbeat: Heartbeat,
 ) {
     let (updates, _) = broadcast::channel(WATCH_CAPACITY);
+    // One recomputation runs at a time: one result can be on its way.
+    let (done_tx, mut done) = mpsc::channel(1);
     let mut owner = Owner {
         config,
         matrix: Matrix::new(config.smoothing, config.stale_after),
-        inference: Inference::new(config.infer),
+        recomputer: Recomputer::new(Inference::new(config.infer), done_tx),
         inferred: None,
         inferred_tx,
         statuses_tx,
@@ -440,7 +451,11 @@ async fn run(
     };
     let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_TICK);
     bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut recompute = tokio::time::interval(config.recompute_interval);
+    // The first after one interval: at start there is nothing to compute.
+    let mut recompute = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.recompute_interval,
+        config.recompute_interval,
+    );
     recompute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -454,7 +469,15 @@ async fn run(
             },
             _ = recompute.tick() => {
                 owner.forget_departed(Instant::now());
-                owner.recompute(Instant::now());
+                if owner.recomputer.running() {
+                    // Slower than the interval: skip a tick, not queue one.
+                    warn!(interval = ?config.recompute_interval, "the previous recomputation is still running: skipping one");
+                } else {
+                    owner.recompute(Instant::now(), None);
+                }
+            }
+            Some((inference, out, took)) = done.recv() => {
+                owner.recomputed(inference, out, took, Instant::now());
             }
             _ = bandwidth_tick.tick() => owner.schedule_bandwidth(Instant::now()),
             _ = replan_tick.tick() => {
@@ -525,18 +548,17 @@ impl Owner {
                 let max_age = max_age.max(self.config.snapshot_max_age);
                 let _ = reply.send(self.snapshot(max_age, now));
             }
-            Command::Recompute => {
+            Command::Recompute { reply } => {
                 self.forget_departed(now);
-                self.recompute(now);
+                self.recompute(now, Some(reply));
             }
             Command::SeedGroups { assignment, reply } => {
                 info!(
                     nodes = assignment.len(),
                     "group ids seeded from the Node labels"
                 );
-                self.inference.seed(&assignment);
-                self.recompute(now);
-                let _ = reply.send(());
+                self.recomputer.seed(assignment);
+                self.recompute(now, Some(reply));
             }
             Command::NodeList { names } => self.listed = Some(names),
             Command::BandwidthResult { session, result } => {
@@ -576,7 +598,7 @@ impl Owner {
             return s.clone();
         }
         let s = Arc::new(Snapshot {
-            matrix: self.matrix.clone(),
+            matrix: Arc::new(self.matrix.clone()),
             inferred: self.inferred.clone(),
             changes: self.changes,
         });
@@ -603,7 +625,7 @@ impl Owner {
         }
         for node in &gone {
             self.matrix.forget(node);
-            self.inference.forget(node);
+            self.recomputer.forget(node);
         }
         self.changes += 1;
         info!(nodes = ?gone, "forgot nodes that left the cluster");
@@ -636,21 +658,39 @@ impl Owner {
         }
     }
 
-    fn recompute(&mut self, now: Instant) {
-        if self.matrix.node_names().is_empty() {
+    /// Start a recomputation on a blocking thread, from a snapshot's
+    /// matrix (the latest one if nothing changed since, else a new copy
+    /// that queries then share); `reply` is answered once it is applied.
+    fn recompute(&mut self, now: Instant, reply: Option<oneshot::Sender<()>>) {
+        if self.recomputer.running() {
+            self.recomputer.queue(reply);
             return;
         }
-        let started = Instant::now();
-        self.changes += 1;
-        let out = self
-            .inference
-            .recompute(&self.matrix, now, netaware_common::now_unix_us());
+        if self.matrix.node_names().is_empty() {
+            self.recomputer.nothing_to_do(reply);
+            return;
+        }
+        let matrix = self.snapshot(std::time::Duration::ZERO, now).matrix.clone();
+        self.recomputer
+            .start(matrix, now, netaware_common::now_unix_us(), reply);
+    }
+
+    /// A recomputation came back: publish it, and start the next if one
+    /// was asked for meanwhile.
+    fn recomputed(
+        &mut self,
+        inference: Inference,
+        out: Inferred,
+        took: std::time::Duration,
+        now: Instant,
+    ) {
+        let (replies, again) = self.recomputer.finished(inference);
         info!(
             nodes = out.facts.len(),
             moved = out.moved.len(),
             pairs = out.links.pairs(),
             thresholds_us = ?out.thresholds,
-            took_ms = started.elapsed().as_millis() as u64,
+            took_ms = ms(took),
             "groups and quality recomputed"
         );
         if !out.moved.is_empty() {
@@ -659,8 +699,24 @@ impl Owner {
         }
         let out = Arc::new(out);
         self.inferred = Some(out.clone());
+        // Queries see the result at once: the latest snapshot is replaced
+        // by one with the same matrix (shared, not copied) and this result.
+        if let Some((s, taken)) = &self.snapshot {
+            let s = Arc::new(Snapshot {
+                matrix: s.matrix.clone(),
+                inferred: Some(out.clone()),
+                changes: s.changes,
+            });
+            self.snapshot = Some((s, *taken));
+        }
         // Nobody subscribed (no publisher) is fine.
         self.inferred_tx.send_replace(Some(out));
+        for r in replies {
+            let _ = r.send(());
+        }
+        if again {
+            self.recompute(now, None);
+        }
     }
 
     fn reports(&mut self, session: SessionId, batch: ReportBatch, now: Instant) {
@@ -810,6 +866,7 @@ impl Owner {
 
 mod bandwidth;
 mod plans;
+mod recompute;
 mod snapshot;
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ async fn cluster() -> String {
             .unwrap();
         std::mem::forget(rx); // keep the session's outbound queue open
     }
-    state.send(Command::Recompute).await.unwrap();
+    state.recompute().await.unwrap();
     common::serve(state).await
 }
 

@@ -41,7 +41,7 @@ async fn aggregator_with_one_link() -> String {
         })
         .await
         .unwrap();
-    state.send(Command::Recompute).await.unwrap();
+    state.recompute().await.unwrap();
     common::serve(state).await
 }
 

@@ -117,7 +117,7 @@ async fn cluster() -> String {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    state.send(Command::Recompute).await.unwrap();
+    state.recompute().await.unwrap();
     let url = common::serve(state).await;
     let mut client = netaware_cli::connect(&url.as_str().into()).await.unwrap();
     let m = client

@@ -64,7 +64,7 @@ impl Owner {
     /// serves them all.
     pub(super) fn plan_sessions(&mut self, ids: &[SessionId]) {
         let names: Vec<String> = self.matrix.connected().map(String::from).collect();
-        let assignment = self.inference.assignment().clone();
+        let assignment = self.recomputer.assignment().clone();
         let index = PlanIndex::new(&names, &assignment);
         let mut changed = Vec::new();
         for &id in ids {

@@ -16,7 +16,9 @@ use netaware_proto::v1::{GetMatrixResponse, LinkState};
 /// The owner's state at one moment.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub(super) matrix: Matrix,
+    /// Shared with a recomputation that reads it, and with the snapshot
+    /// that replaces this one when that recomputation ends.
+    pub(super) matrix: Arc<Matrix>,
     pub(super) inferred: Option<Arc<Inferred>>,
     /// The owner's change counter when this was taken.
     pub(super) changes: u64,

@@ -180,7 +180,7 @@ async fn every_query_is_answered() {
             .collect();
         reports(&state, *id, 1, windows).await;
     }
-    state.send(Command::Recompute).await.unwrap();
+    state.recompute().await.unwrap();
     let groups = state.snapshot().await.unwrap().groups().unwrap();
     let l1: Vec<Vec<String>> = groups
         .iter()
@@ -290,6 +290,47 @@ async fn a_query_that_accepts_an_older_copy_reuses_it_after_changes() {
         &fresh,
         &state.snapshot_within(Duration::ZERO).await.unwrap()
     ));
+}
+
+/// A recomputation runs off the owner: queries are answered while it
+/// runs (at 5,000 nodes one takes seconds, and GetMatrix had failed with
+/// "the owner did not answer within 5 s"), and its result is applied once
+/// it is done.
+#[tokio::test]
+async fn the_owner_answers_while_a_recomputation_runs() {
+    let state = spawn(config());
+    let names: Vec<String> = (0..60).map(|i| format!("n{i:02}")).collect();
+    let mut sessions = Vec::new();
+    for n in &names {
+        sessions.push(connect(&state, n, 1024).await);
+    }
+    for (i, (id, _)) in sessions.iter().enumerate() {
+        let windows = names
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, p)| window(p, 1, if (i < 30) == (j < 30) { 200 } else { 20_000 }))
+            .collect();
+        reports(&state, *id, 1, windows).await;
+    }
+    let recompute = tokio::spawn({
+        let state = state.clone();
+        async move { state.recompute().await }
+    });
+    // Let the owner take the command and start the recomputation.
+    tokio::task::yield_now().await;
+    let during = state
+        .snapshot_within(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        state.inferred().is_none() && during.groups().is_none(),
+        "the snapshot was answered only after the recomputation"
+    );
+    recompute.await.unwrap().unwrap();
+    let groups = state.snapshot().await.unwrap().groups().unwrap();
+    assert_eq!(groups.iter().filter(|g| g.level == 1).count(), 2);
+    assert!(state.inferred().is_some());
 }
 
 /// The heartbeat `/healthz` checks beats while the owner goes round.
@@ -444,7 +485,7 @@ async fn a_node_deleted_from_the_cluster_is_forgotten_after_its_grace() {
         .send(Command::NodeList { names: listed })
         .await
         .unwrap();
-    state.send(Command::Recompute).await.unwrap();
+    state.recompute().await.unwrap();
     let s = state.snapshot().await.unwrap();
     let nodes: Vec<String> = s
         .matrix(ProbeMethod::Unspecified, false, Instant::now(), 0)
@@ -652,7 +693,7 @@ async fn get_node_is_answered_without_the_owner() {
     assert!(view.status.connected && view.facts.is_none());
     assert!(state.node("nowhere").is_none());
     reports(&state, a, 1, vec![window("b", 1, 300)]).await;
-    state.send(Command::Recompute).await.unwrap();
+    state.recompute().await.unwrap();
     // The recomputation is published with its facts.
     let mut inferred = state.subscribe_inferred();
     inferred.wait_for(|i| i.is_some()).await.unwrap();
