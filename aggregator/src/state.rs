@@ -22,13 +22,13 @@ use tracing::{debug, info, warn};
 use crate::metrics::StateMetrics;
 use netaware_model::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
 use netaware_model::groups::Assignment;
-use netaware_model::infer::{InferConfig, Inference, Inferred};
+use netaware_model::infer::{InferConfig, Inference, Inferred, Reading};
 use netaware_model::labels::NodeFacts;
 use netaware_model::matrix::{self, Matrix, PlanTiming};
 use netaware_model::plan::PlanConfig;
 use netaware_model::validate;
 
-use recompute::Recomputer;
+use recompute::{Finished, Recomputer};
 pub use snapshot::{NodeLabels, Snapshot};
 
 use crate::refusals::RefusalLog;
@@ -476,9 +476,7 @@ async fn run(
                     owner.recompute(Instant::now(), None);
                 }
             }
-            Some((inference, out, took)) = done.recv() => {
-                owner.recomputed(inference, out, took, Instant::now());
-            }
+            Some(finished) = done.recv() => owner.recomputed(finished, Instant::now()),
             _ = bandwidth_tick.tick() => owner.schedule_bandwidth(Instant::now()),
             _ = replan_tick.tick() => {
                 owner.replan_if_due(Instant::now());
@@ -658,38 +656,40 @@ impl Owner {
         }
     }
 
-    /// Start a recomputation on a blocking thread, from a snapshot's
-    /// matrix (the latest one if nothing changed since, else a new copy
-    /// that queries then share); `reply` is answered once it is applied.
+    /// Read the matrix and start a recomputation on a blocking thread;
+    /// `reply` is answered once it is applied.
     fn recompute(&mut self, now: Instant, reply: Option<oneshot::Sender<()>>) {
         if self.recomputer.running() {
             self.recomputer.queue(reply);
             return;
         }
-        if self.matrix.node_names().is_empty() {
+        let started = Instant::now();
+        let reading = Reading::of(&self.matrix, now);
+        if reading.is_empty() {
             self.recomputer.nothing_to_do(reply);
             return;
         }
-        let matrix = self.snapshot(std::time::Duration::ZERO, now).matrix.clone();
+        let read = started.elapsed();
         self.recomputer
-            .start(matrix, now, netaware_common::now_unix_us(), reply);
+            .start((reading, read), netaware_common::now_unix_us(), reply);
     }
 
     /// A recomputation came back: publish it, and start the next if one
     /// was asked for meanwhile.
-    fn recomputed(
-        &mut self,
-        inference: Inference,
-        out: Inferred,
-        took: std::time::Duration,
-        now: Instant,
-    ) {
+    fn recomputed(&mut self, finished: Finished, now: Instant) {
+        let Finished {
+            inference,
+            out,
+            read,
+            took,
+        } = finished;
         let (replies, again) = self.recomputer.finished(inference);
         info!(
             nodes = out.facts.len(),
             moved = out.moved.len(),
             pairs = out.links.pairs(),
             thresholds_us = ?out.thresholds,
+            read_ms = ms(read),
             took_ms = ms(took),
             "groups and quality recomputed"
         );

@@ -229,6 +229,57 @@ fn distance(p: &PeerLink) -> f64 {
     }
 }
 
+/// What a recomputation reads of the matrix, in one pass: whoever owns
+/// the matrix takes it (a fraction of the recomputation's time) and the
+/// clustering and scoring run elsewhere on it alone, with no copy of the
+/// matrix.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// Every node of the matrix, sorted.
+    names: Vec<String>,
+    /// Measured pairs ([`measured_pairs`]).
+    adj: Vec<Vec<(usize, PeerLink)>>,
+    /// Bandwidth of a pair, the lower direction, keyed (lower index,
+    /// higher index).
+    bandwidth: HashMap<(usize, usize), f64>,
+    /// Whether each node's reports are fresh.
+    fresh: Vec<bool>,
+}
+
+impl Reading {
+    /// Read `m` as of `now`.
+    pub fn of(m: &Matrix, now: Instant) -> Self {
+        let names = m.node_names();
+        let adj = measured_pairs(m, &names);
+        let index: HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), i))
+            .collect();
+        let mut bandwidth: HashMap<(usize, usize), f64> = HashMap::new();
+        for (a, b, mbps) in m.bandwidths() {
+            if let (Some(&i), Some(&j)) = (index.get(a), index.get(b)) {
+                bandwidth
+                    .entry((i.min(j), i.max(j)))
+                    .and_modify(|x| *x = x.min(mbps))
+                    .or_insert(mbps);
+            }
+        }
+        let fresh = names.iter().map(|x| m.reports_fresh(x, now)).collect();
+        Self {
+            names,
+            adj,
+            bandwidth,
+            fresh,
+        }
+    }
+
+    /// Nodes read.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 impl Inference {
     pub fn new(config: InferConfig) -> Self {
         Self {
@@ -262,9 +313,19 @@ impl Inference {
     /// until its figures come. Figures are settled against what was
     /// published before ([`settle`]), so noise writes nothing.
     pub fn recompute(&mut self, m: &Matrix, now: Instant, now_unix_us: u64) -> Inferred {
-        let names = m.node_names();
+        self.recompute_from(Reading::of(m, now), now_unix_us)
+    }
+
+    /// [`recompute`](Self::recompute) from what it reads of the matrix,
+    /// taken before (elsewhere, by whoever owns the matrix).
+    pub fn recompute_from(&mut self, reading: Reading, now_unix_us: u64) -> Inferred {
+        let Reading {
+            names,
+            adj,
+            bandwidth,
+            fresh,
+        } = reading;
         let n = names.len();
-        let adj = measured_pairs(m, &names);
         // With fixed thresholds nothing above the highest matters.
         let ceiling = match self.config.thresholds {
             groups::Thresholds::Fixed(t) => t[2],
@@ -363,7 +424,7 @@ impl Inference {
                         .iter()
                         .filter(|(j, _)| group_of[*j].is_some_and(|g| g[level] == mine[level]))
                         .map(|(j, p)| {
-                            let bandwidth_mbps = m.bandwidth(&names[i], &names[*j]);
+                            let bandwidth_mbps = bandwidth.get(&(i.min(*j), i.max(*j))).copied();
                             (
                                 *j,
                                 PeerLink {
@@ -414,7 +475,7 @@ impl Inference {
             let figures: Option<Figures> = quality::figures(&peers);
             let quality =
                 figures.map(|f| quality::score(&f, &self.config.weights, &self.config.scales));
-            let fresh = m.reports_fresh(node, now);
+            let fresh = fresh[i];
             // Rank by the distances already computed; read the full pair
             // figures (for loss) only for the peers kept.
             let mut ranked: Vec<(u64, &String, &PeerLink)> = adj[i]
@@ -459,20 +520,6 @@ impl Inference {
             .iter()
             .map(|row| row.iter().map(|(j, p)| (*j, distance(p))).collect())
             .collect();
-        let index: HashMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i))
-            .collect();
-        let mut bandwidth: HashMap<(usize, usize), f64> = HashMap::new();
-        for (a, b, mbps) in m.bandwidths() {
-            if let (Some(&i), Some(&j)) = (index.get(a), index.get(b)) {
-                bandwidth
-                    .entry((i.min(j), i.max(j)))
-                    .and_modify(|x| *x = x.min(mbps))
-                    .or_insert(mbps);
-            }
-        }
         Inferred {
             facts,
             groups,

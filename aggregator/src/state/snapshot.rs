@@ -16,8 +16,8 @@ use netaware_proto::v1::{GetMatrixResponse, LinkState};
 /// The owner's state at one moment.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Shared with a recomputation that reads it, and with the snapshot
-    /// that replaces this one when that recomputation ends.
+    /// Shared with the snapshot that replaces this one when a
+    /// recomputation ends (same links, the new result).
     pub(super) matrix: Arc<Matrix>,
     pub(super) inferred: Option<Arc<Inferred>>,
     /// The owner's change counter when this was taken.
