@@ -17,12 +17,12 @@ use std::sync::Arc;
 use netaware_common::observe::Heartbeat;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::Status;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::metrics::StateMetrics;
 use netaware_model::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
 use netaware_model::groups::Assignment;
-use netaware_model::infer::{InferConfig, Inference, Inferred, Reading};
+use netaware_model::infer::{InferConfig, Inferred, Reading};
 use netaware_model::labels::NodeFacts;
 use netaware_model::matrix::{self, Matrix, PlanTiming};
 use netaware_model::plan::PlanConfig;
@@ -428,7 +428,7 @@ async fn run(
     let mut owner = Owner {
         config,
         matrix: Matrix::new(config.smoothing, config.stale_after),
-        recomputer: Recomputer::new(Inference::new(config.infer), done_tx),
+        recomputer: Recomputer::new(config.infer, done_tx),
         inferred: None,
         inferred_tx,
         statuses_tx,
@@ -677,13 +677,35 @@ impl Owner {
     /// A recomputation came back: publish it, and start the next if one
     /// was asked for meanwhile.
     fn recomputed(&mut self, finished: Finished, now: Instant) {
-        let Finished {
-            inference,
-            out,
-            read,
-            took,
-        } = finished;
+        let Finished { result, read, took } = finished;
+        let (inference, out) = match result {
+            Some((i, out)) => (Some(i), Some(out)),
+            None => (None, None),
+        };
         let (replies, again) = self.recomputer.finished(inference);
+        if let Some(out) = out {
+            self.publish_recomputation(out, read, took);
+        } else {
+            error!(
+                "a recomputation panicked (a bug: please report it with the log): its result is lost, the next one starts over from the groups last published"
+            );
+        }
+        for r in replies {
+            let _ = r.send(());
+        }
+        if again {
+            self.recompute(now, None);
+        }
+    }
+
+    /// Make a recomputation's result what queries, plans and the
+    /// publisher see.
+    fn publish_recomputation(
+        &mut self,
+        out: Inferred,
+        read: std::time::Duration,
+        took: std::time::Duration,
+    ) {
         info!(
             nodes = out.facts.len(),
             moved = out.moved.len(),
@@ -711,12 +733,6 @@ impl Owner {
         }
         // Nobody subscribed (no publisher) is fine.
         self.inferred_tx.send_replace(Some(out));
-        for r in replies {
-            let _ = r.send(());
-        }
-        if again {
-            self.recompute(now, None);
-        }
     }
 
     fn reports(&mut self, session: SessionId, batch: ReportBatch, now: Instant) {

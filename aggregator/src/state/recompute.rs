@@ -5,18 +5,21 @@
 //! of the matrix (one pass, [`Reading`]; not a copy of the matrix, which
 //! at 5,000 nodes is 400 MB more) and hands it with the inference to a
 //! blocking thread; the result comes back as a message and is applied in
-//! one step. One recomputation runs at a time.
+//! one step. One recomputation runs at a time. A recomputation that panics
+//! (a bug) loses its result, not every later one: the inference starts
+//! over from the groups last published, so ids stay with their nodes.
 
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use netaware_model::groups::Assignment;
-use netaware_model::infer::{Inference, Inferred, Reading};
+use netaware_model::infer::{InferConfig, Inference, Inferred, Reading};
 use tokio::sync::{mpsc, oneshot};
 
-/// A finished recomputation: the inference coming home, and its result.
+/// A finished recomputation: the inference coming home with its result,
+/// or `None` if it panicked.
 pub(super) struct Finished {
-    pub(super) inference: Inference,
-    pub(super) out: Inferred,
+    pub(super) result: Option<(Inference, Inferred)>,
     /// How long reading the matrix took (on the owner) and the rest (on
     /// the blocking thread).
     pub(super) read: Duration,
@@ -26,6 +29,8 @@ pub(super) struct Finished {
 /// The inference, at home or away on a blocking thread, and what waits for
 /// it.
 pub(super) struct Recomputer {
+    /// To start over with when a recomputation panicked.
+    config: InferConfig,
     /// `None` while a recomputation runs.
     inference: Option<Inference>,
     /// The published groups of the latest recomputation: plans follow
@@ -46,8 +51,10 @@ pub(super) struct Recomputer {
 
 impl Recomputer {
     /// Finished recomputations arrive on `done`.
-    pub(super) fn new(inference: Inference, done: mpsc::Sender<Finished>) -> Self {
+    pub(super) fn new(config: InferConfig, done: mpsc::Sender<Finished>) -> Self {
+        let inference = Inference::new(config);
         Self {
+            config,
             assignment: inference.assignment().clone(),
             inference: Some(inference),
             forgotten: Vec::new(),
@@ -111,24 +118,32 @@ impl Recomputer {
         let done = self.done.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let out = inference.recompute_from(reading, now_unix_us);
+            let result = std::panic::catch_unwind(AssertUnwindSafe(move || {
+                let out = inference.recompute_from(reading, now_unix_us);
+                (inference, out)
+            }));
             // The owner gone means the aggregator is stopping.
             let _ = done.blocking_send(Finished {
-                inference,
-                out,
+                result: result.ok(),
                 read,
                 took: started.elapsed(),
             });
         });
     }
 
-    /// The recomputation came back: keep the inference, apply what
+    /// The recomputation came back: keep the inference (`None`: it
+    /// panicked; start over from the groups last published), apply what
     /// happened meanwhile. Returns the replies now due, and whether
     /// another recomputation was asked for meanwhile.
     pub(super) fn finished(
         &mut self,
-        mut inference: Inference,
+        inference: Option<Inference>,
     ) -> (Vec<oneshot::Sender<()>>, bool) {
+        let mut inference = inference.unwrap_or_else(|| {
+            let mut fresh = Inference::new(self.config);
+            fresh.seed(&self.assignment);
+            fresh
+        });
         for node in self.forgotten.drain(..) {
             inference.forget(&node);
         }
@@ -146,5 +161,34 @@ impl Recomputer {
         for r in reply.into_iter().chain(self.waiting_next.drain(..)) {
             let _ = r.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a recomputation panicked the next one can run, and its
+    /// inference keeps the group ids published before.
+    #[test]
+    fn after_a_panic_the_inference_starts_over_from_the_published_groups() {
+        let (done, _rx) = mpsc::channel(1);
+        let mut r = Recomputer::new(InferConfig::default(), done);
+        let published: Assignment = [("a", "g7"), ("b", "g7")]
+            .into_iter()
+            .map(|(n, g)| (n.to_string(), [g, "g1", "g1"].map(String::from)))
+            .collect();
+        r.seed(published.clone());
+        r.assignment = published.clone();
+        // A recomputation away (its inference taken), then lost.
+        let away = r.inference.take();
+        assert!(away.is_some() && r.running());
+        let (replies, again) = r.finished(None);
+        assert!(replies.is_empty() && !again);
+        assert!(!r.running());
+        assert_eq!(
+            r.inference.as_ref().map(|i| i.assignment()),
+            Some(&published)
+        );
     }
 }
