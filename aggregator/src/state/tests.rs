@@ -216,6 +216,18 @@ async fn every_query_is_answered() {
     assert_eq!(links + w.since.len(), 6, "every directed pair");
 }
 
+/// A state whose snapshots are reused for `max_age`, with nodes a and b
+/// connected: a's session, and both sessions' receivers to keep open.
+async fn two_nodes_with_snapshots_kept(max_age: Duration) -> (StateHandle, SessionId, [Rx; 2]) {
+    let state = spawn(StateConfig {
+        snapshot_max_age: max_age,
+        ..config()
+    });
+    let (a, rx_a) = connect(&state, "a", 64).await;
+    let (_, rx_b) = connect(&state, "b", 64).await;
+    (state, a, [rx_a, rx_b])
+}
+
 /// Queries read snapshots: one taken when the state changed and the last
 /// is older than the maximum age, else the last one again (so a query
 /// flood costs the owner at most one copy per `snapshot_max_age`). A
@@ -226,12 +238,7 @@ async fn a_snapshot_is_reused_while_young_and_retaken_when_old_and_changed() {
     // Real time: the owner's clock is std's, which tokio's pause does not
     // move.
     let max_age = Duration::from_millis(300);
-    let state = spawn(StateConfig {
-        snapshot_max_age: max_age,
-        ..config()
-    });
-    let (a, _rx_a) = connect(&state, "a", 64).await;
-    let _b = connect(&state, "b", 64).await;
+    let (state, a, _sessions) = two_nodes_with_snapshots_kept(max_age).await;
     let first = state.snapshot().await.unwrap();
     assert_eq!(
         first
@@ -268,12 +275,7 @@ async fn a_snapshot_is_reused_while_young_and_retaken_when_old_and_changed() {
 #[tokio::test]
 async fn a_query_that_accepts_an_older_copy_reuses_it_after_changes() {
     let max_age = Duration::from_millis(200);
-    let state = spawn(StateConfig {
-        snapshot_max_age: max_age,
-        ..config()
-    });
-    let (a, _rx_a) = connect(&state, "a", 64).await;
-    let _b = connect(&state, "b", 64).await;
+    let (state, a, _sessions) = two_nodes_with_snapshots_kept(max_age).await;
     let first = state.snapshot().await.unwrap();
     reports(&state, a, 1, vec![window("b", 1, 500)]).await;
     tokio::time::sleep(max_age + Duration::from_millis(50)).await;
