@@ -130,13 +130,20 @@ pub fn settle_tail(prev: Option<f64>, raw: f64) -> f64 {
     settle_on_ladder(&TAIL_STEPS, prev.filter(|p| p.is_finite()), raw)
 }
 
-/// A published value changes only when the previous recomputation's figure
-/// (`before`, settled against the same published value) wanted a change
-/// too: one late window is not a new network. `now` is what the latest
-/// figure settles to; the first value is published at once.
-fn confirmed<T: PartialEq + Copy>(prev: Option<T>, before: Option<T>, now: T) -> T {
-    match prev {
-        Some(p) if now != p && before.is_none_or(|b| b == p) => p,
+/// What to publish for the latest raw figure `now`: `settle` it against
+/// the published value, which changes only when the previous
+/// recomputation's raw figure (`before`), settled the same way, wanted a
+/// change too: one late window is not a new network. The first value is
+/// published at once.
+fn settle_confirmed<T: PartialEq + Copy, R>(
+    published: Option<T>,
+    before: Option<R>,
+    now: R,
+    settle: impl Fn(Option<T>, R) -> T,
+) -> T {
+    let now = settle(published, now);
+    match published {
+        Some(p) if now != p && before.is_none_or(|b| settle(published, b) == p) => p,
         _ => now,
     }
 }
@@ -182,22 +189,17 @@ fn settle_figures(prev: Option<&Figures>, before: Option<&Figures>, new: Figures
     // Each figure settled against what is published, from the latest raw
     // figures and (for confirmation) the previous ones.
     let both = |f: fn(&Figures) -> f64, settle: &dyn Fn(Option<f64>, f64) -> f64| {
-        let published = prev.map(f);
-        let now = settle(published, f(&new));
-        confirmed(published, before.map(|b| settle(published, f(b))), now)
+        settle_confirmed(prev.map(f), before.map(f), f(&new), settle)
     };
     let band = |band: Band| move |p: Option<f64>, raw: f64| settle_value(p, raw, band);
-    let bandwidth = match new.bandwidth_mbps {
-        None => None,
-        Some(b) => {
-            let published = prev.and_then(|p| p.bandwidth_mbps);
-            let now = settle_value(published, b, BANDWIDTH_BAND);
-            let earlier = before
-                .and_then(|x| x.bandwidth_mbps)
-                .map(|x| settle_value(published, x, BANDWIDTH_BAND));
-            Some(confirmed(published, earlier, now))
-        }
-    };
+    let bandwidth = new.bandwidth_mbps.map(|b| {
+        settle_confirmed(
+            prev.and_then(|p| p.bandwidth_mbps),
+            before.and_then(|x| x.bandwidth_mbps),
+            b,
+            band(BANDWIDTH_BAND),
+        )
+    });
     // A median RTT is uncertain by about the jitter around it (the lossy,
     // jittery dj-4 of the lab: 1 ms of jitter, its p50 wandering between
     // 860 and 1,000 µs), so the band is at least the node's jitter.
@@ -256,12 +258,7 @@ fn settle_peers(
             let old = prev.iter().find(|o| o.node == p.node);
             let earlier = before.iter().find(|o| o.node == p.node);
             let both = |f: fn(&Peer) -> u64, settle: &dyn Fn(Option<u64>, u64) -> u64| {
-                let published = old.map(f);
-                confirmed(
-                    published,
-                    earlier.map(|b| settle(published, f(b))),
-                    settle(published, f(&p)),
-                )
+                settle_confirmed(old.map(f), earlier.map(f), f(&p), settle)
             };
             let peer = Peer {
                 rtt_p50_us: both(|p| p.rtt_p50_us, &rtt),
@@ -325,10 +322,12 @@ pub fn settle(
         figures: new.figures,
         nearest: Vec::new(),
     };
-    let published = prev.map(|p| p.quality);
-    let now = settle_quality(published.flatten(), new.quality);
-    let earlier = before.map(|b| settle_quality(published.flatten(), b.quality));
-    new.quality = confirmed(published, earlier, now);
+    new.quality = settle_confirmed(
+        prev.map(|p| p.quality),
+        before.map(|b| b.quality),
+        new.quality,
+        |published, raw| settle_quality(published.flatten(), raw),
+    );
     new.figures = new.figures.map(|f| {
         settle_figures(
             prev.and_then(|p| p.figures.as_ref()),
