@@ -707,11 +707,6 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                 }
             }
         }
-        f.labels_followed_s = p
-            .writes
-            .iter()
-            .find(|w| &w.node == name && w.at >= from && !w.changed.is_empty())
-            .map(|w| w.at.saturating_duration_since(from).as_secs_f64());
         for w in p.writes.iter().filter(|w| &w.node == name && w.at >= from) {
             let at = w.at.saturating_duration_since(started).as_secs_f64();
             for (key, was, now) in label_changes(w) {
@@ -720,6 +715,8 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
                 }
             }
         }
+        // Its first change, which the list always holds.
+        f.labels_followed_s = f.own_changes.first().map(|c| (c.3 - f.at_s).max(0.0));
         f.others_relabelled = others.len();
         f.others_in_group = in_group.len();
         f.found = lowest_of_group(&p.labels, name);
