@@ -2,6 +2,7 @@
 //! pure methods: every time-dependent method takes `now`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netaware_proto::ProbeMethod;
@@ -15,8 +16,8 @@ use netaware_proto::v1::{
 /// `(String, String)` keys allocated on every lookup).
 type Id = u32;
 
-/// Key of one directed link measured with one method.
-type LinkKey = (Id, Id, i32);
+/// One source's links, by (destination, method).
+type Row = BTreeMap<(Id, i32), Link>;
 
 /// Plan timing, copied into every plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,14 @@ struct Node {
 
 /// All measured links and all known nodes. Cloned into the snapshots that
 /// queries read, so no query waits for (or holds up) the owner.
+///
+/// A clone costs the nodes, not the links: each source's links are a row
+/// shared between the matrix and its clones until one of them changes it
+/// (copy on write, `Arc::make_mut`). At 5,000 nodes a deep copy was
+/// ~600 MB and taken up to four times a second under queries (review
+/// E3f); an agent's batch rewrites its whole row anyway, so sharing per
+/// row loses little to sharing per link. (The persistent-map crates, im
+/// and imbl, are MPL-2.0, outside `deny.toml`'s licences.)
 #[derive(Debug, Clone)]
 pub struct Matrix {
     /// Ids of the names known (nodes, and peers that links point to).
@@ -83,7 +92,8 @@ pub struct Matrix {
     /// Name of each id still in use.
     names: HashMap<Id, String>,
     next_id: Id,
-    links: BTreeMap<LinkKey, Link>,
+    /// Rows by source; a row is never empty.
+    links: BTreeMap<Id, Arc<Row>>,
     /// Latest bandwidth test per (sender, receiver).
     bandwidth: BTreeMap<(Id, Id), BandwidthState>,
     nodes: BTreeMap<String, Node>,
@@ -247,8 +257,14 @@ impl Matrix {
             return;
         };
         self.names.remove(&id);
-        self.links
-            .retain(|(src, dst, _), _| *src != id && *dst != id);
+        self.links.remove(&id);
+        // Only rows with a link to the node are unshared and rewritten.
+        self.links.retain(|_, row| {
+            if row.range((id, i32::MIN)..=(id, i32::MAX)).next().is_some() {
+                Arc::make_mut(row).retain(|(dst, _), _| *dst != id);
+            }
+            !row.is_empty()
+        });
         self.bandwidth.retain(|(a, b), _| *a != id && *b != id);
     }
 
@@ -256,10 +272,10 @@ impl Matrix {
     /// measured since it started.
     pub fn measured_nodes(&self) -> BTreeSet<&str> {
         let mut out = BTreeSet::new();
-        for ((src, dst, _), link) in &self.links {
+        for ((src, dst, _), link) in self.all_links() {
             if link.seeded {
-                out.insert(self.name(*src));
-                out.insert(self.name(*dst));
+                out.insert(self.name(src));
+                out.insert(self.name(dst));
             }
         }
         out
@@ -269,10 +285,17 @@ impl Matrix {
     /// method, smoothed figures). For passes over the whole matrix, where a
     /// lookup per pair would cost more than the pass.
     pub fn figures(&self) -> impl Iterator<Item = (&str, &str, i32, &Smoothed)> + '_ {
-        self.links
-            .iter()
+        self.all_links()
             .filter(|(_, link)| link.seeded)
-            .map(|((a, b, m), link)| (self.name(*a), self.name(*b), *m, &link.smoothed))
+            .map(|((a, b, m), link)| (self.name(a), self.name(b), m, &link.smoothed))
+    }
+
+    /// Every link in (source, destination, method) id order.
+    fn all_links(&self) -> impl Iterator<Item = ((Id, Id, i32), &Link)> + '_ {
+        self.links.iter().flat_map(|(src, row)| {
+            row.iter()
+                .map(move |((dst, m), link)| ((*src, *dst, *m), link))
+        })
     }
 
     /// Whether the node's own agent delivered a window within
@@ -282,9 +305,8 @@ impl Matrix {
             return false;
         };
         self.links
-            .range((id, 0, i32::MIN)..)
-            .take_while(|((src, _, _), _)| *src == id)
-            .any(|(_, link)| !self.is_stale(link, now))
+            .get(&id)
+            .is_some_and(|row| row.values().any(|link| !self.is_stale(link, now)))
     }
 
     /// Drop links with no window for `after` (a peer that left the plan
@@ -292,10 +314,18 @@ impl Matrix {
     /// for ever, and with rotating plans that is a link per pair ever
     /// sampled.
     pub fn expire_links(&mut self, now: Instant, after: Duration) -> usize {
-        let before = self.links.len();
-        self.links
-            .retain(|_, link| now.saturating_duration_since(link.received_at) < after);
-        before - self.links.len()
+        let expired = |link: &Link| now.saturating_duration_since(link.received_at) >= after;
+        let mut dropped = 0;
+        // Only rows with an expired link are unshared and rewritten.
+        self.links.retain(|_, row| {
+            let n = row.values().filter(|l| expired(l)).count();
+            if n > 0 {
+                Arc::make_mut(row).retain(|_, l| !expired(l));
+                dropped += n;
+            }
+            !row.is_empty()
+        });
+        dropped
     }
 
     /// The node's latest Hello.
@@ -348,15 +378,16 @@ impl Matrix {
         if current.is_some_and(|c| c != instance) {
             return None;
         }
-        let key = (self.intern(src), self.intern(&w.peer), w.method);
+        let (src_id, key) = (self.intern(src), (self.intern(&w.peer), w.method));
         let alpha = self.alpha;
-        if let Some(link) = self.links.get(&key)
+        if let Some(link) = self.links.get(&src_id).and_then(|row| row.get(&key))
             && link.instance == instance
             && w.window_start_unix_us <= link.latest.window_start_unix_us
         {
             return None;
         }
-        let link = self.links.entry(key).or_insert_with(|| Link {
+        let row = Arc::make_mut(self.links.entry(src_id).or_default());
+        let link = row.entry(key).or_insert_with(|| Link {
             smoothed: Smoothed::default(),
             latest: LinkWindow::default(),
             windows_total: 0,
@@ -456,7 +487,8 @@ impl Matrix {
     ) -> Option<(Smoothed, bool)> {
         let link = self
             .links
-            .get(&(self.id(src)?, self.id(dst)?, method as i32))?;
+            .get(&self.id(src)?)?
+            .get(&(self.id(dst)?, method as i32))?;
         link.seeded
             .then(|| (link.smoothed, self.is_stale(link, now)))
     }
@@ -473,11 +505,10 @@ impl Matrix {
         method: ProbeMethod,
         now: Instant,
     ) -> impl Iterator<Item = LinkState> + '_ {
-        self.links
-            .iter()
+        self.all_links()
             .filter(move |((_, _, m), _)| method == ProbeMethod::Unspecified || *m == method as i32)
             .map(move |((src, _, _), link)| {
-                Self::state_of(self.name(*src), link, self.is_stale(link, now))
+                Self::state_of(self.name(src), link, self.is_stale(link, now))
             })
     }
 
@@ -564,10 +595,11 @@ impl Matrix {
             }
             let mut row: Vec<(&str, i32, &Link)> = self
                 .links
-                .range((id, 0, i32::MIN)..)
-                .take_while(|((s, _, _), _)| *s == id)
-                .filter(|((_, _, m), _)| method_ok(*m))
-                .map(|((_, d, m), link)| (self.name(*d), *m, link))
+                .get(&id)
+                .into_iter()
+                .flat_map(|row| row.iter())
+                .filter(|((_, m), _)| method_ok(*m))
+                .map(|((d, m), link)| (self.name(*d), *m, link))
                 .filter(|(dst, _, _)| pair_wanted(src, dst))
                 .collect();
             row.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));

@@ -368,3 +368,65 @@ fn pages_cover_every_selected_link_once_in_order() {
     );
     assert_eq!(first.nodes.len(), 3, "statuses of the selected nodes only");
 }
+
+/// A clone (what a query's snapshot holds) shares the rows nobody changed
+/// and keeps what it saw when the matrix changes after it: a new window,
+/// an expired link, a forgotten node.
+#[test]
+fn a_clone_shares_unchanged_rows_and_keeps_its_own_view() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.5, Duration::from_secs(30));
+    for n in ["a", "b", "c"] {
+        m.connect(hello(n, &[ProbeMethod::StampUdp]));
+    }
+    m.apply("a", window("b", 1, 100, 10, 10), false, t0);
+    m.apply("b", window("a", 1, 100, 10, 10), false, t0);
+    m.apply("c", window("a", 1, 100, 10, 10), false, t0);
+    m.apply(
+        "c",
+        window("b", 1, 100, 10, 10),
+        false,
+        t0 + Duration::from_secs(50),
+    );
+    let copy = m.clone();
+    let row = |m: &Matrix, n: &str| m.links.get(&m.id(n).unwrap()).cloned().unwrap();
+    assert!(
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| Arc::ptr_eq(&row(&m, n), &row(&copy, n)))
+    );
+
+    // A new window unshares its source's row only.
+    m.apply("a", window("b", 2, 300, 10, 10), false, t0);
+    assert!(!Arc::ptr_eq(&row(&m, "a"), &row(&copy, "a")));
+    assert!(Arc::ptr_eq(&row(&m, "b"), &row(&copy, "b")));
+    let p50 = |m: &Matrix| {
+        m.smoothed("a", "b", ProbeMethod::StampUdp, t0)
+            .unwrap()
+            .0
+            .rtt_p50_us
+    };
+    assert_eq!((p50(&m), p50(&copy)), (200.0, 100.0));
+
+    // Expiry at t0 + 60 s drops the three links last heard at t0 and keeps
+    // c→b (heard at t0 + 50 s).
+    assert_eq!(
+        m.expire_links(t0 + Duration::from_secs(60), Duration::from_secs(60)),
+        3
+    );
+    assert_eq!(m.links(ProbeMethod::Unspecified, t0).len(), 1);
+    assert_eq!(copy.links(ProbeMethod::Unspecified, t0).len(), 4);
+
+    // Forgetting a node leaves the clone's rows alone.
+    let mut m = copy.clone();
+    m.forget("a");
+    assert_eq!(
+        m.links(ProbeMethod::Unspecified, t0)
+            .iter()
+            .map(|l| (l.src.as_str(), l.dst.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("c", "b")]
+    );
+    assert_eq!(copy.links(ProbeMethod::Unspecified, t0).len(), 4);
+    assert!(!copy.links.values().any(|r| r.is_empty()) && !m.links.values().any(|r| r.is_empty()));
+}
