@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 use crate::metrics::StateMetrics;
 use netaware_model::bandwidth::{BandwidthConfig, Scheduler, TestPeriods};
 use netaware_model::groups::Assignment;
-use netaware_model::infer::{InferConfig, Inferred, Reading};
+use netaware_model::infer::{InferConfig, Inferred};
 use netaware_model::labels::NodeFacts;
 use netaware_model::matrix::{self, Matrix, PlanTiming};
 use netaware_model::plan::PlanConfig;
@@ -656,22 +656,25 @@ impl Owner {
         }
     }
 
-    /// Read the matrix and start a recomputation on a blocking thread;
-    /// `reply` is answered once it is applied.
+    /// Start a recomputation of the matrix as of `now` on a blocking
+    /// thread; `reply` is answered once it is applied.
     fn recompute(&mut self, now: Instant, reply: Option<oneshot::Sender<()>>) {
         if self.recomputer.running() {
             self.recomputer.queue(reply);
             return;
         }
-        let started = Instant::now();
-        let reading = Reading::of(&self.matrix, now);
-        if reading.is_empty() {
+        if self.matrix.node_count() == 0 {
             self.recomputer.nothing_to_do(reply);
             return;
         }
-        let read = started.elapsed();
-        self.recomputer
-            .start((reading, read), netaware_common::now_unix_us(), reply);
+        // A clone shares the links (see `Matrix`): the owner pays for the
+        // nodes only, the reading happens on the blocking thread.
+        self.recomputer.start(
+            self.matrix.clone(),
+            now,
+            netaware_common::now_unix_us(),
+            reply,
+        );
     }
 
     /// A recomputation came back: publish it, and start the next if one

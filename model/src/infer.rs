@@ -229,10 +229,10 @@ fn distance(p: &PeerLink) -> f64 {
     }
 }
 
-/// What a recomputation reads of the matrix, in one pass: whoever owns
-/// the matrix takes it (a fraction of the recomputation's time) and the
-/// clustering and scoring run elsewhere on it alone, with no copy of the
-/// matrix.
+/// What a recomputation reads of the matrix, in one pass (a fraction of
+/// the recomputation's time): the clustering and scoring then run on it
+/// alone, so the matrix (or the clone of it that was read) can be dropped
+/// or changed meanwhile.
 #[derive(Debug, Clone, Default)]
 pub struct Reading {
     /// Every node of the matrix, sorted.
@@ -272,11 +272,6 @@ impl Reading {
             bandwidth,
             fresh,
         }
-    }
-
-    /// Nodes read.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 }
 

@@ -472,6 +472,11 @@ impl Matrix {
         now.saturating_duration_since(link.received_at) > self.stale_after
     }
 
+    /// How many nodes are known (connected now or before).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Names of every node known (connected now or before), sorted.
     pub fn node_names(&self) -> Vec<String> {
         self.nodes.keys().cloned().collect()

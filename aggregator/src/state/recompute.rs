@@ -1,11 +1,12 @@
 //! Recomputations off the owner. At 5,000 nodes one takes 2–6 s on a busy
 //! machine; on the owner's task that was 2–6 s in which no report was
 //! stored and no query got a snapshot (GetMatrix failed with "the owner did
-//! not answer within 5 s"). So the owner reads what the recomputation needs
-//! of the matrix (one pass, [`Reading`]; not a copy of the matrix, which
-//! at 5,000 nodes is 400 MB more) and hands it with the inference to a
-//! blocking thread; the result comes back as a message and is applied in
-//! one step. One recomputation runs at a time. A recomputation that panics
+//! not answer within 5 s"). So the owner hands a clone of the matrix (which
+//! shares the links: it costs the nodes) with the inference to a blocking
+//! thread, which reads what the recomputation needs of it in one pass
+//! ([`Reading`]), drops the clone (so links changed meanwhile are not kept
+//! twice for the seconds the clustering takes) and recomputes; the result
+//! comes back as a message and is applied in one step. One recomputation runs at a time. A recomputation that panics
 //! (a bug) loses its result, not every later one: the inference starts
 //! over from the groups last published, so ids stay with their nodes.
 
@@ -14,14 +15,15 @@ use std::time::{Duration, Instant};
 
 use netaware_model::groups::Assignment;
 use netaware_model::infer::{InferConfig, Inference, Inferred, Reading};
+use netaware_model::matrix::Matrix;
 use tokio::sync::{mpsc, oneshot};
 
 /// A finished recomputation: the inference coming home with its result,
 /// or `None` if it panicked.
 pub(super) struct Finished {
     pub(super) result: Option<(Inference, Inferred)>,
-    /// How long reading the matrix took (on the owner) and the rest (on
-    /// the blocking thread).
+    /// How long reading the matrix took and the rest (both on the blocking
+    /// thread).
     pub(super) read: Duration,
     pub(super) took: Duration,
 }
@@ -100,12 +102,13 @@ impl Recomputer {
         self.waiting_next.extend(reply);
     }
 
-    /// Recompute from `reading` on a blocking thread; `reply` (if any) is
-    /// answered when it has ended. With one running, the same as
-    /// [`queue`](Self::queue).
+    /// Recompute from `matrix` as of `now` on a blocking thread; `reply`
+    /// (if any) is answered when it has ended. With one running, the same
+    /// as [`queue`](Self::queue).
     pub(super) fn start(
         &mut self,
-        (reading, read): (Reading, Duration),
+        matrix: Matrix,
+        now: Instant,
         now_unix_us: u64,
         reply: Option<oneshot::Sender<()>>,
     ) {
@@ -118,7 +121,11 @@ impl Recomputer {
         let done = self.done.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let result = std::panic::catch_unwind(AssertUnwindSafe(move || {
+            let mut read = Duration::ZERO;
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let reading = Reading::of(&matrix, now);
+                drop(matrix);
+                read = started.elapsed();
                 let out = inference.recompute_from(reading, now_unix_us);
                 (inference, out)
             }));
@@ -126,7 +133,7 @@ impl Recomputer {
             let _ = done.blocking_send(Finished {
                 result: result.ok(),
                 read,
-                took: started.elapsed(),
+                took: started.elapsed().saturating_sub(read),
             });
         });
     }
