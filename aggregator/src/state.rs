@@ -56,10 +56,8 @@ pub enum Command {
     /// A session ended.
     Disconnect { session: SessionId },
     /// The state for a query: the latest snapshot, taken anew if the state
-    /// changed and the latest is older than `max_age` (at least
-    /// `StateConfig::snapshot_max_age`).
+    /// changed and the latest is older than `StateConfig::snapshot_max_age`.
     Snapshot {
-        max_age: std::time::Duration,
         reply: oneshot::Sender<Arc<Snapshot>>,
     },
     /// Recompute groups and quality now (tests, and after start-up); the
@@ -174,7 +172,7 @@ impl Default for StateConfig {
 /// enough that nodes an autoscaler removed leave within minutes.
 pub const DEFAULT_FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Queries see the state at most this old: at most four copies a second,
+/// Queries see the state at most this old: at most four clones a second,
 /// however many queries come.
 pub const DEFAULT_SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -282,17 +280,7 @@ impl StateHandle {
 
     /// The state for a query.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, Status> {
-        self.snapshot_within(std::time::Duration::ZERO).await
-    }
-
-    /// The state for a query that accepts a copy up to `max_age` old: the
-    /// later pages of a paged read, which would otherwise each cost the
-    /// owner a copy of every link (0.2 s at 5,000 nodes, 35 pages).
-    pub async fn snapshot_within(
-        &self,
-        max_age: std::time::Duration,
-    ) -> Result<Arc<Snapshot>, Status> {
-        self.ask(|reply| Command::Snapshot { max_age, reply }).await
+        self.ask(|reply| Command::Snapshot { reply }).await
     }
 
     /// Link updates from now on, and the state they start from.
@@ -484,6 +472,7 @@ async fn run(
             }
             _ = beat.tick() => {
                 owner.expire_sessions(Instant::now());
+                owner.release_old_snapshot(Instant::now());
                 heartbeat.beat(Instant::now());
             }
         }
@@ -542,9 +531,8 @@ impl Owner {
             }
             Command::Reports { session, batch } => self.reports(session, batch, now),
             Command::Disconnect { session } => self.close(session),
-            Command::Snapshot { max_age, reply } => {
-                let max_age = max_age.max(self.config.snapshot_max_age);
-                let _ = reply.send(self.snapshot(max_age, now));
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot(now));
             }
             Command::Recompute { reply } => {
                 self.forget_departed(now);
@@ -575,8 +563,7 @@ impl Owner {
                 }
             }
             Command::Watch { reply } => {
-                let max_age = self.config.snapshot_max_age;
-                let snapshot = self.snapshot(max_age, now);
+                let snapshot = self.snapshot(now);
                 let _ = reply.send(Watch {
                     snapshot,
                     since: self.since_snapshot.clone(),
@@ -587,13 +574,12 @@ impl Owner {
     }
 
     /// The latest snapshot if nothing changed since, or if it is younger
-    /// than `max_age`; else a new one. Copying the matrix is the one cost a
-    /// query puts on the owner, and `max_age` bounds how often it is paid.
-    fn snapshot(&mut self, max_age: std::time::Duration, now: Instant) -> Arc<Snapshot> {
-        if let Some((s, taken)) = &self.snapshot
-            && (s.changes == self.changes || now.saturating_duration_since(*taken) < max_age)
-        {
-            return s.clone();
+    /// than `snapshot_max_age`; else a new one. Cloning the matrix (its
+    /// nodes; the links are shared) is the one cost a query puts on the
+    /// owner, and the age bounds how often it is paid.
+    fn snapshot(&mut self, now: Instant) -> Arc<Snapshot> {
+        if let Some(s) = self.latest_snapshot(now) {
+            return s;
         }
         let s = Arc::new(Snapshot {
             matrix: Arc::new(self.matrix.clone()),
@@ -603,6 +589,25 @@ impl Owner {
         self.snapshot = Some((s.clone(), now));
         self.since_snapshot.clear();
         s
+    }
+
+    /// The latest snapshot, if a query may still be given it at `now`.
+    fn latest_snapshot(&self, now: Instant) -> Option<Arc<Snapshot>> {
+        let (s, taken) = self.snapshot.as_ref()?;
+        (s.changes == self.changes
+            || now.saturating_duration_since(*taken) < self.config.snapshot_max_age)
+            .then(|| s.clone())
+    }
+
+    /// Let go of the latest snapshot once no query may be given it: it
+    /// keeps every row of links changed since it was taken (within one
+    /// report interval, nearly all of them), so held on to it would double
+    /// the links' memory. Queries still reading it keep it while they do.
+    fn release_old_snapshot(&mut self, now: Instant) {
+        if self.latest_snapshot(now).is_none() {
+            self.snapshot = None;
+            self.since_snapshot.clear();
+        }
     }
 
     /// Forget nodes that left: away for `forget_after` and no longer

@@ -269,29 +269,25 @@ async fn a_snapshot_is_reused_while_young_and_retaken_when_old_and_changed() {
     assert_eq!(link.links[0].windows_total, 2);
 }
 
-/// A caller that accepts an older copy (the later pages of a paged read)
-/// gets the latest one while it is that young, though the state changed;
-/// nobody gets one younger than `snapshot_max_age` asks for.
+/// The owner lets go of its latest snapshot once no query may be given it
+/// (old, and the state changed since): held on, it would keep every row of
+/// links changed since. A query still reading it keeps it readable.
 #[tokio::test]
-async fn a_query_that_accepts_an_older_copy_reuses_it_after_changes() {
+async fn the_owner_lets_go_of_a_snapshot_no_query_may_be_given() {
     let max_age = Duration::from_millis(200);
     let (state, a, _sessions) = two_nodes_with_snapshots_kept(max_age).await;
     let first = state.snapshot().await.unwrap();
+    // Unchanged, every query may have it however old: kept.
+    tokio::time::sleep(HEARTBEAT + max_age).await;
+    assert_eq!(Arc::strong_count(&first), 2, "let go of while current");
+    assert!(Arc::ptr_eq(&first, &state.snapshot().await.unwrap()));
     reports(&state, a, 1, vec![window("b", 1, 500)]).await;
-    tokio::time::sleep(max_age + Duration::from_millis(50)).await;
-    let later = state
-        .snapshot_within(Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert!(Arc::ptr_eq(&first, &later), "the later page copied again");
-    // Zero is not younger than the configured age: still the same copy
-    // while it is young, a new one once it is old and changed.
-    let fresh = state.snapshot_within(Duration::ZERO).await.unwrap();
-    assert!(!Arc::ptr_eq(&first, &fresh));
-    assert!(Arc::ptr_eq(
-        &fresh,
-        &state.snapshot_within(Duration::ZERO).await.unwrap()
-    ));
+    tokio::time::sleep(HEARTBEAT + max_age).await;
+    assert_eq!(Arc::strong_count(&first), 1, "the owner still holds it");
+    let now = Instant::now();
+    assert_eq!(first.links(ProbeMethod::Unspecified, now).count(), 0);
+    let fresh = state.snapshot().await.unwrap();
+    assert_eq!(fresh.links(ProbeMethod::Unspecified, now).count(), 1);
 }
 
 /// A recomputation runs off the owner: queries are answered while it
@@ -321,10 +317,7 @@ async fn the_owner_answers_while_a_recomputation_runs() {
     });
     // Let the owner take the command and start the recomputation.
     tokio::task::yield_now().await;
-    let during = state
-        .snapshot_within(Duration::from_secs(30))
-        .await
-        .unwrap();
+    let during = state.snapshot().await.unwrap();
     assert!(
         state.inferred().is_none() && during.groups().is_none(),
         "the snapshot was answered only after the recomputation"
