@@ -109,7 +109,7 @@ fn main() {
         let _ = inf.recompute(&m, now, 2);
         let again = t2.elapsed();
         assert_eq!(first.facts.len(), n);
-        // The copy a GetMatrix snapshot takes.
+        // The clone a query snapshot takes (links shared: it costs the nodes).
         let t3 = Instant::now();
         let copy = m.clone();
         let clone = t3.elapsed();
