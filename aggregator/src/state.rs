@@ -601,8 +601,8 @@ impl Owner {
 
     /// Let go of the latest snapshot once no query may be given it: it
     /// keeps every row of links changed since it was taken (within one
-    /// report interval, nearly all of them), so held on to it would double
-    /// the links' memory. Queries still reading it keep it while they do.
+    /// report interval, nearly all of them), so holding on to it would
+    /// double the links' memory. Queries still reading it keep it while they do.
     fn release_old_snapshot(&mut self, now: Instant) {
         if self.latest_snapshot(now).is_none() {
             self.snapshot = None;

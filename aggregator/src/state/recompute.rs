@@ -6,9 +6,10 @@
 //! thread, which reads what the recomputation needs of it in one pass
 //! ([`Reading`]), drops the clone (so links changed meanwhile are not kept
 //! twice for the seconds the clustering takes) and recomputes; the result
-//! comes back as a message and is applied in one step. One recomputation runs at a time. A recomputation that panics
-//! (a bug) loses its result, not every later one: the inference starts
-//! over from the groups last published, so ids stay with their nodes.
+//! comes back as a message and is applied in one step. One recomputation
+//! runs at a time. A recomputation that panics (a bug) loses its result,
+//! not every later one: the inference starts over from the groups last
+//! published, so ids stay with their nodes.
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};

@@ -1,8 +1,8 @@
-//! What queries read: a copy of the owner's matrix and latest inference,
-//! taken by the owner in one step and then shared read-only. Every answer
-//! is computed from it by the query's own task, so a costly query never
-//! holds up measurement, and a stuck owner never hangs a query for longer
-//! than its deadline.
+//! What queries read: a clone of the owner's matrix (sharing its rows of
+//! links) and latest inference, taken by the owner in one step and then
+//! shared read-only. Every answer is computed from it by the query's own
+//! task, so a costly query never holds up measurement, and a stuck owner
+//! never hangs a query for longer than its deadline.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
