@@ -80,6 +80,14 @@ pub enum Error {
         "the placement search ran past its deadline and was stopped; ask for fewer nodes or narrow the candidates (selector, exclude)"
     )]
     Stopped,
+
+    // === shapes ===
+    #[error(
+        "shape '{shape}' is invalid: {why}; write name=size levels, innermost first, e.g. tp=2,dp=4"
+    )]
+    BadShape { shape: String, why: String },
+    #[error("the shape has {ranks} ranks but {nodes} nodes were given; give one node per rank")]
+    ShapeSize { ranks: usize, nodes: usize },
 }
 
 /// Result alias for the model.

@@ -24,6 +24,7 @@ pub mod place;
 pub mod plan;
 pub mod quality;
 pub mod settle;
+pub mod shape;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod validate;

@@ -1,0 +1,144 @@
+use super::*;
+
+#[test]
+fn a_shape_parses_innermost_first() {
+    let s = Shape::parse(" tp=2, dp = 4 ").unwrap();
+    assert_eq!(
+        s.levels(),
+        &[
+            Level {
+                name: "tp".into(),
+                size: 2
+            },
+            Level {
+                name: "dp".into(),
+                size: 4
+            }
+        ]
+    );
+    assert_eq!(s.ranks(), 8);
+    assert_eq!(Shape::parse("dp=1").unwrap().ranks(), 1);
+}
+
+#[test]
+fn every_bad_shape_is_refused_saying_why() {
+    for (text, says) in [
+        ("", "empty"),
+        ("tp", "not name=size"),
+        ("tp=0", "at least 1"),
+        ("tp=two", "whole number"),
+        ("tp=-2", "whole number"),
+        ("tp=2,tp=4", "named twice"),
+        ("TP=2", "lower-case"),
+        ("2tp=2", "starting with a letter"),
+        ("t p=2", "lower-case"),
+        ("a=1,b=1,c=1,d=1,e=1,f=1", "at most 5"),
+        ("tp=32,dp=33", "more than the 1024"),
+        ("tp=18446744073709551615,dp=2", "more than the 1024"),
+    ] {
+        let e = Shape::parse(text).unwrap_err().to_string();
+        assert!(e.contains(says), "{text:?}: {e}");
+        assert!(e.contains("e.g. tp=2,dp=4"), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn ranks_and_nodes_must_match() {
+    let s = Shape::parse("tp=2,dp=2").unwrap();
+    let e = rank_order(&s, 5, |_, _| 1.0).unwrap_err();
+    assert_eq!(e, Error::ShapeSize { ranks: 4, nodes: 5 });
+    assert!(e.to_string().contains("4 ranks but 5 nodes"), "{e}");
+}
+
+/// Two sites of two racks each: 0.05 ms within a rack, 0.1 ms within a
+/// site, 10 ms across. Nodes are listed out of order on purpose.
+const NAMES: [&str; 8] = ["b2", "a1", "b4", "a3", "b1", "a2", "b3", "a4"];
+
+fn rtt(i: usize, j: usize) -> f64 {
+    let (a, b) = (NAMES[i], NAMES[j]);
+    let rack = |n: &str| match n {
+        "a1" | "a2" => 0,
+        "a3" | "a4" => 1,
+        "b1" | "b2" => 2,
+        _ => 3,
+    };
+    if i == j {
+        0.0
+    } else if rack(a) == rack(b) {
+        0.05
+    } else if a[..1] == b[..1] {
+        0.1
+    } else {
+        10.0
+    }
+}
+
+/// Hand-computed: the tensor-parallel pairs are the four racks, and the
+/// data-parallel ring of the pairs crosses between the sites twice (the
+/// least a ring over two sites can), where a rank order by index would
+/// pair b2 with a1 and cross on every hop.
+#[test]
+fn inner_groups_are_racks_and_the_ring_crosses_sites_twice() {
+    let names = NAMES;
+    let s = Shape::parse("tp=2,dp=4").unwrap();
+    let order = rank_order(&s, names.len(), rtt).unwrap();
+    let named: Vec<&str> = order.iter().map(|&i| names[i]).collect();
+    let mut seen = order.clone();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..8).collect::<Vec<_>>(),
+        "each node once: {named:?}"
+    );
+    let mut pairs: Vec<[&str; 2]> = named
+        .chunks(2)
+        .map(|c| {
+            let mut p = [c[0], c[1]];
+            p.sort_unstable();
+            p
+        })
+        .collect();
+    pairs.sort_unstable();
+    assert_eq!(
+        pairs,
+        vec![["a1", "a2"], ["a3", "a4"], ["b1", "b2"], ["b3", "b4"]],
+        "{named:?}"
+    );
+    // The ring of pairs: hop from each pair to the next, and back round.
+    let site = |k: usize| &named[2 * k][..1];
+    let crossings = (0..4).filter(|&k| site(k) != site((k + 1) % 4)).count();
+    assert_eq!(crossings, 2, "{named:?}");
+    // The unshaped order (by index) would cross on every hop.
+    let by_index = (0..8).collect::<Vec<_>>();
+    assert!(by_index.chunks(2).all(|c| rtt(c[0], c[1]) == 10.0));
+}
+
+/// Three levels: pairs within racks, racks within sites, two sites. The
+/// whole order keeps each site's four nodes together.
+#[test]
+fn three_levels_nest() {
+    let names = NAMES;
+    let s = Shape::parse("tp=2,pp=2,dp=2").unwrap();
+    let order = rank_order(&s, 8, rtt).unwrap();
+    let named: Vec<&str> = order.iter().map(|&i| names[i]).collect();
+    let first_half: Vec<&str> = named[..4].iter().map(|n| &n[..1]).collect();
+    let second_half: Vec<&str> = named[4..].iter().map(|n| &n[..1]).collect();
+    assert!(
+        first_half.iter().all(|s| *s == first_half[0])
+            && second_half.iter().all(|s| *s == second_half[0])
+            && first_half[0] != second_half[0],
+        "{named:?}"
+    );
+}
+
+/// One level of the whole size is a single ring: nearest neighbours,
+/// so each site is visited in one stretch.
+#[test]
+fn a_single_ring_visits_each_site_once() {
+    let names = NAMES;
+    let order = rank_order(&Shape::parse("dp=8").unwrap(), 8, rtt).unwrap();
+    let crossings = (0..8)
+        .filter(|&k| names[order[k]][..1] != names[order[(k + 1) % 8]][..1])
+        .count();
+    assert_eq!(crossings, 2);
+}
