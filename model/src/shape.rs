@@ -133,18 +133,25 @@ pub fn rank_order(
     // start every node is a unit of its own.
     let mut units: Vec<Vec<usize>> = (0..nodes).map(|n| vec![n]).collect();
     for level in &shape.levels {
-        let dist = |a: &[usize], b: &[usize]| {
-            a.iter()
-                .flat_map(|x| b.iter().map(move |y| (*x, *y)))
-                .map(|(x, y)| rtt(x, y))
-                .fold(0.0f64, f64::max)
-        };
-        let groups = group(&units, level.size, &dist);
-        units = groups
+        // Complete linkage: two units are as far apart as their farthest
+        // members.
+        let d: Vec<Vec<f64>> = units
+            .iter()
+            .map(|a| {
+                units
+                    .iter()
+                    .map(|b| {
+                        a.iter()
+                            .flat_map(|x| b.iter().map(|y| rtt(*x, *y)))
+                            .fold(0.0f64, f64::max)
+                    })
+                    .collect()
+            })
+            .collect();
+        units = group(&d, level.size)
             .into_iter()
             .map(|members| {
-                let ordered = ring(&members, &|a, b| dist(&units[a], &units[b]));
-                ordered
+                ring(&members, &d)
                     .into_iter()
                     .flat_map(|u| units[u].iter().copied())
                     .collect()
@@ -155,19 +162,12 @@ pub fn rank_order(
     Ok(units.into_iter().flatten().collect())
 }
 
-/// Partition `units` into groups of `size` by complete linkage: a group
-/// starts from the closest remaining pair and grows by the unit whose
-/// largest distance to the group is smallest. Ties go to the lower index,
-/// so the result does not depend on hash order.
-fn group(
-    units: &[Vec<usize>],
-    size: usize,
-    dist: &dyn Fn(&[usize], &[usize]) -> f64,
-) -> Vec<Vec<usize>> {
-    let n = units.len();
-    let d: Vec<Vec<f64>> = (0..n)
-        .map(|a| (0..n).map(|b| dist(&units[a], &units[b])).collect())
-        .collect();
+/// Partition the units of distance matrix `d` into groups of `size` by
+/// complete linkage: a group starts from the closest remaining pair and
+/// grows by the unit whose largest distance to the group is smallest. Ties
+/// go to the lower index, so the result does not depend on hash order.
+fn group(d: &[Vec<f64>], size: usize) -> Vec<Vec<usize>> {
+    let n = d.len();
     let mut left: Vec<usize> = (0..n).collect();
     let mut out = Vec::with_capacity(n / size.max(1));
     while !left.is_empty() {
@@ -207,9 +207,9 @@ fn group(
 }
 
 /// `members` in a nearest-neighbour ring from the first: each next one is
-/// the closest not yet taken, so a ring over several sites visits each
-/// site's members together.
-fn ring(members: &[usize], dist: &dyn Fn(usize, usize) -> f64) -> Vec<usize> {
+/// the closest (by `d`) not yet taken, so a ring over several sites visits
+/// each site's members together.
+fn ring(members: &[usize], d: &[Vec<f64>]) -> Vec<usize> {
     let mut left = members.to_vec();
     let mut out = Vec::with_capacity(left.len());
     let Some(first) = left.first().copied() else {
@@ -221,8 +221,8 @@ fn ring(members: &[usize], dist: &dyn Fn(usize, usize) -> f64) -> Vec<usize> {
         let last = out[out.len() - 1];
         let i = (0..left.len())
             .min_by(|&x, &y| {
-                dist(last, left[x])
-                    .total_cmp(&dist(last, left[y]))
+                d[last][left[x]]
+                    .total_cmp(&d[last][left[y]])
                     .then(left[x].cmp(&left[y]))
             })
             .unwrap_or(0);
