@@ -53,15 +53,23 @@ struct Link {
     windows_total: u64,
     disturbed: bool,
     disturbed_windows_total: u64,
-    /// The smoothed figures hold an undisturbed window that sent probes;
-    /// until then the link has no figures (a first window taken during our
-    /// own bandwidth test would seed them with the test's queueing).
-    seeded: bool,
+    /// Probes of the undisturbed windows folded into the loss figure
+    /// (saturating). Until one sent probes the link has no figures (a first
+    /// window taken during our own bandwidth test would seed them with the
+    /// test's queueing).
+    loss_probes: u32,
     /// Aggregator-local receive time of the latest window: staleness is
     /// judged on our clock, so a skewed agent clock cannot hide staleness.
     received_at: Instant,
     /// `Hello.instance_id` of the agent that sent the latest window.
     instance: u64,
+}
+
+impl Link {
+    /// The link has figures: an undisturbed window that sent probes.
+    fn seeded(&self) -> bool {
+        self.loss_probes > 0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -110,15 +118,21 @@ fn us(ns: u64) -> f64 {
 /// from the first window that sent probes; the RTT figures only from the
 /// first window that got an answer, so a link that never answered keeps
 /// `rtt_known = false` (unreachable) instead of reading as 0 µs.
-fn absorb(s: &mut Smoothed, seeded: &mut bool, w: &LinkWindow, alpha: f64) {
+///
+/// A window's weight in the loss figure is `alpha` or its share of all the
+/// probes folded so far, whichever is larger: an agent's first window is
+/// often a few probes long (it started mid-window), and a loss read from
+/// ten probes is 0 or 10 %; with `alpha` alone it would still weigh 0.7
+/// after the next full window and hold a loss label a step too high for a
+/// minute (the ladder's hysteresis keeps it). The RTT figures need no such
+/// care: a median of ten probes is already near the link's.
+fn absorb(s: &mut Smoothed, loss_probes: &mut u32, w: &LinkWindow, alpha: f64) {
     let ewma = |old: &mut f64, new: f64| *old += alpha * (new - *old);
     if let Some(l) = loss_ppm(w) {
-        if *seeded {
-            ewma(&mut s.loss_ppm, l);
-        } else {
-            s.loss_ppm = l;
-            *seeded = true;
-        }
+        let sent = u32::try_from(w.sent).unwrap_or(u32::MAX);
+        *loss_probes = loss_probes.saturating_add(sent);
+        let share = f64::from(sent) / f64::from(*loss_probes);
+        s.loss_ppm += share.max(alpha) * (l - s.loss_ppm);
     }
     if w.received > 0 {
         let (p50, p99, jitter) = (us(w.rtt_p50_ns), us(w.rtt_p99_ns), us(w.jitter_ns));
@@ -273,7 +287,7 @@ impl Matrix {
     pub fn measured_nodes(&self) -> BTreeSet<&str> {
         let mut out = BTreeSet::new();
         for ((src, dst, _), link) in self.all_links() {
-            if link.seeded {
+            if link.seeded() {
                 out.insert(self.name(src));
                 out.insert(self.name(dst));
             }
@@ -286,7 +300,7 @@ impl Matrix {
     /// lookup per pair would cost more than the pass.
     pub fn figures(&self) -> impl Iterator<Item = (&str, &str, i32, &Smoothed)> + '_ {
         self.all_links()
-            .filter(|(_, link)| link.seeded)
+            .filter(|(_, link)| link.seeded())
             .map(|((a, b, m), link)| (self.name(a), self.name(b), m, &link.smoothed))
     }
 
@@ -393,7 +407,7 @@ impl Matrix {
             windows_total: 0,
             disturbed: false,
             disturbed_windows_total: 0,
-            seeded: false,
+            loss_probes: 0,
             received_at: now,
             instance,
         });
@@ -401,7 +415,7 @@ impl Matrix {
         if disturbed {
             link.disturbed_windows_total += 1;
         } else {
-            absorb(&mut link.smoothed, &mut link.seeded, &w, alpha);
+            absorb(&mut link.smoothed, &mut link.loss_probes, &w, alpha);
         }
         link.disturbed = disturbed;
         link.latest = w;
@@ -460,7 +474,7 @@ impl Matrix {
             dst: link.latest.peer.clone(),
             method: link.latest.method,
             latest: Some(link.latest.clone()),
-            smoothed: link.seeded.then_some(link.smoothed),
+            smoothed: link.seeded().then_some(link.smoothed),
             stale,
             windows_total: link.windows_total,
             disturbed: link.disturbed,
@@ -494,7 +508,7 @@ impl Matrix {
             .links
             .get(&self.id(src)?)?
             .get(&(self.id(dst)?, method as i32))?;
-        link.seeded
+        link.seeded()
             .then(|| (link.smoothed, self.is_stale(link, now)))
     }
 

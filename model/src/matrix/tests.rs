@@ -98,6 +98,30 @@ fn smoothing_is_an_ewma_and_resends_are_ignored() {
 }
 
 #[test]
+fn a_short_first_window_weighs_its_probes_not_alpha_in_the_loss() {
+    // An agent that started mid-window: 10 probes, 3 lost (300,000 ppm),
+    // then full windows of 50 probes with 2 lost (40,000 ppm).
+    let t0 = Instant::now();
+    let mut m = Matrix::new(0.3, Duration::from_secs(30));
+    let loss = |m: &mut Matrix, start, sent, received| {
+        let s = m.apply("a", window("b", start, 100, sent, received), false, t0);
+        s.unwrap().smoothed.unwrap().loss_ppm
+    };
+    assert_eq!(loss(&mut m, 1, 10, 7), 300_000.0);
+    // Every probe so far: 5 of 60 lost. With alpha alone: 222,000.
+    let second = loss(&mut m, 2, 50, 48);
+    assert!((second - 5e6 / 60.0).abs() < 1e-6, "{second}");
+    // 7 of 110, then 9 of 160 (a share of 0.3125 > alpha).
+    let third = loss(&mut m, 3, 50, 48);
+    assert!((third - 7e6 / 110.0).abs() < 1e-6, "{third}");
+    let fourth = loss(&mut m, 4, 50, 48);
+    assert!((fourth - 9e6 / 160.0).abs() < 1e-6, "{fourth}");
+    // From here a window is less than alpha of the probes: the EWMA.
+    let fifth = loss(&mut m, 5, 50, 48);
+    assert!((fifth - (fourth + 0.3 * (40_000.0 - fourth))).abs() < 1e-6);
+}
+
+#[test]
 fn links_go_stale_but_are_never_deleted() {
     let t0 = Instant::now();
     let mut m = Matrix::new(0.3, Duration::from_secs(30));
