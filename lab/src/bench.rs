@@ -14,6 +14,13 @@
 //!   synchronous collective for a retransmission timeout, far longer than
 //!   any RTT difference inside a region), then smallest largest RTT, then
 //!   largest bottleneck cap (when the number of sets is small enough).
+//!
+//! Repeatability: a node set that several placements chose is measured
+//! once and reported for each of them; the distinct sets run in rounds
+//! (A B C, A B C, …) so drift on the shared machine hits them alike; p50,
+//! p90 and each ratio to netaware carry 95 % bootstrap intervals. (One
+//! bench run on 14 nodes once measured the same four nodes at 310, 346 and
+//! 390 ms as three "different" placements, one after another.)
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,9 +30,9 @@ use netaware_model::groups::Distances;
 use netaware_model::place::diameter::{self, Candidates};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::GetMatrixResponse;
-use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::index::sample;
+use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -35,6 +42,9 @@ use crate::topology::Topology;
 pub const MAX_BRUTE_FORCE_SETS: u64 = 200_000;
 /// Debian's interpreter, where `python3-mpi4py` installs mpi4py.
 pub const DEFAULT_PYTHON: &str = "/usr/bin/python3";
+/// Bootstrap resamples per interval: the usual count for percentile
+/// intervals at 95 %, and cheap (a bench has tens of times per set).
+const RESAMPLES: usize = 2_000;
 /// The rank program, written next to the logs at run time.
 const RANK_PROGRAM: &str = include_str!("allreduce.py");
 
@@ -55,6 +65,9 @@ pub struct BenchOptions {
     pub k: usize,
     pub bytes: u64,
     pub iters: u32,
+    /// The timed iterations of each distinct set are split into this many
+    /// interleaved rounds.
+    pub rounds: u32,
     /// Seed of the random placement.
     pub seed: u64,
     pub algorithm: Algorithm,
@@ -80,8 +93,18 @@ pub struct PlacementResult {
     pub nodes: Vec<String>,
     pub iter_ms_p50: f64,
     pub iter_ms_p90: f64,
+    /// 95 % bootstrap intervals of the p50 and p90.
+    pub iter_ms_p50_ci95: [f64; 2],
+    pub iter_ms_p90_ci95: [f64; 2],
     /// This placement's median divided by netaware's.
     pub ratio_to_netaware: Option<f64>,
+    /// 95 % bootstrap interval of the ratio (both medians resampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_netaware_ci95: Option<[f64; 2]>,
+    /// The earlier placement that chose the same nodes: the times are that
+    /// one measurement's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_set_as: Option<String>,
     pub configured: ConfiguredSet,
     /// `Place`'s α-β prediction (netaware only, when bandwidth is measured).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +119,7 @@ pub struct BenchReport {
     pub k: usize,
     pub bytes: u64,
     pub iters: u32,
+    pub rounds: u32,
     pub algorithm: Algorithm,
     pub seed: u64,
     pub placements: Vec<PlacementResult>,
@@ -235,8 +259,67 @@ pub fn percentiles(times: &[f64]) -> (f64, f64) {
     if t.is_empty() {
         return (0.0, 0.0);
     }
-    let rank = |q: f64| t[((q * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
-    (rank(0.5), rank(0.9))
+    (quantile(&t, 0.5), quantile(&t, 0.9))
+}
+
+/// The distinct node sets of `sets` (compared as sorted sets) in order of
+/// first appearance, and for each entry of `sets` the index of its set.
+pub fn distinct_sets(sets: &[Vec<String>]) -> (Vec<Vec<String>>, Vec<usize>) {
+    let mut distinct: Vec<Vec<String>> = Vec::new();
+    let mut which = Vec::with_capacity(sets.len());
+    for set in sets {
+        let mut sorted = set.clone();
+        sorted.sort();
+        sorted.dedup();
+        let i = distinct
+            .iter()
+            .position(|d| *d == sorted)
+            .unwrap_or_else(|| {
+                distinct.push(sorted);
+                distinct.len() - 1
+            });
+        which.push(i);
+    }
+    (distinct, which)
+}
+
+/// Timed iterations per round so that `rounds` rounds give at least
+/// `iters` (every round at least one).
+pub fn iters_per_round(iters: u32, rounds: u32) -> u32 {
+    iters.div_ceil(rounds.max(1)).max(1)
+}
+
+/// The 95 % percentile-bootstrap interval of `stat` over resamples of
+/// `samples` (seeded, so a report is reproducible); `stat` gets each
+/// resample sorted. `[NaN, NaN]` when `samples` is empty.
+fn bootstrap<const N: usize>(
+    samples: [&[f64]; N],
+    seed: u64,
+    stat: impl Fn([&[f64]; N]) -> f64,
+) -> [f64; 2] {
+    if samples.iter().any(|s| s.is_empty()) {
+        return [f64::NAN; 2];
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut bufs: [Vec<f64>; N] = std::array::from_fn(|i| Vec::with_capacity(samples[i].len()));
+    let mut stats: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            for (buf, s) in bufs.iter_mut().zip(samples) {
+                buf.clear();
+                buf.extend((0..s.len()).map(|_| s[rng.random_range(0..s.len())]));
+                buf.sort_by(f64::total_cmp);
+            }
+            stat(std::array::from_fn(|i| bufs[i].as_slice()))
+        })
+        .collect();
+    stats.sort_by(f64::total_cmp);
+    let at = |q: f64| stats[((q * (RESAMPLES - 1) as f64).round() as usize).min(RESAMPLES - 1)];
+    [at(0.025), at(0.975)]
+}
+
+/// Nearest-rank quantile of sorted, non-empty `t`.
+fn quantile(t: &[f64], q: f64) -> f64 {
+    t[((q * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1]
 }
 
 /// One placement's result from its iteration times (ms).
@@ -253,7 +336,11 @@ pub fn placement_result(
         nodes,
         iter_ms_p50: p50,
         iter_ms_p90: p90,
+        iter_ms_p50_ci95: bootstrap([&iter_ms], 50, |[t]| quantile(t, 0.5)),
+        iter_ms_p90_ci95: bootstrap([&iter_ms], 90, |[t]| quantile(t, 0.9)),
         ratio_to_netaware: None,
+        ratio_to_netaware_ci95: None,
+        same_set_as: None,
         configured,
         predicted_ms,
         iter_ms,
@@ -261,21 +348,48 @@ pub fn placement_result(
 }
 
 /// The report, with every placement's median compared to the first one's
-/// (netaware's; no ratio when that median is 0).
+/// (netaware's; no ratio when that median is 0), and placements that chose
+/// the same nodes as an earlier one marked so.
 pub fn report(
     topo: &Topology,
     b: &BenchOptions,
     mut placements: Vec<PlacementResult>,
 ) -> BenchReport {
-    let ours = placements.first().map(|r| r.iter_ms_p50);
-    for r in &mut placements {
-        r.ratio_to_netaware = ours.filter(|o| *o > 0.0).map(|o| r.iter_ms_p50 / o);
+    let ours = placements
+        .first()
+        .filter(|r| r.iter_ms_p50 > 0.0)
+        .map(|r| (r.iter_ms_p50, r.iter_ms.clone()));
+    let (_, which) = distinct_sets(
+        &placements
+            .iter()
+            .map(|p| p.nodes.clone())
+            .collect::<Vec<_>>(),
+    );
+    let names: Vec<String> = placements.iter().map(|p| p.name.clone()).collect();
+    for (i, r) in placements.iter_mut().enumerate() {
+        r.same_set_as = which[..i]
+            .iter()
+            .position(|&w| w == which[i])
+            .map(|j| names[j].clone());
+        let Some((o, ref times)) = ours else {
+            continue;
+        };
+        r.ratio_to_netaware = Some(r.iter_ms_p50 / o);
+        r.ratio_to_netaware_ci95 = Some(if which[i] == which[0] {
+            // The same measurement: the ratio is exactly 1.
+            [1.0, 1.0]
+        } else {
+            bootstrap([&r.iter_ms, times], 1, |[a, b]| {
+                quantile(a, 0.5) / quantile(b, 0.5)
+            })
+        });
     }
     BenchReport {
         topology: topo.name.clone(),
         k: b.k,
         bytes: b.bytes,
         iters: b.iters,
+        rounds: b.rounds,
         algorithm: b.algorithm,
         seed: b.seed,
         placements,
@@ -385,13 +499,15 @@ pub fn render(r: &BenchReport) -> String {
             "cfg RTT ms",
             "cfg cap",
             "cfg loss",
-            "p50 ms",
-            "p90 ms",
-            "÷ netaware",
+            "p50 ms (95 % CI)",
+            "p90 ms (95 % CI)",
+            "÷ netaware (95 % CI)",
+            "predicted ms",
         ]
         .map(String::from)
         .to_vec(),
     ];
+    let mut notes = Vec::new();
     for p in &r.placements {
         rows.push(vec![
             p.name.clone(),
@@ -401,21 +517,44 @@ pub fn render(r: &BenchReport) -> String {
                 .bottleneck_mbps
                 .map_or("-".into(), |c| format!("{c:.0}")),
             format!("{:.1}%", p.configured.max_loss * 100.0),
-            format!("{:.1}", p.iter_ms_p50),
-            format!("{:.1}", p.iter_ms_p90),
-            p.ratio_to_netaware
-                .map_or("-".into(), |x| format!("{x:.2}")),
+            format!("{:.1} {}", p.iter_ms_p50, interval(p.iter_ms_p50_ci95, 1)),
+            format!("{:.1} {}", p.iter_ms_p90, interval(p.iter_ms_p90_ci95, 1)),
+            p.ratio_to_netaware.map_or("-".into(), |x| {
+                format!(
+                    "{x:.2} {}",
+                    p.ratio_to_netaware_ci95
+                        .map_or(String::new(), |c| interval(c, 2))
+                )
+            }),
+            p.predicted_ms.map_or("-".into(), |x| format!("{x:.1}")),
         ]);
+        if let Some(first) = &p.same_set_as {
+            notes.push(format!(
+                "{} chose the same nodes as {first}: one measurement",
+                p.name
+            ));
+        }
     }
-    format!(
-        "all-reduce of {} bytes on k = {} nodes, {} iterations ({:?} algorithm), topology {}\n{}",
+    let mut out = format!(
+        "all-reduce of {} bytes on k = {} nodes, {} iterations in {} interleaved rounds ({:?} algorithm), topology {}\n{}",
         r.bytes,
         r.k,
         r.iters,
+        r.rounds,
         r.algorithm,
         r.topology,
         netaware_common::aligned_table(&rows, 2)
-    )
+    );
+    for n in notes {
+        out.push_str(&n);
+        out.push('\n');
+    }
+    out
+}
+
+/// `[lo–hi]` with `decimals`.
+fn interval([lo, hi]: [f64; 2], decimals: usize) -> String {
+    format!("[{lo:.decimals$}–{hi:.decimals$}]")
 }
 
 #[cfg(test)]

@@ -60,9 +60,13 @@ enum Cmd {
         /// All-reduce message size (e.g. 8MiB).
         #[arg(long, default_value = "8MiB", value_parser = netaware_common::parse_bytes)]
         bytes: u64,
-        /// Timed iterations per placement (after two warm-up ones).
+        /// Timed iterations per node set (each mpirun adds two warm-up ones).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         iters: u32,
+        /// Split each node set's iterations into this many rounds, the sets
+        /// taking turns (A B C, A B C, …), so drift hits them alike.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -332,6 +336,7 @@ async fn main() -> anyhow::Result<()> {
             k,
             bytes,
             iters,
+            rounds,
             json,
             placement_seed,
             algorithm,
@@ -353,6 +358,7 @@ async fn main() -> anyhow::Result<()> {
                 k,
                 bytes,
                 iters,
+                rounds,
                 seed: placement_seed,
                 algorithm,
                 python,

@@ -69,6 +69,7 @@ fn report_of(iters: u32, runs: &[(&str, Option<f64>, &[f64])]) -> BenchReport {
         k: 2,
         bytes: 1 << 20,
         iters,
+        rounds: 1,
         seed: 1,
         algorithm: Algorithm::Ring,
         python: DEFAULT_PYTHON.into(),
@@ -78,7 +79,13 @@ fn report_of(iters: u32, runs: &[(&str, Option<f64>, &[f64])]) -> BenchReport {
     let placements = runs
         .iter()
         .map(|(name, predicted, times)| {
-            placement_result(name, vec![], cfg, *predicted, times.to_vec())
+            placement_result(
+                name,
+                vec![name.to_string()],
+                cfg,
+                *predicted,
+                times.to_vec(),
+            )
         })
         .collect();
     report(&t, &b, placements)
@@ -112,4 +119,103 @@ fn no_ratio_against_a_zero_median() {
         r.placements.iter().all(|p| p.ratio_to_netaware.is_none()),
         "{r:?}"
     );
+}
+
+#[test]
+fn placements_that_chose_the_same_nodes_share_one_set() {
+    let sets: Vec<Vec<String>> = [&["b", "a"][..], &["c", "d"], &["a", "b"], &["a", "b", "a"]]
+        .iter()
+        .map(|s| s.iter().map(|n| n.to_string()).collect())
+        .collect();
+    let (distinct, which) = distinct_sets(&sets);
+    assert_eq!(distinct, [vec!["a", "b"], vec!["c", "d"]]);
+    assert_eq!(which, [0, 1, 0, 0]);
+}
+
+#[test]
+fn rounds_split_the_iterations_and_never_run_empty() {
+    assert_eq!(iters_per_round(20, 5), 4);
+    assert_eq!(
+        iters_per_round(21, 5),
+        5,
+        "at least the iterations asked for"
+    );
+    assert_eq!(iters_per_round(3, 5), 1);
+    assert_eq!(iters_per_round(7, 0), 7);
+}
+
+#[test]
+fn intervals_hold_the_estimate_and_narrow_with_more_samples() {
+    // A skewed spread of iteration times, as an all-reduce's are.
+    let times = |n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|i| 100.0 + ((i * 37) % n) as f64 * 40.0 / n as f64)
+            .collect()
+    };
+    let few = placement_result("a", vec![], cfg0(), None, times(10));
+    let many = placement_result("a", vec![], cfg0(), None, times(200));
+    for r in [&few, &many] {
+        let [lo, hi] = r.iter_ms_p50_ci95;
+        assert!(lo <= r.iter_ms_p50 && r.iter_ms_p50 <= hi, "{r:?}");
+        let [lo, hi] = r.iter_ms_p90_ci95;
+        assert!(lo <= r.iter_ms_p90 && r.iter_ms_p90 <= hi, "{r:?}");
+    }
+    let width = |r: &PlacementResult| r.iter_ms_p50_ci95[1] - r.iter_ms_p50_ci95[0];
+    assert!(width(&many) < width(&few) / 2.0, "{few:?} {many:?}");
+    // Seeded: the same times give the same interval.
+    let again = placement_result("b", vec![], cfg0(), None, times(10));
+    assert_eq!(again.iter_ms_p50_ci95, few.iter_ms_p50_ci95);
+}
+
+#[test]
+fn a_shared_measurement_has_an_exact_ratio_and_a_different_one_an_interval() {
+    let t = geo12();
+    let b = BenchOptions {
+        k: 2,
+        bytes: 1 << 20,
+        iters: 4,
+        rounds: 2,
+        seed: 1,
+        algorithm: Algorithm::Ring,
+        python: DEFAULT_PYTHON.into(),
+        settle: std::time::Duration::from_secs(1),
+    };
+    let ab = || vec!["a".to_string(), "b".to_string()];
+    let ours = [10.0, 11.0, 12.0, 10.5];
+    let r = report(
+        &t,
+        &b,
+        vec![
+            placement_result("netaware", ab(), cfg0(), None, ours.to_vec()),
+            placement_result("optimal", ab(), cfg0(), None, ours.to_vec()),
+            placement_result(
+                "spread",
+                vec!["c".into(), "d".into()],
+                cfg0(),
+                None,
+                vec![20.0, 22.0, 24.0, 21.0],
+            ),
+        ],
+    );
+    let [n, o, s] = &r.placements[..] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        (n.same_set_as.as_deref(), o.same_set_as.as_deref()),
+        (None, Some("netaware"))
+    );
+    assert_eq!(s.same_set_as, None);
+    assert_eq!(o.ratio_to_netaware_ci95, Some([1.0, 1.0]));
+    let [lo, hi] = s.ratio_to_netaware_ci95.unwrap();
+    assert!(lo < 2.0 && 2.0 < hi && lo > 1.5, "{s:?}");
+    let text = render(&r);
+    assert!(
+        text.contains("optimal chose the same nodes as netaware"),
+        "{text}"
+    );
+    assert!(text.contains("2 interleaved rounds"), "{text}");
+}
+
+fn cfg0() -> ConfiguredSet {
+    configured(&geo12(), &[0, 1])
 }

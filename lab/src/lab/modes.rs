@@ -279,24 +279,48 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
         sets.push(("optimal", by_index(best), None));
     }
     let (program, launcher) = bench::prepare(&opts.log_dir.join("bench"))?;
-    let mut results: Vec<PlacementResult> = Vec::new();
-    for (name, mut nodes, predicted_ms) in sets {
-        nodes.sort();
-        eprintln!("all-reduce on {name}: {}", nodes.join(" "));
-        let idx: Vec<usize> = nodes.iter().filter_map(|n| topo.index_of(n)).collect();
-        let (o, p, l, ns) = (b.clone(), program.clone(), launcher.clone(), nodes.clone());
-        let times = tokio::task::spawn_blocking(move || bench::run_mpi(&ns, &o, &p, &l))
-            .await
-            .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
-        r.check_children()?;
-        results.push(bench::placement_result(
-            name,
-            nodes,
-            bench::configured(topo, &idx),
-            predicted_ms,
-            times,
-        ));
+    let (distinct, which) =
+        bench::distinct_sets(&sets.iter().map(|(_, n, _)| n.clone()).collect::<Vec<_>>());
+    for (name, nodes, _) in &sets {
+        eprintln!("{name}: {}", nodes.join(" "));
     }
+    // Every distinct set once per round, in the same order each round.
+    let per_round = bench::iters_per_round(b.iters, b.rounds);
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); distinct.len()];
+    for round in 1..=b.rounds.max(1) {
+        eprintln!(
+            "round {round} of {}: {per_round} iterations on each of {} node sets",
+            b.rounds,
+            distinct.len()
+        );
+        for (set, t) in distinct.iter().zip(&mut times) {
+            let o = BenchOptions {
+                iters: per_round,
+                ..b.clone()
+            };
+            let (p, l, ns) = (program.clone(), launcher.clone(), set.clone());
+            let got = tokio::task::spawn_blocking(move || bench::run_mpi(&ns, &o, &p, &l))
+                .await
+                .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
+            r.check_children()?;
+            t.extend(got);
+        }
+    }
+    let results: Vec<PlacementResult> = sets
+        .into_iter()
+        .zip(which)
+        .map(|((name, _, predicted_ms), w)| {
+            let nodes = distinct[w].clone();
+            let idx: Vec<usize> = nodes.iter().filter_map(|n| topo.index_of(n)).collect();
+            bench::placement_result(
+                name,
+                nodes,
+                bench::configured(topo, &idx),
+                predicted_ms,
+                times[w].clone(),
+            )
+        })
+        .collect();
     Ok(bench::report(topo, b, results))
 }
 
