@@ -171,23 +171,11 @@ fn group(d: &[Vec<f64>], size: usize) -> Vec<Vec<usize>> {
     let mut left: Vec<usize> = (0..n).collect();
     let mut out = Vec::with_capacity(n / size.max(1));
     while !left.is_empty() {
-        let mut members = vec![left[0]];
-        if size >= 2 {
-            // The closest pair among those left seeds the group.
-            let mut best = (f64::INFINITY, left[0], left[0]);
-            for (i, &a) in left.iter().enumerate() {
-                for &b in &left[i + 1..] {
-                    if d[a][b] < best.0 {
-                        best = (d[a][b], a, b);
-                    }
-                }
-            }
-            members = if best.1 == best.2 {
-                left[..2].to_vec()
-            } else {
-                vec![best.1, best.2]
-            };
-        }
+        // The closest pair among those left seeds the group.
+        let mut members = match closest_pair(d, &left) {
+            Some((a, b)) if size >= 2 => vec![a, b],
+            _ => vec![left[0]],
+        };
         while members.len() < size {
             let next = left
                 .iter()
@@ -204,6 +192,15 @@ fn group(d: &[Vec<f64>], size: usize) -> Vec<Vec<usize>> {
         out.push(members);
     }
     out
+}
+
+/// The closest pair among `left` by `d` (the first in order on a tie),
+/// if two are left.
+fn closest_pair(d: &[Vec<f64>], left: &[usize]) -> Option<(usize, usize)> {
+    left.iter()
+        .enumerate()
+        .flat_map(|(i, &a)| left[i + 1..].iter().map(move |&b| (a, b)))
+        .min_by(|x, y| d[x.0][x.1].total_cmp(&d[y.0][y.1]))
 }
 
 /// `members` in a nearest-neighbour ring from the first: each next one is
