@@ -106,11 +106,21 @@ pub struct PlacementResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub same_set_as: Option<String>,
     pub configured: ConfiguredSet,
-    /// `Place`'s α-β prediction (netaware only, when bandwidth is measured).
+    /// The set's figures in the matrix the placements were chosen from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<MeasuredSet>,
+    /// `Place`'s α-β prediction from `measured` (every pair measured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_ms: Option<f64>,
+    /// `predicted_ms` ÷ `iter_ms_p50`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_over_measured: Option<f64>,
     pub iter_ms: Vec<f64>,
 }
+
+/// A prediction this far from the measured median (either way) is called
+/// out in the report, with what may explain it.
+pub const PREDICTION_BAND: (f64, f64) = (0.8, 1.25);
 
 /// The benchmark report (JSON contract in docs/lab.md; fields may be added).
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +132,15 @@ pub struct BenchReport {
     pub rounds: u32,
     pub algorithm: Algorithm,
     pub seed: u64,
+    /// What `Place` itself answered for netaware's set (its own reading
+    /// of the matrix, a moment before the bench's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub place_predicted_ms: Option<f64>,
+    /// Spearman's rank correlation of predicted and measured medians over
+    /// the distinct sets with a prediction: 1 means the model orders the
+    /// sets as the runs did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spearman_predicted_measured: Option<f64>,
     pub placements: Vec<PlacementResult>,
 }
 
@@ -252,6 +271,105 @@ pub fn latency_only(m: &GetMatrixResponse, names: &[String], k: usize) -> Result
     Ok(choice.nodes.iter().map(|&i| names[i].clone()).collect())
 }
 
+/// A set's figures as the bench read them from the measured matrix: what
+/// `Place`'s model sees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MeasuredSet {
+    /// Largest pair RTT: the worse direction of each pair's smoothed UDP p50.
+    pub max_rtt_us: f64,
+    /// Smallest pair bandwidth (the lower direction's latest test).
+    pub bottleneck_mbps: Option<f64>,
+    /// Largest smoothed UDP loss of a link between two members.
+    pub max_loss_ppm: f64,
+    /// Every pair has an RTT and a bandwidth.
+    pub complete: bool,
+}
+
+/// `set`'s figures in `m`.
+pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
+    let member = |n: &str| set.iter().any(|s| s == n);
+    let mut rtt: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
+    let mut max_loss_ppm = 0.0f64;
+    for l in &m.links {
+        if l.method != ProbeMethod::StampUdp as i32 || !member(&l.src) || !member(&l.dst) {
+            continue;
+        }
+        let Some(s) = l.smoothed.as_ref() else {
+            continue;
+        };
+        max_loss_ppm = max_loss_ppm.max(s.loss_ppm);
+        if s.rtt_known {
+            let key = (l.src.as_str().min(&l.dst), l.src.as_str().max(&l.dst));
+            let e = rtt.entry(key).or_insert(0.0);
+            *e = e.max(s.rtt_p50_us);
+        }
+    }
+    let mut bw: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
+    for b in &m.bandwidth {
+        if member(&b.sender) && member(&b.receiver) {
+            let key = (
+                b.sender.as_str().min(&b.receiver),
+                b.sender.as_str().max(&b.receiver),
+            );
+            let e = bw.entry(key).or_insert(f64::INFINITY);
+            *e = e.min(b.mbps);
+        }
+    }
+    let pairs = set.len() * set.len().saturating_sub(1) / 2;
+    MeasuredSet {
+        max_rtt_us: rtt.values().copied().fold(0.0, f64::max),
+        bottleneck_mbps: bw.values().copied().reduce(f64::min),
+        max_loss_ppm,
+        complete: rtt.len() == pairs && bw.len() == pairs,
+    }
+}
+
+/// `Place`'s ring all-reduce prediction for a set's measured figures
+/// (`None` unless every pair has an RTT and a bandwidth).
+pub fn predict(f: &MeasuredSet, k: usize, bytes: u64) -> Option<f64> {
+    let bw = f.bottleneck_mbps.filter(|_| f.complete)?;
+    Some(netaware_model::place::ring_allreduce_ms(
+        k,
+        bytes,
+        f.max_rtt_us,
+        bw,
+    ))
+}
+
+/// Spearman's rank correlation of `x` and `y` (ties get their mean rank);
+/// `None` for fewer than two points or when either side is constant.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+                j += 1;
+            }
+            for &o in &order[i..=j] {
+                r[o] = (i + j) as f64 / 2.0 + 1.0;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    if x.len() != y.len() || x.len() < 2 {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let mean = (x.len() as f64 + 1.0) / 2.0;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in rx.iter().zip(&ry) {
+        sxy += (a - mean) * (b - mean);
+        sxx += (a - mean) * (a - mean);
+        syy += (b - mean) * (b - mean);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
 /// Median and p90 (nearest rank).
 pub fn percentiles(times: &[f64]) -> (f64, f64) {
     let mut t = times.to_vec();
@@ -327,10 +445,12 @@ pub fn placement_result(
     name: &str,
     nodes: Vec<String>,
     configured: ConfiguredSet,
+    measured: Option<MeasuredSet>,
     predicted_ms: Option<f64>,
     iter_ms: Vec<f64>,
 ) -> PlacementResult {
     let (p50, p90) = percentiles(&iter_ms);
+    let predicted_over_measured = predicted_ms.filter(|_| p50 > 0.0).map(|x| x / p50);
     PlacementResult {
         name: name.to_string(),
         nodes,
@@ -342,7 +462,9 @@ pub fn placement_result(
         ratio_to_netaware_ci95: None,
         same_set_as: None,
         configured,
+        measured,
         predicted_ms,
+        predicted_over_measured,
         iter_ms,
     }
 }
@@ -392,6 +514,15 @@ pub fn report(
         rounds: b.rounds,
         algorithm: b.algorithm,
         seed: b.seed,
+        place_predicted_ms: None,
+        spearman_predicted_measured: {
+            let (x, y): (Vec<f64>, Vec<f64>) = placements
+                .iter()
+                .filter(|p| p.same_set_as.is_none())
+                .filter_map(|p| Some((p.predicted_ms?, p.iter_ms_p50)))
+                .unzip();
+            spearman(&x, &y)
+        },
         placements,
     }
 }
@@ -533,6 +664,8 @@ pub fn render(r: &BenchReport) -> String {
                 "{} chose the same nodes as {first}: one measurement",
                 p.name
             ));
+        } else if let Some(note) = far_from_prediction(p) {
+            notes.push(note);
         }
     }
     let mut out = format!(
@@ -545,11 +678,41 @@ pub fn render(r: &BenchReport) -> String {
         r.topology,
         netaware_common::aligned_table(&rows, 2)
     );
+    if let Some(rho) = r.spearman_predicted_measured {
+        out.push_str(&format!(
+            "predicted vs measured order (Spearman, distinct sets): {rho:.2}\n"
+        ));
+    }
     for n in notes {
         out.push_str(&n);
         out.push('\n');
     }
     out
+}
+
+/// Why a measured median is far from its prediction, as far as the bench
+/// can tell; `None` when it is within [`PREDICTION_BAND`].
+fn far_from_prediction(p: &PlacementResult) -> Option<String> {
+    let x = p.predicted_over_measured?;
+    if (PREDICTION_BAND.0..=PREDICTION_BAND.1).contains(&x) {
+        return None;
+    }
+    let loss = p.measured.map_or(0.0, |m| m.max_loss_ppm);
+    let why = if x < PREDICTION_BAND.0 && loss >= 1_000.0 {
+        format!(
+            "up to {:.1} % loss on its links: retransmission stalls, which the model does not count yet",
+            loss / 1e4
+        )
+    } else if x < PREDICTION_BAND.0 {
+        "slower than its RTTs and bandwidths explain: a bottleneck the pairwise tests share or miss (the lab emulator's own forwarding, an oversubscribed uplink)".into()
+    } else {
+        "faster than predicted: its measured bandwidth or RTT reads worse than the runs met".into()
+    };
+    Some(format!(
+        "{}: predicted {:.1} ms is {x:.2}× the measured median — {why}",
+        p.name,
+        p.predicted_ms.unwrap_or(0.0)
+    ))
 }
 
 /// `[lo–hi]` with `decimals`.

@@ -83,6 +83,7 @@ fn report_of(iters: u32, runs: &[(&str, Option<f64>, &[f64])]) -> BenchReport {
                 name,
                 vec![name.to_string()],
                 cfg,
+                None,
                 *predicted,
                 times.to_vec(),
             )
@@ -152,8 +153,8 @@ fn intervals_hold_the_estimate_and_narrow_with_more_samples() {
             .map(|i| 100.0 + ((i * 37) % n) as f64 * 40.0 / n as f64)
             .collect()
     };
-    let few = placement_result("a", vec![], cfg0(), None, times(10));
-    let many = placement_result("a", vec![], cfg0(), None, times(200));
+    let few = placement_result("a", vec![], cfg0(), None, None, times(10));
+    let many = placement_result("a", vec![], cfg0(), None, None, times(200));
     for r in [&few, &many] {
         let [lo, hi] = r.iter_ms_p50_ci95;
         assert!(lo <= r.iter_ms_p50 && r.iter_ms_p50 <= hi, "{r:?}");
@@ -163,7 +164,7 @@ fn intervals_hold_the_estimate_and_narrow_with_more_samples() {
     let width = |r: &PlacementResult| r.iter_ms_p50_ci95[1] - r.iter_ms_p50_ci95[0];
     assert!(width(&many) < width(&few) / 2.0, "{few:?} {many:?}");
     // Seeded: the same times give the same interval.
-    let again = placement_result("b", vec![], cfg0(), None, times(10));
+    let again = placement_result("b", vec![], cfg0(), None, None, times(10));
     assert_eq!(again.iter_ms_p50_ci95, few.iter_ms_p50_ci95);
 }
 
@@ -186,12 +187,13 @@ fn a_shared_measurement_has_an_exact_ratio_and_a_different_one_an_interval() {
         &t,
         &b,
         vec![
-            placement_result("netaware", ab(), cfg0(), None, ours.to_vec()),
-            placement_result("optimal", ab(), cfg0(), None, ours.to_vec()),
+            placement_result("netaware", ab(), cfg0(), None, None, ours.to_vec()),
+            placement_result("optimal", ab(), cfg0(), None, None, ours.to_vec()),
             placement_result(
                 "spread",
                 vec!["c".into(), "d".into()],
                 cfg0(),
+                None,
                 None,
                 vec![20.0, 22.0, 24.0, 21.0],
             ),
@@ -218,4 +220,127 @@ fn a_shared_measurement_has_an_exact_ratio_and_a_different_one_an_interval() {
 
 fn cfg0() -> ConfiguredSet {
     configured(&geo12(), &[0, 1])
+}
+
+/// A matrix of three nodes: a–b 200 µs (b→a reads 260), a–c and b–c 5 ms,
+/// c's links lose 2 %; bandwidths a–b 1,000 (b→a 900), a–c 400, b–c not
+/// tested.
+fn matrix3() -> GetMatrixResponse {
+    use netaware_proto::v1::{BandwidthState, LinkState, Smoothed};
+    let link = |src: &str, dst: &str, rtt_us: f64, loss_ppm: f64| LinkState {
+        src: src.into(),
+        dst: dst.into(),
+        method: ProbeMethod::StampUdp as i32,
+        smoothed: Some(Smoothed {
+            rtt_p50_us: rtt_us,
+            loss_ppm,
+            rtt_known: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bw = |s: &str, r: &str, mbps: f64| BandwidthState {
+        sender: s.into(),
+        receiver: r.into(),
+        mbps,
+        ..Default::default()
+    };
+    GetMatrixResponse {
+        links: vec![
+            link("a", "b", 200.0, 0.0),
+            link("b", "a", 260.0, 0.0),
+            link("a", "c", 5_000.0, 20_000.0),
+            link("c", "a", 5_000.0, 20_000.0),
+            link("b", "c", 5_000.0, 20_000.0),
+            // ICMP figures are not what Place reads.
+            LinkState {
+                method: ProbeMethod::IcmpEcho as i32,
+                ..link("a", "b", 9_999.0, 0.0)
+            },
+        ],
+        bandwidth: vec![
+            bw("a", "b", 1_000.0),
+            bw("b", "a", 900.0),
+            bw("a", "c", 400.0),
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_set_is_read_as_place_reads_it_worse_direction_and_lower_bandwidth() {
+    let m = matrix3();
+    let ab = measured(&m, &["a".into(), "b".into()]);
+    assert_eq!(ab.max_rtt_us, 260.0);
+    assert_eq!(ab.bottleneck_mbps, Some(900.0));
+    assert_eq!(ab.max_loss_ppm, 0.0);
+    assert!(ab.complete);
+    // 2 (p − 1) · RTT/2 + 2 (p − 1)/p · bytes/bandwidth, p = 2:
+    // 0.26 ms + 8 Mbit / 900 Mbit/s = 0.26 + 8.889 ms.
+    let p = predict(&ab, 2, 1_000_000).unwrap();
+    assert!((p - (0.26 + 8.0 / 0.9)).abs() < 1e-9, "{p}");
+    let abc = measured(&m, &["a".into(), "b".into(), "c".into()]);
+    assert_eq!((abc.max_rtt_us, abc.max_loss_ppm), (5_000.0, 20_000.0));
+    assert!(!abc.complete, "b–c has no bandwidth test");
+    assert_eq!(predict(&abc, 3, 1_000_000), None);
+}
+
+#[test]
+fn spearman_is_one_for_the_same_order_and_minus_one_reversed() {
+    let measured = [118.0, 580.0, 121.0, 300.0];
+    assert_eq!(spearman(&[1.0, 4.0, 2.0, 3.0], &measured), Some(1.0));
+    assert_eq!(spearman(&[4.0, 1.0, 3.0, 2.0], &measured), Some(-1.0));
+    // Ties share their mean rank; a constant side has no order.
+    let rho = spearman(&[1.0, 3.0, 1.0, 2.0], &measured).unwrap();
+    assert!(rho > 0.9 && rho < 1.0, "{rho}");
+    assert_eq!(spearman(&[1.0, 1.0], &[2.0, 3.0]), None);
+    assert_eq!(spearman(&[1.0], &[2.0]), None);
+}
+
+#[test]
+fn a_far_prediction_is_called_out_with_the_likely_cause() {
+    let m = matrix3();
+    let t = geo12();
+    let b = BenchOptions {
+        k: 2,
+        bytes: 1_000_000,
+        iters: 2,
+        rounds: 1,
+        seed: 1,
+        algorithm: Algorithm::Ring,
+        python: DEFAULT_PYTHON.into(),
+        settle: std::time::Duration::from_secs(1),
+    };
+    let with = |names: &[&str], times: Vec<f64>| {
+        let nodes: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let f = measured(&m, &nodes);
+        let name = names.concat();
+        placement_result(
+            &name,
+            nodes,
+            cfg0(),
+            Some(f),
+            predict(&f, 2, b.bytes),
+            times,
+        )
+    };
+    let r = report(
+        &t,
+        &b,
+        vec![
+            // Predicted 9.15 ms: 10 is within the band.
+            with(&["a", "b"], vec![10.0, 10.0]),
+            // 2 % loss, predicted ~30 ms, measured 200.
+            with(&["a", "c"], vec![200.0, 200.0]),
+        ],
+    );
+    let text = render(&r);
+    assert!(!text.contains("ab: predicted"), "{text}");
+    assert!(
+        text.contains("ac: predicted") && text.contains("2.0 % loss"),
+        "{text}"
+    );
+    assert_eq!(r.spearman_predicted_measured, Some(1.0));
+    let ac = &r.placements[1];
+    assert!(ac.predicted_over_measured.unwrap() < 0.2, "{ac:?}");
 }

@@ -261,27 +261,22 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             .map(|i| topo.nodes[i].name.clone())
             .collect()
     };
-    let mut sets: Vec<(&str, Vec<String>, Option<f64>)> = vec![
-        (
-            "netaware",
-            placed.nodes.clone(),
-            (placed.predicted_allreduce_ms > 0.0).then_some(placed.predicted_allreduce_ms),
-        ),
-        ("latency-only", bench::latency_only(&m, &names, b.k)?, None),
-        ("spread", by_index(bench::spread(topo, b.k)), None),
+    let mut sets: Vec<(&str, Vec<String>)> = vec![
+        ("netaware", placed.nodes.clone()),
+        ("latency-only", bench::latency_only(&m, &names, b.k)?),
+        ("spread", by_index(bench::spread(topo, b.k))),
         (
             "random",
             by_index(bench::random(topo.nodes.len(), b.k, b.seed)),
-            None,
         ),
     ];
     if let Some(best) = bench::optimal(topo, b.k) {
-        sets.push(("optimal", by_index(best), None));
+        sets.push(("optimal", by_index(best)));
     }
     let (program, launcher) = bench::prepare(&opts.log_dir.join("bench"))?;
     let (distinct, which) =
-        bench::distinct_sets(&sets.iter().map(|(_, n, _)| n.clone()).collect::<Vec<_>>());
-    for (name, nodes, _) in &sets {
+        bench::distinct_sets(&sets.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>());
+    for (name, nodes) in &sets {
         eprintln!("{name}: {}", nodes.join(" "));
     }
     // Every distinct set once per round, in the same order each round.
@@ -309,19 +304,26 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
     let results: Vec<PlacementResult> = sets
         .into_iter()
         .zip(which)
-        .map(|((name, _, predicted_ms), w)| {
+        .map(|((name, _), w)| {
             let nodes = distinct[w].clone();
             let idx: Vec<usize> = nodes.iter().filter_map(|n| topo.index_of(n)).collect();
+            // Every set is predicted from the one matrix the placements
+            // were chosen from, by Place's own model.
+            let measured = bench::measured(&m, &nodes);
             bench::placement_result(
                 name,
                 nodes,
                 bench::configured(topo, &idx),
-                predicted_ms,
+                Some(measured),
+                bench::predict(&measured, b.k, b.bytes),
                 times[w].clone(),
             )
         })
         .collect();
-    Ok(bench::report(topo, b, results))
+    let mut report = bench::report(topo, b, results);
+    report.place_predicted_ms =
+        (placed.predicted_allreduce_ms > 0.0).then_some(placed.predicted_allreduce_ms);
+    Ok(report)
 }
 
 /// Run iperf3 on every measured pair, one after another, and attach it.
