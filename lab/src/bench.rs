@@ -247,20 +247,10 @@ pub fn optimal(topo: &Topology, k: usize) -> Option<Vec<usize>> {
 pub fn latency_only(m: &GetMatrixResponse, names: &[String], k: usize) -> Result<Vec<String>> {
     let idx = |n: &str| names.iter().position(|x| x == n);
     let mut d = Distances::new(names.len());
-    let mut worse: std::collections::BTreeMap<(usize, usize), f64> = Default::default();
-    for l in &m.links {
-        if l.method != ProbeMethod::StampUdp as i32 {
-            continue;
+    for ((a, b), v) in pair_rtts(m) {
+        if let (Some(a), Some(b)) = (idx(a), idx(b)) {
+            d.set(a, b, v);
         }
-        let (Some(a), Some(b), Some(s)) = (idx(&l.src), idx(&l.dst), l.smoothed.as_ref()) else {
-            continue;
-        };
-        let key = (a.min(b), a.max(b));
-        let e = worse.entry(key).or_insert(0.0);
-        *e = e.max(s.rtt_p50_us);
-    }
-    for ((a, b), v) in worse {
-        d.set(a, b, v);
     }
     let c = Candidates {
         eligible: (0..names.len()).collect(),
@@ -269,6 +259,24 @@ pub fn latency_only(m: &GetMatrixResponse, names: &[String], k: usize) -> Result
     // Nothing stops the lab's own search.
     let choice = diameter::choose(&d, k, &c, &diameter::Stop::new(false))?;
     Ok(choice.nodes.iter().map(|&i| names[i].clone()).collect())
+}
+
+/// Each measured pair's RTT (µs) as `Place` reads it: the worse direction
+/// of the smoothed UDP p50s, from links that have answered (a link that
+/// never did has no RTT, not one of 0).
+fn pair_rtts(m: &GetMatrixResponse) -> std::collections::BTreeMap<(&str, &str), f64> {
+    let mut worse = std::collections::BTreeMap::new();
+    for l in &m.links {
+        let Some(s) = l.smoothed.as_ref() else {
+            continue;
+        };
+        if l.method == ProbeMethod::StampUdp as i32 && s.rtt_known {
+            let key = (l.src.as_str().min(&l.dst), l.src.as_str().max(&l.dst));
+            let e = worse.entry(key).or_insert(0.0f64);
+            *e = e.max(s.rtt_p50_us);
+        }
+    }
+    worse
 }
 
 /// A set's figures as the bench read them from the measured matrix: what
@@ -288,22 +296,18 @@ pub struct MeasuredSet {
 /// `set`'s figures in `m`.
 pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
     let member = |n: &str| set.iter().any(|s| s == n);
-    let mut rtt: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
-    let mut max_loss_ppm = 0.0f64;
-    for l in &m.links {
-        if l.method != ProbeMethod::StampUdp as i32 || !member(&l.src) || !member(&l.dst) {
-            continue;
-        }
-        let Some(s) = l.smoothed.as_ref() else {
-            continue;
-        };
-        max_loss_ppm = max_loss_ppm.max(s.loss_ppm);
-        if s.rtt_known {
-            let key = (l.src.as_str().min(&l.dst), l.src.as_str().max(&l.dst));
-            let e = rtt.entry(key).or_insert(0.0);
-            *e = e.max(s.rtt_p50_us);
-        }
-    }
+    let rtt: Vec<f64> = pair_rtts(m)
+        .into_iter()
+        .filter(|((a, b), _)| member(a) && member(b))
+        .map(|(_, v)| v)
+        .collect();
+    let max_loss_ppm = m
+        .links
+        .iter()
+        .filter(|l| l.method == ProbeMethod::StampUdp as i32 && member(&l.src) && member(&l.dst))
+        .filter_map(|l| l.smoothed.as_ref())
+        .map(|s| s.loss_ppm)
+        .fold(0.0, f64::max);
     let mut bw: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
     for b in &m.bandwidth {
         if member(&b.sender) && member(&b.receiver) {
@@ -317,7 +321,7 @@ pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
     }
     let pairs = set.len() * set.len().saturating_sub(1) / 2;
     MeasuredSet {
-        max_rtt_us: rtt.values().copied().fold(0.0, f64::max),
+        max_rtt_us: rtt.iter().copied().fold(0.0, f64::max),
         bottleneck_mbps: bw.values().copied().reduce(f64::min),
         max_loss_ppm,
         complete: rtt.len() == pairs && bw.len() == pairs,

@@ -344,3 +344,22 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
     let ac = &r.placements[1];
     assert!(ac.predicted_over_measured.unwrap() < 0.2, "{ac:?}");
 }
+
+#[test]
+fn latency_only_takes_no_unanswered_pair_for_a_near_one() {
+    let mut m = matrix3();
+    // a and b stop answering each other: their figures keep a 0 µs RTT
+    // with rtt_known = false (lost, not near).
+    for l in &mut m.links {
+        if (l.src.as_str(), l.dst.as_str()) == ("a", "b")
+            || (l.src.as_str(), l.dst.as_str()) == ("b", "a")
+        {
+            let s = l.smoothed.as_mut().unwrap();
+            (s.rtt_p50_us, s.rtt_known, s.loss_ppm) = (0.0, false, 1e6);
+        }
+    }
+    let names: Vec<String> = ["a", "b", "c"].iter().map(|n| n.to_string()).collect();
+    let chosen = latency_only(&m, &names, 2).unwrap();
+    assert!(chosen.contains(&"c".to_string()), "{chosen:?}");
+    assert!(!measured(&m, &["a".into(), "b".into()]).complete);
+}
