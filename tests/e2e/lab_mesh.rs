@@ -69,6 +69,29 @@ fn every_pair_of_the_three_region_lab_is_measured_accurately() {
     let noise_ms = (2.0 * floor[floor.len() / 2]).max(0.1);
     println!("emulator jitter floor: {noise_ms:.3} ms (twice the median of the zero-spread pairs)");
 
+    // Every RTT also carries the lab's own path: four TUN crossings and the
+    // emulator's wake-ups, ~0.1 ms on a quiet machine and more on a loaded
+    // one (CI once read 5.21 ms on 5 ms links). Read it in this run from the
+    // sub-millisecond pairs, where it dominates, and judge the other pairs
+    // against configured + floor; the cap keeps a constant bias of the
+    // agent from hiding in it.
+    let mut path: Vec<f64> = links
+        .iter()
+        .filter(|l| l["configured"]["rtt_ms"].as_f64().is_some_and(|r| r < 1.0))
+        .filter_map(|l| {
+            Some(l["measured"]["rtt_p50_ms"].as_f64()? - l["configured"]["rtt_ms"].as_f64()?)
+        })
+        .collect();
+    path.sort_by(f64::total_cmp);
+    assert!(!path.is_empty(), "e2e-6 has sub-millisecond pairs");
+    let path_ms = path[path.len() / 2];
+    println!("lab path floor: {path_ms:.3} ms (median excess of the sub-millisecond pairs)");
+    assert!(
+        (0.0..=0.3).contains(&path_ms),
+        "the sub-millisecond pairs read {path_ms:.3} ms above their configured RTT: \
+         more than the lab's own path explains (agent bias or an overloaded machine)"
+    );
+
     let mut failures = Vec::new();
     for l in links {
         let name = format!("{} -> {} ({})", l["src"], l["dst"], l["method"]);
@@ -81,9 +104,10 @@ fn every_pair_of_the_three_region_lab_is_measured_accurately() {
         let cfg_rtt = c["rtt_ms"].as_f64().unwrap();
         let p50 = m["rtt_p50_ms"].as_f64().unwrap();
         let tolerance = (cfg_rtt * 0.03).max(0.2);
-        if (p50 - cfg_rtt).abs() > tolerance {
+        if (p50 - cfg_rtt - path_ms).abs() > tolerance {
             failures.push(format!(
-                "{name}: RTT p50 {p50:.3} ms vs configured {cfg_rtt:.3} ms (tolerance {tolerance:.3})"
+                "{name}: RTT p50 {p50:.3} ms vs configured {cfg_rtt:.3} ms + lab path \
+                 {path_ms:.3} ms (tolerance {tolerance:.3})"
             ));
         }
 
