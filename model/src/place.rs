@@ -35,6 +35,7 @@ use crate::groups::Distances;
 use crate::infer::Inferred;
 use crate::{Error, Result};
 
+pub mod cost;
 pub mod diameter;
 mod estimate;
 mod zones;
