@@ -1,7 +1,7 @@
 //! `netaware place`: ask the aggregator for k nodes and print the answer
 //! as a table, JSON, or a nodeAffinity block to paste into a pod template.
 
-use netaware_proto::v1::{PlaceRequest, PlaceResponse};
+use netaware_proto::v1::{PlaceRequest, PlaceResponse, Prediction};
 use serde_json::{Value, json};
 
 use crate::{Error, PlaceArgs};
@@ -26,6 +26,23 @@ fn known(v: f64) -> Option<f64> {
     (v > 0.0).then_some(v)
 }
 
+fn prediction_json(p: &Prediction) -> Value {
+    json!({
+        "total_ms": p.total_ms,
+        "latency_ms": p.latency_ms,
+        "bandwidth_ms": p.bandwidth_ms,
+        "loss_ms": p.loss_ms,
+    })
+}
+
+/// "110.2 ms (latency 2.1, bandwidth 108.1, loss 0.0)".
+fn prediction_text(p: &Prediction) -> String {
+    format!(
+        "{:.1} ms (latency {:.1}, bandwidth {:.1}, loss {:.1})",
+        p.total_ms, p.latency_ms, p.bandwidth_ms, p.loss_ms
+    )
+}
+
 /// The placement as JSON.
 pub fn place_json(p: &PlaceResponse, bytes: Option<u64>) -> Value {
     json!({
@@ -37,6 +54,12 @@ pub fn place_json(p: &PlaceResponse, bytes: Option<u64>) -> Value {
         "bandwidth_pairs_measured": p.bandwidth_pairs_measured,
         "allreduce_bytes": bytes,
         "predicted_allreduce_ms": known(p.predicted_allreduce_ms),
+        "prediction": p.prediction.as_ref().map(prediction_json),
+        "runner_up": p.runner_up.as_ref().map(|r| json!({
+            "nodes": r.nodes,
+            "prediction": r.prediction.as_ref().map(prediction_json),
+            "why": r.why,
+        })),
         "exclusions": p.exclusions.iter()
             .map(|e| json!({"node": e.node_name, "reason": e.reason}))
             .collect::<Vec<_>>(),
@@ -74,12 +97,20 @@ pub fn render_place(p: &PlaceResponse, bytes: Option<u64>) -> String {
     if let Some(b) = bytes {
         rows.push(vec![
             format!("predicted all-reduce ({b} bytes)"),
-            match known(p.predicted_allreduce_ms) {
-                Some(t) => format!("{t:.1} ms"),
-                None if p.nodes.len() < 2 => "0 ms (one node)".into(),
-                None => "unknown until every chosen pair's bandwidth is measured".into(),
+            match (&p.prediction, known(p.predicted_allreduce_ms)) {
+                (Some(parts), Some(_)) => prediction_text(parts),
+                (None, Some(t)) => format!("{t:.1} ms"),
+                (_, None) if p.nodes.len() < 2 => "0 ms (one node)".into(),
+                (_, None) => "unknown until every chosen pair's bandwidth is measured".into(),
             },
         ]);
+    }
+    if let Some(r) = &p.runner_up {
+        rows.push(vec!["runner-up".into(), r.nodes.join(" ")]);
+        if let Some(parts) = &r.prediction {
+            rows.push(vec!["  predicted".into(), prediction_text(parts)]);
+        }
+        rows.push(vec!["  lost because".into(), r.why.clone()]);
     }
     let mut out = netaware_common::aligned_table(&rows, 2);
     if !p.exclusions.is_empty() {

@@ -170,9 +170,17 @@ async fn place_picks_the_fast_nodes_and_prints_json_table_and_yaml() {
     assert_eq!(v["bottleneck_bandwidth_mbps"], 1_000.0);
     assert_eq!(v["allreduce_bytes"], 8 << 20);
     let predicted = v["predicted_allreduce_ms"].as_f64().unwrap();
-    // 2 steps of (150 µs + 4 MiB at 1 Gbit/s).
-    let expect = 2.0 * (0.15 + (4u64 << 20) as f64 * 8.0 / 1e9 * 1e3);
+    // 2 steps of (1.5 RTTs of 300 µs, a rendezvous, + 4 MiB at 1 Gbit/s).
+    let expect = 2.0 * (0.45 + (4u64 << 20) as f64 * 8.0 / 1e9 * 1e3);
     assert!((predicted - expect).abs() < 1e-6, "{predicted} vs {expect}");
+    let parts = &v["prediction"];
+    assert_eq!(parts["total_ms"].as_f64(), Some(predicted), "{v}");
+    assert!((parts["latency_ms"].as_f64().unwrap() - 0.9).abs() < 1e-6, "{v}");
+    assert_eq!(parts["loss_ms"], 0.0);
+    // --explain names the best other set and why it lost.
+    let r = &v["runner_up"];
+    assert_eq!(r["nodes"].as_array().unwrap().len(), 2, "{v}");
+    assert!(!r["why"].as_str().unwrap().is_empty(), "{v}");
     assert_eq!(v["exclusions"].as_array().unwrap().len(), 4);
 
     // The matrix shows the tested bandwidth per directed pair: each pair was

@@ -27,6 +27,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use netaware_model::groups::Distances;
+use netaware_model::place::cost::{self, Prediction, RingLink};
 use netaware_model::place::diameter::{self, Candidates};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::GetMatrixResponse;
@@ -109,9 +110,12 @@ pub struct PlacementResult {
     /// The set's figures in the matrix the placements were chosen from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub measured: Option<MeasuredSet>,
-    /// `Place`'s α-β prediction from `measured` (every pair measured).
+    /// `Place`'s prediction from `measured` (every pair measured): the
+    /// total, and its latency, bandwidth and loss parts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<Prediction>,
     /// `predicted_ms` ÷ `iter_ms_p50`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_over_measured: Option<f64>,
@@ -271,17 +275,21 @@ fn pair_rtts(m: &GetMatrixResponse) -> std::collections::BTreeMap<(&str, &str), 
             continue;
         };
         if l.method == ProbeMethod::StampUdp as i32 && s.rtt_known {
-            let key = (l.src.as_str().min(&l.dst), l.src.as_str().max(&l.dst));
-            let e = worse.entry(key).or_insert(0.0f64);
+            let e = worse.entry(pair_key(&l.src, &l.dst)).or_insert(0.0f64);
             *e = e.max(s.rtt_p50_us);
         }
     }
     worse
 }
 
+/// An unordered pair of node names, as a map key.
+fn pair_key<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
+    (a.min(b), a.max(b))
+}
+
 /// A set's figures as the bench read them from the measured matrix: what
 /// `Place`'s model sees.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MeasuredSet {
     /// Largest pair RTT: the worse direction of each pair's smoothed UDP p50.
     pub max_rtt_us: f64,
@@ -289,6 +297,10 @@ pub struct MeasuredSet {
     pub bottleneck_mbps: Option<f64>,
     /// Largest smoothed UDP loss of a link between two members.
     pub max_loss_ppm: f64,
+    /// Round-trip loss (ppm, the worse direction's smoothed UDP loss) of
+    /// each ring link, in the order the ranks were given out: member i to
+    /// member i + 1, the last back to the first.
+    pub ring_loss_ppm: Vec<f64>,
     /// Every pair has an RTT and a bandwidth.
     pub complete: bool,
 }
@@ -301,21 +313,29 @@ pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
         .filter(|((a, b), _)| member(a) && member(b))
         .map(|(_, v)| v)
         .collect();
-    let max_loss_ppm = m
-        .links
-        .iter()
-        .filter(|l| l.method == ProbeMethod::StampUdp as i32 && member(&l.src) && member(&l.dst))
-        .filter_map(|l| l.smoothed.as_ref())
-        .map(|s| s.loss_ppm)
-        .fold(0.0, f64::max);
+    let mut loss: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
+    for l in &m.links {
+        if l.method == ProbeMethod::StampUdp as i32
+            && member(&l.src)
+            && member(&l.dst)
+            && let Some(s) = l.smoothed.as_ref()
+        {
+            let e = loss.entry(pair_key(&l.src, &l.dst)).or_insert(0.0);
+            *e = e.max(s.loss_ppm);
+        }
+    }
+    let ring_loss_ppm = (0..set.len())
+        .map(|i| {
+            let next = &set[(i + 1) % set.len()];
+            loss.get(&pair_key(&set[i], next)).copied().unwrap_or(0.0)
+        })
+        .collect();
     let mut bw: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
     for b in &m.bandwidth {
         if member(&b.sender) && member(&b.receiver) {
-            let key = (
-                b.sender.as_str().min(&b.receiver),
-                b.sender.as_str().max(&b.receiver),
-            );
-            let e = bw.entry(key).or_insert(f64::INFINITY);
+            let e = bw
+                .entry(pair_key(&b.sender, &b.receiver))
+                .or_insert(f64::INFINITY);
             *e = e.min(b.mbps);
         }
     }
@@ -323,21 +343,22 @@ pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
     MeasuredSet {
         max_rtt_us: rtt.iter().copied().fold(0.0, f64::max),
         bottleneck_mbps: bw.values().copied().reduce(f64::min),
-        max_loss_ppm,
+        max_loss_ppm: loss.values().copied().fold(0.0, f64::max),
+        ring_loss_ppm,
         complete: rtt.len() == pairs && bw.len() == pairs,
     }
 }
 
 /// `Place`'s ring all-reduce prediction for a set's measured figures
 /// (`None` unless every pair has an RTT and a bandwidth).
-pub fn predict(f: &MeasuredSet, k: usize, bytes: u64) -> Option<f64> {
+pub fn predict(f: &MeasuredSet, k: usize, bytes: u64) -> Option<Prediction> {
     let bw = f.bottleneck_mbps.filter(|_| f.complete)?;
-    Some(netaware_model::place::ring_allreduce_ms(
-        k,
-        bytes,
-        f.max_rtt_us,
-        bw,
-    ))
+    let ring: Vec<RingLink> = f
+        .ring_loss_ppm
+        .iter()
+        .map(|ppm| RingLink { loss: ppm / 1e6 })
+        .collect();
+    cost::ring(k, bytes, f.max_rtt_us, bw, &ring)
 }
 
 /// Spearman's rank correlation of `x` and `y` (ties get their mean rank);
@@ -450,10 +471,11 @@ pub fn placement_result(
     nodes: Vec<String>,
     configured: ConfiguredSet,
     measured: Option<MeasuredSet>,
-    predicted_ms: Option<f64>,
+    prediction: Option<Prediction>,
     iter_ms: Vec<f64>,
 ) -> PlacementResult {
     let (p50, p90) = percentiles(&iter_ms);
+    let predicted_ms = prediction.map(|p| p.total_ms);
     let predicted_over_measured = predicted_ms.filter(|_| p50 > 0.0).map(|x| x / p50);
     PlacementResult {
         name: name.to_string(),
@@ -468,6 +490,7 @@ pub fn placement_result(
         configured,
         measured,
         predicted_ms,
+        prediction,
         predicted_over_measured,
         iter_ms,
     }
@@ -701,11 +724,16 @@ fn far_from_prediction(p: &PlacementResult) -> Option<String> {
     if (PREDICTION_BAND.0..=PREDICTION_BAND.1).contains(&x) {
         return None;
     }
-    let loss = p.measured.map_or(0.0, |m| m.max_loss_ppm);
-    let why = if x < PREDICTION_BAND.0 && loss >= 1_000.0 {
+    let loss_ms = p.prediction.map_or(0.0, |p| p.loss_ms);
+    let why = if loss_ms > 0.0 && x < PREDICTION_BAND.0 {
         format!(
-            "up to {:.1} % loss on its links: retransmission stalls, which the model does not count yet",
-            loss / 1e4
+            "its ring loses packets and the model expects {loss_ms:.0} ms of retransmission \
+             timeouts per iteration: more of them stalled in this run (they come whole, 200 ms each)"
+        )
+    } else if loss_ms > 0.0 {
+        format!(
+            "its ring loses packets and the model expects {loss_ms:.0} ms of retransmission \
+             timeouts per iteration (a mean): the median iteration of this run met fewer"
         )
     } else if x < PREDICTION_BAND.0 {
         "slower than its RTTs and bandwidths explain: a bottleneck the pairwise tests share or miss (the lab emulator's own forwarding, an oversubscribed uplink)".into()

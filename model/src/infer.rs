@@ -68,6 +68,9 @@ pub struct Links {
     /// Measured bandwidth (Mbit/s) of a pair, the lower direction, keyed
     /// (lower index, higher index).
     bandwidth: HashMap<(usize, usize), f64>,
+    /// Round-trip loss (0–1, the worse direction's) of the pairs that lose
+    /// any, keyed (lower index, higher index); absent = none.
+    loss: HashMap<(usize, usize), f64>,
 }
 
 impl Links {
@@ -79,6 +82,11 @@ impl Links {
     /// The measured bandwidth between nodes `i` and `j`.
     pub fn bandwidth(&self, i: usize, j: usize) -> Option<f64> {
         self.bandwidth.get(&(i.min(j), i.max(j))).copied()
+    }
+
+    /// The round-trip loss (0–1) measured between nodes `i` and `j`.
+    pub fn loss(&self, i: usize, j: usize) -> f64 {
+        self.loss.get(&(i.min(j), i.max(j))).copied().unwrap_or(0.0)
     }
 }
 
@@ -515,6 +523,15 @@ impl Inference {
             .iter()
             .map(|row| row.iter().map(|(j, p)| (*j, distance(p))).collect())
             .collect();
+        let loss = adj
+            .iter()
+            .enumerate()
+            .flat_map(|(i, row)| {
+                row.iter()
+                    .filter(move |(j, p)| *j > i && p.loss_ppm > 0.0)
+                    .map(move |(j, p)| ((i, *j), p.loss_ppm / 1e6))
+            })
+            .collect();
         Inferred {
             facts,
             groups,
@@ -525,6 +542,7 @@ impl Inference {
                 names,
                 rtt,
                 bandwidth,
+                loss,
             },
         }
     }

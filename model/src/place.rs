@@ -23,8 +23,13 @@
 //! 4. Past it, the same rule over groups instead of nodes ([`zones`]): a
 //!    ball of the nearest l1 groups that holds k, the narrowest within the
 //!    tie limit by bandwidth and quality, then k nodes inside by quality.
-//! 5. Predict the ring all-reduce time with the α-β model
-//!    ([`ring_allreduce_ms`]).
+//! 5. When an all-reduce size is given, predict each candidate set's ring
+//!    all-reduce time ([`cost::ring`]: latency, bandwidth and loss parts)
+//!    and choose by it first (in 5 % steps), then by the tie-break above.
+//!    The candidates are the refined sets within the tie limit and, since a
+//!    loss-free set across sites can beat a lossy one inside a site, the
+//!    wider balls too; the best other candidate is the runner-up, with why
+//!    it lost.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -40,6 +45,7 @@ pub mod diameter;
 mod estimate;
 mod zones;
 
+use cost::{Prediction, RingLink};
 use diameter::{Candidates, Stop, stopped};
 use estimate::Estimator;
 
@@ -139,6 +145,9 @@ pub struct View<'a> {
     pub zones: &'a [Zone],
     /// Measured bandwidth (Mbit/s) of a pair, worse direction.
     pub bandwidth: &'a dyn Fn(usize, usize) -> Option<f64>,
+    /// Measured round-trip loss (0–1) of a pair, worse direction; 0 when
+    /// none was seen or the pair was not measured.
+    pub loss: &'a dyn Fn(usize, usize) -> f64,
     /// Quality score from the latest recomputation.
     pub quality: &'a [Option<u32>],
     /// The node's own agent reported within the stale window.
@@ -176,30 +185,26 @@ pub struct Placement {
     /// Pairs among the chosen nodes, and how many have a bandwidth measurement.
     pub pairs: u32,
     pub bandwidth_pairs_measured: u32,
-    /// `None` when not asked for, or when a chosen pair's bandwidth is unknown.
+    /// `None` when not asked for, or when a chosen pair's bandwidth is
+    /// unknown; its parts in `prediction`.
     pub predicted_allreduce_ms: Option<f64>,
+    /// The predicted ring all-reduce and its parts ([`cost::ring`]).
+    pub prediction: Option<Prediction>,
+    /// The best other candidate set and why it lost (when asked for
+    /// `explain` and there was another candidate).
+    pub runner_up: Option<RunnerUp>,
     /// Every other known node and why it is not in the answer (when asked).
     pub exclusions: Vec<(String, String)>,
 }
 
-/// Predicted time (ms) of a ring all-reduce of `bytes` over `p` nodes.
-///
-/// α-β model (Thakur, Rabenseifner & Gropp 2005): a ring all-reduce is a
-/// reduce-scatter and an all-gather, each `p − 1` steps; every step costs
-/// the latency α and moves `bytes / p` at bandwidth β:
-/// `T = 2(p − 1)·α + 2(p − 1)/p · bytes/β`. Every step waits for the slowest
-/// link of the ring, so α is half the largest RTT and β the bottleneck
-/// bandwidth. It ignores compute and protocol overheads, so measured times
-/// are higher; it ranks sets correctly where latency or bandwidth dominate.
-pub fn ring_allreduce_ms(p: usize, bytes: u64, max_rtt_us: f64, bandwidth_mbps: f64) -> f64 {
-    if p < 2 || bandwidth_mbps <= 0.0 {
-        return 0.0;
-    }
-    let steps = 2.0 * (p as f64 - 1.0);
-    let alpha_ms = max_rtt_us / 2.0 / 1000.0;
-    let chunk_bits = bytes as f64 * 8.0 / p as f64;
-    let transfer_ms = chunk_bits / (bandwidth_mbps * 1e6) * 1000.0;
-    steps * (alpha_ms + transfer_ms)
+/// The best candidate set that was not chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerUp {
+    /// Sorted by name.
+    pub nodes: Vec<String>,
+    pub prediction: Option<Prediction>,
+    /// Why it lost, in a sentence.
+    pub why: String,
 }
 
 /// The largest RTT a set may have and still count as tied with the best
@@ -332,11 +337,15 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
     }
     let include: Vec<usize> = q.include.iter().map(|x| index[x.as_str()]).collect();
     let est = Estimator::new(v, &eligible)?;
-    let nodes = if eligible.len() <= DENSE_MAX_NODES {
+    let candidates = if eligible.len() <= DENSE_MAX_NODES {
         exact(q, v, &est, &eligible, &include, stop)?
     } else {
         by_zones(q, v, &est, &include, stop)?
     };
+    let (nodes, runner) = choose(q, v, &est, candidates).ok_or(Error::NoMeasuredSet {
+        k: q.k,
+        min_bandwidth_mbps: q.min_bandwidth_mbps,
+    })?;
 
     // The chosen set's figures: measured where measured, else estimated.
     let (mut max_rtt_us, mut rtt_measured) = (0.0_f64, 0u32);
@@ -348,14 +357,15 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
         }
     }
     let (bottleneck_mbps, pairs, measured) = bottleneck(v, &nodes);
-    let predicted_allreduce_ms = match (q.allreduce_bytes, bottleneck_mbps) {
-        (0, _) => None,
-        (_, _) if q.k == 1 => Some(0.0),
-        (bytes, Some(bw)) if measured == pairs => {
-            Some(ring_allreduce_ms(q.k, bytes, max_rtt_us, bw))
+    let prediction = predict(q, v, &est, &nodes);
+    let runner_up = runner.filter(|_| q.explain).map(|other| {
+        let theirs = predict(q, v, &est, &other);
+        RunnerUp {
+            nodes: other.iter().map(|&i| v.names[i].clone()).collect(),
+            prediction: theirs,
+            why: why_lost(prediction.as_ref(), theirs.as_ref()),
         }
-        _ => None,
-    };
+    });
     let exclusions = if q.explain {
         (0..n)
             .filter(|i| nodes.binary_search(i).is_err())
@@ -384,9 +394,102 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
         bottleneck_mbps,
         pairs,
         bandwidth_pairs_measured: measured,
-        predicted_allreduce_ms,
+        predicted_allreduce_ms: prediction.map(|p| p.total_ms),
+        prediction,
+        runner_up,
         exclusions,
     })
+}
+
+/// Predicted ring all-reduce of `q.allreduce_bytes` over `set` (sorted
+/// indices, so the ring runs in name order, as the answer lists the nodes
+/// and launchers give out ranks): `None` when not asked for or when a
+/// pair's bandwidth is unknown.
+fn predict(q: &Query, v: &View, est: &Estimator, set: &[usize]) -> Option<Prediction> {
+    if q.allreduce_bytes == 0 {
+        return None;
+    }
+    if set.len() < 2 {
+        return Some(Prediction::default());
+    }
+    let (bw, pairs, measured) = bottleneck(v, set);
+    let bw = bw.filter(|_| measured == pairs)?;
+    let mut max_rtt_us = 0.0_f64;
+    for (x, &a) in set.iter().enumerate() {
+        for &b in &set[x + 1..] {
+            max_rtt_us = max_rtt_us.max(est.rtt(v, a, b).0);
+        }
+    }
+    let ring: Vec<RingLink> = (0..set.len())
+        .map(|x| RingLink {
+            loss: (v.loss)(set[x], set[(x + 1) % set.len()]),
+        })
+        .collect();
+    cost::ring(set.len(), q.allreduce_bytes, max_rtt_us, bw, &ring)
+}
+
+/// The best of `candidates` by [`key`] (the first of equals: candidates
+/// come best first) and the best other set, if any.
+fn choose(
+    q: &Query,
+    v: &View,
+    est: &Estimator,
+    candidates: Vec<Vec<usize>>,
+) -> Option<(Vec<usize>, Option<Vec<usize>>)> {
+    let mut ranked: Vec<(Vec<usize>, Key)> = Vec::new();
+    for set in candidates {
+        if ranked.iter().all(|(s, _)| *s != set) {
+            let k = key(q, v, est, &set);
+            ranked.push((set, k));
+        }
+    }
+    // Stable: equal keys keep the candidates' order.
+    ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    let mut it = ranked.into_iter().map(|(s, _)| s);
+    let best = it.next()?;
+    Some((best, it.next()))
+}
+
+/// Why the runner-up lost to the chosen set, from their predictions.
+fn why_lost(chosen: Option<&Prediction>, other: Option<&Prediction>) -> String {
+    let (Some(c), Some(o)) = (chosen, other) else {
+        return "no all-reduce time predicted (not asked for, or a bandwidth not measured): \
+                it lost on bottleneck bandwidth, then mean quality, among sets of about the \
+                same largest RTT"
+            .into();
+    };
+    if prediction_step(o.total_ms) == prediction_step(c.total_ms) {
+        return format!(
+            "predicted {:.1} ms, about the chosen set's {:.1} ms (within {:.0} %): it lost on \
+             bottleneck bandwidth, then mean quality",
+            o.total_ms,
+            c.total_ms,
+            (PREDICTION_STEP - 1.0) * 100.0
+        );
+    }
+    let parts = [
+        (
+            "latency",
+            o.latency_ms - c.latency_ms,
+            o.latency_ms,
+            c.latency_ms,
+        ),
+        (
+            "bandwidth",
+            o.bandwidth_ms - c.bandwidth_ms,
+            o.bandwidth_ms,
+            c.bandwidth_ms,
+        ),
+        ("loss", o.loss_ms - c.loss_ms, o.loss_ms, c.loss_ms),
+    ];
+    let (part, _, theirs, ours) = parts
+        .iter()
+        .copied()
+        .fold(parts[0], |m, p| if p.1 > m.1 { p } else { m });
+    format!(
+        "predicted {:.1} ms against {:.1} ms: mostly its {part} part, {theirs:.1} ms against {ours:.1} ms",
+        o.total_ms, c.total_ms
+    )
 }
 
 /// Smallest measured bandwidth among `set`'s pairs, how many pairs, and how
@@ -405,28 +508,57 @@ fn bottleneck(v: &View, set: &[usize]) -> (Option<f64>, u32, u32) {
     (min, pairs, measured)
 }
 
-/// The tie-break key of a set: bottleneck bandwidth with an unknown pair
-/// counting as 0 (unknown is never preferred over measured), in steps of
-/// about 10 % so that measurement noise between equal links does not
-/// decide; then mean quality.
-fn key(v: &View, set: &[usize]) -> (f64, f64) {
+/// Predictions compared in steps of 5 % (`floor(log₁.₀₅ ms)`): sets whose
+/// predictions differ by less than the model's error do not decide on it.
+const PREDICTION_STEP: f64 = 1.05;
+
+fn prediction_step(ms: f64) -> f64 {
+    if ms > 0.0 {
+        (ms.ln() / PREDICTION_STEP.ln()).floor()
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+/// A set's rank among candidates, larger is better: see [`key`].
+type Key = (f64, f64, f64);
+
+/// How candidate sets compare: first the predicted all-reduce time (when
+/// asked for), in steps of 5 %, a set without a prediction last; then
+/// bottleneck bandwidth with an unknown pair counting as 0 (unknown is
+/// never preferred over measured), in steps of about 10 % so that
+/// measurement noise between equal links does not decide; then mean
+/// quality.
+fn key(q: &Query, v: &View, est: &Estimator, set: &[usize]) -> Key {
+    let time = if q.allreduce_bytes == 0 {
+        0.0
+    } else {
+        match predict(q, v, est, set) {
+            Some(p) if p.total_ms > 0.0 => -prediction_step(p.total_ms),
+            Some(_) => 0.0,
+            None => f64::NEG_INFINITY,
+        }
+    };
     let (min, pairs, measured) = bottleneck(v, set);
     let bw = if measured == pairs {
         bandwidth_step(min.unwrap_or(0.0))
     } else {
         f64::NEG_INFINITY
     };
-    let q: f64 = set
+    let quality: f64 = set
         .iter()
         .map(|&i| f64::from(v.quality[i].unwrap_or(0)))
         .sum::<f64>()
         / set.len() as f64;
-    (bw, q)
+    (time, bw, quality)
 }
 
 /// Steps 2–4 on a small candidate set: the node-level search of
 /// [`diameter`] over a dense matrix of the eligible nodes (measured RTTs,
-/// estimates where a pair was not measured). Returns node indices, sorted.
+/// estimates where a pair was not measured). Returns candidate sets of
+/// node indices (each sorted), best first by largest RTT: those within the
+/// tie limit, and, when a prediction is asked for, the wider balls too (a
+/// loss-free set across sites may beat a lossy one inside a site).
 fn exact(
     q: &Query,
     v: &View,
@@ -434,7 +566,7 @@ fn exact(
     eligible: &[usize],
     include: &[usize],
     stop: &Stop,
-) -> Result<Vec<usize>> {
+) -> Result<Vec<Vec<usize>>> {
     // Local indices: position in `eligible` (ascending, so sorted local
     // sets map to sorted node sets).
     let m = eligible.len();
@@ -477,36 +609,170 @@ fn exact(
     // Local search from one start cannot leave a zone (every single swap
     // crosses a slow link), so refine from each distinct ball within the
     // limit, best first, and keep the best key.
-    let mut starts: Vec<diameter::Choice> = diameter::balls(&dist, q.k, &c)?
-        .into_iter()
+    let balls = diameter::balls(&dist, q.k, &c)?;
+    let mut starts: Vec<(diameter::Choice, f64)> = balls
+        .iter()
         .filter(|b| b.diameter <= limit)
         .take(MAX_STARTS)
+        .map(|b| (b.clone(), limit))
         .collect();
-    starts.insert(0, first);
-    let mut best: Option<(Vec<usize>, (f64, f64))> = None;
-    for start in starts {
-        let r = diameter::refine(&dist, start, &c, limit, |s| key(v, &global(s)), stop)?;
-        let nodes = global(&r.nodes);
-        let kr = key(v, &nodes);
-        if best.as_ref().is_none_or(|(_, kb)| kr > *kb) {
-            best = Some((nodes, kr));
+    starts.insert(0, (first, limit));
+    if q.allreduce_bytes > 0 {
+        // Each wider ball refined within its own width.
+        starts.extend(
+            balls
+                .into_iter()
+                .filter(|b| b.diameter > limit && b.diameter.is_finite())
+                .take(MAX_STARTS)
+                .map(|b| {
+                    let width = b.diameter;
+                    (b, width)
+                }),
+        );
+    }
+    let mut out = Vec::with_capacity(starts.len());
+    for (start, width) in starts {
+        let r = diameter::refine(
+            &dist,
+            start,
+            &c,
+            width,
+            |s| key(q, v, est, &global(s)),
+            stop,
+        )?;
+        out.push(global(&r.nodes));
+    }
+    if q.allreduce_bytes > 0 {
+        // Balls hold the nearest nodes; a set wider but on a fatter or
+        // loss-free path is not one of them: add, around every node, the
+        // k − 1 others it would exchange the bytes with fastest, then
+        // improve the best few by swaps.
+        out.extend(cost_balls(q, v, est, eligible, include));
+        let mut ranked: Vec<(Key, Vec<usize>)> =
+            out.iter().map(|s| (key(q, v, est, s), s.clone())).collect();
+        ranked.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+        for (_, set) in ranked.into_iter().take(IMPROVED_STARTS) {
+            out.push(improve(q, v, est, eligible, include, set, stop)?);
         }
     }
-    best.map(|(nodes, _)| nodes).ok_or(Error::NoMeasuredSet {
-        k: q.k,
-        min_bandwidth_mbps: q.min_bandwidth_mbps,
-    })
+    Ok(out)
+}
+
+/// Around each eligible node (with the included ones), the others it
+/// would all-reduce `q.allreduce_bytes` with fastest as a pair: RTT,
+/// bandwidth and loss in one figure ([`cost::ring`] of two nodes).
+fn cost_balls(
+    q: &Query,
+    v: &View,
+    est: &Estimator,
+    eligible: &[usize],
+    include: &[usize],
+) -> Vec<Vec<usize>> {
+    let pair = |a: usize, b: usize| -> f64 {
+        let bw = (v.bandwidth)(a, b).filter(|&bw| bw >= q.min_bandwidth_mbps);
+        let loss = RingLink {
+            loss: (v.loss)(a, b),
+        };
+        bw.and_then(|bw| cost::ring(2, q.allreduce_bytes, est.rtt(v, a, b).0, bw, &[loss; 2]))
+            .map_or(f64::INFINITY, |p| p.total_ms)
+    };
+    let mut out = Vec::new();
+    for &centre in eligible {
+        let mut set: Vec<usize> = include.to_vec();
+        if !set.contains(&centre) {
+            set.push(centre);
+        }
+        if set.len() > q.k {
+            continue;
+        }
+        let mut others: Vec<(f64, usize)> = eligible
+            .iter()
+            .filter(|j| !set.contains(j))
+            .map(|&j| (pair(centre, j), j))
+            .filter(|(c, _)| c.is_finite())
+            .collect();
+        others.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        set.extend(others.iter().take(q.k - set.len()).map(|&(_, j)| j));
+        if set.len() == q.k {
+            set.sort_unstable();
+            out.push(set);
+        }
+    }
+    out
+}
+
+/// Candidates [`improve`] starts from.
+const IMPROVED_STARTS: usize = 4;
+/// Rounds of swaps one improvement makes at most (each lowers the
+/// prediction, so it ends sooner in practice).
+const IMPROVE_ROUNDS: usize = 16;
+
+/// Lower `set`'s predicted time by swapping one member for one eligible
+/// non-member at a time (the best swap of each round), keeping the
+/// included nodes and the minimum bandwidth. Returns the set, sorted.
+fn improve(
+    q: &Query,
+    v: &View,
+    est: &Estimator,
+    eligible: &[usize],
+    include: &[usize],
+    mut set: Vec<usize>,
+    stop: &Stop,
+) -> Result<Vec<usize>> {
+    let time = |s: &[usize]| predict(q, v, est, s).map_or(f64::INFINITY, |p| p.total_ms);
+    let fits = |s: &[usize], new: usize| {
+        q.min_bandwidth_mbps <= 0.0
+            || s.iter().all(|&m| {
+                m == new || (v.bandwidth)(m, new).is_some_and(|bw| bw >= q.min_bandwidth_mbps)
+            })
+    };
+    let mut now = time(&set);
+    for _ in 0..IMPROVE_ROUNDS {
+        stopped(stop)?;
+        let mut best: Option<(f64, Vec<usize>)> = None;
+        for x in 0..set.len() {
+            if include.contains(&set[x]) {
+                continue;
+            }
+            for &new in eligible {
+                if set.binary_search(&new).is_ok() {
+                    continue;
+                }
+                let mut s = set.clone();
+                s.remove(x);
+                let at = s.binary_search(&new).unwrap_or_else(|e| e);
+                s.insert(at, new);
+                if !fits(&s, new) {
+                    continue;
+                }
+                let t = time(&s);
+                if t < best.as_ref().map_or(now, |b| b.0) {
+                    best = Some((t, s));
+                }
+            }
+        }
+        match best {
+            // Less than 0.1 % better is noise, not a reason to move.
+            Some((t, s)) if t < now * 0.999 => {
+                now = t;
+                set = s;
+            }
+            _ => break,
+        }
+    }
+    Ok(set)
 }
 
 /// Steps 2–4 on a large candidate set: balls of groups ([`zones`]).
-/// Returns node indices, sorted.
+/// Returns candidate sets of node indices (each sorted), best first: the
+/// tied balls' picks, and the wider balls' when a prediction is asked for.
 fn by_zones(
     q: &Query,
     v: &View,
     est: &Estimator,
     include: &[usize],
     stop: &Stop,
-) -> Result<Vec<usize>> {
+) -> Result<Vec<Vec<usize>>> {
     if q.min_bandwidth_mbps > 0.0 {
         return Err(Error::MinBandwidthSparse {
             max: DENSE_MAX_NODES,
@@ -521,18 +787,25 @@ fn by_zones(
     };
     let lower = balls.iter().map(|b| b.radius).fold(f64::INFINITY, f64::min);
     let limit = tie_limit(best.diameter, v.levels, lower);
-    let mut chosen: Option<(Vec<usize>, (f64, f64))> = None;
+    let mut out = Vec::new();
     for ball in zones::tied(&balls, limit) {
         stopped(stop)?;
         if let Some(nodes) = zones::pick(est, ball, q.k, include, v.quality) {
-            let kn = key(v, &nodes);
-            if chosen.as_ref().is_none_or(|(_, kb)| kn > *kb) {
-                chosen = Some((nodes, kn));
-            }
+            out.push(nodes);
         }
     }
-    if let Some((nodes, _)) = chosen {
-        return Ok(nodes);
+    if !out.is_empty() {
+        if q.allreduce_bytes > 0 {
+            for ball in balls
+                .iter()
+                .filter(|b| b.diameter > limit && b.diameter.is_finite())
+                .take(MAX_STARTS)
+            {
+                stopped(stop)?;
+                out.extend(zones::pick(est, ball, q.k, include, v.quality));
+            }
+        }
+        return Ok(out);
     }
     // Every tied ball holds a pair measured unreachable too often to fill
     // k: take the narrowest ball that can.
@@ -540,6 +813,7 @@ fn by_zones(
         .iter()
         .filter(|b| b.diameter.is_finite())
         .find_map(|b| zones::pick(est, b, q.k, include, v.quality))
+        .map(|nodes| vec![nodes])
         .ok_or(Error::NoMeasuredSet {
             k: q.k,
             min_bandwidth_mbps: q.min_bandwidth_mbps,
@@ -578,11 +852,13 @@ pub fn place_on(
         .map(|n| facts(n).is_none_or(|f| f.fresh))
         .collect();
     let bandwidth = |i: usize, j: usize| links.bandwidth(i, j);
+    let loss = |i: usize, j: usize| links.loss(i, j);
     let view = View {
         names: &links.names,
         rtt: &links.rtt,
         zones: &zones,
         bandwidth: &bandwidth,
+        loss: &loss,
         quality: &quality,
         fresh: &fresh,
         labels,

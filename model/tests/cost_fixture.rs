@@ -47,7 +47,10 @@ fn every_recorded_set_is_predicted_within_the_band_unless_it_shares_a_bottleneck
         let p = predict(s);
         let measured = s["p50_ms"].as_f64().unwrap();
         let ratio = p.total_ms / measured;
-        let what = format!("{} {}: predicted {p:?}, measured {measured:.1} ms", s["run"], s["nodes"]);
+        let what = format!(
+            "{} {}: predicted {p:?}, measured {measured:.1} ms",
+            s["run"], s["nodes"]
+        );
         if p.loss_ms > 0.0 {
             lossy += 1;
         }

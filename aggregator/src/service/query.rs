@@ -79,6 +79,16 @@ pub const MAX_PAGE_SIZE: usize = 100_000;
 
 /// Where a page continues: opaque to clients. Node names are DNS names
 /// (checked when an agent says hello), so a space separates them.
+/// A prediction as the wire carries it.
+fn wire_prediction(p: netaware_model::place::cost::Prediction) -> netaware_proto::v1::Prediction {
+    netaware_proto::v1::Prediction {
+        total_ms: p.total_ms,
+        latency_ms: p.latency_ms,
+        bandwidth_ms: p.bandwidth_ms,
+        loss_ms: p.loss_ms,
+    }
+}
+
 fn page_token((src, dst, method): &LinkKeyName) -> String {
     format!("v1 {method} {src} {dst}")
 }
@@ -404,6 +414,12 @@ impl QueryService for Services {
             pairs: p.pairs,
             bandwidth_pairs_measured: p.bandwidth_pairs_measured,
             rtt_pairs_measured: p.rtt_pairs_measured,
+            prediction: p.prediction.map(wire_prediction),
+            runner_up: p.runner_up.map(|r| netaware_proto::v1::RunnerUp {
+                nodes: r.nodes,
+                prediction: r.prediction.map(wire_prediction),
+                why: r.why,
+            }),
         }))
     }
 

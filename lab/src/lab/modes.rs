@@ -310,12 +310,13 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             // Every set is predicted from the one matrix the placements
             // were chosen from, by Place's own model.
             let measured = bench::measured(&m, &nodes);
+            let prediction = bench::predict(&measured, b.k, b.bytes);
             bench::placement_result(
                 name,
                 nodes,
                 bench::configured(topo, &idx),
                 Some(measured),
-                bench::predict(&measured, b.k, b.bytes),
+                prediction,
                 times[w].clone(),
             )
         })

@@ -42,7 +42,7 @@ pub struct RingLink {
 }
 
 /// A predicted all-reduce time and its parts (ms); `total_ms` is their sum.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Prediction {
     pub total_ms: f64,
     pub latency_ms: f64,
@@ -55,7 +55,11 @@ pub struct Prediction {
 /// packet lost one way, read from the round-trip loss `rt` (both ways
 /// equally lossy: `1 − (1 − p)² = rt`).
 pub fn stall_probability(rt: f64) -> f64 {
-    let rt = if rt.is_finite() { rt.clamp(0.0, 1.0) } else { 1.0 };
+    let rt = if rt.is_finite() {
+        rt.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
     1.0 - (1.0 - rt).sqrt()
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use cost::RingLink;
 
 /// 12 nodes `{r}-{1..4}` in regions dj, se, gj: 250 µs inside a region
 /// (dj-4 a little closer: 240 µs), 5-10 ms between; 1 Gbit/s inside,
@@ -7,6 +8,8 @@ struct Lab {
     names: Vec<String>,
     dist: Distances,
     bw: Vec<Vec<Option<f64>>>,
+    /// Round-trip loss by pair (0 for the stock lab).
+    loss: Vec<Vec<f64>>,
     quality: Vec<Option<u32>>,
     fresh: Vec<bool>,
     labels: BTreeMap<String, BTreeMap<String, String>>,
@@ -66,6 +69,7 @@ fn lab() -> Lab {
         })
         .collect();
     Lab {
+        loss: vec![vec![0.0; n]; n],
         names,
         dist,
         bw,
@@ -95,12 +99,14 @@ fn run(l: &Lab, q: &Query) -> Result<Placement> {
 /// `run` with or without the Node labels, and with latency levels.
 fn run_with(l: &Lab, q: &Query, labels: bool, levels: &[f64]) -> Result<Placement> {
     let bw = |i: usize, j: usize| l.bw[i][j];
+    let loss = |i: usize, j: usize| l.loss[i][j];
     let rtt = rtts(&l.dist);
     let v = View {
         names: &l.names,
         rtt: &rtt,
         zones: &[],
         bandwidth: &bw,
+        loss: &loss,
         quality: &l.quality,
         fresh: &l.fresh,
         labels: labels.then_some(&l.labels),
@@ -222,20 +228,111 @@ fn the_tie_limit_widens_to_the_level_but_never_past_twice_the_bound() {
 }
 
 #[test]
-fn the_prediction_follows_the_alpha_beta_model() {
-    // 4 nodes, 8 MiB, 250 µs RTT, 1 Gbit/s: 6 steps of (125 µs + 2 MiB / 1 Gbit/s).
-    let t = ring_allreduce_ms(4, 8 << 20, 250.0, 1_000.0);
-    let expect = 6.0 * (0.125 + (2u64 << 20) as f64 * 8.0 / 1e9 * 1e3);
-    assert!((t - expect).abs() < 1e-9, "{t} vs {expect}");
-    assert_eq!(ring_allreduce_ms(1, 8 << 20, 250.0, 1_000.0), 0.0);
+fn the_prediction_is_the_cost_model_of_the_chosen_ring() {
     let l = lab();
     let mut q = k(4);
     q.allreduce_bytes = 8 << 20;
+    q.explain = true;
     let got = run(&l, &q).unwrap();
     // Four in one region includes dj-4 or another region's four: gj/se hold 1 Gbit/s.
     assert_ne!(region(&got.nodes[0]), "dj", "{got:?}");
-    let want = ring_allreduce_ms(4, 8 << 20, 250.0, 1_000.0);
-    assert_eq!(got.predicted_allreduce_ms, Some(want));
+    let want = cost::ring(4, 8 << 20, 250.0, 1_000.0, &[RingLink { loss: 0.0 }; 4]).unwrap();
+    assert_eq!(got.prediction, Some(want));
+    assert_eq!(got.predicted_allreduce_ms, Some(want.total_ms));
+    // gj and se tie (same figures): the runner-up is the other one, and
+    // the reason says they tie on the prediction.
+    let r = got.runner_up.expect("a runner-up with explain");
+    assert_ne!(r.nodes, got.nodes);
+    assert!(r.why.contains("about the chosen set's"), "{}", r.why);
+    // Not asked to explain: no runner-up; not asked for a size: no prediction.
+    q.explain = false;
+    assert_eq!(run(&l, &q).unwrap().runner_up, None);
+    let plain = run(&l, &k(4)).unwrap();
+    assert_eq!(
+        (plain.prediction, plain.predicted_allreduce_ms),
+        (None, None)
+    );
+}
+
+/// The lab with dj the tightest site (200 µs) at 1 Gbit/s and every node
+/// of equal quality, but dj-4 losing `rt` of the round trips to everyone.
+fn lossy_dj(rt: f64) -> Lab {
+    let mut l = lab();
+    let n = l.names.len();
+    for i in 0..n {
+        l.quality[i] = Some(90);
+        for j in 0..n {
+            let (a, b) = (&l.names[i], &l.names[j]);
+            if i != j && region(a) == "dj" && region(b) == "dj" {
+                l.dist.set(i, j, 200.0);
+                l.bw[i][j] = Some(1_000.0);
+            }
+            if i != j && (a == "dj-4" || b == "dj-4") {
+                l.loss[i][j] = rt;
+            }
+        }
+    }
+    l
+}
+
+#[test]
+fn a_lossy_node_costs_its_site_the_job_when_the_prediction_says_so() {
+    let mut q = k(4);
+    q.explain = true;
+    // Without a size nothing is predicted: the tightest site wins, loss and all.
+    let l = lossy_dj(0.04);
+    let blind = run(&l, &q).unwrap();
+    assert_eq!(blind.nodes, ["dj-1", "dj-2", "dj-3", "dj-4"]);
+    // With one, dj's 2 % each way costs 6 steps × 4 % × 200 ms = 48 ms of
+    // expected timeouts, more than the 50 µs of RTT it saves.
+    q.allreduce_bytes = 8 << 20;
+    let got = run(&l, &q).unwrap();
+    assert_ne!(region(&got.nodes[0]), "dj", "{got:?}");
+    let p = got.prediction.unwrap();
+    assert_eq!(p.loss_ms, 0.0);
+    // dj's own prediction: its ring's links to and from dj-4 lose.
+    let mut ring = [RingLink { loss: 0.0 }; 4];
+    ring[2].loss = 0.04;
+    ring[3].loss = 0.04;
+    let dj = cost::ring(4, 8 << 20, 200.0, 1_000.0, &ring).unwrap();
+    assert!((dj.loss_ms - 6.0 * 0.04 * 200.0).abs() < 1e-9, "{dj:?}");
+    assert!(p.total_ms < dj.total_ms / 1.05, "{p:?} vs dj {dj:?}");
+    // A loss too small to matter leaves dj its job: the others tie with it
+    // on the prediction and it came first (the tightest).
+    let slight = run(&lossy_dj(0.0001), &q).unwrap();
+    assert_eq!(slight.nodes, ["dj-1", "dj-2", "dj-3", "dj-4"]);
+    let r = slight.runner_up.unwrap();
+    assert!(r.why.contains("about the chosen set's"), "{}", r.why);
+}
+
+#[test]
+fn the_runner_up_is_told_which_part_lost_it() {
+    let c = Prediction {
+        total_ms: 110.0,
+        latency_ms: 2.0,
+        bandwidth_ms: 108.0,
+        loss_ms: 0.0,
+    };
+    let o = Prediction {
+        total_ms: 160.0,
+        latency_ms: 2.0,
+        bandwidth_ms: 108.0,
+        loss_ms: 50.0,
+    };
+    let why = why_lost(Some(&c), Some(&o));
+    assert!(
+        why.contains("mostly its loss part, 50.0 ms against 0.0 ms"),
+        "{why}"
+    );
+    let far = Prediction {
+        total_ms: 600.0,
+        latency_ms: 90.0,
+        bandwidth_ms: 510.0,
+        loss_ms: 0.0,
+    };
+    let why = why_lost(Some(&c), Some(&far));
+    assert!(why.contains("mostly its bandwidth part"), "{why}");
+    assert!(why_lost(None, Some(&o)).starts_with("no all-reduce time predicted"));
 }
 
 #[test]
@@ -387,6 +484,7 @@ fn never_worse_than_twice_the_optimum_with_the_tie_break() {
                 rtt: &rtt,
                 zones: &[],
                 bandwidth: &bw,
+                loss: &|_, _| 0.0,
                 quality: &quality,
                 fresh: &fresh,
                 labels: None,
@@ -504,4 +602,130 @@ fn a_node_missing_from_the_node_list_is_never_chosen() {
     assert!(!got.nodes.contains(&"se-1".to_string()));
     // Without the Node list (no Kubernetes), every known node counts.
     assert_eq!(run_with(&l, &k(12), false, &[]).unwrap().nodes.len(), 12);
+}
+
+/// Every k-subset's prediction (small n only), the smallest.
+fn best_prediction(v: &View, k: usize, bytes: u64) -> f64 {
+    let n = v.names.len();
+    let mut best = f64::INFINITY;
+    for mask in 0u32..(1 << n) {
+        if mask.count_ones() as usize != k {
+            continue;
+        }
+        let set: Vec<usize> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+        let mut max_rtt = 0.0_f64;
+        let mut bw = f64::INFINITY;
+        for (x, &a) in set.iter().enumerate() {
+            for &b in &set[x + 1..] {
+                let d = v.rtt[a].iter().find(|(j, _)| *j == b).unwrap().1;
+                max_rtt = max_rtt.max(d);
+                bw = bw.min((v.bandwidth)(a, b).unwrap());
+            }
+        }
+        let ring: Vec<RingLink> = (0..k)
+            .map(|x| RingLink {
+                loss: (v.loss)(set[x], set[(x + 1) % k]),
+            })
+            .collect();
+        best = best.min(cost::ring(k, bytes, max_rtt, bw, &ring).unwrap().total_ms);
+    }
+    best
+}
+
+#[test]
+fn the_chosen_set_is_predicted_near_the_best_of_every_subset() {
+    // Random sites (2–4 of 2–4 nodes), random RTTs inside them, random
+    // paths (RTT, bandwidth) between each two, and random lossy nodes: Place's candidates (balls
+    // refined, cost balls, swaps) must find a set whose prediction is
+    // within one 5 % step of the best over all k-subsets.
+    let mut seed = 11u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let (mut runs, mut worst, mut misses) = (0usize, 1.0_f64, Vec::new());
+    for case in 0..300 {
+        let sites = 2 + (next() * 3.0) as usize;
+        let site: Vec<usize> = (0..sites)
+            .flat_map(|s| std::iter::repeat_n(s, 2 + (next() * 3.0) as usize))
+            .collect();
+        let n = site.len();
+        let names: Vec<String> = (0..n).map(|i| format!("n{i:02}")).collect();
+        let inside: Vec<f64> = (0..sites).map(|_| 100.0 + next() * 400.0).collect();
+        // Between sites, per site pair (a WAN path and its uplinks).
+        let mut paths = std::collections::HashMap::new();
+        for a in 0..sites {
+            for b in a + 1..sites {
+                paths.insert(
+                    (a, b),
+                    (2_000.0 + next() * 20_000.0, 100.0 + next() * 900.0),
+                );
+            }
+        }
+        let lossy: Vec<bool> = (0..n).map(|_| next() < 0.2).collect();
+        let mut d = Distances::new(n);
+        let mut bw = vec![vec![None; n]; n];
+        let mut loss = vec![vec![0.0; n]; n];
+        for i in 0..n {
+            for j in i + 1..n {
+                let same = site[i] == site[j];
+                let (rtt, mbps) = if same {
+                    (inside[site[i]], 1_000.0)
+                } else {
+                    let (a, b) = (site[i].min(site[j]), site[i].max(site[j]));
+                    let (rtt, mbps) = paths[&(a, b)];
+                    // Measurement noise.
+                    (rtt * (1.0 + next() * 0.02), mbps * (1.0 - next() * 0.02))
+                };
+                d.set(i, j, rtt);
+                bw[i][j] = Some(mbps);
+                bw[j][i] = Some(mbps);
+                if lossy[i] || lossy[j] {
+                    loss[i][j] = 0.01 + next() * 0.1;
+                    loss[j][i] = loss[i][j];
+                }
+            }
+        }
+        let rtt = rtts(&d);
+        let bwf = |i: usize, j: usize| bw[i][j];
+        let lossf = |i: usize, j: usize| loss[i][j];
+        let quality = vec![Some(90); n];
+        let fresh = vec![true; n];
+        let v = View {
+            names: &names,
+            rtt: &rtt,
+            zones: &[],
+            bandwidth: &bwf,
+            loss: &lossf,
+            quality: &quality,
+            fresh: &fresh,
+            labels: None,
+            levels: &[],
+        };
+        for k in 2..=n.min(6) {
+            let mut q = super::tests::k(k);
+            q.allreduce_bytes = 8 << 20;
+            let got = place(&q, &v, &diameter::tests::NEVER).unwrap();
+            let total = got.prediction.unwrap().total_ms;
+            let best = best_prediction(&v, k, q.allreduce_bytes);
+            runs += 1;
+            worst = worst.max(total / best);
+            if total > best * PREDICTION_STEP + 1e-9 {
+                misses.push(format!(
+                    "case {case} k={k}: chose {:?} at {total:.1} ms, best subset {best:.1} ms",
+                    got.nodes
+                ));
+            }
+        }
+    }
+    // The candidates are a heuristic (an exact search is exponential):
+    // rare misses, none far.
+    eprintln!(
+        "{} of {runs} placements more than one step above the best subset; worst ratio {worst:.3}",
+        misses.len()
+    );
+    assert!(misses.len() * 100 <= runs, "{}", misses.join("\n"));
+    assert!(worst < 1.3, "{}", misses.join("\n"));
 }

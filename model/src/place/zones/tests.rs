@@ -97,6 +97,7 @@ fn view<'a>(c: &'a Cluster, levels: &'a [f64]) -> View<'a> {
         rtt: &c.rtt,
         zones: &c.zones,
         bandwidth: &no_bandwidth,
+        loss: &|_, _| 0.0,
         quality: &c.quality,
         fresh: &c.fresh,
         labels: None,
