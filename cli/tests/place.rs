@@ -175,7 +175,10 @@ async fn place_picks_the_fast_nodes_and_prints_json_table_and_yaml() {
     assert!((predicted - expect).abs() < 1e-6, "{predicted} vs {expect}");
     let parts = &v["prediction"];
     assert_eq!(parts["total_ms"].as_f64(), Some(predicted), "{v}");
-    assert!((parts["latency_ms"].as_f64().unwrap() - 0.9).abs() < 1e-6, "{v}");
+    assert!(
+        (parts["latency_ms"].as_f64().unwrap() - 0.9).abs() < 1e-6,
+        "{v}"
+    );
     assert_eq!(parts["loss_ms"], 0.0);
     // --explain names the best other set and why it lost.
     let r = &v["runner_up"];

@@ -8,7 +8,8 @@
 //! * `latency-only` — the smallest largest measured RTT, nothing else (the
 //!   centre-ball + swap search without netaware's zone-first tie-break);
 //! * `spread` — round-robin over regions, as topology spreading does;
-//! * `random` — k nodes drawn with the given seed;
+//! * `random`, `random-2`, … — k nodes drawn with the given seed, the next
+//!   seed, …;
 //! * `optimal` — brute force over every k-set by the emulator's configured
 //!   figures: smallest largest loss first (a lost packet stalls a
 //!   synchronous collective for a retransmission timeout, far longer than
@@ -69,8 +70,10 @@ pub struct BenchOptions {
     /// The timed iterations of each distinct set are split into this many
     /// interleaved rounds.
     pub rounds: u32,
-    /// Seed of the random placement.
+    /// Seed of the first random placement (the others take the next ones).
     pub seed: u64,
+    /// Random placements (drawn with seed, seed + 1, …).
+    pub random_sets: u32,
     pub algorithm: Algorithm,
     pub python: String,
     /// Measure at least this long before placing.

@@ -70,9 +70,12 @@ enum Cmd {
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Seed of the random placement.
+        /// Seed of the first random placement (the others take the next seeds).
         #[arg(long, default_value_t = 1)]
         placement_seed: u64,
+        /// Random placements to run ("best measured" means more with more).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        random_sets: u32,
         /// Open MPI's all-reduce algorithm.
         #[arg(long, value_enum, default_value_t = bench::Algorithm::Ring)]
         algorithm: bench::Algorithm,
@@ -339,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             json,
             placement_seed,
+            random_sets,
             algorithm,
             python,
             settle,
@@ -360,6 +364,7 @@ async fn main() -> anyhow::Result<()> {
                 iters,
                 rounds,
                 seed: placement_seed,
+                random_sets,
                 algorithm,
                 python,
                 settle,

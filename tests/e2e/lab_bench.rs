@@ -22,7 +22,18 @@ fn netaware_placement_is_not_slower_than_spreading() {
         .arg("bench")
         .arg(repo_root().join("lab/topologies/e2e-bench.yaml"))
         .args([
-            "-k", "3", "--bytes", "256KiB", "--iters", "8", "--rounds", "2", "--settle", "6s",
+            "-k",
+            "3",
+            "--bytes",
+            "256KiB",
+            "--iters",
+            "8",
+            "--rounds",
+            "2",
+            "--settle",
+            "6s",
+            "--random-sets",
+            "2",
         ])
         .args([
             "--bandwidth",
@@ -67,7 +78,14 @@ fn netaware_placement_is_not_slower_than_spreading() {
         .collect();
     assert_eq!(
         names,
-        ["netaware", "latency-only", "spread", "random", "optimal"]
+        [
+            "netaware",
+            "latency-only",
+            "spread",
+            "random",
+            "random-2",
+            "optimal"
+        ]
     );
     let ours = by_name("netaware");
     let nodes: Vec<&str> = ours["nodes"]

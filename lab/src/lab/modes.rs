@@ -261,17 +261,22 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             .map(|i| topo.nodes[i].name.clone())
             .collect()
     };
-    let mut sets: Vec<(&str, Vec<String>)> = vec![
-        ("netaware", placed.nodes.clone()),
-        ("latency-only", bench::latency_only(&m, &names, b.k)?),
-        ("spread", by_index(bench::spread(topo, b.k))),
-        (
-            "random",
-            by_index(bench::random(topo.nodes.len(), b.k, b.seed)),
-        ),
+    let mut sets: Vec<(String, Vec<String>)> = vec![
+        ("netaware".into(), placed.nodes.clone()),
+        ("latency-only".into(), bench::latency_only(&m, &names, b.k)?),
+        ("spread".into(), by_index(bench::spread(topo, b.k))),
     ];
+    for r in 0..b.random_sets.max(1) {
+        let name = if r == 0 {
+            "random".to_string()
+        } else {
+            format!("random-{}", r + 1)
+        };
+        let seed = b.seed.wrapping_add(u64::from(r));
+        sets.push((name, by_index(bench::random(topo.nodes.len(), b.k, seed))));
+    }
     if let Some(best) = bench::optimal(topo, b.k) {
-        sets.push(("optimal", by_index(best)));
+        sets.push(("optimal".into(), by_index(best)));
     }
     let (program, launcher) = bench::prepare(&opts.log_dir.join("bench"))?;
     let (distinct, which) =
@@ -312,7 +317,7 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             let measured = bench::measured(&m, &nodes);
             let prediction = bench::predict(&measured, b.k, b.bytes);
             bench::placement_result(
-                name,
+                &name,
                 nodes,
                 bench::configured(topo, &idx),
                 Some(measured),
