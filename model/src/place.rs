@@ -693,7 +693,15 @@ fn cost_balls(
             .collect();
         others.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         set.extend(others.iter().take(q.k - set.len()).map(|&(_, j)| j));
-        if set.len() == q.k {
+        // Near the centre is not near each other: every pair must still
+        // meet the minimum bandwidth.
+        let usable = q.min_bandwidth_mbps <= 0.0
+            || set.iter().enumerate().all(|(x, &a)| {
+                set[x + 1..]
+                    .iter()
+                    .all(|&b| (v.bandwidth)(a, b).is_some_and(|bw| bw >= q.min_bandwidth_mbps))
+            });
+        if set.len() == q.k && usable {
             set.sort_unstable();
             out.push(set);
         }

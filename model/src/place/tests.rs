@@ -729,3 +729,57 @@ fn the_chosen_set_is_predicted_near_the_best_of_every_subset() {
     assert!(misses.len() * 100 <= runs, "{}", misses.join("\n"));
     assert!(worst < 1.3, "{}", misses.join("\n"));
 }
+
+#[test]
+fn choosing_by_prediction_keeps_the_minimum_bandwidth() {
+    // A hub with 1 Gbit/s to four leaves that share only 450 Mbit/s among
+    // themselves (200 µs apart), and a triangle 20 ms apart at 510 Mbit/s.
+    // With 500 required only the triangle qualifies, though hub + two
+    // leaves would be predicted faster (and are the hub's fastest pairs).
+    let names: Vec<String> = ["h", "l1", "l2", "l3", "l4", "t1", "t2", "t3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let n = names.len();
+    let tri = |i: usize| i >= 5;
+    let mut d = Distances::new(n);
+    let mut bw = vec![vec![None; n]; n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let (rtt, mbps) = match (tri(i), tri(j)) {
+                (true, true) => (20_000.0, 510.0),
+                (false, false) if i == 0 => (200.0, 1_000.0),
+                (false, false) => (200.0, 450.0),
+                _ => (30_000.0, 100.0),
+            };
+            d.set(i, j, rtt);
+            bw[i][j] = Some(mbps);
+            bw[j][i] = Some(mbps);
+        }
+    }
+    let rtt = rtts(&d);
+    let bwf = |i: usize, j: usize| bw[i][j];
+    let quality = vec![Some(90); n];
+    let fresh = vec![true; n];
+    let v = View {
+        names: &names,
+        rtt: &rtt,
+        zones: &[],
+        bandwidth: &bwf,
+        loss: &|_, _| 0.0,
+        quality: &quality,
+        fresh: &fresh,
+        labels: None,
+        levels: &[],
+    };
+    let mut q = k(3);
+    q.allreduce_bytes = 8 << 20;
+    let free = place(&q, &v, &diameter::tests::NEVER).unwrap();
+    assert_eq!(
+        free.nodes[0], "h",
+        "unconstrained, the hub's set is faster: {free:?}"
+    );
+    q.min_bandwidth_mbps = 500.0;
+    let got = place(&q, &v, &diameter::tests::NEVER).unwrap();
+    assert_eq!(got.nodes, ["t1", "t2", "t3"], "{got:?}");
+}
