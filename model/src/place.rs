@@ -357,7 +357,7 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
         }
     }
     let (bottleneck_mbps, pairs, measured) = bottleneck(v, &nodes);
-    let prediction = predict(q, v, &est, &nodes);
+    let prediction = predict_with(q, v, &est, &nodes, (bottleneck_mbps, pairs, measured));
     let runner_up = runner.filter(|_| q.explain).map(|other| {
         let theirs = predict(q, v, &est, &other);
         RunnerUp {
@@ -406,13 +406,23 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
 /// and launchers give out ranks): `None` when not asked for or when a
 /// pair's bandwidth is unknown.
 fn predict(q: &Query, v: &View, est: &Estimator, set: &[usize]) -> Option<Prediction> {
+    predict_with(q, v, est, set, bottleneck(v, set))
+}
+
+/// [`predict`] with the set's [`bottleneck`] already read.
+fn predict_with(
+    q: &Query,
+    v: &View,
+    est: &Estimator,
+    set: &[usize],
+    (bw, pairs, measured): (Option<f64>, u32, u32),
+) -> Option<Prediction> {
     if q.allreduce_bytes == 0 {
         return None;
     }
     if set.len() < 2 {
         return Some(Prediction::default());
     }
-    let (bw, pairs, measured) = bottleneck(v, set);
     let bw = bw.filter(|_| measured == pairs)?;
     let mut max_rtt_us = 0.0_f64;
     for (x, &a) in set.iter().enumerate() {
@@ -530,16 +540,19 @@ type Key = (f64, f64, f64);
 /// measurement noise between equal links does not decide; then mean
 /// quality.
 fn key(q: &Query, v: &View, est: &Estimator, set: &[usize]) -> Key {
+    // Read once: the prediction and the tie-break both need it, and refine
+    // asks for this key for every swap it tries.
+    let figures = bottleneck(v, set);
     let time = if q.allreduce_bytes == 0 {
         0.0
     } else {
-        match predict(q, v, est, set) {
+        match predict_with(q, v, est, set, figures) {
             Some(p) if p.total_ms > 0.0 => -prediction_step(p.total_ms),
             Some(_) => 0.0,
             None => f64::NEG_INFINITY,
         }
     };
-    let (min, pairs, measured) = bottleneck(v, set);
+    let (min, pairs, measured) = figures;
     let bw = if measured == pairs {
         bandwidth_step(min.unwrap_or(0.0))
     } else {
