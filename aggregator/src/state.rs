@@ -378,6 +378,8 @@ struct Owner {
     updates: broadcast::Sender<LinkState>,
     bandwidth: Scheduler,
     test_periods: TestPeriods,
+    /// Concurrent bandwidth tests under way, by id.
+    rings: BTreeMap<u64, bandwidth::RingRun>,
     metrics: StateMetrics,
     refusals: RefusalLog,
     /// Counts every command that may change the state; a snapshot is
@@ -427,6 +429,7 @@ async fn run(
         updates,
         bandwidth: Scheduler::new(config.bandwidth),
         test_periods: TestPeriods::default(),
+        rings: BTreeMap::new(),
         metrics,
         refusals: RefusalLog::default(),
         changes: 0,
@@ -727,6 +730,13 @@ impl Owner {
             // Plans follow the groups (a full mesh does not change).
             self.replan_due = true;
         }
+        // The measured l1 groups are what concurrent tests cover.
+        self.bandwidth.set_rings(
+            out.groups
+                .iter()
+                .filter(|g| g.level == 1)
+                .map(|g| g.members.iter().cloned()),
+        );
         let out = Arc::new(out);
         self.inferred = Some(out.clone());
         // Queries see the result at once: the latest snapshot is replaced

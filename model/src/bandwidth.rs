@@ -14,6 +14,13 @@
 //!   reports keeps its full reservation, so the budget is never exceeded.
 //! * At most `max_concurrent` tests run at once in the whole cluster, so
 //!   tests do not saturate shared links together.
+//! * Concurrent tests: once every pair of an l1 group (3 to
+//!   [`MAX_RING_MEMBERS`] members) has been tested, all its members send to
+//!   the next member at once (a ring, like a ring all-reduce), so the flows
+//!   meet on whatever they share. Such a test runs alone in the cluster
+//!   (others would share the bottleneck it measures): while one is due, no
+//!   new pairwise test starts, and it starts once the running ones end. It
+//!   is repeated like a pair, after `retest_after`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -76,6 +83,14 @@ impl BandwidthConfig {
     }
 }
 
+/// Fewest members of a group tested concurrently: with two, the "ring" is
+/// one pair in both directions, which says little about shared links.
+pub const MIN_RING_MEMBERS: usize = 3;
+/// Most members of one concurrent test: a larger group is tested on its
+/// first members by name (a sample of its shared links; each member sends
+/// and receives a full test's bytes).
+pub const MAX_RING_MEMBERS: usize = 16;
+
 /// A test to start: the aggregator sends a grant to `sender` and a test to
 /// `receiver`, both with `token`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +99,8 @@ pub struct Assignment {
     pub sender: String,
     pub receiver: String,
     pub max_bytes: u64,
+    /// The concurrent test this flow belongs to (its id), if any.
+    pub ring: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +110,7 @@ struct Running {
     deadline: Instant,
     result_in: bool,
     served_in: bool,
+    ring: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +128,13 @@ pub struct Scheduler {
     ledger: BTreeMap<String, VecDeque<Charge>>,
     /// Latest attempt per unordered pair (names sorted).
     attempts: BTreeMap<(String, String), Attempt>,
+    /// Groups to test concurrently (each sorted, at most
+    /// [`MAX_RING_MEMBERS`]), from the latest recomputation.
+    rings: Vec<Vec<String>>,
+    /// Latest attempt per concurrent group.
+    ring_attempts: BTreeMap<Vec<String>, Attempt>,
+    /// Members of the concurrent tests running, by id.
+    rings_running: BTreeMap<u64, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +151,8 @@ struct Attempt {
 pub struct Finished {
     pub sender: String,
     pub receiver: String,
+    /// The concurrent test the flow belongs to, if any.
+    pub ring: Option<u64>,
 }
 
 fn unordered(a: &str, b: &str) -> (String, String) {
@@ -143,7 +170,34 @@ impl Scheduler {
             running: BTreeMap::new(),
             ledger: BTreeMap::new(),
             attempts: BTreeMap::new(),
+            rings: Vec::new(),
+            ring_attempts: BTreeMap::new(),
+            rings_running: BTreeMap::new(),
         }
+    }
+
+    /// The groups to test concurrently: those with at least
+    /// [`MIN_RING_MEMBERS`], cut to their first [`MAX_RING_MEMBERS`] by
+    /// name. Attempts of groups that no longer exist are forgotten.
+    pub fn set_rings<I, G>(&mut self, groups: I)
+    where
+        I: IntoIterator<Item = G>,
+        G: IntoIterator<Item = String>,
+    {
+        self.rings = groups
+            .into_iter()
+            .map(|g| {
+                let mut g: Vec<String> = g.into_iter().collect();
+                g.sort();
+                g.dedup();
+                g.truncate(MAX_RING_MEMBERS);
+                g
+            })
+            .filter(|g| g.len() >= MIN_RING_MEMBERS)
+            .collect();
+        self.rings.sort();
+        let rings = &self.rings;
+        self.ring_attempts.retain(|g, _| rings.contains(g));
     }
 
     pub fn config(&self) -> &BandwidthConfig {
@@ -193,10 +247,117 @@ impl Scheduler {
         for t in &late {
             // Its reservation stays charged: we do not know what was sent.
             if let Some(r) = self.running.remove(t) {
-                self.mark_failed(&r.sender, &r.receiver);
+                self.mark_failed(&r);
+                self.forget_ring_if_over(r.ring);
             }
         }
         late
+    }
+
+    /// How long a pair or group waits after `x` before it is tested again.
+    fn wait_after(&self, x: &Attempt) -> Duration {
+        if x.failed {
+            RETRY_FAILED_AFTER.min(self.cfg.retest_after)
+        } else {
+            self.cfg.retest_after
+        }
+    }
+
+    /// The group to test concurrently now, if one is due: all its members
+    /// can take part, every pair of it has been tried, each member can
+    /// afford sending and receiving a full test, and its latest attempt is
+    /// old enough. Never tried first, then tried longest ago.
+    fn due_ring(&self, nodes: &[String], now: Instant) -> Option<Vec<String>> {
+        let need = self.cfg.max_bytes_per_test.saturating_mul(2);
+        self.rings
+            .iter()
+            .filter(|g| {
+                g.iter().all(|n| {
+                    nodes.contains(n)
+                        && self.used(n, now).saturating_add(need) <= self.cfg.budget_bytes_per_hour
+                })
+            })
+            .filter(|g| {
+                g.iter().enumerate().all(|(i, a)| {
+                    g[i + 1..]
+                        .iter()
+                        .all(|b| self.attempts.contains_key(&unordered(a, b)))
+                })
+            })
+            .filter_map(|g| match self.ring_attempts.get(g) {
+                None => Some((None, g)),
+                Some(x) if now.saturating_duration_since(x.at) >= self.wait_after(x) => {
+                    Some((Some(x.at), g))
+                }
+                Some(_) => None,
+            })
+            .min()
+            .map(|(_, g)| g.clone())
+    }
+
+    /// Start the concurrent test of `members`: member i sends to member
+    /// i + 1, the last to the first, all at once.
+    fn start_ring(
+        &mut self,
+        members: Vec<String>,
+        now: Instant,
+        token: &mut impl FnMut() -> u64,
+    ) -> Vec<Assignment> {
+        let need = self.cfg.max_bytes_per_test;
+        let mut out = Vec::with_capacity(members.len());
+        let mut id = None;
+        for (i, sender) in members.iter().enumerate() {
+            let receiver = &members[(i + 1) % members.len()];
+            let t = token();
+            let ring = *id.get_or_insert(t);
+            for n in [sender, receiver] {
+                self.ledger.entry(n.clone()).or_default().push_back(Charge {
+                    at: now,
+                    bytes: need,
+                    token: t,
+                });
+            }
+            self.running.insert(
+                t,
+                Running {
+                    sender: sender.clone(),
+                    receiver: receiver.clone(),
+                    deadline: now + self.cfg.deadline_after(),
+                    result_in: false,
+                    served_in: false,
+                    ring: Some(ring),
+                },
+            );
+            out.push(Assignment {
+                token: t,
+                sender: sender.clone(),
+                receiver: receiver.clone(),
+                max_bytes: need,
+                ring: Some(ring),
+            });
+        }
+        if let Some(ring) = id {
+            self.ring_attempts.insert(
+                members.clone(),
+                Attempt {
+                    at: now,
+                    first_sent: true,
+                    failed: false,
+                },
+            );
+            self.rings_running.insert(ring, members);
+        }
+        out
+    }
+
+    /// Forget the members of concurrent test `ring` once none of its flows
+    /// is running.
+    fn forget_ring_if_over(&mut self, ring: Option<u64>) {
+        if let Some(ring) = ring
+            && !self.running.values().any(|r| r.ring == Some(ring))
+        {
+            self.rings_running.remove(&ring);
+        }
     }
 
     /// Pick the tests to start now among `nodes` (the nodes that can take
@@ -211,6 +372,17 @@ impl Scheduler {
             return Vec::new();
         }
         self.expire(now);
+        // A concurrent test runs alone: nothing starts beside it, and one
+        // that is due waits for the running tests to end.
+        if !self.rings_running.is_empty() {
+            return Vec::new();
+        }
+        if let Some(ring) = self.due_ring(nodes, now) {
+            if self.running.is_empty() {
+                return self.start_ring(ring, now, &mut token);
+            }
+            return Vec::new();
+        }
         let need = self.cfg.max_bytes_per_test;
         let budget = self.cfg.budget_bytes_per_hour;
         let mut busy: BTreeSet<String> = self.busy().into_iter().map(str::to_string).collect();
@@ -239,14 +411,8 @@ impl Scheduler {
         for (i, a) in free.iter().enumerate() {
             for b in &free[i + 1..] {
                 let attempt = self.attempts.get(&unordered(a, b));
-                let wait = |x: &Attempt| {
-                    if x.failed {
-                        RETRY_FAILED_AFTER.min(self.cfg.retest_after)
-                    } else {
-                        self.cfg.retest_after
-                    }
-                };
-                if attempt.is_some_and(|x| now.saturating_duration_since(x.at) < wait(x)) {
+                if attempt.is_some_and(|x| now.saturating_duration_since(x.at) < self.wait_after(x))
+                {
                     continue;
                 }
                 let last = attempt.map(|x| x.at);
@@ -294,6 +460,7 @@ impl Scheduler {
                     deadline: now + self.cfg.deadline_after(),
                     result_in: false,
                     served_in: false,
+                    ring: None,
                 },
             );
             busy.insert(a);
@@ -303,13 +470,22 @@ impl Scheduler {
                 sender,
                 receiver,
                 max_bytes: need,
+                ring: None,
             });
         }
         out
     }
 
-    fn mark_failed(&mut self, a: &str, b: &str) {
-        if let Some(x) = self.attempts.get_mut(&unordered(a, b)) {
+    /// A failed flow marks its pair, or its whole concurrent test.
+    fn mark_failed(&mut self, r: &Running) {
+        let x = match r.ring {
+            Some(ring) => self
+                .rings_running
+                .get(&ring)
+                .and_then(|g| self.ring_attempts.get_mut(g)),
+            None => self.attempts.get_mut(&unordered(&r.sender, &r.receiver)),
+        };
+        if let Some(x) = x {
             x.failed = true;
         }
     }
@@ -327,15 +503,15 @@ impl Scheduler {
         let done = Finished {
             sender: r.sender.clone(),
             receiver: r.receiver.clone(),
+            ring: r.ring,
         };
+        let (served_in, r) = (r.served_in, r.clone());
         if !ok {
-            self.mark_failed(&done.sender, &done.receiver);
+            self.mark_failed(&r);
         }
-        let Some(r) = self.running.get(&token) else {
-            return Some(done);
-        };
-        if r.served_in {
+        if served_in {
             self.running.remove(&token);
+            self.forget_ring_if_over(r.ring);
         }
         Some(done)
     }
@@ -356,7 +532,8 @@ impl Scheduler {
             return false;
         }
         r.served_in = true;
-        let (sender, receiver, result_in) = (r.sender.clone(), r.receiver.clone(), r.result_in);
+        let (sender, receiver, result_in, ring) =
+            (r.sender.clone(), r.receiver.clone(), r.result_in, r.ring);
         // Never charge more than the cap that was reserved.
         let bytes = bytes.min(self.cfg.max_bytes_per_test);
         for n in [sender, receiver] {
@@ -368,6 +545,7 @@ impl Scheduler {
         }
         if result_in {
             self.running.remove(&token);
+            self.forget_ring_if_over(ring);
         }
         true
     }

@@ -71,6 +71,11 @@ pub struct Links {
     /// Round-trip loss (0–1, the worse direction's) of the pairs that lose
     /// any, keyed (lower index, higher index); absent = none.
     loss: HashMap<(usize, usize), f64>,
+    /// Per pair of members of a concurrently tested group: the share one
+    /// flow got while the whole group sent at once (Mbit/s, the smallest
+    /// when several tests hold the pair), keyed (lower index, higher
+    /// index).
+    shared: HashMap<(usize, usize), f64>,
 }
 
 impl Links {
@@ -87,6 +92,19 @@ impl Links {
     /// The round-trip loss (0–1) measured between nodes `i` and `j`.
     pub fn loss(&self, i: usize, j: usize) -> f64 {
         self.loss.get(&(i.min(j), i.max(j))).copied().unwrap_or(0.0)
+    }
+
+    /// The bandwidth a job's flow between `i` and `j` can count on: the
+    /// pair's measured bandwidth, capped by the share a flow got when their
+    /// group was tested concurrently (a bottleneck the pair test, one flow
+    /// alone, does not see). `None` while the pair is not measured.
+    pub fn job_bandwidth(&self, i: usize, j: usize) -> Option<f64> {
+        let pair = self.bandwidth(i, j)?;
+        Some(
+            self.shared
+                .get(&(i.min(j), i.max(j)))
+                .map_or(pair, |s| pair.min(*s)),
+        )
     }
 }
 
@@ -250,6 +268,8 @@ pub struct Reading {
     /// Bandwidth of a pair, the lower direction, keyed (lower index,
     /// higher index).
     bandwidth: HashMap<(usize, usize), f64>,
+    /// Concurrent-test shares ([`Links`]).
+    shared: HashMap<(usize, usize), f64>,
     /// Whether each node's reports are fresh.
     fresh: Vec<bool>,
 }
@@ -273,11 +293,28 @@ impl Reading {
                     .or_insert(mbps);
             }
         }
+        let mut shared: HashMap<(usize, usize), f64> = HashMap::new();
+        for c in m.concurrent() {
+            let members: Vec<usize> = c
+                .members
+                .iter()
+                .filter_map(|n| index.get(n.as_str()).copied())
+                .collect();
+            for (x, &i) in members.iter().enumerate() {
+                for &j in &members[x + 1..] {
+                    shared
+                        .entry((i.min(j), i.max(j)))
+                        .and_modify(|v| *v = v.min(c.share_mbps))
+                        .or_insert(c.share_mbps);
+                }
+            }
+        }
         let fresh = names.iter().map(|x| m.reports_fresh(x, now)).collect();
         Self {
             names,
             adj,
             bandwidth,
+            shared,
             fresh,
         }
     }
@@ -326,6 +363,7 @@ impl Inference {
             names,
             adj,
             bandwidth,
+            shared,
             fresh,
         } = reading;
         let n = names.len();
@@ -543,6 +581,7 @@ impl Inference {
                 rtt,
                 bandwidth,
                 loss,
+                shared,
             },
         }
     }

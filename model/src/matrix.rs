@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::{
-    BandwidthState, GetMatrixResponse, Hello, LinkState, LinkWindow, NodeStatus, PeerTarget,
-    ProbePlan, Smoothed,
+    BandwidthState, ConcurrentTest, GetMatrixResponse, Hello, LinkState, LinkWindow, NodeStatus,
+    PeerTarget, ProbePlan, Smoothed,
 };
 
 /// A node's interned id: links are keyed by two of these, so looking one
@@ -104,10 +104,26 @@ pub struct Matrix {
     links: BTreeMap<Id, Arc<Row>>,
     /// Latest bandwidth test per (sender, receiver).
     bandwidth: BTreeMap<(Id, Id), BandwidthState>,
+    /// Latest concurrent test per group, keyed by its sorted members. A
+    /// node is in one group at a time, so a new test replaces every older
+    /// one it shares a member with: at most one per node.
+    concurrent: BTreeMap<Vec<String>, ConcurrentTest>,
     nodes: BTreeMap<String, Node>,
     /// Weight of the newest window in the smoothed figures (0 < alpha <= 1).
     alpha: f64,
     stale_after: Duration,
+}
+
+/// The median of `v` (the mean of the middle two for an even count); 0
+/// for none.
+fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }
 
 fn us(ns: u64) -> f64 {
@@ -186,6 +202,7 @@ impl Matrix {
             next_id: 0,
             links: BTreeMap::new(),
             bandwidth: BTreeMap::new(),
+            concurrent: BTreeMap::new(),
             nodes: BTreeMap::new(),
             alpha: alpha.clamp(f64::MIN_POSITIVE, 1.0),
             stale_after,
@@ -267,6 +284,9 @@ impl Matrix {
     /// bandwidth figures.
     pub fn forget(&mut self, node: &str) {
         self.nodes.remove(node);
+        // Concurrent tests are kept by name: a member may have no id.
+        self.concurrent
+            .retain(|members, _| !members.iter().any(|m| m == node));
         let Some(id) = self.ids.remove(node) else {
             return;
         };
@@ -444,6 +464,36 @@ impl Matrix {
             tests_total,
         };
         self.bandwidth.insert(key, state);
+    }
+
+    /// Store a successful concurrent test: `members` in ring order, each
+    /// flow's Mbit/s (member i to member i + 1). It replaces every stored
+    /// test that shares a member with it.
+    pub fn apply_concurrent(
+        &mut self,
+        members: Vec<String>,
+        flow_mbps: Vec<f64>,
+        started_unix_us: u64,
+    ) {
+        let mut key = members.clone();
+        key.sort();
+        self.concurrent
+            .retain(|k, _| !k.iter().any(|m| key.binary_search(m).is_ok()));
+        let share_mbps = median(&flow_mbps);
+        self.concurrent.insert(
+            key,
+            ConcurrentTest {
+                members,
+                flow_mbps,
+                share_mbps,
+                started_unix_us,
+            },
+        );
+    }
+
+    /// The latest concurrent test of every group tested.
+    pub fn concurrent(&self) -> impl Iterator<Item = &ConcurrentTest> + '_ {
+        self.concurrent.values()
     }
 
     /// Every directed pair's latest bandwidth test: (sender, receiver,
@@ -665,6 +715,19 @@ impl Matrix {
         } else {
             Vec::new()
         };
+        let concurrent = if first {
+            self.concurrent
+                .values()
+                .filter(|c| match q.filter {
+                    Filter::All => true,
+                    Filter::Touching(set) => c.members.iter().any(|m| set.contains(m.as_str())),
+                    Filter::Among(set) => c.members.iter().all(|m| set.contains(m.as_str())),
+                })
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         (
             GetMatrixResponse {
                 nodes,
@@ -673,6 +736,7 @@ impl Matrix {
                 stale_after_ms: u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX),
                 bandwidth,
                 next_page_token: String::new(),
+                concurrent,
             },
             next,
         )

@@ -872,7 +872,9 @@ pub fn place_on(
         .iter()
         .map(|n| facts(n).is_none_or(|f| f.fresh))
         .collect();
-    let bandwidth = |i: usize, j: usize| links.bandwidth(i, j);
+    // What a job's flows can count on: a shared bottleneck a concurrent
+    // test found counts like a slow pair.
+    let bandwidth = |i: usize, j: usize| links.job_bandwidth(i, j);
     let loss = |i: usize, j: usize| links.loss(i, j);
     let view = View {
         names: &links.names,

@@ -1,6 +1,8 @@
 //! The state owner's part in bandwidth tests: starting the tests the
 //! scheduler picks, and taking in their results (checked first: an
-//! impossible result counts as a failed test).
+//! impossible result counts as a failed test). The flows of a concurrent
+//! test are gathered until all are in, and stored together: never as
+//! pairwise figures, which are one flow alone.
 
 use std::time::Instant;
 
@@ -12,6 +14,18 @@ use tracing::{debug, info, warn};
 use super::{Owner, SessionId, ms};
 use netaware_common::now_unix_us;
 
+/// A concurrent test under way: its flows' results as they come in.
+#[derive(Debug)]
+pub(super) struct RingRun {
+    /// Ring order: member i sends to member i + 1.
+    members: Vec<String>,
+    /// Mbit/s of each member's flow, once its receiver reported.
+    flow_mbps: Vec<Option<f64>>,
+    started_unix_us: u64,
+    /// Past this the test is over, reported or not.
+    deadline: Instant,
+}
+
 impl Owner {
     /// Start the bandwidth tests the scheduler picks now.
     pub(super) fn schedule_bandwidth(&mut self, now: Instant) {
@@ -22,6 +36,8 @@ impl Owner {
                 "bandwidth test ended without both reports; its bytes stay reserved"
             );
         }
+        // A concurrent test with a flow that never reported is lost whole.
+        self.rings.retain(|_, r| now < r.deadline);
         let nodes: Vec<String> = self
             .sessions
             .values()
@@ -41,8 +57,19 @@ impl Owner {
                 h.probe_addresses.first().cloned().unwrap_or_default(),
                 h.bandwidth_port,
             );
-            info!(sender = %a.sender, receiver = %a.receiver, token = a.token, "bandwidth test scheduled");
+            info!(sender = %a.sender, receiver = %a.receiver, token = a.token, ring = ?a.ring, "bandwidth test scheduled");
             let start = now_unix_us();
+            if let Some(ring) = a.ring {
+                let run = self.rings.entry(ring).or_insert_with(|| RingRun {
+                    members: Vec::new(),
+                    flow_mbps: Vec::new(),
+                    started_unix_us: start,
+                    deadline: now + cfg.deadline_after(),
+                });
+                // The scheduler hands out a ring's flows in ring order.
+                run.members.push(a.sender.clone());
+                run.flow_mbps.push(None);
+            }
             self.test_periods.prune(start);
             self.test_periods.add(
                 a.token,
@@ -97,9 +124,18 @@ impl Owner {
         if !r.error.is_empty() {
             warn!(sender = %done.sender, receiver = %done.receiver, error = %r.error, "bandwidth test failed");
             self.metrics.bandwidth_test("failed");
+            if let Some(ring) = done.ring
+                && self.rings.remove(&ring).is_some()
+            {
+                warn!(sender = %done.sender, "concurrent test lost: one of its flows failed");
+            }
             return;
         }
         self.metrics.bandwidth_test("ok");
+        if let Some(ring) = done.ring {
+            self.ring_flow(ring, &done.sender, r.mbps);
+            return;
+        }
         info!(
             sender = %done.sender,
             receiver = %done.receiver,
@@ -114,6 +150,31 @@ impl Owner {
             r.stream_mbps,
             r.started_unix_us,
         );
+    }
+
+    /// One flow of concurrent test `ring` measured `mbps`; once every flow
+    /// is in, the test is stored.
+    fn ring_flow(&mut self, ring: u64, sender: &str, mbps: f64) {
+        let Some(run) = self.rings.get_mut(&ring) else {
+            return;
+        };
+        if let Some(i) = run.members.iter().position(|m| m == sender) {
+            run.flow_mbps[i] = Some(mbps);
+        }
+        if run.flow_mbps.iter().any(Option::is_none) {
+            return;
+        }
+        let Some(run) = self.rings.remove(&ring) else {
+            return;
+        };
+        let flows: Vec<f64> = run.flow_mbps.into_iter().flatten().collect();
+        info!(
+            members = %run.members.join(" "),
+            flow_mbps = ?flows.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>(),
+            "concurrent test measured"
+        );
+        self.matrix
+            .apply_concurrent(run.members, flows, run.started_unix_us);
     }
 
     /// Once both reports of a test are in, its disturbance period ends now

@@ -695,3 +695,118 @@ async fn get_node_is_answered_without_the_owner() {
     let view = state.node("a").unwrap();
     assert!(view.facts.is_some(), "{view:?}");
 }
+
+/// Answer the bandwidth tests queued for the sessions: `mbps(n)` for each
+/// of the `n` tests queued at once (a concurrent test's flows come
+/// together). Returns how many were answered.
+async fn answer_tests(
+    state: &StateHandle,
+    sessions: &mut [(SessionId, Rx)],
+    mbps: impl Fn(usize, usize) -> f64,
+) -> usize {
+    let mut tests = Vec::new();
+    let mut grants = Vec::new();
+    for (id, rx) in sessions.iter_mut() {
+        for m in drain(rx) {
+            match m {
+                AggMsg::BandwidthTest(t) => tests.push((*id, t)),
+                AggMsg::BandwidthGrant(g) => grants.push((*id, g)),
+                _ => {}
+            }
+        }
+    }
+    let n = tests.len();
+    for (i, (session, t)) in tests.into_iter().enumerate() {
+        let result = BandwidthResult {
+            token: t.token,
+            peer: t.peer,
+            mbps: mbps(i, n),
+            started_unix_us: now_unix_us(),
+            ..Default::default()
+        };
+        state
+            .send(Command::BandwidthResult { session, result })
+            .await
+            .unwrap();
+    }
+    for (session, g) in grants {
+        let served = BandwidthServed {
+            token: g.token,
+            bytes_sent: 1000,
+            ..Default::default()
+        };
+        state
+            .send(Command::BandwidthServed { session, served })
+            .await
+            .unwrap();
+    }
+    n
+}
+
+/// A group's concurrent test is stored as such (its median flow the
+/// group's share), never as pairwise figures, and Place counts on the
+/// share where it is lower than the pair tests.
+#[tokio::test]
+async fn a_concurrent_test_is_stored_apart_and_caps_what_place_counts_on() {
+    let state = spawn(StateConfig {
+        bandwidth: BandwidthConfig {
+            enabled: true,
+            ..BandwidthConfig::default()
+        },
+        ..config()
+    });
+    let names = ["a", "b", "c"];
+    let mut sessions = Vec::new();
+    for n in names {
+        let (tx, rx) = mpsc::channel(64);
+        let h = Hello {
+            bandwidth_port: 8621,
+            ..hello(n)
+        };
+        sessions.push((state.connect(h, tx).await.unwrap(), rx));
+    }
+    // One l1 group of all three.
+    for (i, (s, _)) in sessions.iter().enumerate() {
+        let peers = names.iter().filter(|p| **p != names[i]);
+        reports(&state, *s, 1, peers.map(|p| window(p, 0, 100)).collect()).await;
+    }
+    state.recompute().await.unwrap();
+    // Pair tests alone at 900 Mbit/s; the ring's three flows at once.
+    let ring_flows = [300.0, 500.0, 400.0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while matrix(&state).await.concurrent.is_empty() {
+        assert!(Instant::now() < deadline, "no concurrent test in 20 s");
+        answer_tests(&state, &mut sessions, |i, n| {
+            if n == 3 { ring_flows[i] } else { 900.0 }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = matrix(&state).await;
+    assert_eq!(m.concurrent.len(), 1);
+    let c = &m.concurrent[0];
+    assert_eq!(c.members.len(), 3);
+    let mut flows = c.flow_mbps.clone();
+    flows.sort_by(f64::total_cmp);
+    assert_eq!(flows, [300.0, 400.0, 500.0]);
+    assert_eq!(c.share_mbps, 400.0, "the median flow");
+    assert!(
+        m.bandwidth.iter().all(|b| b.mbps == 900.0),
+        "ring flows are not pair figures: {:?}",
+        m.bandwidth
+    );
+    state.recompute().await.unwrap();
+    let inferred = state.inferred().unwrap();
+    let placed = place_on(
+        &inferred,
+        &Query {
+            k: 3,
+            allow_stale: true,
+            ..Default::default()
+        },
+        None,
+        &Stop::new(false),
+    )
+    .unwrap();
+    assert_eq!(placed.bottleneck_mbps, Some(400.0));
+}

@@ -247,3 +247,176 @@ fn windows_overlapping_a_test_of_either_end_are_disturbed() {
     p.prune(s + 20_000_000 + KEEP_PERIODS_US + 1);
     assert!(!p.disturbs("a", "b", s, s + 5_000_000), "pruned");
 }
+
+/// Run pairwise tests (each finished at once) until the scheduler hands
+/// out a concurrent test or nothing; return that.
+fn until_ring(
+    s: &mut Scheduler,
+    nodes: &[String],
+    now: Instant,
+    tok: &mut impl FnMut() -> u64,
+    bytes: u64,
+) -> Vec<Assignment> {
+    for _ in 0..100 {
+        let a = s.next(nodes, now, &mut *tok);
+        if a.is_empty() || a[0].ring.is_some() {
+            return a;
+        }
+        finish_all(s, bytes);
+    }
+    panic!("the scheduler never stopped handing out pairwise tests");
+}
+
+#[test]
+fn a_group_is_tested_concurrently_as_a_ring_once_its_pairs_are_tested() {
+    let mut s = Scheduler::new(BandwidthConfig {
+        budget_bytes_per_hour: u64::MAX,
+        ..cfg()
+    });
+    let mut tok = counter();
+    let now = Instant::now();
+    let nodes = names(6);
+    s.set_rings([nodes[..4].to_vec()]);
+    let ring = until_ring(&mut s, &nodes, now, &mut tok, 1);
+    // Every pair of the group was tried first.
+    for (i, a) in nodes[..4].iter().enumerate() {
+        for b in &nodes[i + 1..4] {
+            assert!(
+                s.attempts.contains_key(&unordered(a, b)),
+                "{a}-{b} untested"
+            );
+        }
+    }
+    let order: Vec<(&str, &str)> = ring
+        .iter()
+        .map(|a| (a.sender.as_str(), a.receiver.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("n00", "n01"),
+            ("n01", "n02"),
+            ("n02", "n03"),
+            ("n03", "n00")
+        ],
+        "member i sends to member i + 1, the last to the first"
+    );
+    let id = ring[0].ring;
+    assert!(ring.iter().all(|a| a.ring == id));
+    assert_eq!(s.running(), 4, "all flows at once");
+    // It runs alone: the untested pairs outside it (n04, n05) wait.
+    assert!(s.next(&nodes, now, &mut tok).is_empty());
+    for a in &ring[..3] {
+        let done = s.result(a.token, &a.receiver, true).expect("running");
+        assert_eq!(done.ring, id);
+        assert!(s.served(a.token, &a.sender, 1));
+    }
+    assert!(
+        s.next(&nodes, now, &mut tok).is_empty(),
+        "one flow still runs"
+    );
+    let last = &ring[3];
+    assert!(s.result(last.token, &last.receiver, true).is_some());
+    assert!(s.served(last.token, &last.sender, 1));
+    // Over: the other pairs go on, and the ring is not repeated early.
+    let next = s.next(&nodes, now, &mut tok);
+    assert!(!next.is_empty() && next.iter().all(|a| a.ring.is_none()));
+    finish_all(&mut s, 1);
+    assert!(until_ring(&mut s, &nodes, now, &mut tok, 1).is_empty());
+    let later = now + cfg().retest_after;
+    let again = until_ring(&mut s, &nodes, later, &mut tok, 1);
+    assert_eq!(again.len(), 4, "tested again after retest_after");
+}
+
+#[test]
+fn a_due_ring_waits_for_running_pairs_and_holds_new_ones_back() {
+    let mut s = Scheduler::new(BandwidthConfig {
+        budget_bytes_per_hour: u64::MAX,
+        ..cfg()
+    });
+    let mut tok = counter();
+    let now = Instant::now();
+    let nodes = names(5);
+    // Cover the group's pairs (n00..n02) without the ring known yet.
+    let group = nodes[..3].to_vec();
+    while group.iter().enumerate().any(|(i, a)| {
+        group[i + 1..]
+            .iter()
+            .any(|b| !s.attempts.contains_key(&unordered(a, b)))
+    }) {
+        assert!(!s.next(&nodes, now, &mut tok).is_empty());
+        finish_all(&mut s, 1);
+    }
+    // A pair outside the group is running when the ring becomes due.
+    let outside = s.next(&names(5)[3..], now, &mut tok);
+    assert_eq!(outside.len(), 1);
+    s.set_rings([group.clone()]);
+    assert!(
+        s.next(&nodes, now, &mut tok).is_empty(),
+        "waits, starts nothing new"
+    );
+    finish_all(&mut s, 1);
+    let ring = s.next(&nodes, now, &mut tok);
+    assert_eq!(ring.len(), 3);
+    assert!(ring.iter().all(|a| a.ring.is_some()));
+}
+
+#[test]
+fn a_failed_flow_fails_the_ring_which_is_retried_after_a_minute() {
+    let mut s = Scheduler::new(BandwidthConfig {
+        budget_bytes_per_hour: u64::MAX,
+        ..cfg()
+    });
+    let mut tok = counter();
+    let now = Instant::now();
+    let nodes = names(3);
+    s.set_rings([nodes.clone()]);
+    let ring = until_ring(&mut s, &nodes, now, &mut tok, 1);
+    assert_eq!(ring.len(), 3);
+    assert!(s.result(ring[0].token, &ring[0].receiver, false).is_some());
+    // Nothing else reports: the deadline ends every flow.
+    let late = now + s.config().deadline_after();
+    assert_eq!(s.expire(late).len(), 3);
+    assert!(s.rings_running.is_empty());
+    assert!(s.next(&nodes, late, &mut tok).is_empty());
+    let retry = s.next(&nodes, now + RETRY_FAILED_AFTER, &mut tok);
+    assert_eq!(
+        retry.len(),
+        3,
+        "a failed ring is retried like a failed pair"
+    );
+}
+
+#[test]
+fn a_ring_needs_every_member_to_afford_sending_and_receiving() {
+    // Budget 1,000, cap 100: pairwise tests leave each of 3 nodes with
+    // 200 charged; a ring needs 200 more on each.
+    let mut s = Scheduler::new(BandwidthConfig {
+        budget_bytes_per_hour: 350,
+        retest_after: Duration::from_secs(3600 * 2),
+        ..cfg()
+    });
+    let mut tok = counter();
+    let now = Instant::now();
+    let nodes = names(3);
+    s.set_rings([nodes.clone()]);
+    assert!(
+        until_ring(&mut s, &nodes, now, &mut tok, 100).is_empty(),
+        "cannot afford it"
+    );
+    let hour = now + BUDGET_WINDOW;
+    let ring = s.next(&nodes, hour, &mut tok);
+    assert_eq!(ring.len(), 3, "affordable once the charges age out");
+    for n in &nodes {
+        assert_eq!(s.used(n, hour), 200, "{n} charged as sender and receiver");
+    }
+}
+
+#[test]
+fn only_groups_of_three_or_more_are_rings_and_large_ones_are_sampled() {
+    let mut s = Scheduler::new(cfg());
+    let big: Vec<String> = names(40).into_iter().rev().collect();
+    s.set_rings([names(2), big]);
+    assert_eq!(s.rings.len(), 1, "a pair is no ring");
+    assert_eq!(s.rings[0], names(MAX_RING_MEMBERS), "first members by name");
+}

@@ -454,3 +454,31 @@ fn a_clone_shares_unchanged_rows_and_keeps_its_own_view() {
     assert_eq!(copy.links(ProbeMethod::Unspecified, t0).len(), 4);
     assert!(!copy.links.values().any(|r| r.is_empty()) && !m.links.values().any(|r| r.is_empty()));
 }
+
+/// A node is in one group at a time: a new concurrent test replaces every
+/// stored one it shares a member with, and leaves when one of its members
+/// is forgotten. Its share is the median flow.
+#[test]
+fn a_concurrent_test_replaces_those_it_overlaps_and_goes_with_its_members() {
+    let mut m = Matrix::new(0.3, Duration::from_secs(60));
+    let ring = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    m.apply_concurrent(ring(&["c", "a", "b"]), vec![300.0, 100.0, 200.0], 1);
+    m.apply_concurrent(ring(&["x", "y", "z", "w"]), vec![1.0, 4.0, 3.0, 2.0], 1);
+    let shares: Vec<f64> = m.concurrent().map(|c| c.share_mbps).collect();
+    assert_eq!(
+        shares,
+        [200.0, 2.5],
+        "the median flow (mean of the middle two)"
+    );
+    assert_eq!(
+        m.concurrent().next().unwrap().members,
+        ["c", "a", "b"],
+        "ring order kept"
+    );
+    // b and d moved into a group with x: both older tests overlap it.
+    m.apply_concurrent(ring(&["b", "d", "x"]), vec![50.0; 3], 2);
+    let left: Vec<&Vec<String>> = m.concurrent().map(|c| &c.members).collect();
+    assert_eq!(left, [&ring(&["b", "d", "x"])]);
+    m.forget("d");
+    assert_eq!(m.concurrent().count(), 0);
+}
