@@ -296,8 +296,13 @@ fn pair_key<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
 pub struct MeasuredSet {
     /// Largest pair RTT: the worse direction of each pair's smoothed UDP p50.
     pub max_rtt_us: f64,
-    /// Smallest pair bandwidth (the lower direction's latest test).
+    /// Smallest pair bandwidth a job can count on: the lower direction's
+    /// latest test, capped by the group share of a concurrent test that
+    /// held both ends.
     pub bottleneck_mbps: Option<f64>,
+    /// The smallest group share (concurrent tests) among the set's pairs,
+    /// if any pair's ends were tested together.
+    pub shared_mbps: Option<f64>,
     /// Largest smoothed UDP loss of a link between two members.
     pub max_loss_ppm: f64,
     /// Round-trip loss (ppm, the worse direction's smoothed UDP loss) of
@@ -342,10 +347,23 @@ pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
             *e = e.min(b.mbps);
         }
     }
+    // A concurrent test's share caps every pair of its members, as in
+    // Place (`Links::job_bandwidth`).
+    let mut shared: Option<f64> = None;
+    for c in &m.concurrent {
+        let held = |n: &str| c.members.iter().any(|x| x == n);
+        for ((a, b), v) in bw.iter_mut() {
+            if held(a) && held(b) {
+                *v = v.min(c.share_mbps);
+                shared = Some(shared.map_or(c.share_mbps, |s: f64| s.min(c.share_mbps)));
+            }
+        }
+    }
     let pairs = set.len() * set.len().saturating_sub(1) / 2;
     MeasuredSet {
         max_rtt_us: rtt.iter().copied().fold(0.0, f64::max),
         bottleneck_mbps: bw.values().copied().reduce(f64::min),
+        shared_mbps: shared,
         max_loss_ppm: loss.values().copied().fold(0.0, f64::max),
         ring_loss_ppm,
         complete: rtt.len() == pairs && bw.len() == pairs,
@@ -739,7 +757,17 @@ fn far_from_prediction(p: &PlacementResult) -> Option<String> {
              timeouts per iteration (a mean): the median iteration of this run met fewer"
         )
     } else if x < PREDICTION_BAND.0 {
-        "slower than its RTTs and bandwidths explain: a bottleneck the pairwise tests share or miss (the lab emulator's own forwarding, an oversubscribed uplink)".into()
+        match p.measured.as_ref().and_then(|m| m.shared_mbps) {
+            Some(share) => format!(
+                "slower than its RTTs and bandwidths explain, even with the {share:.0} Mbit/s \
+                 a flow got in its group's concurrent test: a bottleneck that test did not load \
+                 the way this job does (more flows at once, or flows between groups)"
+            ),
+            None => "slower than its RTTs and bandwidths explain, and no concurrent test held \
+                     its pairs: a bottleneck the pairwise tests miss (the lab emulator's own \
+                     forwarding, an oversubscribed uplink)"
+                .into(),
+        }
     } else {
         "faster than predicted: its measured bandwidth or RTT reads worse than the runs met".into()
     };

@@ -296,6 +296,25 @@ fn a_set_is_read_as_place_reads_it_worse_direction_and_lower_bandwidth() {
     assert_eq!(predict(&abc, 3, 1_000_000), None);
 }
 
+/// A concurrent test's share caps the pairs of its members, as Place
+/// reads it, and only theirs.
+#[test]
+fn a_group_share_caps_the_pairs_of_its_members_only() {
+    let mut m = matrix3();
+    m.concurrent.push(netaware_proto::v1::ConcurrentTest {
+        members: vec!["b".into(), "a".into(), "x".into()],
+        flow_mbps: vec![500.0, 600.0, 700.0],
+        share_mbps: 600.0,
+        started_unix_us: 1,
+    });
+    let ab = measured(&m, &["a".into(), "b".into()]);
+    assert_eq!(ab.bottleneck_mbps, Some(600.0), "pair 900, share 600");
+    assert_eq!(ab.shared_mbps, Some(600.0));
+    let ac = measured(&m, &["a".into(), "c".into()]);
+    assert_eq!(ac.bottleneck_mbps, Some(400.0), "c was not in the test");
+    assert_eq!(ac.shared_mbps, None);
+}
+
 #[test]
 fn spearman_is_one_for_the_same_order_and_minus_one_reversed() {
     let measured = [118.0, 580.0, 121.0, 300.0];

@@ -228,7 +228,7 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
         topo.nodes.len(),
         human(b.settle),
         if opts.bandwidth.is_some() {
-            ", and until every pair's bandwidth is tested"
+            ", until every pair's bandwidth and every l1 group's concurrent share is tested"
         } else {
             ""
         }
@@ -236,6 +236,8 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
     r.rtt().await?;
     if let Some(bw) = opts.bandwidth {
         r.bandwidth(bw).await?;
+        // Place counts on the group shares these find (shared bottlenecks).
+        r.concurrent(bw).await?;
     }
     while tokio::time::Instant::now() < started + b.settle {
         r.check_children()?;

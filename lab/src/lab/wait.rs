@@ -8,9 +8,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use netaware_model::bandwidth::{MAX_RING_MEMBERS, MIN_RING_MEMBERS};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::query_service_client::QueryServiceClient;
-use netaware_proto::v1::{BandwidthState, GetMatrixRequest, GetMatrixResponse};
+use netaware_proto::v1::{
+    BandwidthState, ConcurrentTest, GetMatrixRequest, GetMatrixResponse, Group, ListGroupsRequest,
+};
 use tracing::warn;
 
 use super::{BandwidthOptions, CONNECT_DEADLINE, Lab, Options, human};
@@ -109,6 +112,31 @@ pub(super) fn bandwidth_pairs_tested(bandwidth: &[BandwidthState]) -> usize {
         .len()
 }
 
+/// The l1 groups whose concurrent test is still missing from `tested`:
+/// those the aggregator tests ([`MIN_RING_MEMBERS`] or more, the first
+/// [`MAX_RING_MEMBERS`] by name), as sorted member lists.
+pub(super) fn rings_untested(groups: &[Group], tested: &[ConcurrentTest]) -> Vec<Vec<String>> {
+    let done: BTreeSet<Vec<String>> = tested
+        .iter()
+        .map(|c| {
+            let mut m = c.members.clone();
+            m.sort();
+            m
+        })
+        .collect();
+    groups
+        .iter()
+        .filter(|g| g.level == 1)
+        .map(|g| {
+            let mut m = g.members.clone();
+            m.sort();
+            m.truncate(MAX_RING_MEMBERS);
+            m
+        })
+        .filter(|m| m.len() >= MIN_RING_MEMBERS && !done.contains(m))
+        .collect()
+}
+
 impl Running<'_> {
     /// Fail if a process of the lab has exited.
     pub fn check_children(&mut self) -> Result<()> {
@@ -204,6 +232,41 @@ impl Running<'_> {
                 self.opts.log_dir.display()
             ))
         })
+    }
+
+    /// Wait until every l1 group the aggregator tests concurrently has its
+    /// test (or a deadline sized for one test per group). Past the
+    /// deadline it warns: those groups' pairs keep their pairwise figures.
+    pub async fn concurrent(&mut self, b: BandwidthOptions) -> Result<()> {
+        let per_test = b.omit + b.duration + Duration::from_secs(3);
+        let groups = self.topo.nodes.len().div_ceil(MIN_RING_MEMBERS);
+        let deadline = tokio::time::Instant::now()
+            + per_test * u32::try_from(groups + 1).unwrap_or(u32::MAX)
+            + self.opts.report_interval * 3
+            + Duration::from_secs(30);
+        loop {
+            let groups = self
+                .client
+                .list_groups(ListGroupsRequest {})
+                .await
+                .map_err(|e| Error::Run(format!("ListGroups failed: {e}")))?
+                .into_inner()
+                .groups;
+            let missing = rings_untested(&groups, &self.matrix().await?.concurrent);
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let names: Vec<String> = missing.iter().map(|m| m.join(",")).collect();
+                warn!(
+                    groups = %names.join(" "),
+                    "these groups were not tested concurrently in time; their pairs keep their pairwise bandwidth"
+                );
+                return Ok(());
+            }
+            self.check_children()?;
+            tokio::time::sleep(MEASURE_POLL).await;
+        }
     }
 
     /// Wait until every unordered pair has a bandwidth result (or a deadline

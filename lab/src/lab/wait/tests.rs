@@ -87,3 +87,38 @@ fn a_file_that_never_appears_is_an_error_naming_it() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn the_groups_left_to_test_concurrently_are_the_l1_groups_of_three_or_more() {
+    let group = |level: u32, members: &[&str]| Group {
+        level,
+        members: members.iter().map(|m| m.to_string()).collect(),
+        ..Default::default()
+    };
+    let groups = [
+        group(1, &["c", "a", "b"]),
+        group(1, &["d", "e"]),
+        group(1, &["f", "g", "h"]),
+        group(2, &["a", "b", "c", "d", "e"]),
+    ];
+    let tested = |members: &[&str]| ConcurrentTest {
+        members: members.iter().map(|m| m.to_string()).collect(),
+        ..Default::default()
+    };
+    assert_eq!(
+        rings_untested(&groups, &[]),
+        [vec!["a", "b", "c"], vec!["f", "g", "h"]]
+    );
+    // Tested in ring order, found whatever the order.
+    assert_eq!(
+        rings_untested(&groups, &[tested(&["b", "c", "a"])]),
+        [vec!["f", "g", "h"]]
+    );
+    assert!(
+        rings_untested(
+            &groups,
+            &[tested(&["b", "c", "a"]), tested(&["h", "g", "f"])]
+        )
+        .is_empty()
+    );
+}
