@@ -19,8 +19,11 @@
 //!   the next member at once (a ring, like a ring all-reduce), so the flows
 //!   meet on whatever they share. Such a test runs alone in the cluster
 //!   (others would share the bottleneck it measures): while one is due, no
-//!   new pairwise test starts, and it starts once the running ones end. It
-//!   is repeated like a pair, after `retest_after`.
+//!   new pairwise test starts, and it starts once the running ones end. A
+//!   group is due while one of its members has not been in a concurrent
+//!   test for `retest_after` (a minute after a failed one): kept per node,
+//!   so groups that change under load (a loaded link reads slower for a
+//!   while) do not start test after test.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -131,8 +134,8 @@ pub struct Scheduler {
     /// Groups to test concurrently (each sorted, at most
     /// [`MAX_RING_MEMBERS`]), from the latest recomputation.
     rings: Vec<Vec<String>>,
-    /// Latest attempt per concurrent group.
-    ring_attempts: BTreeMap<Vec<String>, Attempt>,
+    /// Latest concurrent test each node was in.
+    ring_attempts: BTreeMap<String, Attempt>,
     /// Members of the concurrent tests running, by id.
     rings_running: BTreeMap<u64, Vec<String>>,
 }
@@ -178,7 +181,7 @@ impl Scheduler {
 
     /// The groups to test concurrently: those with at least
     /// [`MIN_RING_MEMBERS`], cut to their first [`MAX_RING_MEMBERS`] by
-    /// name. Attempts of groups that no longer exist are forgotten.
+    /// name.
     pub fn set_rings<I, G>(&mut self, groups: I)
     where
         I: IntoIterator<Item = G>,
@@ -196,8 +199,6 @@ impl Scheduler {
             .filter(|g| g.len() >= MIN_RING_MEMBERS)
             .collect();
         self.rings.sort();
-        let rings = &self.rings;
-        self.ring_attempts.retain(|g, _| rings.contains(g));
     }
 
     pub fn config(&self) -> &BandwidthConfig {
@@ -238,6 +239,10 @@ impl Scheduler {
             }
         }
         self.ledger.retain(|_, l| !l.is_empty());
+        // Older than any wait: the same as never tested.
+        let keep = self.cfg.retest_after.max(RETRY_FAILED_AFTER);
+        self.ring_attempts
+            .retain(|_, x| now.saturating_duration_since(x.at) < keep);
         let late: Vec<u64> = self
             .running
             .iter()
@@ -265,8 +270,10 @@ impl Scheduler {
 
     /// The group to test concurrently now, if one is due: all its members
     /// can take part, every pair of it has been tried, each member can
-    /// afford sending and receiving a full test, and its latest attempt is
-    /// old enough. Never tried first, then tried longest ago.
+    /// afford sending and receiving a full test, and one of its members
+    /// has not been in a concurrent test for long enough. The group whose
+    /// least recently tested member waited longest goes first (never
+    /// tested before any).
     fn due_ring(&self, nodes: &[String], now: Instant) -> Option<Vec<String>> {
         let need = self.cfg.max_bytes_per_test.saturating_mul(2);
         self.rings
@@ -284,12 +291,15 @@ impl Scheduler {
                         .all(|b| self.attempts.contains_key(&unordered(a, b)))
                 })
             })
-            .filter_map(|g| match self.ring_attempts.get(g) {
-                None => Some((None, g)),
-                Some(x) if now.saturating_duration_since(x.at) >= self.wait_after(x) => {
-                    Some((Some(x.at), g))
-                }
-                Some(_) => None,
+            .filter_map(|g| {
+                let last = |n: &String| self.ring_attempts.get(n);
+                let due = g.iter().any(|n| {
+                    last(n)
+                        .is_none_or(|x| now.saturating_duration_since(x.at) >= self.wait_after(x))
+                });
+                // None (a member never tested) sorts first.
+                let oldest = g.iter().map(|n| last(n).map(|x| x.at)).min().flatten();
+                due.then_some((oldest, g))
             })
             .min()
             .map(|(_, g)| g.clone())
@@ -337,14 +347,16 @@ impl Scheduler {
             });
         }
         if let Some(ring) = id {
-            self.ring_attempts.insert(
-                members.clone(),
-                Attempt {
-                    at: now,
-                    first_sent: true,
-                    failed: false,
-                },
-            );
+            for n in &members {
+                self.ring_attempts.insert(
+                    n.clone(),
+                    Attempt {
+                        at: now,
+                        first_sent: true,
+                        failed: false,
+                    },
+                );
+            }
             self.rings_running.insert(ring, members);
         }
         out
@@ -476,17 +488,22 @@ impl Scheduler {
         out
     }
 
-    /// A failed flow marks its pair, or its whole concurrent test.
+    /// A failed flow marks its pair, or every member of its concurrent
+    /// test.
     fn mark_failed(&mut self, r: &Running) {
-        let x = match r.ring {
-            Some(ring) => self
-                .rings_running
-                .get(&ring)
-                .and_then(|g| self.ring_attempts.get_mut(g)),
-            None => self.attempts.get_mut(&unordered(&r.sender, &r.receiver)),
-        };
-        if let Some(x) = x {
-            x.failed = true;
+        match r.ring {
+            Some(ring) => {
+                for n in self.rings_running.get(&ring).into_iter().flatten() {
+                    if let Some(x) = self.ring_attempts.get_mut(n) {
+                        x.failed = true;
+                    }
+                }
+            }
+            None => {
+                if let Some(x) = self.attempts.get_mut(&unordered(&r.sender, &r.receiver)) {
+                    x.failed = true;
+                }
+            }
         }
     }
 

@@ -420,3 +420,29 @@ fn only_groups_of_three_or_more_are_rings_and_large_ones_are_sampled() {
     assert_eq!(s.rings.len(), 1, "a pair is no ring");
     assert_eq!(s.rings[0], names(MAX_RING_MEMBERS), "first members by name");
 }
+
+/// Groups change under load (a loaded link reads slower for a while): a
+/// group of members that were all in a concurrent test lately is not due,
+/// whatever group they were tested in; one with a new member is.
+#[test]
+fn a_group_that_changed_is_not_retested_until_a_member_is_due() {
+    let mut s = Scheduler::new(BandwidthConfig {
+        budget_bytes_per_hour: u64::MAX,
+        ..cfg()
+    });
+    let mut tok = counter();
+    let now = Instant::now();
+    let nodes = names(5);
+    s.set_rings([nodes[..4].to_vec()]);
+    let ring = until_ring(&mut s, &nodes, now, &mut tok, 1);
+    assert_eq!(ring.len(), 4);
+    finish_all(&mut s, 1);
+    // n03 leaves the group: the other three were tested a moment ago.
+    s.set_rings([nodes[..3].to_vec()]);
+    assert!(until_ring(&mut s, &nodes, now, &mut tok, 1).is_empty());
+    // n04 joins: never in a concurrent test, so the group is due.
+    s.set_rings([vec![nodes[0].clone(), nodes[1].clone(), nodes[4].clone()]]);
+    let again = until_ring(&mut s, &nodes, now, &mut tok, 1);
+    let members: Vec<&str> = again.iter().map(|a| a.sender.as_str()).collect();
+    assert_eq!(members, ["n00", "n01", "n04"]);
+}
