@@ -1,5 +1,6 @@
 //! `netaware matrix`: the link-state matrix as an aligned table of one or
-//! more metrics, or as JSON with every link and bandwidth test.
+//! more metrics, or as JSON with every link, bandwidth test and concurrent
+//! test.
 
 use std::fmt::Write as _;
 
@@ -256,12 +257,25 @@ pub fn render_json(m: &GetMatrixResponse) -> Value {
             })
         })
         .collect();
+    let concurrent: Vec<Value> = m
+        .concurrent
+        .iter()
+        .map(|c| {
+            json!({
+                "members": c.members,
+                "flow_mbps": c.flow_mbps,
+                "share_mbps": c.share_mbps,
+                "started_unix_us": c.started_unix_us,
+            })
+        })
+        .collect();
     json!({
         "generated_unix_us": m.generated_unix_us,
         "stale_after_ms": m.stale_after_ms,
         "nodes": nodes,
         "links": links,
         "bandwidth": bandwidth,
+        "concurrent": concurrent,
     })
 }
 
@@ -297,6 +311,12 @@ mod tests {
                 link("bb", "a", 25_000_000, 98, true),
             ],
             stale_after_ms: 30_000,
+            concurrent: vec![netaware_proto::v1::ConcurrentTest {
+                members: vec!["bb".into(), "a".into(), "c".into()],
+                flow_mbps: vec![700.0, 800.0, 900.0],
+                share_mbps: 800.0,
+                started_unix_us: 5,
+            }],
             ..Default::default()
         }
     }
@@ -340,5 +360,7 @@ mod tests {
         assert_eq!(v["links"][0]["method"], "udp");
         assert_eq!(v["links"][0]["latest"]["rtt_p50_ns"], 1_234_567);
         assert_eq!(v["nodes"][2]["connected"], false);
+        assert_eq!(v["concurrent"][0]["members"][0], "bb", "ring order");
+        assert_eq!(v["concurrent"][0]["share_mbps"], 800.0);
     }
 }

@@ -37,6 +37,7 @@ use rand::seq::index::sample;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
+use crate::emulator::LatenessSummary;
 use crate::error::{Error, Result};
 use crate::topology::Topology;
 
@@ -122,8 +123,18 @@ pub struct PlacementResult {
     /// `predicted_ms` ÷ `iter_ms_p50`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_over_measured: Option<f64>,
+    /// How late the lab's emulator delivered packets while this set's
+    /// all-reduces ran (all rounds): a lab that falls behind slows the set
+    /// down by itself, which no measurement of the network predicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<LatenessSummary>,
     pub iter_ms: Vec<f64>,
 }
+
+/// More packets than this share more than 1 ms late, and the emulator,
+/// not the emulated network, set the pace (the issue's goal for a faithful
+/// lab is at most 0.1 %).
+pub const EMULATOR_LATE_LIMIT: f64 = 0.001;
 
 /// A prediction this far from the measured median (either way) is called
 /// out in the report, with what may explain it.
@@ -513,6 +524,7 @@ pub fn placement_result(
         predicted_ms,
         prediction,
         predicted_over_measured,
+        emulator: None,
         iter_ms,
     }
 }
@@ -682,6 +694,7 @@ pub fn render(r: &BenchReport) -> String {
             "p90 ms (95 % CI)",
             "÷ netaware (95 % CI)",
             "predicted ms",
+            "emulator late",
         ]
         .map(String::from)
         .to_vec(),
@@ -706,6 +719,8 @@ pub fn render(r: &BenchReport) -> String {
                 )
             }),
             p.predicted_ms.map_or("-".into(), |x| format!("{x:.1}")),
+            p.emulator
+                .map_or("-".into(), |e| format!("{:.2}%", e.late_fraction() * 100.0)),
         ]);
         if let Some(first) = &p.same_set_as {
             notes.push(format!(
@@ -746,7 +761,17 @@ fn far_from_prediction(p: &PlacementResult) -> Option<String> {
         return None;
     }
     let loss_ms = p.prediction.map_or(0.0, |p| p.loss_ms);
-    let why = if loss_ms > 0.0 && x < PREDICTION_BAND.0 {
+    let behind = p
+        .emulator
+        .filter(|e| e.late_fraction() > EMULATOR_LATE_LIMIT);
+    let why = if let Some(e) = behind.filter(|_| x < PREDICTION_BAND.0) {
+        format!(
+            "the lab's emulator fell behind while it ran ({:.1} % of packets more than 1 ms \
+             late, p99 {:.1} ms): the lab set the pace, not the emulated network",
+            e.late_fraction() * 100.0,
+            e.p99_us / 1000.0
+        )
+    } else if loss_ms > 0.0 && x < PREDICTION_BAND.0 {
         format!(
             "its ring loses packets and the model expects {loss_ms:.0} ms of retransmission \
              timeouts per iteration: more of them stalled in this run (they come whole, 200 ms each)"

@@ -252,6 +252,35 @@ pub struct LatenessSummary {
 /// (the emulator's own error, reported at the end of a run).
 pub type Lateness = hdrhistogram::Histogram<u64>;
 
+/// Packets later than this count as the emulator falling behind.
+const LATE_NS: u64 = 1_000_000;
+
+/// `h` in µs; `None` when it holds no packet.
+pub fn summarize(h: &Lateness) -> Option<LatenessSummary> {
+    if h.is_empty() {
+        return None;
+    }
+    let us = |ns: u64| ns as f64 / 1000.0;
+    Some(LatenessSummary {
+        p50_us: us(h.value_at_quantile(0.5)),
+        p99_us: us(h.value_at_quantile(0.99)),
+        max_us: us(h.max()),
+        packets: h.len(),
+        over_1ms: h.count_between(LATE_NS, h.max().max(LATE_NS)),
+    })
+}
+
+impl LatenessSummary {
+    /// The share of packets more than 1 ms late.
+    pub fn late_fraction(&self) -> f64 {
+        if self.packets == 0 {
+            0.0
+        } else {
+            self.over_1ms as f64 / self.packets as f64
+        }
+    }
+}
+
 struct Shared {
     lateness: Mutex<Option<Lateness>>,
     queue: Mutex<Queue>,
@@ -335,20 +364,26 @@ impl Emulator {
 
     /// How late packets left the emulator.
     pub fn lateness(&self) -> Option<LatenessSummary> {
-        let g = self
-            .shared
+        self.lateness_mark().as_ref().and_then(summarize)
+    }
+
+    /// The lateness of every packet so far, to tell later what came after
+    /// ([`lateness_since`](Self::lateness_since)).
+    pub fn lateness_mark(&self) -> Option<Lateness> {
+        self.shared
             .lateness
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let h = g.as_ref().filter(|h| !h.is_empty())?;
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Some(LatenessSummary {
-            p50_us: us(h.value_at_quantile(0.5)),
-            p99_us: us(h.value_at_quantile(0.99)),
-            max_us: us(h.max()),
-            packets: h.len(),
-            over_1ms: h.count_between(1_000_000, h.max().max(1_000_000)),
-        })
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The lateness of the packets delivered since `mark` was taken.
+    pub fn lateness_since(&self, mark: Option<&Lateness>) -> Option<Lateness> {
+        let mut now = self.lateness_mark()?;
+        if let Some(m) = mark {
+            now.subtract(m).ok()?;
+        }
+        Some(now)
     }
 
     /// Stop all threads and wait for them.

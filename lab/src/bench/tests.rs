@@ -375,6 +375,30 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
     assert_eq!(r.spearman_predicted_measured, Some(1.0));
     let ac = &r.placements[1];
     assert!(ac.predicted_over_measured.unwrap() < 0.25, "{ac:?}");
+
+    // The same slow set while the emulator fell behind: that is named
+    // first, and the table shows the share of late packets.
+    let mut slow = with(&["a", "c"], vec![200.0, 200.0]);
+    slow.emulator = Some(LatenessSummary {
+        p50_us: 10.0,
+        p99_us: 20_500.0,
+        max_us: 50_000.0,
+        packets: 10_000,
+        over_1ms: 900,
+    });
+    let mut fine = with(&["a", "b"], vec![10.0, 10.0]);
+    fine.emulator = Some(LatenessSummary {
+        packets: 10_000,
+        over_1ms: 5,
+        ..slow.emulator.unwrap()
+    });
+    let text = render(&report(&t, &b, vec![fine, slow]));
+    assert!(
+        text.contains("ac: predicted")
+            && text.contains("emulator fell behind while it ran (9.0 % of packets more than 1 ms late, p99 20.5 ms)"),
+        "{text}"
+    );
+    assert!(text.contains("9.00%") && text.contains("0.05%"), "{text}");
 }
 
 #[test]

@@ -113,3 +113,25 @@ fn destinations_are_lab_addresses_only() {
     assert_eq!(destination(&p[..10], 4), None);
     assert_eq!(data_ip(0), Ipv4Addr::new(10, 77, 0, 1));
 }
+
+/// What `lateness_since` does: the packets after a mark, and nothing else.
+#[test]
+fn lateness_after_a_mark_counts_only_the_later_packets() {
+    let mut h = Lateness::new_with_bounds(1, 10_000_000_000, 2).unwrap();
+    for _ in 0..1000 {
+        h.record(5_000).unwrap(); // 5 µs: on time
+    }
+    let mark = h.clone();
+    for _ in 0..90 {
+        h.record(10_000).unwrap();
+    }
+    for _ in 0..10 {
+        h.record(20_000_000).unwrap(); // 20 ms late
+    }
+    h.subtract(&mark).unwrap();
+    let s = summarize(&h).unwrap();
+    assert_eq!((s.packets, s.over_1ms), (100, 10));
+    assert!((s.late_fraction() - 0.1).abs() < 1e-12);
+    assert!(s.p99_us > 19_000.0, "{s:?}");
+    assert!(summarize(&Lateness::new_with_bounds(1, 10_000_000_000, 2).unwrap()).is_none());
+}

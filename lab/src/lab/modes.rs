@@ -15,6 +15,7 @@ use super::wait::Running;
 use super::{BandwidthOptions, Manifest, human, methods};
 use crate::bench::{self, BenchOptions, BenchReport, PlacementResult};
 use crate::cluster::objects::{self, PodPlacement};
+use crate::emulator::{Emulator, Lateness, summarize};
 use crate::error::{Error, Result};
 use crate::report::{self, Collector, KubernetesReport, Report, render_table};
 use crate::sidecar::{PingMesh, UsageMeter};
@@ -289,13 +290,16 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
     // Every distinct set once per round, in the same order each round.
     let per_round = bench::iters_per_round(b.iters, b.rounds);
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); distinct.len()];
+    // The emulator's lateness during each set's runs, all rounds.
+    let mut late: Vec<Option<Lateness>> = vec![None; distinct.len()];
     for round in 1..=b.rounds.max(1) {
         eprintln!(
             "round {round} of {}: {per_round} iterations on each of {} node sets",
             b.rounds,
             distinct.len()
         );
-        for (set, t) in distinct.iter().zip(&mut times) {
+        for ((set, t), late) in distinct.iter().zip(&mut times).zip(&mut late) {
+            let mark = r.lab.emulator.as_ref().and_then(Emulator::lateness_mark);
             let o = BenchOptions {
                 iters: per_round,
                 ..b.clone()
@@ -306,6 +310,20 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
                 .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
             r.check_children()?;
             t.extend(got);
+            if let Some(d) = r
+                .lab
+                .emulator
+                .as_ref()
+                .and_then(|e| e.lateness_since(mark.as_ref()))
+            {
+                match late {
+                    Some(sum) => {
+                        // Same bounds, so adding cannot fail.
+                        let _ = sum.add(&d);
+                    }
+                    None => *late = Some(d),
+                }
+            }
         }
     }
     let results: Vec<PlacementResult> = sets
@@ -318,14 +336,16 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             // were chosen from, by Place's own model.
             let measured = bench::measured(&m, &nodes);
             let prediction = bench::predict(&measured, b.k, b.bytes);
-            bench::placement_result(
+            let mut p = bench::placement_result(
                 &name,
                 nodes,
                 bench::configured(topo, &idx),
                 Some(measured),
                 prediction,
                 times[w].clone(),
-            )
+            );
+            p.emulator = late[w].as_ref().and_then(summarize);
+            p
         })
         .collect();
     let mut report = bench::report(topo, b, results);

@@ -276,7 +276,10 @@ impl Running<'_> {
         let n = self.topo.nodes.len();
         let pairs = n * (n - 1) / 2;
         let per_test = b.omit + b.duration + Duration::from_secs(3);
-        let rounds = u32::try_from(pairs.div_ceil(b.concurrency.max(1))).unwrap_or(u32::MAX);
+        // Concurrent tests of the groups run alone, between the pair tests.
+        let rings = n.div_ceil(MIN_RING_MEMBERS);
+        let rounds =
+            u32::try_from(pairs.div_ceil(b.concurrency.max(1)) + rings).unwrap_or(u32::MAX);
         let deadline = tokio::time::Instant::now() + per_test * rounds + Duration::from_secs(30);
         let polled = self
             .poll(deadline, MEASURE_POLL, |m| {

@@ -305,31 +305,26 @@ fn a_lossy_node_costs_its_site_the_job_when_the_prediction_says_so() {
     assert!(r.why.contains("about the chosen set's"), "{}", r.why);
 }
 
+/// A prediction from its parts (the total is their sum).
+fn pred(latency_ms: f64, bandwidth_ms: f64, loss_ms: f64) -> Prediction {
+    Prediction {
+        total_ms: latency_ms + bandwidth_ms + loss_ms,
+        latency_ms,
+        bandwidth_ms,
+        loss_ms,
+    }
+}
+
 #[test]
 fn the_runner_up_is_told_which_part_lost_it() {
-    let c = Prediction {
-        total_ms: 110.0,
-        latency_ms: 2.0,
-        bandwidth_ms: 108.0,
-        loss_ms: 0.0,
-    };
-    let o = Prediction {
-        total_ms: 160.0,
-        latency_ms: 2.0,
-        bandwidth_ms: 108.0,
-        loss_ms: 50.0,
-    };
+    let c = pred(2.0, 108.0, 0.0);
+    let o = pred(2.0, 108.0, 50.0);
     let why = why_lost(Some(&c), Some(&o));
     assert!(
         why.contains("mostly its loss part, 50.0 ms against 0.0 ms"),
         "{why}"
     );
-    let far = Prediction {
-        total_ms: 600.0,
-        latency_ms: 90.0,
-        bandwidth_ms: 510.0,
-        loss_ms: 0.0,
-    };
+    let far = pred(90.0, 510.0, 0.0);
     let why = why_lost(Some(&c), Some(&far));
     assert!(why.contains("mostly its bandwidth part"), "{why}");
     assert!(why_lost(None, Some(&o)).starts_with("no all-reduce time predicted"));
