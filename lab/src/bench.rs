@@ -761,41 +761,54 @@ fn far_from_prediction(p: &PlacementResult) -> Option<String> {
         return None;
     }
     let loss_ms = p.prediction.map_or(0.0, |p| p.loss_ms);
+    let slower = x < PREDICTION_BAND.0;
     let behind = p
         .emulator
-        .filter(|e| e.late_fraction() > EMULATOR_LATE_LIMIT);
-    let why = if let Some(e) = behind.filter(|_| x < PREDICTION_BAND.0) {
-        format!(
-            "the lab's emulator fell behind while it ran ({:.1} % of packets more than 1 ms \
-             late, p99 {:.1} ms): the lab set the pace, not the emulated network",
-            e.late_fraction() * 100.0,
-            e.p99_us / 1000.0
-        )
-    } else if loss_ms > 0.0 && x < PREDICTION_BAND.0 {
-        format!(
+        .filter(|e| slower && e.late_fraction() > EMULATOR_LATE_LIMIT)
+        .map(|e| {
+            format!(
+                "the lab's emulator fell behind while it ran ({:.1} % of packets more than 1 ms \
+                 late, p99 {:.1} ms): the lab set the pace, not the emulated network",
+                e.late_fraction() * 100.0,
+                e.p99_us / 1000.0
+            )
+        });
+    let network = if loss_ms > 0.0 && slower {
+        Some(format!(
             "its ring loses packets and the model expects {loss_ms:.0} ms of retransmission \
              timeouts per iteration: more of them stalled in this run (they come whole, 200 ms each)"
-        )
+        ))
     } else if loss_ms > 0.0 {
-        format!(
+        Some(format!(
             "its ring loses packets and the model expects {loss_ms:.0} ms of retransmission \
              timeouts per iteration (a mean): the median iteration of this run met fewer"
-        )
-    } else if x < PREDICTION_BAND.0 {
-        match p.measured.as_ref().and_then(|m| m.shared_mbps) {
+        ))
+    } else if behind.is_some() {
+        // Nothing in the network to add to the lab's own lateness.
+        None
+    } else if slower {
+        Some(match p.measured.as_ref().and_then(|m| m.shared_mbps) {
             Some(share) => format!(
                 "slower than its RTTs and bandwidths explain, even with the {share:.0} Mbit/s \
                  a flow got in its group's concurrent test: a bottleneck that test did not load \
                  the way this job does (more flows at once, or flows between groups)"
             ),
             None => "slower than its RTTs and bandwidths explain, and no concurrent test held \
-                     its pairs: a bottleneck the pairwise tests miss (the lab emulator's own \
-                     forwarding, an oversubscribed uplink)"
+                     its pairs: a bottleneck the pairwise tests miss (an oversubscribed uplink)"
                 .into(),
-        }
+        })
     } else {
-        "faster than predicted: its measured bandwidth or RTT reads worse than the runs met".into()
+        Some(
+            "faster than predicted: its measured bandwidth or RTT reads worse than the runs met"
+                .into(),
+        )
     };
+    // A lossy set may have both: timeouts, and a lab that fell behind.
+    let why = [network, behind]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; and ");
     Some(format!(
         "{}: predicted {:.1} ms is {x:.2}× the measured median — {why}",
         p.name,

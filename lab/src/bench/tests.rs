@@ -376,8 +376,8 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
     let ac = &r.placements[1];
     assert!(ac.predicted_over_measured.unwrap() < 0.25, "{ac:?}");
 
-    // The same slow set while the emulator fell behind: that is named
-    // first, and the table shows the share of late packets.
+    // The same slow set while the emulator fell behind: both are named,
+    // and the table shows the share of late packets.
     let mut slow = with(&["a", "c"], vec![200.0, 200.0]);
     slow.emulator = Some(LatenessSummary {
         p50_us: 10.0,
@@ -395,7 +395,7 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
     let text = render(&report(&t, &b, vec![fine, slow]));
     assert!(
         text.contains("ac: predicted")
-            && text.contains("emulator fell behind while it ran (9.0 % of packets more than 1 ms late, p99 20.5 ms)"),
+            && text.contains("retransmission timeouts per iteration: more of them stalled in this run (they come whole, 200 ms each); and the lab's emulator fell behind while it ran (9.0 % of packets more than 1 ms late, p99 20.5 ms)"),
         "{text}"
     );
     assert!(text.contains("9.00%") && text.contains("0.05%"), "{text}");
