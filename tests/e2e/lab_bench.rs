@@ -35,9 +35,15 @@ fn netaware_placement_is_not_slower_than_spreading() {
             "--random-sets",
             "2",
         ])
+        // Short bandwidth tests (15 pairs, then each region's concurrent
+        // test): the predictions and the group share need them.
         .args([
             "--bandwidth",
-            "false",
+            "true",
+            "--bandwidth-omit",
+            "1s",
+            "--bandwidth-duration",
+            "1s",
             "--kubernetes",
             "off",
             "--icmp",
@@ -101,6 +107,19 @@ fn netaware_placement_is_not_slower_than_spreading() {
         "one region: {nodes:?}"
     );
     assert_eq!(ours["configured"]["max_rtt_ms"], 0.2);
+    // Its region is an l1 group of three, tested concurrently by the real
+    // agents (each the sender of one flow and the receiver of another)
+    // before the placements: the share is a throughput on 100 Mbit/s links.
+    assert!(ours["predicted_ms"].as_f64().is_some(), "{ours:#}");
+    let share = ours["measured"]["shared_mbps"].as_f64();
+    assert!(
+        share.is_some_and(|s| s > 10.0 && s < 110.0),
+        "no concurrent share for {nodes:?}: {ours:#}"
+    );
+    // The emulator's lateness is reported for every set it carried.
+    for p in r["placements"].as_array().unwrap() {
+        assert!(p["emulator"]["packets"].as_u64().unwrap_or(0) > 0, "{p:#}");
+    }
     let spread = by_name("spread");
     let (p50, spread_p50) = (
         ours["iter_ms_p50"].as_f64().unwrap(),
