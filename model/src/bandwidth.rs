@@ -276,11 +276,12 @@ impl Scheduler {
     /// tested before any).
     fn due_ring(&self, nodes: &[String], now: Instant) -> Option<Vec<String>> {
         let need = self.cfg.max_bytes_per_test.saturating_mul(2);
+        let present: BTreeSet<&String> = nodes.iter().collect();
         self.rings
             .iter()
             .filter(|g| {
                 g.iter().all(|n| {
-                    nodes.contains(n)
+                    present.contains(n)
                         && self.used(n, now).saturating_add(need) <= self.cfg.budget_bytes_per_hour
                 })
             })
@@ -313,38 +314,13 @@ impl Scheduler {
         now: Instant,
         token: &mut impl FnMut() -> u64,
     ) -> Vec<Assignment> {
-        let need = self.cfg.max_bytes_per_test;
         let mut out = Vec::with_capacity(members.len());
         let mut id = None;
         for (i, sender) in members.iter().enumerate() {
-            let receiver = &members[(i + 1) % members.len()];
+            let receiver = members[(i + 1) % members.len()].clone();
             let t = token();
             let ring = *id.get_or_insert(t);
-            for n in [sender, receiver] {
-                self.ledger.entry(n.clone()).or_default().push_back(Charge {
-                    at: now,
-                    bytes: need,
-                    token: t,
-                });
-            }
-            self.running.insert(
-                t,
-                Running {
-                    sender: sender.clone(),
-                    receiver: receiver.clone(),
-                    deadline: now + self.cfg.deadline_after(),
-                    result_in: false,
-                    served_in: false,
-                    ring: Some(ring),
-                },
-            );
-            out.push(Assignment {
-                token: t,
-                sender: sender.clone(),
-                receiver: receiver.clone(),
-                max_bytes: need,
-                ring: Some(ring),
-            });
+            out.push(self.start_flow(sender.clone(), receiver, t, Some(ring), now));
         }
         if let Some(ring) = id {
             for n in &members {
@@ -448,14 +424,6 @@ impl Scheduler {
             } else {
                 (b.clone(), a.clone())
             };
-            let t = token();
-            for n in [&sender, &receiver] {
-                self.ledger.entry(n.clone()).or_default().push_back(Charge {
-                    at: now,
-                    bytes: need,
-                    token: t,
-                });
-            }
             self.attempts.insert(
                 key,
                 Attempt {
@@ -464,28 +432,49 @@ impl Scheduler {
                     failed: false,
                 },
             );
-            self.running.insert(
-                t,
-                Running {
-                    sender: sender.clone(),
-                    receiver: receiver.clone(),
-                    deadline: now + self.cfg.deadline_after(),
-                    result_in: false,
-                    served_in: false,
-                    ring: None,
-                },
-            );
             busy.insert(a);
             busy.insert(b);
-            out.push(Assignment {
-                token: t,
-                sender,
-                receiver,
-                max_bytes: need,
-                ring: None,
-            });
+            out.push(self.start_flow(sender, receiver, token(), None, now));
         }
         out
+    }
+
+    /// Start one flow: reserve its full cap on both ends and count it as
+    /// running until both reports are in or its deadline passes.
+    fn start_flow(
+        &mut self,
+        sender: String,
+        receiver: String,
+        token: u64,
+        ring: Option<u64>,
+        now: Instant,
+    ) -> Assignment {
+        let need = self.cfg.max_bytes_per_test;
+        for n in [&sender, &receiver] {
+            self.ledger.entry(n.clone()).or_default().push_back(Charge {
+                at: now,
+                bytes: need,
+                token,
+            });
+        }
+        self.running.insert(
+            token,
+            Running {
+                sender: sender.clone(),
+                receiver: receiver.clone(),
+                deadline: now + self.cfg.deadline_after(),
+                result_in: false,
+                served_in: false,
+                ring,
+            },
+        );
+        Assignment {
+            token,
+            sender,
+            receiver,
+            max_bytes: need,
+            ring,
+        }
     }
 
     /// A failed flow marks its pair, or every member of its concurrent
