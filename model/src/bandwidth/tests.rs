@@ -14,6 +14,14 @@ fn cfg() -> BandwidthConfig {
     }
 }
 
+/// A scheduler with [`cfg`] and no byte budget to run out of.
+fn unbudgeted() -> Scheduler {
+    Scheduler::new(BandwidthConfig {
+        budget_bytes_per_hour: u64::MAX,
+        ..cfg()
+    })
+}
+
 fn counter() -> impl FnMut() -> u64 {
     let mut t = 0;
     move || {
@@ -52,10 +60,7 @@ fn a_node_is_in_at_most_one_test_at_a_time() {
 
 #[test]
 fn every_pair_is_covered_before_any_is_repeated_then_stale_pairs_again() {
-    let mut s = Scheduler::new(BandwidthConfig {
-        budget_bytes_per_hour: u64::MAX,
-        ..cfg()
-    });
+    let mut s = unbudgeted();
     let mut tok = counter();
     let n = 6;
     let mut now = Instant::now();
@@ -269,10 +274,7 @@ fn until_ring(
 
 #[test]
 fn a_group_is_tested_concurrently_as_a_ring_once_its_pairs_are_tested() {
-    let mut s = Scheduler::new(BandwidthConfig {
-        budget_bytes_per_hour: u64::MAX,
-        ..cfg()
-    });
+    let mut s = unbudgeted();
     let mut tok = counter();
     let now = Instant::now();
     let nodes = names(6);
@@ -330,10 +332,7 @@ fn a_group_is_tested_concurrently_as_a_ring_once_its_pairs_are_tested() {
 
 #[test]
 fn a_due_ring_waits_for_running_pairs_and_holds_new_ones_back() {
-    let mut s = Scheduler::new(BandwidthConfig {
-        budget_bytes_per_hour: u64::MAX,
-        ..cfg()
-    });
+    let mut s = unbudgeted();
     let mut tok = counter();
     let now = Instant::now();
     let nodes = names(5);
@@ -363,10 +362,7 @@ fn a_due_ring_waits_for_running_pairs_and_holds_new_ones_back() {
 
 #[test]
 fn a_failed_flow_fails_the_ring_which_is_retried_after_a_minute() {
-    let mut s = Scheduler::new(BandwidthConfig {
-        budget_bytes_per_hour: u64::MAX,
-        ..cfg()
-    });
+    let mut s = unbudgeted();
     let mut tok = counter();
     let now = Instant::now();
     let nodes = names(3);
@@ -426,10 +422,7 @@ fn only_groups_of_three_or_more_are_rings_and_large_ones_are_sampled() {
 /// whatever group they were tested in; one with a new member is.
 #[test]
 fn a_group_that_changed_is_not_retested_until_a_member_is_due() {
-    let mut s = Scheduler::new(BandwidthConfig {
-        budget_bytes_per_hour: u64::MAX,
-        ..cfg()
-    });
+    let mut s = unbudgeted();
     let mut tok = counter();
     let now = Instant::now();
     let nodes = names(5);
