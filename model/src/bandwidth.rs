@@ -158,6 +158,16 @@ pub struct Finished {
     pub ring: Option<u64>,
 }
 
+/// The members of `group` a concurrent test covers: sorted, the first
+/// [`MAX_RING_MEMBERS`]; `None` for fewer than [`MIN_RING_MEMBERS`].
+pub fn ring_members<G: IntoIterator<Item = String>>(group: G) -> Option<Vec<String>> {
+    let mut g: Vec<String> = group.into_iter().collect();
+    g.sort();
+    g.dedup();
+    g.truncate(MAX_RING_MEMBERS);
+    (g.len() >= MIN_RING_MEMBERS).then_some(g)
+}
+
 fn unordered(a: &str, b: &str) -> (String, String) {
     if a <= b {
         (a.to_string(), b.to_string())
@@ -187,17 +197,7 @@ impl Scheduler {
         I: IntoIterator<Item = G>,
         G: IntoIterator<Item = String>,
     {
-        self.rings = groups
-            .into_iter()
-            .map(|g| {
-                let mut g: Vec<String> = g.into_iter().collect();
-                g.sort();
-                g.dedup();
-                g.truncate(MAX_RING_MEMBERS);
-                g
-            })
-            .filter(|g| g.len() >= MIN_RING_MEMBERS)
-            .collect();
+        self.rings = groups.into_iter().filter_map(ring_members).collect();
         self.rings.sort();
     }
 

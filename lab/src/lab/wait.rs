@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use netaware_model::bandwidth::{MAX_RING_MEMBERS, MIN_RING_MEMBERS};
+use netaware_model::bandwidth::{MIN_RING_MEMBERS, ring_members};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::query_service_client::QueryServiceClient;
 use netaware_proto::v1::{
@@ -112,28 +112,21 @@ pub(super) fn bandwidth_pairs_tested(bandwidth: &[BandwidthState]) -> usize {
         .len()
 }
 
-/// The l1 groups whose concurrent test is still missing from `tested`:
-/// those the aggregator tests ([`MIN_RING_MEMBERS`] or more, the first
-/// [`MAX_RING_MEMBERS`] by name), as sorted member lists.
+/// The l1 groups the aggregator still has to test concurrently (the
+/// members [`ring_members`] takes), as sorted member lists: those with a
+/// member in no test of `tested`. As in the scheduler, a node counts as
+/// tested whatever group it was tested in: groups change for a while under
+/// load, and a changed list of tested members starts no new test.
 pub(super) fn rings_untested(groups: &[Group], tested: &[ConcurrentTest]) -> Vec<Vec<String>> {
-    let done: BTreeSet<Vec<String>> = tested
+    let done: BTreeSet<&str> = tested
         .iter()
-        .map(|c| {
-            let mut m = c.members.clone();
-            m.sort();
-            m
-        })
+        .flat_map(|c| c.members.iter().map(String::as_str))
         .collect();
     groups
         .iter()
         .filter(|g| g.level == 1)
-        .map(|g| {
-            let mut m = g.members.clone();
-            m.sort();
-            m.truncate(MAX_RING_MEMBERS);
-            m
-        })
-        .filter(|m| m.len() >= MIN_RING_MEMBERS && !done.contains(m))
+        .filter_map(|g| ring_members(g.members.iter().cloned()))
+        .filter(|m| m.iter().any(|n| !done.contains(n.as_str())))
         .collect()
 }
 

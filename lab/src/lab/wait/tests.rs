@@ -121,4 +121,8 @@ fn the_groups_left_to_test_concurrently_are_the_l1_groups_of_three_or_more() {
         )
         .is_empty()
     );
+    // Every member tested, in other groups: nothing new to wait for (the
+    // scheduler starts no test for it); one untested member is enough.
+    let moved = [tested(&["a", "b", "x"]), tested(&["c", "f", "g"])];
+    assert_eq!(rings_untested(&groups, &moved), [vec!["f", "g", "h"]]);
 }
