@@ -125,7 +125,7 @@ impl AgentMetrics {
         );
         r.register(
             "netaware_probe_jitter_seconds",
-            "RFC 3550 interarrival jitter of the RTTs at the end of the latest window",
+            "RFC 3550 interarrival jitter (mean |D|) of the RTTs of the latest window",
             m.jitter.clone(),
         );
         r.register(

@@ -13,33 +13,37 @@ use netaware_proto::histogram::{self, encode_histogram, new_histogram};
 
 use crate::error::{Error, Result};
 
-/// RFC 3550 §6.4.1: the jitter estimator's gain is 1/16.
-const JITTER_GAIN: f64 = 1.0 / 16.0;
-
-/// RFC 3550 interarrival jitter, applied to a series of round-trip times.
+/// RFC 3550 interarrival jitter of one window, applied to its round-trip
+/// times: the mean |D| over consecutive answers of the window.
 ///
 /// For consecutive answered probes i, j the RFC's D(i,j) = (Rj − Ri) − (Sj − Si)
 /// is the difference of their transit times; with round trips the transit time
 /// is the RTT itself, so D = RTTj − RTTi and no clock synchronisation is needed.
+/// The RFC's running estimate (J += (|D| − J) / 16) follows E|D|; a window
+/// takes the mean itself, over its own answers only, so a window after a
+/// disturbed one (a bandwidth test queueing the probes by milliseconds)
+/// carries none of it: the running estimate kept a tenth of it 36 probes
+/// later and the next clean windows read jitter the link does not have.
 #[derive(Debug, Clone, Default)]
-pub struct Jitter {
-    jitter_ns: f64,
+struct Jitter {
+    sum_abs_d_ns: f64,
+    pairs: u64,
     last_rtt_ns: Option<u64>,
 }
 
 impl Jitter {
-    /// Feed the RTT of the next answer, in arrival order.
-    pub fn update(&mut self, rtt_ns: u64) {
+    /// Feed the RTT of the window's next answer, in arrival order.
+    fn update(&mut self, rtt_ns: u64) {
         if let Some(last) = self.last_rtt_ns {
-            let d = (rtt_ns as f64 - last as f64).abs();
-            self.jitter_ns += (d - self.jitter_ns) * JITTER_GAIN;
+            self.sum_abs_d_ns += (rtt_ns as f64 - last as f64).abs();
+            self.pairs += 1;
         }
         self.last_rtt_ns = Some(rtt_ns);
     }
 
-    /// Current estimate in nanoseconds.
-    pub fn value_ns(&self) -> f64 {
-        self.jitter_ns
+    /// The mean |D| in nanoseconds; `None` before two answers.
+    fn value_ns(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.sum_abs_d_ns / self.pairs as f64)
     }
 }
 
@@ -60,7 +64,8 @@ pub struct WindowSummary {
     pub rtt_p90_ns: u64,
     pub rtt_p99_ns: u64,
     pub rtt_max_ns: u64,
-    /// RFC 3550 jitter at the time the window was finished.
+    /// RFC 3550 jitter of the window's answers ([`Jitter`]); a window with
+    /// fewer than two answers repeats the previous window's figure.
     pub jitter_ns: u64,
     /// The window's RTT histogram, HdrHistogram V2 encoded.
     pub histogram: Vec<u8>,
@@ -90,6 +95,7 @@ struct OpenWindow {
     /// u32 counters: a window holds far fewer than 4 billion probes.
     hist: Histogram<u32>,
     rtt_sum_ns: u128,
+    jitter: Jitter,
 }
 
 impl OpenWindow {
@@ -105,6 +111,7 @@ impl OpenWindow {
             reordered: 0,
             hist: new_histogram()?,
             rtt_sum_ns: 0,
+            jitter: Jitter::default(),
         })
     }
 
@@ -113,7 +120,9 @@ impl OpenWindow {
         (i < self.sent_at.len()).then_some(i)
     }
 
-    fn finish(self, jitter_ns: f64) -> Result<WindowSummary> {
+    /// `jitter_before_ns`: the previous window's figure, for a window too
+    /// sparse to have its own.
+    fn finish(self, jitter_before_ns: u64) -> Result<WindowSummary> {
         let n = self.hist.len();
         let q = |x: f64| {
             if n == 0 {
@@ -139,7 +148,10 @@ impl OpenWindow {
             rtt_p90_ns: q(0.90),
             rtt_p99_ns: q(0.99),
             rtt_max_ns: if n == 0 { 0 } else { self.hist.max() },
-            jitter_ns: jitter_ns.round() as u64,
+            jitter_ns: self
+                .jitter
+                .value_ns()
+                .map_or(jitter_before_ns, |j| j.round() as u64),
             histogram: encode_histogram(&self.hist)?,
         })
     }
@@ -166,7 +178,8 @@ pub struct ProbeTracker {
     /// Oldest first; the last one is the window new probes go into.
     windows: VecDeque<OpenWindow>,
     highest_answered: Option<u64>,
-    jitter: Jitter,
+    /// The last finished window's jitter.
+    last_jitter_ns: u64,
 }
 
 impl ProbeTracker {
@@ -186,7 +199,7 @@ impl ProbeTracker {
             next_seq: 0,
             windows: VecDeque::new(),
             highest_answered: None,
-            jitter: Jitter::default(),
+            last_jitter_ns: 0,
         })
     }
 
@@ -255,7 +268,7 @@ impl ProbeTracker {
             Some(h) if seq < h => w.reordered += 1,
             _ => self.highest_answered = Some(seq),
         }
-        self.jitter.update(rtt_ns);
+        w.jitter.update(rtt_ns);
         ReplyOutcome::Recorded
     }
 
@@ -268,7 +281,9 @@ impl ProbeTracker {
                 break;
             }
             if let Some(w) = self.windows.pop_front() {
-                done.push(w.finish(self.jitter.value_ns())?);
+                let w = w.finish(self.last_jitter_ns)?;
+                self.last_jitter_ns = w.jitter_ns;
+                done.push(w);
             }
         }
         Ok(done)

@@ -13,14 +13,49 @@ fn tracker() -> ProbeTracker {
 }
 
 #[test]
-fn rfc3550_jitter_follows_the_recurrence() {
+fn jitter_is_the_mean_absolute_difference_of_consecutive_rtts() {
     let mut j = Jitter::default();
     j.update(1000);
-    assert_eq!(j.value_ns(), 0.0);
-    j.update(1160); // |D| = 160 -> J = 10
-    assert!((j.value_ns() - 10.0).abs() < 1e-9);
-    j.update(1000); // |D| = 160 -> J = 10 + 150/16
-    assert!((j.value_ns() - (10.0 + 150.0 / 16.0)).abs() < 1e-9);
+    assert_eq!(j.value_ns(), None, "one answer has no difference");
+    j.update(1160); // |D| = 160
+    assert_eq!(j.value_ns(), Some(160.0));
+    j.update(1100); // |D| = 60
+    assert_eq!(j.value_ns(), Some(110.0));
+}
+
+/// One window's answers, 10 ms apart, with the given RTTs (µs).
+fn window_of(t: &mut ProbeTracker, start_ms: u64, rtts_us: &[u64]) {
+    for (i, &r) in rtts_us.iter().enumerate() {
+        let sent = ms(start_ms + 10 * i as u64);
+        let seq = t.on_send(sent).unwrap();
+        if r > 0 {
+            assert_eq!(t.on_reply(seq, sent + us(r), us(r)), ReplyOutcome::Recorded);
+        }
+    }
+}
+
+#[test]
+fn a_clean_window_after_a_disturbed_one_reads_only_its_own_jitter() {
+    let mut t = tracker();
+    // Probes queued behind a bandwidth test: RTTs swing by milliseconds.
+    window_of(&mut t, 0, &[500, 9_000, 600, 12_000, 700, 8_000]);
+    // The test is over: a steady link with 20 µs steps.
+    window_of(&mut t, 1000, &[500, 520, 500, 520, 500, 520]);
+    let w = t.poll(ms(2200)).unwrap();
+    assert_eq!(w.len(), 2);
+    assert!(w[0].jitter_ns > 5_000_000, "{}", w[0].jitter_ns);
+    assert_eq!(w[1].jitter_ns, 20_000, "nothing of the disturbed window");
+}
+
+#[test]
+fn a_window_with_fewer_than_two_answers_repeats_the_previous_jitter() {
+    let mut t = tracker();
+    window_of(&mut t, 0, &[500, 540, 500]);
+    // One answer of three: no difference to take.
+    window_of(&mut t, 1000, &[0, 700, 0]);
+    let w = t.poll(ms(2200)).unwrap();
+    assert_eq!(w[0].jitter_ns, 40_000);
+    assert_eq!((w[1].received, w[1].jitter_ns), (1, 40_000));
 }
 
 #[test]
@@ -154,7 +189,7 @@ fn probes_fall_into_aligned_windows_and_finish_in_order() {
 }
 
 #[test]
-fn jitter_of_alternating_rtts_converges_to_their_difference() {
+fn jitter_of_alternating_rtts_is_their_difference() {
     let mut t = ProbeTracker::new(ms(100_000), ms(200)).unwrap();
     for i in 0..400u64 {
         let sent = ms(i * 10);
@@ -163,12 +198,8 @@ fn jitter_of_alternating_rtts_converges_to_their_difference() {
         t.on_reply(seq, sent + rtt, rtt);
     }
     let w = &t.poll(ms(100_200)).unwrap()[0];
-    // |D| is always 400 µs, so J converges to 400 µs.
-    assert!(
-        (w.jitter_ns as f64 - 400_000.0).abs() < 1_000.0,
-        "{}",
-        w.jitter_ns
-    );
+    // |D| is always 400 µs.
+    assert_eq!(w.jitter_ns, 400_000);
 }
 
 #[test]
