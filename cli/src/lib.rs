@@ -15,8 +15,9 @@ use netaware_proto::v1::{ListGroupsRequest, ListGroupsResponse};
 use serde_json::{Value, json};
 
 use matrix::{SUMMARY_ABOVE, Selection, count_nodes, fetch_matrix, render_json, render_table};
+use netaware_model::shape::Shape;
 use nodes::{fetch_nodes, nodes_json, render_group_summary, render_groups, render_nodes};
-use place::{place_json, place_request, place_yaml, render_place};
+use place::{place_hostfile, place_json, place_request, place_yaml, render_place};
 
 pub const ENV_AGGREGATOR: &str = "NETAWARE_QUERY";
 pub const ENV_CA_FILE: &str = "NETAWARE_CA_FILE";
@@ -81,9 +82,15 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct PlaceArgs {
-    /// How many nodes the job needs.
-    #[arg(short = 'k', long = "nodes", value_parser = clap::value_parser!(u32).range(1..))]
-    pub k: u32,
+    /// How many nodes the job needs (with --shape: its ranks, may be left out).
+    #[arg(short = 'k', long = "nodes", value_parser = clap::value_parser!(u32).range(1..), required_unless_present = "shape")]
+    pub k: Option<u32>,
+    /// The job's shape, innermost level first: `tp=2,dp=4`, with bytes each
+    /// level all-reduces per step if they differ: `tp=2:256MiB,dp=4:16MiB`
+    /// (a level without takes --bytes). One node per rank; the answer gives
+    /// each rank its node.
+    #[arg(long, value_parser = parse_shape)]
+    pub shape: Option<Shape>,
     /// All-reduce message size for the predicted time (e.g. 100MB, 8MiB).
     #[arg(long, value_parser = netaware_common::parse_bytes)]
     pub bytes: Option<u64>,
@@ -116,6 +123,13 @@ pub enum PlaceOutput {
     Table,
     Json,
     Yaml,
+    /// An MPI hostfile, one line per rank in rank order (`node slots=1`).
+    Hostfile,
+}
+
+/// `--shape`: the model's grammar with the CLI's byte counts.
+fn parse_shape(text: &str) -> Result<Shape, String> {
+    Shape::parse(text, netaware_common::parse_bytes).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -317,7 +331,8 @@ pub async fn execute(cli: &Cli) -> Result<String, Error> {
             match args.output {
                 PlaceOutput::Table => Ok(render_place(&p, args.bytes)),
                 PlaceOutput::Json => Ok(format!("{:#}\n", place_json(&p, args.bytes))),
-                PlaceOutput::Yaml => place_yaml(&p, args.k),
+                PlaceOutput::Yaml => place_yaml(&p),
+                PlaceOutput::Hostfile => Ok(place_hostfile(&p)),
             }
         }
     }

@@ -1,7 +1,8 @@
-//! `netaware place`: ask the aggregator for k nodes and print the answer
-//! as a table, JSON, or a nodeAffinity block to paste into a pod template.
+//! `netaware place`: ask the aggregator for k nodes (or a shaped job's
+//! ranks) and print the answer as a table, JSON, a nodeAffinity block to
+//! paste into a pod template, or an MPI hostfile in rank order.
 
-use netaware_proto::v1::{PlaceRequest, PlaceResponse, Prediction};
+use netaware_proto::v1::{PlaceRequest, PlaceResponse, Prediction, ShapeLevel};
 use serde_json::{Value, json};
 
 use crate::{Error, PlaceArgs};
@@ -9,7 +10,18 @@ use crate::{Error, PlaceArgs};
 /// The request for `netaware place`.
 pub fn place_request(a: &PlaceArgs) -> PlaceRequest {
     PlaceRequest {
-        k: a.k,
+        // With a shape and no -k the aggregator takes the shape's ranks.
+        k: a.k.unwrap_or(0),
+        shape: a
+            .shape
+            .iter()
+            .flat_map(|s| s.levels())
+            .map(|l| ShapeLevel {
+                name: l.name.clone(),
+                size: u32::try_from(l.size).unwrap_or(u32::MAX),
+                bytes: l.bytes.unwrap_or(0),
+            })
+            .collect(),
         include: a.include.clone(),
         exclude: a.exclude.clone(),
         label_selector: a.selector.clone().unwrap_or_default(),
@@ -20,6 +32,9 @@ pub fn place_request(a: &PlaceArgs) -> PlaceRequest {
         explain: a.explain,
     }
 }
+
+/// The variable holding the nodes in rank order (space separated).
+pub const RANK_NODES_ENV: &str = "NETAWARE_RANK_NODES";
 
 /// `None` for the proto's "0 = unknown".
 fn known(v: f64) -> Option<f64> {
@@ -63,6 +78,13 @@ pub fn place_json(p: &PlaceResponse, bytes: Option<u64>) -> Value {
         "exclusions": p.exclusions.iter()
             .map(|e| json!({"node": e.node_name, "reason": e.reason}))
             .collect::<Vec<_>>(),
+        "ranks": p.ranks,
+        "levels": p.levels.iter().map(|l| json!({
+            "name": l.name,
+            "size": l.size,
+            "bytes": l.bytes,
+            "prediction": l.prediction.as_ref().map(prediction_json),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -94,9 +116,15 @@ pub fn render_place(p: &PlaceResponse, bytes: Option<u64>) -> String {
             },
         ],
     ];
-    if let Some(b) = bytes {
+    // A shaped answer's prediction is the step of all its levels.
+    let predicted = match bytes {
+        _ if !p.levels.is_empty() => Some("predicted step (all levels)".to_string()),
+        Some(b) => Some(format!("predicted all-reduce ({b} bytes)")),
+        None => None,
+    };
+    if let Some(title) = predicted {
         rows.push(vec![
-            format!("predicted all-reduce ({b} bytes)"),
+            title,
             match (&p.prediction, known(p.predicted_allreduce_ms)) {
                 (Some(parts), Some(_)) => prediction_text(parts),
                 (None, Some(t)) => format!("{t:.1} ms"),
@@ -104,6 +132,30 @@ pub fn render_place(p: &PlaceResponse, bytes: Option<u64>) -> String {
                 (_, None) => "unknown until every chosen pair's bandwidth is measured".into(),
             },
         ]);
+    }
+    if !p.ranks.is_empty() {
+        rows.push(vec![
+            "ranks".into(),
+            p.ranks
+                .iter()
+                .enumerate()
+                .map(|(r, n)| format!("{r}:{n}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ]);
+        for l in &p.levels {
+            rows.push(vec![
+                format!(
+                    "  level {} ({} per ring, {} bytes)",
+                    l.name, l.size, l.bytes
+                ),
+                match &l.prediction {
+                    Some(parts) => prediction_text(parts),
+                    None if l.bytes == 0 => "not predicted (no bytes given)".into(),
+                    None => "unknown until every ring pair's bandwidth is measured".into(),
+                },
+            ]);
+        }
     }
     if let Some(r) = &p.runner_up {
         rows.push(vec!["runner-up".into(), r.nodes.join(" ")]);
@@ -126,11 +178,25 @@ pub fn render_place(p: &PlaceResponse, bytes: Option<u64>) -> String {
     out
 }
 
+/// An MPI hostfile: one line per rank, in rank order (a shape-blind
+/// answer: the nodes by name, the order a launcher gives ranks in). With
+/// one slot per node, Open MPI's default mapping gives rank r the r-th line.
+pub fn place_hostfile(p: &PlaceResponse) -> String {
+    let order = if p.ranks.is_empty() {
+        &p.nodes
+    } else {
+        &p.ranks
+    };
+    order.iter().map(|n| format!("{n} slots=1\n")).collect()
+}
+
 /// A nodeAffinity block pinning a pod template to the chosen nodes, by the
 /// `kubernetes.io/hostname` label (which the kubelet sets to the node name
-/// unless overridden with --hostname-override).
-pub fn place_yaml(p: &PlaceResponse, k: u32) -> Result<String, Error> {
-    let affinity = json!({
+/// unless overridden with --hostname-override). With a shape, also the
+/// environment each pod finds its rank in: the nodes in rank order, and
+/// its own node from the downward API (examples/shaped-torchrun.yaml).
+pub fn place_yaml(p: &PlaceResponse) -> Result<String, Error> {
+    let mut affinity = json!({
         "affinity": {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -145,13 +211,29 @@ pub fn place_yaml(p: &PlaceResponse, k: u32) -> Result<String, Error> {
             }
         }
     });
+    let shaped = !p.ranks.is_empty();
+    if shaped {
+        affinity["env"] = json!([
+            {"name": RANK_NODES_ENV, "value": p.ranks.join(" ")},
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        ]);
+    }
     let body = serde_norway::to_string(&affinity).map_err(|e| Error::Yaml(e.to_string()))?;
     let bw = known(p.bottleneck_bandwidth_mbps)
         .map_or("not measured".to_string(), |b| format!("{b:.0} Mbit/s"));
+    let env_note = if shaped {
+        format!(
+            "# `env` goes under the training container: a pod's rank is the\n\
+             # position of $NODE_NAME in ${RANK_NODES_ENV} (0 first).\n"
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "# netaware place -k {k}: largest RTT {:.3} ms, bottleneck bandwidth {bw}.\n\
-         # Paste under the Job's spec.template.spec; with k pods, add a\n\
-         # podAntiAffinity on kubernetes.io/hostname to get one pod per node.\n{body}",
+        "# netaware place -k {}: largest RTT {:.3} ms, bottleneck bandwidth {bw}.\n\
+         # Paste `affinity` under the Job's spec.template.spec; with k pods, add a\n\
+         # podAntiAffinity on kubernetes.io/hostname to get one pod per node.\n{env_note}{body}",
+        p.nodes.len(),
         p.max_rtt_us / 1000.0
     ))
 }

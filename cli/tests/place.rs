@@ -286,6 +286,89 @@ async fn impossible_placements_fail_with_the_reason() {
     assert_eq!(out.status.code(), Some(64), "rejected before asking");
 }
 
+fn level(name: &str, size: u32, bytes: u64) -> netaware_proto::v1::ShapeLevel {
+    netaware_proto::v1::ShapeLevel {
+        name: name.into(),
+        size,
+        bytes,
+    }
+}
+
+/// Three-node tensor-parallel groups, two of them: each group is one
+/// region (the heavy 64 MiB stays on 1 Gbit/s links), the light 8 MiB
+/// data-parallel rings cross.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shaped_job_gets_ranks_a_hostfile_and_the_env_to_find_them() {
+    let url = cluster().await;
+    let shape = ["--shape", "tp=3:64MiB,dp=2:8MiB", "--aggregator", &url];
+    let json_out = run(&[&["place", "--explain", "-o", "json"][..], &shape[..]].concat()).await;
+    let v: serde_json::Value = serde_json::from_str(&stdout(&json_out)).unwrap();
+    let ranks: Vec<&str> = v["ranks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(ranks.len(), 6, "{v}");
+    for group in ranks.chunks(3) {
+        assert!(group.iter().all(|n| region(n) == region(group[0])), "{v}");
+    }
+    assert_ne!(region(ranks[0]), region(ranks[3]), "{v}");
+    let levels = v["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    assert_eq!(
+        (&levels[0]["name"], &levels[0]["bytes"]),
+        (&"tp".into(), &(64u64 << 20).into())
+    );
+    let sum: f64 = levels
+        .iter()
+        .map(|l| l["prediction"]["total_ms"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (v["prediction"]["total_ms"].as_f64().unwrap() - sum).abs() < 1e-6,
+        "{v}"
+    );
+
+    let hostfile = stdout(&run(&[&["place", "-o", "hostfile"][..], &shape[..]].concat()).await);
+    let lines: Vec<String> = ranks.iter().map(|n| format!("{n} slots=1")).collect();
+    assert_eq!(hostfile, lines.join("\n") + "\n");
+
+    let yaml = stdout(&run(&[&["place", "-o", "yaml"][..], &shape[..]].concat()).await);
+    let doc: serde_json::Value = serde_norway::from_str(&yaml).unwrap();
+    assert_eq!(doc["env"][0]["name"], "NETAWARE_RANK_NODES", "{yaml}");
+    assert_eq!(doc["env"][0]["value"], ranks.join(" "), "{yaml}");
+    assert_eq!(
+        doc["env"][1]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+
+    let table = stdout(&run(&[&["place"][..], &shape[..]].concat()).await);
+    assert!(table.contains(&format!("0:{}", ranks[0])), "{table}");
+    assert!(table.contains("level tp (3 per ring"), "{table}");
+
+    // Refused before asking: a shape the grammar does not accept.
+    let out = run(&["place", "--shape", "tp=2,tp=2", "--aggregator", &url]).await;
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("named twice"), "{err}");
+    // Asked, and refused: more ranks than nodes, k not the ranks.
+    let out = run(&["place", "--shape", "tp=2,dp=4", "--aggregator", &url]).await;
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("k = 8 but only 6"), "{err}");
+    let out = run(&[
+        "place",
+        "-k",
+        "4",
+        "--shape",
+        "tp=3,dp=2",
+        "--aggregator",
+        &url,
+    ])
+    .await;
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("6 ranks but 4 nodes were asked for"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_requests_are_invalid_argument_and_a_selector_without_labels_a_failed_precondition()
 {
@@ -321,6 +404,30 @@ async fn invalid_requests_are_invalid_argument_and_a_selector_without_labels_a_f
         PlaceRequest {
             k: 2,
             label_selector: "a in (b".into(),
+            ..Default::default()
+        },
+        // Shapes: one node per rank, named levels of at least one.
+        PlaceRequest {
+            k: 4,
+            shape: vec![level("tp", 3, 0), level("dp", 2, 0)],
+            ..Default::default()
+        },
+        PlaceRequest {
+            shape: vec![level("tp", 0, 0)],
+            ..Default::default()
+        },
+        PlaceRequest {
+            shape: vec![level("TP", 2, 0)],
+            ..Default::default()
+        },
+        PlaceRequest {
+            shape: (0..100_000)
+                .map(|i| level(&format!("l{i}"), 1, 0))
+                .collect(),
+            ..Default::default()
+        },
+        PlaceRequest {
+            shape: vec![level("tp", u32::MAX, 0), level("dp", u32::MAX, 0)],
             ..Default::default()
         },
     ] {

@@ -83,11 +83,15 @@ pub enum Error {
 
     // === shapes ===
     #[error(
-        "shape '{shape}' is invalid: {why}; write name=size levels, innermost first, e.g. tp=2,dp=4"
+        "shape '{shape}' is invalid: {why}; write name=size[:bytes] levels, innermost first, e.g. tp=2,dp=4 or tp=2:256MiB,dp=4:16MiB"
     )]
     BadShape { shape: String, why: String },
     #[error("the shape has {ranks} ranks but {nodes} nodes were given; give one node per rank")]
     ShapeSize { ranks: usize, nodes: usize },
+    #[error(
+        "the shape has {ranks} ranks but {k} nodes were asked for: a shaped job takes one node per rank; ask for {ranks} nodes or leave k out"
+    )]
+    ShapeK { ranks: usize, k: usize },
 }
 
 /// Result alias for the model.

@@ -30,6 +30,9 @@
 //!    loss-free set across sites can beat a lossy one inside a site, the
 //!    wider balls too; the best other candidate is the runner-up, with why
 //!    it lost.
+//! 6. With a shape ([`shaped`]): the candidates above and sets built
+//!    bottom-up from the shape, each with its rank order, compared by the
+//!    predicted step of all the shape's levels.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -38,12 +41,16 @@ use std::sync::Arc;
 
 use crate::groups::Distances;
 use crate::infer::Inferred;
+use crate::shape::Shape;
 use crate::{Error, Result};
 
 pub mod cost;
 pub mod diameter;
 mod estimate;
+mod shaped;
 mod zones;
+
+pub use shaped::LevelPrediction;
 
 use cost::{Prediction, RingLink};
 use diameter::{Candidates, Stop, stopped};
@@ -85,6 +92,9 @@ pub struct Query {
     /// 0 = do not predict.
     pub allreduce_bytes: u64,
     pub explain: bool,
+    /// The job's shape; then `k` is its ranks and the answer gives each
+    /// rank a node.
+    pub shape: Option<Shape>,
 }
 
 /// Node labels, key to value.
@@ -195,6 +205,11 @@ pub struct Placement {
     pub runner_up: Option<RunnerUp>,
     /// Every other known node and why it is not in the answer (when asked).
     pub exclusions: Vec<(String, String)>,
+    /// With a shape: the node of each rank (rank 0 first); else empty.
+    pub ranks: Vec<String>,
+    /// With a shape: each level's predicted all-reduce (innermost first);
+    /// `prediction` is their sum.
+    pub levels: Vec<LevelPrediction>,
 }
 
 /// The best candidate set that was not chosen.
@@ -282,6 +297,14 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
     if q.selector.is_some() && v.labels.is_none() {
         return Err(Error::NoLabels);
     }
+    if let Some(shape) = &q.shape
+        && shape.ranks() != q.k
+    {
+        return Err(Error::ShapeK {
+            ranks: shape.ranks(),
+            k: q.k,
+        });
+    }
     // Sets, not nested scans: the request's lists are as long as the
     // caller makes them (the review's E3d: 40k + 40k names held the
     // aggregator for 8.6 s).
@@ -337,15 +360,45 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
     }
     let include: Vec<usize> = q.include.iter().map(|x| index[x.as_str()]).collect();
     let est = Estimator::new(v, &eligible)?;
-    let candidates = if eligible.len() <= DENSE_MAX_NODES {
-        exact(q, v, &est, &eligible, &include, stop)?
-    } else {
-        by_zones(q, v, &est, &include, stop)?
+    // A shaped job searches as a shape-blind one with its largest level's
+    // bytes (so the wider balls are candidates too), then adds its own.
+    let search = match &q.shape {
+        Some(shape) => &Query {
+            allreduce_bytes: shaped::max_bytes(q, shape),
+            ..q.clone()
+        },
+        None => q,
     };
-    let (nodes, runner) = choose(q, v, &est, candidates).ok_or(Error::NoMeasuredSet {
+    let mut candidates = if eligible.len() <= DENSE_MAX_NODES {
+        exact(search, v, &est, &eligible, &include, stop)?
+    } else {
+        by_zones(search, v, &est, &include, stop)?
+    };
+    let no_set = || Error::NoMeasuredSet {
         k: q.k,
         min_bandwidth_mbps: q.min_bandwidth_mbps,
-    })?;
+    };
+    // The chosen set, its prediction, its ranks and levels (shaped), and
+    // the runner-up with its prediction (computed only when explained).
+    let (nodes, prediction, ranks, levels, runner) = match &q.shape {
+        Some(shape) => {
+            candidates.extend(shaped::built(q, v, &est, shape, &eligible, &include));
+            let (best, runner) =
+                shaped::choose(q, v, &est, shape, candidates)?.ok_or_else(no_set)?;
+            let ranks = best.ranks.iter().map(|&i| v.names[i].clone()).collect();
+            let runner = runner.map(|r| (r.set, r.prediction));
+            (best.set, best.prediction, ranks, best.levels, runner)
+        }
+        None => {
+            let (best, runner) = choose(q, v, &est, candidates).ok_or_else(no_set)?;
+            let prediction = predict(q, v, &est, &best);
+            let runner = runner.filter(|_| q.explain).map(|set| {
+                let p = predict(q, v, &est, &set);
+                (set, p)
+            });
+            (best, prediction, Vec::new(), Vec::new(), runner)
+        }
+    };
 
     // The chosen set's figures: measured where measured, else estimated.
     let (mut max_rtt_us, mut rtt_measured) = (0.0_f64, 0u32);
@@ -357,15 +410,13 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
         }
     }
     let (bottleneck_mbps, pairs, measured) = bottleneck(v, &nodes);
-    let prediction = predict_with(q, v, &est, &nodes, (bottleneck_mbps, pairs, measured));
-    let runner_up = runner.filter(|_| q.explain).map(|other| {
-        let theirs = predict(q, v, &est, &other);
-        RunnerUp {
+    let runner_up = runner
+        .filter(|_| q.explain)
+        .map(|(other, theirs)| RunnerUp {
             nodes: other.iter().map(|&i| v.names[i].clone()).collect(),
             prediction: theirs,
             why: why_lost(prediction.as_ref(), theirs.as_ref()),
-        }
-    });
+        });
     let exclusions = if q.explain {
         (0..n)
             .filter(|i| nodes.binary_search(i).is_err())
@@ -398,6 +449,8 @@ pub fn place<'a>(q: &'a Query, v: &View, stop: &Stop) -> Result<Placement> {
         prediction,
         runner_up,
         exclusions,
+        ranks,
+        levels,
     })
 }
 

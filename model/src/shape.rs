@@ -7,6 +7,11 @@
 //! tensor-parallel pair, and the four pairs a data-parallel ring. Rank `r`
 //! belongs to group `r / 2` of the inner level.
 //!
+//! A level may say how many bytes its groups all-reduce per step
+//! (`tp=2:256MiB,dp=4:16MiB`: heavy inside the tensor-parallel pairs,
+//! lighter across them); a level without gets the request's all-reduce
+//! size.
+//!
 //! [`rank_order`] gives the ranks to a chosen set of nodes level by level:
 //! the innermost groups are formed from the closest nodes (complete
 //! linkage: a group's cost is its largest RTT), each level's groups are
@@ -32,6 +37,9 @@ pub const MAX_RANKS: usize = 1024;
 pub struct Level {
     pub name: String,
     pub size: usize,
+    /// Bytes each group of this level all-reduces per step; `None`: the
+    /// request's all-reduce size.
+    pub bytes: Option<u64>,
 }
 
 /// Nested groups of ranks, innermost level first.
@@ -41,22 +49,85 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// Parse `name=size[,name=size…]`, innermost first (`tp=2,dp=4`).
-    pub fn parse(text: &str) -> Result<Self> {
-        let bad = |why: String| Error::BadShape {
-            shape: text.chars().take(100).collect(),
-            why,
-        };
+    /// Parse `name=size[:bytes][,…]`, innermost first (`tp=2,dp=4`,
+    /// `tp=2:256MiB,dp=4:16MiB`); `bytes` reads a byte count (the caller's
+    /// grammar, `8MiB` in the CLI) or says what is wrong with it.
+    pub fn parse(
+        text: &str,
+        bytes: impl Fn(&str) -> std::result::Result<u64, String>,
+    ) -> Result<Self> {
+        let bad = |why: String| bad_shape(text, why);
         let text = text.trim();
         if text.is_empty() {
             return Err(bad("it is empty".into()));
         }
         let mut levels: Vec<Level> = Vec::new();
-        for part in text.split(',') {
-            let Some((name, size)) = part.trim().split_once('=') else {
+        // More parts than levels allowed are refused by `new`; stop reading
+        // there so a megabyte of commas costs nothing.
+        for part in text.split(',').take(MAX_LEVELS + 1) {
+            let Some((name, rest)) = part.trim().split_once('=') else {
                 return Err(bad(format!("'{}' is not name=size", part.trim())));
             };
-            let name = name.trim();
+            let (size, size_bytes) = match rest.split_once(':') {
+                Some((size, b)) => (
+                    size,
+                    Some(
+                        bytes(b.trim())
+                            .map_err(|e| bad(format!("the bytes of '{}': {e}", name.trim())))?,
+                    ),
+                ),
+                None => (rest, None),
+            };
+            let size: usize = size
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| *s >= 1)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "the size of '{}' must be a whole number of at least 1",
+                        name.trim()
+                    ))
+                })?;
+            levels.push(Level {
+                name: name.trim().to_string(),
+                size,
+                bytes: size_bytes,
+            });
+        }
+        Self::new(levels).map_err(|e| match e {
+            Error::BadShape { why, .. } => bad(why),
+            other => other,
+        })
+    }
+
+    /// A shape from its levels, innermost first (as the Place request
+    /// carries them), checked as [`Shape::parse`] checks text.
+    pub fn new(levels: Vec<Level>) -> Result<Self> {
+        let text = levels
+            .iter()
+            .take(MAX_LEVELS + 1)
+            .map(|l| {
+                format!(
+                    "{}={}",
+                    l.name.chars().take(MAX_NAME + 1).collect::<String>(),
+                    l.size
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let bad = |why: String| bad_shape(&text, why);
+        if levels.is_empty() {
+            return Err(bad("it has no levels".into()));
+        }
+        if levels.len() > MAX_LEVELS {
+            return Err(bad(format!(
+                "{} levels or more; at most {MAX_LEVELS} are accepted",
+                levels.len()
+            )));
+        }
+        for (i, l) in levels.iter().enumerate() {
+            let name = l.name.as_str();
             let valid_name = !name.is_empty()
                 && name.len() <= MAX_NAME
                 && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -65,32 +136,18 @@ impl Shape {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if !valid_name {
                 return Err(bad(format!(
-                    "level name '{name}' must be 1 to {MAX_NAME} lower-case letters, digits or '_', starting with a letter"
+                    "level name '{}' must be 1 to {MAX_NAME} lower-case letters, digits or '_', starting with a letter",
+                    name.chars().take(MAX_NAME + 1).collect::<String>()
                 )));
             }
-            if levels.iter().any(|l| l.name == name) {
+            if levels[..i].iter().any(|o| o.name == name) {
                 return Err(bad(format!("level '{name}' is named twice")));
             }
-            let size: usize = size
-                .trim()
-                .parse()
-                .ok()
-                .filter(|s| *s >= 1)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "the size of '{name}' must be a whole number of at least 1"
-                    ))
-                })?;
-            levels.push(Level {
-                name: name.to_string(),
-                size,
-            });
-        }
-        if levels.len() > MAX_LEVELS {
-            return Err(bad(format!(
-                "{} levels; at most {MAX_LEVELS} are accepted",
-                levels.len()
-            )));
+            if l.size == 0 {
+                return Err(bad(format!(
+                    "the size of '{name}' must be a whole number of at least 1"
+                )));
+            }
         }
         let ranks = levels
             .iter()
@@ -111,6 +168,37 @@ impl Shape {
     /// Ranks in all: the product of the levels' sizes.
     pub fn ranks(&self) -> usize {
         self.levels.iter().map(|l| l.size).product()
+    }
+
+    /// The all-reduce rings of each level, innermost first, as lists of
+    /// ranks: with Megatron's convention, a group of level `l` is `size`
+    /// consecutive groups of the level below, and its ring joins the ranks
+    /// at the same position in each of them (`tp=2,dp=4`: tensor-parallel
+    /// rings {0,1} {2,3} {4,5} {6,7}; data-parallel rings {0,2,4,6} and
+    /// {1,3,5,7}).
+    pub fn rings(&self) -> Vec<Vec<Vec<usize>>> {
+        let ranks = self.ranks();
+        let mut stride = 1usize;
+        let mut out = Vec::with_capacity(self.levels.len());
+        for l in &self.levels {
+            let block = stride * l.size;
+            let mut rings = Vec::with_capacity(ranks / l.size.max(1));
+            for base in (0..ranks).step_by(block.max(1)) {
+                for offset in 0..stride {
+                    rings.push((0..l.size).map(|j| base + offset + j * stride).collect());
+                }
+            }
+            out.push(rings);
+            stride = block;
+        }
+        out
+    }
+}
+
+fn bad_shape(text: &str, why: String) -> Error {
+    Error::BadShape {
+        shape: text.chars().take(100).collect(),
+        why,
     }
 }
 
@@ -160,6 +248,86 @@ pub fn rank_order(
     }
     // One unit is left: the whole job, in rank order.
     Ok(units.into_iter().flatten().collect())
+}
+
+/// Candidate node sets for `shape` among `n` nodes, bottom-up: every level
+/// below the top partitions the units left (nodes, then groups) into
+/// groups of its size by complete linkage, keeping only full groups; the
+/// top level then grows one group of its size from each unit as a seed,
+/// taking the unit nearest (largest distance) to the group each time. So
+/// every tensor-parallel pair a candidate has is a close pair, even when
+/// the whole job spans sites. At most `seeds` candidates, each sorted;
+/// none when the nodes cannot fill the shape. `d(a, b)` is symmetric
+/// (infinite: unusable pair).
+pub(crate) fn candidates(
+    shape: &Shape,
+    n: usize,
+    d: impl Fn(usize, usize) -> f64,
+    seeds: usize,
+) -> Vec<Vec<usize>> {
+    let Some((top, below)) = shape.levels.split_last() else {
+        return Vec::new();
+    };
+    let mut units: Vec<Vec<usize>> = (0..n).map(|x| vec![x]).collect();
+    let linkage = |units: &[Vec<usize>]| -> Vec<Vec<f64>> {
+        units
+            .iter()
+            .map(|a| {
+                units
+                    .iter()
+                    .map(|b| {
+                        a.iter()
+                            .flat_map(|&x| b.iter().map(move |&y| (x, y)))
+                            .map(|(x, y)| if x == y { 0.0 } else { d(x, y) })
+                            .fold(0.0f64, f64::max)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    for level in below {
+        let dist = linkage(&units);
+        units = group(&dist, level.size)
+            .into_iter()
+            .filter(|g| g.len() == level.size)
+            .map(|g| g.into_iter().flat_map(|u| units[u].clone()).collect())
+            .collect();
+    }
+    if units.len() < top.size {
+        return Vec::new();
+    }
+    let dist = linkage(&units);
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for seed in 0..units.len() {
+        if out.len() >= seeds {
+            break;
+        }
+        let mut members = vec![seed];
+        while members.len() < top.size {
+            let next = (0..units.len())
+                .filter(|u| !members.contains(u))
+                .map(|u| {
+                    (
+                        members.iter().map(|&m| dist[u][m]).fold(0.0f64, f64::max),
+                        u,
+                    )
+                })
+                .min_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+            match next {
+                Some((far, u)) if far.is_finite() => members.push(u),
+                _ => break,
+            }
+        }
+        if members.len() < top.size {
+            continue;
+        }
+        let mut set: Vec<usize> = members.iter().flat_map(|&u| units[u].clone()).collect();
+        set.sort_unstable();
+        if !out.contains(&set) {
+            out.push(set);
+        }
+    }
+    out
 }
 
 /// Partition the units of distance matrix `d` into groups of `size` by
@@ -229,4 +397,4 @@ fn ring(members: &[usize], d: &[Vec<f64>]) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -17,6 +17,7 @@ use netaware_model::Error as PlaceError;
 use netaware_model::matrix::{Filter, LinkKeyName, Page};
 use netaware_model::place::diameter::Stop;
 use netaware_model::place::{MAX_NAMES, Query, place_on};
+use netaware_model::shape::{self, Shape};
 use netaware_proto::limits::MAX_QUERY_RESPONSE_BYTES;
 use netaware_proto::v1::query_service_server::QueryService;
 use netaware_proto::v1::{
@@ -373,8 +374,28 @@ impl QueryService for Services {
             Some(filter)
         };
         let labels = self.node_labels();
+        let shape = if r.shape.is_empty() {
+            None
+        } else {
+            let levels = r
+                .shape
+                .into_iter()
+                .take(shape::MAX_LEVELS + 1)
+                .map(|l| shape::Level {
+                    name: l.name,
+                    size: usize::try_from(l.size).unwrap_or(usize::MAX),
+                    bytes: (l.bytes > 0).then_some(l.bytes),
+                })
+                .collect();
+            Some(Shape::new(levels).map_err(|e| Status::invalid_argument(e.to_string()))?)
+        };
+        // A shaped job takes one node per rank: k may be left out.
+        let k = match (&shape, r.k) {
+            (Some(s), 0) => s.ranks(),
+            _ => usize::try_from(r.k).unwrap_or(usize::MAX),
+        };
         let query = Query {
-            k: usize::try_from(r.k).unwrap_or(usize::MAX),
+            k,
             include: r.include,
             exclude: r.exclude,
             selector,
@@ -383,6 +404,7 @@ impl QueryService for Services {
             allow_stale: r.allow_stale && !r.fresh_only,
             allreduce_bytes: r.allreduce_bytes,
             explain: r.explain,
+            shape,
         };
         // The latest recomputation, without asking the owner: it may be
         // busy recomputing, and Place needs nothing newer.
@@ -420,6 +442,17 @@ impl QueryService for Services {
                 prediction: r.prediction.map(wire_prediction),
                 why: r.why,
             }),
+            ranks: p.ranks,
+            levels: p
+                .levels
+                .into_iter()
+                .map(|l| netaware_proto::v1::LevelPrediction {
+                    name: l.name,
+                    size: u32::try_from(l.size).unwrap_or(u32::MAX),
+                    bytes: l.bytes,
+                    prediction: l.prediction.map(wire_prediction),
+                })
+                .collect(),
         }))
     }
 

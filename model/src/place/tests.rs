@@ -775,3 +775,133 @@ fn choosing_by_prediction_keeps_the_minimum_bandwidth() {
     let got = place(&q, &v, &diameter::tests::NEVER).unwrap();
     assert_eq!(got.nodes, ["t1", "t2", "t3"], "{got:?}");
 }
+
+/// Nine nodes `n1`..`n9` in three sites, their names interleaved (n1, n4,
+/// n7 in site a; n2, n5, n8 in b; n3, n6, n9 in c), as cloud node names
+/// are: 250 µs and 1 Gbit/s inside a site, 5 ms and 100 Mbit/s across.
+fn interleaved_sites() -> Lab {
+    let names: Vec<String> = (1..=9).map(|i| format!("n{i}")).collect();
+    let n = names.len();
+    let same = |i: usize, j: usize| i % 3 == j % 3;
+    let mut dist = Distances::new(n);
+    for i in 0..n {
+        for j in i + 1..n {
+            dist.set(i, j, if same(i, j) { 250.0 } else { 5_000.0 });
+        }
+    }
+    let bw = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| (i != j).then_some(if same(i, j) { 1_000.0 } else { 100.0 }))
+                .collect()
+        })
+        .collect();
+    let labels = names
+        .iter()
+        .map(|x| {
+            (
+                x.clone(),
+                BTreeMap::from([("kubernetes.io/hostname".to_string(), x.clone())]),
+            )
+        })
+        .collect();
+    Lab {
+        loss: vec![vec![0.0; n]; n],
+        quality: vec![Some(90); n],
+        fresh: vec![true; n],
+        names,
+        dist,
+        bw,
+        labels,
+    }
+}
+
+fn shaped(text: &str) -> Query {
+    let shape = Shape::parse(text, crate::shape::tests::mib).unwrap();
+    Query {
+        k: shape.ranks(),
+        shape: Some(shape),
+        explain: true,
+        ..Default::default()
+    }
+}
+
+fn site_of(l: &Lab, name: &str) -> usize {
+    l.names.iter().position(|n| n == name).unwrap() % 3
+}
+
+/// Every site has three free nodes, the job six ranks in pairs: the job
+/// spans sites, but each heavy tensor-parallel pair fits inside one. The
+/// shape-blind answer's rank order (by name) would put every pair across.
+#[test]
+fn a_shaped_job_keeps_every_heavy_group_inside_a_site() {
+    let l = interleaved_sites();
+    let got = run(&l, &shaped("tp=2:256MiB,dp=3:16MiB")).unwrap();
+    assert_eq!(got.ranks.len(), 6);
+    let mut by_rank = got.ranks.clone();
+    by_rank.sort();
+    assert_eq!(by_rank, got.nodes, "each chosen node has one rank");
+    for pair in got.ranks.chunks(2) {
+        assert_eq!(
+            site_of(&l, &pair[0]),
+            site_of(&l, &pair[1]),
+            "{:?}",
+            got.ranks
+        );
+    }
+    // The levels' predictions, by hand: each pair all-reduces 256 MiB in
+    // a site; each data-parallel ring (one rank of each pair) 16 MiB over
+    // three nodes, across sites.
+    let clean = |p| vec![RingLink { loss: 0.0 }; p];
+    let tp = cost::ring(2, 256 << 20, 250.0, 1_000.0, &clean(2)).unwrap();
+    let dp = cost::ring(3, 16 << 20, 5_000.0, 100.0, &clean(3)).unwrap();
+    assert_eq!(got.levels.len(), 2);
+    assert_eq!((got.levels[0].name.as_str(), got.levels[0].size), ("tp", 2));
+    assert_eq!(got.levels[0].prediction, Some(tp));
+    assert_eq!(got.levels[1].prediction, Some(dp));
+    let total = got.prediction.unwrap().total_ms;
+    assert!((total - (tp.total_ms + dp.total_ms)).abs() < 1e-9);
+    // A single pair across sites costs more than the whole chosen step.
+    let across = cost::ring(2, 256 << 20, 5_000.0, 100.0, &clean(2)).unwrap();
+    assert!(across.total_ms > total, "{across:?} vs {total}");
+    let r = got.runner_up.expect("another candidate");
+    assert!(r.prediction.unwrap().total_ms >= total, "{r:?}");
+}
+
+/// Without a shape nothing changes: no ranks, no levels.
+#[test]
+fn a_shape_blind_answer_has_no_ranks() {
+    let l = interleaved_sites();
+    let got = run(
+        &l,
+        &Query {
+            allreduce_bytes: 8 << 20,
+            ..k(4)
+        },
+    )
+    .unwrap();
+    assert!(got.ranks.is_empty() && got.levels.is_empty());
+}
+
+#[test]
+fn shaped_requests_that_cannot_be_met_say_why() {
+    let l = interleaved_sites();
+    let err = |q: Query| run(&l, &q).unwrap_err().to_string();
+    // k must be the shape's ranks.
+    let e = err(Query {
+        k: 5,
+        ..shaped("tp=2,dp=3")
+    });
+    assert!(e.contains("6 ranks but 5 nodes"), "{e}");
+    // A shape larger than the cluster.
+    let e = err(shaped("tp=2,dp=6"));
+    assert!(e.contains("12"), "{e}");
+    // Groups that cannot fit: every pair of the job must carry 500 Mbit/s,
+    // which only a site's own three nodes can.
+    let q = Query {
+        min_bandwidth_mbps: 500.0,
+        ..shaped("tp=2,dp=2")
+    };
+    let e = err(q);
+    assert!(e.contains("500"), "{e}");
+}

@@ -1,0 +1,231 @@
+//! Placement of a job with shape (docs/placement.md, "Jobs with shape"):
+//! which nodes, and which node gets which rank.
+//!
+//! Every candidate set (the shape-blind search's, and sets built bottom-up
+//! from the shape: [`crate::shape::candidates`]) gets its rank order
+//! ([`rank_order`]) and a predicted step: for every level, each of its
+//! rings all-reduces that level's bytes ([`cost::ring`] over the ring's
+//! members), the level takes as long as its slowest ring, and the step is
+//! the levels one after the other. The set with the lowest prediction
+//! wins, ties (5 % steps) as in the shape-blind choice.
+
+use super::{
+    Estimator, Key, MAX_STARTS, Prediction, Query, RingLink, View, bandwidth_step, bottleneck,
+    cost, prediction_step,
+};
+use crate::Result;
+use crate::shape::{Shape, candidates, rank_order};
+
+/// Up to this many eligible nodes the bottom-up candidates are built
+/// (their first level compares every pair of eligible nodes, and forming
+/// its groups is cubic in them); past it, only the shape-blind search's
+/// candidates are ordered.
+pub(super) const BUILD_MAX_NODES: usize = 256;
+
+/// One level's share of a shaped prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelPrediction {
+    pub name: String,
+    /// Members of each of its rings.
+    pub size: usize,
+    /// Bytes each ring all-reduces per step (0: none asked for).
+    pub bytes: u64,
+    /// The slowest of the level's rings; `None` when no bytes were asked
+    /// for or a ring pair's bandwidth is not measured.
+    pub prediction: Option<Prediction>,
+}
+
+/// A candidate set with its rank order and prediction.
+#[derive(Debug, Clone)]
+pub(super) struct Shaped {
+    /// Sorted node indices.
+    pub(super) set: Vec<usize>,
+    /// Node index of each rank.
+    pub(super) ranks: Vec<usize>,
+    /// The levels' predictions added up; `None` unless every level with
+    /// bytes has one.
+    pub(super) prediction: Option<Prediction>,
+    pub(super) levels: Vec<LevelPrediction>,
+    key: Key,
+}
+
+/// The bytes a level all-reduces: its own, or the request's.
+fn level_bytes(q: &Query, level: &crate::shape::Level) -> u64 {
+    level.bytes.unwrap_or(q.allreduce_bytes)
+}
+
+/// The largest bytes any level of `shape` all-reduces (0: no prediction
+/// asked for).
+pub(super) fn max_bytes(q: &Query, shape: &Shape) -> u64 {
+    shape
+        .levels()
+        .iter()
+        .map(|l| level_bytes(q, l))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Bottom-up candidate sets among `eligible` (node indices), each sorted,
+/// holding the included nodes and meeting the minimum bandwidth.
+pub(super) fn built(
+    q: &Query,
+    v: &View,
+    est: &Estimator,
+    shape: &Shape,
+    eligible: &[usize],
+    include: &[usize],
+) -> Vec<Vec<usize>> {
+    if eligible.len() > BUILD_MAX_NODES {
+        return Vec::new();
+    }
+    let usable = |a: usize, b: usize| {
+        q.min_bandwidth_mbps <= 0.0
+            || (v.bandwidth)(a, b).is_some_and(|bw| bw >= q.min_bandwidth_mbps)
+    };
+    let d = |x: usize, y: usize| {
+        let (a, b) = (eligible[x], eligible[y]);
+        if usable(a, b) {
+            est.rtt(v, a, b).0
+        } else {
+            f64::INFINITY
+        }
+    };
+    candidates(shape, eligible.len(), d, MAX_STARTS)
+        .into_iter()
+        .map(|set| set.into_iter().map(|x| eligible[x]).collect::<Vec<_>>())
+        .filter(|set| include.iter().all(|i| set.binary_search(i).is_ok()))
+        .collect()
+}
+
+/// `set` (sorted node indices) ordered and predicted for `shape`.
+fn shaped(q: &Query, v: &View, est: &Estimator, shape: &Shape, set: Vec<usize>) -> Result<Shaped> {
+    let local = rank_order(shape, set.len(), |a, b| est.rtt(v, set[a], set[b]).0)?;
+    let ranks: Vec<usize> = local.iter().map(|&x| set[x]).collect();
+    let levels: Vec<LevelPrediction> = shape
+        .levels()
+        .iter()
+        .zip(shape.rings())
+        .map(|(level, rings)| {
+            let bytes = level_bytes(q, level);
+            let prediction = if bytes == 0 {
+                None
+            } else {
+                slowest(v, est, bytes, &ranks, &rings)
+            };
+            LevelPrediction {
+                name: level.name.clone(),
+                size: level.size,
+                bytes,
+                prediction,
+            }
+        })
+        .collect();
+    let asked = levels.iter().any(|l| l.bytes > 0);
+    let prediction = if asked
+        && levels
+            .iter()
+            .all(|l| l.bytes == 0 || l.prediction.is_some())
+    {
+        Some(
+            levels
+                .iter()
+                .filter_map(|l| l.prediction)
+                .fold(Prediction::default(), |s, p| Prediction {
+                    total_ms: s.total_ms + p.total_ms,
+                    latency_ms: s.latency_ms + p.latency_ms,
+                    bandwidth_ms: s.bandwidth_ms + p.bandwidth_ms,
+                    loss_ms: s.loss_ms + p.loss_ms,
+                }),
+        )
+    } else {
+        None
+    };
+    let time = match prediction {
+        Some(p) if p.total_ms > 0.0 => -prediction_step(p.total_ms),
+        Some(_) => 0.0,
+        None if asked => f64::NEG_INFINITY,
+        None => 0.0,
+    };
+    let (min, pairs, measured) = bottleneck(v, &set);
+    let bw = if measured == pairs {
+        bandwidth_step(min.unwrap_or(0.0))
+    } else {
+        f64::NEG_INFINITY
+    };
+    let quality: f64 = set
+        .iter()
+        .map(|&i| f64::from(v.quality[i].unwrap_or(0)))
+        .sum::<f64>()
+        / set.len().max(1) as f64;
+    Ok(Shaped {
+        set,
+        ranks,
+        prediction,
+        levels,
+        key: (time, bw, quality),
+    })
+}
+
+/// The slowest of a level's rings (rank lists) over `ranks`' nodes: each
+/// ring an all-reduce of `bytes` among its members (largest RTT and
+/// bottleneck bandwidth over all their pairs, loss on the ring's links in
+/// rank order). `None` when a ring's bandwidth is not measured.
+fn slowest(
+    v: &View,
+    est: &Estimator,
+    bytes: u64,
+    ranks: &[usize],
+    rings: &[Vec<usize>],
+) -> Option<Prediction> {
+    let mut worst: Option<Prediction> = None;
+    for ring in rings {
+        let nodes: Vec<usize> = ring.iter().map(|&r| ranks[r]).collect();
+        let p = if nodes.len() < 2 {
+            Prediction::default()
+        } else {
+            let (bw, pairs, measured) = bottleneck(v, &nodes);
+            let bw = bw.filter(|_| measured == pairs)?;
+            let mut max_rtt_us = 0.0_f64;
+            for (x, &a) in nodes.iter().enumerate() {
+                for &b in &nodes[x + 1..] {
+                    max_rtt_us = max_rtt_us.max(est.rtt(v, a, b).0);
+                }
+            }
+            let links: Vec<RingLink> = (0..nodes.len())
+                .map(|x| RingLink {
+                    loss: (v.loss)(nodes[x], nodes[(x + 1) % nodes.len()]),
+                })
+                .collect();
+            cost::ring(nodes.len(), bytes, max_rtt_us, bw, &links)?
+        };
+        if worst.is_none_or(|w| p.total_ms > w.total_ms) {
+            worst = Some(p);
+        }
+    }
+    worst
+}
+
+/// The best of `candidates` for `shape` (the first of equals: candidates
+/// come best first) and the best other set, if any.
+pub(super) fn choose(
+    q: &Query,
+    v: &View,
+    est: &Estimator,
+    shape: &Shape,
+    candidates: Vec<Vec<usize>>,
+) -> Result<Option<(Shaped, Option<Shaped>)>> {
+    let mut ranked: Vec<Shaped> = Vec::new();
+    for set in candidates {
+        if ranked.iter().all(|s| s.set != set) {
+            ranked.push(shaped(q, v, est, shape, set)?);
+        }
+    }
+    // Stable: equal keys keep the candidates' order.
+    ranked.sort_by(|a, b| {
+        b.key
+            .partial_cmp(&a.key)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut it = ranked.into_iter();
+    Ok(it.next().map(|best| (best, it.next())))
+}
