@@ -79,6 +79,7 @@ fn every_example_uses_only_keys_we_write() {
         "training-job.yaml",
         "kueue-topology.yaml",
         "volcano-label-discovery.yaml",
+        "shaped-torchrun.yaml",
     ] {
         let text = example(file);
         // Each document must be YAML.
@@ -97,4 +98,96 @@ fn every_example_uses_only_keys_we_write() {
         seen >= 8,
         "expected the examples to use our keys, found {seen}"
     );
+}
+
+/// The shaped Job: its affinity allows exactly the nodes of the rank list,
+/// one pod per node, and its script gives each pod the rank of the node it
+/// landed on (run here with a stand-in torchrun that prints its flags).
+#[test]
+fn the_shaped_job_gives_each_pod_the_rank_of_its_node() {
+    let job: Job = serde_norway::from_str(&example("shaped-torchrun.yaml")).unwrap();
+    let spec = job.spec.unwrap();
+    let pod = spec.template.spec.unwrap();
+    let affinity = pod.affinity.unwrap();
+    let term = &affinity
+        .node_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap()
+        .node_selector_terms[0]
+        .match_expressions
+        .clone()
+        .unwrap()[0];
+    assert_eq!(term.key, "kubernetes.io/hostname");
+    let mut allowed = term.values.clone().unwrap();
+    allowed.sort();
+    let anti = affinity
+        .pod_anti_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap();
+    assert_eq!(anti[0].topology_key, "kubernetes.io/hostname");
+    let c = &pod.containers[0];
+    let env = c.env.as_ref().unwrap();
+    let ranks: Vec<String> = env[0]
+        .value
+        .as_ref()
+        .unwrap()
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(env[0].name, "NETAWARE_RANK_NODES");
+    let mut sorted = ranks.clone();
+    sorted.sort();
+    assert_eq!(sorted, allowed, "the rank list and the affinity agree");
+    assert_eq!(spec.completions, Some(ranks.len() as i32));
+    let node_name = env[1]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .field_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(node_name.field_path, "spec.nodeName");
+
+    let command = c.command.as_ref().unwrap();
+    assert_eq!(command[..2], ["/bin/sh", "-c"]);
+    let dir = std::env::temp_dir().join(format!("netaware-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("torchrun");
+    std::fs::write(&fake, "#!/bin/sh\necho \"$@\"\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    let run = |node: &str| {
+        std::process::Command::new("/bin/sh")
+            .args(["-c", &command[2]])
+            .env("PATH", &path)
+            .env("NETAWARE_RANK_NODES", ranks.join(" "))
+            .env("NODE_NAME", node)
+            .env_remove("MASTER_ADDR")
+            .output()
+            .unwrap()
+    };
+    for (rank, node) in ranks.iter().enumerate() {
+        let out = run(node);
+        let args = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{node}: {args}");
+        assert!(
+            args.contains(&format!("--node-rank={rank} ")),
+            "{node}: {args}"
+        );
+        assert!(
+            args.contains(&format!("--master-addr={} ", ranks[0])),
+            "{args}"
+        );
+    }
+    // A pod on a node not in the list refuses to start, saying why.
+    let out = run("elsewhere");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("not in NETAWARE_RANK_NODES")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
