@@ -16,6 +16,13 @@
 //!   any RTT difference inside a region), then smallest largest RTT, then
 //!   largest bottleneck cap (when the number of sets is small enough).
 //!
+//! With `--shape` (a shaped job, docs/placement.md "Jobs with shape") the
+//! rank program runs each level's all-reduce in turn, ranks in the order
+//! each placement gives them: `netaware-shaped` (Place with the shape: its
+//! nodes and rank order) first, then the shape-blind placements with ranks
+//! in name order, as a launcher gives them out. Two placements are the
+//! same only with the same nodes in the same order; there is no `optimal`.
+//!
 //! Repeatability: a node set that several placements chose is measured
 //! once and reported for each of them; the distinct sets run in rounds
 //! (A B C, A B C, …) so drift on the shared machine hits them alike; p50,
@@ -23,13 +30,14 @@
 //! bench run on 14 nodes once measured the same four nodes at 310, 346 and
 //! 390 ms as three "different" placements, one after another.)
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use netaware_model::groups::Distances;
 use netaware_model::place::cost::{self, Prediction, RingLink};
 use netaware_model::place::diameter::{self, Candidates};
+use netaware_model::place::{PairFigures, predict_ranks};
+use netaware_model::shape::Shape;
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::GetMatrixResponse;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -79,6 +87,24 @@ pub struct BenchOptions {
     pub python: String,
     /// Measure at least this long before placing.
     pub settle: std::time::Duration,
+    /// A shaped job: each level's all-reduce in turn (a level without
+    /// bytes of its own takes `bytes`).
+    pub shape: Option<Shape>,
+}
+
+impl BenchOptions {
+    /// The rank program's level arguments, `SIZE:BYTES` innermost first
+    /// (one level of all ranks without a shape).
+    pub fn levels(&self) -> Vec<String> {
+        match &self.shape {
+            Some(s) => s
+                .levels()
+                .iter()
+                .map(|l| format!("{}:{}", l.size, l.bytes.unwrap_or(self.bytes)))
+                .collect(),
+            None => vec![format!("{}:{}", self.k, self.bytes)],
+        }
+    }
 }
 
 /// The emulator's configured figures of a set.
@@ -146,6 +172,9 @@ pub struct BenchReport {
     pub topology: String,
     pub k: usize,
     pub bytes: u64,
+    /// The shape, as given (`tp=2:8MiB,dp=4:1MiB`); absent for one ring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<String>,
     pub iters: u32,
     pub rounds: u32,
     pub algorithm: Algorithm,
@@ -327,58 +356,115 @@ pub struct MeasuredSet {
 /// `set`'s figures in `m`.
 pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
     let member = |n: &str| set.iter().any(|s| s == n);
+    let ours = |(a, b): &(&str, &str)| member(a) && member(b);
     let rtt: Vec<f64> = pair_rtts(m)
         .into_iter()
-        .filter(|((a, b), _)| member(a) && member(b))
+        .filter(|(k, _)| ours(k))
         .map(|(_, v)| v)
         .collect();
-    let mut loss: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
-    for l in &m.links {
-        if l.method == ProbeMethod::StampUdp as i32
-            && member(&l.src)
-            && member(&l.dst)
-            && let Some(s) = l.smoothed.as_ref()
-        {
-            let e = loss.entry(pair_key(&l.src, &l.dst)).or_insert(0.0);
-            *e = e.max(s.loss_ppm);
-        }
-    }
+    let loss = pair_losses(m);
     let ring_loss_ppm = (0..set.len())
         .map(|i| {
             let next = &set[(i + 1) % set.len()];
             loss.get(&pair_key(&set[i], next)).copied().unwrap_or(0.0)
         })
         .collect();
-    let mut bw: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
-    for b in &m.bandwidth {
-        if member(&b.sender) && member(&b.receiver) {
-            let e = bw
-                .entry(pair_key(&b.sender, &b.receiver))
-                .or_insert(f64::INFINITY);
-            *e = e.min(b.mbps);
+    let bw: Vec<f64> = pair_bandwidths(m)
+        .into_iter()
+        .filter(|(k, _)| ours(k))
+        .map(|(_, v)| v)
+        .collect();
+    // The smallest share of a concurrent test that held a pair of the set.
+    let shared = m
+        .concurrent
+        .iter()
+        .filter(|c| c.members.iter().filter(|x| member(x)).count() >= 2)
+        .map(|c| c.share_mbps)
+        .reduce(f64::min);
+    let pairs = set.len() * set.len().saturating_sub(1) / 2;
+    MeasuredSet {
+        max_rtt_us: rtt.iter().copied().fold(0.0, f64::max),
+        bottleneck_mbps: bw.iter().copied().reduce(f64::min),
+        shared_mbps: shared,
+        max_loss_ppm: loss
+            .iter()
+            .filter(|(k, _)| ours(k))
+            .map(|(_, v)| *v)
+            .fold(0.0, f64::max),
+        ring_loss_ppm,
+        complete: rtt.len() == pairs && bw.len() == pairs,
+    }
+}
+
+/// `Place`'s prediction of a shaped job with rank `r` on `ranks[r]`, from
+/// the pair figures in `m` read as `measured` reads them (`None` unless
+/// every pair of every ring has an RTT and a bandwidth).
+pub fn predict_shaped(
+    m: &GetMatrixResponse,
+    ranks: &[String],
+    shape: &Shape,
+    bytes: u64,
+) -> Option<Prediction> {
+    let name = |i: usize| ranks[i].as_str();
+    let rtts = pair_rtts(m);
+    let bw = pair_bandwidths(m);
+    let loss = pair_losses(m);
+    let rtt = |a: usize, b: usize| {
+        rtts.get(&pair_key(name(a), name(b)))
+            .copied()
+            .unwrap_or(f64::INFINITY)
+    };
+    let bandwidth = |a: usize, b: usize| bw.get(&pair_key(name(a), name(b))).copied();
+    let lost = |a: usize, b: usize| {
+        loss.get(&pair_key(name(a), name(b)))
+            .map_or(0.0, |ppm| ppm / 1e6)
+    };
+    let f = PairFigures {
+        rtt_us: &rtt,
+        bandwidth_mbps: &bandwidth,
+        loss: &lost,
+    };
+    let order: Vec<usize> = (0..ranks.len()).collect();
+    predict_ranks(shape, bytes, &order, &f)
+        .0
+        .filter(|p| p.total_ms.is_finite())
+}
+
+/// Each pair's round-trip loss (ppm): the worse direction's smoothed UDP
+/// loss.
+fn pair_losses(m: &GetMatrixResponse) -> std::collections::BTreeMap<(&str, &str), f64> {
+    let mut loss = std::collections::BTreeMap::new();
+    for l in &m.links {
+        if l.method == ProbeMethod::StampUdp as i32
+            && let Some(s) = l.smoothed.as_ref()
+        {
+            let e = loss.entry(pair_key(&l.src, &l.dst)).or_insert(0.0f64);
+            *e = e.max(s.loss_ppm);
         }
     }
-    // A concurrent test's share caps every pair of its members, as in
-    // Place (`Links::job_bandwidth`).
-    let mut shared: Option<f64> = None;
+    loss
+}
+
+/// Each tested pair's bandwidth a job can count on: the lower direction's
+/// latest test, capped by the share of a concurrent test that held both
+/// ends (as `Place` reads it).
+fn pair_bandwidths(m: &GetMatrixResponse) -> std::collections::BTreeMap<(&str, &str), f64> {
+    let mut bw = std::collections::BTreeMap::new();
+    for b in &m.bandwidth {
+        let e = bw
+            .entry(pair_key(&b.sender, &b.receiver))
+            .or_insert(f64::INFINITY);
+        *e = e.min(b.mbps);
+    }
     for c in &m.concurrent {
         let held = |n: &str| c.members.iter().any(|x| x == n);
         for ((a, b), v) in bw.iter_mut() {
             if held(a) && held(b) {
                 *v = v.min(c.share_mbps);
-                shared = Some(shared.map_or(c.share_mbps, |s: f64| s.min(c.share_mbps)));
             }
         }
     }
-    let pairs = set.len() * set.len().saturating_sub(1) / 2;
-    MeasuredSet {
-        max_rtt_us: rtt.iter().copied().fold(0.0, f64::max),
-        bottleneck_mbps: bw.values().copied().reduce(f64::min),
-        shared_mbps: shared,
-        max_loss_ppm: loss.values().copied().fold(0.0, f64::max),
-        ring_loss_ppm,
-        complete: rtt.len() == pairs && bw.len() == pairs,
-    }
+    bw
 }
 
 /// `Place`'s ring all-reduce prediction for a set's measured figures
@@ -437,15 +523,18 @@ pub fn percentiles(times: &[f64]) -> (f64, f64) {
     (quantile(&t, 0.5), quantile(&t, 0.9))
 }
 
-/// The distinct node sets of `sets` (compared as sorted sets) in order of
+/// The distinct node sets of `sets` (compared as sorted sets, or as
+/// ordered lists when `ordered`: a shaped job's rank orders) in order of
 /// first appearance, and for each entry of `sets` the index of its set.
-pub fn distinct_sets(sets: &[Vec<String>]) -> (Vec<Vec<String>>, Vec<usize>) {
+pub fn distinct_sets(sets: &[Vec<String>], ordered: bool) -> (Vec<Vec<String>>, Vec<usize>) {
     let mut distinct: Vec<Vec<String>> = Vec::new();
     let mut which = Vec::with_capacity(sets.len());
     for set in sets {
         let mut sorted = set.clone();
-        sorted.sort();
-        sorted.dedup();
+        if !ordered {
+            sorted.sort();
+            sorted.dedup();
+        }
         let i = distinct
             .iter()
             .position(|d| *d == sorted)
@@ -546,6 +635,7 @@ pub fn report(
             .iter()
             .map(|p| p.nodes.clone())
             .collect::<Vec<_>>(),
+        b.shape.is_some(),
     );
     let names: Vec<String> = placements.iter().map(|p| p.name.clone()).collect();
     for (i, r) in placements.iter_mut().enumerate() {
@@ -570,6 +660,7 @@ pub fn report(
         topology: topo.name.clone(),
         k: b.k,
         bytes: b.bytes,
+        shape: b.shape.as_ref().map(describe),
         iters: b.iters,
         rounds: b.rounds,
         algorithm: b.algorithm,
@@ -585,6 +676,18 @@ pub fn report(
         },
         placements,
     }
+}
+
+/// A shape as `name=size:bytes,…` (bytes in full, as the bench ran it).
+fn describe(s: &Shape) -> String {
+    s.levels()
+        .iter()
+        .map(|l| match l.bytes {
+            Some(b) => format!("{}={}:{b}", l.name, l.size),
+            None => format!("{}={}", l.name, l.size),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Write the rank program and the launcher mpirun uses instead of ssh: it
@@ -636,6 +739,7 @@ pub fn run_mpi(
         .arg(program)
         .arg(o.bytes.to_string())
         .arg(o.iters.to_string())
+        .args(o.levels())
         .stdin(Stdio::null())
         .output()
         .map_err(|e| {
@@ -662,17 +766,19 @@ pub fn run_mpi(
         .find(|l| l.starts_with('{'))
         .ok_or_else(fail)?;
     let v: serde_json::Value = serde_json::from_str(line)?;
-    // Each rank must have run in its own node's namespace.
-    let hosts: BTreeSet<&str> = v["hosts"]
+    // Each rank must have run in its own node's namespace, rank r on
+    // nodes[r] (a shaped job's rank order is the placement).
+    let hosts: Vec<&str> = v["hosts"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|h| h.as_str())
         .collect();
-    let want: BTreeSet<&str> = nodes.iter().map(String::as_str).collect();
+    let want: Vec<&str> = nodes.iter().map(String::as_str).collect();
     if hosts != want {
         return Err(Error::Run(format!(
-            "ranks ran on {hosts:?}, not on {want:?}: each node's namespace must have its own hostname"
+            "ranks ran on {hosts:?}, not on {want:?} in that order: each node's namespace must \
+             have its own hostname, and mpirun must give rank r the r-th host"
         )));
     }
     v["iter_ms"]
@@ -699,6 +805,10 @@ pub fn render(r: &BenchReport) -> String {
         .map(String::from)
         .to_vec(),
     ];
+    // Ratios are to the first placement: netaware-shaped for a shaped job.
+    if let Some(first) = r.placements.first() {
+        rows[0][7] = format!("÷ {} (95 % CI)", first.name);
+    }
     let mut notes = Vec::new();
     for p in &r.placements {
         rows.push(vec![
@@ -731,9 +841,12 @@ pub fn render(r: &BenchReport) -> String {
             notes.push(note);
         }
     }
+    let job = match &r.shape {
+        Some(s) => format!("shaped job {s} (levels in turn"),
+        None => format!("all-reduce of {} bytes (one ring", r.bytes),
+    };
     let mut out = format!(
-        "all-reduce of {} bytes on k = {} nodes, {} iterations in {} interleaved rounds ({:?} algorithm), topology {}\n{}",
-        r.bytes,
+        "{job}) on k = {} nodes, {} iterations in {} interleaved rounds ({:?} algorithm), topology {}\n{}",
         r.k,
         r.iters,
         r.rounds,

@@ -11,6 +11,7 @@ use netaware_lab::report::render_table;
 use netaware_lab::topology::Topology;
 use netaware_lab::{bench, cluster, scale};
 use netaware_model::bandwidth::BandwidthConfig;
+use netaware_model::shape::Shape;
 
 /// netaware-lab: run netaware on an emulated multi-region cluster (needs root).
 #[derive(Debug, Parser)]
@@ -54,9 +55,15 @@ enum Cmd {
     Bench {
         /// Topology file (see docs/lab.md).
         topology: PathBuf,
-        /// Nodes (MPI ranks, one per node).
-        #[arg(short = 'k', value_parser = clap::value_parser!(u64).range(2..))]
-        k: u64,
+        /// Nodes (MPI ranks, one per node); with --shape, its ranks.
+        #[arg(short = 'k', value_parser = clap::value_parser!(u64).range(2..), required_unless_present = "shape")]
+        k: Option<u64>,
+        /// A shaped job, innermost level first (`tp=2:8MiB,dp=4:1MiB`; a level
+        /// without bytes takes --bytes): each level's all-reduce in turn, and
+        /// netaware's shaped placement with its rank order against the
+        /// shape-blind ones with ranks in name order (docs/lab.md).
+        #[arg(long, value_parser = parse_shape)]
+        shape: Option<Shape>,
         /// All-reduce message size (e.g. 8MiB).
         #[arg(long, default_value = "8MiB", value_parser = netaware_common::parse_bytes)]
         bytes: u64,
@@ -240,6 +247,11 @@ fn kubernetes(
     })
 }
 
+/// `--shape`: the model's grammar with byte counts like `8MiB`.
+fn parse_shape(text: &str) -> Result<Shape, String> {
+    Shape::parse(text, netaware_common::parse_bytes).map_err(|e| e.to_string())
+}
+
 fn parse_whole_seconds(s: &str) -> Result<Duration, String> {
     let d = netaware_common::parse_duration_or_zero(s)?;
     if d.subsec_nanos() != 0 {
@@ -346,10 +358,19 @@ async fn main() -> anyhow::Result<()> {
             algorithm,
             python,
             settle,
+            shape,
             common,
         } => {
             let topo = Topology::load(&topology)?;
-            let k = usize::try_from(k)?;
+            let k = match (k, &shape) {
+                (Some(k), Some(s)) if usize::try_from(k)? != s.ranks() => anyhow::bail!(
+                    "-k {k} but the shape has {} ranks (one node per rank): leave -k out",
+                    s.ranks()
+                ),
+                (_, Some(s)) => s.ranks(),
+                (Some(k), None) => usize::try_from(k)?,
+                (None, None) => anyhow::bail!("give -k or --shape"),
+            };
             if k > topo.nodes.len() {
                 anyhow::bail!(
                     "-k {k} but the topology {} has only {} nodes",
@@ -368,6 +389,7 @@ async fn main() -> anyhow::Result<()> {
                 algorithm,
                 python,
                 settle,
+                shape,
             };
             let out = lab::execute(
                 &topo,

@@ -50,7 +50,7 @@ mod estimate;
 mod shaped;
 mod zones;
 
-pub use shaped::LevelPrediction;
+pub use shaped::{LevelPrediction, PairFigures, predict_ranks};
 
 use cost::{Prediction, RingLink};
 use diameter::{Candidates, Stop, stopped};

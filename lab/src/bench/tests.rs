@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::BTreeSet;
 
 fn geo12() -> Topology {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/geo-12.yaml");
@@ -75,6 +76,7 @@ fn report_of(iters: u32, runs: &[(&str, Option<f64>, &[f64])]) -> BenchReport {
         algorithm: Algorithm::Ring,
         python: DEFAULT_PYTHON.into(),
         settle: std::time::Duration::from_secs(1),
+        shape: None,
     };
     let cfg = configured(&t, &[0, 1]);
     let placements = runs
@@ -133,9 +135,13 @@ fn placements_that_chose_the_same_nodes_share_one_set() {
         .iter()
         .map(|s| s.iter().map(|n| n.to_string()).collect())
         .collect();
-    let (distinct, which) = distinct_sets(&sets);
+    let (distinct, which) = distinct_sets(&sets, false);
     assert_eq!(distinct, [vec!["a", "b"], vec!["c", "d"]]);
     assert_eq!(which, [0, 1, 0, 0]);
+    // A shaped job's rank orders: the same nodes in another order differ.
+    let (distinct, which) = distinct_sets(&sets, true);
+    assert_eq!(distinct.len(), 4);
+    assert_eq!(which, [0, 1, 2, 3]);
 }
 
 #[test]
@@ -186,6 +192,7 @@ fn a_shared_measurement_has_an_exact_ratio_and_a_different_one_an_interval() {
         algorithm: Algorithm::Ring,
         python: DEFAULT_PYTHON.into(),
         settle: std::time::Duration::from_secs(1),
+        shape: None,
     };
     let ab = || vec!["a".to_string(), "b".to_string()];
     let ours = [10.0, 11.0, 12.0, 10.5];
@@ -341,6 +348,7 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
         algorithm: Algorithm::Ring,
         python: DEFAULT_PYTHON.into(),
         settle: std::time::Duration::from_secs(1),
+        shape: None,
     };
     let with = |names: &[&str], times: Vec<f64>| {
         let nodes: Vec<String> = names.iter().map(|n| n.to_string()).collect();
@@ -418,4 +426,93 @@ fn latency_only_takes_no_unanswered_pair_for_a_near_one() {
     let chosen = latency_only(&m, &names, 2).unwrap();
     assert!(chosen.contains(&"c".to_string()), "{chosen:?}");
     assert!(!measured(&m, &["a".into(), "b".into()]).complete);
+}
+
+fn shape(text: &str) -> Shape {
+    Shape::parse(text, netaware_common::parse_bytes).unwrap()
+}
+
+/// Four nodes, two sites: a-b and c-d 200 µs at 1 Gbit/s, across 5 ms at
+/// 100 Mbit/s, no loss.
+fn two_sites() -> GetMatrixResponse {
+    use netaware_proto::v1::{BandwidthState, LinkState, Smoothed};
+    let site = |n: &str| matches!(n, "a" | "b");
+    let names = ["a", "b", "c", "d"];
+    let mut m = GetMatrixResponse::default();
+    for s in names {
+        for d in names.iter().filter(|d| **d != s) {
+            let near = site(s) == site(d);
+            m.links.push(LinkState {
+                src: s.into(),
+                dst: (*d).into(),
+                method: ProbeMethod::StampUdp as i32,
+                smoothed: Some(Smoothed {
+                    rtt_p50_us: if near { 200.0 } else { 5_000.0 },
+                    rtt_known: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            if s < *d {
+                m.bandwidth.push(BandwidthState {
+                    sender: s.into(),
+                    receiver: (*d).into(),
+                    mbps: if near { 1_000.0 } else { 100.0 },
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    m
+}
+
+/// By hand: tp pairs inside the sites cost a 1 Gbit/s pair all-reduce of
+/// 8 MiB, the dp rings (a-c, b-d) one of 1 MiB across; with ranks in the
+/// order a c b d the 8 MiB pairs cross instead.
+#[test]
+fn a_rank_order_is_predicted_level_by_level() {
+    let m = two_sites();
+    let s = shape("tp=2:8MiB,dp=2:1MiB");
+    let order = |o: &[&str]| o.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let clean = [RingLink { loss: 0.0 }; 2];
+    let tp_near = cost::ring(2, 8 << 20, 200.0, 1_000.0, &clean).unwrap();
+    let tp_far = cost::ring(2, 8 << 20, 5_000.0, 100.0, &clean).unwrap();
+    let dp_far = cost::ring(2, 1 << 20, 5_000.0, 100.0, &clean).unwrap();
+    let dp_near = cost::ring(2, 1 << 20, 200.0, 1_000.0, &clean).unwrap();
+    let good = predict_shaped(&m, &order(&["a", "b", "c", "d"]), &s, 0).unwrap();
+    assert!((good.total_ms - (tp_near.total_ms + dp_far.total_ms)).abs() < 1e-9);
+    let bad = predict_shaped(&m, &order(&["a", "c", "b", "d"]), &s, 0).unwrap();
+    assert!((bad.total_ms - (tp_far.total_ms + dp_near.total_ms)).abs() < 1e-9);
+    assert!(bad.total_ms > 3.0 * good.total_ms, "{bad:?} vs {good:?}");
+    // A pair without a bandwidth test: no prediction.
+    let mut partial = m.clone();
+    partial
+        .bandwidth
+        .retain(|b| (b.sender.as_str(), b.receiver.as_str()) != ("a", "b"));
+    assert_eq!(
+        predict_shaped(&partial, &order(&["a", "b", "c", "d"]), &s, 0),
+        None
+    );
+}
+
+#[test]
+fn the_rank_program_gets_each_level_with_its_bytes() {
+    let mut b = BenchOptions {
+        k: 8,
+        bytes: 4096,
+        iters: 1,
+        rounds: 1,
+        seed: 1,
+        random_sets: 1,
+        algorithm: Algorithm::Ring,
+        python: DEFAULT_PYTHON.into(),
+        settle: std::time::Duration::from_secs(1),
+        shape: None,
+    };
+    assert_eq!(b.levels(), ["8:4096"]);
+    b.shape = Some(shape("tp=2:1MiB,dp=4"));
+    assert_eq!(b.levels(), ["2:1048576", "4:4096"]);
+    let r = report(&geo12(), &b, Vec::new());
+    assert_eq!(r.shape.as_deref(), Some("tp=2:1048576,dp=4"));
+    assert!(render(&r).starts_with("shaped job tp=2:1048576,dp=4 (levels in turn)"));
 }

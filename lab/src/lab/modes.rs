@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use netaware_model::labels::DEFAULT_PREFIX;
 use netaware_proto::ProbeMethod;
-use netaware_proto::v1::{PlaceRequest, WatchLinksRequest};
+use netaware_proto::v1::{PlaceRequest, ShapeLevel, WatchLinksRequest};
 use tracing::warn;
 
 use super::events::{self, EventSchedule};
@@ -259,16 +259,49 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
         })
         .await?
         .into_inner();
-    let by_index = |set: Vec<usize>| -> Vec<String> {
-        set.into_iter()
-            .map(|i| topo.nodes[i].name.clone())
-            .collect()
+    let shaped = b.shape.is_some();
+    // Ranks in name order, as a launcher gives them out (a shaped job's
+    // shape-blind placements are run so).
+    let by_name = |mut set: Vec<String>| -> Vec<String> {
+        set.sort();
+        set
     };
-    let mut sets: Vec<(String, Vec<String>)> = vec![
-        ("netaware".into(), placed.nodes.clone()),
-        ("latency-only".into(), bench::latency_only(&m, &names, b.k)?),
+    let by_index = |set: Vec<usize>| -> Vec<String> {
+        by_name(
+            set.into_iter()
+                .map(|i| topo.nodes[i].name.clone())
+                .collect(),
+        )
+    };
+    let mut sets: Vec<(String, Vec<String>)> = Vec::new();
+    if let Some(shape) = &b.shape {
+        let placed_shaped = r
+            .client
+            .place(PlaceRequest {
+                allreduce_bytes: b.bytes,
+                shape: shape
+                    .levels()
+                    .iter()
+                    .map(|l| ShapeLevel {
+                        name: l.name.clone(),
+                        size: u32::try_from(l.size).unwrap_or(u32::MAX),
+                        bytes: l.bytes.unwrap_or(0),
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        sets.push(("netaware-shaped".into(), placed_shaped.ranks));
+    }
+    sets.extend([
+        ("netaware".into(), by_name(placed.nodes.clone())),
+        (
+            "latency-only".into(),
+            by_name(bench::latency_only(&m, &names, b.k)?),
+        ),
         ("spread".into(), by_index(bench::spread(topo, b.k))),
-    ];
+    ]);
     for r in 0..b.random_sets.max(1) {
         let name = if r == 0 {
             "random".to_string()
@@ -278,12 +311,15 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
         let seed = b.seed.wrapping_add(u64::from(r));
         sets.push((name, by_index(bench::random(topo.nodes.len(), b.k, seed))));
     }
-    if let Some(best) = bench::optimal(topo, b.k) {
+    // Brute force knows sets, not rank orders.
+    if let Some(best) = bench::optimal(topo, b.k).filter(|_| !shaped) {
         sets.push(("optimal".into(), by_index(best)));
     }
     let (program, launcher) = bench::prepare(&opts.log_dir.join("bench"))?;
-    let (distinct, which) =
-        bench::distinct_sets(&sets.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>());
+    let (distinct, which) = bench::distinct_sets(
+        &sets.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>(),
+        shaped,
+    );
     for (name, nodes) in &sets {
         eprintln!("{name}: {}", nodes.join(" "));
     }
@@ -335,7 +371,10 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             // Every set is predicted from the one matrix the placements
             // were chosen from, by Place's own model.
             let measured = bench::measured(&m, &nodes);
-            let prediction = bench::predict(&measured, b.k, b.bytes);
+            let prediction = match &b.shape {
+                Some(shape) => bench::predict_shaped(&m, &nodes, shape, b.bytes),
+                None => bench::predict(&measured, b.k, b.bytes),
+            };
             let mut p = bench::placement_result(
                 &name,
                 nodes,

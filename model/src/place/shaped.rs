@@ -49,18 +49,13 @@ pub(super) struct Shaped {
     key: Key,
 }
 
-/// The bytes a level all-reduces: its own, or the request's.
-fn level_bytes(q: &Query, level: &crate::shape::Level) -> u64 {
-    level.bytes.unwrap_or(q.allreduce_bytes)
-}
-
 /// The largest bytes any level of `shape` all-reduces (0: no prediction
 /// asked for).
 pub(super) fn max_bytes(q: &Query, shape: &Shape) -> u64 {
     shape
         .levels()
         .iter()
-        .map(|l| level_bytes(q, l))
+        .map(|l| l.bytes.unwrap_or(q.allreduce_bytes))
         .max()
         .unwrap_or(0)
 }
@@ -97,20 +92,36 @@ pub(super) fn built(
         .collect()
 }
 
-/// `set` (sorted node indices) ordered and predicted for `shape`.
-fn shaped(q: &Query, v: &View, est: &Estimator, shape: &Shape, set: Vec<usize>) -> Result<Shaped> {
-    let local = rank_order(shape, set.len(), |a, b| est.rtt(v, set[a], set[b]).0)?;
-    let ranks: Vec<usize> = local.iter().map(|&x| set[x]).collect();
+/// A pair's figures, by node: RTT (µs), bandwidth (Mbit/s; `None`: not
+/// measured) and round-trip loss (0–1).
+#[allow(missing_debug_implementations)] // closures
+pub struct PairFigures<'a> {
+    pub rtt_us: &'a dyn Fn(usize, usize) -> f64,
+    pub bandwidth_mbps: &'a dyn Fn(usize, usize) -> Option<f64>,
+    pub loss: &'a dyn Fn(usize, usize) -> f64,
+}
+
+/// The predicted step of `shape` with rank `r` on node `ranks[r]`: each
+/// level's slowest ring, and their sum (`None` when no level has bytes,
+/// or unless every level with bytes has a prediction). A level without
+/// bytes of its own all-reduces `default_bytes`. The bench predicts its
+/// placements' rank orders with this, as `Place` does its candidates.
+pub fn predict_ranks(
+    shape: &Shape,
+    default_bytes: u64,
+    ranks: &[usize],
+    f: &PairFigures,
+) -> (Option<Prediction>, Vec<LevelPrediction>) {
     let levels: Vec<LevelPrediction> = shape
         .levels()
         .iter()
         .zip(shape.rings())
         .map(|(level, rings)| {
-            let bytes = level_bytes(q, level);
-            let prediction = if bytes == 0 {
+            let bytes = level.bytes.unwrap_or(default_bytes);
+            let prediction = if bytes == 0 || ranks.len() != shape.ranks() {
                 None
             } else {
-                slowest(v, est, bytes, &ranks, &rings)
+                slowest(f, bytes, ranks, &rings)
             };
             LevelPrediction {
                 name: level.name.clone(),
@@ -121,25 +132,35 @@ fn shaped(q: &Query, v: &View, est: &Estimator, shape: &Shape, set: Vec<usize>) 
         })
         .collect();
     let asked = levels.iter().any(|l| l.bytes > 0);
-    let prediction = if asked
-        && levels
+    let complete = levels
+        .iter()
+        .all(|l| l.bytes == 0 || l.prediction.is_some());
+    let prediction = (asked && complete).then(|| {
+        levels
             .iter()
-            .all(|l| l.bytes == 0 || l.prediction.is_some())
-    {
-        Some(
-            levels
-                .iter()
-                .filter_map(|l| l.prediction)
-                .fold(Prediction::default(), |s, p| Prediction {
-                    total_ms: s.total_ms + p.total_ms,
-                    latency_ms: s.latency_ms + p.latency_ms,
-                    bandwidth_ms: s.bandwidth_ms + p.bandwidth_ms,
-                    loss_ms: s.loss_ms + p.loss_ms,
-                }),
-        )
-    } else {
-        None
+            .filter_map(|l| l.prediction)
+            .fold(Prediction::default(), |s, p| Prediction {
+                total_ms: s.total_ms + p.total_ms,
+                latency_ms: s.latency_ms + p.latency_ms,
+                bandwidth_ms: s.bandwidth_ms + p.bandwidth_ms,
+                loss_ms: s.loss_ms + p.loss_ms,
+            })
+    });
+    (prediction, levels)
+}
+
+/// `set` (sorted node indices) ordered and predicted for `shape`.
+fn shaped(q: &Query, v: &View, est: &Estimator, shape: &Shape, set: Vec<usize>) -> Result<Shaped> {
+    let local = rank_order(shape, set.len(), |a, b| est.rtt(v, set[a], set[b]).0)?;
+    let ranks: Vec<usize> = local.iter().map(|&x| set[x]).collect();
+    let rtt = |a: usize, b: usize| est.rtt(v, a, b).0;
+    let figures = PairFigures {
+        rtt_us: &rtt,
+        bandwidth_mbps: v.bandwidth,
+        loss: v.loss,
     };
+    let (prediction, levels) = predict_ranks(shape, q.allreduce_bytes, &ranks, &figures);
+    let asked = levels.iter().any(|l| l.bytes > 0);
     let time = match prediction {
         Some(p) if p.total_ms > 0.0 => -prediction_step(p.total_ms),
         Some(_) => 0.0,
@@ -169,10 +190,9 @@ fn shaped(q: &Query, v: &View, est: &Estimator, shape: &Shape, set: Vec<usize>) 
 /// The slowest of a level's rings (rank lists) over `ranks`' nodes: each
 /// ring an all-reduce of `bytes` among its members (largest RTT and
 /// bottleneck bandwidth over all their pairs, loss on the ring's links in
-/// rank order). `None` when a ring's bandwidth is not measured.
+/// rank order). `None` when a ring pair's bandwidth is not measured.
 fn slowest(
-    v: &View,
-    est: &Estimator,
+    f: &PairFigures,
     bytes: u64,
     ranks: &[usize],
     rings: &[Vec<usize>],
@@ -183,17 +203,16 @@ fn slowest(
         let p = if nodes.len() < 2 {
             Prediction::default()
         } else {
-            let (bw, pairs, measured) = bottleneck(v, &nodes);
-            let bw = bw.filter(|_| measured == pairs)?;
-            let mut max_rtt_us = 0.0_f64;
+            let (mut bw, mut max_rtt_us) = (f64::INFINITY, 0.0_f64);
             for (x, &a) in nodes.iter().enumerate() {
                 for &b in &nodes[x + 1..] {
-                    max_rtt_us = max_rtt_us.max(est.rtt(v, a, b).0);
+                    bw = bw.min((f.bandwidth_mbps)(a, b)?);
+                    max_rtt_us = max_rtt_us.max((f.rtt_us)(a, b));
                 }
             }
             let links: Vec<RingLink> = (0..nodes.len())
                 .map(|x| RingLink {
-                    loss: (v.loss)(nodes[x], nodes[(x + 1) % nodes.len()]),
+                    loss: (f.loss)(nodes[x], nodes[(x + 1) % nodes.len()]),
                 })
                 .collect();
             cost::ring(nodes.len(), bytes, max_rtt_us, bw, &links)?
