@@ -8,24 +8,26 @@ use std::process::Command;
 
 use netaware_e2e::{binary, free_port, repo_root, require_root};
 
-#[test]
-#[ignore = "needs root (network namespaces): ./test.sh runs it as root"]
-fn netaware_placement_is_not_slower_than_spreading() {
+/// One lab at a time: both tests build the same namespaces and addresses.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Run `netaware-lab bench` on e2e-bench.yaml with `job` (k or shape and
+/// sizes) and the short settings both tests share; the JSON report.
+fn bench(name: &str, job: &[&str]) -> serde_json::Value {
     require_root();
     if Command::new("mpirun").arg("--version").output().is_err() {
         panic!("mpirun is missing: apt-get install openmpi-bin python3-mpi4py (.ci/run does)");
     }
-    let scratch = netaware_e2e::Scratch::new("e2e-bench");
+    // A failed test poisons the lock; the next one still runs alone.
+    let _alone = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = netaware_e2e::Scratch::new(name);
     let dir = scratch.path();
     let json = dir.join("bench.json");
     let out = Command::new(binary("netaware-lab"))
         .arg("bench")
         .arg(repo_root().join("lab/topologies/e2e-bench.yaml"))
+        .args(job)
         .args([
-            "-k",
-            "3",
-            "--bytes",
-            "256KiB",
             "--iters",
             "8",
             "--rounds",
@@ -64,18 +66,35 @@ fn netaware_placement_is_not_slower_than_spreading() {
         dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
+}
+
+fn placement(r: &serde_json::Value, n: &str) -> serde_json::Value {
+    r["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == n)
+        .unwrap_or_else(|| panic!("no {n} placement in {r:#}"))
+        .clone()
+}
+
+fn nodes_of(p: &serde_json::Value) -> Vec<String> {
+    p["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root (network namespaces): ./test.sh runs it as root"]
+fn netaware_placement_is_not_slower_than_spreading() {
+    let r = bench("e2e-bench", &["-k", "3", "--bytes", "256KiB"]);
     assert_eq!(r["k"], 3);
     assert_eq!(r["bytes"], 256 * 1024);
-    let by_name = |n: &str| {
-        r["placements"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == n)
-            .unwrap_or_else(|| panic!("no {n} placement in {r:#}"))
-            .clone()
-    };
+    let by_name = |n: &str| placement(&r, n);
     let names: Vec<&str> = r["placements"]
         .as_array()
         .unwrap()
@@ -145,4 +164,62 @@ fn netaware_placement_is_not_slower_than_spreading() {
         "netaware {p50} ms vs spread {spread_p50} ms"
     );
     assert!((spread["ratio_to_netaware"].as_f64().unwrap() - spread_p50 / p50).abs() < 1e-9);
+}
+
+/// Four ranks in pairs on two regions of three: the job cannot fit in one
+/// region, each pair can. netaware-shaped keeps both pairs inside a region
+/// and runs each rank on its node in order; shape-blind netaware gives
+/// ranks in name order, so one of its pairs crosses the 20 Mbit/s link.
+#[test]
+#[ignore = "needs root (network namespaces): ./test.sh runs it as root"]
+fn a_shaped_job_keeps_its_pairs_inside_a_region() {
+    let r = bench(
+        "e2e-bench-shaped",
+        &["--shape", "tp=2:256KiB,dp=2:32KiB", "--bytes", "256KiB"],
+    );
+    assert_eq!(
+        (r["k"].as_u64(), r["shape"].as_str()),
+        (Some(4), Some("tp=2:262144,dp=2:32768"))
+    );
+    let names: Vec<&str> = r["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "netaware-shaped",
+            "netaware",
+            "latency-only",
+            "spread",
+            "random",
+            "random-2"
+        ]
+    );
+    let shaped = placement(&r, "netaware-shaped");
+    let ranks = nodes_of(&shaped);
+    let region = |n: &str| n.split('-').next().unwrap().to_string();
+    assert_eq!(ranks.len(), 4);
+    assert_eq!(region(&ranks[0]), region(&ranks[1]), "{ranks:?}");
+    assert_eq!(region(&ranks[2]), region(&ranks[3]), "{ranks:?}");
+    assert!(shaped["predicted_ms"].as_f64().is_some(), "{shaped:#}");
+    assert_eq!(shaped["iter_ms"].as_array().unwrap().len(), 8);
+    // Shape-blind placements run with ranks in name order.
+    let blind = placement(&r, "netaware");
+    let mut sorted = nodes_of(&blind);
+    sorted.sort();
+    assert_eq!(nodes_of(&blind), sorted);
+    // Pairs across the 20 Mbit/s link cost a shape-blind order more than
+    // noise; never the other way round.
+    let (ours, theirs) = (
+        shaped["iter_ms_p50"].as_f64().unwrap(),
+        blind["iter_ms_p50"].as_f64().unwrap(),
+    );
+    assert!(
+        ours <= theirs * 1.1,
+        "shaped {ours} ms vs shape-blind {theirs} ms"
+    );
+    assert!((blind["ratio_to_netaware"].as_f64().unwrap() - theirs / ours).abs() < 1e-9);
 }

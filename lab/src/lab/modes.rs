@@ -239,6 +239,8 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
         r.bandwidth(bw).await?;
         // Place counts on the group shares these find (shared bottlenecks).
         r.concurrent(bw).await?;
+        // The tests disturbed every window of their ends: RTTs again.
+        r.clean_rtt().await?;
     }
     while tokio::time::Instant::now() < started + b.settle {
         r.check_children()?;

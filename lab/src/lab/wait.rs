@@ -97,6 +97,20 @@ pub(super) fn udp_pairs_measured(m: &GetMatrixResponse) -> usize {
         .count()
 }
 
+/// Directed pairs whose smoothed UDP RTT is known: at least one window
+/// that no bandwidth test disturbed (what `Place` and the bench read; a
+/// link whose every window overlapped a test has none yet).
+pub(super) fn udp_pairs_clean(m: &GetMatrixResponse) -> usize {
+    m.links
+        .iter()
+        .filter(|l| {
+            l.method == ProbeMethod::StampUdp as i32
+                && l.windows_total > l.disturbed_windows_total
+                && l.smoothed.as_ref().is_some_and(|s| s.rtt_known)
+        })
+        .count()
+}
+
 /// Unordered pairs with at least one bandwidth result (either direction).
 pub(super) fn bandwidth_pairs_tested(bandwidth: &[BandwidthState]) -> usize {
     bandwidth
@@ -206,8 +220,7 @@ impl Running<'_> {
         })
     }
 
-    /// Wait until every directed pair has smoothed UDP figures from at least
-    /// two windows.
+    /// Wait until every directed pair has sent at least two UDP windows.
     pub async fn rtt(&mut self) -> Result<()> {
         let n = self.topo.nodes.len();
         let want = n * (n - 1);
@@ -225,6 +238,31 @@ impl Running<'_> {
                 self.opts.log_dir.display()
             ))
         })
+    }
+
+    /// Wait until every directed pair has a smoothed RTT from windows no
+    /// bandwidth test disturbed: while the tests run, a link whose every
+    /// window overlapped one has none, and `Place` would leave its pair
+    /// out (or estimate it). For after the tests; past the deadline it
+    /// warns and goes on with what there is.
+    pub async fn clean_rtt(&mut self) -> Result<()> {
+        let n = self.topo.nodes.len();
+        let want = n * (n - 1);
+        let deadline = tokio::time::Instant::now() + self.opts.report_interval * 10;
+        let polled = self
+            .poll(deadline, MEASURE_POLL, |m| {
+                let have = udp_pairs_clean(&m);
+                if have >= want { Ok(()) } else { Err(have) }
+            })
+            .await?;
+        if let Err(have) = polled {
+            warn!(
+                have,
+                want,
+                "not every pair has an RTT from undisturbed windows yet; placing with those that do"
+            );
+        }
+        Ok(())
     }
 
     /// Wait until every l1 group the aggregator tests concurrently has its

@@ -64,6 +64,32 @@ fn a_pair_counts_as_measured_after_two_udp_windows() {
 }
 
 #[test]
+fn a_pair_counts_as_clean_with_a_known_rtt_from_an_undisturbed_window() {
+    use netaware_proto::v1::Smoothed;
+    let with = |mut l: LinkState, disturbed: u64, known: bool| {
+        l.disturbed_windows_total = disturbed;
+        l.smoothed = Some(Smoothed {
+            rtt_known: known,
+            ..Default::default()
+        });
+        l
+    };
+    let m = GetMatrixResponse {
+        links: vec![
+            with(link("a", "b", ProbeMethod::StampUdp, 5), 4, true),
+            // Every window disturbed: nothing smoothed yet.
+            with(link("b", "a", ProbeMethod::StampUdp, 5), 5, false),
+            with(link("a", "c", ProbeMethod::StampUdp, 5), 0, false),
+            with(link("c", "a", ProbeMethod::IcmpEcho, 5), 0, true),
+            link("b", "c", ProbeMethod::StampUdp, 5),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(udp_pairs_clean(&m), 1);
+    assert_eq!(udp_pairs_measured(&m), 4);
+}
+
+#[test]
 fn either_direction_covers_a_pair_for_bandwidth() {
     let tests = [
         test("a", "b"),
