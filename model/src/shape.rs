@@ -254,7 +254,9 @@ pub fn rank_order(
 /// below the top partitions the units left (nodes, then groups) into
 /// groups of its size by complete linkage, keeping only full groups; the
 /// top level then grows one group of its size from each unit as a seed,
-/// taking the unit nearest (largest distance) to the group each time. So
+/// taking the unit nearest (largest distance) to the group each time, and
+/// once more taking tight units (not much wider inside than the tightest)
+/// before loose ones. So
 /// every tensor-parallel pair a candidate has is a close pair, even when
 /// the whole job spans sites. At most `seeds` candidates, each sorted;
 /// none when the nodes cannot fill the shape. `d(a, b)` is symmetric
@@ -297,34 +299,53 @@ pub(crate) fn candidates(
         return Vec::new();
     }
     let dist = linkage(&units);
+    // A unit is tight when its own largest distance is at most twice the
+    // tightest unit's: a pair formed from two sites' leftovers is not. The
+    // nearest-unit growth alone would take such a pair when both its
+    // sites are already in (it adds no distance between units), and put
+    // the heavy traffic of the level below across a slow link.
+    let internal: Vec<f64> = units
+        .iter()
+        .map(|u| {
+            u.iter()
+                .flat_map(|&x| u.iter().map(move |&y| (x, y)))
+                .filter(|(x, y)| x != y)
+                .map(|(x, y)| d(x, y))
+                .fold(0.0f64, f64::max)
+        })
+        .collect();
+    let tightest = internal.iter().copied().fold(f64::INFINITY, f64::min);
+    let loose = |u: usize| u8::from(internal[u] > 2.0 * tightest);
     let mut out: Vec<Vec<usize>> = Vec::new();
     for seed in 0..units.len() {
         if out.len() >= seeds {
             break;
         }
-        let mut members = vec![seed];
-        while members.len() < top.size {
-            let next = (0..units.len())
-                .filter(|u| !members.contains(u))
-                .map(|u| {
-                    (
-                        members.iter().map(|&m| dist[u][m]).fold(0.0f64, f64::max),
-                        u,
-                    )
-                })
-                .min_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-            match next {
-                Some((far, u)) if far.is_finite() => members.push(u),
-                _ => break,
+        // Each seed grown twice: nearest unit first, and tight units first.
+        for tight_first in [false, true] {
+            let mut members = vec![seed];
+            while members.len() < top.size {
+                let next = (0..units.len())
+                    .filter(|u| !members.contains(u))
+                    .map(|u| {
+                        let far = members.iter().map(|&m| dist[u][m]).fold(0.0f64, f64::max);
+                        let class = if tight_first { loose(u) } else { 0 };
+                        (class, far, u)
+                    })
+                    .min_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)).then(x.2.cmp(&y.2)));
+                match next {
+                    Some((_, far, u)) if far.is_finite() => members.push(u),
+                    _ => break,
+                }
             }
-        }
-        if members.len() < top.size {
-            continue;
-        }
-        let mut set: Vec<usize> = members.iter().flat_map(|&u| units[u].clone()).collect();
-        set.sort_unstable();
-        if !out.contains(&set) {
-            out.push(set);
+            if members.len() < top.size {
+                continue;
+            }
+            let mut set: Vec<usize> = members.iter().flat_map(|&u| units[u].clone()).collect();
+            set.sort_unstable();
+            if !out.contains(&set) {
+                out.push(set);
+            }
         }
     }
     out

@@ -240,3 +240,41 @@ fn built_candidates_pair_nodes_of_one_site() {
     let apart = |i: usize, j: usize| if i % 3 == j % 3 { 1.0 } else { f64::INFINITY };
     assert!(candidates(&s, 9, apart, 32).is_empty());
 }
+
+/// Four sites of three, names interleaved (node i in site i % 4): 1 within
+/// a site, 4 between sites 0 and 1 and between 2 and 3, 6 otherwise. The
+/// pairs are one per site plus two formed from the leftovers (8, 9 across
+/// sites 0 and 1; 10, 11 across 2 and 3). Growing from site 0's pair by
+/// distance alone takes site 1's pair, then the leftover pair 8-9 (both
+/// its sites are in already: a pair across sites), then site 2's. Tight
+/// units first give a pair of each site.
+#[test]
+fn leftover_pairs_across_sites_do_not_crowd_out_pairs_of_a_site() {
+    let d = |i: usize, j: usize| {
+        let (a, b) = (i % 4, j % 4);
+        if a == b {
+            1.0
+        } else if a / 2 == b / 2 {
+            4.0
+        } else {
+            6.0
+        }
+    };
+    let s = Shape::parse("tp=2,dp=4", mib).unwrap();
+    let sets = candidates(&s, 12, d, 32);
+    let per_site = |set: &Vec<usize>| {
+        let mut c = [0; 4];
+        for &n in set {
+            c[n % 4] += 1;
+        }
+        c
+    };
+    assert!(
+        sets.iter().any(|set| per_site(set) == [2, 2, 2, 2]),
+        "{sets:?}"
+    );
+    assert!(
+        sets.iter().any(|set| per_site(set) == [3, 3, 2, 0]),
+        "{sets:?}"
+    );
+}
