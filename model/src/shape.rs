@@ -221,21 +221,7 @@ pub fn rank_order(
     // start every node is a unit of its own.
     let mut units: Vec<Vec<usize>> = (0..nodes).map(|n| vec![n]).collect();
     for level in &shape.levels {
-        // Complete linkage: two units are as far apart as their farthest
-        // members.
-        let d: Vec<Vec<f64>> = units
-            .iter()
-            .map(|a| {
-                units
-                    .iter()
-                    .map(|b| {
-                        a.iter()
-                            .flat_map(|x| b.iter().map(|y| rtt(*x, *y)))
-                            .fold(0.0f64, f64::max)
-                    })
-                    .collect()
-            })
-            .collect();
+        let d = linkage(&units, &rtt);
         units = group(&d, level.size)
             .into_iter()
             .map(|members| {
@@ -271,24 +257,8 @@ pub(crate) fn candidates(
         return Vec::new();
     };
     let mut units: Vec<Vec<usize>> = (0..n).map(|x| vec![x]).collect();
-    let linkage = |units: &[Vec<usize>]| -> Vec<Vec<f64>> {
-        units
-            .iter()
-            .map(|a| {
-                units
-                    .iter()
-                    .map(|b| {
-                        a.iter()
-                            .flat_map(|&x| b.iter().map(move |&y| (x, y)))
-                            .map(|(x, y)| if x == y { 0.0 } else { d(x, y) })
-                            .fold(0.0f64, f64::max)
-                    })
-                    .collect()
-            })
-            .collect()
-    };
     for level in below {
-        let dist = linkage(&units);
+        let dist = linkage(&units, &d);
         units = group(&dist, level.size)
             .into_iter()
             .filter(|g| g.len() == level.size)
@@ -298,7 +268,7 @@ pub(crate) fn candidates(
     if units.len() < top.size {
         return Vec::new();
     }
-    let dist = linkage(&units);
+    let dist = linkage(&units, &d);
     // A unit is tight when its own largest distance is at most twice the
     // tightest unit's: a pair formed from two sites' leftovers is not. The
     // nearest-unit growth alone would take such a pair when both its
@@ -349,6 +319,25 @@ pub(crate) fn candidates(
         }
     }
     out
+}
+
+/// Complete linkage: two units (lists of nodes) are as far apart as their
+/// farthest members; a node is 0 from itself.
+fn linkage(units: &[Vec<usize>], d: &impl Fn(usize, usize) -> f64) -> Vec<Vec<f64>> {
+    units
+        .iter()
+        .map(|a| {
+            units
+                .iter()
+                .map(|b| {
+                    a.iter()
+                        .flat_map(|&x| b.iter().map(move |&y| (x, y)))
+                        .map(|(x, y)| if x == y { 0.0 } else { d(x, y) })
+                        .fold(0.0f64, f64::max)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Partition the units of distance matrix `d` into groups of `size` by
