@@ -246,6 +246,12 @@ pub fn bandwidth_step(mbps: f64) -> f64 {
 /// Ratio between two bandwidth steps.
 const BANDWIDTH_STEP: f64 = 1.1;
 
+/// Whether the pair `a`, `b` meets the request's minimum bandwidth (any
+/// pair does without one; with one, an unmeasured pair does not).
+fn meets_min_bandwidth(q: &Query, v: &View, a: usize, b: usize) -> bool {
+    q.min_bandwidth_mbps <= 0.0 || (v.bandwidth)(a, b).is_some_and(|bw| bw >= q.min_bandwidth_mbps)
+}
+
 /// Why node `i` cannot be chosen, or `None` when it can.
 fn ineligible(q: &Query, v: &View, excluded: &BTreeSet<&str>, i: usize) -> Option<String> {
     let name = &v.names[i];
@@ -640,8 +646,7 @@ fn exact(
     for x in 0..m {
         for y in x + 1..m {
             let (a, b) = (eligible[x], eligible[y]);
-            let usable = q.min_bandwidth_mbps <= 0.0
-                || (v.bandwidth)(a, b).is_some_and(|bw| bw >= q.min_bandwidth_mbps);
+            let usable = meets_min_bandwidth(q, v, a, b);
             // A minimum bandwidth makes pairs below it (or unknown) unusable.
             dist.set(
                 x,
@@ -761,12 +766,11 @@ fn cost_balls(
         set.extend(others.iter().take(q.k - set.len()).map(|&(_, j)| j));
         // Near the centre is not near each other: every pair must still
         // meet the minimum bandwidth.
-        let usable = q.min_bandwidth_mbps <= 0.0
-            || set.iter().enumerate().all(|(x, &a)| {
-                set[x + 1..]
-                    .iter()
-                    .all(|&b| (v.bandwidth)(a, b).is_some_and(|bw| bw >= q.min_bandwidth_mbps))
-            });
+        let usable = set.iter().enumerate().all(|(x, &a)| {
+            set[x + 1..]
+                .iter()
+                .all(|&b| meets_min_bandwidth(q, v, a, b))
+        });
         if set.len() == q.k && usable {
             set.sort_unstable();
             out.push(set);
@@ -795,10 +799,8 @@ fn improve(
 ) -> Result<Vec<usize>> {
     let time = |s: &[usize]| predict(q, v, est, s).map_or(f64::INFINITY, |p| p.total_ms);
     let fits = |s: &[usize], new: usize| {
-        q.min_bandwidth_mbps <= 0.0
-            || s.iter().all(|&m| {
-                m == new || (v.bandwidth)(m, new).is_some_and(|bw| bw >= q.min_bandwidth_mbps)
-            })
+        s.iter()
+            .all(|&m| m == new || meets_min_bandwidth(q, v, m, new))
     };
     let mut now = time(&set);
     for _ in 0..IMPROVE_ROUNDS {

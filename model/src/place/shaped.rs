@@ -11,7 +11,7 @@
 
 use super::{
     Estimator, Key, MAX_STARTS, Prediction, Query, RingLink, View, bandwidth_step, bottleneck,
-    cost, prediction_step,
+    cost, meets_min_bandwidth, prediction_step,
 };
 use crate::Result;
 use crate::shape::{Shape, candidates, rank_order};
@@ -73,13 +73,9 @@ pub(super) fn built(
     if eligible.len() > BUILD_MAX_NODES {
         return Vec::new();
     }
-    let usable = |a: usize, b: usize| {
-        q.min_bandwidth_mbps <= 0.0
-            || (v.bandwidth)(a, b).is_some_and(|bw| bw >= q.min_bandwidth_mbps)
-    };
     let d = |x: usize, y: usize| {
         let (a, b) = (eligible[x], eligible[y]);
-        if usable(a, b) {
+        if meets_min_bandwidth(q, v, a, b) {
             est.rtt(v, a, b).0
         } else {
             f64::INFINITY
