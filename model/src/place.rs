@@ -602,16 +602,35 @@ fn key(q: &Query, v: &View, est: &Estimator, set: &[usize]) -> Key {
     // Read once: the prediction and the tie-break both need it, and refine
     // asks for this key for every swap it tries.
     let figures = bottleneck(v, set);
-    let time = if q.allreduce_bytes == 0 {
-        0.0
+    let asked = q.allreduce_bytes > 0;
+    let prediction = if asked {
+        predict_with(q, v, est, set, figures)
     } else {
-        match predict_with(q, v, est, set, figures) {
-            Some(p) if p.total_ms > 0.0 => -prediction_step(p.total_ms),
-            Some(_) => 0.0,
-            None => f64::NEG_INFINITY,
-        }
+        None
     };
-    let (min, pairs, measured) = figures;
+    let (bw, quality) = tie_break(v, set, figures);
+    (prediction_key(prediction.as_ref(), asked), bw, quality)
+}
+
+/// The first part of [`Key`]: a prediction in 5 % steps (larger is
+/// better); none asked for is neutral, asked for but missing is last.
+fn prediction_key(prediction: Option<&Prediction>, asked: bool) -> f64 {
+    match prediction {
+        Some(p) if p.total_ms > 0.0 => -prediction_step(p.total_ms),
+        Some(_) => 0.0,
+        None if asked => f64::NEG_INFINITY,
+        None => 0.0,
+    }
+}
+
+/// The tie-break parts of [`Key`] from `set`'s [`bottleneck`] figures:
+/// the bottleneck's bandwidth step (an unmeasured pair counts as none),
+/// and the mean quality.
+fn tie_break(
+    v: &View,
+    set: &[usize],
+    (min, pairs, measured): (Option<f64>, u32, u32),
+) -> (f64, f64) {
     let bw = if measured == pairs {
         bandwidth_step(min.unwrap_or(0.0))
     } else {
@@ -621,8 +640,8 @@ fn key(q: &Query, v: &View, est: &Estimator, set: &[usize]) -> Key {
         .iter()
         .map(|&i| f64::from(v.quality[i].unwrap_or(0)))
         .sum::<f64>()
-        / set.len() as f64;
-    (time, bw, quality)
+        / set.len().max(1) as f64;
+    (bw, quality)
 }
 
 /// Steps 2–4 on a small candidate set: the node-level search of

@@ -10,8 +10,8 @@
 //! wins, ties (5 % steps) as in the shape-blind choice.
 
 use super::{
-    Estimator, Key, MAX_STARTS, Prediction, Query, RingLink, View, bandwidth_step, bottleneck,
-    cost, meets_min_bandwidth, prediction_step,
+    Estimator, Key, MAX_STARTS, Prediction, Query, RingLink, View, bottleneck, cost,
+    meets_min_bandwidth, prediction_key, tie_break,
 };
 use crate::Result;
 use crate::shape::{Shape, candidates, rank_order};
@@ -157,23 +157,8 @@ fn shaped(q: &Query, v: &View, est: &Estimator, shape: &Shape, set: Vec<usize>) 
     };
     let (prediction, levels) = predict_ranks(shape, q.allreduce_bytes, &ranks, &figures);
     let asked = levels.iter().any(|l| l.bytes > 0);
-    let time = match prediction {
-        Some(p) if p.total_ms > 0.0 => -prediction_step(p.total_ms),
-        Some(_) => 0.0,
-        None if asked => f64::NEG_INFINITY,
-        None => 0.0,
-    };
-    let (min, pairs, measured) = bottleneck(v, &set);
-    let bw = if measured == pairs {
-        bandwidth_step(min.unwrap_or(0.0))
-    } else {
-        f64::NEG_INFINITY
-    };
-    let quality: f64 = set
-        .iter()
-        .map(|&i| f64::from(v.quality[i].unwrap_or(0)))
-        .sum::<f64>()
-        / set.len().max(1) as f64;
+    let time = prediction_key(prediction.as_ref(), asked);
+    let (bw, quality) = tie_break(v, &set, bottleneck(v, &set));
     Ok(Shaped {
         set,
         ranks,
