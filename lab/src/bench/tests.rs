@@ -6,6 +6,22 @@ fn geo12() -> Topology {
     Topology::load(Path::new(path)).unwrap()
 }
 
+/// Bench options for the tests: ring, seed 1, one random set, no shape.
+fn options(k: usize, bytes: u64, iters: u32, rounds: u32) -> BenchOptions {
+    BenchOptions {
+        k,
+        bytes,
+        iters,
+        rounds,
+        seed: 1,
+        random_sets: 1,
+        algorithm: Algorithm::Ring,
+        python: DEFAULT_PYTHON.into(),
+        settle: std::time::Duration::from_secs(1),
+        shape: None,
+    }
+}
+
 fn names(t: &Topology, s: &[usize]) -> Vec<String> {
     s.iter().map(|&i| t.nodes[i].name.clone()).collect()
 }
@@ -66,18 +82,7 @@ fn percentiles_are_nearest_rank() {
 /// `runs`: (name, predicted ms, iteration times).
 fn report_of(iters: u32, runs: &[(&str, Option<f64>, &[f64])]) -> BenchReport {
     let t = geo12();
-    let b = BenchOptions {
-        k: 2,
-        bytes: 1 << 20,
-        iters,
-        rounds: 1,
-        seed: 1,
-        random_sets: 1,
-        algorithm: Algorithm::Ring,
-        python: DEFAULT_PYTHON.into(),
-        settle: std::time::Duration::from_secs(1),
-        shape: None,
-    };
+    let b = options(2, 1 << 20, iters, 1);
     let cfg = configured(&t, &[0, 1]);
     let placements = runs
         .iter()
@@ -182,18 +187,7 @@ fn intervals_hold_the_estimate_and_narrow_with_more_samples() {
 #[test]
 fn a_shared_measurement_has_an_exact_ratio_and_a_different_one_an_interval() {
     let t = geo12();
-    let b = BenchOptions {
-        k: 2,
-        bytes: 1 << 20,
-        iters: 4,
-        rounds: 2,
-        seed: 1,
-        random_sets: 1,
-        algorithm: Algorithm::Ring,
-        python: DEFAULT_PYTHON.into(),
-        settle: std::time::Duration::from_secs(1),
-        shape: None,
-    };
+    let b = options(2, 1 << 20, 4, 2);
     let ab = || vec!["a".to_string(), "b".to_string()];
     let ours = [10.0, 11.0, 12.0, 10.5];
     let r = report(
@@ -338,18 +332,7 @@ fn spearman_is_one_for_the_same_order_and_minus_one_reversed() {
 fn a_far_prediction_is_called_out_with_the_likely_cause() {
     let m = matrix3();
     let t = geo12();
-    let b = BenchOptions {
-        k: 2,
-        bytes: 1_000_000,
-        iters: 2,
-        rounds: 1,
-        seed: 1,
-        random_sets: 1,
-        algorithm: Algorithm::Ring,
-        python: DEFAULT_PYTHON.into(),
-        settle: std::time::Duration::from_secs(1),
-        shape: None,
-    };
+    let b = options(2, 1_000_000, 2, 1);
     let with = |names: &[&str], times: Vec<f64>| {
         let nodes: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let f = measured(&m, &nodes);
@@ -497,18 +480,7 @@ fn a_rank_order_is_predicted_level_by_level() {
 
 #[test]
 fn the_rank_program_gets_each_level_with_its_bytes() {
-    let mut b = BenchOptions {
-        k: 8,
-        bytes: 4096,
-        iters: 1,
-        rounds: 1,
-        seed: 1,
-        random_sets: 1,
-        algorithm: Algorithm::Ring,
-        python: DEFAULT_PYTHON.into(),
-        settle: std::time::Duration::from_secs(1),
-        shape: None,
-    };
+    let mut b = options(8, 4096, 1, 1);
     assert_eq!(b.levels(), ["8:4096"]);
     b.shape = Some(shape("tp=2:1MiB,dp=4"));
     assert_eq!(b.levels(), ["2:1048576", "4:4096"]);
