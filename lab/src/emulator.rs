@@ -3,6 +3,11 @@
 //! node's address is read here, delayed, jittered or dropped according to the
 //! directed link's parameters, and written into the destination's TUN device.
 //!
+//! The devices exchange frames with a virtio-net header in front, so a bulk
+//! TCP sender hands over 64 KiB at a time as a NIC with TSO would see it
+//! ([`frame`]): the emulator's work follows the number of such frames, not of
+//! wire packets, while loss is still drawn per wire packet.
+//!
 //! Timing: one reader thread per TUN device stamps packets on arrival and puts
 //! them into a deadline heap; one delivery thread writes them out when due. The
 //! delivery thread sleeps with a 1 µs timer slack and spins for the last tens
@@ -10,28 +15,31 @@
 //! 50 µs slack would both be visible in sub-millisecond RTTs.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use tracing::{debug, warn};
-use tun_rs::{InterruptEvent, SyncDevice};
+use tun_rs::{InterruptEvent, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::topology::{LinkParams, Topology};
+
+mod frame;
+use frame::Frame;
 
 /// Below this much waiting time the delivery thread spins instead of
 /// sleeping: timer wake-ups on a VM are late by tens of µs, now and then more.
 const SPIN_BELOW: Duration = Duration::from_micros(150);
 /// Timer slack for the delivery thread (the kernel default is 50 µs).
 const TIMER_SLACK_NS: u64 = 1_000;
-/// Largest packet the emulator forwards (the TUN MTU is 1500).
-const MAX_PACKET: usize = 65_536;
+/// Largest frame the emulator forwards: a 64 KiB GSO packet and its header.
+const MAX_FRAME: usize = VIRTIO_NET_HDR_LEN + 65_536;
 
 /// Ask the kernel to keep CPUs out of deep idle states while the returned
 /// file is open (PM QoS, `/dev/cpu_dma_latency` = 0). On a VM an idle vCPU
@@ -155,14 +163,19 @@ impl Shaper {
         }
     }
 
-    /// When a packet from `src` to `dst` that arrived at `now` is delivered;
-    /// `None` if it is lost.
-    pub fn schedule(&mut self, src: usize, dst: usize, now: Instant) -> Option<Instant> {
+    /// What becomes of a frame of `segments` wire packets from `src` to
+    /// `dst` that arrived at `now`: each segment is lost with the link's
+    /// probability on its own draw; the survivors share one delivery time.
+    pub fn schedule(&mut self, src: usize, dst: usize, now: Instant, segments: usize) -> Fate {
         let k = src * self.n + dst;
         let p = self.params[k];
         let rng = &mut self.rngs[k];
-        if p.loss > 0.0 && rng.random::<f64>() < p.loss {
-            return None;
+        let mut lost = Vec::new();
+        if p.loss > 0.0 {
+            lost.extend((0..segments).filter(|_| rng.random::<f64>() < p.loss));
+            if lost.len() == segments {
+                return Fate::Lost;
+            }
         }
         let mut delay = p.delay.as_secs_f64();
         if p.jitter_s > 0.0 {
@@ -175,8 +188,17 @@ impl Shaper {
             at = at.max(last);
         }
         self.last[k] = Some(at);
-        Some(at)
+        Fate::Deliver { at, lost }
     }
+}
+
+/// What [`Shaper::schedule`] decided for one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Every segment is lost.
+    Lost,
+    /// Delivered at `at`, except the segments listed in `lost` (by index).
+    Deliver { at: Instant, lost: Vec<usize> },
 }
 
 /// Address plan of the emulated data network: node `i` is `10.77.0.(i+1)`.
@@ -200,8 +222,12 @@ pub fn destination(packet: &[u8], nodes: usize) -> Option<usize> {
 struct Pending {
     at: Instant,
     order: u64,
+    src: usize,
     dst: usize,
-    packet: Vec<u8>,
+    /// Header and packet, as written to the destination's device.
+    frame: Vec<u8>,
+    /// Wire packets in `frame` (for the counters and the lateness).
+    segments: usize,
 }
 
 impl PartialEq for Pending {
@@ -228,11 +254,14 @@ struct Queue {
     order: u64,
 }
 
-/// Counters for the run summary.
+/// Counters for the run summary, in wire packets (a GSO packet counts its
+/// segments).
 #[derive(Debug, Default)]
 pub struct Counters {
     pub forwarded: AtomicU64,
     pub dropped: AtomicU64,
+    /// Frames that are not lab IPv4 packets (IPv6 router solicitations and
+    /// the like) or whose GSO headers do not add up.
     pub foreign: AtomicU64,
 }
 
@@ -242,9 +271,10 @@ pub struct LatenessSummary {
     pub p50_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
-    /// Packets delivered.
+    /// Wire packets delivered (a GSO packet counts its segments: they all
+    /// left as late as it did).
     pub packets: u64,
-    /// Packets delivered more than 1 ms after their deadline.
+    /// Wire packets delivered more than 1 ms after their deadline.
     pub over_1ms: u64,
 }
 
@@ -281,8 +311,67 @@ impl LatenessSummary {
     }
 }
 
+/// Length of the time slots [`LateLog`] remembers late packets by.
+const LATE_SLOT_US: u64 = 100_000;
+/// Most (link, slot) entries [`LateLog`] keeps: 24 MB at most, more than a
+/// day of one late link per slot. Past it, every later span counts as late.
+const MAX_LATE_ENTRIES: usize = 1_000_000;
+
+/// Which directed links had packets leave more than 1 ms late, and when
+/// (the deadline's 100 ms slot), so that the lab can leave out windows the
+/// emulator distorted ([`Emulator::late_during`]).
+#[derive(Debug)]
+struct LateLog {
+    /// The same moment on both clocks: deadlines are `Instant`s, windows
+    /// carry Unix times.
+    origin: (Instant, u64),
+    slots: HashSet<(usize, usize, u64)>,
+    /// Most entries kept ([`MAX_LATE_ENTRIES`]).
+    capacity: usize,
+    /// The first slot not recorded once the log was full.
+    full_from: Option<u64>,
+}
+
+impl LateLog {
+    fn new(origin_instant: Instant, origin_unix_us: u64, capacity: usize) -> Self {
+        LateLog {
+            origin: (origin_instant, origin_unix_us),
+            slots: HashSet::new(),
+            capacity,
+            full_from: None,
+        }
+    }
+
+    /// The slot of a deadline.
+    fn slot(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.origin.0);
+        let us = self.origin.1 + u64::try_from(since.as_micros()).unwrap_or(u64::MAX / 2);
+        us / LATE_SLOT_US
+    }
+
+    fn record(&mut self, src: usize, dst: usize, at: Instant) {
+        let slot = self.slot(at);
+        if self.slots.len() < self.capacity || self.slots.contains(&(src, dst, slot)) {
+            self.slots.insert((src, dst, slot));
+        } else if self.full_from.is_none_or(|f| slot < f) {
+            self.full_from = Some(slot);
+        }
+    }
+
+    /// Whether a packet between `a` and `b` (either way) with a deadline in
+    /// `[from_unix_us, to_unix_us]` left late, or might have (log full).
+    fn late_during(&self, a: usize, b: usize, from_unix_us: u64, to_unix_us: u64) -> bool {
+        let (first, last) = (from_unix_us / LATE_SLOT_US, to_unix_us / LATE_SLOT_US);
+        if self.full_from.is_some_and(|f| last >= f) {
+            return true;
+        }
+        (first..=last).any(|s| self.slots.contains(&(a, b, s)) || self.slots.contains(&(b, a, s)))
+    }
+}
+
 struct Shared {
     lateness: Mutex<Option<Lateness>>,
+    late_log: Mutex<LateLog>,
     queue: Mutex<Queue>,
     wake: Condvar,
     stop: AtomicBool,
@@ -315,7 +404,12 @@ impl std::fmt::Debug for Emulator {
 impl Emulator {
     /// Start forwarding between `devices` (index = node index).
     pub fn start(devices: Vec<Arc<SyncDevice>>, shaper: Shaper) -> std::io::Result<Self> {
+        let unix_us = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
+            .unwrap_or(0);
         let shared = Arc::new(Shared {
+            late_log: Mutex::new(LateLog::new(Instant::now(), unix_us, MAX_LATE_ENTRIES)),
             lateness: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 10_000_000_000, 2).ok(),
             ),
@@ -386,6 +480,17 @@ impl Emulator {
         Some(now)
     }
 
+    /// Whether packets between nodes `a` and `b` (either direction) whose
+    /// deadline fell in `[from_unix_us, to_unix_us]` left more than 1 ms
+    /// late: a window measured then reads the emulator, not the link.
+    pub fn late_during(&self, a: usize, b: usize, from_unix_us: u64, to_unix_us: u64) -> bool {
+        self.shared
+            .late_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .late_during(a, b, from_unix_us, to_unix_us)
+    }
+
     /// Stop all threads and wait for them.
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -407,7 +512,7 @@ impl Drop for Emulator {
 
 fn read_loop(src: usize, n: usize, dev: &SyncDevice, shared: &Shared, interrupt: &InterruptEvent) {
     realtime(READER_PRIORITY);
-    let mut buf = vec![0u8; MAX_PACKET];
+    let mut buf = vec![0u8; MAX_FRAME];
     while !shared.stop.load(Ordering::Relaxed) {
         let len = match dev.recv_intr(&mut buf, interrupt) {
             Ok(len) => len,
@@ -419,30 +524,58 @@ fn read_loop(src: usize, n: usize, dev: &SyncDevice, shared: &Shared, interrupt:
             }
         };
         let now = Instant::now();
-        let Some(dst) = destination(&buf[..len], n) else {
-            // IPv6 router solicitations and the like: not part of the lab.
+        let Some((frame, dst)) =
+            Frame::parse(&buf[..len]).and_then(|f| Some((f, destination(f.packet, n)?)))
+        else {
             shared.counters.foreign.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        let fate = shared.lock().shaper.schedule(src, dst, now, frame.segments);
+        let (at, pieces) = match fate {
+            Fate::Lost => {
+                count(&shared.counters.dropped, frame.segments);
+                continue;
+            }
+            Fate::Deliver { at, lost } if lost.is_empty() => {
+                (at, vec![(buf[..len].to_vec(), frame.segments)])
+            }
+            Fate::Deliver { at, lost } => {
+                count(&shared.counters.dropped, lost.len());
+                // Split outside the lock: rare (lossy links only), and the
+                // delivery thread should not wait for it.
+                match frame.split(|i| !lost.contains(&i)) {
+                    Ok(kept) => (at, kept.into_iter().map(|f| (f, 1)).collect()),
+                    Err(e) => {
+                        debug!(node = src, error = %e, "cannot split a GSO packet; dropped whole");
+                        count(&shared.counters.dropped, frame.segments - lost.len());
+                        continue;
+                    }
+                }
+            }
+        };
         let mut q = shared.lock();
-        match q.shaper.schedule(src, dst, now) {
-            Some(at) => {
-                let order = q.order;
-                q.order += 1;
-                q.heap.push(Pending {
-                    at,
-                    order,
-                    dst,
-                    packet: buf[..len].to_vec(),
-                });
-                drop(q);
-                shared.wake.notify_one();
-            }
-            None => {
-                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        for (frame, segments) in pieces {
+            let order = q.order;
+            q.order += 1;
+            q.heap.push(Pending {
+                at,
+                order,
+                src,
+                dst,
+                frame,
+                segments,
+            });
         }
+        drop(q);
+        shared.wake.notify_one();
     }
+}
+
+fn count(counter: &AtomicU64, packets: usize) {
+    counter.fetch_add(
+        u64::try_from(packets).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
 }
 
 fn deliver_loop(devices: &[Arc<SyncDevice>], shared: &Shared) {
@@ -486,18 +619,24 @@ fn deliver_loop(devices: &[Arc<SyncDevice>], shared: &Shared) {
         drop(q);
         if let Some(p) = due {
             let late = Instant::now().saturating_duration_since(p.at);
+            let ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX).max(1);
+            if ns > LATE_NS {
+                shared
+                    .late_log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(p.src, p.dst, p.at);
+            }
             if let Some(h) = shared
                 .lateness
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_mut()
             {
-                h.saturating_record(u64::try_from(late.as_nanos()).unwrap_or(u64::MAX).max(1));
+                h.saturating_record_n(ns, u64::try_from(p.segments).unwrap_or(u64::MAX));
             }
-            match devices[p.dst].send(&p.packet) {
-                Ok(_) => {
-                    shared.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-                }
+            match devices[p.dst].send(&p.frame) {
+                Ok(_) => count(&shared.counters.forwarded, p.segments),
                 Err(e) => debug!(dst = p.dst, error = %e, "TUN write failed"),
             }
         }

@@ -51,6 +51,9 @@ pub struct Report {
     /// Windows left out of the figures above because they overlapped a
     /// bandwidth test of either end (the aggregator flags them).
     pub disturbed_windows: u64,
+    /// Windows left out because the emulator delivered some of their pair's
+    /// packets more than 1 ms late (they would read the emulator).
+    pub emulator_late_windows: u64,
     /// The API server the labels went to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesReport>,
@@ -255,6 +258,7 @@ pub struct Collector {
     to_unix_us: u64,
     acc: BTreeMap<(String, String, i32), Acc>,
     disturbed: u64,
+    late: u64,
 }
 
 impl Collector {
@@ -264,12 +268,13 @@ impl Collector {
             to_unix_us,
             acc: BTreeMap::new(),
             disturbed: 0,
+            late: 0,
         }
     }
 
     /// Add one window reported by `src`; returns whether it was inside the span.
     pub fn add(&mut self, src: &str, w: &LinkWindow) -> Result<bool> {
-        if w.window_start_unix_us < self.from_unix_us || w.window_start_unix_us >= self.to_unix_us {
+        if !self.spans(w) {
             return Ok(false);
         }
         let key = (src.to_string(), w.peer.clone(), w.method);
@@ -332,6 +337,7 @@ impl Collector {
             label_changes: Vec::new(),
             bandwidth: Vec::new(),
             disturbed_windows: self.disturbed,
+            emulator_late_windows: self.late,
             kubernetes: None,
             security: None,
             pods: Vec::new(),
@@ -340,9 +346,20 @@ impl Collector {
 
     /// Count a window left out because it overlapped a bandwidth test.
     pub fn skip_disturbed(&mut self, w: &LinkWindow) {
-        if w.window_start_unix_us >= self.from_unix_us && w.window_start_unix_us < self.to_unix_us {
+        if self.spans(w) {
             self.disturbed += 1;
         }
+    }
+
+    /// Count a window left out because the emulator was late on its pair.
+    pub fn skip_emulator_late(&mut self, w: &LinkWindow) {
+        if self.spans(w) {
+            self.late += 1;
+        }
+    }
+
+    fn spans(&self, w: &LinkWindow) -> bool {
+        w.window_start_unix_us >= self.from_unix_us && w.window_start_unix_us < self.to_unix_us
     }
 }
 
@@ -529,6 +546,13 @@ pub fn render_table(r: &Report) -> String {
             out,
             "{} windows overlapped a bandwidth test of either end and are left out above",
             r.disturbed_windows
+        );
+    }
+    if r.emulator_late_windows > 0 {
+        let _ = writeln!(
+            out,
+            "{} windows had packets the emulator delivered more than 1 ms late and are left out above",
+            r.emulator_late_windows
         );
     }
     if let Some(e) = &r.emulator {

@@ -105,6 +105,8 @@ pub(super) async fn run(r: &mut Running<'_>, duration: Duration) -> Result<Repor
                     {
                         if link.disturbed {
                             collector.skip_disturbed(w);
+                        } else if emulator_late(r.lab, topo, &link.src, w, opts.loss_timeout) {
+                            collector.skip_emulator_late(w);
                         } else {
                             collector.add(&link.src, w)?;
                         }
@@ -415,6 +417,29 @@ async fn compare_iperf3(
         row.to_iperf3 = Some(row.measured_mbps / mbps);
     }
     Ok(())
+}
+
+/// Whether the emulator delivered packets between `src` and the window's
+/// peer more than 1 ms late while the window's probes (and their answers,
+/// up to the loss timeout) were under way.
+fn emulator_late(
+    lab: &super::Lab,
+    topo: &Topology,
+    src: &str,
+    w: &netaware_proto::v1::LinkWindow,
+    loss_timeout: Duration,
+) -> bool {
+    let (Some(emulator), Some(a), Some(b)) = (
+        lab.emulator.as_ref(),
+        topo.index_of(src),
+        topo.index_of(&w.peer),
+    ) else {
+        return false;
+    };
+    let answers_until = w
+        .window_end_unix_us
+        .saturating_add(u64::try_from(loss_timeout.as_micros()).unwrap_or(u64::MAX));
+    emulator.late_during(a, b, w.window_start_unix_us, answers_until)
 }
 
 /// The label every node has once the aggregator has placed it in groups;
