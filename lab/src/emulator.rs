@@ -311,14 +311,16 @@ impl LatenessSummary {
     }
 }
 
-/// Length of the time slots [`LateLog`] remembers late packets by.
-const LATE_SLOT_US: u64 = 100_000;
-/// Most (link, slot) entries [`LateLog`] keeps: 24 MB at most, more than a
-/// day of one late link per slot. Past it, every later span counts as late.
+/// Length of the time slots [`LateLog`] remembers late packets by: short
+/// next to a window (2 s by default), so a late burst leaves out only the
+/// windows it fell in.
+const LATE_SLOT_US: u64 = 10_000;
+/// Most (link, slot) entries [`LateLog`] keeps: 24 MB at most, hours of
+/// one late link per slot. Past it, every later span counts as late.
 const MAX_LATE_ENTRIES: usize = 1_000_000;
 
 /// Which directed links had packets leave more than 1 ms late, and when
-/// (the deadline's 100 ms slot), so that the lab can leave out windows the
+/// (the deadline's 10 ms slot), so that the lab can leave out windows the
 /// emulator distorted ([`Emulator::late_during`]).
 #[derive(Debug)]
 struct LateLog {

@@ -203,6 +203,18 @@ pub struct LinkReport {
     /// Our mean RTT divided by ping's average (with `--ping`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_to_ping: Option<f64>,
+    /// Windows of this pair and method left out because the emulator was
+    /// late on the pair while they were measured (absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulator_late: Option<LeftOut>,
+}
+
+/// Windows left out of a pair's figures, and the probes they held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LeftOut {
+    pub windows: u64,
+    /// Probes sent in those windows.
+    pub sent: u64,
 }
 
 /// What the topology asks the emulator for, as a round trip.
@@ -258,7 +270,7 @@ pub struct Collector {
     to_unix_us: u64,
     acc: BTreeMap<(String, String, i32), Acc>,
     disturbed: u64,
-    late: u64,
+    late: BTreeMap<(String, String, i32), LeftOut>,
 }
 
 impl Collector {
@@ -268,7 +280,7 @@ impl Collector {
             to_unix_us,
             acc: BTreeMap::new(),
             disturbed: 0,
-            late: 0,
+            late: BTreeMap::new(),
         }
     }
 
@@ -322,6 +334,7 @@ impl Collector {
                         measured: self.acc.get(&key).map(measured),
                         ping: None,
                         mean_to_ping: None,
+                        emulator_late: self.late.get(&key).copied(),
                     });
                 }
             }
@@ -337,7 +350,7 @@ impl Collector {
             label_changes: Vec::new(),
             bandwidth: Vec::new(),
             disturbed_windows: self.disturbed,
-            emulator_late_windows: self.late,
+            emulator_late_windows: self.late.values().map(|l| l.windows).sum(),
             kubernetes: None,
             security: None,
             pods: Vec::new(),
@@ -351,10 +364,16 @@ impl Collector {
         }
     }
 
-    /// Count a window left out because the emulator was late on its pair.
-    pub fn skip_emulator_late(&mut self, w: &LinkWindow) {
+    /// Count a window of `src` left out because the emulator was late on
+    /// its pair.
+    pub fn skip_emulator_late(&mut self, src: &str, w: &LinkWindow) {
         if self.spans(w) {
-            self.late += 1;
+            let l = self
+                .late
+                .entry((src.to_string(), w.peer.clone(), w.method))
+                .or_default();
+            l.windows += 1;
+            l.sent += w.sent;
         }
     }
 

@@ -119,8 +119,17 @@ fn every_pair_of_the_three_region_lab_is_measured_accurately() {
                 "{name}: {lost} of {sent} lost, outside the 99 % bound [{lo:.1}, {hi:.1}]"
             ));
         }
-        if sent < 150 {
+        // Windows the emulator was late in are left out of the figures
+        // (docs/lab.md): their probes were still sent. Most must be kept.
+        let late_sent = l["emulator_late"]["sent"].as_u64().unwrap_or(0);
+        if sent + late_sent < 150 {
             failures.push(format!("{name}: only {sent} probes in 20 s at 10/s"));
+        }
+        if sent < 100 {
+            failures.push(format!(
+                "{name}: only {sent} of {} probes in windows the emulator kept up with",
+                sent + late_sent
+            ));
         }
 
         let want_jitter = c["rfc3550_jitter_ms"].as_f64().unwrap();

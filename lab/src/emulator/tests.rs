@@ -185,21 +185,21 @@ fn lateness_after_a_mark_counts_only_the_later_packets() {
 #[test]
 fn the_late_log_finds_late_packets_by_pair_and_time() {
     let t0 = Instant::now();
-    // t0 is 1,000.05 s after the Unix epoch: slot 10,000 (100 ms slots).
+    // t0 is 1,000.05 s after the Unix epoch: slot 100,005 (10 ms slots).
     let mut log = LateLog::new(t0, 1_000_050_000, 10);
-    log.record(0, 1, t0 + Duration::from_millis(120)); // 1,000.17 s: slot 10,001
-    let s = |sec: f64| (sec * 1e6) as u64;
+    log.record(0, 1, t0 + Duration::from_millis(120)); // 1,000.17 s: slot 100,017
+    let s = |sec: f64| (sec * 1e6).round() as u64;
     assert!(log.late_during(0, 1, s(1000.0), s(1000.2)));
     assert!(
-        log.late_during(1, 0, s(1000.15), s(1000.15)),
+        log.late_during(1, 0, s(1000.175), s(1000.175)),
         "the other direction"
     );
     assert!(!log.late_during(0, 2, s(1000.0), s(1000.2)), "another pair");
-    assert!(!log.late_during(0, 1, s(1000.2), s(1002.0)), "after");
-    assert!(!log.late_during(0, 1, s(990.0), s(1000.099)), "before");
+    assert!(!log.late_during(0, 1, s(1000.18), s(1002.0)), "after");
+    assert!(!log.late_during(0, 1, s(990.0), s(1000.169)), "before");
     assert!(
-        log.late_during(0, 1, s(1000.199), s(1001.0)),
-        "the slot's last µs"
+        log.late_during(0, 1, s(1000.179), s(1001.0)),
+        "the slot's last ms"
     );
 }
 
@@ -211,7 +211,7 @@ fn a_full_late_log_fails_closed() {
     log.record(0, 1, t0);
     log.record(0, 1, t0); // the same entry again: no room taken
     log.record(2, 3, t0);
-    log.record(4, 5, t0 + Duration::from_secs(5)); // no room: slot 50
+    log.record(4, 5, t0 + Duration::from_secs(5)); // no room: slot 500
     assert!(log.late_during(4, 5, 5_000_000, 5_100_000));
     assert!(
         log.late_during(6, 7, 9_000_000, 9_000_000),

@@ -105,8 +105,8 @@ pub(super) async fn run(r: &mut Running<'_>, duration: Duration) -> Result<Repor
                     {
                         if link.disturbed {
                             collector.skip_disturbed(w);
-                        } else if emulator_late(r.lab, topo, &link.src, w, opts.loss_timeout) {
-                            collector.skip_emulator_late(w);
+                        } else if emulator_late(r.lab, topo, &link.src, w) {
+                            collector.skip_emulator_late(&link.src, w);
                         } else {
                             collector.add(&link.src, w)?;
                         }
@@ -420,14 +420,14 @@ async fn compare_iperf3(
 }
 
 /// Whether the emulator delivered packets between `src` and the window's
-/// peer more than 1 ms late while the window's probes (and their answers,
-/// up to the loss timeout) were under way.
+/// peer more than 1 ms late while the window's probes and their answers
+/// were under way: from its start until its end plus its longest RTT (a
+/// probe answered later than that is not in its figures).
 fn emulator_late(
     lab: &super::Lab,
     topo: &Topology,
     src: &str,
     w: &netaware_proto::v1::LinkWindow,
-    loss_timeout: Duration,
 ) -> bool {
     let (Some(emulator), Some(a), Some(b)) = (
         lab.emulator.as_ref(),
@@ -436,9 +436,7 @@ fn emulator_late(
     ) else {
         return false;
     };
-    let answers_until = w
-        .window_end_unix_us
-        .saturating_add(u64::try_from(loss_timeout.as_micros()).unwrap_or(u64::MAX));
+    let answers_until = w.window_end_unix_us.saturating_add(w.rtt_max_ns / 1000);
     emulator.late_during(a, b, w.window_start_unix_us, answers_until)
 }
 

@@ -59,6 +59,49 @@ fn windows_merge_into_run_percentiles_and_out_of_span_windows_are_ignored() {
     assert!(t.contains("no data"), "{t}");
 }
 
+/// Windows left out for the emulator's lateness are counted per pair and
+/// method (with their probes) and in total, and never reach the figures.
+#[test]
+fn windows_left_out_for_emulator_lateness_are_counted_per_pair() {
+    let mut c = Collector::new(100, 1_000);
+    assert!(c.add("a", &window(100, &[1_000], 20)).unwrap());
+    c.skip_emulator_late("a", &window(300, &[50_000], 20));
+    c.skip_emulator_late("a", &window(500, &[50_000], 19));
+    c.skip_emulator_late("a", &window(5_000, &[50_000], 20)); // outside the span
+    c.skip_emulator_late(
+        "b",
+        &LinkWindow {
+            peer: "a".into(),
+            ..window(300, &[], 20)
+        },
+    );
+    c.skip_disturbed(&window(700, &[], 20));
+    let r = c.report(&topo(), 30.0, &[ProbeMethod::StampUdp]);
+    assert_eq!((r.emulator_late_windows, r.disturbed_windows), (3, 1));
+    let ab = &r.links[0];
+    assert_eq!(
+        ab.emulator_late,
+        Some(LeftOut {
+            windows: 2,
+            sent: 39
+        })
+    );
+    let m = ab.measured.unwrap();
+    assert_eq!((m.sent, m.windows), (20, 1));
+    assert!(
+        (m.rtt_max_ms - 1.0).abs() < 0.01,
+        "a late window's RTT is not in"
+    );
+    assert_eq!(
+        r.links[1].emulator_late,
+        Some(LeftOut {
+            windows: 1,
+            sent: 20
+        })
+    );
+    assert!(render_table(&r).contains("3 windows had packets the emulator delivered"));
+}
+
 #[test]
 fn label_changes_are_every_added_removed_or_changed_key() {
     let m = |pairs: &[(&str, &str, &str)]| {
