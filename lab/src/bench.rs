@@ -154,8 +154,68 @@ pub struct PlacementResult {
     /// down by itself, which no measurement of the network predicts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub emulator: Option<LatenessSummary>,
+    /// Share of the machine's CPU time that was busy while this set's
+    /// all-reduces ran (all rounds, from `/proc/stat`): near 1, every
+    /// node's ranks and the kernel's work for every emulated link shared
+    /// cores the emulated cluster would not share, and the lab, not the
+    /// network, may have set the pace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_busy: Option<f64>,
     pub iter_ms: Vec<f64>,
 }
+
+/// The machine's CPU time so far, in clock ticks: (busy, total).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl CpuTimes {
+    /// Read `/proc/stat`; `None` where it cannot be read.
+    pub fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The first line of a `/proc/stat` text (`cpu  user nice system idle
+    /// iowait irq softirq steal …`): busy is all but idle and iowait.
+    pub fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().next()?;
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let ticks: Vec<u64> = fields
+            .take(8)
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()
+            .ok()?;
+        if ticks.len() < 5 {
+            return None;
+        }
+        let total: u64 = ticks.iter().sum();
+        Some(CpuTimes {
+            busy: total - ticks[3] - ticks[4],
+            total,
+        })
+    }
+
+    /// The time from `earlier` to `self`, added to `sum`.
+    pub fn add_since(self, earlier: Self, sum: &mut Self) {
+        sum.busy += self.busy.saturating_sub(earlier.busy);
+        sum.total += self.total.saturating_sub(earlier.total);
+    }
+
+    /// Busy share of the time added up; `None` when no time passed.
+    pub fn busy_share(self) -> Option<f64> {
+        (self.total > 0).then(|| self.busy as f64 / self.total as f64)
+    }
+}
+
+/// Above this busy share of the machine's CPU time, a set slower than
+/// predicted is reported as CPU-bound: the lab's cores, not the emulated
+/// network, may have set its pace.
+pub const CPU_BUSY_LIMIT: f64 = 0.95;
 
 /// More packets than this share more than 1 ms late, and the emulator,
 /// not the emulated network, set the pace (the issue's goal for a faithful
@@ -614,6 +674,7 @@ pub fn placement_result(
         prediction,
         predicted_over_measured,
         emulator: None,
+        cpu_busy: None,
         iter_ms,
     }
 }
@@ -722,6 +783,11 @@ pub fn run_mpi(
         .args(["-np", &nodes.len().to_string()])
         // Every "host" is this machine: binding would pin all ranks to core 0.
         .args(["--bind-to", "none"])
+        // A rank waiting for data spins by default, which on a real node
+        // costs nothing but its own core. Here 4-12 ranks share two cores
+        // with the kernel work of their own transfers: spinning ranks slow
+        // the network they wait for. Yielding gives the node's CPU back.
+        .args(["--mca", "mpi_yield_when_idle", "1"])
         .arg("--mca")
         .arg("plm_rsh_agent")
         .arg(launcher)
@@ -801,6 +867,7 @@ pub fn render(r: &BenchReport) -> String {
             "÷ netaware (95 % CI)",
             "predicted ms",
             "emulator late",
+            "CPU busy",
         ]
         .map(String::from)
         .to_vec(),
@@ -831,6 +898,8 @@ pub fn render(r: &BenchReport) -> String {
             p.predicted_ms.map_or("-".into(), |x| format!("{x:.1}")),
             p.emulator
                 .map_or("-".into(), |e| format!("{:.2}%", e.late_fraction() * 100.0)),
+            p.cpu_busy
+                .map_or("-".into(), |b| format!("{:.0}%", b * 100.0)),
         ]);
         if let Some(first) = &p.same_set_as {
             notes.push(format!(
@@ -886,6 +955,17 @@ fn far_from_prediction(p: &PlacementResult) -> Option<String> {
                 e.p99_us / 1000.0
             )
         });
+    let cpu = p
+        .cpu_busy
+        .filter(|b| slower && *b > CPU_BUSY_LIMIT)
+        .map(|b| {
+            format!(
+                "the machine's CPUs were {:.0} % busy while it ran: its ranks and the kernel's \
+                 work for all its links shared cores a real cluster would not share, so the lab \
+                 may have set the pace, not the emulated network",
+                b * 100.0
+            )
+        });
     let network = if loss_ms > 0.0 && slower {
         Some(format!(
             "its ring loses packets and the model expects {loss_ms:.0} ms of retransmission \
@@ -896,8 +976,8 @@ fn far_from_prediction(p: &PlacementResult) -> Option<String> {
             "its ring loses packets and the model expects {loss_ms:.0} ms of retransmission \
              timeouts per iteration (a mean): the median iteration of this run met fewer"
         ))
-    } else if behind.is_some() {
-        // Nothing in the network to add to the lab's own lateness.
+    } else if behind.is_some() || cpu.is_some() {
+        // Nothing in the network to add to the lab's own limits.
         None
     } else if slower {
         Some(match p.measured.as_ref().and_then(|m| m.shared_mbps) {
@@ -917,7 +997,7 @@ fn far_from_prediction(p: &PlacementResult) -> Option<String> {
         )
     };
     // A lossy set may have both: timeouts, and a lab that fell behind.
-    let why = [network, behind]
+    let why = [network, behind, cpu]
         .into_iter()
         .flatten()
         .collect::<Vec<_>>()

@@ -392,6 +392,73 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
     assert!(text.contains("9.00%") && text.contains("0.05%"), "{text}");
 }
 
+/// A loss-free set slower than predicted while the machine's CPUs were
+/// saturated is called out as CPU-bound; the same set on an idle machine
+/// is not, and the table shows the busy share either way.
+#[test]
+fn a_slow_set_on_saturated_cpus_is_called_cpu_bound() {
+    let m = matrix3();
+    let t = geo12();
+    let b = options(2, 1_000_000, 2, 1);
+    let nodes: Vec<String> = ["a", "b"].iter().map(|n| n.to_string()).collect();
+    let f = measured(&m, &nodes);
+    // Predicted 9.67 ms, measured 20: 0.48.
+    let slow = |busy: f64| {
+        let mut p = placement_result(
+            "ab",
+            nodes.clone(),
+            cfg0(),
+            Some(f.clone()),
+            predict(&f, 2, b.bytes),
+            vec![20.0, 20.0],
+        );
+        p.cpu_busy = Some(busy);
+        p
+    };
+    let text = render(&report(&t, &b, vec![slow(0.99)]));
+    assert!(
+        text.contains("ab: predicted")
+            && text.contains("the machine's CPUs were 99 % busy while it ran")
+            && !text.contains("even with the"),
+        "{text}"
+    );
+    assert!(text.contains("99%"), "{text}");
+    let text = render(&report(&t, &b, vec![slow(0.40)]));
+    assert!(
+        text.contains("ab: predicted") && !text.contains("CPUs were") && text.contains("40%"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cpu_times_come_from_the_first_line_of_proc_stat() {
+    let stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n";
+    let a = CpuTimes::parse(stat).unwrap();
+    assert_eq!(
+        a,
+        CpuTimes {
+            busy: 160,
+            total: 980
+        }
+    );
+    let b = CpuTimes::parse("cpu  200 5 150 900 20 3 2 0\n").unwrap();
+    let mut sum = CpuTimes::default();
+    b.add_since(a, &mut sum);
+    assert_eq!(
+        sum,
+        CpuTimes {
+            busy: 200,
+            total: 300
+        }
+    );
+    assert!((sum.busy_share().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    assert_eq!(CpuTimes::default().busy_share(), None);
+    assert_eq!(CpuTimes::parse("intr 1 2 3\n"), None);
+    assert_eq!(CpuTimes::parse("cpu  1 2 x 4 5\n"), None);
+    assert_eq!(CpuTimes::parse("cpu  1 2 3\n"), None);
+    assert!(CpuTimes::now().is_some_and(|c| c.total >= c.busy));
+}
+
 #[test]
 fn latency_only_takes_no_unanswered_pair_for_a_near_one() {
     let mut m = matrix3();

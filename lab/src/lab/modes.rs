@@ -332,14 +332,18 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); distinct.len()];
     // The emulator's lateness during each set's runs, all rounds.
     let mut late: Vec<Option<Lateness>> = vec![None; distinct.len()];
+    // And the machine's CPU time during them.
+    let mut cpu = vec![bench::CpuTimes::default(); distinct.len()];
     for round in 1..=b.rounds.max(1) {
         eprintln!(
             "round {round} of {}: {per_round} iterations on each of {} node sets",
             b.rounds,
             distinct.len()
         );
-        for ((set, t), late) in distinct.iter().zip(&mut times).zip(&mut late) {
+        for (((set, t), late), cpu) in distinct.iter().zip(&mut times).zip(&mut late).zip(&mut cpu)
+        {
             let mark = r.lab.emulator.as_ref().and_then(Emulator::lateness_mark);
+            let cpu_mark = bench::CpuTimes::now();
             let o = BenchOptions {
                 iters: per_round,
                 ..b.clone()
@@ -348,6 +352,9 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             let got = tokio::task::spawn_blocking(move || bench::run_mpi(&ns, &o, &p, &l))
                 .await
                 .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
+            if let (Some(now), Some(before)) = (bench::CpuTimes::now(), cpu_mark) {
+                now.add_since(before, cpu);
+            }
             r.check_children()?;
             t.extend(got);
             if let Some(d) = r
@@ -388,6 +395,7 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
                 times[w].clone(),
             );
             p.emulator = late[w].as_ref().and_then(summarize);
+            p.cpu_busy = cpu[w].busy_share();
             p
         })
         .collect();
