@@ -1,9 +1,10 @@
 # One rank of the netaware-lab all-reduce benchmark (run by mpirun, one rank
 # per chosen node's namespace). Arguments: message bytes, iterations, and
 # for a shaped job its levels innermost first, each SIZE:BYTES.
-# Prints, on rank 0, one JSON line: the ranks' hostnames (in rank order) and
+# Prints, on rank 0, one JSON line: the ranks' hostnames (in rank order),
 # each iteration's time in ms (the slowest rank's time: an all-reduce is as
-# slow as its slowest member). Needs only mpi4py: the buffers are Python
+# slow as its slowest member) and the machine's CPU ticks, busy and total,
+# over the timed iterations. Needs only mpi4py: the buffers are Python
 # arrays.
 #
 # A shaped iteration is each level's all-reduce in turn, innermost first,
@@ -42,9 +43,22 @@ for size, level_bytes in levels:
     steps.append((sub, array.array("f", [1.0]) * n, array.array("f", [0.0]) * n))
     stride = block
 
+
+def cpu_ticks():
+    # The machine's CPU time so far, in clock ticks (/proc/stat's first
+    # line): busy (all but idle and iowait) and total. Every rank runs on
+    # this one machine, so rank 0's reading covers them all.
+    with open("/proc/stat") as f:
+        t = [int(x) for x in f.readline().split()[1:9]]
+    return sum(t) - t[3] - t[4], sum(t)
+
+
 times = []
+cpu_start = None
 for i in range(iters + WARMUP):
     comm.Barrier()
+    if i == WARMUP and comm.rank == 0:
+        cpu_start = cpu_ticks()
     t0 = time.perf_counter()
     for sub, send, recv in steps:
         sub.Allreduce([send, MPI.FLOAT], [recv, MPI.FLOAT], op=MPI.SUM)
@@ -52,9 +66,13 @@ for i in range(iters + WARMUP):
     worst = comm.allreduce(dt, op=MPI.MAX)
     if i >= WARMUP:
         times.append(worst * 1000.0)
+cpu = None
+if comm.rank == 0 and cpu_start is not None:
+    end = cpu_ticks()
+    cpu = [end[0] - cpu_start[0], end[1] - cpu_start[1]]
 hosts = comm.allgather(MPI.Get_processor_name())
 for sub, _, recv in steps:
     if recv[0] != float(sub.size):
         sys.exit(f"wrong all-reduce result {recv[0]} on {sub.size} ranks")
 if comm.rank == 0:
-    print(json.dumps({"hosts": hosts, "iter_ms": times}))
+    print(json.dumps({"hosts": hosts, "iter_ms": times, "cpu_ticks": cpu}))

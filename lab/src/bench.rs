@@ -155,7 +155,8 @@ pub struct PlacementResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub emulator: Option<LatenessSummary>,
     /// Share of the machine's CPU time that was busy while this set's
-    /// all-reduces ran (all rounds, from `/proc/stat`): near 1, every
+    /// timed all-reduces ran (all rounds; rank 0 reads `/proc/stat`
+    /// around its timed iterations): near 1, every
     /// node's ranks and the kernel's work for every emulated link shared
     /// cores the emulated cluster would not share, and the lab, not the
     /// network, may have set the pace.
@@ -164,7 +165,8 @@ pub struct PlacementResult {
     pub iter_ms: Vec<f64>,
 }
 
-/// The machine's CPU time so far, in clock ticks: (busy, total).
+/// Some span of the machine's CPU time, in clock ticks: busy (all but
+/// idle and iowait, as `/proc/stat` counts them) and total.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuTimes {
     pub busy: u64,
@@ -172,38 +174,10 @@ pub struct CpuTimes {
 }
 
 impl CpuTimes {
-    /// Read `/proc/stat`; `None` where it cannot be read.
-    pub fn now() -> Option<Self> {
-        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
-    }
-
-    /// The first line of a `/proc/stat` text (`cpu  user nice system idle
-    /// iowait irq softirq steal …`): busy is all but idle and iowait.
-    pub fn parse(stat: &str) -> Option<Self> {
-        let line = stat.lines().next()?;
-        let mut fields = line.split_whitespace();
-        if fields.next()? != "cpu" {
-            return None;
-        }
-        let ticks: Vec<u64> = fields
-            .take(8)
-            .map(str::parse)
-            .collect::<std::result::Result<_, _>>()
-            .ok()?;
-        if ticks.len() < 5 {
-            return None;
-        }
-        let total: u64 = ticks.iter().sum();
-        Some(CpuTimes {
-            busy: total - ticks[3] - ticks[4],
-            total,
-        })
-    }
-
-    /// The time from `earlier` to `self`, added to `sum`.
-    pub fn add_since(self, earlier: Self, sum: &mut Self) {
-        sum.busy += self.busy.saturating_sub(earlier.busy);
-        sum.total += self.total.saturating_sub(earlier.total);
+    /// Add `other`'s time.
+    pub fn add(&mut self, other: Self) {
+        self.busy += other.busy;
+        self.total += other.total;
     }
 
     /// Busy share of the time added up; `None` when no time passed.
@@ -770,13 +744,34 @@ pub fn prepare(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     Ok((program, launcher))
 }
 
-/// Run the all-reduce on `nodes` and return each iteration's time (ms).
+/// What one mpirun measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MpiRun {
+    /// Each timed iteration (ms).
+    pub iter_ms: Vec<f64>,
+    /// The machine's CPU time over the timed iterations.
+    pub cpu: Option<CpuTimes>,
+}
+
+/// The `cpu_ticks` of the rank program's answer: `[busy, total]`.
+fn cpu_ticks(v: &serde_json::Value) -> Option<CpuTimes> {
+    let a = v["cpu_ticks"].as_array()?;
+    match a.as_slice() {
+        [busy, total] => {
+            let (busy, total) = (busy.as_u64()?, total.as_u64()?);
+            (busy <= total).then_some(CpuTimes { busy, total })
+        }
+        _ => None,
+    }
+}
+
+/// Run the all-reduce on `nodes`: each iteration's time and the CPU time.
 pub fn run_mpi(
     nodes: &[String],
     o: &BenchOptions,
     program: &Path,
     launcher: &Path,
-) -> Result<Vec<f64>> {
+) -> Result<MpiRun> {
     let mut cmd = Command::new("mpirun");
     cmd.arg("--allow-run-as-root")
         .args(["--host", &nodes.join(",")])
@@ -847,10 +842,14 @@ pub fn run_mpi(
              have its own hostname, and mpirun must give rank r the r-th host"
         )));
     }
-    v["iter_ms"]
+    let iter_ms = v["iter_ms"]
         .as_array()
         .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
-        .ok_or_else(fail)
+        .ok_or_else(fail)?;
+    Ok(MpiRun {
+        iter_ms,
+        cpu: cpu_ticks(&v),
+    })
 }
 
 /// An aligned table of the report.

@@ -431,32 +431,33 @@ fn a_slow_set_on_saturated_cpus_is_called_cpu_bound() {
 }
 
 #[test]
-fn cpu_times_come_from_the_first_line_of_proc_stat() {
-    let stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n";
-    let a = CpuTimes::parse(stat).unwrap();
+fn cpu_time_comes_from_the_rank_programs_answer_and_adds_up() {
+    let v = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    let a = cpu_ticks(&v(r#"{"iter_ms": [1.0], "cpu_ticks": [160, 200]}"#)).unwrap();
     assert_eq!(
         a,
         CpuTimes {
             busy: 160,
-            total: 980
+            total: 200
         }
     );
-    let b = CpuTimes::parse("cpu  200 5 150 900 20 3 2 0\n").unwrap();
     let mut sum = CpuTimes::default();
-    b.add_since(a, &mut sum);
-    assert_eq!(
-        sum,
-        CpuTimes {
-            busy: 200,
-            total: 300
-        }
-    );
+    assert_eq!(sum.busy_share(), None, "no time, no share");
+    sum.add(a);
+    sum.add(CpuTimes {
+        busy: 40,
+        total: 100,
+    });
     assert!((sum.busy_share().unwrap() - 2.0 / 3.0).abs() < 1e-12);
-    assert_eq!(CpuTimes::default().busy_share(), None);
-    assert_eq!(CpuTimes::parse("intr 1 2 3\n"), None);
-    assert_eq!(CpuTimes::parse("cpu  1 2 x 4 5\n"), None);
-    assert_eq!(CpuTimes::parse("cpu  1 2 3\n"), None);
-    assert!(CpuTimes::now().is_some_and(|c| c.total >= c.busy));
+    for bad in [
+        r#"{"cpu_ticks": null}"#,
+        r#"{"cpu_ticks": [1]}"#,
+        r#"{"cpu_ticks": [5, 4]}"#,
+        r#"{"cpu_ticks": [-1, 4]}"#,
+        r#"{}"#,
+    ] {
+        assert_eq!(cpu_ticks(&v(bad)), None, "{bad}");
+    }
 }
 
 #[test]

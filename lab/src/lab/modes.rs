@@ -343,7 +343,6 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
         for (((set, t), late), cpu) in distinct.iter().zip(&mut times).zip(&mut late).zip(&mut cpu)
         {
             let mark = r.lab.emulator.as_ref().and_then(Emulator::lateness_mark);
-            let cpu_mark = bench::CpuTimes::now();
             let o = BenchOptions {
                 iters: per_round,
                 ..b.clone()
@@ -352,11 +351,11 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             let got = tokio::task::spawn_blocking(move || bench::run_mpi(&ns, &o, &p, &l))
                 .await
                 .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
-            if let (Some(now), Some(before)) = (bench::CpuTimes::now(), cpu_mark) {
-                now.add_since(before, cpu);
+            if let Some(c) = got.cpu {
+                cpu.add(c);
             }
             r.check_children()?;
-            t.extend(got);
+            t.extend(got.iter_ms);
             if let Some(d) = r
                 .lab
                 .emulator
