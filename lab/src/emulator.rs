@@ -315,7 +315,8 @@ impl LatenessSummary {
 /// next to a window (2 s by default), so a late burst leaves out only the
 /// windows it fell in.
 const LATE_SLOT_US: u64 = 10_000;
-/// Most (link, slot) entries [`LateLog`] keeps: 24 MB at most, hours of
+/// Most (link, slot) entries [`LateLog`] keeps: about 50 MB of hash set at
+/// most (24-byte keys in 2^21 buckets), hours of
 /// one late link per slot. Past it, every later span counts as late.
 const MAX_LATE_ENTRIES: usize = 1_000_000;
 
