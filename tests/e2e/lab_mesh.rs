@@ -28,6 +28,13 @@ fn lab_leftovers() -> String {
     found.join(", ")
 }
 
+/// Probes a link must keep after windows the emulator was late in are
+/// left out: three of its ten 2 s windows.
+const MIN_KEPT: u64 = 60;
+/// Share of packets the emulator may deliver more than 1 ms late in a debug
+/// run on two shared cores (0.03–0.23 % seen; a backlog reads tens of %).
+const MAX_LATE_SHARE: f64 = 0.01;
+
 #[test]
 #[ignore = "needs root (network namespaces): ./test.sh runs it as root"]
 fn every_pair_of_the_three_region_lab_is_measured_accurately() {
@@ -120,14 +127,19 @@ fn every_pair_of_the_three_region_lab_is_measured_accurately() {
             ));
         }
         // Windows the emulator was late in are left out of the figures
-        // (docs/lab.md): their probes were still sent. Most must be kept.
+        // (docs/lab.md): their probes were still sent. One packet more than
+        // 1 ms late leaves out its pair's windows, and a busy CI machine has
+        // a few dozen such stalls in a debug run (69 of 30,000 packets once,
+        // 6 of 10 windows of one pair): the emulator as a whole must keep up
+        // (checked below), and every link keeps enough windows to be judged.
         let late_sent = l["emulator_late"]["sent"].as_u64().unwrap_or(0);
         if sent + late_sent < 150 {
             failures.push(format!("{name}: only {sent} probes in 20 s at 10/s"));
         }
-        if sent < 100 {
+        if sent < MIN_KEPT {
             failures.push(format!(
-                "{name}: only {sent} of {} probes in windows the emulator kept up with",
+                "{name}: only {sent} of {} probes in windows the emulator kept up with \
+                 (at least {MIN_KEPT}: three 2 s windows)",
                 sent + late_sent
             ));
         }
@@ -142,6 +154,16 @@ fn every_pair_of_the_three_region_lab_is_measured_accurately() {
                  (emulator floor {noise_ms:.3} ms)"
             ));
         }
+    }
+    let emulator = &report["emulator"];
+    let late = emulator["over_1ms"].as_u64().unwrap();
+    let packets = emulator["packets"].as_u64().unwrap();
+    if late as f64 > MAX_LATE_SHARE * packets as f64 {
+        failures.push(format!(
+            "the emulator delivered {late} of {packets} packets more than 1 ms late \
+             (at most {:.0} %): it fell behind, not a stall now and then",
+            MAX_LATE_SHARE * 100.0
+        ));
     }
     assert!(
         failures.is_empty(),
