@@ -215,8 +215,12 @@ fn a_shared_measurement_has_an_exact_ratio_and_a_different_one_an_interval() {
     );
     assert_eq!(s.same_set_as, None);
     assert_eq!(o.ratio_to_netaware_ci95, Some([1.0, 1.0]));
+    assert_eq!(o.mean_ratio_to_netaware_ci95, Some([1.0, 1.0]));
     let [lo, hi] = s.ratio_to_netaware_ci95.unwrap();
     assert!(lo < 2.0 && 2.0 < hi && lo > 1.5, "{s:?}");
+    let mean_ratio = s.mean_ratio_to_netaware.unwrap();
+    let [lo, hi] = s.mean_ratio_to_netaware_ci95.unwrap();
+    assert!(lo < mean_ratio && mean_ratio < hi && lo > 1.5, "{s:?}");
     let text = render(&r);
     assert!(
         text.contains("optimal chose the same nodes as netaware"),
@@ -364,6 +368,7 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
         "{text}"
     );
     assert_eq!(r.spearman_predicted_measured, Some(1.0));
+    assert_eq!(r.spearman_predicted_mean, Some(1.0));
     let ac = &r.placements[1];
     assert!(ac.predicted_over_measured.unwrap() < 0.25, "{ac:?}");
 
@@ -555,4 +560,74 @@ fn the_rank_program_gets_each_level_with_its_bytes() {
     let r = report(&geo12(), &b, Vec::new());
     assert_eq!(r.shape.as_deref(), Some("tp=2:1048576,dp=4"));
     assert!(render(&r).starts_with("shaped job tp=2:1048576,dp=4 (levels in turn)"));
+}
+
+/// A lossy set's iterations are on time or a timeout late: its median is
+/// whichever kind is the majority in this run, its mean is what the model
+/// predicts. A prediction that matches the mean is not called out, however
+/// far the median is.
+#[test]
+fn a_lossy_set_is_judged_by_its_mean() {
+    let t = geo12();
+    let b = options(2, 1_000_000, 2, 1);
+    let prediction = Prediction {
+        total_ms: 100.0,
+        latency_ms: 10.0,
+        bandwidth_ms: 40.0,
+        loss_ms: 50.0,
+    };
+    // Three in four on time (50 ms), one in four a 200 ms timeout late.
+    let times: Vec<f64> = (0..20)
+        .map(|i| if i % 4 == 3 { 250.0 } else { 50.0 })
+        .collect();
+    let p = placement_result("lossy", vec![], cfg0(), None, Some(prediction), times);
+    assert_eq!(p.iter_ms_p50, 50.0);
+    assert!((p.iter_ms_mean - 100.0).abs() < 1e-9, "{p:?}");
+    let [lo, hi] = p.iter_ms_mean_ci95;
+    assert!(lo < 100.0 && 100.0 < hi && hi - lo < 150.0, "{p:?}");
+    assert!((p.predicted_over_measured.unwrap() - 2.0).abs() < 1e-9);
+    assert!((p.predicted_over_mean.unwrap() - 1.0).abs() < 1e-9);
+    let text = render(&report(&t, &b, vec![p.clone()]));
+    assert!(!text.contains("lossy: predicted"), "{text}");
+    assert!(
+        text.contains("mean ms (95 % CI)") && text.contains("100.0 ["),
+        "{text}"
+    );
+
+    // Next to a loss-free set predicted (and measured) at 80 ms, the
+    // medians order the two against the prediction, the means with it.
+    let clean = Prediction {
+        total_ms: 80.0,
+        latency_ms: 10.0,
+        bandwidth_ms: 70.0,
+        loss_ms: 0.0,
+    };
+    let steady = placement_result(
+        "steady",
+        vec!["c".into()],
+        cfg0(),
+        None,
+        Some(clean),
+        vec![80.0; 20],
+    );
+    let r = report(&t, &b, vec![p, steady]);
+    assert_eq!(r.spearman_predicted_measured, Some(-1.0));
+    assert_eq!(r.spearman_predicted_mean, Some(1.0));
+    assert!(
+        render(&r).contains("-1.00 by the median, 1.00 by the mean"),
+        "{}",
+        render(&r)
+    );
+
+    // Twice the timeouts the model expects: called out, by the mean.
+    let stalled: Vec<f64> = (0..20)
+        .map(|i| if i % 2 == 1 { 250.0 } else { 50.0 })
+        .collect();
+    let p = placement_result("lossy", vec![], cfg0(), None, Some(prediction), stalled);
+    let text = render(&report(&t, &b, vec![p]));
+    assert!(
+        text.contains("lossy: predicted 100.0 ms is 0.67× the measured mean")
+            && text.contains("more of them stalled in this run"),
+        "{text}"
+    );
 }
