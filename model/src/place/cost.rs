@@ -1,5 +1,7 @@
-//! The predicted time of a ring all-reduce, in three parts: latency,
-//! bandwidth and loss (docs/placement.md, "The cost model").
+//! The predicted time of an all-reduce, in three parts: latency,
+//! bandwidth and loss (docs/placement.md, "The cost model"): the ring,
+//! which `Place` ranks sets by, and recursive doubling, the alternative
+//! Open MPI picks for small messages ([`recursive_doubling`]).
 //!
 //! A ring all-reduce over `p` nodes is a reduce-scatter and an all-gather,
 //! each `p − 1` steps; in every step each node sends `bytes / p` to the next
@@ -25,6 +27,20 @@
 /// Open MPI's TCP transport sends messages up to this size eagerly
 /// (`btl_tcp_eager_limit`, 64 KiB); larger ones wait for a rendezvous.
 pub const EAGER_LIMIT_BYTES: f64 = 65_536.0;
+/// The limit counts Open MPI's own message header too (ob1's match
+/// header, a few tens of bytes; this bounds it): a message of exactly
+/// 64 KiB already goes by rendezvous, as the lab measured (a 64 KiB
+/// recursive doubling took two RTTs a step, not one).
+const HEADER_BYTES: f64 = 64.0;
+
+/// RTTs a message of `bytes` costs before its bandwidth term.
+fn rtts_before(bytes: f64) -> f64 {
+    if bytes + HEADER_BYTES > EAGER_LIMIT_BYTES {
+        RTTS_PER_STEP.1
+    } else {
+        RTTS_PER_STEP.0
+    }
+}
 /// RTTs a step costs before its bandwidth term: eager (0.5) and rendezvous
 /// (1.5). Fitted: with 0.5 alone, every cross-region set of the lab runs
 /// was predicted at 0.80–0.92 of its measured time; with 1.5, 0.97–1.03.
@@ -80,11 +96,7 @@ pub fn ring(
     }
     let steps = 2.0 * (p as f64 - 1.0);
     let chunk = bytes as f64 / p as f64;
-    let rtts = if chunk > EAGER_LIMIT_BYTES {
-        RTTS_PER_STEP.1
-    } else {
-        RTTS_PER_STEP.0
-    };
+    let rtts = rtts_before(chunk);
     let latency_ms = steps * rtts * max_rtt_us / 1000.0;
     let bandwidth_ms = steps * chunk * 8.0 / (bandwidth_mbps * 1e6) * 1000.0;
     // A step stalls when any of its transfers does (stalls in the same
@@ -94,6 +106,93 @@ pub fn ring(
         .map(|l| 1.0 - stall_probability(l.loss))
         .product();
     let loss_ms = steps * (1.0 - on_time) * STALL_MS;
+    Some(Prediction {
+        total_ms: latency_ms + bandwidth_ms + loss_ms,
+        latency_ms,
+        bandwidth_ms,
+        loss_ms,
+    })
+}
+
+/// The partner of `rank` (of `p`) in each step of Open MPI's
+/// recursive-doubling all-reduce (`ompi_coll_base_allreduce_intra_
+/// recursivedoubling`), and which ranks sit out. With `p` not a power of
+/// two, the first `2·(p − p′)` ranks pair up (p′ the largest power of two
+/// ≤ p): each even one hands its data to the odd one after it and gets
+/// the result back at the end; the remaining p′ ranks exchange whole
+/// buffers with the rank `2^step` away in their own numbering.
+fn doubling_partner(p: usize, rank: usize, step: u32) -> Option<usize> {
+    let core = 1usize << (usize::BITS - 1 - p.leading_zeros());
+    let extra = p - core;
+    let own = if rank < 2 * extra {
+        if rank.is_multiple_of(2) {
+            return None;
+        }
+        rank / 2
+    } else {
+        rank - extra
+    };
+    let other = own ^ (1usize << step);
+    Some(if other < extra {
+        other * 2 + 1
+    } else {
+        other + extra
+    })
+}
+
+/// Predict Open MPI's recursive-doubling all-reduce of `bytes` over `p`
+/// ranks (rank i on the i-th node): ⌊log₂ p⌋ steps in which every active
+/// rank exchanges the whole buffer with its partner, plus, when `p` is not
+/// a power of two, one step before and one after for the ranks that sit
+/// out. Fewer steps than a ring (log₂ p against 2(p − 1)), each moving all
+/// `bytes`: the faster choice for small messages, where latency rules.
+/// Latency and bandwidth as [`ring`] reads them (the set's largest RTT and
+/// bottleneck bandwidth, RTTs per step by the eager limit on `bytes`);
+/// `pair_loss(i, j)` is the round-trip loss between ranks i and j, and a
+/// step stalls when any of its transfers (both ways of every exchange)
+/// loses its exposed packet.
+pub fn recursive_doubling(
+    p: usize,
+    bytes: u64,
+    max_rtt_us: f64,
+    bandwidth_mbps: f64,
+    pair_loss: impl Fn(usize, usize) -> f64,
+) -> Option<Prediction> {
+    if p < 2 || !(bandwidth_mbps > 0.0 && bandwidth_mbps.is_finite()) {
+        return None;
+    }
+    let n = bytes as f64;
+    let rtts = rtts_before(n);
+    let log = usize::BITS - 1 - p.leading_zeros();
+    let core = 1usize << log;
+    let extra = p - core;
+    // Probability that a step is on time: every transfer in it gets its
+    // exposed packet through.
+    let mut on_time_by_step: Vec<f64> = (0..log)
+        .map(|step| {
+            (0..p)
+                .filter_map(|r| Some((r, doubling_partner(p, r, step)?)))
+                .filter(|(r, partner)| r < partner)
+                .map(|(r, partner)| (1.0 - stall_probability(pair_loss(r, partner))).powi(2))
+                .product()
+        })
+        .collect();
+    if extra > 0 {
+        // Rank 2i hands its buffer to 2i + 1 before, and gets the result
+        // back after: one transfer each way per pair, in two steps.
+        let hand_over: f64 = (0..extra)
+            .map(|i| 1.0 - stall_probability(pair_loss(2 * i, 2 * i + 1)))
+            .product();
+        on_time_by_step.push(hand_over);
+        on_time_by_step.push(hand_over);
+    }
+    let steps = on_time_by_step.len() as f64;
+    let latency_ms = steps * rtts * max_rtt_us / 1000.0;
+    let bandwidth_ms = steps * n * 8.0 / (bandwidth_mbps * 1e6) * 1000.0;
+    let loss_ms = on_time_by_step
+        .iter()
+        .map(|on_time| (1.0 - on_time) * STALL_MS)
+        .sum::<f64>();
     Some(Prediction {
         total_ms: latency_ms + bandwidth_ms + loss_ms,
         latency_ms,
@@ -127,6 +226,14 @@ mod tests {
         // 64 KiB over 4 nodes: 16 KiB chunks, under the eager limit.
         let got = ring(4, 64 << 10, 10_000.0, 1_000.0, &clean(4)).unwrap();
         assert!((got.latency_ms - 6.0 * 5.0).abs() < 1e-9, "{got:?}");
+        // 256 KiB: 64 KiB chunks, which with Open MPI's header are past it.
+        let at_limit = ring(4, 256 << 10, 10_000.0, 1_000.0, &clean(4)).unwrap();
+        assert!(
+            (at_limit.latency_ms - 6.0 * 15.0).abs() < 1e-9,
+            "{at_limit:?}"
+        );
+        let under = ring(4, (256 << 10) - 4 * 64, 10_000.0, 1_000.0, &clean(4)).unwrap();
+        assert!((under.latency_ms - 6.0 * 5.0).abs() < 1e-9, "{under:?}");
     }
 
     #[test]
@@ -144,6 +251,92 @@ mod tests {
         assert!((got.loss_ms - 14.0 * rt * 200.0).abs() < 1e-9, "{got:?}");
         let lossless = ring(8, 8 << 20, 5_000.0, 400.0, &clean(8)).unwrap();
         assert!((got.total_ms - lossless.total_ms - got.loss_ms).abs() < 1e-9);
+    }
+
+    #[test]
+    fn recursive_doubling_pairs_ranks_as_open_mpi_does() {
+        // 8 ranks: partners at distance 1, 2, 4.
+        let partners = |p: usize, step: u32| -> Vec<Option<usize>> {
+            (0..p).map(|r| doubling_partner(p, r, step)).collect()
+        };
+        assert_eq!(partners(8, 0), [1, 0, 3, 2, 5, 4, 7, 6].map(Some));
+        assert_eq!(partners(8, 2), [4, 5, 6, 7, 0, 1, 2, 3].map(Some));
+        // 6 ranks: 0 and 2 hand over to 1 and 3 and sit out; the core is
+        // 1, 3, 4, 5 (own ranks 0–3).
+        assert_eq!(
+            partners(6, 0),
+            [None, Some(3), None, Some(1), Some(5), Some(4)]
+        );
+        assert_eq!(
+            partners(6, 1),
+            [None, Some(4), None, Some(5), Some(1), Some(3)]
+        );
+        // Every partnership is mutual.
+        for p in 2..=33_usize {
+            for step in 0..(usize::BITS - 1 - p.leading_zeros()) {
+                for r in 0..p {
+                    if let Some(q) = doubling_partner(p, r, step) {
+                        assert!(q < p && q != r, "p {p} rank {r} step {step}");
+                        assert_eq!(doubling_partner(p, q, step), Some(r), "p {p} {r}<->{q}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn recursive_doubling_takes_log_steps_of_the_whole_buffer() {
+        // 8 ranks, 16 KiB (eager), 10 ms, 100 Mbit/s: 3 steps of
+        // (0.5 × 10 ms + 16 KiB at 100 Mbit/s).
+        let none = |_: usize, _: usize| 0.0;
+        let got = recursive_doubling(8, 16 << 10, 10_000.0, 100.0, none).unwrap();
+        let transfer = (16u64 << 10) as f64 * 8.0 / 100e6 * 1e3;
+        assert!((got.latency_ms - 3.0 * 5.0).abs() < 1e-9, "{got:?}");
+        assert!((got.bandwidth_ms - 3.0 * transfer).abs() < 1e-9, "{got:?}");
+        assert_eq!(got.loss_ms, 0.0);
+        // 6 ranks: 2 exchange steps and the hand-over before and after.
+        let six = recursive_doubling(6, 16 << 10, 10_000.0, 100.0, none).unwrap();
+        assert!((six.latency_ms - 4.0 * 5.0).abs() < 1e-9, "{six:?}");
+        // Small messages: fewer latency-bound steps than the ring's 2(p − 1).
+        let ring8 = ring(8, 16 << 10, 10_000.0, 100.0, &clean(8)).unwrap();
+        assert!(got.total_ms < ring8.total_ms / 2.0, "{got:?} {ring8:?}");
+        // Large ones: the ring moves 2(p − 1)/p of the buffer, not log₂ p.
+        let big = recursive_doubling(8, 64 << 20, 10_000.0, 100.0, none).unwrap();
+        let ring_big = ring(8, 64 << 20, 10_000.0, 100.0, &clean(8)).unwrap();
+        assert!(ring_big.total_ms < big.total_ms, "{big:?} {ring_big:?}");
+        assert_eq!(recursive_doubling(1, 1, 1.0, 1.0, none), None);
+        assert_eq!(recursive_doubling(4, 1, 1.0, 0.0, none), None);
+    }
+
+    #[test]
+    fn recursive_doubling_stalls_only_in_steps_that_use_a_lossy_pair() {
+        // 4 ranks; only the pair 0–2 loses (2 % each way). It exchanges in
+        // step 1 only (distance 2): one step of two lossy transfers.
+        let rt = 1.0 - 0.98_f64.powi(2);
+        let loss = |a: usize, b: usize| {
+            if a.min(b) == 0 && a.max(b) == 2 {
+                rt
+            } else {
+                0.0
+            }
+        };
+        let got = recursive_doubling(4, 16 << 10, 1_000.0, 1_000.0, loss).unwrap();
+        let want = (1.0 - 0.98_f64.powi(2)) * STALL_MS;
+        assert!((got.loss_ms - want).abs() < 1e-9, "{got:?}");
+        // The pair 0–1 of 6 ranks is a hand-over pair: one way before,
+        // one way after.
+        let loss01 = |a: usize, b: usize| {
+            if a.min(b) == 0 && a.max(b) == 1 {
+                rt
+            } else {
+                0.0
+            }
+        };
+        let six = recursive_doubling(6, 16 << 10, 1_000.0, 1_000.0, loss01).unwrap();
+        assert!(
+            (six.loss_ms - 2.0 * 0.02 * STALL_MS).abs() < 1e-9,
+            "{six:?}"
+        );
     }
 
     #[test]
