@@ -61,12 +61,17 @@ const RANK_PROGRAM: &str = include_str!("allreduce.py");
 
 /// Which all-reduce algorithm Open MPI uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
     /// Ring (Open MPI tuned algorithm 4), as NCCL and Horovod use for
     /// data-parallel training and as `Place`'s prediction models.
     Ring,
-    /// Open MPI's own choice by message size and rank count.
+    /// Recursive doubling (Open MPI tuned algorithm 3): log₂ k exchanges
+    /// of the whole buffer, the alternative Open MPI picks for small
+    /// messages; predicted by `cost::recursive_doubling`.
+    RecursiveDoubling,
+    /// Open MPI's own choice by message size and rank count (predicted as
+    /// a ring).
     Default,
 }
 
@@ -402,6 +407,11 @@ pub struct MeasuredSet {
     /// each ring link, in the order the ranks were given out: member i to
     /// member i + 1, the last back to the first.
     pub ring_loss_ppm: Vec<f64>,
+    /// Round-trip loss (ppm) between every two members, by rank: what a
+    /// recursive doubling's exchanges lose (not in the report: the ring
+    /// links and the largest say it there).
+    #[serde(skip)]
+    pub pair_loss_ppm: Vec<Vec<f64>>,
     /// Every pair has an RTT and a bandwidth.
     pub complete: bool,
 }
@@ -416,11 +426,19 @@ pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
         .map(|(_, v)| v)
         .collect();
     let loss = pair_losses(m);
+    let between = |a: &str, b: &str| {
+        if a == b {
+            0.0
+        } else {
+            loss.get(&pair_key(a, b)).copied().unwrap_or(0.0)
+        }
+    };
     let ring_loss_ppm = (0..set.len())
-        .map(|i| {
-            let next = &set[(i + 1) % set.len()];
-            loss.get(&pair_key(&set[i], next)).copied().unwrap_or(0.0)
-        })
+        .map(|i| between(&set[i], &set[(i + 1) % set.len()]))
+        .collect();
+    let pair_loss_ppm = set
+        .iter()
+        .map(|a| set.iter().map(|b| between(a, b)).collect())
         .collect();
     let bw: Vec<f64> = pair_bandwidths(m)
         .into_iter()
@@ -445,6 +463,7 @@ pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
             .map(|(_, v)| *v)
             .fold(0.0, f64::max),
         ring_loss_ppm,
+        pair_loss_ppm,
         complete: rtt.len() == pairs && bw.len() == pairs,
     }
 }
@@ -520,10 +539,20 @@ fn pair_bandwidths(m: &GetMatrixResponse) -> std::collections::BTreeMap<(&str, &
     bw
 }
 
-/// `Place`'s ring all-reduce prediction for a set's measured figures
-/// (`None` unless every pair has an RTT and a bandwidth).
-pub fn predict(f: &MeasuredSet, k: usize, bytes: u64) -> Option<Prediction> {
+/// `Place`'s all-reduce prediction for a set's measured figures, for the
+/// algorithm the bench runs (`None` unless every pair has an RTT and a
+/// bandwidth).
+pub fn predict(f: &MeasuredSet, k: usize, bytes: u64, algorithm: Algorithm) -> Option<Prediction> {
     let bw = f.bottleneck_mbps.filter(|_| f.complete)?;
+    if algorithm == Algorithm::RecursiveDoubling {
+        let loss = |a: usize, b: usize| {
+            f.pair_loss_ppm
+                .get(a)
+                .and_then(|row| row.get(b))
+                .map_or(0.0, |ppm| ppm / 1e6)
+        };
+        return cost::recursive_doubling(k, bytes, f.max_rtt_us, bw, loss);
+    }
     let ring: Vec<RingLink> = f
         .ring_loss_ppm
         .iter()
@@ -838,9 +867,14 @@ pub fn run_mpi(
         .args(["--mca", "btl", "tcp,self"])
         .args(["--mca", "btl_tcp_if_include", "10.77.0.0/24"])
         .args(["--mca", "oob_tcp_if_include", "10.78.0.0/24"]);
-    if o.algorithm == Algorithm::Ring {
+    let forced = match o.algorithm {
+        Algorithm::Ring => Some("4"),
+        Algorithm::RecursiveDoubling => Some("3"),
+        Algorithm::Default => None,
+    };
+    if let Some(number) = forced {
         cmd.args(["--mca", "coll_tuned_use_dynamic_rules", "1"])
-            .args(["--mca", "coll_tuned_allreduce_algorithm", "4"]);
+            .args(["--mca", "coll_tuned_allreduce_algorithm", number]);
     }
     let out = cmd
         .arg(&o.python)

@@ -371,6 +371,12 @@ async fn main() -> anyhow::Result<()> {
                 (Some(k), None) => usize::try_from(k)?,
                 (None, None) => anyhow::bail!("give -k or --shape"),
             };
+            if shape.is_some() && algorithm == bench::Algorithm::RecursiveDoubling {
+                anyhow::bail!(
+                    "--algorithm recursive-doubling with --shape: a shaped job's prediction models \
+                     ring levels; use --algorithm ring (the default) with a shape"
+                );
+            }
             if k > topo.nodes.len() {
                 anyhow::bail!(
                     "-k {k} but the topology {} has only {} nodes",

@@ -289,7 +289,7 @@ fn a_set_is_read_as_place_reads_it_worse_direction_and_lower_bandwidth() {
     assert_eq!(ab.ring_loss_ppm, [0.0, 0.0]);
     // p = 2, 500 kB chunks (past the eager limit): 2 steps of 1.5 RTTs and
     // 4 Mbit at 900 Mbit/s: 0.78 ms + 8.889 ms, nothing lost.
-    let p = predict(&ab, 2, 1_000_000).unwrap();
+    let p = predict(&ab, 2, 1_000_000, Algorithm::Ring).unwrap();
     assert!((p.latency_ms - 0.78).abs() < 1e-9, "{p:?}");
     assert!((p.bandwidth_ms - 8.0 / 0.9).abs() < 1e-9, "{p:?}");
     assert_eq!(p.loss_ms, 0.0);
@@ -298,7 +298,21 @@ fn a_set_is_read_as_place_reads_it_worse_direction_and_lower_bandwidth() {
     // The ring a → b → c → a: the two links to c lose.
     assert_eq!(abc.ring_loss_ppm, [0.0, 20_000.0, 20_000.0]);
     assert!(!abc.complete, "b–c has no bandwidth test");
-    assert_eq!(predict(&abc, 3, 1_000_000), None);
+    assert_eq!(predict(&abc, 3, 1_000_000, Algorithm::Ring), None);
+    // Every pair's loss by rank, for recursive doubling's exchanges.
+    assert_eq!(
+        abc.pair_loss_ppm,
+        [
+            [0.0, 0.0, 20_000.0],
+            [0.0, 0.0, 20_000.0],
+            [20_000.0, 20_000.0, 0.0]
+        ]
+    );
+    // Recursive doubling on a–b: one exchange of the whole 1 MB (past the
+    // eager limit): 1.5 RTTs and 8 Mbit at 900 Mbit/s.
+    let rd = predict(&ab, 2, 1_000_000, Algorithm::RecursiveDoubling).unwrap();
+    assert!((rd.latency_ms - 0.39).abs() < 1e-9, "{rd:?}");
+    assert!((rd.bandwidth_ms - 8.0 / 0.9).abs() < 1e-9, "{rd:?}");
 }
 
 /// A concurrent test's share caps the pairs of its members, as Place
@@ -346,7 +360,7 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
             nodes,
             cfg0(),
             Some(f.clone()),
-            predict(&f, 2, b.bytes),
+            predict(&f, 2, b.bytes, Algorithm::Ring),
             times,
         )
     };
@@ -414,7 +428,7 @@ fn a_slow_set_on_saturated_cpus_is_called_cpu_bound() {
             nodes.clone(),
             cfg0(),
             Some(f.clone()),
-            predict(&f, 2, b.bytes),
+            predict(&f, 2, b.bytes, Algorithm::Ring),
             vec![20.0, 20.0],
         );
         p.cpu_busy = Some(busy);

@@ -383,7 +383,7 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             let measured = bench::measured(&m, &nodes);
             let prediction = match &b.shape {
                 Some(shape) => bench::predict_shaped(&m, &nodes, shape, b.bytes),
-                None => bench::predict(&measured, b.k, b.bytes),
+                None => bench::predict(&measured, b.k, b.bytes, b.algorithm),
             };
             let mut p = bench::placement_result(
                 &name,
