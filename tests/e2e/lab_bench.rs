@@ -223,3 +223,28 @@ fn a_shaped_job_keeps_its_pairs_inside_a_region() {
     );
     assert!((blind["ratio_to_netaware"].as_f64().unwrap() - theirs / ours).abs() < 1e-9);
 }
+
+/// Refusals come before anything is built, so they need no root: each says
+/// what was wrong and what to give instead.
+#[test]
+fn a_bench_it_cannot_predict_is_refused_up_front() {
+    let topology = repo_root().join("lab/topologies/e2e-bench.yaml");
+    let refused = |args: &[&str]| -> String {
+        let out = Command::new(binary("netaware-lab"))
+            .arg("bench")
+            .arg(&topology)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} ran");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let text = refused(&["--shape", "tp=2,dp=2", "--algorithm", "recursive-doubling"]);
+    assert!(
+        text.contains("--algorithm recursive-doubling with --shape")
+            && text.contains("use --algorithm ring"),
+        "{text}"
+    );
+    let text = refused(&["-k", "5", "--shape", "tp=2,dp=2"]);
+    assert!(text.contains("-k 5 but the shape has 4 ranks"), "{text}");
+}
