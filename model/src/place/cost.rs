@@ -122,7 +122,7 @@ pub fn ring(
 /// the result back at the end; the remaining p′ ranks exchange whole
 /// buffers with the rank `2^step` away in their own numbering.
 fn doubling_partner(p: usize, rank: usize, step: u32) -> Option<usize> {
-    let core = 1usize << (usize::BITS - 1 - p.leading_zeros());
+    let core = 1usize << p.checked_ilog2()?;
     let extra = p - core;
     let own = if rank < 2 * extra {
         if rank.is_multiple_of(2) {
@@ -163,7 +163,7 @@ pub fn recursive_doubling(
     }
     let n = bytes as f64;
     let rtts = rtts_before(n);
-    let log = usize::BITS - 1 - p.leading_zeros();
+    let log = p.checked_ilog2()?;
     let core = 1usize << log;
     let extra = p - core;
     // Probability that a step is on time: every transfer in it gets its
@@ -273,7 +273,7 @@ mod tests {
         );
         // Every partnership is mutual.
         for p in 2..=33_usize {
-            for step in 0..(usize::BITS - 1 - p.leading_zeros()) {
+            for step in 0..p.ilog2() {
                 for r in 0..p {
                     if let Some(q) = doubling_partner(p, r, step) {
                         assert!(q < p && q != r, "p {p} rank {r} step {step}");
