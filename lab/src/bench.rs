@@ -433,12 +433,13 @@ pub fn measured(m: &GetMatrixResponse, set: &[String]) -> MeasuredSet {
             loss.get(&pair_key(a, b)).copied().unwrap_or(0.0)
         }
     };
-    let ring_loss_ppm = (0..set.len())
-        .map(|i| between(&set[i], &set[(i + 1) % set.len()]))
-        .collect();
-    let pair_loss_ppm = set
+    let pair_loss_ppm: Vec<Vec<f64>> = set
         .iter()
         .map(|a| set.iter().map(|b| between(a, b)).collect())
+        .collect();
+    // The ring's links are pairs too: member i to member i + 1.
+    let ring_loss_ppm = (0..set.len())
+        .map(|i| pair_loss_ppm[i][(i + 1) % set.len()])
         .collect();
     let bw: Vec<f64> = pair_bandwidths(m)
         .into_iter()
