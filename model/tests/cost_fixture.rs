@@ -1,10 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 //! The cost model against recorded lab measurements: every ring all-reduce
-//! that `netaware-lab bench` timed on geo-12 (fixtures/allreduce-lab.json)
-//! is predicted from the figures the aggregator had measured, and must
-//! land within the bench's band of its measured median.
+//! that `netaware-lab bench` timed (fixtures/allreduce-lab.json, built by
+//! scripts/cost-fixture.py from docs/bench) is predicted from the figures
+//! the aggregator had measured, and must land within the bench's band of
+//! its measured mean; the loss part's expected timeouts must add up to
+//! the ones the lab counted.
 
-use netaware_model::place::cost::{Prediction, RingLink, ring};
+use netaware_model::place::cost::{Prediction, RingLink, STALL_MS, ring};
 use serde_json::Value;
 
 /// The bench's band (lab/src/bench.rs `PREDICTION_BAND`).
@@ -37,50 +39,147 @@ fn fixture() -> Vec<Value> {
     doc["sets"].as_array().unwrap().clone()
 }
 
+fn lossy(set: &Value) -> bool {
+    set["ring_loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_f64().unwrap() > 0.0)
+}
+
+fn what(set: &Value, p: &Prediction) -> String {
+    format!(
+        "{} {}: predicted {p:?}, measured mean {} ms",
+        set["run"], set["nodes"], set["mean_ms"]
+    )
+}
+
+/// What the set would take with the timeouts the lab counted in place of
+/// the expected ones: the latency and bandwidth parts alone, judged where
+/// chance does not decide.
+fn with_counted_timeouts(set: &Value, p: &Prediction) -> f64 {
+    let per_iteration = set["stalls"].as_f64().unwrap() / set["iters"].as_f64().unwrap();
+    p.total_ms - p.loss_ms + per_iteration * STALL_MS
+}
+
 #[test]
-fn every_recorded_set_is_predicted_within_the_band_unless_it_shares_a_bottleneck() {
+fn every_recorded_set_is_predicted_within_the_band_of_its_mean_unless_the_lab_host_bounds_it() {
+    // Loss-free sets whole; lossy ones with the timeouts they met, since
+    // in 20 iterations a lossy set meets 2 or 20 of them by chance (the
+    // loss part is checked against the count below, over many sets).
     let sets = fixture();
-    assert!(sets.len() >= 10, "the fixture lost its sets");
+    assert!(sets.len() >= 40, "the fixture lost its sets");
     let mut problems = Vec::new();
-    let mut lossy = 0;
     for s in &sets {
         let p = predict(s);
-        let measured = s["p50_ms"].as_f64().unwrap();
-        let ratio = p.total_ms / measured;
-        let what = format!(
-            "{} {}: predicted {p:?}, measured {measured:.1} ms",
-            s["run"], s["nodes"]
-        );
-        if p.loss_ms > 0.0 {
-            lossy += 1;
-        }
-        if s.get("shared_bottleneck").is_some() {
-            // The pairwise tests cannot see a limit all flows share: the
-            // model must err low there, never high.
+        let predicted = if lossy(s) {
+            with_counted_timeouts(s, &p)
+        } else {
+            p.total_ms
+        };
+        let ratio = predicted / s["mean_ms"].as_f64().unwrap();
+        if s.get("lab_host_bound").is_some() {
+            // The lab's two cores set the pace, not the network the model
+            // reads: the model must err low there, never high.
             if ratio >= 1.0 {
-                problems.push(format!("{what}: a shared bottleneck cannot make it faster"));
+                problems.push(format!("{}: the host cannot make it faster", what(s, &p)));
             }
         } else if !(BAND.0..=BAND.1).contains(&ratio) {
-            problems.push(format!("{what}: ratio {ratio:.3} outside {BAND:?}"));
+            problems.push(format!(
+                "{}: ratio {ratio:.3} outside {BAND:?}",
+                what(s, &p)
+            ));
         }
     }
-    assert_eq!(lossy, 2, "the k = 8 runs' set with dj-4 is the lossy one");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]
-fn without_its_loss_part_the_lossy_sets_fall_out_of_the_band() {
-    // The loss term is what puts them in: a model without it predicted
-    // half their time.
-    for s in fixture().iter().filter(|s| {
-        s["ring_loss"]
-            .as_array()
-            .unwrap()
+fn the_loss_part_brings_the_lossy_sets_into_the_band() {
+    // Judged whole (the expected timeouts, not the counted ones), the
+    // lossy sets' typical ratio is in the band only with the loss part,
+    // and most sets are in it one by one; the rest met far more or far
+    // fewer timeouts than their measured loss implies (docs/placement.md,
+    // "Calibration").
+    let lossy: Vec<Value> = fixture()
+        .into_iter()
+        .filter(|s| lossy(s) && s.get("lab_host_bound").is_none())
+        .collect();
+    assert!(lossy.len() >= 10, "the fixture lost its lossy sets");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratios = |with_loss: bool| -> Vec<f64> {
+        lossy
             .iter()
-            .any(|l| l.as_f64().unwrap() > 0.0)
-    }) {
-        let p = predict(s);
-        let ratio = (p.total_ms - p.loss_ms) / s["p50_ms"].as_f64().unwrap();
-        assert!(ratio < BAND.0, "{}: {ratio:.3} without loss", s["run"]);
+            .map(|s| {
+                let p = predict(s);
+                let t = if with_loss {
+                    p.total_ms
+                } else {
+                    p.total_ms - p.loss_ms
+                };
+                t / s["mean_ms"].as_f64().unwrap()
+            })
+            .collect()
+    };
+    let without = median(ratios(false));
+    assert!(
+        without < BAND.0,
+        "without the loss part: median {without:.3}"
+    );
+    let with = ratios(true);
+    let inside = with
+        .iter()
+        .filter(|r| (BAND.0..=BAND.1).contains(*r))
+        .count();
+    assert!(
+        (0.9..=1.1).contains(&median(with.clone())),
+        "with it: median {:.3}",
+        median(with.clone())
+    );
+    assert!(
+        inside * 5 >= with.len() * 4,
+        "only {inside} of {} lossy sets in the band: {with:?}",
+        with.len()
+    );
+}
+
+#[test]
+fn the_loss_part_expects_as_many_timeouts_as_the_lab_counted_at_each_size() {
+    // By transfer size (bytes ÷ k): the exposed packets grow with it. Each
+    // size's lossy sets together held ~100 or more timeouts, so ±20 %
+    // is a few standard deviations of a Poisson count.
+    let sets = fixture();
+    let mut sizes: Vec<u64> = sets
+        .iter()
+        .filter(|s| lossy(s))
+        .map(|s| s["bytes"].as_u64().unwrap() / s["k"].as_u64().unwrap())
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    assert!(
+        sizes.len() >= 2,
+        "one transfer size cannot show the slope: {sizes:?}"
+    );
+    for size in sizes {
+        let (mut counted, mut expected) = (0.0, 0.0);
+        for s in sets
+            .iter()
+            .filter(|s| lossy(s) && s["bytes"].as_u64().unwrap() / s["k"].as_u64().unwrap() == size)
+        {
+            counted += s["stalls"].as_f64().unwrap();
+            expected += predict(s).loss_ms / STALL_MS * s["iters"].as_f64().unwrap();
+        }
+        assert!(
+            counted >= 60.0,
+            "{size} B: only {counted} timeouts recorded"
+        );
+        let ratio = expected / counted;
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "{size} B transfers: expected {expected:.1} timeouts, the lab counted {counted}"
+        );
     }
 }

@@ -370,7 +370,8 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
         vec![
             // Predicted 9.67 ms: 10 is within the band.
             with(&["a", "b"], vec![10.0, 10.0]),
-            // 2 % loss, predicted 43 ms (8 of them timeouts), measured 200.
+            // 2 % loss, predicted 44.5 ms (10 of them timeouts: 500 kB
+            // transfers expose 1.19 packets each), measured 200.
             with(&["a", "c"], vec![200.0, 200.0]),
         ],
     );
@@ -378,7 +379,7 @@ fn a_far_prediction_is_called_out_with_the_likely_cause() {
     assert!(!text.contains("ab: predicted"), "{text}");
     assert!(
         text.contains("ac: predicted")
-            && text.contains("expects 8 ms of retransmission timeouts per iteration"),
+            && text.contains("expects 10 ms of retransmission timeouts per iteration"),
         "{text}"
     );
     assert_eq!(r.spearman_predicted_measured, Some(1.0));
