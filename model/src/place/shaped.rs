@@ -61,7 +61,9 @@ pub(super) fn max_bytes(q: &Query, shape: &Shape) -> u64 {
 }
 
 /// Bottom-up candidate sets among `eligible` (node indices), each sorted,
-/// holding the included nodes and meeting the minimum bandwidth.
+/// holding the included nodes and meeting the minimum bandwidth: grouped
+/// by RTT, and with bytes to move also by each pair's predicted
+/// all-reduce of them (loss and bandwidth count).
 pub(super) fn built(
     q: &Query,
     v: &View,
@@ -73,7 +75,7 @@ pub(super) fn built(
     if eligible.len() > BUILD_MAX_NODES {
         return Vec::new();
     }
-    let d = |x: usize, y: usize| {
+    let near = |x: usize, y: usize| {
         let (a, b) = (eligible[x], eligible[y]);
         if meets_min_bandwidth(q, v, a, b) {
             est.rtt(v, a, b).0
@@ -81,8 +83,26 @@ pub(super) fn built(
             f64::INFINITY
         }
     };
-    candidates(shape, eligible.len(), d, MAX_STARTS)
-        .into_iter()
+    let mut sets = candidates(shape, eligible.len(), near, MAX_STARTS);
+    // With bytes to move, also by what a pair would take to all-reduce
+    // them: RTT alone calls a lossy or thin pair near (a lossy node next
+    // to the tightest site's others), and every set built around it
+    // would hold it.
+    let bytes = max_bytes(q, shape);
+    if bytes > 0 {
+        let fast = |x: usize, y: usize| {
+            let (a, b) = (eligible[x], eligible[y]);
+            let loss = [RingLink {
+                loss: (v.loss)(a, b),
+            }; 2];
+            (v.bandwidth)(a, b)
+                .filter(|_| meets_min_bandwidth(q, v, a, b))
+                .and_then(|bw| cost::ring(2, bytes, est.rtt(v, a, b).0, bw, &loss))
+                .map_or(f64::INFINITY, |p| p.total_ms)
+        };
+        sets.extend(candidates(shape, eligible.len(), fast, MAX_STARTS));
+    }
+    sets.into_iter()
         .map(|set| set.into_iter().map(|x| eligible[x]).collect::<Vec<_>>())
         .filter(|set| include.iter().all(|i| set.binary_search(i).is_ok()))
         .collect()

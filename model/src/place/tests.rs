@@ -908,3 +908,36 @@ fn shaped_requests_that_cannot_be_met_say_why() {
     let e = err(q);
     assert!(e.contains("500"), "{e}");
 }
+
+/// The near-lossy lab's miss (2026-12-04): by RTT alone dj-4 pairs
+/// tightly with a Daejeon node, so the sets built from the shape held it,
+/// while a set across three regions without it was predicted faster, and
+/// ran faster. The built candidates must weigh a pair's loss and
+/// bandwidth too.
+#[test]
+fn a_shaped_job_leaves_out_a_lossy_node_that_only_rtt_calls_near() {
+    let l = lossy_dj(0.06);
+    let q = shaped("tp=2:4MiB,dp=4:1MiB");
+    let got = run(&l, &q).unwrap();
+    assert!(!got.nodes.iter().any(|n| n == "dj-4"), "{:?}", got.ranks);
+    // No set is predicted faster than the chosen one: not the one the
+    // bench measured faster, nor every set of eight without dj-4's site
+    // partner.
+    let chosen = got.prediction.unwrap().total_ms;
+    let other = [
+        "dj-1", "dj-2", "gj-2", "gj-3", "se-1", "se-2", "se-3", "se-4",
+    ];
+    let forced = run(
+        &l,
+        &Query {
+            include: other.iter().map(|s| s.to_string()).collect(),
+            ..q.clone()
+        },
+    )
+    .unwrap();
+    let theirs = forced.prediction.unwrap().total_ms;
+    assert!(
+        chosen <= theirs * 1.05,
+        "chose {chosen:.1} ms, {other:?} {theirs:.1}"
+    );
+}
