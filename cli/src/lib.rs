@@ -5,6 +5,7 @@ mod credentials;
 mod matrix;
 mod nodes;
 mod place;
+pub mod ui;
 
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub enum Error {
     Credentials(String),
     #[error("cannot render YAML: {0}")]
     Yaml(String),
+    #[error("cannot serve the view: {0}")]
+    Listen(String),
 }
 
 /// netaware: look at the network as netaware measured it.
@@ -78,6 +81,18 @@ pub enum Command {
     /// Choose k nodes for a job: the smallest largest RTT between them, near
     /// ties broken by bottleneck bandwidth, then quality.
     Place(PlaceArgs),
+    /// Serve a view of the network for your browser on this machine: the
+    /// link matrix as a heatmap, pair and node figures, placements. It asks
+    /// the aggregator with your address and credentials, as `kubectl
+    /// proxy` does; prints the URL and runs until interrupted.
+    Ui(UiArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UiArgs {
+    /// Loopback address and port to serve on (port 0: any free one).
+    #[arg(long, default_value = ui::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -274,7 +289,7 @@ pub async fn connect(target: &Target) -> Result<Client, Error> {
 }
 
 /// The groups as JSON.
-fn groups_json(g: &ListGroupsResponse) -> Value {
+pub(crate) fn groups_json(g: &ListGroupsResponse) -> Value {
     Value::Array(
         g.groups
             .iter()
@@ -324,6 +339,24 @@ pub async fn execute(cli: &Cli) -> Result<String, Error> {
                 Output::Table => render_groups(&g),
                 Output::Json => format!("{:#}\n", groups_json(&g)),
             })
+        }
+        Command::Ui(args) => {
+            ui::check_listen(args.listen)?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .map_err(|e| Error::Listen(format!("cannot listen on {}: {e}", args.listen)))?;
+            let at = listener
+                .local_addr()
+                .map_err(|e| Error::Listen(e.to_string()))?;
+            netaware_common::print_stdout(&format!(
+                "netaware ui: http://{at}/ (asking {}; Ctrl-C to stop)\n",
+                target.url
+            ));
+            tokio::select! {
+                () = ui::serve(listener, target) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok(String::new())
         }
         Command::Place(args) => {
             let mut client = connect(&target).await?;

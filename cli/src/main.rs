@@ -12,7 +12,7 @@ async fn main() {
             std::process::exit(match e {
                 Error::Unreachable { .. } => EXIT_UNAVAILABLE,
                 Error::Status(_) | Error::Yaml(_) => 1,
-                Error::Credentials(_) => netaware_common::EXIT_USAGE,
+                Error::Credentials(_) | Error::Listen(_) => netaware_common::EXIT_USAGE,
             });
         }
     }

@@ -1,0 +1,365 @@
+//! `netaware ui`: the measured network for a browser, served on this
+//! machine only.
+//!
+//! Like `kubectl proxy`, the CLI serves the answers itself, on loopback,
+//! and asks the aggregator with the user's own address, CA and token: the
+//! aggregator opens no new port, and the token never reaches the browser.
+//! Every request is checked before anything is asked ([`route`]): GET
+//! only, a Host header that names this loopback address (a page of
+//! another site whose name resolves to 127.0.0.1 must not read the
+//! network's layout: DNS rebinding), known paths, a bounded query.
+//! The JSON answers are the CLI's own `-o json` renderings, so the page
+//! and scripts read one format.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::{ListGroupsRequest, PlaceRequest};
+use serde_json::{Value, json};
+
+use crate::matrix::{Selection, fetch_matrix, render_json};
+use crate::nodes::{fetch_nodes, nodes_json};
+use crate::place::place_json;
+use crate::{Error, Target, connect, groups_json};
+
+/// Where the view is served unless `--listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
+/// Longest query string accepted (a label selector and two numbers).
+const MAX_QUERY_BYTES: usize = 2_048;
+/// Most nodes a placement may ask for from the page.
+const MAX_PLACE_K: u32 = 100_000;
+/// Connections served at once: one person's browser opens a handful.
+const MAX_CONNECTIONS: usize = 32;
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The page, its script and its style, compiled in: no toolchain at build
+/// time, nothing fetched from elsewhere at run time.
+const PAGE: &str = include_str!("ui/index.html");
+const SCRIPT: &str = include_str!("ui/app.js");
+const STYLE: &str = include_str!("ui/app.css");
+/// The page may load only what this server serves, and nobody may frame it.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// What a checked request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The page itself, its script or its style.
+    Asset(Asset),
+    /// Nodes, groups and every link (UDP probes) in one answer.
+    View,
+    /// A placement of `k` nodes.
+    Place(PlaceQuery),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asset {
+    Page,
+    Script,
+    Style,
+}
+
+impl Asset {
+    fn body_and_type(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Page => (PAGE, "text/html; charset=utf-8"),
+            Self::Script => (SCRIPT, "text/javascript; charset=utf-8"),
+            Self::Style => (STYLE, "text/css; charset=utf-8"),
+        }
+    }
+}
+
+/// `/api/place`'s query: `k`, and optionally `selector` (kubectl -l
+/// syntax) and `bytes` (all-reduce size for the prediction, e.g. `8MiB`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceQuery {
+    pub k: u32,
+    pub selector: Option<String>,
+    pub bytes: Option<u64>,
+}
+
+/// A refused request: its status and what to tell the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub why: String,
+}
+
+fn refuse(status: StatusCode, why: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        why: why.into(),
+    }
+}
+
+/// Check a request against the address the view is served on, and say
+/// what it asks for.
+pub fn route<B>(req: &Request<B>, served: SocketAddr) -> Result<Route, Refusal> {
+    if req.method() != Method::GET {
+        return Err(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET: the view reads, it never changes anything",
+        ));
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !host_is_ours(host, served) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {host:?} is not this view's address: open http://{served}/ as `netaware ui` printed"
+            ),
+        ));
+    }
+    let query = req.uri().query().unwrap_or("");
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(refuse(
+            StatusCode::URI_TOO_LONG,
+            format!("query longer than {MAX_QUERY_BYTES} bytes"),
+        ));
+    }
+    match req.uri().path() {
+        "/" => Ok(Route::Asset(Asset::Page)),
+        "/app.js" => Ok(Route::Asset(Asset::Script)),
+        "/app.css" => Ok(Route::Asset(Asset::Style)),
+        "/api/view" => Ok(Route::View),
+        "/api/place" => parse_place(query).map(Route::Place),
+        other => Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("no {other}: the view is at /, its answers at /api/view and /api/place?k=N"),
+        )),
+    }
+}
+
+/// Whether `host` (a Host header) names the loopback address served on:
+/// its own IP and port, or `localhost` with the port.
+fn host_is_ours(host: &str, served: SocketAddr) -> bool {
+    let port = served.port();
+    let ip = match served.ip() {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    // Browsers leave the default port out.
+    let bare = port == 80 && (host == ip || host == "localhost");
+    bare || host == served.to_string() || host == format!("localhost:{port}")
+}
+
+fn parse_place(query: &str) -> Result<PlaceQuery, Refusal> {
+    let bad = |why: String| refuse(StatusCode::BAD_REQUEST, why);
+    let (mut k, mut selector, mut bytes) = (None, None, None);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "k" => {
+                let n: u32 = value
+                    .parse()
+                    .map_err(|_| bad(format!("k={value:?}: give a whole number of nodes")))?;
+                if !(1..=MAX_PLACE_K).contains(&n) {
+                    return Err(bad(format!("k={n}: between 1 and {MAX_PLACE_K}")));
+                }
+                k = Some(n);
+            }
+            "selector" if !value.is_empty() => selector = Some(value.into_owned()),
+            "selector" => {}
+            "bytes" if !value.is_empty() => {
+                let b = netaware_common::parse_bytes(&value)
+                    .map_err(|e| bad(format!("bytes={value:?}: {e}")))?;
+                bytes = Some(b);
+            }
+            "bytes" => {}
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {other:?}: /api/place takes k, selector and bytes"
+                )));
+            }
+        }
+    }
+    let k = k.ok_or_else(|| bad("k is missing: /api/place?k=4".into()))?;
+    Ok(PlaceQuery { k, selector, bytes })
+}
+
+/// The request `Place` gets for a page's query (with the explanation, as
+/// `netaware place --explain` asks).
+fn place_request(q: &PlaceQuery) -> PlaceRequest {
+    PlaceRequest {
+        k: q.k,
+        label_selector: q.selector.clone().unwrap_or_default(),
+        allreduce_bytes: q.bytes.unwrap_or(0),
+        explain: true,
+        ..PlaceRequest::default()
+    }
+}
+
+/// Nodes, groups and the UDP links, as `netaware nodes/groups/matrix -o
+/// json` print them.
+async fn view(target: &Target) -> Result<Value, Error> {
+    let nodes = fetch_nodes(target).await?;
+    let groups = connect(target)
+        .await?
+        .list_groups(ListGroupsRequest {})
+        .await?
+        .into_inner();
+    let matrix = fetch_matrix(target, ProbeMethod::StampUdp, &Selection::default()).await?;
+    Ok(json!({
+        "nodes": nodes_json(&nodes),
+        "groups": groups_json(&groups),
+        "matrix": render_json(&matrix),
+    }))
+}
+
+async fn place(target: &Target, q: &PlaceQuery) -> Result<Value, Error> {
+    let p = connect(target)
+        .await?
+        .place(place_request(q))
+        .await?
+        .into_inner();
+    Ok(place_json(&p, q.bytes))
+}
+
+/// The answer to a routed request: JSON, or the aggregator's error as a
+/// 502 the page shows (and retries: a restarting aggregator comes back).
+async fn answer(target: &Target, r: Route) -> Response<Full<Bytes>> {
+    let got = match &r {
+        Route::Asset(a) => return asset(*a),
+        Route::View => view(target).await,
+        Route::Place(q) => place(target, q).await,
+    };
+    match got {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(Error::Status(s)) => match refused_question(s.code()) {
+            // The aggregator answered, and refused the question: its
+            // message says what to change.
+            Some(status) => json_response(status, &json!({"error": s.message()})),
+            None => json_response(StatusCode::BAD_GATEWAY, &json!({"error": s.to_string()})),
+        },
+        Err(e) => json_response(StatusCode::BAD_GATEWAY, &json!({"error": e.to_string()})),
+    }
+}
+
+/// The HTTP status of a question the aggregator refused, `None` when it
+/// could not answer at all (the page then says it is down and retries).
+fn refused_question(code: tonic::Code) -> Option<StatusCode> {
+    use tonic::Code;
+    Some(match code {
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        _ => return None,
+    })
+}
+
+fn asset(a: Asset) -> Response<Full<Bytes>> {
+    let (body, ctype) = a.body_and_type();
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{v:#}\n"))));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // The network's layout is not for caches, nor for other origins'
+    // scripts to sniff as something else.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Respond to one request.
+pub async fn respond<B>(
+    target: &Target,
+    served: SocketAddr,
+    req: &Request<B>,
+) -> Response<Full<Bytes>> {
+    match route(req, served) {
+        Ok(r) => answer(target, r).await,
+        Err(no) => json_response(no.status, &json!({"error": no.why})),
+    }
+}
+
+/// Refuse an address off this machine: the view answers with the user's
+/// credentials, so anyone who can reach it reads what they may read.
+pub fn check_listen(addr: SocketAddr) -> Result<(), Error> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(Error::Listen(format!(
+            "{addr} is not a loopback address: the view answers with your credentials, so it \
+             is served on this machine only (give 127.0.0.1:PORT; to look from elsewhere, \
+             forward the port over ssh)"
+        )))
+    }
+}
+
+/// Serve the view on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, target: Target) {
+    let Ok(served) = listener.local_addr() else {
+        return;
+    };
+    let target = Arc::new(target);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: retrying at once would
+            // spin a core until the condition clears.
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes it.
+            continue;
+        };
+        let target = target.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let target = target.clone();
+                async move { Ok::<_, Infallible>(respond(&target, served, &req).await) }
+            });
+            // A client that never finishes its request headers is dropped.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,374 @@
+// netaware ui: the link matrix as a heatmap, read from the CLI's own
+// /api/view (nodes, groups, links: `netaware nodes/groups/matrix -o json`)
+// and /api/place. Plain SVG, no libraries: the page is served from the
+// binary and must work offline.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+// Viridis (matplotlib, CC0): perceptually uniform and readable with the
+// common colour-vision deficiencies. Brighter is worse for every metric.
+const PALETTE = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e",
+  "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"];
+const POLL_MS = 5000;
+// Above this many nodes, cells are l1 groups; a click zooms into two.
+const NODE_CELLS_UP_TO = 150;
+const CELL = 18;
+const LABEL = 90;
+const HISTORY = 60;
+
+const METRICS = {
+  rtt_p50: { name: "RTT p50", unit: "ms", log: true, worse: "higher",
+    of: (l) => l && l.smoothed.rtt_p50_us / 1000 },
+  rtt_p99: { name: "RTT p99", unit: "ms", log: true, worse: "higher",
+    of: (l) => l && l.smoothed.rtt_p99_us / 1000 },
+  jitter: { name: "jitter", unit: "ms", log: true, worse: "higher",
+    of: (l) => l && l.smoothed.jitter_us / 1000 },
+  loss: { name: "loss", unit: "%", log: false, worse: "higher",
+    of: (l) => l && l.smoothed.loss_ppm / 1e4 },
+  bandwidth: { name: "bandwidth", unit: "Mbit/s", log: true, worse: "lower",
+    of: (l, bw) => bw },
+};
+
+const state = {
+  view: null, // the latest /api/view answer
+  links: new Map(), // "src\u0000dst" -> link
+  bandwidth: new Map(), // "sender\u0000receiver" -> Mbit/s
+  history: new Map(), // "src\u0000dst" -> [rtt p50 ms, …] while the page is open
+  chosen: new Set(), // nodes of the shown placement
+  zoom: null, // [l1 group a, l1 group b] when zoomed in
+  failures: 0,
+};
+
+const $ = (id) => document.getElementById(id);
+const key = (a, b) => a + "\u0000" + b;
+const fmt = (v, unit) => v === undefined || v === null || Number.isNaN(v)
+  ? "not measured" : `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ${unit}`;
+
+function el(name, attrs, parent) {
+  const e = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+// Nodes in group order (l3, l2, l1, name), so blocks of near nodes show.
+function ordered(nodes) {
+  return nodes.filter((n) => n.name).slice().sort((a, b) =>
+    (a.group_l3 || "").localeCompare(b.group_l3 || "") ||
+    (a.group_l2 || "").localeCompare(b.group_l2 || "") ||
+    (a.group_l1 || "").localeCompare(b.group_l1 || "") ||
+    a.name.localeCompare(b.name));
+}
+
+function value(metric, src, dst) {
+  const m = METRICS[metric];
+  return m.of(state.links.get(key(src, dst)), state.bandwidth.get(key(src, dst)));
+}
+
+// Bucket (0 … PALETTE.length − 1) of a value between lo and hi, brighter
+// worse: the scale the legend draws.
+function scale(metric, values) {
+  const m = METRICS[metric];
+  const vs = values.filter((v) => v !== undefined && v !== null && Number.isFinite(v) && (!m.log || v > 0));
+  if (vs.length === 0) return { bucket: () => null, lo: 0, hi: 0, m };
+  let lo = Math.min(...vs), hi = Math.max(...vs);
+  if (hi === lo) hi = lo * 1.0001 + 1e-9;
+  const t = m.log ? (v) => (Math.log(v) - Math.log(lo)) / (Math.log(hi) - Math.log(lo))
+    : (v) => (v - lo) / (hi - lo);
+  const bucket = (v) => {
+    if (v === undefined || v === null || !Number.isFinite(v) || (m.log && v <= 0)) return null;
+    let f = Math.min(1, Math.max(0, t(v)));
+    if (m.worse === "lower") f = 1 - f;
+    return Math.min(PALETTE.length - 1, Math.floor(f * PALETTE.length));
+  };
+  return { bucket, lo, hi, m };
+}
+
+function median(vs) {
+  const s = vs.filter((v) => v !== undefined && v !== null && Number.isFinite(v)).sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)] : undefined;
+}
+
+// The rows and columns to draw: nodes, or l1 groups on a large cluster.
+function axes() {
+  const nodes = ordered(state.view.nodes);
+  if (state.zoom) {
+    const [a, b] = state.zoom;
+    const pick = (g) => nodes.filter((n) => n.group_l1 === g);
+    return { kind: "node", rows: pick(a), cols: pick(b) };
+  }
+  if (nodes.length <= NODE_CELLS_UP_TO) return { kind: "node", rows: nodes, cols: nodes };
+  const groups = [];
+  for (const n of nodes) {
+    const last = groups[groups.length - 1];
+    if (last && last.id === n.group_l1) last.members.push(n.name);
+    else groups.push({ id: n.group_l1, group_l2: n.group_l2, group_l3: n.group_l3, members: [n.name] });
+  }
+  return { kind: "group", rows: groups, cols: groups };
+}
+
+function draw() {
+  const svg = $("heatmap");
+  svg.replaceChildren();
+  if (!state.view) return;
+  const metric = $("metric").value;
+  const ax = axes();
+  const name = (x) => ax.kind === "node" ? x.name : x.id;
+  const cellValue = (r, c) => ax.kind === "node"
+    ? (r.name === c.name ? undefined : value(metric, r.name, c.name))
+    : median(r.members.flatMap((a) => c.members.filter((b) => a !== b).map((b) => value(metric, a, b))));
+  const values = [];
+  for (const r of ax.rows) for (const c of ax.cols) values.push(cellValue(r, c));
+  const sc = scale(metric, values);
+  svg.setAttribute("width", LABEL + ax.cols.length * CELL + 2);
+  svg.setAttribute("height", LABEL + ax.rows.length * CELL + 2);
+  svg.dataset.kind = ax.kind;
+  ax.cols.forEach((c, j) => {
+    const t = el("text", { x: LABEL + j * CELL + CELL / 2, y: LABEL - 4, class: "col label",
+      transform: `rotate(-60 ${LABEL + j * CELL + CELL / 2} ${LABEL - 4})`, "data-name": name(c) }, svg);
+    t.textContent = name(c);
+    if (ax.kind === "node" && state.chosen.has(c.name)) t.classList.add("chosen");
+  });
+  ax.rows.forEach((r, i) => {
+    const t = el("text", { x: LABEL - 4, y: LABEL + i * CELL + CELL * 0.7, class: "row label",
+      tabindex: 0, role: "rowheader", "data-name": name(r) }, svg);
+    t.textContent = name(r);
+    if (ax.kind === "node") {
+      if (state.chosen.has(r.name)) t.classList.add("chosen");
+      const show = () => showNode(r);
+      t.addEventListener("click", show);
+      t.addEventListener("keydown", (e) => { if (e.key === "Enter") show(); });
+    }
+    ax.cols.forEach((c, j) => {
+      const v = cellValue(r, c);
+      const b = sc.bucket(v);
+      const self = ax.kind === "node" && r.name === c.name;
+      const link = ax.kind === "node" ? state.links.get(key(r.name, c.name)) : null;
+      const cls = ["cell"];
+      if (self) cls.push("self");
+      else if (b === null) cls.push("unmeasured");
+      if (link && link.stale) cls.push("stale");
+      if (ax.kind === "node" && state.chosen.has(r.name) && state.chosen.has(c.name) && !self) cls.push("chosen");
+      const rect = el("rect", {
+        x: LABEL + j * CELL, y: LABEL + i * CELL, width: CELL - 1, height: CELL - 1,
+        class: cls.join(" "), fill: b === null ? "" : PALETTE[b], tabindex: self ? -1 : 0,
+        role: "gridcell", "data-src": name(r), "data-dst": name(c),
+        "data-bucket": b === null ? "" : b, "data-value": v === undefined ? "" : v,
+      }, svg);
+      const what = self ? `${name(r)} itself`
+        : `${name(r)} → ${name(c)}: ${sc.m.name} ${fmt(v, sc.m.unit)}${link && link.stale ? " (stale)" : ""}${ax.kind === "group" ? " (median of the groups' pairs)" : ""}`;
+      rect.setAttribute("aria-label", what);
+      el("title", {}, rect).textContent = what;
+      if (!self) {
+        const open = () => ax.kind === "node" ? showPair(r.name, c.name) : zoomInto(r.id, c.id);
+        rect.addEventListener("click", open);
+        rect.addEventListener("focus", () => { if (ax.kind === "node") showPair(r.name, c.name); });
+        rect.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+      }
+    });
+  });
+  drawBoundaries(svg, ax);
+  drawLegend(sc);
+}
+
+// Lines where the l1, l2 and l3 groups change along each axis.
+function drawBoundaries(svg, ax) {
+  for (const level of [1, 2, 3]) {
+    const g = (x) => ax.kind === "node" ? x["group_l" + level] : (level === 1 ? x.id : x["group_l" + level]);
+    const edges = (list) => list.map((x, i) => i > 0 && g(x) !== g(list[i - 1]) ? i : null).filter((i) => i !== null);
+    for (const i of edges(ax.rows)) {
+      el("line", { x1: LABEL, x2: LABEL + ax.cols.length * CELL, y1: LABEL + i * CELL - 0.5,
+        y2: LABEL + i * CELL - 0.5, class: `boundary l${level}`, "data-level": level,
+        "data-axis": "row", "data-index": i }, svg);
+    }
+    for (const j of edges(ax.cols)) {
+      el("line", { y1: LABEL, y2: LABEL + ax.rows.length * CELL, x1: LABEL + j * CELL - 0.5,
+        x2: LABEL + j * CELL - 0.5, class: `boundary l${level}`, "data-level": level,
+        "data-axis": "col", "data-index": j }, svg);
+    }
+  }
+}
+
+function drawLegend(sc) {
+  const lg = $("legend");
+  lg.replaceChildren();
+  if (sc.hi === 0 && sc.lo === 0) {
+    lg.textContent = `no ${sc.m.name} measured yet`;
+    return;
+  }
+  const row = document.createElement("div");
+  row.className = "swatches";
+  PALETTE.forEach((c, i) => {
+    const s = document.createElement("span");
+    s.style.background = c;
+    s.title = `bucket ${i}`;
+    row.appendChild(s);
+  });
+  const lo = sc.m.worse === "lower" ? sc.hi : sc.lo;
+  const hi = sc.m.worse === "lower" ? sc.lo : sc.hi;
+  const text = document.createElement("p");
+  text.textContent = `${sc.m.name}: ${fmt(lo, sc.m.unit)} … ${fmt(hi, sc.m.unit)}` +
+    ` (${sc.m.log ? "log scale, " : ""}brighter is worse; grey: not measured; dashed: stale)`;
+  lg.append(row, text);
+}
+
+function zoomInto(a, b) {
+  state.zoom = [a, b];
+  draw();
+  setStatus();
+}
+
+function linkText(src, dst) {
+  const l = state.links.get(key(src, dst));
+  const bw = state.bandwidth.get(key(src, dst));
+  const lines = [`${src} → ${dst}`];
+  if (!l) lines.push("  not measured");
+  else {
+    const s = l.smoothed, w = l.latest;
+    lines.push(`  smoothed: RTT p50 ${fmt(s.rtt_p50_us / 1000, "ms")}, p99 ${fmt(s.rtt_p99_us / 1000, "ms")}, ` +
+      `jitter ${fmt(s.jitter_us / 1000, "ms")}, loss ${fmt(s.loss_ppm / 1e4, "%")}${l.stale ? " (stale)" : ""}`);
+    lines.push(`  latest window (${l.method}): ${w.received} of ${w.sent} probes back, ` +
+      `RTT p50 ${fmt(w.rtt_p50_ns / 1e6, "ms")}, p99 ${fmt(w.rtt_p99_ns / 1e6, "ms")}, ` +
+      `ended ${new Date(w.window_end_unix_us / 1000).toLocaleTimeString()}`);
+  }
+  lines.push(`  bandwidth: ${bw === undefined ? "not tested" : fmt(bw, "Mbit/s")}`);
+  return lines.join("\n");
+}
+
+function sparkline(src, dst) {
+  const h = state.history.get(key(src, dst)) || [];
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", "sparkline");
+  svg.setAttribute("width", "240");
+  svg.setAttribute("height", "40");
+  svg.setAttribute("aria-label", `RTT p50 of ${src} → ${dst} while this page was open`);
+  if (h.length > 1) {
+    const lo = Math.min(...h), hi = Math.max(...h) || 1;
+    const y = (v) => 38 - (hi === lo ? 18 : ((v - lo) / (hi - lo)) * 36);
+    const pts = h.map((v, i) => `${(i / (HISTORY - 1)) * 238 + 1},${y(v)}`).join(" ");
+    el("polyline", { points: pts, class: "spark" }, svg);
+  }
+  return svg;
+}
+
+function showPair(a, b) {
+  const d = $("detail");
+  d.replaceChildren();
+  const h = document.createElement("h2");
+  h.textContent = `${a} ↔ ${b}`;
+  const pre = document.createElement("pre");
+  pre.id = "pair-figures";
+  pre.textContent = linkText(a, b) + "\n\n" + linkText(b, a);
+  const cap = document.createElement("p");
+  cap.textContent = "RTT p50 while this page is open, each direction:";
+  d.append(h, pre, cap, sparkline(a, b), sparkline(b, a));
+  d.dataset.pair = `${a} ${b}`;
+}
+
+function showNode(n) {
+  const d = $("detail");
+  d.replaceChildren();
+  const h = document.createElement("h2");
+  h.textContent = n.name;
+  const pre = document.createElement("pre");
+  pre.id = "node-figures";
+  pre.textContent = [
+    `groups: l1 ${n.group_l1 || "–"}, l2 ${n.group_l2 || "–"}, l3 ${n.group_l3 || "–"}`,
+    `quality: ${n.quality ?? "not scored yet"}${n.fresh ? "" : " (stale)"}`,
+    "figures behind the score (medians to its group's peers, worse direction):",
+    `  RTT p50 ${fmt(n.rtt_p50_us / 1000, "ms")}, p99 ${fmt(n.rtt_p99_us / 1000, "ms")}`,
+    `  jitter ${fmt(n.jitter_us / 1000, "ms")}, loss ${fmt(n.loss_ppm / 1e4, "%")}`,
+    `  bandwidth ${n.bandwidth_mbps ? fmt(n.bandwidth_mbps, "Mbit/s") : "not tested"}`,
+  ].join("\n");
+  d.append(h, pre);
+  d.dataset.node = n.name;
+}
+
+function setStatus(extra) {
+  const v = state.view;
+  const parts = [];
+  if (state.failures > 0) parts.push(`aggregator unreachable (${extra || "no answer"}): showing the last picture, retrying every ${POLL_MS / 1000} s`);
+  else if (v) parts.push(`live: ${v.nodes.length} nodes, ${v.matrix.links.length} links, updated ${new Date().toLocaleTimeString()}`);
+  if (state.zoom) parts.push(`zoomed into ${state.zoom[0]} × ${state.zoom[1]} (Escape: all groups)`);
+  $("status").textContent = parts.join(" · ");
+  $("status").dataset.state = state.failures > 0 ? "down" : "live";
+}
+
+async function fetchJson(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  const body = await r.json().catch(() => ({ error: `${r.status} ${r.statusText}` }));
+  if (!r.ok) throw new Error(body.error || `${r.status}`);
+  return body;
+}
+
+async function refresh() {
+  try {
+    const v = await fetchJson("/api/view");
+    state.view = v;
+    state.links = new Map(v.matrix.links.map((l) => [key(l.src, l.dst), l]));
+    state.bandwidth = new Map(v.matrix.bandwidth.map((b) => [key(b.sender, b.receiver), b.mbps]));
+    for (const l of v.matrix.links) {
+      const k = key(l.src, l.dst);
+      const h = state.history.get(k) || [];
+      h.push(l.smoothed.rtt_p50_us / 1000);
+      if (h.length > HISTORY) h.shift();
+      state.history.set(k, h);
+    }
+    state.failures = 0;
+    draw();
+    setStatus();
+    const pair = $("detail").dataset.pair;
+    if (pair) showPair(...pair.split(" "));
+  } catch (e) {
+    state.failures += 1;
+    setStatus(e.message);
+  }
+}
+
+async function place(ev) {
+  ev.preventDefault();
+  const q = new URLSearchParams({ k: $("k").value, selector: $("selector").value, bytes: $("bytes").value });
+  const out = $("placement");
+  out.hidden = false;
+  try {
+    const p = await fetchJson(`/api/place?${q}`);
+    state.chosen = new Set(p.nodes);
+    state.zoom = null;
+    draw();
+    const lines = [`chosen: ${p.nodes.join(" ")}`,
+      `largest RTT ${fmt(p.max_rtt_us / 1000, "ms")}, bottleneck ${p.bottleneck_bandwidth_mbps ? fmt(p.bottleneck_bandwidth_mbps, "Mbit/s") : "not measured"}`];
+    if (p.prediction) {
+      const x = p.prediction;
+      lines.push(`predicted all-reduce ${fmt(x.total_ms, "ms")} (latency ${fmt(x.latency_ms, "ms")}, bandwidth ${fmt(x.bandwidth_ms, "ms")}, loss ${fmt(x.loss_ms, "ms")})`);
+    }
+    if (p.runner_up) lines.push(`runner-up ${p.runner_up.nodes.join(" ")}: ${p.runner_up.why}`);
+    for (const e of p.exclusions) lines.push(`not ${e.node}: ${e.reason}`);
+    out.replaceChildren();
+    const pre = document.createElement("pre");
+    pre.textContent = lines.join("\n");
+    out.appendChild(pre);
+  } catch (e) {
+    state.chosen = new Set();
+    draw();
+    out.textContent = `cannot place: ${e.message}`;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("metric").addEventListener("change", draw);
+  $("place").addEventListener("submit", place);
+  $("clear").addEventListener("click", () => {
+    state.chosen = new Set();
+    $("placement").hidden = true;
+    draw();
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && state.zoom) {
+      state.zoom = null;
+      draw();
+      setStatus();
+    }
+  });
+  refresh();
+  setInterval(refresh, POLL_MS);
+});

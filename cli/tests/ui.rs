@@ -1,0 +1,186 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! `netaware ui` against a real aggregator query service on loopback: the
+//! binary prints its URL, serves the page and the JSON answers the page
+//! reads, and refuses what it must (another Host, an address off this
+//! machine). What the page draws is tested in a browser (tests/e2e).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command as Process, Stdio};
+
+mod common;
+use common::run;
+
+use netaware_aggregator::state::{self, Command, StateConfig};
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::{Hello, LinkWindow, ReportBatch};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_netaware");
+const NODES: [&str; 4] = ["east-1", "east-2", "west-1", "west-2"];
+
+fn rtt_us(a: &str, b: &str) -> u64 {
+    if a.split('-').next() == b.split('-').next() {
+        300
+    } else {
+        8_000
+    }
+}
+
+/// An aggregator whose four nodes measured each other: two regions.
+async fn cluster() -> String {
+    let state = state::spawn(StateConfig::default());
+    let mut sessions = Vec::new();
+    for node in NODES {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        std::mem::forget(rx); // keep the session's outbound queue open
+        let hello = Hello {
+            node_name: node.into(),
+            probe_addresses: vec!["192.0.2.1".into()],
+            capabilities: vec![ProbeMethod::StampUdp as i32],
+            protocol_version: netaware_proto::PROTOCOL_VERSION,
+            ..Default::default()
+        };
+        sessions.push((node, state.connect(hello, tx).await.unwrap()));
+    }
+    for (node, session) in sessions {
+        let windows: Vec<LinkWindow> = NODES
+            .iter()
+            .filter(|p| **p != node)
+            .map(|p| common::window(p, rtt_us(node, p) * 1000, rtt_us(node, p) * 1100, 100, 100))
+            .collect();
+        state
+            .send(Command::Reports {
+                session,
+                batch: ReportBatch {
+                    batch_seq: 1,
+                    windows,
+                    dropped_windows_total: 0,
+                },
+            })
+            .await
+            .unwrap();
+    }
+    state.recompute().await.unwrap();
+    common::serve(state).await
+}
+
+/// GET `path` from the view with this Host header: status and body.
+fn get(port: u16, path: &str, host: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_view_serves_the_page_and_the_answers_it_reads() {
+    let url = cluster().await;
+    let mut child = Killed(
+        Process::new(BIN)
+            .args(["ui", "--listen", "127.0.0.1:0", "--aggregator", &url])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "netaware ui: http://127.0.0.1:PORT/ (asking …; Ctrl-C to stop)"
+    let at = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    assert!(line.contains(&url), "says which aggregator it asks: {line}");
+    let port: u16 = at.rsplit(':').next().unwrap().parse().unwrap();
+    let fetch = move |path: &'static str, host: String| {
+        tokio::task::spawn_blocking(move || get(port, path, &host))
+    };
+
+    let (status, page) = fetch("/", at.clone()).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("<script src=\"/app.js\""), "{page}");
+
+    let (status, body) = fetch("/api/view", at.clone()).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, NODES);
+    let links = v["matrix"]["links"].as_array().unwrap();
+    assert_eq!(links.len(), 12, "every ordered pair");
+    let across = links
+        .iter()
+        .find(|l| l["src"] == "east-1" && l["dst"] == "west-2")
+        .unwrap();
+    assert_eq!(across["smoothed"]["rtt_p50_us"].as_f64().unwrap(), 8_000.0);
+    let l1: Vec<&Value> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["level"] == 1)
+        .collect();
+    assert_eq!(l1.len(), 2, "east and west: {l1:?}");
+
+    let (status, body) = fetch("/api/place?k=2", at.clone()).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let p: Value = serde_json::from_str(&body).unwrap();
+    let chosen: Vec<&str> = p["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(chosen.len(), 2);
+    assert_eq!(
+        chosen[0].split('-').next(),
+        chosen[1].split('-').next(),
+        "one region: {chosen:?}"
+    );
+
+    // The aggregator's refusal of a question is the user's to fix: 400.
+    let (status, body) = fetch("/api/place?k=9", at.clone()).await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = fetch("/api/view", format!("rebound.example:{port}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not this view's address"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_off_this_machine_is_refused() {
+    let out = run(&[
+        "ui",
+        "--listen",
+        "0.0.0.0:0",
+        "--aggregator",
+        "http://127.0.0.1:1",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(netaware_common::EXIT_USAGE));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a loopback address"), "{err}");
+}
