@@ -1,10 +1,12 @@
 //! `netaware nodes` and `netaware groups`: every node's groups, quality and
 //! figures (what its labels carry), and the nested groups.
 
-use netaware_proto::v1::{GetNodeRequest, GetNodeResponse, ListGroupsRequest, ListGroupsResponse};
+use netaware_proto::v1::{
+    GetNodeRequest, GetNodeResponse, Group, ListGroupsRequest, ListGroupsResponse,
+};
 use serde_json::{Value, json};
 
-use crate::{Error, Target, connect};
+use crate::{Client, Error, Target, connect};
 
 /// Every known node with its published facts (nodes not computed yet are skipped).
 pub async fn fetch_nodes(target: &Target) -> Result<Vec<GetNodeResponse>, Error> {
@@ -16,10 +18,19 @@ pub async fn fetch_nodes(target: &Target) -> Result<Vec<GetNodeResponse>, Error>
         Err(s) if s.code() == tonic::Code::Unavailable => return Ok(Vec::new()),
         Err(s) => return Err(s.into()),
     };
+    nodes_of(&mut client, &groups).await
+}
+
+/// The published facts of every member of the level-1 `groups`, asked on
+/// `client`.
+pub async fn nodes_of(
+    client: &mut Client,
+    groups: &[Group],
+) -> Result<Vec<GetNodeResponse>, Error> {
     let names: std::collections::BTreeSet<String> = groups
-        .into_iter()
+        .iter()
         .filter(|g| g.level == 1)
-        .flat_map(|g| g.members)
+        .flat_map(|g| g.members.iter().cloned())
         .collect();
     let mut out = Vec::new();
     for node_name in names {

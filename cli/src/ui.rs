@@ -11,22 +11,19 @@
 //! The JSON answers are the CLI's own `-o json` renderings, so the page
 //! and scripts read one format.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::{ListGroupsRequest, PlaceRequest};
 use serde_json::{Value, json};
 
 use crate::matrix::{Selection, fetch_matrix, render_json};
-use crate::nodes::{fetch_nodes, nodes_json};
+use crate::nodes::{nodes_json, nodes_of};
 use crate::place::place_json;
 use crate::{Error, Target, connect, groups_json};
 
@@ -38,10 +35,6 @@ const MAX_QUERY_BYTES: usize = 2_048;
 const MAX_PLACE_K: u32 = 100_000;
 /// Connections served at once: one person's browser opens a handful.
 const MAX_CONNECTIONS: usize = 32;
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed accept before the next one.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The page, its script and its style, compiled in: no toolchain at build
 /// time, nothing fetched from elsewhere at run time.
@@ -206,12 +199,9 @@ fn place_request(q: &PlaceQuery) -> PlaceRequest {
 /// Nodes, groups and the UDP links, as `netaware nodes/groups/matrix -o
 /// json` print them.
 async fn view(target: &Target) -> Result<Value, Error> {
-    let nodes = fetch_nodes(target).await?;
-    let groups = connect(target)
-        .await?
-        .list_groups(ListGroupsRequest {})
-        .await?
-        .into_inner();
+    let mut client = connect(target).await?;
+    let groups = client.list_groups(ListGroupsRequest {}).await?.into_inner();
+    let nodes = nodes_of(&mut client, &groups.groups).await?;
     let matrix = fetch_matrix(target, ProbeMethod::StampUdp, &Selection::default()).await?;
     Ok(json!({
         "nodes": nodes_json(&nodes),
@@ -326,39 +316,18 @@ pub fn check_listen(addr: SocketAddr) -> Result<(), Error> {
     }
 }
 
-/// Serve the view on `listener` until the task is dropped.
+/// Serve the view on `listener` until the task is dropped (as the
+/// binaries serve their metrics: bounded connections, header timeout).
 pub async fn serve(listener: tokio::net::TcpListener, target: Target) {
     let Ok(served) = listener.local_addr() else {
         return;
     };
     let target = Arc::new(target);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of file descriptors and the like: retrying at once would
-            // spin a core until the condition clears.
-            tokio::time::sleep(ACCEPT_BACKOFF).await;
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Dropping the stream closes it.
-            continue;
-        };
+    netaware_common::observe::serve_http(listener, MAX_CONNECTIONS, move |req| {
         let target = target.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let target = target.clone();
-                async move { Ok::<_, Infallible>(respond(&target, served, &req).await) }
-            });
-            // A client that never finishes its request headers is dropped.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { respond(&target, served, &req).await }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -205,13 +205,37 @@ pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Connections served at once: a scraper or two and the kubelet's probes
-/// need a handful; past this a new connection is closed at once, so idle
-/// clients cannot hold file descriptors and tasks without bound.
+/// need a handful ([`serve_http`] closes any past it).
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// Serve the three paths on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, ready: Readiness) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    serve_http(listener, MAX_CONNECTIONS, move |req| {
+        let accept = req
+            .headers()
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let r = respond(req.uri().path(), accept, &registry, &ready, Instant::now());
+        std::future::ready(r)
+    })
+    .await;
+}
+
+/// Accept HTTP/1 connections on `listener` until the task is dropped and
+/// answer every request with `answer`: at most `max_connections` at once
+/// (past that a new connection is closed at once, so idle clients cannot
+/// hold file descriptors and tasks without bound), and a client that
+/// never finishes its request headers is dropped.
+pub async fn serve_http<F, Fut>(
+    listener: tokio::net::TcpListener,
+    max_connections: usize,
+    answer: F,
+) where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors and the like: retrying at once would
@@ -223,19 +247,13 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, r
             // Dropping the stream closes it.
             continue;
         };
-        let (registry, ready) = (registry.clone(), ready.clone());
+        let answer = answer.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let accept = req
-                    .headers()
-                    .get(hyper::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let r = respond(req.uri().path(), accept, &registry, &ready, Instant::now());
-                async move { Ok::<_, Infallible>(r) }
+            let service = hyper::service::service_fn(move |req| {
+                let r = answer(req);
+                async move { Ok::<_, Infallible>(r.await) }
             });
-            // A client that never finishes its request headers is dropped.
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
