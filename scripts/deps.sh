@@ -9,8 +9,9 @@ LAB_PACKAGES=(iproute2 util-linux procps)
 # The tests, beyond the lab: ping and iperf3 (the lab compares against
 # them), Open MPI with mpi4py (the all-reduce benchmark), promtool (checks
 # /metrics), Python with venv (Helm's engine renders the chart),
-# ca-certificates (scripts/k8s.sh fetches Go and modules over HTTPS).
-TEST_PACKAGES=(iputils-ping iperf3 openmpi-bin python3-mpi4py prometheus python3 python3-venv ca-certificates)
+# ca-certificates (scripts/k8s.sh fetches Go and modules over HTTPS),
+# Chromium with chromedriver (the browser test of `netaware ui`).
+TEST_PACKAGES=(iputils-ping iperf3 openmpi-bin python3-mpi4py prometheus python3 python3-venv ca-certificates chromium chromium-driver)
 # The container images: musl-gcc (ring's C code for the static musl
 # target), ca-certificates (the bundle the images ship), coreutils' chroot
 # (runs each entrypoint from its unpacked layer).

@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod k8s;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 

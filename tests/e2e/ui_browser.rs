@@ -1,0 +1,416 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! `netaware ui` in a real browser: Debian's Chromium, headless, driven by
+//! chromedriver (WebDriver), loads the page the CLI serves for an
+//! aggregator fed with known windows, and checks what a person would look
+//! at: one cell per pair, the colour of a known slow pair, the group
+//! boundaries `netaware groups` gives, a click's figures, Place's
+//! highlight, and the page saying so when the aggregator goes away and
+//! comes back. It saves a screenshot (its path is printed).
+//!
+//! Needs `chromium` and `chromedriver` (Debian's chromium and
+//! chromium-driver, which `./test.sh` installs as root): SKIPPED without
+//! them, a failure in CI.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netaware_aggregator::service::Services;
+use netaware_aggregator::state::{self, Command as StateCommand, StateConfig, StateHandle};
+use netaware_e2e::webdriver::Browser;
+use netaware_e2e::{Killed, binary, free_port};
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::query_service_server::QueryServiceServer;
+use netaware_proto::v1::{Hello, LinkWindow, ReportBatch};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Three sites of three nodes.
+const NODES: [&str; 9] = [
+    "a-1", "a-2", "a-3", "b-1", "b-2", "b-3", "c-1", "c-2", "c-3",
+];
+/// The viridis buckets the page colours with (app.js PALETTE).
+const BUCKETS: f64 = 10.0;
+
+/// RTT p50 in µs between two nodes: 0.3 ms inside a site, 8 ms between a
+/// and b, 40 ms to and from c (the slow site).
+fn rtt_us(a: &str, b: &str) -> u64 {
+    let (sa, sb) = (&a[..1], &b[..1]);
+    if sa == sb {
+        300
+    } else if sa == "c" || sb == "c" {
+        40_000
+    } else {
+        8_000
+    }
+}
+
+/// The bucket the page's legend promises for an RTT: log scale from the
+/// smallest to the largest RTT shown, brighter is worse.
+fn expected_bucket(rtt: f64, lo: f64, hi: f64) -> u64 {
+    let f = (rtt.ln() - lo.ln()) / (hi.ln() - lo.ln());
+    ((f * BUCKETS).floor() as u64).min(BUCKETS as u64 - 1)
+}
+
+fn window(peer: &str, rtt_ns: u64) -> LinkWindow {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    // Ended a minute ago: fresh, and well inside the aggregator's clock
+    // bounds.
+    let end = u64::try_from(now.as_micros()).unwrap() - 60_000_000;
+    LinkWindow {
+        peer: peer.into(),
+        method: ProbeMethod::StampUdp as i32,
+        window_start_unix_us: end - 10_000_000,
+        window_end_unix_us: end,
+        sent: 100,
+        received: 100,
+        rtt_min_ns: rtt_ns,
+        rtt_mean_ns: rtt_ns,
+        rtt_p50_ns: rtt_ns,
+        rtt_p90_ns: rtt_ns * 11 / 10,
+        rtt_p99_ns: rtt_ns * 11 / 10,
+        rtt_max_ns: rtt_ns * 11 / 10,
+        ..Default::default()
+    }
+}
+
+/// An aggregator state whose nine nodes measured each other.
+async fn measured_cluster() -> StateHandle {
+    let state = state::spawn(StateConfig::default());
+    let mut sessions = Vec::new();
+    for node in NODES {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        std::mem::forget(rx); // keep the session's outbound queue open
+        let hello = Hello {
+            node_name: node.into(),
+            probe_addresses: vec!["192.0.2.1".into()],
+            capabilities: vec![ProbeMethod::StampUdp as i32],
+            protocol_version: netaware_proto::PROTOCOL_VERSION,
+            ..Default::default()
+        };
+        sessions.push((node, state.connect(hello, tx).await.unwrap()));
+    }
+    for (node, session) in sessions {
+        let windows = NODES
+            .iter()
+            .filter(|p| **p != node)
+            .map(|p| window(p, rtt_us(node, p) * 1000))
+            .collect();
+        let batch = ReportBatch {
+            batch_seq: 1,
+            windows,
+            dropped_windows_total: 0,
+        };
+        state
+            .send(StateCommand::Reports { session, batch })
+            .await
+            .unwrap();
+    }
+    state.recompute().await.unwrap();
+    state
+}
+
+/// The query API on `addr` until the returned sender is dropped or fires.
+async fn serve_query(state: StateHandle, addr: SocketAddr) -> oneshot::Sender<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(QueryServiceServer::new(Services::new(state)))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            }),
+    );
+    stop
+}
+
+/// A program on PATH, or `None`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Chromium and chromedriver, or `None` after a loud SKIPPED (outside CI).
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    match (on_path("chromium"), on_path("chromedriver")) {
+        (Some(c), Some(d)) => Some((c, d)),
+        _ if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "SKIPPED: the browser test needs Debian's chromium and chromium-driver \
+                 (./test.sh installs them as root; CI does)"
+            );
+            None
+        }
+        _ => panic!("chromium or chromedriver is missing in CI: scripts/deps.sh installs them"),
+    }
+}
+
+/// `netaware ui` for `aggregator`; its URL.
+fn start_ui(aggregator: &str) -> (Killed, String) {
+    let mut child = Killed(
+        Command::new(binary("netaware"))
+            .args(["ui", "--listen", "127.0.0.1:0", "--aggregator", aggregator])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+/// Evaluate `js` (a function body that returns a value) in the page.
+async fn eval(c: &Browser, js: &str) -> Value {
+    c.execute(js).await
+}
+
+/// Wait until `js` returns true, or fail saying `what`.
+async fn until(c: &Browser, js: &str, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        if eval(c, js).await == Value::Bool(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `netaware groups -o json`: each level's group of every node.
+fn groups_by_level(aggregator: &str) -> BTreeMap<u64, BTreeMap<String, String>> {
+    let out = Command::new(binary("netaware"))
+        .args(["groups", "-o", "json", "--aggregator", aggregator])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let groups: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut by_level: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
+    for g in groups.as_array().unwrap() {
+        let level = g["level"].as_u64().unwrap();
+        for m in g["members"].as_array().unwrap() {
+            by_level
+                .entry(level)
+                .or_default()
+                .insert(m.as_str().unwrap().into(), g["id"].as_str().unwrap().into());
+        }
+    }
+    by_level
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_draws_the_measured_network_and_places_a_job() {
+    let Some((chromium, driver)) = browser() else {
+        return;
+    };
+    let state = measured_cluster().await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut stop = Some(serve_query(state.clone(), addr).await);
+    let aggregator = format!("http://{addr}");
+    let (_ui, url) = start_ui(&aggregator);
+    let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ui-browser-profile-{}", std::process::id()));
+    let c = Browser::start(&chromium, &driver, &profile).await;
+
+    c.goto(&url).await;
+    until(
+        &c,
+        "return document.querySelectorAll('#heatmap rect.cell').length > 0",
+        Duration::from_secs(15),
+        "the heatmap was never drawn",
+    )
+    .await;
+
+    // One cell per ordered pair (and a blank diagonal), each pair once.
+    let cells = eval(
+        &c,
+        "return [...document.querySelectorAll('#heatmap rect.cell')].map(r => \
+         [r.dataset.src, r.dataset.dst, r.dataset.bucket, r.classList.contains('self')])",
+    )
+    .await;
+    let cells = cells.as_array().unwrap();
+    assert_eq!(cells.len(), NODES.len() * NODES.len());
+    let mut buckets = BTreeMap::new();
+    for cell in cells {
+        let (src, dst) = (cell[0].as_str().unwrap(), cell[1].as_str().unwrap());
+        assert_eq!(cell[3].as_bool().unwrap(), src == dst, "{cell}");
+        if src != dst {
+            let b: u64 = cell[2].as_str().unwrap().parse().unwrap();
+            assert!(
+                buckets
+                    .insert((src.to_string(), dst.to_string()), b)
+                    .is_none(),
+                "two cells for {src} → {dst}"
+            );
+        }
+    }
+    assert_eq!(buckets.len(), NODES.len() * (NODES.len() - 1));
+    // The known slow pair is the brightest; a middling pair sits where the
+    // log scale of the legend puts it; a pair inside a site is darkest.
+    let (lo, hi) = (300.0, 40_000.0);
+    for (src, dst) in [("a-1", "c-2"), ("b-3", "a-2"), ("c-1", "c-3")] {
+        let want = expected_bucket(rtt_us(src, dst) as f64, lo, hi);
+        assert_eq!(
+            buckets[&(src.to_string(), dst.to_string())],
+            want,
+            "{src} → {dst} ({} µs)",
+            rtt_us(src, dst)
+        );
+    }
+    assert_eq!(buckets[&("a-1".into(), "c-2".into())], 9);
+    let legend = eval(&c, "return document.getElementById('legend').textContent").await;
+    assert!(
+        legend.as_str().unwrap().contains("0.30 ms … 40.0 ms"),
+        "the legend gives the scale in real units: {legend}"
+    );
+
+    // Group boundaries where `netaware groups` says a group changes, and
+    // every group one block.
+    let rows: Vec<String> = serde_json::from_value(
+        eval(
+            &c,
+            "return [...document.querySelectorAll('#heatmap text.row')].map(t => t.dataset.name)",
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), NODES.len());
+    let by_level = groups_by_level(&aggregator);
+    assert!(by_level.contains_key(&1), "no l1 groups: {by_level:?}");
+    let l1_count: std::collections::BTreeSet<&String> = by_level[&1].values().collect();
+    assert_eq!(l1_count.len(), 3, "three sites: {by_level:?}");
+    for (level, group_of) in &by_level {
+        let want: Vec<u64> = (1..rows.len())
+            .filter(|&i| group_of[&rows[i]] != group_of[&rows[i - 1]])
+            .map(|i| i as u64)
+            .collect();
+        let drawn: Vec<u64> = serde_json::from_value(
+            eval(
+                &c,
+                &format!(
+                    "return [...document.querySelectorAll('#heatmap line.boundary.l{level}[data-axis=row]')]\
+                     .map(l => Number(l.dataset.index)).sort((a, b) => a - b)"
+                ),
+            )
+            .await,
+        )
+        .unwrap();
+        assert_eq!(drawn, want, "l{level} boundaries for rows {rows:?}");
+        let blocks = 1 + want.len();
+        let distinct: std::collections::BTreeSet<&String> = group_of.values().collect();
+        assert_eq!(blocks, distinct.len(), "l{level}: a group split in two");
+    }
+
+    // A click on the slow pair shows both directions' figures.
+    let cell = c
+        .find("#heatmap rect.cell[data-src='a-1'][data-dst='c-2']")
+        .await;
+    c.click(&cell).await;
+    let figures = c.text(&c.find("#pair-figures").await).await;
+    assert!(figures.contains("a-1 → c-2"), "{figures}");
+    assert!(figures.contains("c-2 → a-1"), "{figures}");
+    assert!(figures.contains("RTT p50 40.0 ms"), "{figures}");
+    assert!(figures.contains("100 of 100 probes back"), "{figures}");
+
+    // Place 3: three nodes highlighted, the ones `Place` chose, with the
+    // explanation.
+    let k = c.find("#k").await;
+    c.clear(&k).await;
+    c.type_text(&k, "3").await;
+    c.click(&c.find("#place button[type=submit]").await).await;
+    until(
+        &c,
+        "return document.querySelector('#placement pre')?.textContent.startsWith('chosen:') === true",
+        Duration::from_secs(10),
+        "Place never answered on the page",
+    )
+    .await;
+    let chosen: Vec<String> = serde_json::from_value(
+        eval(
+            &c,
+            "return [...document.querySelectorAll('#heatmap text.row.chosen')].map(t => t.dataset.name)",
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(chosen.len(), 3, "{chosen:?}");
+    let site = &chosen[0][..1];
+    assert!(
+        chosen.iter().all(|n| &n[..1] == site),
+        "one site: {chosen:?}"
+    );
+    let chosen_cells = eval(
+        &c,
+        "return document.querySelectorAll('#heatmap rect.cell.chosen').length",
+    )
+    .await;
+    assert_eq!(chosen_cells, json!(6), "the pairs among the chosen");
+    let explained = eval(
+        &c,
+        "return document.querySelector('#placement pre').textContent",
+    )
+    .await;
+    let explained = explained.as_str().unwrap();
+    assert!(
+        explained.contains("largest RTT 0.30 ms"),
+        "the explanation: {explained}"
+    );
+    assert!(
+        explained.contains("not ") && explained.contains("runner-up"),
+        "why others were left out: {explained}"
+    );
+
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-browser.png");
+    let png = c.screenshot().await;
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot"
+    );
+    std::fs::write(&shot, &png).unwrap();
+    eprintln!("screenshot: {}", shot.display());
+
+    // The aggregator goes away: the page says so and keeps the picture;
+    // it comes back (same address): the page is live again by itself.
+    drop(stop.take());
+    until(
+        &c,
+        "return document.getElementById('status').dataset.state === 'down'",
+        Duration::from_secs(20),
+        "the page never said the aggregator is unreachable",
+    )
+    .await;
+    let kept = eval(
+        &c,
+        "return document.querySelectorAll('#heatmap rect.cell').length",
+    )
+    .await;
+    assert_eq!(
+        kept,
+        json!(NODES.len() * NODES.len()),
+        "the last picture stays"
+    );
+    let _restarted = serve_query(state, addr).await;
+    until(
+        &c,
+        "return document.getElementById('status').dataset.state === 'live'",
+        Duration::from_secs(20),
+        "the page never came back after the aggregator did",
+    )
+    .await;
+
+    c.close().await;
+    let _ = std::fs::remove_dir_all(&profile);
+}
