@@ -112,6 +112,16 @@ impl AgentMetrics {
             max_peers,
             peers: Arc::new(Mutex::new(PeerSet::default())),
         };
+        // Both roles and outcomes start at 0, so a dashboard's rate()
+        // reads 0 before the first test, not "no data".
+        for role in ["sender", "receiver"] {
+            for outcome in ["ok", "failed"] {
+                let _ = m.bandwidth_tests.get_or_create(&TestLabels {
+                    role: role.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
         let mut r = Registry::default();
         r.register(
             "netaware_probe_rtt_seconds",

@@ -141,6 +141,42 @@ pub enum Denied {
 }
 
 impl Denied {
+    /// Every `reason` label, so the metrics can start each series at 0 (a
+    /// dashboard's rate() then reads 0, not "no data"). A new variant goes
+    /// here too.
+    pub fn reasons() -> [&'static str; 12] {
+        let none = String::new;
+        [
+            Self::NoToken,
+            Self::Malformed,
+            Self::Rejected(none()),
+            Self::WrongAudience,
+            Self::WrongServiceAccount {
+                user: none(),
+                expected: none(),
+            },
+            Self::NotPodBound,
+            Self::PodLookup(none()),
+            Self::NodeMismatch {
+                token: none(),
+                hello: none(),
+            },
+            Self::Unavailable(none()),
+            Self::Forbidden {
+                user: none(),
+                verb: "",
+                what: "",
+            },
+            Self::UnknownNode(none()),
+            Self::ForeignAddresses {
+                node: none(),
+                given: Vec::new(),
+                own: Vec::new(),
+            },
+        ]
+        .map(|d| d.reason())
+    }
+
     /// The `reason` label of `netaware_agent_sessions_refused_total`.
     pub fn reason(&self) -> &'static str {
         match self {

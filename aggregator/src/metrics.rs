@@ -132,6 +132,26 @@ impl Metrics {
             auth: AuthMetrics::default(),
             leader: Gauge::default(),
         };
+        // Every series of a closed set of labels starts at 0, so a
+        // dashboard's rate() reads 0 before the first event, not "no data".
+        for kind in ["hello", "window", "bandwidth_result"] {
+            let _ = m
+                .state
+                .refused
+                .get_or_create(&RefusedLabels { kind: kind.into() });
+        }
+        for outcome in ["ok", "failed", "expired"] {
+            let _ = m.state.bandwidth_tests.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
+        }
+        for reason in crate::auth::Denied::reasons() {
+            let labels = ReasonLabels {
+                reason: reason.into(),
+            };
+            let _ = m.auth.refused.get_or_create(&labels);
+            let _ = m.auth.queries_refused.get_or_create(&labels);
+        }
         let mut registry = Registry::default();
         // Counter names get `_total` appended in the exposition.
         registry.register(
@@ -243,5 +263,22 @@ mod tests {
             "{text}"
         );
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn every_closed_label_set_starts_at_zero() {
+        let (_, registry) = Metrics::new();
+        let text = netaware_common::observe::encode(&registry);
+        for series in [
+            r#"netaware_refused_total{kind="bandwidth_result"} 0"#,
+            r#"netaware_bandwidth_tests_total{outcome="expired"} 0"#,
+            r#"netaware_agent_sessions_refused_total{reason="foreign_address"} 0"#,
+            r#"netaware_queries_refused_total{reason="forbidden"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        let reasons = crate::auth::Denied::reasons();
+        let distinct: std::collections::BTreeSet<_> = reasons.iter().collect();
+        assert_eq!(distinct.len(), reasons.len(), "{reasons:?}");
     }
 }

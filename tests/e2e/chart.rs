@@ -43,6 +43,15 @@ struct Endpoint {
     port: String,
     path: String,
     interval: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relabelings: Option<Vec<Relabeling>>,
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Relabeling {
+    source_labels: Vec<String>,
+    target_label: String,
 }
 
 /// Drop nulls and empty objects, so only meaningful content is compared.
@@ -226,6 +235,26 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                     let names: Vec<&str> = ports.iter().filter_map(|p| p.name.as_deref()).collect();
                     assert_eq!(names, ["agents", "query", "metrics"]);
                 }
+                "ConfigMap" if obj["metadata"]["name"] == "netaware-dashboard" => {
+                    // Grafana's sidecar loads it: its label, and the
+                    // dashboard file as it is in the chart.
+                    let cm: ConfigMap = round_trip(obj, &what);
+                    assert_eq!(case, "all-on", "off by default: {what}");
+                    let labels = cm.metadata.labels.unwrap();
+                    assert_eq!(labels["grafana_dashboard"], "1", "{what}");
+                    assert_eq!(
+                        cm.metadata.annotations.unwrap()["grafana_folder"],
+                        "Network"
+                    );
+                    let data = cm.data.unwrap();
+                    let file =
+                        netaware_e2e::repo_root().join("charts/netaware/dashboards/netaware.json");
+                    let want: Value =
+                        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+                    let got: Value = serde_json::from_str(&data["netaware.json"])
+                        .unwrap_or_else(|e| panic!("{what}: the dashboard is not JSON: {e}"));
+                    assert_eq!(got, want, "{what}");
+                }
                 "ConfigMap" => {
                     let cm: ConfigMap = round_trip(obj, &what);
                     let data = cm.data.unwrap();
@@ -369,6 +398,13 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
                         ("metrics", "/metrics")
                     );
                     assert_eq!(m.metadata.labels.unwrap()["release"], "prometheus");
+                    // The agents' series carry their node (the dashboard's
+                    // `node`).
+                    let node_label = eps[0].relabelings.iter().flatten().any(|r| {
+                        r.source_labels == ["__meta_kubernetes_pod_node_name"]
+                            && r.target_label == "node"
+                    });
+                    assert_eq!(node_label, kind == "PodMonitor", "{what}");
                 }
                 "ValidatingAdmissionPolicy" => {
                     let p: ValidatingAdmissionPolicy = round_trip(obj, &what);
@@ -410,6 +446,7 @@ fn the_chart_renders_valid_objects_for_default_and_all_on_values() {
         ];
         if case == "all-on" {
             want.extend([
+                "ConfigMap",
                 "NetworkPolicy",
                 "PodDisruptionBudget",
                 "PodMonitor",

@@ -1,12 +1,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Both binaries serve `/metrics`, `/healthz` and `/readyz`; their metrics
-//! pass `promtool check metrics` (CI installs Debian's `prometheus`).
+//! pass `promtool check metrics` (CI installs Debian's `prometheus`), and
+//! the chart's Grafana dashboard queries only metrics they export.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use netaware_e2e::{Killed, binary, free_port, http_get, sigterm, spawn_aggregator};
+use serde_json::Value;
 
 /// `GET path` on 127.0.0.1:port: (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -136,6 +140,96 @@ fn both_binaries_serve_valid_metrics_and_health() {
     assert!(n.contains("netaware_probe_rtt_seconds_bucket{"), "{n}");
     assert!(n.contains("netaware_aggregator_sessions_total 1"), "{n}");
     promtool(&n, "agent");
+    dashboard_queries_exported(&[&a, &n]);
+}
+
+/// The sample names a `/metrics` text can have, from its `# TYPE` lines
+/// (a family with no series yet still declares itself).
+fn exported_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        match kind {
+            "counter" => {
+                names.insert(format!("{}_total", name.trim_end_matches("_total")));
+            }
+            "histogram" => {
+                for suffix in ["bucket", "count", "sum"] {
+                    names.insert(format!("{name}_{suffix}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Every PromQL text of a Grafana dashboard: panel targets and variable
+/// queries.
+fn queries(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("expr" | "definition", Value::String(q)) => out.push(q.clone()),
+                    _ => queries(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| queries(x, out)),
+        _ => {}
+    }
+}
+
+/// The `netaware_*` metric names a query reads.
+fn metric_names(query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = query;
+    while let Some(at) = rest.find("netaware_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The chart's Grafana dashboard queries only metrics the binaries export:
+/// a renamed metric fails here, not as an empty panel in someone's Grafana.
+fn dashboard_queries_exported(metrics: &[&str]) {
+    let exported: BTreeSet<String> = metrics.iter().flat_map(|t| exported_names(t)).collect();
+    let file = netaware_e2e::repo_root().join("charts/netaware/dashboards/netaware.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap())
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", file.display()));
+    let mut all = Vec::new();
+    queries(&dashboard, &mut all);
+    assert!(all.len() >= 10, "the dashboard's queries: {all:?}");
+    let mut read = 0;
+    for q in &all {
+        let names = metric_names(q);
+        assert!(
+            !names.is_empty(),
+            "a query that reads no netaware metric: {q}"
+        );
+        for name in names {
+            assert!(
+                exported.contains(&name),
+                "the dashboard queries {name}, which neither binary exports ({q}); exported: {exported:?}"
+            );
+            read += 1;
+        }
+    }
+    assert!(read >= all.len());
 }
 
 #[test]
