@@ -13,24 +13,28 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use netaware_proto::ProbeMethod;
-use netaware_proto::v1::{ListGroupsRequest, PlaceRequest};
+use netaware_proto::v1::{GetNodeRequest, PlaceRequest};
 use serde_json::{Value, json};
 
-use crate::matrix::{Selection, fetch_matrix, render_json};
-use crate::nodes::{nodes_json, nodes_of};
+use crate::nodes::nodes_json;
 use crate::place::place_json;
-use crate::{Error, Target, connect, groups_json};
+use crate::{Error, Target, connect};
+
+mod view;
+use view::{Answer, ViewCache};
 
 /// Where the view is served unless `--listen` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
 /// Longest query string accepted (a label selector and two numbers).
 const MAX_QUERY_BYTES: usize = 2_048;
+/// Longest node name or group id a query may give (a DNS subdomain).
+const MAX_NAME_BYTES: usize = 253;
 /// Most nodes a placement may ask for from the page.
 const MAX_PLACE_K: u32 = 100_000;
 /// Connections served at once: one person's browser opens a handful.
@@ -50,8 +54,13 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 pub enum Route {
     /// The page itself, its script or its style.
     Asset(Asset),
-    /// Nodes, groups and every link (UDP probes) in one answer.
+    /// Nodes, groups, l1 × l1 cells and (on up to 150 nodes) every link
+    /// (UDP probes) in one answer.
     View,
+    /// The links between the members of two l1 groups: a zoom.
+    Pairs { a: String, b: String },
+    /// One node's labels, quality and the figures behind it.
+    Node(String),
     /// A placement of `k` nodes.
     Place(PlaceQuery),
 }
@@ -130,10 +139,19 @@ pub fn route<B>(req: &Request<B>, served: SocketAddr) -> Result<Route, Refusal> 
         "/app.js" => Ok(Route::Asset(Asset::Script)),
         "/app.css" => Ok(Route::Asset(Asset::Style)),
         "/api/view" => Ok(Route::View),
+        "/api/pairs" => {
+            let a = one_name(query, "a")?;
+            let b = one_name(query, "b")?;
+            Ok(Route::Pairs { a, b })
+        }
+        "/api/node" => one_name(query, "name").map(Route::Node),
         "/api/place" => parse_place(query).map(Route::Place),
         other => Err(refuse(
             StatusCode::NOT_FOUND,
-            format!("no {other}: the view is at /, its answers at /api/view and /api/place?k=N"),
+            format!(
+                "no {other}: the view is at /, its answers at /api/view, /api/pairs?a=G&b=H, \
+                 /api/node?name=N and /api/place?k=N"
+            ),
         )),
     }
 }
@@ -149,6 +167,27 @@ fn host_is_ours(host: &str, served: SocketAddr) -> bool {
     // Browsers leave the default port out.
     let bare = port == 80 && (host == ip || host == "localhost");
     bare || host == served.to_string() || host == format!("localhost:{port}")
+}
+
+/// The value of `key` in `query`: given once, not empty, a name's length.
+fn one_name(query: &str, key: &str) -> Result<String, Refusal> {
+    let bad = |why: String| refuse(StatusCode::BAD_REQUEST, why);
+    let mut found = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k != key {
+            continue;
+        }
+        if found.is_some() {
+            return Err(bad(format!("{key} given twice: give it once")));
+        }
+        if v.is_empty() || v.len() > MAX_NAME_BYTES || v.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "{key}={v:?}: a node name or group id of 1 to {MAX_NAME_BYTES} characters"
+            )));
+        }
+        found = Some(v.into_owned());
+    }
+    found.ok_or_else(|| bad(format!("{key} is missing")))
 }
 
 fn parse_place(query: &str) -> Result<PlaceQuery, Refusal> {
@@ -196,18 +235,16 @@ fn place_request(q: &PlaceQuery) -> PlaceRequest {
     }
 }
 
-/// Nodes, groups and the UDP links, as `netaware nodes/groups/matrix -o
-/// json` print them.
-async fn view(target: &Target) -> Result<Value, Error> {
-    let mut client = connect(target).await?;
-    let groups = client.list_groups(ListGroupsRequest {}).await?.into_inner();
-    let nodes = nodes_of(&mut client, &groups.groups).await?;
-    let matrix = fetch_matrix(target, ProbeMethod::StampUdp, &Selection::default()).await?;
-    Ok(json!({
-        "nodes": nodes_json(&nodes),
-        "groups": groups_json(&groups),
-        "matrix": render_json(&matrix),
-    }))
+/// One node as `netaware nodes -o json` prints it.
+async fn node(target: &Target, name: &str) -> Result<Value, Error> {
+    let n = connect(target)
+        .await?
+        .get_node(GetNodeRequest {
+            node_name: name.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(nodes_json(&[n])[0].clone())
 }
 
 async fn place(target: &Target, q: &PlaceQuery) -> Result<Value, Error> {
@@ -219,23 +256,34 @@ async fn place(target: &Target, q: &PlaceQuery) -> Result<Value, Error> {
     Ok(place_json(&p, q.bytes))
 }
 
-/// The answer to a routed request: JSON, or the aggregator's error as a
-/// 502 the page shows (and retries: a restarting aggregator comes back).
-async fn answer(target: &Target, r: Route) -> Response<Full<Bytes>> {
-    let got = match &r {
+/// The answer to a routed request: the page's parts, the kept view, or
+/// what the aggregator said.
+async fn answer(target: &Target, view: &ViewCache, r: Route) -> Response<Full<Bytes>> {
+    let (status, v) = match &r {
         Route::Asset(a) => return asset(*a),
-        Route::View => view(target).await,
-        Route::Place(q) => place(target, q).await,
+        Route::View => {
+            let kept = view.get(Instant::now()).await;
+            return json_response(kept.0, &kept.1);
+        }
+        Route::Pairs { a, b } => as_answer(view::pairs(target, a, b).await),
+        Route::Node(name) => as_answer(node(target, name).await),
+        Route::Place(q) => as_answer(place(target, q).await),
     };
+    json_response(status, &v)
+}
+
+/// JSON, or the aggregator's error as a 502 the page shows (and retries:
+/// a restarting aggregator comes back).
+fn as_answer(got: Result<Value, Error>) -> Answer {
     match got {
-        Ok(v) => json_response(StatusCode::OK, &v),
+        Ok(v) => (StatusCode::OK, v),
         Err(Error::Status(s)) => match refused_question(s.code()) {
             // The aggregator answered, and refused the question: its
             // message says what to change.
-            Some(status) => json_response(status, &json!({"error": s.message()})),
-            None => json_response(StatusCode::BAD_GATEWAY, &json!({"error": s.to_string()})),
+            Some(status) => (status, json!({"error": s.message()})),
+            None => (StatusCode::BAD_GATEWAY, json!({"error": s.to_string()})),
         },
-        Err(e) => json_response(StatusCode::BAD_GATEWAY, &json!({"error": e.to_string()})),
+        Err(e) => (StatusCode::BAD_GATEWAY, json!({"error": e.to_string()})),
     }
 }
 
@@ -291,13 +339,14 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
 }
 
 /// Respond to one request.
-pub async fn respond<B>(
+async fn respond<B>(
     target: &Target,
+    view: &ViewCache,
     served: SocketAddr,
     req: &Request<B>,
 ) -> Response<Full<Bytes>> {
     match route(req, served) {
-        Ok(r) => answer(target, r).await,
+        Ok(r) => answer(target, view, r).await,
         Err(no) => json_response(no.status, &json!({"error": no.why})),
     }
 }
@@ -323,9 +372,12 @@ pub async fn serve(listener: tokio::net::TcpListener, target: Target) {
         return;
     };
     let target = Arc::new(target);
+    let view = ViewCache::new(target.clone());
+    // Ask at once: the page opens on an answer already there.
+    view.refresh();
     netaware_common::observe::serve_http(listener, MAX_CONNECTIONS, move |req| {
-        let target = target.clone();
-        async move { respond(&target, served, &req).await }
+        let (target, view) = (target.clone(), view.clone());
+        async move { respond(&target, &view, served, &req).await }
     })
     .await;
 }

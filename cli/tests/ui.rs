@@ -114,6 +114,9 @@ async fn the_view_serves_the_page_and_the_answers_it_reads() {
     let fetch = move |path: &'static str, host: String| {
         tokio::task::spawn_blocking(move || get(port, path, &host))
     };
+    let fetch_owned = move |path: String, host: String| {
+        tokio::task::spawn_blocking(move || get(port, &path, &host))
+    };
 
     let (status, page) = fetch("/", at.clone()).await.unwrap();
     assert_eq!(status, 200);
@@ -143,6 +146,52 @@ async fn the_view_serves_the_page_and_the_answers_it_reads() {
         .filter(|g| g["level"] == 1)
         .collect();
     assert_eq!(l1.len(), 2, "east and west: {l1:?}");
+    assert_eq!(v["kind"], "nodes", "four nodes are drawn pair by pair");
+    // l1 × l1 cells: the median and largest RTT of each group pair.
+    let group_of = |n: &str| {
+        l1.iter()
+            .find(|g| g["members"].as_array().unwrap().iter().any(|m| m == n))
+            .map(|g| g["id"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let (east, west) = (group_of("east-1"), group_of("west-1"));
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 4, "{cells:?}");
+    let cell = cells
+        .iter()
+        .find(|c| c["src"] == east.as_str() && c["dst"] == west.as_str())
+        .unwrap();
+    assert_eq!(cell["pairs"], 4);
+    assert_eq!(cell["measured"], 4);
+    assert_eq!(cell["rtt_p50_us"]["median"], 8_000.0);
+
+    // A zoom into two groups: the links among their members.
+    let (status, body) = fetch_owned(format!("/api/pairs?a={east}&b={west}"), at.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let z: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(z["links"].as_array().unwrap().len(), 12);
+    let (status, body) = fetch("/api/pairs?a=nowhere&b=west", at.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "{body}");
+    let e: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no l1 group \"nowhere\""),
+        "{body}"
+    );
+
+    // A node's figures, asked when the page shows them.
+    let (status, body) = fetch("/api/node?name=west-2", at.clone()).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let n: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(n["name"], "west-2");
+    assert_eq!(n["group_l1"], west.as_str());
+    assert_eq!(n["rtt_p50_us"], 300.0, "the median to its group's peers");
 
     let (status, body) = fetch("/api/place?k=2", at.clone()).await.unwrap();
     assert_eq!(status, 200, "{body}");

@@ -23,8 +23,9 @@ use netaware_aggregator::state::{self, Command as StateCommand, StateConfig, Sta
 use netaware_e2e::webdriver::Browser;
 use netaware_e2e::{Killed, binary, free_port};
 use netaware_proto::ProbeMethod;
+use netaware_proto::v1::aggregator_message::Msg as AggMsg;
 use netaware_proto::v1::query_service_server::QueryServiceServer;
-use netaware_proto::v1::{Hello, LinkWindow, ReportBatch};
+use netaware_proto::v1::{AggregatorMessage, Hello, LinkWindow, ReportBatch};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -80,27 +81,53 @@ fn window(peer: &str, rtt_ns: u64) -> LinkWindow {
     }
 }
 
-/// An aggregator state whose nine nodes measured each other.
-async fn measured_cluster() -> StateHandle {
+/// An aggregator state whose `nodes` measured each other as their probe
+/// plans say (every peer up to 64 nodes, a bounded set past that): the
+/// RTT in µs that `rtt` gives, no window where it gives `None`.
+async fn measured_cluster(
+    nodes: &[String],
+    rtt: impl Fn(&str, &str) -> Option<u64>,
+) -> StateHandle {
     let state = state::spawn(StateConfig::default());
     let mut sessions = Vec::new();
-    for node in NODES {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        std::mem::forget(rx); // keep the session's outbound queue open
+    for node in nodes {
+        // Room for every plan the joins bring; drained below.
+        let (tx, rx) = tokio::sync::mpsc::channel(4 * nodes.len());
         let hello = Hello {
-            node_name: node.into(),
+            node_name: node.clone(),
             probe_addresses: vec!["192.0.2.1".into()],
             capabilities: vec![ProbeMethod::StampUdp as i32],
             protocol_version: netaware_proto::PROTOCOL_VERSION,
             ..Default::default()
         };
-        sessions.push((node, state.connect(hello, tx).await.unwrap()));
+        sessions.push((node, state.connect(hello, tx).await.unwrap(), rx));
     }
-    for (node, session) in sessions {
-        let windows = NODES
+    // Every join changes the others' plans: let the last ones arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (node, session, mut rx) in sessions {
+        // The latest plan: whom this node probes (the last to join may
+        // still be waiting for its first).
+        let mut peers = Vec::new();
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(m) => m,
+                Err(_) if !peers.is_empty() => break,
+                Err(_) => tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| panic!("{node} got no probe plan")),
+            };
+            if let Ok(AggregatorMessage {
+                msg: Some(AggMsg::Plan(plan)),
+            }) = msg
+            {
+                peers = plan.peers.into_iter().map(|p| p.node_name).collect();
+            }
+        }
+        let windows = peers
             .iter()
-            .filter(|p| **p != node)
-            .map(|p| window(p, rtt_us(node, p) * 1000))
+            .filter_map(|p| rtt(node, p).map(|us| window(p, us * 1000)))
             .collect();
         let batch = ReportBatch {
             batch_seq: 1,
@@ -111,6 +138,8 @@ async fn measured_cluster() -> StateHandle {
             .send(StateCommand::Reports { session, batch })
             .await
             .unwrap();
+        // Keep the session's queue open (a closed one ends the session).
+        std::mem::forget(rx);
     }
     state.recompute().await.unwrap();
     state
@@ -190,6 +219,14 @@ async fn until(c: &Browser, js: &str, within: Duration, what: &str) {
     }
 }
 
+/// A browser, or `None` after SKIPPED; and where its profile goes.
+async fn browser_session(test: &str) -> Option<(Browser, PathBuf)> {
+    let (chromium, driver) = browser()?;
+    let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{test}-profile-{}", std::process::id()));
+    Some((Browser::start(&chromium, &driver, &profile).await, profile))
+}
+
 /// `netaware groups -o json`: each level's group of every node.
 fn groups_by_level(aggregator: &str) -> BTreeMap<u64, BTreeMap<String, String>> {
     let out = Command::new(binary("netaware"))
@@ -213,18 +250,19 @@ fn groups_by_level(aggregator: &str) -> BTreeMap<u64, BTreeMap<String, String>> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_page_draws_the_measured_network_and_places_a_job() {
-    let Some((chromium, driver)) = browser() else {
+    let Some((c, profile)) = browser_session("ui-browser").await else {
         return;
     };
-    let state = measured_cluster().await;
+    let names: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
+    // One pair was never measured (a sparse probe plan leaves most out).
+    let state = measured_cluster(&names, |a, b| {
+        (!(a == "b-1" && b == "c-3")).then(|| rtt_us(a, b))
+    })
+    .await;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut stop = Some(serve_query(state.clone(), addr).await);
     let aggregator = format!("http://{addr}");
     let (_ui, url) = start_ui(&aggregator);
-    let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("ui-browser-profile-{}", std::process::id()));
-    let c = Browser::start(&chromium, &driver, &profile).await;
-
     c.goto(&url).await;
     until(
         &c,
@@ -271,6 +309,23 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
         );
     }
     assert_eq!(buckets[&("a-1".into(), "c-2".into())], 9);
+    // The unmeasured pair: drawn apart, as the slowest measured between
+    // its groups (b → c: 40 ms), as Place estimates it.
+    let estimated = eval(
+        &c,
+        "return [...document.querySelectorAll('#heatmap rect.cell.estimated')].map(r => \
+         [r.dataset.src, r.dataset.dst, r.dataset.bucket, r.getAttribute('aria-label')])",
+    )
+    .await;
+    let estimated = estimated.as_array().unwrap();
+    assert_eq!(estimated.len(), 1, "{estimated:?}");
+    assert_eq!(estimated[0][0], "b-1");
+    assert_eq!(estimated[0][1], "c-3");
+    assert_eq!(estimated[0][2], "9");
+    assert!(
+        estimated[0][3].as_str().unwrap().contains("estimated"),
+        "{estimated:?}"
+    );
     let legend = eval(&c, "return document.getElementById('legend').textContent").await;
     assert!(
         legend.as_str().unwrap().contains("0.30 ms … 40.0 ms"),
@@ -324,6 +379,24 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
     assert!(figures.contains("c-2 → a-1"), "{figures}");
     assert!(figures.contains("RTT p50 40.0 ms"), "{figures}");
     assert!(figures.contains("100 of 100 probes back"), "{figures}");
+
+    // A click on a node's name shows its groups and the figures behind
+    // its quality, asked then.
+    c.click(&c.find("#heatmap text.row[data-name='b-2']").await)
+        .await;
+    until(
+        &c,
+        "return document.getElementById('node-figures') !== null",
+        Duration::from_secs(10),
+        "the node's figures never came",
+    )
+    .await;
+    let node = c.text(&c.find("#node-figures").await).await;
+    assert!(
+        node.contains(&format!("l1 {}", by_level[&1]["b-2"])),
+        "{node}"
+    );
+    assert!(node.contains("RTT p50 0.30 ms"), "{node}");
 
     // Place 3: three nodes highlighted, the ones `Place` chose, with the
     // explanation.
@@ -408,6 +481,147 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
         "return document.getElementById('status').dataset.state === 'live'",
         Duration::from_secs(20),
         "the page never came back after the aggregator did",
+    )
+    .await;
+
+    c.close().await;
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// 160 nodes in 8 racks of 20, two regions of four racks: 0.2 ms inside a
+/// rack, 1.5 ms between racks of a region, 30 ms between regions. Past 64
+/// nodes the probe plans leave most pairs between racks unmeasured.
+fn rack_of(n: &str) -> usize {
+    n[1..n.find('-').unwrap()].parse().unwrap()
+}
+
+fn rack_rtt_us(a: &str, b: &str) -> Option<u64> {
+    let (ra, rb) = (rack_of(a), rack_of(b));
+    Some(if ra == rb {
+        200
+    } else if ra / 4 == rb / 4 {
+        1_500
+    } else {
+        30_000
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_cluster_is_drawn_by_groups_and_zooms_into_two() {
+    let Some((c, profile)) = browser_session("ui-browser-large").await else {
+        return;
+    };
+    let names: Vec<String> = (0..8)
+        .flat_map(|r| (0..20).map(move |i| format!("r{r}-n{i:02}")))
+        .collect();
+    let state = measured_cluster(&names, rack_rtt_us).await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _serving = serve_query(state, addr).await;
+    let aggregator = format!("http://{addr}");
+    let l1 = groups_by_level(&aggregator).remove(&1).unwrap();
+    let racks: std::collections::BTreeSet<&String> = l1.values().collect();
+    assert_eq!(racks.len(), 8, "one l1 group a rack: {l1:?}");
+    let (_ui, url) = start_ui(&aggregator);
+
+    let opened = Instant::now();
+    c.goto(&url).await;
+    until(
+        &c,
+        "return document.querySelectorAll('#heatmap rect.cell').length > 0",
+        Duration::from_secs(15),
+        "the heatmap was never drawn",
+    )
+    .await;
+    eprintln!("160 nodes drawn {:?} after opening", opened.elapsed());
+    let kind = eval(&c, "return document.getElementById('heatmap').dataset.kind").await;
+    assert_eq!(kind, "group", "past 150 nodes a cell is a pair of groups");
+    let cells = eval(
+        &c,
+        "return document.querySelectorAll('#heatmap rect.cell').length",
+    )
+    .await;
+    assert_eq!(cells, json!(64), "8 × 8 racks");
+
+    // Rack 0 → a rack only some of whose 400 pairs with it are measured
+    // (the most such), as `netaware matrix` shows.
+    let out = Command::new(binary("netaware"))
+        .args(["matrix", "-o", "json", "--aggregator", &aggregator])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let matrix: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g0 = &l1["r0-n00"];
+    let mut from_rack0: BTreeMap<&String, usize> = BTreeMap::new();
+    for l in matrix["links"].as_array().unwrap() {
+        let (src, dst) = (l["src"].as_str().unwrap(), l["dst"].as_str().unwrap());
+        if l1[src] == *g0 && l1[dst] != *g0 {
+            *from_rack0.entry(&l1[dst]).or_default() += 1;
+        }
+    }
+    let (g4, measured) = from_rack0
+        .iter()
+        .filter(|(_, n)| **n < 400)
+        .max_by_key(|(_, n)| **n)
+        .map(|(g, n)| (*g, *n))
+        .unwrap_or_else(|| panic!("no rack partly measured from rack 0: {from_rack0:?}"));
+    let other = l1.iter().find(|(_, g)| *g == g4).unwrap().0;
+    let want_rtt = rack_rtt_us("r0-n00", other).unwrap() as f64 / 1000.0;
+    let css = format!("#heatmap rect.cell[data-src='{g0}'][data-dst='{g4}']");
+    let label = eval(
+        &c,
+        &format!("return document.querySelector(\"{css}\").getAttribute('aria-label')"),
+    )
+    .await;
+    let label = label.as_str().unwrap();
+    let want_rtt = if want_rtt < 10.0 {
+        format!("RTT p50 {want_rtt:.2} ms")
+    } else {
+        format!("RTT p50 {want_rtt:.1} ms")
+    };
+    assert!(label.contains(&want_rtt), "{label}");
+    assert!(
+        label.contains(&format!("median of {measured} measured of 400 pairs")),
+        "{label}"
+    );
+
+    // A click zooms into the two racks: their nodes, the measured pairs
+    // drawn as measured, the rest estimated from the groups.
+    c.click(&c.find(&css).await).await;
+    until(
+        &c,
+        "return document.getElementById('heatmap').dataset.kind === 'node'",
+        Duration::from_secs(10),
+        "the click never zoomed in",
+    )
+    .await;
+    let counts = eval(
+        &c,
+        "const q = (s) => document.querySelectorAll(s).length; \
+         return [q('#heatmap rect.cell'), q('#heatmap rect.cell.estimated'), q('#heatmap rect.cell.unmeasured')]",
+    )
+    .await;
+    assert_eq!(
+        counts,
+        json!([400, 400 - measured, 0]),
+        "cells, estimated, grey"
+    );
+    let rows: Vec<String> = serde_json::from_value(
+        eval(
+            &c,
+            "return [...document.querySelectorAll('#heatmap text.row')].map(t => t.dataset.name)",
+        )
+        .await,
+    )
+    .unwrap();
+    assert!(rows.iter().all(|n| l1[n] == *g0), "{rows:?}");
+    // Escape goes back to all groups.
+    c.execute("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'})); return true")
+        .await;
+    until(
+        &c,
+        "return document.getElementById('heatmap').dataset.kind === 'group'",
+        Duration::from_secs(5),
+        "Escape never went back to the groups",
     )
     .await;
 

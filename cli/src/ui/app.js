@@ -1,7 +1,8 @@
 // netaware ui: the link matrix as a heatmap, read from the CLI's own
-// /api/view (nodes, groups, links: `netaware nodes/groups/matrix -o json`)
-// and /api/place. Plain SVG, no libraries: the page is served from the
-// binary and must work offline.
+// /api/view (nodes with their groups, l1 × l1 cells and, up to 150 nodes,
+// every link as `netaware matrix -o json` prints it), /api/pairs (a zoom
+// into two groups), /api/node and /api/place. Plain SVG, no libraries:
+// the page is served from the binary and must work offline.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -16,22 +17,32 @@ const CELL = 18;
 const LABEL = 90;
 const HISTORY = 60;
 
+// Each metric of a link (`of`), and of an l1 × l1 cell (`cell`: the
+// median of its measured pairs, or the largest, "max", which is what an
+// unmeasured pair between the two groups is taken to be, as Place does).
+const scaled = (field, by) => (c, which) => {
+  const v = c && c[field] && c[field][which];
+  return v === null || v === undefined ? undefined : v / by;
+};
 const METRICS = {
   rtt_p50: { name: "RTT p50", unit: "ms", log: true, worse: "higher",
-    of: (l) => l && l.smoothed.rtt_p50_us / 1000 },
+    of: (l) => l && l.smoothed.rtt_p50_us / 1000, cell: scaled("rtt_p50_us", 1000) },
   rtt_p99: { name: "RTT p99", unit: "ms", log: true, worse: "higher",
-    of: (l) => l && l.smoothed.rtt_p99_us / 1000 },
+    of: (l) => l && l.smoothed.rtt_p99_us / 1000, cell: scaled("rtt_p99_us", 1000) },
   jitter: { name: "jitter", unit: "ms", log: true, worse: "higher",
-    of: (l) => l && l.smoothed.jitter_us / 1000 },
+    of: (l) => l && l.smoothed.jitter_us / 1000, cell: scaled("jitter_us", 1000) },
   loss: { name: "loss", unit: "%", log: false, worse: "higher",
-    of: (l) => l && l.smoothed.loss_ppm / 1e4 },
+    of: (l) => l && l.smoothed.loss_ppm / 1e4, cell: scaled("loss_ppm", 1e4) },
+  // Bandwidth is never estimated: an untested pair stays grey.
   bandwidth: { name: "bandwidth", unit: "Mbit/s", log: true, worse: "lower",
-    of: (l, bw) => bw },
+    of: (l, bw) => bw, cell: (c, which) => which === "max" ? undefined : scaled("bandwidth_mbps", 1)(c, which) },
 };
 
 const state = {
   view: null, // the latest /api/view answer
-  links: new Map(), // "src\u0000dst" -> link
+  cells: new Map(), // "l1 group\u0000l1 group" -> cell
+  groupOf: new Map(), // node -> its l1 group
+  links: new Map(), // "src\u0000dst" -> link (every link, or a zoom's)
   bandwidth: new Map(), // "sender\u0000receiver" -> Mbit/s
   history: new Map(), // "src\u0000dst" -> [rtt p50 ms, …] while the page is open
   chosen: new Set(), // nodes of the shown placement
@@ -65,6 +76,15 @@ function value(metric, src, dst) {
   return m.of(state.links.get(key(src, dst)), state.bandwidth.get(key(src, dst)));
 }
 
+// An unmeasured pair's figure from its groups (sparse probe plans past 64
+// nodes measure a few pairs per group pair): the largest measured between
+// the two l1 groups, on the slow side as Place estimates.
+function estimate(metric, src, dst) {
+  const a = state.groupOf.get(src), b = state.groupOf.get(dst);
+  if (!a || !b) return undefined;
+  return METRICS[metric].cell(state.cells.get(key(a, b)), "max");
+}
+
 // Bucket (0 … PALETTE.length − 1) of a value between lo and hi, brighter
 // worse: the scale the legend draws.
 function scale(metric, values) {
@@ -84,11 +104,6 @@ function scale(metric, values) {
   return { bucket, lo, hi, m };
 }
 
-function median(vs) {
-  const s = vs.filter((v) => v !== undefined && v !== null && Number.isFinite(v)).sort((a, b) => a - b);
-  return s.length ? s[Math.floor(s.length / 2)] : undefined;
-}
-
 // The rows and columns to draw: nodes, or l1 groups on a large cluster.
 function axes() {
   const nodes = ordered(state.view.nodes);
@@ -97,7 +112,9 @@ function axes() {
     const pick = (g) => nodes.filter((n) => n.group_l1 === g);
     return { kind: "node", rows: pick(a), cols: pick(b) };
   }
-  if (nodes.length <= NODE_CELLS_UP_TO) return { kind: "node", rows: nodes, cols: nodes };
+  if (state.view.kind !== "groups" && nodes.length <= NODE_CELLS_UP_TO) {
+    return { kind: "node", rows: nodes, cols: nodes };
+  }
   const groups = [];
   for (const n of nodes) {
     const last = groups[groups.length - 1];
@@ -114,11 +131,17 @@ function draw() {
   const metric = $("metric").value;
   const ax = axes();
   const name = (x) => ax.kind === "node" ? x.name : x.id;
-  const cellValue = (r, c) => ax.kind === "node"
-    ? (r.name === c.name ? undefined : value(metric, r.name, c.name))
-    : median(r.members.flatMap((a) => c.members.filter((b) => a !== b).map((b) => value(metric, a, b))));
+  // [value, estimated?] of a cell: a pair measured, a pair estimated from
+  // its groups, or a group pair's median.
+  const cellValue = (r, c) => {
+    if (ax.kind === "group") return [METRICS[metric].cell(state.cells.get(key(r.id, c.id)), "median"), false];
+    if (r.name === c.name) return [undefined, false];
+    if (state.links.has(key(r.name, c.name)) || metric === "bandwidth") return [value(metric, r.name, c.name), false];
+    const e = estimate(metric, r.name, c.name);
+    return [e, e !== undefined];
+  };
   const values = [];
-  for (const r of ax.rows) for (const c of ax.cols) values.push(cellValue(r, c));
+  for (const r of ax.rows) for (const c of ax.cols) values.push(cellValue(r, c)[0]);
   const sc = scale(metric, values);
   svg.setAttribute("width", LABEL + ax.cols.length * CELL + 2);
   svg.setAttribute("height", LABEL + ax.rows.length * CELL + 2);
@@ -140,13 +163,14 @@ function draw() {
       t.addEventListener("keydown", (e) => { if (e.key === "Enter") show(); });
     }
     ax.cols.forEach((c, j) => {
-      const v = cellValue(r, c);
+      const [v, estimated] = cellValue(r, c);
       const b = sc.bucket(v);
       const self = ax.kind === "node" && r.name === c.name;
       const link = ax.kind === "node" ? state.links.get(key(r.name, c.name)) : null;
       const cls = ["cell"];
       if (self) cls.push("self");
       else if (b === null) cls.push("unmeasured");
+      else if (estimated) cls.push("estimated");
       if (link && link.stale) cls.push("stale");
       if (ax.kind === "node" && state.chosen.has(r.name) && state.chosen.has(c.name) && !self) cls.push("chosen");
       const rect = el("rect", {
@@ -155,8 +179,11 @@ function draw() {
         role: "gridcell", "data-src": name(r), "data-dst": name(c),
         "data-bucket": b === null ? "" : b, "data-value": v === undefined ? "" : v,
       }, svg);
+      const groupCell = ax.kind === "group" ? state.cells.get(key(r.id, c.id)) : null;
       const what = self ? `${name(r)} itself`
-        : `${name(r)} → ${name(c)}: ${sc.m.name} ${fmt(v, sc.m.unit)}${link && link.stale ? " (stale)" : ""}${ax.kind === "group" ? " (median of the groups' pairs)" : ""}`;
+        : `${name(r)} → ${name(c)}: ${sc.m.name} ${fmt(v, sc.m.unit)}${link && link.stale ? " (stale)" : ""}` +
+          (estimated ? " (not measured: estimated from the groups, as Place does)" : "") +
+          (ax.kind === "group" ? ` (median of ${groupCell ? groupCell.measured : 0} measured of ${r.members.length * c.members.length - (r.id === c.id ? r.members.length : 0)} pairs)` : "");
       rect.setAttribute("aria-label", what);
       el("title", {}, rect).textContent = what;
       if (!self) {
@@ -208,12 +235,36 @@ function drawLegend(sc) {
   const hi = sc.m.worse === "lower" ? sc.lo : sc.hi;
   const text = document.createElement("p");
   text.textContent = `${sc.m.name}: ${fmt(lo, sc.m.unit)} … ${fmt(hi, sc.m.unit)}` +
-    ` (${sc.m.log ? "log scale, " : ""}brighter is worse; grey: not measured; dashed: stale)`;
+    ` (${sc.m.log ? "log scale, " : ""}brighter is worse; grey: not measured; faded with a dotted edge: ` +
+    "not measured, estimated from the groups; dashed: stale)";
   lg.append(row, text);
 }
 
-function zoomInto(a, b) {
+// Into two l1 groups of a large cluster: their links alone.
+async function zoomInto(a, b) {
   state.zoom = [a, b];
+  try {
+    await refreshZoom();
+  } catch (e) {
+    state.zoom = null;
+    setStatus();
+    $("status").textContent += ` · cannot zoom into ${a} × ${b}: ${e.message}`;
+    return;
+  }
+  draw();
+  setStatus();
+}
+
+async function refreshZoom() {
+  if (!state.zoom) return;
+  const [a, b] = state.zoom;
+  const m = await fetchJson(`/api/pairs?${new URLSearchParams({ a, b })}`);
+  takeLinks(m);
+}
+
+function unzoom() {
+  state.zoom = null;
+  if (state.view && state.view.kind === "groups") state.links = new Map();
   draw();
   setStatus();
 }
@@ -265,8 +316,16 @@ function showPair(a, b) {
   d.dataset.pair = `${a} ${b}`;
 }
 
-function showNode(n) {
+// A node's figures, asked when clicked (not on every refresh).
+async function showNode(row) {
   const d = $("detail");
+  let n;
+  try {
+    n = await fetchJson(`/api/node?${new URLSearchParams({ name: row.name })}`);
+  } catch (e) {
+    d.textContent = `${row.name}: ${e.message}`;
+    return;
+  }
   d.replaceChildren();
   const h = document.createElement("h2");
   h.textContent = n.name;
@@ -288,7 +347,7 @@ function setStatus(extra) {
   const v = state.view;
   const parts = [];
   if (state.failures > 0) parts.push(`aggregator unreachable (${extra || "no answer"}): showing the last picture, retrying every ${POLL_MS / 1000} s`);
-  else if (v) parts.push(`live: ${v.nodes.length} nodes, ${v.matrix.links.length} links, updated ${new Date().toLocaleTimeString()}`);
+  else if (v) parts.push(`live: ${v.nodes.length} nodes, ${v.links_total} links, updated ${new Date().toLocaleTimeString()}`);
   if (state.zoom) parts.push(`zoomed into ${state.zoom[0]} × ${state.zoom[1]} (Escape: all groups)`);
   $("status").textContent = parts.join(" · ");
   $("status").dataset.state = state.failures > 0 ? "down" : "live";
@@ -301,19 +360,29 @@ async function fetchJson(path) {
   return body;
 }
 
+// Links (and bandwidth tests) of a matrix answer, each link's RTT kept in
+// its history for the sparklines.
+function takeLinks(m) {
+  state.links = new Map(m.links.map((l) => [key(l.src, l.dst), l]));
+  state.bandwidth = new Map(m.bandwidth.map((b) => [key(b.sender, b.receiver), b.mbps]));
+  for (const l of m.links) {
+    const k = key(l.src, l.dst);
+    const h = state.history.get(k) || [];
+    h.push(l.smoothed.rtt_p50_us / 1000);
+    if (h.length > HISTORY) h.shift();
+    state.history.set(k, h);
+  }
+}
+
 async function refresh() {
   try {
     const v = await fetchJson("/api/view");
     state.view = v;
-    state.links = new Map(v.matrix.links.map((l) => [key(l.src, l.dst), l]));
-    state.bandwidth = new Map(v.matrix.bandwidth.map((b) => [key(b.sender, b.receiver), b.mbps]));
-    for (const l of v.matrix.links) {
-      const k = key(l.src, l.dst);
-      const h = state.history.get(k) || [];
-      h.push(l.smoothed.rtt_p50_us / 1000);
-      if (h.length > HISTORY) h.shift();
-      state.history.set(k, h);
-    }
+    state.cells = new Map(v.cells.map((c) => [key(c.src, c.dst), c]));
+    state.groupOf = new Map(v.nodes.filter((n) => n.group_l1).map((n) => [n.name, n.group_l1]));
+    if (v.matrix) takeLinks(v.matrix);
+    else if (state.zoom) await refreshZoom();
+    else state.links = new Map();
     state.failures = 0;
     draw();
     setStatus();
@@ -333,8 +402,7 @@ async function place(ev) {
   try {
     const p = await fetchJson(`/api/place?${q}`);
     state.chosen = new Set(p.nodes);
-    state.zoom = null;
-    draw();
+    unzoom();
     const lines = [`chosen: ${p.nodes.join(" ")}`,
       `largest RTT ${fmt(p.max_rtt_us / 1000, "ms")}, bottleneck ${p.bottleneck_bandwidth_mbps ? fmt(p.bottleneck_bandwidth_mbps, "Mbit/s") : "not measured"}`];
     if (p.prediction) {
@@ -363,11 +431,7 @@ document.addEventListener("DOMContentLoaded", () => {
     draw();
   });
   document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape" && state.zoom) {
-      state.zoom = null;
-      draw();
-      setStatus();
-    }
+    if (e.key === "Escape" && state.zoom) unzoom();
   });
   refresh();
   setInterval(refresh, POLL_MS);

@@ -109,6 +109,37 @@ fn a_bad_placement_query_says_what_to_give() {
 }
 
 #[test]
+fn a_zoom_and_a_node_are_routed_with_their_names() {
+    assert_eq!(
+        route(
+            &get("/api/pairs?a=rack-1&b=rack%202", Some(SERVED)),
+            served()
+        ),
+        Ok(Route::Pairs {
+            a: "rack-1".into(),
+            b: "rack 2".into()
+        })
+    );
+    assert_eq!(
+        route(&get("/api/node?name=gpu-7", Some(SERVED)), served()),
+        Ok(Route::Node("gpu-7".into()))
+    );
+    let long = "n".repeat(MAX_NAME_BYTES + 1);
+    for (path, says) in [
+        ("/api/pairs?a=r1".to_string(), "b is missing"),
+        ("/api/pairs?a=r1&b=".to_string(), "b=\"\""),
+        ("/api/pairs?a=r1&a=r2&b=r3".to_string(), "a given twice"),
+        ("/api/node".to_string(), "name is missing"),
+        (format!("/api/node?name={long}"), "1 to 253"),
+        ("/api/node?name=a%0Ab".to_string(), "1 to 253"),
+    ] {
+        let no = refused(&get(&path, Some(SERVED)));
+        assert_eq!(no.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(no.why.contains(says), "{path}: {}", no.why);
+    }
+}
+
+#[test]
 fn a_placement_asks_with_the_explanation() {
     let r = place_request(&PlaceQuery {
         k: 3,
@@ -135,7 +166,13 @@ fn only_loopback_addresses_are_served_on() {
 async fn an_unreachable_aggregator_is_a_502_that_says_so() {
     // Nothing listens on port 1.
     let target = Target::from("http://127.0.0.1:1");
-    let r = respond(&target, served(), &get("/api/view", Some(SERVED))).await;
+    let r = respond(
+        &target,
+        &ViewCache::new(Arc::new(target.clone())),
+        served(),
+        &get("/api/view", Some(SERVED)),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
     let body = http_body_util::BodyExt::collect(r.into_body())
@@ -156,7 +193,13 @@ async fn the_page_and_its_parts_come_from_the_binary_with_a_strict_policy() {
         ("/app.js", "text/javascript", "fetchJson(\"/api/view\")"),
         ("/app.css", "text/css", ".cell.unmeasured"),
     ] {
-        let r = respond(&target, served(), &get(path, Some(SERVED))).await;
+        let r = respond(
+            &target,
+            &ViewCache::new(Arc::new(target.clone())),
+            served(),
+            &get(path, Some(SERVED)),
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         let h = r.headers();
         assert!(
