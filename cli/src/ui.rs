@@ -57,8 +57,9 @@ pub enum Route {
     /// Nodes, groups, l1 × l1 cells and (on up to 150 nodes) every link
     /// (UDP probes) in one answer.
     View,
-    /// The links between the members of two l1 groups: a zoom.
-    Pairs { a: String, b: String },
+    /// The links between the members of two groups of one level (1 to
+    /// 3): a zoom.
+    Pairs { a: String, b: String, level: u32 },
     /// One node's labels, quality and the figures behind it.
     Node(String),
     /// A placement of `k` nodes.
@@ -142,7 +143,22 @@ pub fn route<B>(req: &Request<B>, served: SocketAddr) -> Result<Route, Refusal> 
         "/api/pairs" => {
             let a = one_name(query, "a")?;
             let b = one_name(query, "b")?;
-            Ok(Route::Pairs { a, b })
+            let level = match one_name(query, "level") {
+                Ok(l) => match l.as_str() {
+                    "1" => 1,
+                    "2" => 2,
+                    "3" => 3,
+                    _ => {
+                        return Err(refuse(
+                            StatusCode::BAD_REQUEST,
+                            format!("level={l:?}: 1, 2 or 3"),
+                        ));
+                    }
+                },
+                Err(_) if !query.contains("level=") => 1,
+                Err(e) => return Err(e),
+            };
+            Ok(Route::Pairs { a, b, level })
         }
         "/api/node" => one_name(query, "name").map(Route::Node),
         "/api/place" => parse_place(query).map(Route::Place),
@@ -265,7 +281,7 @@ async fn answer(target: &Target, view: &ViewCache, r: Route) -> Response<Full<By
             let kept = view.get(Instant::now()).await;
             return json_response(kept.0, &kept.1);
         }
-        Route::Pairs { a, b } => as_answer(view::pairs(target, a, b).await),
+        Route::Pairs { a, b, level } => as_answer(view::pairs(target, a, b, *level).await),
         Route::Node(name) => as_answer(node(target, name).await),
         Route::Place(q) => as_answer(place(target, q).await),
     };

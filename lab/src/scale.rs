@@ -442,6 +442,8 @@ pub async fn run(opts: &ScaleOptions) -> Result<ScaleReport> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
+    // Where to look while it runs (netaware matrix, netaware ui).
+    tracing::info!(query = %query_url, "the aggregator's query API (no TLS, no token)");
     let started = Instant::now();
     let mut agg_usage = Sampler::new(pid);
     let mut sim_usage = Sampler::new("self".into());

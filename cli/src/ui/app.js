@@ -11,8 +11,9 @@ const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e",
   "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"];
 const POLL_MS = 5000;
-// Above this many nodes, cells are l1 groups; a click zooms into two.
-const NODE_CELLS_UP_TO = 150;
+// The CLI decides what the rows are (view.kind, view.level): nodes up to
+// 150, else the groups of the finest level with at most 150; a click on a
+// group cell zooms into the two groups' nodes.
 const CELL = 18;
 const LABEL = 90;
 const HISTORY = 60;
@@ -40,7 +41,8 @@ const METRICS = {
 
 const state = {
   view: null, // the latest /api/view answer
-  cells: new Map(), // "l1 group\u0000l1 group" -> cell
+  cells: new Map(), // "group\u0000group" -> cell (l1, or view.level's)
+  zoomCells: new Map(), // l1 cells among a zoom's nodes
   groupOf: new Map(), // node -> its l1 group
   links: new Map(), // "src\u0000dst" -> link (every link, or a zoom's)
   bandwidth: new Map(), // "sender\u0000receiver" -> Mbit/s
@@ -82,7 +84,8 @@ function value(metric, src, dst) {
 function estimate(metric, src, dst) {
   const a = state.groupOf.get(src), b = state.groupOf.get(dst);
   if (!a || !b) return undefined;
-  return METRICS[metric].cell(state.cells.get(key(a, b)), "max");
+  const cells = state.zoom ? state.zoomCells : state.cells;
+  return METRICS[metric].cell(cells.get(key(a, b)), "max");
 }
 
 // Bucket (0 … PALETTE.length − 1) of a value between lo and hi, brighter
@@ -104,24 +107,25 @@ function scale(metric, values) {
   return { bucket, lo, hi, m };
 }
 
-// The rows and columns to draw: nodes, or l1 groups on a large cluster.
+// The rows and columns to draw: nodes, or on a large cluster the groups
+// of the level the CLI chose (view.level).
 function axes() {
   const nodes = ordered(state.view.nodes);
+  const field = "group_l" + (state.view.level || 1);
   if (state.zoom) {
     const [a, b] = state.zoom;
-    const pick = (g) => nodes.filter((n) => n.group_l1 === g);
+    const pick = (g) => nodes.filter((n) => n[field] === g);
     return { kind: "node", rows: pick(a), cols: pick(b) };
   }
-  if (state.view.kind !== "groups" && nodes.length <= NODE_CELLS_UP_TO) {
-    return { kind: "node", rows: nodes, cols: nodes };
-  }
+  if (state.view.kind !== "groups") return { kind: "node", rows: nodes, cols: nodes };
+  // Nodes are ordered l3, l2, l1: each group of the level is one run.
   const groups = [];
   for (const n of nodes) {
     const last = groups[groups.length - 1];
-    if (last && last.id === n.group_l1) last.members.push(n.name);
-    else groups.push({ id: n.group_l1, group_l2: n.group_l2, group_l3: n.group_l3, members: [n.name] });
+    if (last && last.id === n[field]) last.members.push(n.name);
+    else groups.push({ id: n[field], group_l1: n.group_l1, group_l2: n.group_l2, group_l3: n.group_l3, members: [n.name] });
   }
-  return { kind: "group", rows: groups, cols: groups };
+  return { kind: "group", level: state.view.level || 1, rows: groups, cols: groups };
 }
 
 function draw() {
@@ -201,7 +205,9 @@ function draw() {
 // Lines where the l1, l2 and l3 groups change along each axis.
 function drawBoundaries(svg, ax) {
   for (const level of [1, 2, 3]) {
-    const g = (x) => ax.kind === "node" ? x["group_l" + level] : (level === 1 ? x.id : x["group_l" + level]);
+    // Group rows have no boundaries finer than themselves.
+    if (ax.kind === "group" && level < ax.level) continue;
+    const g = (x) => ax.kind === "group" && level === ax.level ? x.id : x["group_l" + level];
     const edges = (list) => list.map((x, i) => i > 0 && g(x) !== g(list[i - 1]) ? i : null).filter((i) => i !== null);
     for (const i of edges(ax.rows)) {
       el("line", { x1: LABEL, x2: LABEL + ax.cols.length * CELL, y1: LABEL + i * CELL - 0.5,
@@ -258,8 +264,11 @@ async function zoomInto(a, b) {
 async function refreshZoom() {
   if (!state.zoom) return;
   const [a, b] = state.zoom;
-  const m = await fetchJson(`/api/pairs?${new URLSearchParams({ a, b })}`);
+  const level = String(state.view.level || 1);
+  const m = await fetchJson(`/api/pairs?${new URLSearchParams({ a, b, level })}`);
   takeLinks(m);
+  // The l1 cells among the two groups' nodes: their estimates.
+  state.zoomCells = new Map(m.cells.map((c) => [key(c.src, c.dst), c]));
 }
 
 function unzoom() {
@@ -348,6 +357,7 @@ function setStatus(extra) {
   const parts = [];
   if (state.failures > 0) parts.push(`aggregator unreachable (${extra || "no answer"}): showing the last picture, retrying every ${POLL_MS / 1000} s`);
   else if (v) parts.push(`live: ${v.nodes.length} nodes, ${v.links_total} links, updated ${new Date().toLocaleTimeString()}`);
+  if (state.view && state.view.kind === "groups") parts.push(`cells are pairs of l${state.view.level} groups; click one to zoom in`);
   if (state.zoom) parts.push(`zoomed into ${state.zoom[0]} × ${state.zoom[1]} (Escape: all groups)`);
   $("status").textContent = parts.join(" · ");
   $("status").dataset.state = state.failures > 0 ? "down" : "live";

@@ -117,7 +117,16 @@ fn a_zoom_and_a_node_are_routed_with_their_names() {
         ),
         Ok(Route::Pairs {
             a: "rack-1".into(),
-            b: "rack 2".into()
+            b: "rack 2".into(),
+            level: 1,
+        })
+    );
+    assert_eq!(
+        route(&get("/api/pairs?a=p1&b=p2&level=2", Some(SERVED)), served()),
+        Ok(Route::Pairs {
+            a: "p1".into(),
+            b: "p2".into(),
+            level: 2,
         })
     );
     assert_eq!(
@@ -130,6 +139,7 @@ fn a_zoom_and_a_node_are_routed_with_their_names() {
         ("/api/pairs?a=r1&b=".to_string(), "b=\"\""),
         ("/api/pairs?a=r1&a=r2&b=r3".to_string(), "a given twice"),
         ("/api/node".to_string(), "name is missing"),
+        ("/api/pairs?a=r1&b=r2&level=4".to_string(), "1, 2 or 3"),
         (format!("/api/node?name={long}"), "1 to 253"),
         ("/api/node?name=a%0Ab".to_string(), "1 to 253"),
     ] {

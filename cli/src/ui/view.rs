@@ -5,10 +5,10 @@
 //! at 5,000 nodes the whole matrix takes the aggregator about 3 s and 100
 //! MB to send. So the view is fetched once for everyone, kept, and served
 //! from memory: an answer comes at once, and a fetch starts behind it when
-//! the kept one is due ([`refresh_after`]). Above [`NODE_CELLS_UP_TO`]
-//! nodes the page draws pairs of l1 groups, so only those ([`cells`]) are
-//! sent, and a zoom into two groups asks for their links alone
-//! ([`pairs`]).
+//! the kept one is due ([`refresh_after`]). Above [`CELLS_UP_TO`] nodes
+//! the page draws pairs of groups, of the finest level with at most that
+//! many groups ([`level_for`]), so only those ([`cells`]) are sent, and a
+//! zoom into two groups asks for their links alone ([`pairs`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,9 +24,10 @@ use tokio::sync::watch;
 use crate::matrix::{Selection, fetch_matrix, render_json};
 use crate::{Error, Target, connect, groups_json};
 
-/// Above this many nodes the page draws l1 group × l1 group cells (as
-/// app.js's `NODE_CELLS_UP_TO`).
-pub(super) const NODE_CELLS_UP_TO: usize = 150;
+/// Most rows the page draws: above this many nodes it draws pairs of
+/// groups (of the finest level with at most this many), since a browser
+/// colours 150² cells at once but not 5,000².
+pub(super) const CELLS_UP_TO: usize = 150;
 /// A kept view is fetched again after this long at least…
 const MIN_REFRESH: Duration = Duration::from_secs(4);
 /// …or this many times as long as it took to fetch, so a slow aggregator
@@ -141,7 +142,23 @@ fn nodes_json(of: &BTreeMap<String, [String; 3]>) -> Value {
     )
 }
 
-/// Figures of the measured links between two l1 groups.
+/// The level whose groups the page draws as rows: 0 (nodes) up to
+/// [`CELLS_UP_TO`] nodes, else the finest level with at most that many
+/// groups (l3 when none has).
+fn level_for(of: &BTreeMap<String, [String; 3]>) -> usize {
+    if of.len() <= CELLS_UP_TO {
+        return 0;
+    }
+    (1..=3)
+        .find(|&level| {
+            let ids: std::collections::BTreeSet<&str> =
+                of.values().map(|g| g[level - 1].as_str()).collect();
+            ids.len() <= CELLS_UP_TO
+        })
+        .unwrap_or(3)
+}
+
+/// Figures of the measured links between two groups.
 #[derive(Debug, Default)]
 struct Acc {
     rtt_p50: Vec<f64>,
@@ -164,17 +181,19 @@ fn max(v: &[f64]) -> Option<f64> {
     v.iter().copied().max_by(f64::total_cmp)
 }
 
-/// l1 group × l1 group: how many directed pairs, how many measured, and
-/// the median and largest of each figure over the measured ones. The
-/// largest is what an unmeasured pair between the two groups is taken to
-/// be (as `Place` estimates it: on the slow side, docs/placement.md).
-pub(super) fn cells(g: &ListGroupsResponse, m: &GetMatrixResponse) -> Vec<Value> {
+/// Group × group at `level` (1 to 3): how many directed pairs, how many
+/// measured, and the median and largest of each figure over the measured
+/// ones. At l1 the largest is what an unmeasured pair between the two
+/// groups is taken to be (as `Place` estimates it: on the slow side,
+/// docs/placement.md).
+pub(super) fn cells(g: &ListGroupsResponse, m: &GetMatrixResponse, level: usize) -> Vec<Value> {
     let of = groups_of(g);
-    let l1 = |n: &str| of.get(n).map(|x| x[0].as_str()).filter(|x| !x.is_empty());
+    let at = level.clamp(1, 3) - 1;
+    let l1 = |n: &str| of.get(n).map(|x| x[at].as_str()).filter(|x| !x.is_empty());
     let mut size: HashMap<&str, u64> = HashMap::new();
     for groups in of.values() {
-        if !groups[0].is_empty() {
-            *size.entry(groups[0].as_str()).or_default() += 1;
+        if !groups[at].is_empty() {
+            *size.entry(groups[at].as_str()).or_default() += 1;
         }
     }
     let mut acc: BTreeMap<(&str, &str), Acc> = BTreeMap::new();
@@ -224,8 +243,9 @@ pub(super) fn cells(g: &ListGroupsResponse, m: &GetMatrixResponse) -> Vec<Value>
         .collect()
 }
 
-/// The whole view: nodes with their groups, the groups, the l1 × l1
-/// cells, and (up to [`NODE_CELLS_UP_TO`] nodes) every UDP link.
+/// The whole view: nodes with their groups, the groups, the cells of the
+/// level drawn (l1 when nodes are), and (up to [`CELLS_UP_TO`] nodes)
+/// every UDP link.
 async fn view(target: &Target) -> Result<Value, Error> {
     let groups = connect(target)
         .await?
@@ -234,12 +254,14 @@ async fn view(target: &Target) -> Result<Value, Error> {
         .into_inner();
     let matrix = fetch_matrix(target, ProbeMethod::StampUdp, &Selection::default()).await?;
     let of = groups_of(&groups);
-    let by_nodes = of.len() <= NODE_CELLS_UP_TO;
+    let level = level_for(&of);
+    let by_nodes = level == 0;
     let mut v = json!({
         "kind": if by_nodes { "nodes" } else { "groups" },
+        "level": level,
         "nodes": nodes_json(&of),
         "groups": groups_json(&groups),
-        "cells": cells(&groups, &matrix),
+        "cells": cells(&groups, &matrix, level.max(1)),
         "links_total": matrix.links.len(),
         "generated_unix_us": matrix.generated_unix_us,
     });
@@ -249,9 +271,10 @@ async fn view(target: &Target) -> Result<Value, Error> {
     Ok(v)
 }
 
-/// The links between the members of l1 groups `a` and `b`, both ways (and
-/// inside each), as `netaware matrix -o json` prints them: a zoom.
-pub(super) async fn pairs(target: &Target, a: &str, b: &str) -> Result<Value, Error> {
+/// The links between the members of the `level` groups `a` and `b`, both
+/// ways (and inside each), as `netaware matrix -o json` prints them, with
+/// the l1 cells among them (for the estimates): a zoom.
+pub(super) async fn pairs(target: &Target, a: &str, b: &str, level: u32) -> Result<Value, Error> {
     let groups = connect(target)
         .await?
         .list_groups(ListGroupsRequest {})
@@ -261,12 +284,12 @@ pub(super) async fn pairs(target: &Target, a: &str, b: &str) -> Result<Value, Er
         groups
             .groups
             .iter()
-            .find(|g| g.level == 1 && g.id == id)
+            .find(|g| g.level == level && g.id == id)
             .map(|g| g.members.clone())
     };
     let unknown = |id: &str| {
         Error::Status(tonic::Status::not_found(format!(
-            "no l1 group {id:?} (groups change as the network does: reload the view)"
+            "no l{level} group {id:?} (groups change as the network does: reload the view)"
         )))
     };
     let ma = members(a).ok_or_else(|| unknown(a))?;
@@ -284,7 +307,9 @@ pub(super) async fn pairs(target: &Target, a: &str, b: &str) -> Result<Value, Er
     m.bandwidth
         .retain(|b| inside(&b.sender) && inside(&b.receiver));
     m.nodes.retain(|n| inside(&n.node_name));
-    Ok(render_json(&m))
+    let mut v = render_json(&m);
+    v["cells"] = Value::Array(cells(&groups, &m, 1));
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -348,7 +373,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let cells = cells(&groups(), &m);
+        let cells = cells(&groups(), &m, 1);
         let cell = |a: &str, b: &str| {
             cells
                 .iter()
@@ -379,6 +404,43 @@ mod tests {
             refresh_after(Duration::from_secs(3)),
             Duration::from_secs(12)
         );
+    }
+
+    #[test]
+    fn the_rows_are_the_finest_groups_a_page_can_draw() {
+        let of = |n: usize, per_l1: usize, per_l2: usize| -> BTreeMap<String, [String; 3]> {
+            (0..n)
+                .map(|i| {
+                    (
+                        format!("n{i}"),
+                        [
+                            format!("r{}", i / per_l1),
+                            format!("p{}", i / per_l2),
+                            "all".into(),
+                        ],
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(level_for(&of(150, 10, 100)), 0, "150 nodes: nodes");
+        assert_eq!(level_for(&of(1_000, 10, 100)), 1, "100 racks");
+        assert_eq!(level_for(&of(5_000, 10, 100)), 2, "500 racks, 50 pods");
+        assert_eq!(
+            level_for(&of(5_000, 1, 1)),
+            3,
+            "nothing coarse enough below l3"
+        );
+        let l2 = cells(
+            &groups(),
+            &GetMatrixResponse {
+                links: vec![link("a", "c", 1000.0, 10), link("a", "b", 100.0, 10)],
+                ..Default::default()
+            },
+            2,
+        );
+        assert_eq!(l2.len(), 1, "one l2 group: {l2:?}");
+        assert_eq!(l2[0]["pairs"], 20, "5 × 4");
+        assert_eq!(l2[0]["rtt_p50_us"]["max"], 1000.0);
     }
 
     #[test]
