@@ -190,46 +190,45 @@ fn metric_name(m: Metric) -> &'static str {
     }
 }
 
+/// One link with all its figures, as `-o json` prints it.
+pub fn link_json(l: &LinkState) -> Value {
+    let w = l.latest.clone().unwrap_or_default();
+    let s = l.smoothed.unwrap_or_default();
+    json!({
+        "src": l.src,
+        "dst": l.dst,
+        "method": ProbeMethod::try_from(l.method).unwrap_or(ProbeMethod::Unspecified).short_name(),
+        "stale": l.stale,
+        "windows_total": l.windows_total,
+        "disturbed": l.disturbed,
+        "disturbed_windows_total": l.disturbed_windows_total,
+        "latest": {
+            "window_start_unix_us": w.window_start_unix_us,
+            "window_end_unix_us": w.window_end_unix_us,
+            "sent": w.sent,
+            "received": w.received,
+            "duplicates": w.duplicates,
+            "reordered": w.reordered,
+            "rtt_min_ns": w.rtt_min_ns,
+            "rtt_mean_ns": w.rtt_mean_ns,
+            "rtt_p50_ns": w.rtt_p50_ns,
+            "rtt_p90_ns": w.rtt_p90_ns,
+            "rtt_p99_ns": w.rtt_p99_ns,
+            "rtt_max_ns": w.rtt_max_ns,
+            "jitter_ns": w.jitter_ns,
+        },
+        "smoothed": {
+            "rtt_p50_us": s.rtt_p50_us,
+            "rtt_p99_us": s.rtt_p99_us,
+            "jitter_us": s.jitter_us,
+            "loss_ppm": s.loss_ppm,
+        },
+    })
+}
+
 /// JSON for machines: every node and every link with all figures.
 pub fn render_json(m: &GetMatrixResponse) -> Value {
-    let links: Vec<Value> = m
-        .links
-        .iter()
-        .map(|l| {
-            let w = l.latest.clone().unwrap_or_default();
-            let s = l.smoothed.unwrap_or_default();
-            json!({
-                "src": l.src,
-                "dst": l.dst,
-                "method": ProbeMethod::try_from(l.method).unwrap_or(ProbeMethod::Unspecified).short_name(),
-                "stale": l.stale,
-                "windows_total": l.windows_total,
-                "disturbed": l.disturbed,
-                "disturbed_windows_total": l.disturbed_windows_total,
-                "latest": {
-                    "window_start_unix_us": w.window_start_unix_us,
-                    "window_end_unix_us": w.window_end_unix_us,
-                    "sent": w.sent,
-                    "received": w.received,
-                    "duplicates": w.duplicates,
-                    "reordered": w.reordered,
-                    "rtt_min_ns": w.rtt_min_ns,
-                    "rtt_mean_ns": w.rtt_mean_ns,
-                    "rtt_p50_ns": w.rtt_p50_ns,
-                    "rtt_p90_ns": w.rtt_p90_ns,
-                    "rtt_p99_ns": w.rtt_p99_ns,
-                    "rtt_max_ns": w.rtt_max_ns,
-                    "jitter_ns": w.jitter_ns,
-                },
-                "smoothed": {
-                    "rtt_p50_us": s.rtt_p50_us,
-                    "rtt_p99_us": s.rtt_p99_us,
-                    "jitter_us": s.jitter_us,
-                    "loss_ppm": s.loss_ppm,
-                },
-            })
-        })
-        .collect();
+    let links: Vec<Value> = m.links.iter().map(link_json).collect();
     let nodes: Vec<Value> = m
         .nodes
         .iter()

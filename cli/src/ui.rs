@@ -15,13 +15,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use netaware_proto::v1::{GetNodeRequest, PlaceRequest};
+use netaware_proto::ProbeMethod;
+use netaware_proto::v1::{GetNodeRequest, PlaceRequest, WatchLinksRequest};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
+use crate::matrix::link_json;
 use crate::nodes::nodes_json;
 use crate::place::place_json;
 use crate::{Error, Target, connect};
@@ -37,8 +41,20 @@ const MAX_QUERY_BYTES: usize = 2_048;
 const MAX_NAME_BYTES: usize = 253;
 /// Most nodes a placement may ask for from the page.
 const MAX_PLACE_K: u32 = 100_000;
-/// Connections served at once: one person's browser opens a handful.
+/// Connections served at once: one person's browser opens a handful (and
+/// one more for the pair it shows live).
 const MAX_CONNECTIONS: usize = 32;
+/// A comment line on a quiet live stream this often, so a closed tab is
+/// noticed (the write fails) and its watch on the aggregator ends.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+/// Events of a live stream waiting for a slow browser; past it the
+/// aggregator's watch is not read, and the aggregator drops it.
+const LIVE_QUEUE: usize = 64;
+/// How long a browser waits before reconnecting a live stream that ended.
+const RETRY_MS: u32 = 3_000;
+
+/// What every answer is: a whole body, or the events of a live stream.
+type Body = BoxBody<Bytes, std::convert::Infallible>;
 
 /// The page, its script and its style, compiled in: no toolchain at build
 /// time, nothing fetched from elsewhere at run time.
@@ -62,6 +78,9 @@ pub enum Route {
     Pairs { a: String, b: String, level: u32 },
     /// One node's labels, quality and the figures behind it.
     Node(String),
+    /// Both directions of a pair, every method, as windows arrive
+    /// (Server-Sent Events from `WatchLinks`).
+    Watch { a: String, b: String },
     /// A placement of `k` nodes.
     Place(PlaceQuery),
 }
@@ -161,12 +180,17 @@ pub fn route<B>(req: &Request<B>, served: SocketAddr) -> Result<Route, Refusal> 
             Ok(Route::Pairs { a, b, level })
         }
         "/api/node" => one_name(query, "name").map(Route::Node),
+        "/api/watch" => {
+            let a = one_name(query, "a")?;
+            let b = one_name(query, "b")?;
+            Ok(Route::Watch { a, b })
+        }
         "/api/place" => parse_place(query).map(Route::Place),
         other => Err(refuse(
             StatusCode::NOT_FOUND,
             format!(
                 "no {other}: the view is at /, its answers at /api/view, /api/pairs?a=G&b=H, \
-                 /api/node?name=N and /api/place?k=N"
+                 /api/node?name=N, /api/watch?a=N&b=M and /api/place?k=N"
             ),
         )),
     }
@@ -274,9 +298,10 @@ async fn place(target: &Target, q: &PlaceQuery) -> Result<Value, Error> {
 
 /// The answer to a routed request: the page's parts, the kept view, or
 /// what the aggregator said.
-async fn answer(target: &Target, view: &ViewCache, r: Route) -> Response<Full<Bytes>> {
+async fn answer(target: &Arc<Target>, view: &ViewCache, r: Route) -> Response<Body> {
     let (status, v) = match &r {
         Route::Asset(a) => return asset(*a),
+        Route::Watch { a, b } => return live(target.clone(), a.clone(), b.clone()),
         Route::View => {
             let kept = view.get(Instant::now()).await;
             return json_response(kept.0, &kept.1);
@@ -319,9 +344,88 @@ fn refused_question(code: tonic::Code) -> Option<StatusCode> {
     })
 }
 
-fn asset(a: Asset) -> Response<Full<Bytes>> {
+/// The links between `a` and `b` as they change: an event `link` for each
+/// (its JSON as `netaware matrix -o json` prints a link), the current ones
+/// first; an event `failed` when the aggregator cannot be asked or ends
+/// the watch, after which the stream ends and the browser reconnects.
+fn live(target: Arc<Target>, a: String, b: String) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(LIVE_QUEUE);
+    tokio::spawn(async move {
+        let send = |text: String| tx.send(Ok(Frame::data(Bytes::from(text))));
+        if send(format!("retry: {RETRY_MS}\n\n")).await.is_err() {
+            return;
+        }
+        let why = match watch_pair(&target, &a, &b, &tx).await {
+            Ok(()) => return, // the browser went away
+            Err(e) => e,
+        };
+        let _ = send(format!(
+            "event: failed\ndata: {}\n\n",
+            json!({"error": why.to_string()})
+        ))
+        .await;
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut r = Response::new(BodyExt::boxed(body));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Forward the pair's updates into `tx` until the browser goes away
+/// (`Ok`) or the aggregator fails or ends the watch (`Err`).
+async fn watch_pair(
+    target: &Target,
+    a: &str,
+    b: &str,
+    tx: &mpsc::Sender<Result<Frame<Bytes>, std::convert::Infallible>>,
+) -> Result<(), Error> {
+    let mut updates = connect(target)
+        .await?
+        .watch_links(WatchLinksRequest {
+            method: ProbeMethod::Unspecified as i32,
+            send_initial: true,
+            nodes: vec![a.to_string(), b.to_string()],
+        })
+        .await?
+        .into_inner();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    loop {
+        let text = tokio::select! {
+            m = updates.message() => match m? {
+                Some(u) => match u.link {
+                    Some(l) if (l.src == a && l.dst == b) || (l.src == b && l.dst == a) => {
+                        format!("event: link\ndata: {}\n\n", link_json(&l))
+                    }
+                    _ => continue,
+                },
+                None => {
+                    return Err(Error::Status(tonic::Status::unavailable(
+                        "the aggregator ended the watch",
+                    )));
+                }
+            },
+            _ = keepalive.tick() => ": keep-alive\n\n".to_string(),
+            // The browser closed the stream: stop watching at once.
+            () = tx.closed() => return Ok(()),
+        };
+        if tx.send(Ok(Frame::data(Bytes::from(text)))).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+fn asset(a: Asset) -> Response<Body> {
     let (body, ctype) = a.body_and_type();
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     h.insert(
@@ -336,8 +440,8 @@ fn asset(a: Asset) -> Response<Full<Bytes>> {
     r
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{v:#}\n"))));
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{v:#}\n"))).boxed());
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(
@@ -356,11 +460,11 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
 
 /// Respond to one request.
 async fn respond<B>(
-    target: &Target,
+    target: &Arc<Target>,
     view: &ViewCache,
     served: SocketAddr,
     req: &Request<B>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     match route(req, served) {
         Ok(r) => answer(target, view, r).await,
         Err(no) => json_response(no.status, &json!({"error": no.why})),

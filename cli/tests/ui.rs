@@ -209,6 +209,36 @@ async fn the_view_serves_the_page_and_the_answers_it_reads() {
         "one region: {chosen:?}"
     );
 
+    // A pair live: its current links both ways first, as events.
+    let events = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            s,
+            "GET /api/watch?a=east-1&b=west-2 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while text.matches("event: link").count() < 2 {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the stream ended: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        text
+    })
+    .await
+    .unwrap();
+    assert!(events.contains("text/event-stream"), "{events}");
+    assert!(events.contains("retry: 3000"), "{events}");
+    assert!(events.contains(r#""src":"east-1""#), "{events}");
+    assert!(events.contains(r#""src":"west-2""#), "{events}");
+    assert!(
+        !events.contains(r#""dst":"east-2""#),
+        "only the pair: {events}"
+    );
+
     // The aggregator's refusal of a question is the user's to fix: 400.
     let (status, body) = fetch("/api/place?k=9", at.clone()).await.unwrap();
     assert_eq!(status, 400, "{body}");

@@ -226,14 +226,17 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, r
 /// answer every request with `answer`: at most `max_connections` at once
 /// (past that a new connection is closed at once, so idle clients cannot
 /// hold file descriptors and tasks without bound), and a client that
-/// never finishes its request headers is dropped.
-pub async fn serve_http<F, Fut>(
+/// never finishes its request headers is dropped. A body may stream (the
+/// view's live pair): its connection holds a slot until it ends.
+pub async fn serve_http<F, Fut, B>(
     listener: tokio::net::TcpListener,
     max_connections: usize,
     answer: F,
 ) where
     F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {

@@ -206,9 +206,69 @@ async fn watch(
         .watch_links(WatchLinksRequest {
             method: method as i32,
             send_initial: true,
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// A pair's live view watches two nodes: it gets their links alone, the
+/// initial state and every update after, not the other 150 × 149.
+#[tokio::test]
+async fn a_watcher_of_two_nodes_gets_their_links_alone() {
+    let agg = start_with(&[]);
+    let fakes = mesh(&agg, &ZONES).await;
+    let _ = agg.matrix().await;
+    let two = vec![node(3), node(120)];
+    let mut w = fake::query_client(agg.query)
+        .await
+        .watch_links(WatchLinksRequest {
+            method: ProbeMethod::StampUdp as i32,
+            send_initial: true,
+            nodes: two.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Each node's 149 links out and 149 in, one of them shared.
+    let mut initial = 0;
+    while initial < 2 * 149 * 2 - 2 {
+        let u = tokio::time::timeout(Duration::from_secs(5), w.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let l = u.link.unwrap();
+        assert!(
+            two.contains(&l.src) || two.contains(&l.dst),
+            "{} → {}",
+            l.src,
+            l.dst
+        );
+        initial += 1;
+    }
+    // A window between two other nodes is not sent; one of node 3 is.
+    fakes[7].report(2, vec![window(&node(8), 1)]).await;
+    fakes[3].report(2, vec![window(&node(4), 1)]).await;
+    let u = tokio::time::timeout(Duration::from_secs(5), w.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .link
+        .unwrap();
+    assert_eq!((u.src.as_str(), u.dst.as_str()), ("n-003", "n-004"));
+
+    let e = fake::query_client(agg.query)
+        .await
+        .watch_links(WatchLinksRequest {
+            nodes: vec!["x".into(); 10_001],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("at most 10000"), "{}", e.message());
 }
 
 /// Ask for a watcher with its initial state that never reads: what the

@@ -19,7 +19,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netaware_aggregator::service::Services;
-use netaware_aggregator::state::{self, Command as StateCommand, StateConfig, StateHandle};
+use netaware_aggregator::state::{
+    self, Command as StateCommand, SessionId, StateConfig, StateHandle,
+};
 use netaware_e2e::webdriver::Browser;
 use netaware_e2e::{Killed, binary, free_port};
 use netaware_proto::ProbeMethod;
@@ -58,12 +60,16 @@ fn expected_bucket(rtt: f64, lo: f64, hi: f64) -> u64 {
 }
 
 fn window(peer: &str, rtt_ns: u64) -> LinkWindow {
+    window_ended(peer, rtt_ns, 60)
+}
+
+/// A window that ended `ago_s` seconds ago (fresh, and well inside the
+/// aggregator's clock bounds).
+fn window_ended(peer: &str, rtt_ns: u64, ago_s: u64) -> LinkWindow {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
-    // Ended a minute ago: fresh, and well inside the aggregator's clock
-    // bounds.
-    let end = u64::try_from(now.as_micros()).unwrap() - 60_000_000;
+    let end = u64::try_from(now.as_micros()).unwrap() - ago_s * 1_000_000;
     LinkWindow {
         peer: peer.into(),
         method: ProbeMethod::StampUdp as i32,
@@ -83,11 +89,12 @@ fn window(peer: &str, rtt_ns: u64) -> LinkWindow {
 
 /// An aggregator state whose `nodes` measured each other as their probe
 /// plans say (every peer up to 64 nodes, a bounded set past that): the
-/// RTT in µs that `rtt` gives, no window where it gives `None`.
+/// RTT in µs that `rtt` gives, no window where it gives `None`. Also each
+/// node's session, to report more.
 async fn measured_cluster(
     nodes: &[String],
     rtt: impl Fn(&str, &str) -> Option<u64>,
-) -> StateHandle {
+) -> (StateHandle, BTreeMap<String, SessionId>) {
     let state = state::spawn(StateConfig::default());
     let mut sessions = Vec::new();
     for node in nodes {
@@ -104,7 +111,9 @@ async fn measured_cluster(
     }
     // Every join changes the others' plans: let the last ones arrive.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ids = BTreeMap::new();
     for (node, session, mut rx) in sessions {
+        ids.insert(node.clone(), session);
         // The latest plan: whom this node probes (the last to join may
         // still be waiting for its first).
         let mut peers = Vec::new();
@@ -142,7 +151,7 @@ async fn measured_cluster(
         std::mem::forget(rx);
     }
     state.recompute().await.unwrap();
-    state
+    (state, ids)
 }
 
 /// The query API on `addr` until the returned sender is dropped or fires.
@@ -255,7 +264,7 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
     };
     let names: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
     // One pair was never measured (a sparse probe plan leaves most out).
-    let state = measured_cluster(&names, |a, b| {
+    let (state, sessions) = measured_cluster(&names, |a, b| {
         (!(a == "b-1" && b == "c-3")).then(|| rtt_us(a, b))
     })
     .await;
@@ -379,6 +388,41 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
     assert!(figures.contains("c-2 → a-1"), "{figures}");
     assert!(figures.contains("RTT p50 40.0 ms"), "{figures}");
     assert!(figures.contains("100 of 100 probes back"), "{figures}");
+
+    // The pair is live: a new window of a-1 → c-2 (45 ms) shows without a
+    // reload, and its sparkline gains a point.
+    until(
+        &c,
+        "return document.getElementById('pair-live')?.dataset.state === 'live'",
+        Duration::from_secs(10),
+        "the pair never went live",
+    )
+    .await;
+    let points = "return [...document.querySelectorAll('#detail svg.sparkline')].map(s => Number(s.dataset.points))";
+    assert_eq!(eval(&c, points).await, json!([1, 1]), "one window each way");
+    state
+        .send(StateCommand::Reports {
+            session: sessions["a-1"],
+            batch: ReportBatch {
+                batch_seq: 2,
+                windows: vec![window_ended("c-2", 45_000_000, 30)],
+                dropped_windows_total: 0,
+            },
+        })
+        .await
+        .unwrap();
+    until(
+        &c,
+        "return document.getElementById('pair-figures').textContent.includes('RTT p50 45.0 ms')",
+        Duration::from_secs(10),
+        "the new window never showed",
+    )
+    .await;
+    assert_eq!(
+        eval(&c, points).await,
+        json!([2, 1]),
+        "a-1 → c-2 gained one"
+    );
 
     // A click on a node's name shows its groups and the figures behind
     // its quality, asked then.
@@ -514,7 +558,7 @@ async fn a_large_cluster_is_drawn_by_groups_and_zooms_into_two() {
     let names: Vec<String> = (0..8)
         .flat_map(|r| (0..20).map(move |i| format!("r{r}-n{i:02}")))
         .collect();
-    let state = measured_cluster(&names, rack_rtt_us).await;
+    let (state, _) = measured_cluster(&names, rack_rtt_us).await;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _serving = serve_query(state, addr).await;
     let aggregator = format!("http://{addr}");

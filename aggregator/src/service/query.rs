@@ -465,6 +465,17 @@ impl QueryService for Services {
         self.authorize(&request, Access::Read).await?;
         let req = request.into_inner();
         let method = method_of(req.method)?;
+        if req.nodes.len() > MAX_NAMES {
+            return Err(Status::invalid_argument(format!(
+                "WatchLinksRequest.nodes names {} nodes; at most {MAX_NAMES} are accepted",
+                req.nodes.len()
+            )));
+        }
+        // Unknown names are fine here: a node may join while it is watched.
+        let want = Wanted {
+            method,
+            nodes: req.nodes.into_iter().collect(),
+        };
         let slot = self.watchers.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "{} watchers are open, the most this aggregator serves (--max-watchers); close one or try later",
@@ -499,21 +510,32 @@ impl QueryService for Services {
                 updates,
             } = watch;
             if let Some(initial_slot) = initial_slot {
-                if !send_initial(snapshot, since, method, &tx).await {
+                if !send_initial(snapshot, since, &want, &tx).await {
                     return;
                 }
                 drop(initial_slot);
             } else {
                 drop(snapshot);
             }
-            forward(updates, method, &tx).await;
+            forward(updates, &want, &tx).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-fn wanted(method: ProbeMethod, m: i32) -> bool {
-    method == ProbeMethod::Unspecified || m == method as i32
+/// The links a watcher asked for: of one method (or all), from or to one
+/// of some nodes (or any).
+#[derive(Debug)]
+struct Wanted {
+    method: ProbeMethod,
+    nodes: BTreeSet<String>,
+}
+
+impl Wanted {
+    fn wants(&self, l: &LinkState) -> bool {
+        (self.method == ProbeMethod::Unspecified || l.method == self.method as i32)
+            && (self.nodes.is_empty() || self.nodes.contains(&l.src) || self.nodes.contains(&l.dst))
+    }
 }
 
 /// Send a watcher the links as of `snapshot` and the updates since it;
@@ -521,14 +543,15 @@ fn wanted(method: ProbeMethod, m: i32) -> bool {
 async fn send_initial(
     snapshot: Arc<Snapshot>,
     since: Vec<LinkState>,
-    method: ProbeMethod,
+    want: &Wanted,
     tx: &mpsc::Sender<Result<LinkUpdate, Status>>,
 ) -> bool {
     // One link at a time from the shared snapshot: a watcher holds its
     // queue, not a copy of the matrix.
     let links = snapshot
-        .links(method, Instant::now())
-        .chain(since.into_iter().filter(|l| wanted(method, l.method)));
+        .links(want.method, Instant::now())
+        .filter(|l| want.wants(l))
+        .chain(since.into_iter().filter(|l| want.wants(l)));
     for link in links {
         let update = Ok(LinkUpdate { link: Some(link) });
         if tx.send_timeout(update, INITIAL_SEND_TIMEOUT).await.is_err() {
@@ -538,17 +561,17 @@ async fn send_initial(
     true
 }
 
-/// Stream every update of `method` into `tx` until the watcher goes away,
+/// Stream every update `want`s into `tx` until the watcher goes away,
 /// stops reading for [`WATCH_SEND_TIMEOUT`], or falls behind the updates.
 async fn forward(
     mut updates: broadcast::Receiver<LinkState>,
-    method: ProbeMethod,
+    want: &Wanted,
     tx: &mpsc::Sender<Result<LinkUpdate, Status>>,
 ) {
     let send = |item: Result<LinkUpdate, Status>| tx.send_timeout(item, WATCH_SEND_TIMEOUT);
     loop {
         let item = match updates.recv().await {
-            Ok(link) if wanted(method, link.method) => Ok(LinkUpdate { link: Some(link) }),
+            Ok(link) if want.wants(&link) => Ok(LinkUpdate { link: Some(link) }),
             Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(n)) => Err(Status::resource_exhausted(
                 format!("watcher fell {n} updates behind; watch again with send_initial"),

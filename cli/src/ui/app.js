@@ -46,7 +46,13 @@ const state = {
   groupOf: new Map(), // node -> its l1 group
   links: new Map(), // "src\u0000dst" -> link (every link, or a zoom's)
   bandwidth: new Map(), // "sender\u0000receiver" -> Mbit/s
-  history: new Map(), // "src\u0000dst" -> [rtt p50 ms, …] while the page is open
+  // The pair shown, live from /api/watch (WatchLinks): its EventSource,
+  // the latest link per "src\u0000dst\u0000method", and the RTT p50 of each
+  // window that arrived per "src\u0000dst" (UDP) while it is shown.
+  pair: null,
+  live: null,
+  liveLinks: new Map(),
+  history: new Map(),
   chosen: new Set(), // nodes of the shown placement
   zoom: null, // [l1 group a, l1 group b] when zoomed in
   failures: 0,
@@ -278,16 +284,20 @@ function unzoom() {
   setStatus();
 }
 
+// One direction of the shown pair: every method the live stream brought
+// (UDP from the view until it has).
 function linkText(src, dst) {
-  const l = state.links.get(key(src, dst));
   const bw = state.bandwidth.get(key(src, dst));
   const lines = [`${src} → ${dst}`];
-  if (!l) lines.push("  not measured");
-  else {
+  let links = [...state.liveLinks.values()].filter((l) => l.src === src && l.dst === dst);
+  if (links.length === 0 && state.links.has(key(src, dst))) links = [state.links.get(key(src, dst))];
+  links.sort((x, y) => x.method.localeCompare(y.method));
+  if (links.length === 0) lines.push("  not measured");
+  for (const l of links) {
     const s = l.smoothed, w = l.latest;
-    lines.push(`  smoothed: RTT p50 ${fmt(s.rtt_p50_us / 1000, "ms")}, p99 ${fmt(s.rtt_p99_us / 1000, "ms")}, ` +
+    lines.push(`  ${l.method} smoothed: RTT p50 ${fmt(s.rtt_p50_us / 1000, "ms")}, p99 ${fmt(s.rtt_p99_us / 1000, "ms")}, ` +
       `jitter ${fmt(s.jitter_us / 1000, "ms")}, loss ${fmt(s.loss_ppm / 1e4, "%")}${l.stale ? " (stale)" : ""}`);
-    lines.push(`  latest window (${l.method}): ${w.received} of ${w.sent} probes back, ` +
+    lines.push(`  ${l.method} latest window: ${w.received} of ${w.sent} probes back, ` +
       `RTT p50 ${fmt(w.rtt_p50_ns / 1e6, "ms")}, p99 ${fmt(w.rtt_p99_ns / 1e6, "ms")}, ` +
       `ended ${new Date(w.window_end_unix_us / 1000).toLocaleTimeString()}`);
   }
@@ -301,7 +311,8 @@ function sparkline(src, dst) {
   svg.setAttribute("class", "sparkline");
   svg.setAttribute("width", "240");
   svg.setAttribute("height", "40");
-  svg.setAttribute("aria-label", `RTT p50 of ${src} → ${dst} while this page was open`);
+  svg.setAttribute("aria-label", `RTT p50 of each window of ${src} → ${dst} (UDP) while shown: ${h.map((v) => fmt(v, "ms")).join(", ") || "none yet"}`);
+  svg.dataset.points = h.length;
   if (h.length > 1) {
     const lo = Math.min(...h), hi = Math.max(...h) || 1;
     const y = (v) => 38 - (hi === lo ? 18 : ((v - lo) / (hi - lo)) * 36);
@@ -311,22 +322,77 @@ function sparkline(src, dst) {
   return svg;
 }
 
+// Show a pair, and follow it live: /api/watch streams every window of
+// both directions (WatchLinks); the browser reconnects the stream by
+// itself when it ends (the aggregator restarting, say).
 function showPair(a, b) {
+  if (!state.pair || state.pair[0] !== a || state.pair[1] !== b) {
+    if (state.live) state.live.close();
+    state.pair = [a, b];
+    state.liveLinks = new Map();
+    state.history = new Map();
+    const es = new EventSource(`/api/watch?${new URLSearchParams({ a, b })}`);
+    es.addEventListener("open", () => setLive("live"));
+    es.addEventListener("link", (e) => {
+      const l = JSON.parse(e.data);
+      const k = key(l.src, l.dst) + "\u0000" + l.method;
+      const before = state.liveLinks.get(k);
+      state.liveLinks.set(k, l);
+      const fresh = !before || before.latest.window_end_unix_us !== l.latest.window_end_unix_us;
+      if (l.method === "udp" && fresh && l.latest.received > 0) {
+        const h = state.history.get(key(l.src, l.dst)) || [];
+        h.push(l.latest.rtt_p50_ns / 1e6);
+        if (h.length > HISTORY) h.shift();
+        state.history.set(key(l.src, l.dst), h);
+      }
+      renderPair();
+    });
+    es.addEventListener("failed", (e) => setLive("reconnecting", JSON.parse(e.data).error));
+    es.addEventListener("error", () => setLive("reconnecting"));
+    state.live = es;
+  }
+  renderPair();
+}
+
+function setLive(how, why) {
+  const p = $("pair-live");
+  if (!p) return;
+  p.dataset.state = how;
+  p.textContent = how === "live" ? "live: each window as it arrives"
+    : `reconnecting${why ? ` (${why})` : ""}: showing the last figures`;
+}
+
+function renderPair() {
+  const [a, b] = state.pair;
   const d = $("detail");
+  const was = $("pair-live");
   d.replaceChildren();
   const h = document.createElement("h2");
   h.textContent = `${a} ↔ ${b}`;
+  const live = document.createElement("p");
+  live.id = "pair-live";
+  live.dataset.state = was ? was.dataset.state : "connecting";
+  live.textContent = was ? was.textContent : "connecting…";
   const pre = document.createElement("pre");
   pre.id = "pair-figures";
   pre.textContent = linkText(a, b) + "\n\n" + linkText(b, a);
   const cap = document.createElement("p");
-  cap.textContent = "RTT p50 while this page is open, each direction:";
-  d.append(h, pre, cap, sparkline(a, b), sparkline(b, a));
+  cap.textContent = "RTT p50 of each window while shown (UDP), each direction:";
+  d.append(h, live, pre, cap, sparkline(a, b), sparkline(b, a));
   d.dataset.pair = `${a} ${b}`;
+}
+
+// Showing something else ends the live stream.
+function leavePair() {
+  if (state.live) state.live.close();
+  state.live = null;
+  state.pair = null;
+  delete $("detail").dataset.pair;
 }
 
 // A node's figures, asked when clicked (not on every refresh).
 async function showNode(row) {
+  leavePair();
   const d = $("detail");
   let n;
   try {
@@ -370,18 +436,10 @@ async function fetchJson(path) {
   return body;
 }
 
-// Links (and bandwidth tests) of a matrix answer, each link's RTT kept in
-// its history for the sparklines.
+// Links (and bandwidth tests) of a matrix answer.
 function takeLinks(m) {
   state.links = new Map(m.links.map((l) => [key(l.src, l.dst), l]));
   state.bandwidth = new Map(m.bandwidth.map((b) => [key(b.sender, b.receiver), b.mbps]));
-  for (const l of m.links) {
-    const k = key(l.src, l.dst);
-    const h = state.history.get(k) || [];
-    h.push(l.smoothed.rtt_p50_us / 1000);
-    if (h.length > HISTORY) h.shift();
-    state.history.set(k, h);
-  }
 }
 
 async function refresh() {
@@ -396,8 +454,7 @@ async function refresh() {
     state.failures = 0;
     draw();
     setStatus();
-    const pair = $("detail").dataset.pair;
-    if (pair) showPair(...pair.split(" "));
+    if (state.pair) renderPair();
   } catch (e) {
     state.failures += 1;
     setStatus(e.message);

@@ -133,12 +133,20 @@ fn a_zoom_and_a_node_are_routed_with_their_names() {
         route(&get("/api/node?name=gpu-7", Some(SERVED)), served()),
         Ok(Route::Node("gpu-7".into()))
     );
+    assert_eq!(
+        route(&get("/api/watch?a=gpu-7&b=gpu-9", Some(SERVED)), served()),
+        Ok(Route::Watch {
+            a: "gpu-7".into(),
+            b: "gpu-9".into()
+        })
+    );
     let long = "n".repeat(MAX_NAME_BYTES + 1);
     for (path, says) in [
         ("/api/pairs?a=r1".to_string(), "b is missing"),
         ("/api/pairs?a=r1&b=".to_string(), "b=\"\""),
         ("/api/pairs?a=r1&a=r2&b=r3".to_string(), "a given twice"),
         ("/api/node".to_string(), "name is missing"),
+        ("/api/watch?a=gpu-7".to_string(), "b is missing"),
         ("/api/pairs?a=r1&b=r2&level=4".to_string(), "1, 2 or 3"),
         (format!("/api/node?name={long}"), "1 to 253"),
         ("/api/node?name=a%0Ab".to_string(), "1 to 253"),
@@ -177,7 +185,7 @@ async fn an_unreachable_aggregator_is_a_502_that_says_so() {
     // Nothing listens on port 1.
     let target = Target::from("http://127.0.0.1:1");
     let r = respond(
-        &target,
+        &Arc::new(target.clone()),
         &ViewCache::new(Arc::new(target.clone())),
         served(),
         &get("/api/view", Some(SERVED)),
@@ -204,7 +212,7 @@ async fn the_page_and_its_parts_come_from_the_binary_with_a_strict_policy() {
         ("/app.css", "text/css", ".cell.unmeasured"),
     ] {
         let r = respond(
-            &target,
+            &Arc::new(target.clone()),
             &ViewCache::new(Arc::new(target.clone())),
             served(),
             &get(path, Some(SERVED)),

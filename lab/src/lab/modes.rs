@@ -33,6 +33,7 @@ pub(super) async fn run(r: &mut Running<'_>, duration: Duration) -> Result<Repor
         .watch_links(WatchLinksRequest {
             method: ProbeMethod::Unspecified as i32,
             send_initial: false,
+            ..Default::default()
         })
         .await?
         .into_inner();
