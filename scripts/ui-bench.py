@@ -11,8 +11,13 @@ times, and prints the median and worst of:
   zoom     a click on the first off-diagonal cell to the zoomed heatmap
            (group view only: asks /api/pairs)
 
-Usage: scripts/ui-bench.py URL [ROUNDS]    (docs/benchmarks.md, section 12)
+Usage: scripts/ui-bench.py URL [ROUNDS] [--screenshot FILE [--pair A,B] [--place K]]
+(docs/benchmarks.md, section 12). With --screenshot it then shows the pair
+A,B (or the first off-diagonal cell), places K nodes (default 4, with an
+8 MiB all-reduce) and saves the window as a PNG (docs/ui.md's picture).
 """
+import argparse
+import base64
 import json
 import os
 import shutil
@@ -60,10 +65,39 @@ class Driver:
             time.sleep(0.02)
 
 
+def screenshot(d, path, pair, k):
+    """A pair shown, k nodes placed, the window saved as PNG."""
+    d.call("POST", "/url", {"url": "about:blank"})
+    d.call("POST", "/url", {"url": d.url})
+    d.until("return document.querySelectorAll('#heatmap rect.cell').length > 0")
+    if pair:
+        a, b = pair.split(",")
+        css = f"#heatmap rect.cell[data-src='{a}'][data-dst='{b}']"
+    else:
+        css = "#heatmap rect.cell:not(.self)"
+    cell = d.call("POST", "/element", {"using": "css selector", "value": css})
+    d.call("POST", f"/element/{cell[ELEMENT]}/click", {})
+    d.until("return document.getElementById('pair-live')?.dataset.state === 'live'")
+    d.js(f"document.getElementById('k').value = '{k}';"
+         " document.getElementById('bytes').value = '8MiB';"
+         " document.querySelector('#place button[type=submit]').click(); return true")
+    d.until("return document.querySelector('#placement pre') !== null")
+    time.sleep(1)
+    png = base64.b64decode(d.call("GET", "/screenshot"))
+    with open(path, "wb") as f:
+        f.write(png)
+    print(f"screenshot: {path}")
+
+
 def main():
-    if len(sys.argv) not in (2, 3):
-        sys.exit(__doc__)
-    url, rounds = sys.argv[1], int(sys.argv[2]) if len(sys.argv) == 3 else 5
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("url")
+    ap.add_argument("rounds", nargs="?", type=int, default=5)
+    ap.add_argument("--screenshot")
+    ap.add_argument("--pair")
+    ap.add_argument("--place", type=int, default=4)
+    args = ap.parse_args()
+    url, rounds = args.url, args.rounds
     for tool in ("chromium", "chromedriver"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: apt-get install chromium chromium-driver")
@@ -79,6 +113,7 @@ def main():
             except OSError:
                 time.sleep(0.1)
         d = Driver(port)
+        d.url = url
         caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": shutil.which("chromium"),
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -109,6 +144,8 @@ def main():
                 zoom = (time.monotonic() - t) * 1000
             runs.append({"open_ms": opened, "redraw_ms": redraw, "zoom_ms": zoom,
                          "kind": kind, "cells": cells, "rows": nodes})
+        if args.screenshot:
+            screenshot(d, args.screenshot, args.pair, args.place)
         d.call("DELETE", "")
     finally:
         driver.kill()
