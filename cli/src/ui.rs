@@ -162,20 +162,16 @@ pub fn route<B>(req: &Request<B>, served: SocketAddr) -> Result<Route, Refusal> 
         "/api/pairs" => {
             let a = one_name(query, "a")?;
             let b = one_name(query, "b")?;
-            let level = match one_name(query, "level") {
-                Ok(l) => match l.as_str() {
-                    "1" => 1,
-                    "2" => 2,
-                    "3" => 3,
-                    _ => {
-                        return Err(refuse(
-                            StatusCode::BAD_REQUEST,
-                            format!("level={l:?}: 1, 2 or 3"),
-                        ));
-                    }
-                },
-                Err(_) if !query.contains("level=") => 1,
-                Err(e) => return Err(e),
+            let level = match name_param(query, "level")?.as_deref() {
+                None | Some("1") => 1,
+                Some("2") => 2,
+                Some("3") => 3,
+                Some(l) => {
+                    return Err(refuse(
+                        StatusCode::BAD_REQUEST,
+                        format!("level={l:?}: 1, 2 or 3"),
+                    ));
+                }
             };
             Ok(Route::Pairs { a, b, level })
         }
@@ -209,8 +205,15 @@ fn host_is_ours(host: &str, served: SocketAddr) -> bool {
     bare || host == served.to_string() || host == format!("localhost:{port}")
 }
 
-/// The value of `key` in `query`: given once, not empty, a name's length.
+/// The value of `key` in `query`, which must be there.
 fn one_name(query: &str, key: &str) -> Result<String, Refusal> {
+    name_param(query, key)?
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, format!("{key} is missing")))
+}
+
+/// The value of `key` in `query`, if given: at most once, not empty, a
+/// name's length, no control characters.
+fn name_param(query: &str, key: &str) -> Result<Option<String>, Refusal> {
     let bad = |why: String| refuse(StatusCode::BAD_REQUEST, why);
     let mut found = None;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -227,7 +230,7 @@ fn one_name(query: &str, key: &str) -> Result<String, Refusal> {
         }
         found = Some(v.into_owned());
     }
-    found.ok_or_else(|| bad(format!("{key} is missing")))
+    Ok(found)
 }
 
 fn parse_place(query: &str) -> Result<PlaceQuery, Refusal> {

@@ -1,7 +1,8 @@
 // netaware ui: the link matrix as a heatmap, read from the CLI's own
-// /api/view (nodes with their groups, l1 × l1 cells and, up to 150 nodes,
-// every link as `netaware matrix -o json` prints it), /api/pairs (a zoom
-// into two groups), /api/node and /api/place. Plain SVG, no libraries:
+// /api/view (nodes with their groups, group × group cells and, up to 150
+// nodes, every link as `netaware matrix -o json` prints it), /api/pairs (a
+// zoom into two groups), /api/node, /api/watch (a pair, live) and
+// /api/place. Plain SVG, no libraries:
 // the page is served from the binary and must work offline.
 "use strict";
 
@@ -18,9 +19,10 @@ const CELL = 18;
 const LABEL = 90;
 const HISTORY = 60;
 
-// Each metric of a link (`of`), and of an l1 × l1 cell (`cell`: the
-// median of its measured pairs, or the largest, "max", which is what an
-// unmeasured pair between the two groups is taken to be, as Place does).
+// Each metric of a link (`of`), and of a group × group cell (`cell`: the
+// median of its measured pairs, or the largest, "max", which for l1
+// groups is what an unmeasured pair between them is taken to be, as Place
+// does).
 const scaled = (field, by) => (c, which) => {
   const v = c && c[field] && c[field][which];
   return v === null || v === undefined ? undefined : v / by;
@@ -252,7 +254,7 @@ function drawLegend(sc) {
   lg.append(row, text);
 }
 
-// Into two l1 groups of a large cluster: their links alone.
+// Into two groups of a large cluster (of view.level): their links alone.
 async function zoomInto(a, b) {
   state.zoom = [a, b];
   try {

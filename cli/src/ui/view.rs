@@ -10,7 +10,7 @@
 //! many groups ([`level_for`]), so only those ([`cells`]) are sent, and a
 //! zoom into two groups asks for their links alone ([`pairs`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -132,7 +132,8 @@ fn groups_of(g: &ListGroupsResponse) -> BTreeMap<String, [String; 3]> {
     of
 }
 
-fn nodes_json(of: &BTreeMap<String, [String; 3]>) -> Value {
+/// Every node with its groups (the page's rows and their order).
+fn node_groups_json(of: &BTreeMap<String, [String; 3]>) -> Value {
     Value::Array(
         of.iter()
             .map(|(name, [l1, l2, l3])| {
@@ -151,8 +152,7 @@ fn level_for(of: &BTreeMap<String, [String; 3]>) -> usize {
     }
     (1..=3)
         .find(|&level| {
-            let ids: std::collections::BTreeSet<&str> =
-                of.values().map(|g| g[level - 1].as_str()).collect();
+            let ids: BTreeSet<&str> = of.values().map(|g| g[level - 1].as_str()).collect();
             ids.len() <= CELLS_UP_TO
         })
         .unwrap_or(3)
@@ -189,7 +189,7 @@ fn max(v: &[f64]) -> Option<f64> {
 pub(super) fn cells(g: &ListGroupsResponse, m: &GetMatrixResponse, level: usize) -> Vec<Value> {
     let of = groups_of(g);
     let at = level.clamp(1, 3) - 1;
-    let l1 = |n: &str| of.get(n).map(|x| x[at].as_str()).filter(|x| !x.is_empty());
+    let group_of = |n: &str| of.get(n).map(|x| x[at].as_str()).filter(|x| !x.is_empty());
     let mut size: HashMap<&str, u64> = HashMap::new();
     for groups in of.values() {
         if !groups[at].is_empty() {
@@ -198,7 +198,7 @@ pub(super) fn cells(g: &ListGroupsResponse, m: &GetMatrixResponse, level: usize)
     }
     let mut acc: BTreeMap<(&str, &str), Acc> = BTreeMap::new();
     for l in &m.links {
-        let (Some(a), Some(b)) = (l1(&l.src), l1(&l.dst)) else {
+        let (Some(a), Some(b)) = (group_of(&l.src), group_of(&l.dst)) else {
             continue;
         };
         let (Some(s), Some(w)) = (l.smoothed.as_ref(), l.latest.as_ref()) else {
@@ -214,7 +214,7 @@ pub(super) fn cells(g: &ListGroupsResponse, m: &GetMatrixResponse, level: usize)
         e.stale += u32::from(l.stale);
     }
     for b in &m.bandwidth {
-        if let (Some(x), Some(y)) = (l1(&b.sender), l1(&b.receiver)) {
+        if let (Some(x), Some(y)) = (group_of(&b.sender), group_of(&b.receiver)) {
             acc.entry((x, y)).or_default().bandwidth.push(b.mbps);
         }
     }
@@ -259,7 +259,7 @@ async fn view(target: &Target) -> Result<Value, Error> {
     let mut v = json!({
         "kind": if by_nodes { "nodes" } else { "groups" },
         "level": level,
-        "nodes": nodes_json(&of),
+        "nodes": node_groups_json(&of),
         "groups": groups_json(&groups),
         "cells": cells(&groups, &matrix, level.max(1)),
         "links_total": matrix.links.len(),
@@ -292,17 +292,15 @@ pub(super) async fn pairs(target: &Target, a: &str, b: &str, level: u32) -> Resu
             "no l{level} group {id:?} (groups change as the network does: reload the view)"
         )))
     };
-    let ma = members(a).ok_or_else(|| unknown(a))?;
-    let mb = members(b).ok_or_else(|| unknown(b))?;
-    let mut nodes = ma.clone();
-    nodes.extend(mb.iter().filter(|n| !ma.contains(n)).cloned());
+    let mut nodes: BTreeSet<String> = members(a).ok_or_else(|| unknown(a))?.into_iter().collect();
+    nodes.extend(members(b).ok_or_else(|| unknown(b))?);
     let select = Selection {
-        nodes: nodes.clone(),
+        nodes: nodes.iter().cloned().collect(),
         group: None,
     };
     let mut m = fetch_matrix(target, ProbeMethod::StampUdp, &select).await?;
     // "From or to one of these": keep the links among them only.
-    let inside = |n: &str| nodes.iter().any(|x| x == n);
+    let inside = |n: &str| nodes.contains(n);
     m.links.retain(|l| inside(&l.src) && inside(&l.dst));
     m.bandwidth
         .retain(|b| inside(&b.sender) && inside(&b.receiver));
