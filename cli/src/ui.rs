@@ -369,18 +369,7 @@ fn live(target: Arc<Target>, a: String, b: String) -> Response<Body> {
         .await;
     });
     let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let mut r = Response::new(BodyExt::boxed(body));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
+    response(StatusCode::OK, "text/event-stream", BodyExt::boxed(body))
 }
 
 /// Forward the pair's updates into `tx` until the browser goes away
@@ -426,39 +415,35 @@ async fn watch_pair(
     }
 }
 
-fn asset(a: Asset) -> Response<Body> {
-    let (body, ctype) = a.body_and_type();
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
+/// Every answer: the network's layout is not for caches, nor for other
+/// origins' scripts to sniff as something else.
+fn response(status: StatusCode, ctype: &'static str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn asset(a: Asset) -> Response<Body> {
+    let (body, ctype) = a.body_and_type();
+    let body = Full::new(Bytes::from_static(body.as_bytes())).boxed();
+    let mut r = response(StatusCode::OK, ctype, body);
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
     r
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{v:#}\n"))).boxed());
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    // The network's layout is not for caches, nor for other origins'
-    // scripts to sniff as something else.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
+    let body = Full::new(Bytes::from(format!("{v:#}\n"))).boxed();
+    response(status, "application/json", body)
 }
 
 /// Respond to one request.
