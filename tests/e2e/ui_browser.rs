@@ -236,6 +236,18 @@ async fn browser_session(test: &str) -> Option<(Browser, PathBuf)> {
     Some((Browser::start(&chromium, &driver, &profile).await, profile))
 }
 
+/// The heatmap's row names, top to bottom.
+async fn row_names(c: &Browser) -> Vec<String> {
+    serde_json::from_value(
+        eval(
+            c,
+            "return [...document.querySelectorAll('#heatmap text.row')].map(t => t.dataset.name)",
+        )
+        .await,
+    )
+    .unwrap()
+}
+
 /// `netaware groups -o json`: each level's group of every node.
 fn groups_by_level(aggregator: &str) -> BTreeMap<u64, BTreeMap<String, String>> {
     let out = Command::new(binary("netaware"))
@@ -343,14 +355,7 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
 
     // Group boundaries where `netaware groups` says a group changes, and
     // every group one block.
-    let rows: Vec<String> = serde_json::from_value(
-        eval(
-            &c,
-            "return [...document.querySelectorAll('#heatmap text.row')].map(t => t.dataset.name)",
-        )
-        .await,
-    )
-    .unwrap();
+    let rows = row_names(&c).await;
     assert_eq!(rows.len(), NODES.len());
     let by_level = groups_by_level(&aggregator);
     assert!(by_level.contains_key(&1), "no l1 groups: {by_level:?}");
@@ -649,14 +654,7 @@ async fn a_large_cluster_is_drawn_by_groups_and_zooms_into_two() {
         json!([400, 400 - measured, 0]),
         "cells, estimated, grey"
     );
-    let rows: Vec<String> = serde_json::from_value(
-        eval(
-            &c,
-            "return [...document.querySelectorAll('#heatmap text.row')].map(t => t.dataset.name)",
-        )
-        .await,
-    )
-    .unwrap();
+    let rows = row_names(&c).await;
     assert!(rows.iter().all(|n| l1[n] == *g0), "{rows:?}");
     // Escape goes back to all groups.
     c.execute("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'})); return true")
