@@ -168,14 +168,26 @@ fn netaware_placement_is_not_slower_than_spreading() {
 
 /// Four ranks in pairs on two regions of three: the job cannot fit in one
 /// region, each pair can. netaware-shaped keeps both pairs inside a region
-/// and runs each rank on its node in order; shape-blind netaware gives
-/// ranks in name order, so one of its pairs crosses the 20 Mbit/s link.
+/// and runs each rank on its node in order. Shape-blind placements give
+/// ranks in name order: with three nodes of one region and one of the
+/// other, a pair crosses the 20 Mbit/s link; with two and two (as
+/// shape-blind netaware may choose: its flat ring crosses twice either
+/// way) both pairs stay inside, over the same links as the shaped order.
 #[test]
 #[ignore = "needs root (network namespaces): ./test.sh runs it as root"]
 fn a_shaped_job_keeps_its_pairs_inside_a_region() {
+    // Seed 10 draws a-1 b-1 b-2 b-3 and a-3 b-1 b-2 b-3: both split a pair
+    // across the regions, so the gain is measured whatever netaware picks.
     let r = bench(
         "e2e-bench-shaped",
-        &["--shape", "tp=2:256KiB,dp=2:32KiB", "--bytes", "256KiB"],
+        &[
+            "--shape",
+            "tp=2:256KiB,dp=2:32KiB",
+            "--bytes",
+            "256KiB",
+            "--placement-seed",
+            "10",
+        ],
     );
     assert_eq!(
         (r["k"].as_u64(), r["shape"].as_str()),
@@ -211,17 +223,39 @@ fn a_shaped_job_keeps_its_pairs_inside_a_region() {
     let mut sorted = nodes_of(&blind);
     sorted.sort();
     assert_eq!(nodes_of(&blind), sorted);
-    // Pairs across the 20 Mbit/s link cost a shape-blind order more than
-    // noise; never the other way round.
-    let (ours, theirs) = (
-        shaped["iter_ms_p50"].as_f64().unwrap(),
-        blind["iter_ms_p50"].as_f64().unwrap(),
-    );
+    let ours = shaped["iter_ms_p50"].as_f64().unwrap();
     assert!(
-        ours <= theirs * 1.1,
-        "shaped {ours} ms vs shape-blind {theirs} ms"
+        (blind["ratio_to_netaware"].as_f64().unwrap()
+            - blind["iter_ms_p50"].as_f64().unwrap() / ours)
+            .abs()
+            < 1e-9
     );
-    assert!((blind["ratio_to_netaware"].as_f64().unwrap() - theirs / ours).abs() < 1e-9);
+    // A pair across the 20 Mbit/s link moves 256 KiB at a fifth of the
+    // speed inside (about 100 ms more a step against about 50 ms): far
+    // beyond noise. An order whose pairs stay inside runs over the same
+    // links as the shaped one, so only noise tells them apart (on a busy
+    // 2-core runner, 20 % between identical sets): no timing claim there.
+    let mut crossing = Vec::new();
+    for p in r["placements"].as_array().unwrap() {
+        let order = nodes_of(p);
+        let split = order
+            .chunks(2)
+            .any(|pair| region(&pair[0]) != region(&pair[1]));
+        if split {
+            let theirs = p["iter_ms_p50"].as_f64().unwrap();
+            assert!(
+                ours * 1.3 <= theirs,
+                "shaped {ours} ms vs {} {order:?} {theirs} ms",
+                p["name"]
+            );
+            crossing.push(p["name"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(
+        crossing.iter().any(|n| n.starts_with("random")),
+        "no random placement splits a pair, so the gain went unmeasured: \
+         pick a --placement-seed whose draws do ({crossing:?})"
+    );
 }
 
 /// Refusals come before anything is built, so they need no root: each says
