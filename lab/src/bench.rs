@@ -36,7 +36,7 @@ use std::process::{Command, Stdio};
 use netaware_model::groups::Distances;
 use netaware_model::place::cost::{self, Prediction, RingLink};
 use netaware_model::place::diameter::{self, Candidates};
-use netaware_model::place::{PairFigures, predict_ranks};
+use netaware_model::place::{PREDICTION_STEP, PairFigures, predict_ranks};
 use netaware_model::shape::Shape;
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::GetMatrixResponse;
@@ -163,11 +163,17 @@ pub struct PlacementResult {
     pub predicted_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction: Option<Prediction>,
-    /// `predicted_ms` ÷ `iter_ms_p50`.
+    /// `predicted_ms` plus this machine's own time for the job
+    /// ([`HostPart`]), when the bench measured it: what the lab, whose
+    /// nodes all share this machine's cores, should take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_with_host_ms: Option<f64>,
+    /// The prediction (with the host part, when measured) ÷ `iter_ms_p50`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_over_measured: Option<f64>,
-    /// `predicted_ms` ÷ `iter_ms_mean`: the comparison the model is made
-    /// for (its loss part is an expectation).
+    /// The prediction (with the host part, when measured) ÷
+    /// `iter_ms_mean`: the comparison the model is made for (its loss part
+    /// is an expectation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_over_mean: Option<f64>,
     /// How late the lab's emulator delivered packets while this set's
@@ -184,6 +190,50 @@ pub struct PlacementResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_busy: Option<f64>,
     pub iter_ms: Vec<f64>,
+}
+
+impl PlacementResult {
+    /// Add this machine's own time for the job, `host_ms`, to the
+    /// prediction and compare the sum with what was measured.
+    fn add_host(&mut self, host_ms: f64) {
+        let Some(total) = self.predicted_ms.map(|x| x + host_ms) else {
+            return;
+        };
+        self.predicted_with_host_ms = Some(total);
+        let (p50, mean) = (self.iter_ms_p50, self.iter_ms_mean);
+        self.predicted_over_measured = (p50 > 0.0).then(|| total / p50);
+        self.predicted_over_mean = (mean > 0.0).then(|| total / mean);
+    }
+
+    /// The prediction the bench compares with: with the host part when
+    /// measured.
+    fn predicted_total_ms(&self) -> Option<f64> {
+        self.predicted_with_host_ms.or(self.predicted_ms)
+    }
+}
+
+/// This machine's own part of every set's time: the same all-reduce with
+/// every rank on this machine over loopback ([`run_host`]), interleaved
+/// with the sets' rounds. The cost model's compute term (the γ of the
+/// α-β-γ model: copies and reductions, per byte) is small on a real node
+/// with its own cores; in the lab every node's ranks share this machine's
+/// two, and on a 1 Gbit/s ring inside one region that work is a third of
+/// the time (docs/benchmarks.md §8).
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPart {
+    pub iter_ms_mean: f64,
+    pub iter_ms_p50: f64,
+    pub iter_ms: Vec<f64>,
+}
+
+impl HostPart {
+    pub fn new(iter_ms: Vec<f64>) -> Self {
+        Self {
+            iter_ms_mean: mean(&iter_ms),
+            iter_ms_p50: percentiles(&iter_ms).0,
+            iter_ms,
+        }
+    }
 }
 
 /// Some span of the machine's CPU time, in clock ticks: busy (all but
@@ -246,7 +296,30 @@ pub struct BenchReport {
     /// The same against the measured means, which the model predicts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spearman_predicted_mean: Option<f64>,
+    /// Both again with predictions within 5 % of each other tied
+    /// ([`tie_close`]): `Place` does not choose between such sets on their
+    /// predictions, so the model makes no claim about their order, and
+    /// ranking them anyway reads the runs' noise as its error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spearman_tied_predicted_measured: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spearman_tied_predicted_mean: Option<f64>,
+    /// This machine's own part, added to every prediction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostPart>,
     pub placements: Vec<PlacementResult>,
+}
+
+impl BenchReport {
+    /// Add `host`'s mean to every set's prediction (the model predicts a
+    /// mean). The order of the predictions does not change.
+    pub fn with_host(mut self, host: HostPart) -> Self {
+        for p in &mut self.placements {
+            p.add_host(host.iter_ms_mean);
+        }
+        self.host = Some(host);
+        self
+    }
 }
 
 /// Round-robin over regions (in order of first appearance), nodes in file
@@ -709,6 +782,7 @@ pub fn placement_result(
         measured,
         predicted_ms,
         prediction,
+        predicted_with_host_ms: None,
         predicted_over_measured,
         predicted_over_mean,
         emulator: None,
@@ -770,16 +844,20 @@ pub fn report(
         algorithm: b.algorithm,
         seed: b.seed,
         place_predicted_ms: None,
-        spearman_predicted_measured: order_against(&placements, |p| p.iter_ms_p50),
-        spearman_predicted_mean: order_against(&placements, |p| p.iter_ms_mean),
+        spearman_predicted_measured: order_against(&placements, false, |p| p.iter_ms_p50),
+        spearman_predicted_mean: order_against(&placements, false, |p| p.iter_ms_mean),
+        spearman_tied_predicted_measured: order_against(&placements, true, |p| p.iter_ms_p50),
+        spearman_tied_predicted_mean: order_against(&placements, true, |p| p.iter_ms_mean),
+        host: None,
         placements,
     }
 }
 
 /// Spearman's rank correlation of the distinct sets' predictions with
-/// `measured` of each.
+/// `measured` of each; with predictions within 5 % tied when `tied`.
 fn order_against(
     placements: &[PlacementResult],
+    tied: bool,
     measured: impl Fn(&PlacementResult) -> f64,
 ) -> Option<f64> {
     let (x, y): (Vec<f64>, Vec<f64>) = placements
@@ -787,7 +865,34 @@ fn order_against(
         .filter(|p| p.same_set_as.is_none())
         .filter_map(|p| Some((p.predicted_ms?, measured(p))))
         .unzip();
-    spearman(&x, &y)
+    if tied {
+        spearman(&tie_close(&x, PREDICTION_STEP), &y)
+    } else {
+        spearman(&x, &y)
+    }
+}
+
+/// `v` with values that chain within a factor `step` of the next larger
+/// one replaced by the smallest of their chain, so that rank correlation
+/// ties them. Chains, not fixed bins: 597.1 and 597.6 tie wherever a bin
+/// edge would fall.
+pub fn tie_close(v: &[f64], step: f64) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut out = v.to_vec();
+    let mut first = None::<f64>;
+    let mut prev = f64::NEG_INFINITY;
+    for i in order {
+        let x = v[i];
+        let start = match first {
+            Some(f) if x <= prev * step => f,
+            _ => x,
+        };
+        first = Some(start);
+        out[i] = start;
+        prev = x;
+    }
+    out
 }
 
 /// A shape as `name=size:bytes,…` (bytes in full, as the bench ran it).
@@ -849,10 +954,58 @@ pub fn run_mpi(
     program: &Path,
     launcher: &Path,
 ) -> Result<MpiRun> {
+    let mut cmd = mpirun(o);
+    cmd.args(["--host", &nodes.join(",")])
+        .args(["-np", &nodes.len().to_string()])
+        .arg("--mca")
+        .arg("plm_rsh_agent")
+        .arg(launcher)
+        // Ranks talk over the emulated data network only; mpirun reaches its
+        // daemons over the control bridge.
+        .args(["--mca", "btl_tcp_if_include", "10.77.0.0/24"])
+        .args(["--mca", "oob_tcp_if_include", "10.78.0.0/24"]);
+    let (v, hosts) = run_ranks(cmd, o, program, &nodes.join(","))?;
+    // Each rank must have run in its own node's namespace, rank r on
+    // nodes[r] (a shaped job's rank order is the placement).
+    let want: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    if hosts != want {
+        return Err(Error::Run(format!(
+            "ranks ran on {hosts:?}, not on {want:?} in that order: each node's namespace must \
+             have its own hostname, and mpirun must give rank r the r-th host"
+        )));
+    }
+    mpi_run(&v, &nodes.join(","))
+}
+
+/// Run the same all-reduce with every rank in this namespace, talking over
+/// loopback: what the job costs this machine with no network in the way
+/// (copies, reductions, the TCP stack, all ranks sharing its cores). The
+/// lab adds it to each set's prediction ([`BenchReport::with_host`]): in
+/// the lab every node's ranks share two cores, which a real cluster's
+/// nodes do not.
+pub fn run_host(o: &BenchOptions, program: &Path) -> Result<MpiRun> {
+    let mut cmd = mpirun(o);
+    cmd.args(["-np", &o.k.to_string()])
+        // More ranks than cores, as in the lab.
+        .arg("--oversubscribe")
+        .args(["--mca", "btl_tcp_if_include", "lo"])
+        .args(["--mca", "oob_tcp_if_include", "lo"]);
+    let (v, hosts) = run_ranks(cmd, o, program, "this host")?;
+    if hosts.len() != o.k {
+        return Err(Error::Run(format!(
+            "the host run started {} ranks, not {}",
+            hosts.len(),
+            o.k
+        )));
+    }
+    mpi_run(&v, "this host")
+}
+
+/// mpirun with the settings every run shares: root allowed, no binding,
+/// yielding ranks, TCP between ranks, the bench's algorithm.
+fn mpirun(o: &BenchOptions) -> Command {
     let mut cmd = Command::new("mpirun");
     cmd.arg("--allow-run-as-root")
-        .args(["--host", &nodes.join(",")])
-        .args(["-np", &nodes.len().to_string()])
         // Every "host" is this machine: binding would pin all ranks to core 0.
         .args(["--bind-to", "none"])
         // A rank waiting for data spins by default, which on a real node
@@ -860,14 +1013,7 @@ pub fn run_mpi(
         // with the kernel work of their own transfers: spinning ranks slow
         // the network they wait for. Yielding gives the node's CPU back.
         .args(["--mca", "mpi_yield_when_idle", "1"])
-        .arg("--mca")
-        .arg("plm_rsh_agent")
-        .arg(launcher)
-        // Ranks talk over the emulated data network only; mpirun reaches its
-        // daemons over the control bridge.
-        .args(["--mca", "btl", "tcp,self"])
-        .args(["--mca", "btl_tcp_if_include", "10.77.0.0/24"])
-        .args(["--mca", "oob_tcp_if_include", "10.78.0.0/24"]);
+        .args(["--mca", "btl", "tcp,self"]);
     let forced = match o.algorithm {
         Algorithm::Ring => Some("4"),
         Algorithm::RecursiveDoubling => Some("3"),
@@ -877,6 +1023,18 @@ pub fn run_mpi(
         cmd.args(["--mca", "coll_tuned_use_dynamic_rules", "1"])
             .args(["--mca", "coll_tuned_allreduce_algorithm", number]);
     }
+    cmd
+}
+
+/// Run `cmd` (mpirun set up) with the rank program; rank 0's JSON answer
+/// and the ranks' hostnames in rank order. `where_` names the ranks' hosts
+/// in errors.
+fn run_ranks(
+    mut cmd: Command,
+    o: &BenchOptions,
+    program: &Path,
+    where_: &str,
+) -> Result<(serde_json::Value, Vec<String>)> {
     let out = cmd
         .arg(&o.python)
         .arg(program)
@@ -894,7 +1052,7 @@ pub fn run_mpi(
     let fail = || {
         Error::Run(format!(
             "mpirun on {} failed ({}): {}{}",
-            nodes.join(","),
+            where_,
             out.status,
             stdout.trim(),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -909,28 +1067,28 @@ pub fn run_mpi(
         .find(|l| l.starts_with('{'))
         .ok_or_else(fail)?;
     let v: serde_json::Value = serde_json::from_str(line)?;
-    // Each rank must have run in its own node's namespace, rank r on
-    // nodes[r] (a shaped job's rank order is the placement).
-    let hosts: Vec<&str> = v["hosts"]
+    let hosts = v["hosts"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|h| h.as_str())
+        .filter_map(|h| h.as_str().map(String::from))
         .collect();
-    let want: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    if hosts != want {
-        return Err(Error::Run(format!(
-            "ranks ran on {hosts:?}, not on {want:?} in that order: each node's namespace must \
-             have its own hostname, and mpirun must give rank r the r-th host"
-        )));
-    }
+    Ok((v, hosts))
+}
+
+/// The times and CPU reading of rank 0's answer `v`.
+fn mpi_run(v: &serde_json::Value, where_: &str) -> Result<MpiRun> {
     let iter_ms = v["iter_ms"]
         .as_array()
         .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
-        .ok_or_else(fail)?;
+        .ok_or_else(|| {
+            Error::Run(format!(
+                "the rank program on {where_} answered without iteration times: {v}"
+            ))
+        })?;
     Ok(MpiRun {
         iter_ms,
-        cpu: cpu_ticks(&v),
+        cpu: cpu_ticks(v),
     })
 }
 
@@ -949,6 +1107,7 @@ pub fn render(r: &BenchReport) -> String {
             "p50 ÷ netaware's (95 % CI)",
             "mean ÷ netaware's (95 % CI)",
             "predicted ms",
+            "+ host ms",
             "emulator late",
             "CPU busy",
         ]
@@ -988,6 +1147,8 @@ pub fn render(r: &BenchReport) -> String {
                 )
             }),
             p.predicted_ms.map_or("-".into(), |x| format!("{x:.1}")),
+            p.predicted_with_host_ms
+                .map_or("-".into(), |x| format!("{x:.1}")),
             p.emulator
                 .map_or("-".into(), |e| format!("{:.2}%", e.late_fraction() * 100.0)),
             p.cpu_busy
@@ -1015,12 +1176,34 @@ pub fn render(r: &BenchReport) -> String {
         r.topology,
         netaware_common::aligned_table(&rows, 2)
     );
+    if let Some(h) = &r.host {
+        out.push_str(&format!(
+            "host part: the same job with all {} ranks on this machine over loopback, no network \
+             between them: mean {:.1} ms, p50 {:.1} ms over {} iterations; added to every \
+             prediction (+ host ms), which is what the ratios compare\n",
+            r.k,
+            h.iter_ms_mean,
+            h.iter_ms_p50,
+            h.iter_ms.len()
+        ));
+    }
     if let (Some(rho), Some(rho_mean)) = (r.spearman_predicted_measured, r.spearman_predicted_mean)
     {
         out.push_str(&format!(
             "predicted vs measured order (Spearman, distinct sets): {rho:.2} by the median, \
-             {rho_mean:.2} by the mean\n"
+             {rho_mean:.2} by the mean"
         ));
+        if let (Some(t), Some(t_mean)) = (
+            r.spearman_tied_predicted_measured,
+            r.spearman_tied_predicted_mean,
+        ) {
+            out.push_str(&format!(
+                "; with predictions within {:.0} % of each other tied, as Place ties them: \
+                 {t:.2} and {t_mean:.2}",
+                (PREDICTION_STEP - 1.0) * 100.0
+            ));
+        }
+        out.push('\n');
     }
     for n in notes {
         out.push_str(&n);
@@ -1102,7 +1285,7 @@ fn far_from_prediction(p: &PlacementResult) -> Option<String> {
     Some(format!(
         "{}: predicted {:.1} ms is {x:.2}× the measured mean — {why}",
         p.name,
-        p.predicted_ms.unwrap_or(0.0)
+        p.predicted_total_ms().unwrap_or(0.0)
     ))
 }
 

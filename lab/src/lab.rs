@@ -158,9 +158,10 @@ pub enum Mode {
 /// What a finished lab produced.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// Boxed: a run's report is several times a bench's.
+    /// Both boxed: each report is hundreds of bytes, and the outcome is
+    /// moved about.
     Run(Box<Report>),
-    Bench(BenchReport),
+    Bench(Box<BenchReport>),
 }
 
 /// Find a sibling binary (next to the running one) unless given explicitly;
@@ -461,7 +462,7 @@ async fn drive(
             .map(|r| Some(Outcome::Run(Box::new(r)))),
         Mode::Bench(b) => modes::bench(&mut r, &b)
             .await
-            .map(|r| Some(Outcome::Bench(r))),
+            .map(|r| Some(Outcome::Bench(Box::new(r)))),
         Mode::Up => modes::up(&mut r).await.map(|()| None),
     }
 }

@@ -130,6 +130,19 @@ fn netaware_placement_is_not_slower_than_spreading() {
     // agents (each the sender of one flow and the receiver of another)
     // before the placements: the share is a throughput on 100 Mbit/s links.
     assert!(ours["predicted_ms"].as_f64().is_some(), "{ours:#}");
+    // This machine's own time for the job (all ranks over loopback) is
+    // measured in every round and added to every prediction.
+    let host = r["host"]["iter_ms_mean"].as_f64().unwrap();
+    assert!(host > 0.0, "{:#}", r["host"]);
+    assert_eq!(r["host"]["iter_ms"].as_array().unwrap().len(), 8);
+    let total = ours["predicted_with_host_ms"].as_f64().unwrap();
+    assert!((total - ours["predicted_ms"].as_f64().unwrap() - host).abs() < 1e-9);
+    assert!(
+        (ours["predicted_over_mean"].as_f64().unwrap() * ours["iter_ms_mean"].as_f64().unwrap()
+            - total)
+            .abs()
+            < 1e-6
+    );
     let share = ours["measured"]["shared_mbps"].as_f64();
     assert!(
         share.is_some_and(|s| s > 10.0 && s < 110.0),

@@ -646,3 +646,70 @@ fn a_lossy_set_is_judged_by_its_mean() {
         "{text}"
     );
 }
+
+/// The host part's mean is added to every prediction and the ratios compare
+/// the sum; a set without a prediction stays without; the order the
+/// predictions give does not change.
+#[test]
+fn the_host_part_is_added_to_every_prediction() {
+    let r = report_of(
+        4,
+        &[
+            ("netaware", Some(100.0), &[140.0, 140.0, 150.0, 130.0]),
+            ("spread", Some(500.0), &[520.0, 520.0, 520.0, 520.0]),
+            ("random", None, &[300.0, 300.0, 300.0, 300.0]),
+        ],
+    );
+    let before = (r.spearman_predicted_measured, r.spearman_predicted_mean);
+    let text = render(&r);
+    // 100 ÷ 140 is out of the band: called out before the host part.
+    assert!(
+        text.contains("netaware: predicted 100.0 ms is 0.71×"),
+        "{text}"
+    );
+    let r = r.with_host(HostPart::new(vec![30.0, 32.0, 34.0]));
+    let host = r.host.as_ref().unwrap();
+    assert_eq!((host.iter_ms_mean, host.iter_ms_p50), (32.0, 32.0));
+    let ours = &r.placements[0];
+    assert_eq!(ours.predicted_ms, Some(100.0));
+    assert_eq!(ours.predicted_with_host_ms, Some(132.0));
+    assert_eq!(ours.predicted_over_measured, Some(132.0 / 140.0));
+    assert_eq!(ours.predicted_over_mean, Some(132.0 / 140.0));
+    assert_eq!(r.placements[1].predicted_with_host_ms, Some(532.0));
+    assert_eq!(r.placements[2].predicted_with_host_ms, None);
+    assert_eq!(r.placements[2].predicted_over_mean, None);
+    assert_eq!(
+        (r.spearman_predicted_measured, r.spearman_predicted_mean),
+        before
+    );
+    let text = render(&r);
+    assert!(
+        text.contains("host part: the same job with all 2 ranks on this machine over loopback")
+            && text.contains("mean 32.0 ms, p50 32.0 ms over 3 iterations")
+            && text.contains("132.0")
+            && !text.contains("netaware: predicted"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["host"]["iter_ms_mean"], 32.0);
+    assert_eq!(json["placements"][0]["predicted_with_host_ms"], 132.0);
+}
+
+/// Predictions that chain within 5 % tie at their chain's smallest value,
+/// across any bin edge; values further apart keep their own.
+#[test]
+fn close_predictions_tie() {
+    let v = [597.6, 105.8, 420.6, 597.1, 107.3, 620.0, 700.0];
+    assert_eq!(
+        tie_close(&v, 1.05),
+        [597.1, 105.8, 420.6, 597.1, 105.8, 597.1, 700.0]
+    );
+    assert_eq!(tie_close(&[], 1.05), Vec::<f64>::new());
+    // A tied Spearman: the model's two groups in the right order, the
+    // order inside each a coin toss (here the wrong way round).
+    let x = tie_close(&[100.0, 101.0, 600.0, 601.0], 1.05);
+    let y = [141.0, 138.0, 581.0, 579.0];
+    let rho = spearman(&x, &y).unwrap();
+    assert!((rho - 0.894).abs() < 0.001, "{rho}");
+    assert!(spearman(&[100.0, 101.0, 600.0, 601.0], &y).unwrap() < 0.61);
+}

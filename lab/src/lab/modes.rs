@@ -335,12 +335,23 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
     let mut late: Vec<Option<Lateness>> = vec![None; distinct.len()];
     // And the machine's CPU time during them.
     let mut cpu = vec![bench::CpuTimes::default(); distinct.len()];
+    // The same job with no network between the ranks, in every round too.
+    let mut host_ms = Vec::new();
     for round in 1..=b.rounds.max(1) {
         eprintln!(
-            "round {round} of {}: {per_round} iterations on each of {} node sets",
+            "round {round} of {}: {per_round} iterations on each of {} node sets and on this host",
             b.rounds,
             distinct.len()
         );
+        let o = BenchOptions {
+            iters: per_round,
+            ..b.clone()
+        };
+        let p = program.clone();
+        let got = tokio::task::spawn_blocking(move || bench::run_host(&o, &p))
+            .await
+            .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
+        host_ms.extend(got.iter_ms);
         for (((set, t), late), cpu) in distinct.iter().zip(&mut times).zip(&mut late).zip(&mut cpu)
         {
             let mark = r.lab.emulator.as_ref().and_then(Emulator::lateness_mark);
@@ -399,7 +410,7 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             p
         })
         .collect();
-    let mut report = bench::report(topo, b, results);
+    let mut report = bench::report(topo, b, results).with_host(bench::HostPart::new(host_ms));
     report.place_predicted_ms =
         (placed.predicted_allreduce_ms > 0.0).then_some(placed.predicted_allreduce_ms);
     Ok(report)
