@@ -163,9 +163,9 @@ pub struct PlacementResult {
     pub predicted_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction: Option<Prediction>,
-    /// `predicted_ms` plus this machine's own time for the job
-    /// ([`HostPart`]), when the bench measured it: what the lab, whose
-    /// nodes all share this machine's cores, should take.
+    /// The larger of `predicted_ms` and what the job needs of this
+    /// machine's cores ([`HostPart::cpu_ms`]), when the bench measured
+    /// it: what the lab, whose nodes all share those cores, should take.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_with_host_ms: Option<f64>,
     /// The prediction (with the host part, when measured) ÷ `iter_ms_p50`.
@@ -193,10 +193,10 @@ pub struct PlacementResult {
 }
 
 impl PlacementResult {
-    /// Add this machine's own time for the job, `host_ms`, to the
-    /// prediction and compare the sum with what was measured.
-    fn add_host(&mut self, host_ms: f64) {
-        let Some(total) = self.predicted_ms.map(|x| x + host_ms) else {
+    /// Bound the prediction below by `cpu_ms`, what the job needs of this
+    /// machine's cores, and compare the result with what was measured.
+    fn add_host(&mut self, cpu_ms: f64) {
+        let Some(total) = self.predicted_ms.map(|x| x.max(cpu_ms)) else {
             return;
         };
         self.predicted_with_host_ms = Some(total);
@@ -212,28 +212,90 @@ impl PlacementResult {
     }
 }
 
-/// This machine's own part of every set's time: the same all-reduce with
-/// every rank on this machine over loopback ([`run_host`]), interleaved
-/// with the sets' rounds. The cost model's compute term (the γ of the
-/// α-β-γ model: copies and reductions, per byte) is small on a real node
-/// with its own cores; in the lab every node's ranks share this machine's
-/// two, and on a 1 Gbit/s ring inside one region that work is a third of
-/// the time (docs/benchmarks.md §8).
+/// What the job needs of this machine's cores, whatever the network:
+/// a lower bound on every set's time in the lab. On a real cluster each
+/// node has its own cores, and copies and reductions (the γ of the α-β-γ
+/// model) take a few milliseconds; in the lab every node's ranks, the
+/// kernel and the emulator share this machine's two, so a ring inside one
+/// region at 1 Gbit/s is bound by them, not by its links
+/// (docs/benchmarks.md §8). Two parts, both measured, neither fitted to
+/// the sets' times:
+/// * the ranks' own work: the same all-reduce with every rank on this
+///   machine over loopback ([`run_host`]), interleaved with the rounds;
+/// * forwarding what the job puts on the wire ([`wire_bytes`]) at the
+///   most the lab was seen to forward at once ([`forwarded_at_once`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct HostPart {
     pub iter_ms_mean: f64,
     pub iter_ms_p50: f64,
     pub iter_ms: Vec<f64>,
+    /// Bytes the job puts on the wire, all ranks together.
+    pub wire_bytes: f64,
+    /// Mbit/s: the largest total of a concurrent test (`None`: no group
+    /// was tested; then only the ranks' own work counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_mbps: Option<f64>,
+    /// The ranks' own work (the loopback mean) plus forwarding.
+    pub cpu_ms: f64,
 }
 
 impl HostPart {
-    pub fn new(iter_ms: Vec<f64>) -> Self {
+    pub fn new(iter_ms: Vec<f64>, wire_bytes: f64, forward_mbps: Option<f64>) -> Self {
+        let own = mean(&iter_ms);
+        let forwarding = forward_mbps
+            .filter(|c| *c > 0.0)
+            .map_or(0.0, |c| wire_bytes * 8.0 / (c * 1000.0));
         Self {
-            iter_ms_mean: mean(&iter_ms),
+            iter_ms_mean: own,
             iter_ms_p50: percentiles(&iter_ms).0,
             iter_ms,
+            wire_bytes,
+            forward_mbps,
+            cpu_ms: own + forwarding,
         }
     }
+}
+
+/// Bytes the job puts on the wire, all ranks together, each level in
+/// turn: a ring of s ranks moves 2(s − 1)·b (each rank sends 2(s − 1)/s
+/// of the b bytes); recursive doubling, p′·log₂ p′·b among the largest
+/// power of two p′ ≤ s, plus b each way for every rank beyond it.
+pub fn wire_bytes(o: &BenchOptions) -> f64 {
+    let levels: Vec<(usize, u64)> = match &o.shape {
+        Some(s) => s
+            .levels()
+            .iter()
+            .map(|l| (l.size, l.bytes.unwrap_or(o.bytes)))
+            .collect(),
+        None => vec![(o.k, o.bytes)],
+    };
+    levels
+        .into_iter()
+        .filter(|&(size, _)| size >= 2)
+        .map(|(size, bytes)| {
+            let groups = (o.k / size) as f64;
+            let b = bytes as f64;
+            let one = match o.algorithm {
+                Algorithm::RecursiveDoubling => {
+                    let p2 = 1usize << size.ilog2();
+                    (p2 as f64) * f64::from(size.ilog2()) * b + 2.0 * (size - p2) as f64 * b
+                }
+                Algorithm::Ring | Algorithm::Default => 2.0 * (size - 1) as f64 * b,
+            };
+            groups * one
+        })
+        .sum()
+}
+
+/// The most the lab was seen to forward at once (Mbit/s): the largest
+/// total of the flows of one concurrent test in `m`. A lower bound on
+/// what this machine forwards; `None` when no group was tested.
+pub fn forwarded_at_once(m: &GetMatrixResponse) -> Option<f64> {
+    m.concurrent
+        .iter()
+        .map(|c| c.flow_mbps.iter().filter(|x| x.is_finite()).sum::<f64>())
+        .filter(|t| *t > 0.0)
+        .reduce(f64::max)
 }
 
 /// Some span of the machine's CPU time, in clock ticks: busy (all but
@@ -311,11 +373,12 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
-    /// Add `host`'s mean to every set's prediction (the model predicts a
-    /// mean). The order of the predictions does not change.
+    /// Bound every set's prediction below by what the job needs of this
+    /// machine's cores (`host.cpu_ms`). Spearman keeps `Place`'s own
+    /// predictions: the order it chooses by.
     pub fn with_host(mut self, host: HostPart) -> Self {
         for p in &mut self.placements {
-            p.add_host(host.iter_ms_mean);
+            p.add_host(host.cpu_ms);
         }
         self.host = Some(host);
         self
@@ -1107,7 +1170,7 @@ pub fn render(r: &BenchReport) -> String {
             "p50 ÷ netaware's (95 % CI)",
             "mean ÷ netaware's (95 % CI)",
             "predicted ms",
-            "+ host ms",
+            "lab ms",
             "emulator late",
             "CPU busy",
         ]
@@ -1177,14 +1240,25 @@ pub fn render(r: &BenchReport) -> String {
         netaware_common::aligned_table(&rows, 2)
     );
     if let Some(h) = &r.host {
+        let forwarding = match h.forward_mbps {
+            Some(c) => format!(
+                "forwarding its {:.1} MiB on the wire at {c:.0} Mbit/s (the most the lab's \
+                 concurrent tests moved at once) {:.1} ms",
+                h.wire_bytes / f64::from(1u32 << 20),
+                h.cpu_ms - h.iter_ms_mean
+            ),
+            None => "forwarding not counted (no concurrent test)".into(),
+        };
         out.push_str(&format!(
-            "host part: the same job with all {} ranks on this machine over loopback, no network \
-             between them: mean {:.1} ms, p50 {:.1} ms over {} iterations; added to every \
-             prediction (+ host ms), which is what the ratios compare\n",
+            "this machine's cores: the same job with all {} ranks over loopback, no network, \
+             mean {:.1} ms (p50 {:.1}, {} iterations); {forwarding}; together {:.1} ms, below \
+             which no set can run here. lab ms = the larger of predicted and that: what the \
+             ratios compare\n",
             r.k,
             h.iter_ms_mean,
             h.iter_ms_p50,
-            h.iter_ms.len()
+            h.iter_ms.len(),
+            h.cpu_ms
         ));
     }
     if let (Some(rho), Some(rho_mean)) = (r.spearman_predicted_measured, r.spearman_predicted_mean)

@@ -647,11 +647,12 @@ fn a_lossy_set_is_judged_by_its_mean() {
     );
 }
 
-/// The host part's mean is added to every prediction and the ratios compare
-/// the sum; a set without a prediction stays without; the order the
-/// predictions give does not change.
+/// What the job needs of the machine's cores (the ranks' own work plus
+/// forwarding its bytes) bounds every prediction below: a set predicted
+/// faster is judged against it, a slower one keeps its own; a set without
+/// a prediction stays without; Spearman keeps Place's order.
 #[test]
-fn the_host_part_is_added_to_every_prediction() {
+fn the_machines_cores_bound_every_prediction_below() {
     let r = report_of(
         4,
         &[
@@ -667,15 +668,17 @@ fn the_host_part_is_added_to_every_prediction() {
         text.contains("netaware: predicted 100.0 ms is 0.71×"),
         "{text}"
     );
-    let r = r.with_host(HostPart::new(vec![30.0, 32.0, 34.0]));
+    // 12.5 MB at 1,000 Mbit/s: 100 ms of forwarding, plus 32 ms of work.
+    let r = r.with_host(HostPart::new(vec![30.0, 32.0, 34.0], 12.5e6, Some(1000.0)));
     let host = r.host.as_ref().unwrap();
     assert_eq!((host.iter_ms_mean, host.iter_ms_p50), (32.0, 32.0));
+    assert!((host.cpu_ms - 132.0).abs() < 1e-9, "{host:?}");
     let ours = &r.placements[0];
     assert_eq!(ours.predicted_ms, Some(100.0));
-    assert_eq!(ours.predicted_with_host_ms, Some(132.0));
-    assert_eq!(ours.predicted_over_measured, Some(132.0 / 140.0));
-    assert_eq!(ours.predicted_over_mean, Some(132.0 / 140.0));
-    assert_eq!(r.placements[1].predicted_with_host_ms, Some(532.0));
+    assert_eq!(ours.predicted_with_host_ms, Some(host.cpu_ms));
+    assert_eq!(ours.predicted_over_mean, Some(host.cpu_ms / 140.0));
+    assert_eq!(r.placements[1].predicted_with_host_ms, Some(500.0));
+    assert_eq!(r.placements[1].predicted_over_mean, Some(500.0 / 520.0));
     assert_eq!(r.placements[2].predicted_with_host_ms, None);
     assert_eq!(r.placements[2].predicted_over_mean, None);
     assert_eq!(
@@ -684,15 +687,66 @@ fn the_host_part_is_added_to_every_prediction() {
     );
     let text = render(&r);
     assert!(
-        text.contains("host part: the same job with all 2 ranks on this machine over loopback")
-            && text.contains("mean 32.0 ms, p50 32.0 ms over 3 iterations")
-            && text.contains("132.0")
+        text.contains("the same job with all 2 ranks over loopback, no network, mean 32.0 ms")
+            && text.contains("forwarding its 11.9 MiB on the wire at 1000 Mbit/s")
+            && text.contains("together 132.0 ms")
+            && text.contains("lab ms")
             && !text.contains("netaware: predicted"),
         "{text}"
     );
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["host"]["iter_ms_mean"], 32.0);
-    assert_eq!(json["placements"][0]["predicted_with_host_ms"], 132.0);
+    assert_eq!(json["host"]["forward_mbps"], 1000.0);
+    // Without a concurrent test only the ranks' own work counts.
+    assert_eq!(HostPart::new(vec![30.0, 34.0], 12.5e6, None).cpu_ms, 32.0);
+}
+
+/// Bytes on the wire, by hand: a ring of s ranks moves 2(s − 1)·b; a
+/// shaped job each level's rings; recursive doubling p′·log₂ p′·b plus
+/// b each way for each rank beyond p′.
+#[test]
+fn wire_bytes_by_hand() {
+    const MIB: f64 = 1048576.0;
+    let ring = options(4, 8 << 20, 1, 1);
+    assert_eq!(wire_bytes(&ring), 48.0 * MIB);
+    let shaped = BenchOptions {
+        k: 8,
+        bytes: 4 << 20,
+        shape: Some(shape("tp=2:4MiB,dp=4:1MiB")),
+        ..ring.clone()
+    };
+    // Four pairs of 2·1·4 MiB, then two rings of 2·3·1 MiB.
+    assert_eq!(wire_bytes(&shaped), (32.0 + 12.0) * MIB);
+    let rd = BenchOptions {
+        k: 6,
+        bytes: 64 << 10,
+        algorithm: Algorithm::RecursiveDoubling,
+        ..ring.clone()
+    };
+    // Four ranks in two steps of 64 KiB each, two more handing over and back.
+    assert_eq!(wire_bytes(&rd), (4.0 * 2.0 + 2.0 * 2.0) * 65536.0);
+    assert_eq!(wire_bytes(&options(1, 8 << 20, 1, 1)), 0.0);
+}
+
+/// The most forwarded at once is the largest total of one concurrent
+/// test's flows; none tested, none known.
+#[test]
+fn forwarded_at_once_is_the_largest_concurrent_total() {
+    use netaware_proto::v1::ConcurrentTest;
+    let test = |flows: &[f64]| ConcurrentTest {
+        members: (0..flows.len()).map(|i| format!("n{i}")).collect(),
+        flow_mbps: flows.to_vec(),
+        share_mbps: flows[0],
+        started_unix_us: 1,
+    };
+    let mut m = matrix3();
+    m.concurrent = vec![
+        test(&[976.0, 970.0, 980.0, 978.0]),
+        test(&[390.0, 400.0, 395.0]),
+    ];
+    assert_eq!(forwarded_at_once(&m), Some(3904.0));
+    m.concurrent.clear();
+    assert_eq!(forwarded_at_once(&m), None);
 }
 
 /// Predictions that chain within 5 % tie at their chain's smallest value,

@@ -410,7 +410,8 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
             p
         })
         .collect();
-    let mut report = bench::report(topo, b, results).with_host(bench::HostPart::new(host_ms));
+    let host = bench::HostPart::new(host_ms, bench::wire_bytes(b), bench::forwarded_at_once(&m));
+    let mut report = bench::report(topo, b, results).with_host(host);
     report.place_predicted_ms =
         (placed.predicted_allreduce_ms > 0.0).then_some(placed.predicted_allreduce_ms);
     Ok(report)
