@@ -163,9 +163,10 @@ pub struct PlacementResult {
     pub predicted_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction: Option<Prediction>,
-    /// The larger of `predicted_ms` and what the job needs of this
-    /// machine's cores ([`HostPart::cpu_ms`]), when the bench measured
-    /// it: what the lab, whose nodes all share those cores, should take.
+    /// The prediction's on-time part bounded below by what the job needs
+    /// of this machine's cores ([`HostPart::cpu_ms`]), plus its loss part,
+    /// when the bench measured the cores: what the lab, whose nodes all
+    /// share them, should take.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_with_host_ms: Option<f64>,
     /// The prediction (with the host part, when measured) ÷ `iter_ms_p50`.
@@ -193,12 +194,16 @@ pub struct PlacementResult {
 }
 
 impl PlacementResult {
-    /// Bound the prediction below by `cpu_ms`, what the job needs of this
-    /// machine's cores, and compare the result with what was measured.
+    /// Bound the prediction's on-time part (all but its loss part) below
+    /// by `cpu_ms`, what the job needs of this machine's cores, add the
+    /// loss part back (a retransmission timeout is idle waiting, which
+    /// the cores' work does not fill), and compare the result with what
+    /// was measured.
     fn add_host(&mut self, cpu_ms: f64) {
-        let Some(total) = self.predicted_ms.map(|x| x.max(cpu_ms)) else {
+        let Some(p) = self.prediction else {
             return;
         };
+        let total = (p.total_ms - p.loss_ms).max(cpu_ms) + p.loss_ms;
         self.predicted_with_host_ms = Some(total);
         let (p50, mean) = (self.iter_ms_p50, self.iter_ms_mean);
         self.predicted_over_measured = (p50 > 0.0).then(|| total / p50);
@@ -1252,8 +1257,8 @@ pub fn render(r: &BenchReport) -> String {
         out.push_str(&format!(
             "this machine's cores: the same job with all {} ranks over loopback, no network, \
              mean {:.1} ms (p50 {:.1}, {} iterations); {forwarding}; together {:.1} ms, below \
-             which no set can run here. lab ms = the larger of predicted and that: what the \
-             ratios compare\n",
+             which no set's on-time iterations can run here. lab ms = the larger of predicted \
+             (but its loss part) and that, plus the loss part: what the ratios compare\n",
             r.k,
             h.iter_ms_mean,
             h.iter_ms_p50,

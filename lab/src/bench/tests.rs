@@ -648,9 +648,10 @@ fn a_lossy_set_is_judged_by_its_mean() {
 }
 
 /// What the job needs of the machine's cores (the ranks' own work plus
-/// forwarding its bytes) bounds every prediction below: a set predicted
-/// faster is judged against it, a slower one keeps its own; a set without
-/// a prediction stays without; Spearman keeps Place's order.
+/// forwarding its bytes) bounds every prediction's on-time part below: a
+/// set predicted faster is judged against it, a slower one keeps its own,
+/// a lossy one adds its loss part; a set without a prediction stays
+/// without; Spearman keeps Place's order.
 #[test]
 fn the_machines_cores_bound_every_prediction_below() {
     let r = report_of(
@@ -697,6 +698,24 @@ fn the_machines_cores_bound_every_prediction_below() {
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["host"]["iter_ms_mean"], 32.0);
     assert_eq!(json["host"]["forward_mbps"], 1000.0);
+    // A lossy set's timeouts are idle waiting: the bound is on the rest.
+    let mut lossy = placement_result(
+        "lossy",
+        vec![],
+        cfg0(),
+        None,
+        Some(Prediction {
+            total_ms: 200.0,
+            bandwidth_ms: 100.0,
+            loss_ms: 100.0,
+            ..Default::default()
+        }),
+        vec![250.0, 250.0],
+    );
+    lossy.add_host(host.cpu_ms);
+    assert!((lossy.predicted_with_host_ms.unwrap() - 232.0).abs() < 1e-9);
+    lossy.add_host(50.0);
+    assert_eq!(lossy.predicted_with_host_ms, Some(200.0));
     // Without a concurrent test only the ranks' own work counts.
     assert_eq!(HostPart::new(vec![30.0, 34.0], 12.5e6, None).cpu_ms, 32.0);
 }
