@@ -47,6 +47,12 @@ def sets_of(path):
         report = json.load(f)
     if report.get("algorithm", "ring") != "ring":
         sys.exit(f"{path}: not a ring all-reduce ({report['algorithm']}): the fixture is rings only")
+    if report.get("shape"):
+        sys.exit(f"{path}: a shaped job ({report['shape']}): the fixture is single rings only")
+    # What the job needs of the lab machine's cores (its ranks over
+    # loopback plus forwarding its bytes), which the bench measures since
+    # 2026-12-04 and bounds every prediction below by.
+    host = report.get("host")
     seen = set()
     for p in report["placements"]:
         m = p.get("measured") or {}
@@ -70,7 +76,9 @@ def sets_of(path):
             "mean_ms": round(sum(it) / len(it), 1),
             "stalls": stalls(it),
         }
-        if p["configured"]["bottleneck_mbps"] >= HOST_BOUND_MBPS:
+        if host is not None and "cpu_ms" in host:
+            s["lab_cpu_ms"] = round(host["cpu_ms"], 1)
+        elif p["configured"]["bottleneck_mbps"] >= HOST_BOUND_MBPS:
             s["lab_host_bound"] = HOST_BOUND
         yield s
 
@@ -84,8 +92,10 @@ def main():
             "distinct node set and run, with the figures the aggregator had measured for it; "
             "built by scripts/cost-fixture.py. ring_loss: each ring link's round-trip loss in ring "
             "order (the worse direction's smoothed probe loss). stalls: whole retransmission "
-            "timeouts counted in the timed iterations. lab_host_bound: why the lab, not the "
-            "network, sets that set's pace."
+            "timeouts counted in the timed iterations. lab_cpu_ms: what the job needs of the lab "
+            "machine's cores (every rank over loopback, plus forwarding its bytes), a lower bound "
+            "on the prediction. lab_host_bound: in runs without lab_cpu_ms, why the lab, not the network, sets that "
+            "set's pace."
         ),
         "sets": [s for path in sys.argv[1:] for s in sets_of(path)],
     }
