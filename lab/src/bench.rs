@@ -169,12 +169,12 @@ pub struct PlacementResult {
     /// share them, should take.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_with_host_ms: Option<f64>,
-    /// The prediction (with the host part, when measured) ÷ `iter_ms_p50`.
+    /// The prediction the bench compares (`predicted_with_host_ms` when
+    /// the cores were measured, else `predicted_ms`) ÷ `iter_ms_p50`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_over_measured: Option<f64>,
-    /// The prediction (with the host part, when measured) ÷
-    /// `iter_ms_mean`: the comparison the model is made for (its loss part
-    /// is an expectation).
+    /// The same ÷ `iter_ms_mean`: the comparison the model is made for
+    /// (its loss part is an expectation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_over_mean: Option<f64>,
     /// How late the lab's emulator delivered packets while this set's
@@ -210,8 +210,8 @@ impl PlacementResult {
         self.predicted_over_mean = (mean > 0.0).then(|| total / mean);
     }
 
-    /// The prediction the bench compares with: with the host part when
-    /// measured.
+    /// The prediction the bench compares with: bounded by the cores when
+    /// they were measured.
     fn predicted_total_ms(&self) -> Option<f64> {
         self.predicted_with_host_ms.or(self.predicted_ms)
     }
@@ -371,15 +371,17 @@ pub struct BenchReport {
     pub spearman_tied_predicted_measured: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spearman_tied_predicted_mean: Option<f64>,
-    /// This machine's own part, added to every prediction.
+    /// What the job needs of this machine's cores, which bounds every
+    /// prediction's on-time part below.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<HostPart>,
     pub placements: Vec<PlacementResult>,
 }
 
 impl BenchReport {
-    /// Bound every set's prediction below by what the job needs of this
-    /// machine's cores (`host.cpu_ms`). Spearman keeps `Place`'s own
+    /// Bound every set's prediction's on-time part below by what the job
+    /// needs of this machine's cores (`host.cpu_ms`; see
+    /// [`PlacementResult::add_host`]). Spearman keeps `Place`'s own
     /// predictions: the order it chooses by.
     pub fn with_host(mut self, host: HostPart) -> Self {
         for p in &mut self.placements {
@@ -1022,8 +1024,9 @@ pub fn run_mpi(
     program: &Path,
     launcher: &Path,
 ) -> Result<MpiRun> {
+    let hosts_list = nodes.join(",");
     let mut cmd = mpirun(o);
-    cmd.args(["--host", &nodes.join(",")])
+    cmd.args(["--host", &hosts_list])
         .args(["-np", &nodes.len().to_string()])
         .arg("--mca")
         .arg("plm_rsh_agent")
@@ -1032,7 +1035,7 @@ pub fn run_mpi(
         // daemons over the control bridge.
         .args(["--mca", "btl_tcp_if_include", "10.77.0.0/24"])
         .args(["--mca", "oob_tcp_if_include", "10.78.0.0/24"]);
-    let (v, hosts) = run_ranks(cmd, o, program, &nodes.join(","))?;
+    let (v, hosts) = run_ranks(cmd, o, program, &hosts_list)?;
     // Each rank must have run in its own node's namespace, rank r on
     // nodes[r] (a shaped job's rank order is the placement).
     let want: Vec<&str> = nodes.iter().map(String::as_str).collect();
@@ -1042,15 +1045,15 @@ pub fn run_mpi(
              have its own hostname, and mpirun must give rank r the r-th host"
         )));
     }
-    mpi_run(&v, &nodes.join(","))
+    mpi_run(&v, &hosts_list)
 }
 
 /// Run the same all-reduce with every rank in this namespace, talking over
 /// loopback: what the job costs this machine with no network in the way
-/// (copies, reductions, the TCP stack, all ranks sharing its cores). The
-/// lab adds it to each set's prediction ([`BenchReport::with_host`]): in
-/// the lab every node's ranks share two cores, which a real cluster's
-/// nodes do not.
+/// (copies, reductions, the TCP stack, all ranks sharing its cores): the
+/// ranks' own part of [`HostPart`], which bounds each set's prediction
+/// below ([`BenchReport::with_host`]). In the lab every node's ranks share
+/// two cores, which a real cluster's nodes do not.
 pub fn run_host(o: &BenchOptions, program: &Path) -> Result<MpiRun> {
     let mut cmd = mpirun(o);
     cmd.args(["-np", &o.k.to_string()])

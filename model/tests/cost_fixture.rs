@@ -66,11 +66,15 @@ fn what(set: &Value, p: &Prediction) -> String {
     )
 }
 
-/// The timeouts the lab counted, per iteration, in place of the expected
-/// ones (`loss_ms`): the latency and bandwidth parts alone, judged where
-/// chance does not decide.
-fn counted_timeouts_ms(set: &Value) -> f64 {
-    set["stalls"].as_f64().unwrap() / set["iters"].as_f64().unwrap() * STALL_MS
+/// The loss part a set is judged with: for a lossy set the timeouts the
+/// lab counted, per iteration, in place of the expected ones, so that the
+/// latency and bandwidth parts are judged where chance does not decide.
+fn judged_loss_ms(set: &Value, p: &Prediction) -> f64 {
+    if lossy(set) {
+        set["stalls"].as_f64().unwrap() / set["iters"].as_f64().unwrap() * STALL_MS
+    } else {
+        p.loss_ms
+    }
 }
 
 #[test]
@@ -83,11 +87,7 @@ fn every_recorded_set_is_predicted_within_the_band_of_its_mean_unless_the_lab_ho
     let mut problems = Vec::new();
     for s in &sets {
         let p = predict(s);
-        let loss_ms = if lossy(s) {
-            counted_timeouts_ms(s)
-        } else {
-            p.loss_ms
-        };
+        let loss_ms = judged_loss_ms(s, &p);
         let predicted = on_lab(s, &p, loss_ms);
         let ratio = predicted / s["mean_ms"].as_f64().unwrap();
         if s.get("lab_host_bound").is_some() {
@@ -119,11 +119,7 @@ fn the_lab_cores_bound_brings_the_in_region_rings_into_the_band() {
     assert!(fast.len() >= 4, "the fixture lost its in-region rings");
     for s in &fast {
         let p = predict(s);
-        let loss_ms = if lossy(s) {
-            counted_timeouts_ms(s)
-        } else {
-            p.loss_ms
-        };
+        let loss_ms = judged_loss_ms(s, &p);
         let network = p.total_ms - p.loss_ms + loss_ms;
         let mean = s["mean_ms"].as_f64().unwrap();
         // The cores, not the links, decide: the bound is above the
