@@ -5,11 +5,10 @@
 mod common;
 use common::run;
 
-use netaware_aggregator::state::{self, Command, StateConfig};
+use netaware_aggregator::state::{self, StateConfig};
 use netaware_model::plan::PlanConfig;
-use netaware_proto::ProbeMethod;
 use netaware_proto::v1::aggregator_message::Msg as AggMsg;
-use netaware_proto::v1::{GetMatrixRequest, Hello, ListGroupsRequest, ReportBatch};
+use netaware_proto::v1::{GetMatrixRequest, ListGroupsRequest};
 
 /// More nodes than the CLI shows as one matrix.
 const N: usize = 201;
@@ -32,14 +31,10 @@ async fn cluster() -> String {
     for i in 0..N {
         // Room for a plan per node that connects after this one.
         let (tx, rx) = tokio::sync::mpsc::channel(4 * N);
-        let hello = Hello {
-            node_name: name(i),
-            probe_addresses: vec!["192.0.2.1".into()],
-            capabilities: vec![ProbeMethod::StampUdp as i32],
-            protocol_version: netaware_proto::PROTOCOL_VERSION,
-            ..Default::default()
-        };
-        sessions.push((state.connect(hello, tx).await.unwrap(), rx));
+        sessions.push((
+            state.connect(common::hello(&name(i)), tx).await.unwrap(),
+            rx,
+        ));
     }
     // Plans are sent at most once a second.
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
@@ -64,17 +59,7 @@ async fn cluster() -> String {
                 common::window(&t.node_name, rtt_ns, rtt_ns, 100, 100)
             })
             .collect();
-        state
-            .send(Command::Reports {
-                session,
-                batch: ReportBatch {
-                    batch_seq: 1,
-                    windows,
-                    dropped_windows_total: 0,
-                },
-            })
-            .await
-            .unwrap();
+        common::report(&state, session, windows).await;
         std::mem::forget(rx); // keep the session's outbound queue open
     }
     state.recompute().await.unwrap();

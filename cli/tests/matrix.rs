@@ -6,9 +6,7 @@ use std::process::Command as Process;
 mod common;
 use common::run;
 
-use netaware_aggregator::state::{self, Command, StateConfig};
-use netaware_proto::ProbeMethod;
-use netaware_proto::v1::{Hello, ReportBatch};
+use netaware_aggregator::state::{self, StateConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netaware");
 
@@ -17,30 +15,13 @@ async fn aggregator_with_one_link() -> String {
     let state = state::spawn(StateConfig::default());
     let mut sessions = Vec::new();
     for node in ["a", "b"] {
-        let (tx, _rx) = tokio::sync::mpsc::channel(8);
-        std::mem::forget(_rx); // keep the session's outbound queue open
-        let hello = Hello {
-            node_name: node.into(),
-            probe_addresses: vec!["192.0.2.1".into()],
-            capabilities: vec![ProbeMethod::StampUdp as i32],
-            protocol_version: netaware_proto::PROTOCOL_VERSION,
-            ..Default::default()
-        };
-        sessions.push(state.connect(hello, tx).await.unwrap());
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        std::mem::forget(rx); // keep the session's outbound queue open
+        sessions.push(state.connect(common::hello(node), tx).await.unwrap());
     }
     // a's window once b is known (windows towards unknown nodes are refused).
     let w = common::window("b", 5_100_000, 5_100_000, 50, 49);
-    state
-        .send(Command::Reports {
-            session: sessions[0],
-            batch: ReportBatch {
-                batch_seq: 1,
-                windows: vec![w],
-                dropped_windows_total: 0,
-            },
-        })
-        .await
-        .unwrap();
+    common::report(&state, sessions[0], vec![w]).await;
     state.recompute().await.unwrap();
     common::serve(state).await
 }

@@ -11,9 +11,7 @@ use common::run;
 use netaware_aggregator::state::{self, Command, StateConfig, StateHandle};
 use netaware_proto::ProbeMethod;
 use netaware_proto::v1::aggregator_message::Msg as AggMsg;
-use netaware_proto::v1::{
-    BandwidthResult, BandwidthServed, GetMatrixRequest, Hello, LinkWindow, ReportBatch,
-};
+use netaware_proto::v1::{BandwidthResult, BandwidthServed, GetMatrixRequest, Hello, LinkWindow};
 
 const NODES: [&str; 6] = ["east-1", "east-2", "east-3", "west-1", "west-2", "west-3"];
 
@@ -49,12 +47,8 @@ async fn cluster() -> String {
     for node in NODES {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let hello = Hello {
-            node_name: node.into(),
-            probe_addresses: vec!["192.0.2.1".into()],
-            capabilities: vec![ProbeMethod::StampUdp as i32],
-            protocol_version: netaware_proto::PROTOCOL_VERSION,
             bandwidth_port: 8621,
-            ..Default::default()
+            ..common::hello(node)
         };
         let session = state.connect(hello, tx).await.unwrap();
         sessions.push((node, session));
@@ -97,17 +91,7 @@ async fn cluster() -> String {
             .filter(|p| **p != node)
             .map(|p| common::window(p, rtt_us(node, p) * 1000, rtt_us(node, p) * 1100, 100, 100))
             .collect();
-        state
-            .send(Command::Reports {
-                session,
-                batch: ReportBatch {
-                    batch_seq: 1,
-                    windows,
-                    dropped_windows_total: 0,
-                },
-            })
-            .await
-            .unwrap();
+        common::report(&state, session, windows).await;
     }
     // Every pair measured (the scheduler starts tests every second).
     for _ in 0..200 {

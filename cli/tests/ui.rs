@@ -10,9 +10,6 @@ use std::process::{Command as Process, Stdio};
 mod common;
 use common::run;
 
-use netaware_aggregator::state::{self, Command, StateConfig};
-use netaware_proto::ProbeMethod;
-use netaware_proto::v1::{Hello, LinkWindow, ReportBatch};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_netaware");
@@ -28,40 +25,7 @@ fn rtt_us(a: &str, b: &str) -> u64 {
 
 /// An aggregator whose four nodes measured each other: two regions.
 async fn cluster() -> String {
-    let state = state::spawn(StateConfig::default());
-    let mut sessions = Vec::new();
-    for node in NODES {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        std::mem::forget(rx); // keep the session's outbound queue open
-        let hello = Hello {
-            node_name: node.into(),
-            probe_addresses: vec!["192.0.2.1".into()],
-            capabilities: vec![ProbeMethod::StampUdp as i32],
-            protocol_version: netaware_proto::PROTOCOL_VERSION,
-            ..Default::default()
-        };
-        sessions.push((node, state.connect(hello, tx).await.unwrap()));
-    }
-    for (node, session) in sessions {
-        let windows: Vec<LinkWindow> = NODES
-            .iter()
-            .filter(|p| **p != node)
-            .map(|p| common::window(p, rtt_us(node, p) * 1000, rtt_us(node, p) * 1100, 100, 100))
-            .collect();
-        state
-            .send(Command::Reports {
-                session,
-                batch: ReportBatch {
-                    batch_seq: 1,
-                    windows,
-                    dropped_windows_total: 0,
-                },
-            })
-            .await
-            .unwrap();
-    }
-    state.recompute().await.unwrap();
-    common::serve(state).await
+    common::measured(&NODES, rtt_us).await
 }
 
 /// GET `path` from the view with this Host header: status and body.
