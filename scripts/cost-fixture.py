@@ -94,8 +94,8 @@ def main():
             "order (the worse direction's smoothed probe loss). stalls: whole retransmission "
             "timeouts counted in the timed iterations. lab_cpu_ms: what the job needs of the lab "
             "machine's cores (every rank over loopback, plus forwarding its bytes), a lower bound "
-            "on the prediction. lab_host_bound: in runs without lab_cpu_ms, why the lab, not the network, sets that "
-            "set's pace."
+            "on the prediction. lab_host_bound: in runs without lab_cpu_ms, why the lab, not the "
+            "network, sets that set's pace."
         ),
         "sets": [s for path in sys.argv[1:] for s in sets_of(path)],
     }

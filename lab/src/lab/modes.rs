@@ -337,32 +337,29 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
     let mut cpu = vec![bench::CpuTimes::default(); distinct.len()];
     // The same job with no network between the ranks, in every round too.
     let mut host_ms = Vec::new();
+    let round_opts = BenchOptions {
+        iters: per_round,
+        ..b.clone()
+    };
     for round in 1..=b.rounds.max(1) {
         eprintln!(
             "round {round} of {}: {per_round} iterations on each of {} node sets and on this host",
             b.rounds,
             distinct.len()
         );
-        let o = BenchOptions {
-            iters: per_round,
-            ..b.clone()
-        };
-        let p = program.clone();
-        let got = tokio::task::spawn_blocking(move || bench::run_host(&o, &p))
-            .await
-            .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
+        let (o, p) = (round_opts.clone(), program.clone());
+        let got = off_runtime(move || bench::run_host(&o, &p)).await?;
         host_ms.extend(got.iter_ms);
         for (((set, t), late), cpu) in distinct.iter().zip(&mut times).zip(&mut late).zip(&mut cpu)
         {
             let mark = r.lab.emulator.as_ref().and_then(Emulator::lateness_mark);
-            let o = BenchOptions {
-                iters: per_round,
-                ..b.clone()
-            };
-            let (p, l, ns) = (program.clone(), launcher.clone(), set.clone());
-            let got = tokio::task::spawn_blocking(move || bench::run_mpi(&ns, &o, &p, &l))
-                .await
-                .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))??;
+            let (o, p, l, ns) = (
+                round_opts.clone(),
+                program.clone(),
+                launcher.clone(),
+                set.clone(),
+            );
+            let got = off_runtime(move || bench::run_mpi(&ns, &o, &p, &l)).await?;
             if let Some(c) = got.cpu {
                 cpu.add(c);
             }
@@ -415,6 +412,15 @@ pub(super) async fn bench(r: &mut Running<'_>, b: &BenchOptions) -> Result<Bench
     report.place_predicted_ms =
         (placed.predicted_allreduce_ms > 0.0).then_some(placed.predicted_allreduce_ms);
     Ok(report)
+}
+
+/// Run one blocking mpirun off the runtime's threads.
+async fn off_runtime(
+    run: impl FnOnce() -> Result<bench::MpiRun> + Send + 'static,
+) -> Result<bench::MpiRun> {
+    tokio::task::spawn_blocking(run)
+        .await
+        .map_err(|e| Error::Run(format!("mpirun task failed: {e}")))?
 }
 
 /// Run iperf3 on every measured pair, one after another, and attach it.
