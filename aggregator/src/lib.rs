@@ -362,6 +362,7 @@ pub async fn run(
     });
     let services = service::Services::with_limits(state, query_limits(&config))
         .with_nodes(nodes)
+        .with_label_prefix(config.label_prefix.clone())
         .with_agent_auth(reviewer, metrics.auth.clone())
         .with_query_auth(query_client.map(|c| {
             std::sync::Arc::new(auth::Queriers::new(c, metrics.auth.query_reviews.clone()))

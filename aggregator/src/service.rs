@@ -50,6 +50,8 @@ pub struct Services {
     /// Open WatchLinks streams, and those receiving their initial state.
     watchers: Arc<Semaphore>,
     initial_slots: Arc<Semaphore>,
+    /// Prefix of the label keys GetNode shows (the publisher's).
+    label_prefix: String,
 }
 
 impl Services {
@@ -71,7 +73,14 @@ impl Services {
             watchers: Arc::new(Semaphore::new(limits.max_watchers)),
             initial_slots: Arc::new(Semaphore::new(query::INITIAL_CONCURRENCY)),
             limits,
+            label_prefix: netaware_model::labels::DEFAULT_PREFIX.to_string(),
         }
+    }
+
+    /// Show GetNode's labels with `prefix`, the one the publisher writes.
+    pub fn with_label_prefix(mut self, prefix: String) -> Self {
+        self.label_prefix = prefix;
+        self
     }
 
     /// Require agent tokens, reviewed by `reviewer`; count refusals in `metrics`.

@@ -93,6 +93,8 @@ pub fn nodes_json(nodes: &[GetNodeResponse]) -> Value {
                     "rtt_p50_us": n.rtt_p50_us, "rtt_p99_us": n.rtt_p99_us,
                     "jitter_us": n.jitter_us, "loss_ppm": n.loss_ppm,
                     "bandwidth_mbps": n.bandwidth_mbps, "fresh": n.fresh,
+                    // Sorted by key (the wire's map has no order).
+                    "labels": n.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
                 })
             })
             .collect(),

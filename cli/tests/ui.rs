@@ -156,6 +156,11 @@ async fn the_view_serves_the_page_and_the_answers_it_reads() {
     assert_eq!(n["name"], "west-2");
     assert_eq!(n["group_l1"], west.as_str());
     assert_eq!(n["rtt_p50_us"], 300.0, "the median to its group's peers");
+    // Its labels as the publisher writes them: keys with the prefix,
+    // figures as integer strings.
+    assert_eq!(n["labels"]["netaware.io/group-l1"], west.as_str(), "{n}");
+    assert_eq!(n["labels"]["netaware.io/rtt-p50-us"], "300", "{n}");
+    assert_eq!(n["labels"]["netaware.io/fresh"], "true", "{n}");
 
     let (status, body) = fetch("/api/place?k=2", at.clone()).await.unwrap();
     assert_eq!(status, 200, "{body}");

@@ -446,6 +446,11 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
         "{node}"
     );
     assert!(node.contains("RTT p50 0.30 ms"), "{node}");
+    let labels = c.text(&c.find("#node-labels").await).await;
+    assert!(
+        labels.contains(&format!("netaware.io/group-l1={}", by_level[&1]["b-2"])),
+        "the Node's labels, keys and values: {labels}"
+    );
 
     // Place 3: three nodes highlighted, the ones `Place` chose, with the
     // explanation.

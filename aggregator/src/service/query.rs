@@ -321,6 +321,10 @@ impl QueryService for Services {
                 "node '{name}' is known but its groups are not computed yet; try again after the next recomputation"
             )));
         };
+        // The same function the publisher uses, so the page shows what the
+        // Node carries; it refuses only facts no Node could carry.
+        let labels = netaware_model::labels::node_labels(&self.label_prefix, &facts)
+            .map_err(|e| Status::internal(format!("node '{name}': its labels: {e}")))?;
         let f = facts.figures;
         Ok(Response::new(GetNodeResponse {
             status: Some(view.status),
@@ -334,6 +338,7 @@ impl QueryService for Services {
             loss_ppm: f.map_or(0.0, |f| f.loss_ppm),
             bandwidth_mbps: f.and_then(|f| f.bandwidth_mbps).unwrap_or(0.0),
             fresh: facts.fresh,
+            labels: labels.into_iter().collect(),
         }))
     }
 

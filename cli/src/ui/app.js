@@ -416,7 +416,14 @@ async function showNode(row) {
     `  jitter ${fmt(n.jitter_us / 1000, "ms")}, loss ${fmt(n.loss_ppm / 1e4, "%")}`,
     `  bandwidth ${n.bandwidth_mbps ? fmt(n.bandwidth_mbps, "Mbit/s") : "not tested"}`,
   ].join("\n");
-  d.append(h, pre);
+  // The Node's labels as a nodeAffinity or topology level names them.
+  const labels = document.createElement("pre");
+  labels.id = "node-labels";
+  const kv = Object.entries(n.labels || {});
+  labels.textContent = kv.length
+    ? ["labels on its Node:", ...kv.map(([k, v]) => `  ${k}=${v}`)].join("\n")
+    : "labels on its Node: none computed yet";
+  d.append(h, pre, labels);
   d.dataset.node = n.name;
 }
 
