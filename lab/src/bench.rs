@@ -371,6 +371,10 @@ pub struct BenchReport {
     pub spearman_tied_predicted_measured: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spearman_tied_predicted_mean: Option<f64>,
+    /// The order claim without the noise: of the pairs of sets the model
+    /// predicts more than 5 % apart, how many ran in that order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordered_pairs: Option<OrderedPairs>,
     /// What the job needs of this machine's cores, which bounds every
     /// prediction's on-time part below.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -918,6 +922,7 @@ pub fn report(
         spearman_predicted_mean: order_against(&placements, false, |p| p.iter_ms_mean),
         spearman_tied_predicted_measured: order_against(&placements, true, |p| p.iter_ms_p50),
         spearman_tied_predicted_mean: order_against(&placements, true, |p| p.iter_ms_mean),
+        ordered_pairs: ordered_pairs(&placements),
         host: None,
         placements,
     }
@@ -940,6 +945,50 @@ fn order_against(
     } else {
         spearman(&x, &y)
     }
+}
+
+/// Pairs of distinct sets that `Place`'s model tells apart (predictions
+/// more than [`PREDICTION_STEP`] apart), and how many of them the runs
+/// measured in the predicted order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OrderedPairs {
+    pub apart: usize,
+    /// Of those, the ones whose faster-predicted set had the lower mean.
+    pub by_mean: usize,
+    /// The same by the median.
+    pub by_median: usize,
+}
+
+/// The pairs of distinct sets with a prediction that are predicted apart,
+/// and how many ran in that order; `None` with fewer than two such sets.
+/// Unlike a rank correlation it leaves out what the model does not claim:
+/// the order of sets it predicts alike.
+fn ordered_pairs(placements: &[PlacementResult]) -> Option<OrderedPairs> {
+    let sets: Vec<(f64, f64, f64)> = placements
+        .iter()
+        .filter(|p| p.same_set_as.is_none())
+        .filter_map(|p| Some((p.predicted_ms?, p.iter_ms_mean, p.iter_ms_p50)))
+        .collect();
+    if sets.len() < 2 {
+        return None;
+    }
+    let mut o = OrderedPairs {
+        apart: 0,
+        by_mean: 0,
+        by_median: 0,
+    };
+    for (i, a) in sets.iter().enumerate() {
+        for b in &sets[i + 1..] {
+            let (fast, slow) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+            if slow.0 <= fast.0 * PREDICTION_STEP {
+                continue;
+            }
+            o.apart += 1;
+            o.by_mean += usize::from(fast.1 < slow.1);
+            o.by_median += usize::from(fast.2 < slow.2);
+        }
+    }
+    Some(o)
 }
 
 /// `v` with values that chain within a factor `step` of the next larger
@@ -1286,6 +1335,16 @@ pub fn render(r: &BenchReport) -> String {
             ));
         }
         out.push('\n');
+    }
+    if let Some(o) = r.ordered_pairs {
+        out.push_str(&format!(
+            "pairs of sets predicted more than {:.0} % apart: {}; ran in that order: {} by the \
+             mean, {} by the median\n",
+            (PREDICTION_STEP - 1.0) * 100.0,
+            o.apart,
+            o.by_mean,
+            o.by_median
+        ));
     }
     for n in notes {
         out.push_str(&n);

@@ -786,3 +786,47 @@ fn close_predictions_tie() {
     assert!((rho - 0.894).abs() < 0.001, "{rho}");
     assert!(spearman(&[100.0, 101.0, 600.0, 601.0], &y).unwrap() < 0.61);
 }
+
+/// Only pairs predicted more than 5 % apart count, each judged by the
+/// mean and by the median; a set measured once for two placements counts
+/// once.
+#[test]
+fn ordered_pairs_count_what_the_model_tells_apart() {
+    let r = report_of(
+        3,
+        &[
+            // Predicted alike (1 % apart): their order is not claimed.
+            ("netaware", Some(100.0), &[140.0, 141.0, 142.0]),
+            ("optimal", Some(101.0), &[138.0, 139.0, 140.0]),
+            // Apart from both, and measured slower: two pairs in order.
+            ("spread", Some(600.0), &[580.0, 581.0, 582.0]),
+            // Predicted faster than spread but measured slower by the
+            // mean (a stalled iteration), faster by the median.
+            ("random", Some(400.0), &[300.0, 310.0, 1_200.0]),
+        ],
+    );
+    // Pairs apart: netaware–spread, netaware–random, optimal–spread,
+    // optimal–random, random–spread (5). random–spread is out of order
+    // by the mean (603 vs 581), in order by the median (310 vs 581).
+    assert_eq!(
+        r.ordered_pairs,
+        Some(OrderedPairs {
+            apart: 5,
+            by_mean: 4,
+            by_median: 5
+        })
+    );
+    let text = render(&r);
+    assert!(
+        text.contains(
+            "predicted more than 5 % apart: 5; ran in that order: 4 by the mean, 5 by the median"
+        ),
+        "{text}"
+    );
+    // One set with a prediction: nothing to order.
+    let one = report_of(
+        1,
+        &[("netaware", Some(9.0), &[10.0]), ("spread", None, &[30.0])],
+    );
+    assert_eq!(one.ordered_pairs, None);
+}
