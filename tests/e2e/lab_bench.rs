@@ -161,6 +161,14 @@ fn netaware_placement_is_not_slower_than_spreading() {
         share.is_some_and(|s| s > 10.0 && s < 110.0),
         "no concurrent share for {nodes:?}: {ours:#}"
     );
+    // The order claim: the one-region sets against the cross-region ones
+    // are predicted far apart, so pairs are counted, and never more than
+    // there are.
+    let pairs = &r["ordered_pairs"];
+    let apart = pairs["apart"].as_u64().unwrap();
+    assert!(apart >= 1, "{pairs:#}");
+    assert!(pairs["by_mean"].as_u64().unwrap() <= apart, "{pairs:#}");
+    assert!(pairs["by_median"].as_u64().unwrap() <= apart, "{pairs:#}");
     // The emulator's lateness is reported for every set it carried.
     for p in r["placements"].as_array().unwrap() {
         assert!(p["emulator"]["packets"].as_u64().unwrap_or(0) > 0, "{p:#}");
