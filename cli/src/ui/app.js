@@ -421,8 +421,8 @@ async function showNode(row) {
   labels.id = "node-labels";
   const kv = Object.entries(n.labels || {});
   labels.textContent = kv.length
-    ? ["labels on its Node:", ...kv.map(([k, v]) => `  ${k}=${v}`)].join("\n")
-    : "labels on its Node: none computed yet";
+    ? ["labels netaware writes on its Node:", ...kv.map(([k, v]) => `  ${k}=${v}`)].join("\n")
+    : "labels netaware writes on its Node: none computed yet";
   d.append(h, pre, labels);
   d.dataset.node = n.name;
 }

@@ -788,8 +788,7 @@ fn close_predictions_tie() {
 }
 
 /// Only pairs predicted more than 5 % apart count, each judged by the
-/// mean and by the median; a set measured once for two placements counts
-/// once.
+/// mean and by the median.
 #[test]
 fn ordered_pairs_count_what_the_model_tells_apart() {
     let r = report_of(
