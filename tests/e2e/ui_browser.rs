@@ -228,6 +228,23 @@ async fn until(c: &Browser, js: &str, within: Duration, what: &str) {
     }
 }
 
+/// The shown text of the element with `id`, read in one script once it is
+/// there. Not an element found first and read after: the page redraws
+/// its detail panel when a shown pair gets a new window, and an element
+/// found a moment before is then gone ("stale element reference", a CI
+/// failure of 2026-12-04).
+async fn text_of(c: &Browser, id: &str) -> String {
+    let js = format!("return document.getElementById('{id}')?.innerText ?? null");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Value::String(text) = eval(c, &js).await {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "#{id} never appeared");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A browser, or `None` after SKIPPED; and where its profile goes.
 async fn browser_session(test: &str) -> Option<(Browser, PathBuf)> {
     let (chromium, driver) = browser()?;
@@ -388,7 +405,7 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
         .find("#heatmap rect.cell[data-src='a-1'][data-dst='c-2']")
         .await;
     c.click(&cell).await;
-    let figures = c.text(&c.find("#pair-figures").await).await;
+    let figures = text_of(&c, "pair-figures").await;
     assert!(figures.contains("a-1 → c-2"), "{figures}");
     assert!(figures.contains("c-2 → a-1"), "{figures}");
     assert!(figures.contains("RTT p50 40.0 ms"), "{figures}");
@@ -404,7 +421,15 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
     )
     .await;
     let points = "return [...document.querySelectorAll('#detail svg.sparkline')].map(s => Number(s.dataset.points))";
-    assert_eq!(eval(&c, points).await, json!([1, 1]), "one window each way");
+    // The stream's first answer (the pair's current windows) may come a
+    // moment after it opened.
+    until(
+        &c,
+        "return [...document.querySelectorAll('#detail svg.sparkline')].map(s => s.dataset.points).join() === '1,1'",
+        Duration::from_secs(10),
+        "the sparklines never showed one window each way",
+    )
+    .await;
     state
         .send(StateCommand::Reports {
             session: sessions["a-1"],
@@ -440,13 +465,13 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
         "the node's figures never came",
     )
     .await;
-    let node = c.text(&c.find("#node-figures").await).await;
+    let node = text_of(&c, "node-figures").await;
     assert!(
         node.contains(&format!("l1 {}", by_level[&1]["b-2"])),
         "{node}"
     );
     assert!(node.contains("RTT p50 0.30 ms"), "{node}");
-    let labels = c.text(&c.find("#node-labels").await).await;
+    let labels = text_of(&c, "node-labels").await;
     assert!(
         labels.contains(&format!("netaware.io/group-l1={}", by_level[&1]["b-2"])),
         "the Node's labels, keys and values: {labels}"
