@@ -234,15 +234,21 @@ async fn until(c: &Browser, js: &str, within: Duration, what: &str) {
 /// found a moment before is then gone ("stale element reference", a CI
 /// failure of 2026-12-04).
 async fn text_of(c: &Browser, id: &str) -> String {
-    let js = format!("return document.getElementById('{id}')?.innerText ?? null");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Value::String(text) = eval(c, &js).await {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "#{id} never appeared");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(
+        c,
+        &format!("return document.getElementById('{id}') !== null"),
+        Duration::from_secs(10),
+        &format!("#{id} never appeared"),
+    )
+    .await;
+    // A redraw replaces the panel within one task, so the element is
+    // there, old or new, whenever this script runs.
+    let text = eval(
+        c,
+        &format!("return document.getElementById('{id}').innerText"),
+    )
+    .await;
+    text.as_str().unwrap_or_default().to_string()
 }
 
 /// A browser, or `None` after SKIPPED; and where its profile goes.
@@ -425,7 +431,7 @@ async fn the_page_draws_the_measured_network_and_places_a_job() {
     // moment after it opened.
     until(
         &c,
-        "return [...document.querySelectorAll('#detail svg.sparkline')].map(s => s.dataset.points).join() === '1,1'",
+        &format!("{points}.join() === '1,1'"),
         Duration::from_secs(10),
         "the sparklines never showed one window each way",
     )
