@@ -548,9 +548,11 @@ pub struct MeasuredSet {
     /// The smallest group share (concurrent tests) among the set's pairs,
     /// if any pair's ends were tested together.
     pub shared_mbps: Option<f64>,
-    /// Largest smoothed UDP loss of a link between two members.
+    /// Largest loss (`placement_loss_ppm`, UDP) of a link between two
+    /// members.
     pub max_loss_ppm: f64,
-    /// Round-trip loss (ppm, the worse direction's smoothed UDP loss) of
+    /// Round-trip loss (ppm, the worse direction's `placement_loss_ppm`,
+    /// UDP) of
     /// each ring link, in the order the ranks were given out: member i to
     /// member i + 1, the last back to the first.
     pub ring_loss_ppm: Vec<f64>,
@@ -650,8 +652,8 @@ pub fn predict_shaped(
         .filter(|p| p.total_ms.is_finite())
 }
 
-/// Each pair's round-trip loss (ppm): the worse direction's smoothed UDP
-/// loss.
+/// Each pair's round-trip loss (ppm): the worse direction's UDP loss
+/// over the long horizon `Place` reads (`placement_loss_ppm`).
 fn pair_losses(m: &GetMatrixResponse) -> std::collections::BTreeMap<(&str, &str), f64> {
     let mut loss = std::collections::BTreeMap::new();
     for l in &m.links {
@@ -659,7 +661,7 @@ fn pair_losses(m: &GetMatrixResponse) -> std::collections::BTreeMap<(&str, &str)
             && let Some(s) = l.smoothed.as_ref()
         {
             let e = loss.entry(pair_key(&l.src, &l.dst)).or_insert(0.0f64);
-            *e = e.max(s.loss_ppm);
+            *e = e.max(s.placement_loss_ppm);
         }
     }
     loss

@@ -71,6 +71,7 @@ fn main() {
                     rtt_p99_us: d.get(i, *j) * 2.0,
                     jitter_us: 20.0,
                     loss_ppm: 0.0,
+                    placement_loss_ppm: 0.0,
                     bandwidth_mbps: None,
                 })
                 .collect();

@@ -68,8 +68,9 @@ pub struct Links {
     /// Measured bandwidth (Mbit/s) of a pair, the lower direction, keyed
     /// (lower index, higher index).
     bandwidth: HashMap<(usize, usize), f64>,
-    /// Round-trip loss (0–1, the worse direction's) of the pairs that lose
-    /// any, keyed (lower index, higher index); absent = none.
+    /// Round-trip loss (0–1, the worse direction's long-horizon figure,
+    /// `placement_loss_ppm`) of the pairs that lose any, keyed (lower
+    /// index, higher index); absent = none.
     loss: HashMap<(usize, usize), f64>,
     /// Per pair of members of a concurrently tested group: the share one
     /// flow got while the whole group sent at once (Mbit/s, the smallest
@@ -192,6 +193,7 @@ fn combine(x: Option<Smoothed>, y: Option<Smoothed>) -> Option<PeerLink> {
         rtt_p99_us: known(&s, s.rtt_p99_us),
         jitter_us: known(&s, s.jitter_us),
         loss_ppm: s.loss_ppm,
+        placement_loss_ppm: s.placement_loss_ppm,
         bandwidth_mbps: None,
     };
     match (x.map(to), y.map(to)) {
@@ -200,6 +202,7 @@ fn combine(x: Option<Smoothed>, y: Option<Smoothed>) -> Option<PeerLink> {
             rtt_p99_us: x.rtt_p99_us.max(y.rtt_p99_us),
             jitter_us: x.jitter_us.max(y.jitter_us),
             loss_ppm: x.loss_ppm.max(y.loss_ppm),
+            placement_loss_ppm: x.placement_loss_ppm.max(y.placement_loss_ppm),
             bandwidth_mbps: None,
         }),
         (Some(x), None) | (None, Some(x)) => Some(x),
@@ -566,8 +569,8 @@ impl Inference {
             .enumerate()
             .flat_map(|(i, row)| {
                 row.iter()
-                    .filter(move |(j, p)| *j > i && p.loss_ppm > 0.0)
-                    .map(move |(j, p)| ((i, *j), p.loss_ppm / 1e6))
+                    .filter(move |(j, p)| *j > i && p.placement_loss_ppm > 0.0)
+                    .map(move |(j, p)| ((i, *j), p.placement_loss_ppm / 1e6))
             })
             .collect();
         Inferred {

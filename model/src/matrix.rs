@@ -42,6 +42,12 @@ impl Default for PlanTiming {
 
 /// Weight of the newest window in the smoothed figures.
 pub const DEFAULT_SMOOTHING: f64 = 0.3;
+/// Probes the placement loss figure (`Smoothed::placement_loss_ppm`)
+/// averages over: a window weighs its probes' share of these. At 4 % loss
+/// the smoothed figure (about 110 probes at the default timing) reads
+/// ±1.8 %, this one about ±0.45 %; it follows a change in about 100 s of
+/// probing at 10 probes per second instead of a few seconds.
+pub const PLACEMENT_LOSS_PROBES: f64 = 1_000.0;
 /// A link with no new window for this long is stale: three missed windows
 /// of the default timing.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
@@ -149,6 +155,11 @@ fn absorb(s: &mut Smoothed, loss_probes: &mut u32, w: &LinkWindow, alpha: f64) {
         *loss_probes = loss_probes.saturating_add(sent);
         let share = f64::from(sent) / f64::from(*loss_probes);
         s.loss_ppm += share.max(alpha) * (l - s.loss_ppm);
+        // Every probe so far until the horizon is full, then an EWMA whose
+        // weight is the window's share of the horizon: as precise as the
+        // probes allow, whatever the window length.
+        let long = share.max(f64::from(sent) / PLACEMENT_LOSS_PROBES).min(1.0);
+        s.placement_loss_ppm += long * (l - s.placement_loss_ppm);
     }
     if w.received > 0 {
         let (p50, p99, jitter) = (us(w.rtt_p50_ns), us(w.rtt_p99_ns), us(w.jitter_ns));

@@ -98,6 +98,9 @@ pub struct PeerLink {
     pub rtt_p99_us: f64,
     pub jitter_us: f64,
     pub loss_ppm: f64,
+    /// The long-horizon loss `Place` reads (the quality score reads
+    /// `loss_ppm`, which follows changes quickly).
+    pub placement_loss_ppm: f64,
     pub bandwidth_mbps: Option<f64>,
 }
 

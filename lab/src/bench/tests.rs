@@ -245,6 +245,7 @@ fn matrix3() -> GetMatrixResponse {
         smoothed: Some(Smoothed {
             rtt_p50_us: rtt_us,
             loss_ppm,
+            placement_loss_ppm: loss_ppm,
             rtt_known: true,
             ..Default::default()
         }),

@@ -121,6 +121,58 @@ fn a_short_first_window_weighs_its_probes_not_alpha_in_the_loss() {
     assert!((fifth - (fourth + 0.3 * (40_000.0 - fourth))).abs() < 1e-6);
 }
 
+/// Place's loss figure averages every probe until its horizon is full,
+/// then weighs a window by its share of the horizon: on a link whose
+/// windows read 0 % and 8 % in turn (4 % on average) it stays within
+/// ±1,100 ppm of 4 %, where the labels' figure swings by ±7,100; after the
+/// link turns lossy it has moved less than half way in ten windows, where
+/// the labels' figure is nearly there.
+#[test]
+fn the_placement_loss_holds_still_and_follows_slowly() {
+    let t0 = Instant::now();
+    let mut m = Matrix::new(DEFAULT_SMOOTHING, Duration::from_secs(30));
+    let mut start = 0;
+    let mut next = |m: &mut Matrix, lost: u64| {
+        start += 1;
+        m.apply("a", window("b", start, 100, 50, 50 - lost), false, t0)
+            .unwrap()
+            .smoothed
+            .unwrap()
+    };
+    // The first windows: every probe so far (1 of 50, then 3 of 100).
+    assert_eq!(next(&mut m, 1).placement_loss_ppm, 20_000.0);
+    let second = next(&mut m, 2).placement_loss_ppm;
+    assert!((second - 30_000.0).abs() < 1e-6, "{second}");
+    // Long past the horizon, windows of 0 and 4 lost in turn.
+    let (mut labels, mut place) = ((f64::MAX, 0.0f64), (f64::MAX, 0.0f64));
+    for i in 0..400 {
+        let s = next(&mut m, if i % 2 == 0 { 0 } else { 4 });
+        if i >= 300 {
+            labels = (labels.0.min(s.loss_ppm), labels.1.max(s.loss_ppm));
+            place = (
+                place.0.min(s.placement_loss_ppm),
+                place.1.max(s.placement_loss_ppm),
+            );
+        }
+    }
+    assert!(place.0 > 38_900.0 && place.1 < 41_100.0, "{place:?}");
+    assert!(labels.0 < 33_000.0 && labels.1 > 47_000.0, "{labels:?}");
+    // A clean link turns lossy (4 of 50, 8 %): ten windows later.
+    for _ in 0..100 {
+        next(&mut m, 0);
+    }
+    let mut s = next(&mut m, 4);
+    for _ in 0..9 {
+        s = next(&mut m, 4);
+    }
+    assert!(s.loss_ppm > 0.9 * 80_000.0, "{s:?}");
+    assert!(s.placement_loss_ppm < 0.5 * 80_000.0, "{s:?}");
+    assert!(
+        s.placement_loss_ppm > 0.3 * 80_000.0,
+        "it does follow: {s:?}"
+    );
+}
+
 #[test]
 fn links_go_stale_but_are_never_deleted() {
     let t0 = Instant::now();

@@ -6,6 +6,7 @@ fn link(p50: f64, loss: f64) -> PeerLink {
         rtt_p99_us: p50 * 2.0,
         jitter_us: p50 / 10.0,
         loss_ppm: loss,
+        placement_loss_ppm: loss,
         bandwidth_mbps: None,
     }
 }
