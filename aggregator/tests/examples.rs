@@ -25,6 +25,7 @@ fn written_keys() -> Vec<String> {
             rtt_p99_us: 1.0,
             jitter_us: 1.0,
             loss_ppm: 0.0,
+            loss_probes: labels::LOSS_LABEL_PROBES,
             bandwidth_mbps: Some(1.0),
             peers: 1,
         }),

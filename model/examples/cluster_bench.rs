@@ -72,6 +72,7 @@ fn main() {
                     jitter_us: 20.0,
                     loss_ppm: 0.0,
                     placement_loss_ppm: 0.0,
+                    loss_probes: 1_000,
                     bandwidth_mbps: None,
                 })
                 .collect();

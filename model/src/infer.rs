@@ -194,6 +194,7 @@ fn combine(x: Option<Smoothed>, y: Option<Smoothed>) -> Option<PeerLink> {
         jitter_us: known(&s, s.jitter_us),
         loss_ppm: s.loss_ppm,
         placement_loss_ppm: s.placement_loss_ppm,
+        loss_probes: s.loss_probes,
         bandwidth_mbps: None,
     };
     match (x.map(to), y.map(to)) {
@@ -203,6 +204,7 @@ fn combine(x: Option<Smoothed>, y: Option<Smoothed>) -> Option<PeerLink> {
             jitter_us: x.jitter_us.max(y.jitter_us),
             loss_ppm: x.loss_ppm.max(y.loss_ppm),
             placement_loss_ppm: x.placement_loss_ppm.max(y.placement_loss_ppm),
+            loss_probes: x.loss_probes.min(y.loss_probes),
             bandwidth_mbps: None,
         }),
         (Some(x), None) | (None, Some(x)) => Some(x),

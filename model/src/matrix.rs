@@ -153,6 +153,7 @@ fn absorb(s: &mut Smoothed, loss_probes: &mut u32, w: &LinkWindow, alpha: f64) {
     if let Some(l) = loss_ppm(w) {
         let sent = u32::try_from(w.sent).unwrap_or(u32::MAX);
         *loss_probes = loss_probes.saturating_add(sent);
+        s.loss_probes = u64::from(*loss_probes);
         let share = f64::from(sent) / f64::from(*loss_probes);
         s.loss_ppm += share.max(alpha) * (l - s.loss_ppm);
         // Every probe so far until the horizon is full, then an EWMA whose

@@ -85,6 +85,10 @@ pub struct Figures {
     pub rtt_p99_us: f64,
     pub jitter_us: f64,
     pub loss_ppm: f64,
+    /// The fewest probes behind any of the peers' loss figures: the
+    /// `loss-ppm` label waits for [`crate::labels::LOSS_LABEL_PROBES`]
+    /// (settled figures count up to that and stay there once published).
+    pub loss_probes: u64,
     /// `None` until bandwidth is measured.
     pub bandwidth_mbps: Option<f64>,
     /// Peers the medians were taken over.
@@ -101,6 +105,8 @@ pub struct PeerLink {
     /// The long-horizon loss `Place` reads (the quality score reads
     /// `loss_ppm`, which follows changes quickly).
     pub placement_loss_ppm: f64,
+    /// Probes behind the loss figures (the fewer of both directions).
+    pub loss_probes: u64,
     pub bandwidth_mbps: Option<f64>,
 }
 
@@ -125,6 +131,7 @@ pub fn figures(peers: &[PeerLink]) -> Option<Figures> {
         rtt_p99_us: med(|p| p.rtt_p99_us)?,
         jitter_us: med(|p| p.jitter_us)?,
         loss_ppm: med(|p| p.loss_ppm)?,
+        loss_probes: peers.iter().map(|p| p.loss_probes).min()?,
         bandwidth_mbps: median(peers.iter().filter_map(|p| p.bandwidth_mbps).collect()),
         peers: peers.len(),
     })

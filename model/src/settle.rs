@@ -22,7 +22,7 @@
 //! its content last changed, so an unchanged summary is not rewritten
 //! either.
 
-use crate::labels::{MAX_NEAREST, NodeFacts, Peer};
+use crate::labels::{LOSS_LABEL_PROBES, MAX_NEAREST, NodeFacts, Peer};
 use crate::quality::Figures;
 
 /// Quality is published in steps of this many points, and moves only when
@@ -130,6 +130,11 @@ pub fn settle_tail(prev: Option<f64>, raw: f64) -> f64 {
     settle_on_ladder(&TAIL_STEPS, prev.filter(|p| p.is_finite()), raw)
 }
 
+/// Whether a loss figure counts probes enough to be published.
+fn loss_ready(f: &Figures) -> bool {
+    f.loss_probes >= LOSS_LABEL_PROBES
+}
+
 /// What to publish for the latest raw figure `now`: `settle` it against
 /// the published value, which changes only when the previous
 /// recomputation's raw figure (`before`), settled the same way, wanted a
@@ -147,6 +152,8 @@ fn settle_confirmed<T: PartialEq + Copy, R>(
         _ => now,
     }
 }
+
+/// Bandwidth: 10 %, and at least 10 Mbit/s.
 pub const BANDWIDTH_BAND: Band = Band {
     relative: 0.10,
     floor: 10.0,
@@ -203,6 +210,7 @@ fn settle_figures(prev: Option<&Figures>, before: Option<&Figures>, new: Figures
     // A median RTT is uncertain by about the jitter around it (the lossy,
     // jittery dj-4 of the lab: 1 ms of jitter, its p50 wandering between
     // 860 and 1,000 µs), so the band is at least the node's jitter.
+    let published_loss = prev.filter(|p| loss_ready(p));
     let rtt_band = Band {
         floor: RTT_BAND.floor.max(new.jitter_us.min(new.rtt_p50_us)),
         ..RTT_BAND
@@ -211,7 +219,22 @@ fn settle_figures(prev: Option<&Figures>, before: Option<&Figures>, new: Figures
         rtt_p50_us: both(|f| f.rtt_p50_us, &band(rtt_band)),
         rtt_p99_us: both(|f| f.rtt_p99_us, &settle_tail),
         jitter_us: both(|f| f.jitter_us, &settle_tail),
-        loss_ppm: both(|f| f.loss_ppm, &settle_loss),
+        // Settled only against a published loss: one counted from too
+        // few probes was never written. Once written it stays so (a new
+        // peer's few probes are one value of a median, not a reason to
+        // start over), and the count stops at the threshold, so the
+        // published facts do not change with every window's probes.
+        loss_ppm: settle_confirmed(
+            published_loss.map(|f| f.loss_ppm),
+            before.map(|f| f.loss_ppm),
+            new.loss_ppm,
+            settle_loss,
+        ),
+        loss_probes: if published_loss.is_some() {
+            LOSS_LABEL_PROBES
+        } else {
+            new.loss_probes.min(LOSS_LABEL_PROBES)
+        },
         bandwidth_mbps: bandwidth,
         peers: new.peers,
     }

@@ -15,7 +15,7 @@ fn a_firewalled_pair_never_shares_a_group_and_is_never_closest() {
     require_root();
     let run = run_lab(
         "e2e-firewall.yaml",
-        "15s",
+        "30s",
         &["--icmp", "false", "--bandwidth", "false"],
     );
     println!("{}", run.stdout);

@@ -12,7 +12,7 @@ fn group_l2_labels_are_the_regions_and_the_degraded_node_scores_lowest() {
     require_root();
     let run = run_lab(
         "geo-12.yaml",
-        "20s",
+        "30s",
         &["--icmp", "false", "--bandwidth", "false"],
     );
     println!("{}", run.stdout);

@@ -9,6 +9,7 @@ fn facts() -> NodeFacts {
             rtt_p99_us: 612.6,
             jitter_us: 40.0,
             loss_ppm: 0.2,
+            loss_probes: LOSS_LABEL_PROBES,
             bandwidth_mbps: None,
             peers: 3,
         }),
@@ -39,6 +40,24 @@ fn labels_are_integers_and_group_ids() {
         assert!(check_prefix(&format!("{p}/")).is_ok());
         assert!(check_name(n).is_ok() && check_value(v).is_ok());
     }
+}
+
+#[test]
+fn the_loss_label_waits_for_enough_probes() {
+    let with = |loss_probes: u64| {
+        let mut f = facts();
+        f.figures = f.figures.map(|x| Figures { loss_probes, ..x });
+        node_labels(DEFAULT_PREFIX, &f).unwrap()
+    };
+    let early = with(LOSS_LABEL_PROBES - 1);
+    assert_eq!(early.get("netaware.io/loss-ppm"), None, "{early:?}");
+    // Everything else is written as soon as it is measured.
+    assert_eq!(early.len(), 8, "{early:?}");
+    let ready = with(LOSS_LABEL_PROBES);
+    assert_eq!(
+        ready.get("netaware.io/loss-ppm").map(String::as_str),
+        Some("0")
+    );
 }
 
 #[test]

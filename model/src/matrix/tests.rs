@@ -140,9 +140,15 @@ fn the_placement_loss_holds_still_and_follows_slowly() {
             .unwrap()
     };
     // The first windows: every probe so far (1 of 50, then 3 of 100).
-    assert_eq!(next(&mut m, 1).placement_loss_ppm, 20_000.0);
-    let second = next(&mut m, 2).placement_loss_ppm;
-    assert!((second - 30_000.0).abs() < 1e-6, "{second}");
+    let first = next(&mut m, 1);
+    assert_eq!(first.placement_loss_ppm, 20_000.0);
+    let second = next(&mut m, 2);
+    assert!(
+        (second.placement_loss_ppm - 30_000.0).abs() < 1e-6,
+        "{second:?}"
+    );
+    // The probes behind the figures (the loss label waits for enough).
+    assert_eq!((first.loss_probes, second.loss_probes), (50, 100));
     // Long past the horizon, windows of 0 and 4 lost in turn.
     let (mut labels, mut place) = ((f64::MAX, 0.0f64), (f64::MAX, 0.0f64));
     for i in 0..400 {

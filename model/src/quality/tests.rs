@@ -7,6 +7,7 @@ fn link(p50: f64, loss: f64) -> PeerLink {
         jitter_us: p50 / 10.0,
         loss_ppm: loss,
         placement_loss_ppm: loss,
+        loss_probes: 1_000,
         bandwidth_mbps: None,
     }
 }
@@ -50,6 +51,7 @@ fn more_loss_or_delay_always_scores_lower() {
             rtt_p99_us: rnd(50_000.0),
             jitter_us: rnd(2_000.0),
             loss_ppm: rnd(50_000.0),
+            loss_probes: 1_000,
             bandwidth_mbps: if rnd(1.0) < 0.5 {
                 Some(rnd(2_000.0))
             } else {

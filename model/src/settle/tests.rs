@@ -28,6 +28,7 @@ fn facts(quality: u32, rtt: f64, loss: f64, nearest: &[(&str, u64)]) -> NodeFact
             rtt_p99_us: rtt * 2.0,
             jitter_us: 3.0,
             loss_ppm: loss,
+            loss_probes: LOSS_LABEL_PROBES,
             bandwidth_mbps: None,
             peers: 5,
         }),
@@ -268,6 +269,40 @@ fn tail_figures_move_on_a_ladder() {
     assert_eq!(settle_tail(Some(1_000.0), f64::INFINITY), f64::INFINITY);
 }
 
+/// The lab's churn test: a lossy node (4 % configured) whose first few
+/// windows read 8 % must not hold a 100,000 ppm step once enough probes
+/// say 4 %, and a new peer's few probes do not unpublish a loss.
+#[test]
+fn a_loss_from_few_probes_anchors_nothing() {
+    let with = |loss: f64, probes: u64| {
+        let mut f = facts(80, 300.0, loss, &[]);
+        f.figures = f.figures.map(|x| Figures {
+            loss_probes: probes,
+            ..x
+        });
+        f
+    };
+    let loss = |f: &NodeFacts| f.figures.unwrap().loss_ppm;
+    let early = settled(None, with(80_000.0, 50), 1, &LEVELS);
+    assert_eq!(loss(&early), 100_000.0);
+    assert!(!loss_ready(&early.figures.unwrap()));
+    // Enough probes: 4.2 % is published as 50,000 (settled against the
+    // unpublished 100,000 it would have stayed there).
+    let ready = settled(Some(&early), with(42_000.0, LOSS_LABEL_PROBES), 2, &LEVELS);
+    assert_eq!(loss(&ready), 50_000.0);
+    assert!(loss_ready(&ready.figures.unwrap()));
+    // A new peer with ten probes moves the median to 7 % (100,000 from
+    // scratch): the loss stays published and settled against what was.
+    let new_peer = settled(Some(&ready), with(75_000.0, 10), 3, &LEVELS);
+    assert_eq!(loss(&new_peer), 50_000.0);
+    assert!(loss_ready(&new_peer.figures.unwrap()));
+    assert!(
+        crate::labels::node_labels("netaware.io/", &new_peer)
+            .unwrap()
+            .contains_key("netaware.io/loss-ppm")
+    );
+}
+
 #[test]
 fn a_jittery_nodes_rtt_moves_only_beyond_its_jitter() {
     let jittery = |rtt_p50_us: f64, jitter_us: f64| Figures {
@@ -275,6 +310,7 @@ fn a_jittery_nodes_rtt_moves_only_beyond_its_jitter() {
         rtt_p99_us: 5_000.0,
         jitter_us,
         loss_ppm: 20_000.0,
+        loss_probes: LOSS_LABEL_PROBES,
         bandwidth_mbps: None,
         peers: 3,
     };
