@@ -34,6 +34,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use netaware_model::groups::Distances;
+use netaware_model::matrix::PLACEMENT_LOSS_PROBES;
 use netaware_model::place::cost::{self, Prediction, RingLink};
 use netaware_model::place::diameter::{self, Candidates};
 use netaware_model::place::{PREDICTION_STEP, PairFigures, predict_ranks};
@@ -51,6 +52,15 @@ use crate::topology::Topology;
 
 /// Brute force is tried when there are at most this many k-sets.
 pub const MAX_BRUTE_FORCE_SETS: u64 = 200_000;
+
+/// How long a bench measures at least before placing, by default: until
+/// the placement loss figure counts its full horizon of probes (100 s at
+/// the lab's 10 a second). Placed sooner, a lossy link's figure rests on a
+/// few hundred probes, and `Place` takes whichever set happens to read low
+/// (docs/benchmarks.md §8, "Why netaware loses at geo-12, k = 8").
+pub fn default_settle(probe_interval: std::time::Duration) -> std::time::Duration {
+    probe_interval.mul_f64(PLACEMENT_LOSS_PROBES)
+}
 /// Debian's interpreter, where `python3-mpi4py` installs mpi4py.
 pub const DEFAULT_PYTHON: &str = "/usr/bin/python3";
 /// Bootstrap resamples per interval: the usual count for percentile

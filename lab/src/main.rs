@@ -89,9 +89,11 @@ enum Cmd {
         /// Python interpreter that has mpi4py.
         #[arg(long, default_value = bench::DEFAULT_PYTHON)]
         python: String,
-        /// Measure at least this long before placing (loss needs samples).
-        #[arg(long, default_value = "20s", value_parser = netaware_common::parse_duration)]
-        settle: Duration,
+        /// Measure at least this long before placing [default: the time
+        /// the placement loss figure takes to count its 1,000 probes at
+        /// --probe-interval: 100s at the lab's pace].
+        #[arg(long, value_parser = netaware_common::parse_duration)]
+        settle: Option<Duration>,
         #[command(flatten)]
         common: Common,
     },
@@ -394,7 +396,7 @@ async fn main() -> anyhow::Result<()> {
                 random_sets,
                 algorithm,
                 python,
-                settle,
+                settle: settle.unwrap_or_else(|| bench::default_settle(opts.probe_interval)),
                 shape,
             };
             let out = lab::execute(

@@ -830,3 +830,10 @@ fn ordered_pairs_count_what_the_model_tells_apart() {
     );
     assert_eq!(one.ordered_pairs, None);
 }
+
+/// `--settle`'s help and docs/lab.md say the default is 100 s in the lab.
+#[test]
+fn the_default_settle_counts_the_placement_loss_horizon_at_the_labs_pace() {
+    let settle = default_settle(crate::lab::LAB_TIMING.probe_interval);
+    assert_eq!(settle, std::time::Duration::from_secs(100));
+}
