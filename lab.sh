@@ -2,7 +2,7 @@
 # Build netaware and run the emulated lab. On a fresh Debian machine with
 # only Rust, as root: installs what the lab needs (only what is missing).
 #
-#   ./lab.sh                   the two-region demo: 4 nodes, 30 s
+#   ./lab.sh                   the two-region demo: 4 nodes, 60 s
 #   ./lab.sh ARGS              netaware-lab ARGS, e.g.
 #                              ./lab.sh up lab/topologies/geo-12.yaml
 #                              ./lab.sh bench lab/topologies/geo-12.yaml -k 4
@@ -21,6 +21,6 @@ fi
 need_debian_packages "${BUILD_PACKAGES[@]}" "${LAB_PACKAGES[@]}"
 cargo build --release --workspace --locked
 if [ $# -eq 0 ]; then
-    set -- run lab/topologies/two-region.yaml --for 30s
+    set -- run lab/topologies/two-region.yaml --for 60s
 fi
 exec ./target/release/netaware-lab "$@"

@@ -38,7 +38,8 @@ mod wait;
 pub use netaware_proto::AGENT_PORT;
 
 /// The lab's plan timing: ten times the cluster default's pace (100 ms
-/// probes, 2 s windows), so a 30 s demo has figures, groups and labels.
+/// probes, 2 s windows), so a one-minute demo has figures, groups and every
+/// label (`loss-ppm` waits for 200 probes a link outside bandwidth tests).
 pub const LAB_TIMING: PlanTiming = PlanTiming {
     probe_interval: Duration::from_millis(100),
     report_interval: Duration::from_secs(2),

@@ -28,7 +28,7 @@ enum Cmd {
         /// Topology file (see docs/lab.md).
         topology: PathBuf,
         /// How long to measure.
-        #[arg(long = "for", default_value = "30s", value_parser = netaware_common::parse_duration)]
+        #[arg(long = "for", default_value = "60s", value_parser = netaware_common::parse_duration)]
         duration: Duration,
         /// Also write the report as JSON to this file.
         #[arg(long)]
