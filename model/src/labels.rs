@@ -138,7 +138,7 @@ pub fn node_labels(prefix: &str, f: &NodeFacts) -> Result<BTreeMap<String, Strin
         put("rtt-p50-us", us(fig.rtt_p50_us))?;
         put("rtt-p99-us", us(fig.rtt_p99_us))?;
         put("jitter-us", us(fig.jitter_us))?;
-        if fig.loss_probes >= LOSS_LABEL_PROBES {
+        if fig.loss_ready() {
             put("loss-ppm", us(fig.loss_ppm))?;
         }
         if let Some(b) = fig.bandwidth_mbps {

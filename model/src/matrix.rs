@@ -59,11 +59,6 @@ struct Link {
     windows_total: u64,
     disturbed: bool,
     disturbed_windows_total: u64,
-    /// Probes of the undisturbed windows folded into the loss figure
-    /// (saturating). Until one sent probes the link has no figures (a first
-    /// window taken during our own bandwidth test would seed them with the
-    /// test's queueing).
-    loss_probes: u32,
     /// Aggregator-local receive time of the latest window: staleness is
     /// judged on our clock, so a skewed agent clock cannot hide staleness.
     received_at: Instant,
@@ -72,9 +67,12 @@ struct Link {
 }
 
 impl Link {
-    /// The link has figures: an undisturbed window that sent probes.
+    /// The link has figures: an undisturbed window that sent probes
+    /// (`Smoothed.loss_probes` counts their probes). A first window taken
+    /// during our own bandwidth test would seed them with the test's
+    /// queueing.
     fn seeded(&self) -> bool {
-        self.loss_probes > 0
+        self.smoothed.loss_probes > 0
     }
 }
 
@@ -148,18 +146,17 @@ fn us(ns: u64) -> f64 {
 /// after the next full window and hold a loss label a step too high for a
 /// minute (the ladder's hysteresis keeps it). The RTT figures need no such
 /// care: a median of ten probes is already near the link's.
-fn absorb(s: &mut Smoothed, loss_probes: &mut u32, w: &LinkWindow, alpha: f64) {
+fn absorb(s: &mut Smoothed, w: &LinkWindow, alpha: f64) {
     let ewma = |old: &mut f64, new: f64| *old += alpha * (new - *old);
     if let Some(l) = loss_ppm(w) {
-        let sent = u32::try_from(w.sent).unwrap_or(u32::MAX);
-        *loss_probes = loss_probes.saturating_add(sent);
-        s.loss_probes = u64::from(*loss_probes);
-        let share = f64::from(sent) / f64::from(*loss_probes);
+        s.loss_probes = s.loss_probes.saturating_add(w.sent);
+        let sent = w.sent as f64;
+        let share = sent / s.loss_probes as f64;
         s.loss_ppm += share.max(alpha) * (l - s.loss_ppm);
         // Every probe so far until the horizon is full, then an EWMA whose
         // weight is the window's share of the horizon: as precise as the
         // probes allow, whatever the window length.
-        let long = share.max(f64::from(sent) / PLACEMENT_LOSS_PROBES).min(1.0);
+        let long = share.max(sent / PLACEMENT_LOSS_PROBES).min(1.0);
         s.placement_loss_ppm += long * (l - s.placement_loss_ppm);
     }
     if w.received > 0 {
@@ -439,7 +436,6 @@ impl Matrix {
             windows_total: 0,
             disturbed: false,
             disturbed_windows_total: 0,
-            loss_probes: 0,
             received_at: now,
             instance,
         });
@@ -447,7 +443,7 @@ impl Matrix {
         if disturbed {
             link.disturbed_windows_total += 1;
         } else {
-            absorb(&mut link.smoothed, &mut link.loss_probes, &w, alpha);
+            absorb(&mut link.smoothed, &w, alpha);
         }
         link.disturbed = disturbed;
         link.latest = w;

@@ -95,6 +95,13 @@ pub struct Figures {
     pub peers: usize,
 }
 
+impl Figures {
+    /// Whether the loss figure counts probes enough to be published.
+    pub fn loss_ready(&self) -> bool {
+        self.loss_probes >= crate::labels::LOSS_LABEL_PROBES
+    }
+}
+
 /// One peer's link figures (worse of both directions).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PeerLink {

@@ -130,11 +130,6 @@ pub fn settle_tail(prev: Option<f64>, raw: f64) -> f64 {
     settle_on_ladder(&TAIL_STEPS, prev.filter(|p| p.is_finite()), raw)
 }
 
-/// Whether a loss figure counts probes enough to be published.
-fn loss_ready(f: &Figures) -> bool {
-    f.loss_probes >= LOSS_LABEL_PROBES
-}
-
 /// What to publish for the latest raw figure `now`: `settle` it against
 /// the published value, which changes only when the previous
 /// recomputation's raw figure (`before`), settled the same way, wanted a
@@ -210,7 +205,7 @@ fn settle_figures(prev: Option<&Figures>, before: Option<&Figures>, new: Figures
     // A median RTT is uncertain by about the jitter around it (the lossy,
     // jittery dj-4 of the lab: 1 ms of jitter, its p50 wandering between
     // 860 and 1,000 µs), so the band is at least the node's jitter.
-    let published_loss = prev.filter(|p| loss_ready(p));
+    let published_loss = prev.filter(|p| p.loss_ready());
     let rtt_band = Band {
         floor: RTT_BAND.floor.max(new.jitter_us.min(new.rtt_p50_us)),
         ..RTT_BAND

@@ -285,17 +285,17 @@ fn a_loss_from_few_probes_anchors_nothing() {
     let loss = |f: &NodeFacts| f.figures.unwrap().loss_ppm;
     let early = settled(None, with(80_000.0, 50), 1, &LEVELS);
     assert_eq!(loss(&early), 100_000.0);
-    assert!(!loss_ready(&early.figures.unwrap()));
+    assert!(!early.figures.unwrap().loss_ready());
     // Enough probes: 4.2 % is published as 50,000 (settled against the
     // unpublished 100,000 it would have stayed there).
     let ready = settled(Some(&early), with(42_000.0, LOSS_LABEL_PROBES), 2, &LEVELS);
     assert_eq!(loss(&ready), 50_000.0);
-    assert!(loss_ready(&ready.figures.unwrap()));
+    assert!(ready.figures.unwrap().loss_ready());
     // A new peer with ten probes moves the median to 7 % (100,000 from
     // scratch): the loss stays published and settled against what was.
     let new_peer = settled(Some(&ready), with(75_000.0, 10), 3, &LEVELS);
     assert_eq!(loss(&new_peer), 50_000.0);
-    assert!(loss_ready(&new_peer.figures.unwrap()));
+    assert!(new_peer.figures.unwrap().loss_ready());
     assert!(
         crate::labels::node_labels("netaware.io/", &new_peer)
             .unwrap()
